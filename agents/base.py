@@ -1,0 +1,124 @@
+"""The agent protocol and the registry of agents by name (DESIGN §10)."""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routing_env.env import RoutingVectorEnv
+
+from .logger import RunLogger
+
+
+class Agent(abc.ABC):
+    """A routing policy that can act, learn from an environment, and be saved.
+
+    Subclasses take ``(env, *, seed=0, **options)`` in ``__init__``: ``env`` is the vector environment
+    they learn on (its spaces fix the policy's shapes). ``predict`` acts on batched observations of
+    any environment with the same spaces; ``env`` there is the environment that produced them (only
+    privileged baselines such as the oracle look at it).
+    """
+
+    name: str = "agent"
+    uses_labels: bool = False
+    """True for upper bounds that peek at labels (the oracle); reports mark them."""
+
+    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, **options: Any) -> None:
+        if options:
+            raise TypeError(f"unknown option(s) {sorted(options)} for agent {self.name!r}")
+        self.env = env
+        self.seed = seed
+
+    @abc.abstractmethod
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+        """Actions ``(B,)`` for a batch of observations."""
+
+    def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False) -> None:
+        """Learn from ``self.env`` for ``total_steps`` instance-steps (nothing to learn by default).
+
+        ``logger`` receives TensorBoard scalars; ``progress`` shows a progress bar on stderr.
+        """
+
+    def policy_macs(self) -> float:
+        """MACs of one decision of the policy itself (0 for rule-based baselines)."""
+        return 0.0
+
+    def options(self) -> dict[str, Any]:
+        """The constructor options that recreate this agent (saved beside its weights)."""
+        return {}
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``agent.json`` (name and options) and whatever state the agent has."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {"agent": self.name, "seed": self.seed, "options": self.options()}
+        (directory / "agent.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+    def load_state(self, directory: Path) -> None:
+        """Restore what ``save`` wrote beyond ``agent.json`` (nothing by default)."""
+
+
+def _registry() -> dict[str, type[Agent]]:
+    from .baselines import FixedAgent, OracleAgent, RandomAgent, ThresholdAgent
+    from .reinforce import ReinforceAgent
+    from .sb3 import A2CAgent, DQNAgent, MaskablePPOAgent, PPOAgent
+
+    agents: list[type[Agent]] = [
+        ReinforceAgent,
+        PPOAgent,
+        DQNAgent,
+        A2CAgent,
+        MaskablePPOAgent,
+        ThresholdAgent,
+        RandomAgent,
+        FixedAgent,
+        OracleAgent,
+    ]
+    return {cls.name: cls for cls in agents}
+
+
+AGENT_NAMES = ("reinforce", "ppo", "dqn", "a2c", "maskable-ppo", "threshold", "random", "fixed", "oracle")
+
+
+def agent_class(name: str) -> type[Agent]:
+    """The agent class for a registered name or a custom ``module.path:ClassName``."""
+    if ":" in name:
+        module_name, _, class_name = name.partition(":")
+        if not module_name or not class_name or ":" in class_name:
+            raise ValueError(f"malformed custom agent {name!r}; expected 'module.path:ClassName'")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ValueError(f"custom agent {name!r}: cannot import module {module_name!r} ({e})") from None
+        cls = getattr(module, class_name, None)
+        if cls is None:
+            raise ValueError(f"custom agent {name!r}: module {module_name!r} has no attribute {class_name!r}")
+        if not (isinstance(cls, type) and callable(getattr(cls, "predict", None))):
+            raise ValueError(f"custom agent {name!r} must be a class with a predict(obs, env) method")
+        return cls
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown agent {name!r}; expected one of {list(AGENT_NAMES)} or 'module.path:ClassName'")
+    return registry[name]
+
+
+def make_agent(name: str, env: RoutingVectorEnv, *, seed: int = 0, **options: Any) -> Agent:
+    """Construct the agent ``name`` on ``env``."""
+    return agent_class(name)(env, seed=seed, **options)
+
+
+def load_agent(directory: str | Path, env: RoutingVectorEnv) -> Agent:
+    """Recreate a saved agent from ``directory/agent.json`` and its state, on ``env``."""
+    directory = Path(directory)
+    meta_path = directory / "agent.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} does not exist: is {directory} a saved agent or run directory?")
+    meta = json.loads(meta_path.read_text())
+    agent = make_agent(meta["agent"], env, seed=meta.get("seed", 0), **meta.get("options", {}))
+    agent.load_state(directory)
+    return agent

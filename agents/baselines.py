@@ -1,0 +1,143 @@
+"""Rule-based baselines: random, fixed exit, confidence threshold, and the label-peeking oracle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from routing_env.env import RoutingVectorEnv
+from routing_env.evaluation import ExitTable, exit_table, fixed_route_actions
+
+from .base import Agent
+from .logger import RunLogger
+
+
+class RandomAgent(Agent):
+    """Uniform over the valid actions (seeded)."""
+
+    name = "random"
+
+    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0) -> None:
+        super().__init__(env, seed=seed)
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+        mask = obs["action_mask"].astype(bool)
+        scores = self.rng.random(mask.shape) * mask
+        return scores.argmax(axis=1)
+
+
+class FixedAgent(Agent):
+    """Run every stage at full width up to decision point ``position``, then EXIT (a static model)."""
+
+    name = "fixed"
+
+    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, position: int | None = None) -> None:
+        super().__init__(env, seed=seed)
+        n = env.core.num_stages
+        if position is None:
+            position = n
+        if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position <= n:
+            raise ValueError(f"fixed agent: position must be an integer in 0..{n}, got {position!r}")
+        self.position = int(position)
+
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+        return fixed_route_actions(obs, self.position)
+
+    def options(self) -> dict[str, Any]:
+        return {"position": self.position}
+
+
+def threshold_outcomes(table: ExitTable, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per instance (correct, macs_fraction) of exiting at the first head with confidence >= ``tau``."""
+    confident = table.confidence >= tau
+    confident[-1] = True
+    first = confident.argmax(axis=0)
+    cols = np.arange(table.correct.shape[1])
+    return table.correct[first, cols], table.macs_fraction[first, cols]
+
+
+class ThresholdAgent(Agent):
+    """Exit at the first head whose max softmax probability is at least ``tau``.
+
+    ``learn`` tunes ``tau`` on the agent's environment (use ``val``): it maximises
+    ``accuracy − lam·macs_fraction`` (``lam`` defaults to the environment's), or, with
+    ``target_macs_fraction``, the accuracy among thresholds whose mean cost stays within the target.
+    """
+
+    name = "threshold"
+
+    def __init__(
+        self,
+        env: RoutingVectorEnv,
+        *,
+        seed: int = 0,
+        tau: float | None = None,
+        lam: float | None = None,
+        target_macs_fraction: float | None = None,
+    ) -> None:
+        super().__init__(env, seed=seed)
+        self.tau = 1.0 if tau is None else float(tau)
+        self.lam = env.config.lam if lam is None else float(lam)
+        if self.lam < 0:
+            raise ValueError(f"threshold agent: lam must be >= 0, got {self.lam}")
+        self.target = target_macs_fraction
+
+    def learn(self, total_steps: int = 0, logger: RunLogger | None = None, progress: bool = False) -> None:
+        table = exit_table(self.env)
+        candidates = np.unique(np.concatenate([table.confidence.ravel(), [0.0, 1.0 + 1e-9]]))
+        if len(candidates) > 2000:
+            candidates = np.quantile(candidates, np.linspace(0, 1, 2001))
+        best, best_score = 1.0 + 1e-9, -np.inf
+        for tau in candidates:
+            correct, cost = threshold_outcomes(table, tau)
+            if self.target is not None:
+                if cost.mean() > self.target:
+                    continue
+                score = correct.mean()
+            else:
+                score = correct.mean() - self.lam * cost.mean()
+            if score > best_score:
+                best, best_score = float(tau), score
+        self.tau = best
+        if logger is not None:
+            logger.scalar("charts/threshold_tau", self.tau, 0)
+
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+        mask = obs["action_mask"].astype(bool)
+        confident = mask[:, 0] & (obs["probs"].max(axis=1) >= self.tau)
+        return np.where(confident, 0, fixed_route_actions(obs, env.core.num_stages))
+
+    def options(self) -> dict[str, Any]:
+        return {"tau": self.tau, "lam": self.lam, "target_macs_fraction": self.target}
+
+
+class OracleAgent(Agent):
+    """UPPER BOUND, uses labels: exit at the cheapest head along the full path that is correct.
+
+    Where no head is right it exits at the first one. It reads the labels of the environment it acts
+    in, so its numbers are an upper bound on early-exit routing, never a policy.
+    """
+
+    name = "oracle"
+    uses_labels = True
+
+    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0) -> None:
+        super().__init__(env, seed=seed)
+        self._targets: dict[int, np.ndarray] = {}
+
+    def _target_positions(self, env: RoutingVectorEnv) -> np.ndarray:
+        key = id(env.core.split)
+        if key not in self._targets:
+            table = exit_table(env)
+            cost = np.where(table.correct, table.macs_fraction, np.inf)
+            best = cost.argmin(axis=0)
+            best[~table.correct.any(axis=0)] = 0
+            self._targets[key] = table.positions[best]
+        return self._targets[key]
+
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+        targets = self._target_positions(env)[env.core.index]
+        here = obs["position"].argmax(axis=1)
+        return np.where(here >= targets, 0, fixed_route_actions(obs, env.core.num_stages))

@@ -1,0 +1,31 @@
+"""TensorBoard logging with CleanRL-style keys (DESIGN §13)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+
+
+class RunLogger:
+    """Writes ``charts/*`` and ``losses/*`` scalars for one training run."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.writer = SummaryWriter(str(directory))
+
+    def episodes(self, step: int, returns: np.ndarray, correct: np.ndarray, macs_fraction: np.ndarray, exits: np.ndarray) -> None:
+        """Means over the episodes that ended since the last call."""
+        if len(returns) == 0:
+            return
+        self.writer.add_scalar("charts/episodic_return", float(np.mean(returns)), step)
+        self.writer.add_scalar("charts/accuracy", float(np.mean(correct)), step)
+        self.writer.add_scalar("charts/macs_fraction", float(np.mean(macs_fraction)), step)
+        self.writer.add_histogram("charts/exit_histogram", np.asarray(exits), step)
+
+    def scalar(self, key: str, value: float, step: int) -> None:
+        self.writer.add_scalar(key, float(value), step)
+
+    def close(self) -> None:
+        self.writer.close()

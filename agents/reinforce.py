@@ -1,0 +1,186 @@
+"""REINFORCE selection module (Guan et al., IJCAI 2018), batched over the vector environment.
+
+Reads top to bottom like a CleanRL script: a small MLP over the Dict observation gives masked action
+logits and a state-value baseline; each round resets every environment of the batch and steps until each has ended
+one episode (no episode is cut by the rollout's end, so none is dropped or biased); undiscounted
+returns-to-go; policy gradient with the baseline, an entropy bonus, and a value regression.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from routing_env.checkpoints import load_state_dict, save_state_dict
+from routing_env.costs import count_macs
+from routing_env.env import RoutingVectorEnv
+
+from .base import Agent
+from .logger import RunLogger
+
+OBS_KEYS = ("features", "probs", "position", "cost")
+
+
+@dataclass
+class ReinforceArgs:
+    learning_rate: float = 3e-3
+    """Adam step size."""
+    episodes_per_update: int = 64
+    """Complete episodes per gradient step (rounded up to whole rounds of ``num_envs`` episodes)."""
+    hidden: int = 64
+    """Width of the two hidden layers."""
+    ent_coef: float = 0.01
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Weight of the baseline's squared error."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping."""
+    normalize_advantage: bool = True
+    """Standardise advantages per update."""
+
+
+def flatten_obs(obs: dict[str, np.ndarray]) -> torch.Tensor:
+    """Concatenate the observation's vector parts (the mask is applied to the logits instead)."""
+    return torch.as_tensor(np.concatenate([obs[k] for k in OBS_KEYS], axis=-1), dtype=torch.float32)
+
+
+class PolicyNet(nn.Module):
+    """Masked categorical policy and value baseline over the flattened observation."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(obs_dim)
+        self.actor = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, num_actions))
+        self.critic = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def logits(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.actor(self.norm(x)).masked_fill(~mask, -1e9)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.norm(x)).squeeze(-1)
+
+
+class ReinforceAgent(Agent):
+    """REINFORCE with a learned baseline and an entropy bonus; masks respected."""
+
+    name = "reinforce"
+
+    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, **options: Any) -> None:
+        super().__init__(env, seed=seed)
+        fields = ReinforceArgs.__dataclass_fields__
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown} for agent 'reinforce'; valid: {sorted(fields)}")
+        self.args = ReinforceArgs(**options)
+        torch.manual_seed(seed)
+        space = env.single_observation_space
+        obs_dim = sum(space[k].shape[0] for k in OBS_KEYS)
+        self.net = PolicyNet(obs_dim, env.single_action_space.n, self.args.hidden)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.args.learning_rate)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def options(self) -> dict[str, Any]:
+        return asdict(self.args)
+
+    @torch.no_grad()
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+        mask = torch.as_tensor(obs["action_mask"]).bool()
+        return self.net.logits(flatten_obs(obs), mask).argmax(dim=-1).numpy()
+
+    def policy_macs(self) -> float:
+        x = torch.zeros(1, self.net.norm.normalized_shape[0])
+        return float(count_macs(lambda t: self.net.actor(self.net.norm(t)), x))
+
+    def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False) -> None:
+        env, args = self.env, self.args
+        bar = tqdm(total=total_steps, desc="reinforce", unit="step", disable=not progress)
+        rounds = -(-args.episodes_per_update // env.num_envs)
+        env.reset(seed=self.seed)
+        done_steps, start = 0, time.time()
+        while done_steps < total_steps:
+            xs, masks, actions, returns, lives = [], [], [], [], []
+            ended: dict[str, list[np.ndarray]] = {"return": [], "correct": [], "macs_fraction": [], "exit_position": []}
+            for _ in range(rounds):
+                obs, _ = env.reset()
+                live = np.ones(env.num_envs, dtype=bool)
+                episode_return = np.zeros(env.num_envs)
+                rewards = []
+                while live.any():
+                    x = flatten_obs(obs)
+                    mask = torch.as_tensor(obs["action_mask"]).bool()
+                    with torch.no_grad():
+                        a = _sample(self.net.logits(x, mask), self.generator)
+                    obs, reward, terminated, truncated, info = env.step(a.numpy())
+                    xs.append(x)
+                    masks.append(mask)
+                    actions.append(a)
+                    rewards.append(torch.as_tensor(np.where(live, reward, 0.0), dtype=torch.float32))
+                    lives.append(torch.tensor(live))  # a copy: `live` is updated in place below
+                    done_steps += int(live.sum())
+                    bar.update(int(live.sum()))
+                    episode_return += np.where(live, reward, 0.0)
+                    end = live & (terminated | truncated)
+                    ended["return"].append(episode_return[end])
+                    for key in ("correct", "macs_fraction", "exit_position"):
+                        ended[key].append(info[key][end] if end.any() else np.zeros(0))
+                    live &= ~(terminated | truncated)
+                # undiscounted rewards-to-go of this round's episodes
+                returns.extend(torch.stack(rewards).flip(0).cumsum(0).flip(0).unbind(0))
+            loss_terms = self._update(xs, masks, actions, returns, lives)
+            if logger is not None:
+                logger.episodes(done_steps, *(np.concatenate(ended[k]) for k in ended))
+                for key, value in loss_terms.items():
+                    logger.scalar(f"losses/{key}", value, done_steps)
+                logger.scalar("charts/SPS", done_steps / max(time.time() - start, 1e-9), done_steps)
+        bar.close()
+
+    def _update(
+        self,
+        xs: list[torch.Tensor],
+        masks: list[torch.Tensor],
+        actions: list[torch.Tensor],
+        returns: list[torch.Tensor],
+        lives: list[torch.Tensor],
+    ) -> dict[str, float]:
+        """One gradient step on the live steps of complete episodes."""
+        args = self.args
+        live = torch.cat(lives)
+        ret = torch.cat(returns)[live]
+        x = torch.cat(xs)[live]
+        mask = torch.cat(masks)[live]
+        a = torch.cat(actions)[live]
+        logp_all = torch.log_softmax(self.net.logits(x, mask), dim=-1)
+        logp = logp_all.gather(1, a[:, None]).squeeze(1)
+        entropy = -(logp_all.exp() * logp_all.masked_fill(~mask, 0.0)).sum(-1).mean()
+        value = self.net.value(x)
+        advantage = (ret - value).detach()
+        if args.normalize_advantage and len(advantage) > 1:
+            advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+        policy_loss = -(logp * advantage).mean()
+        value_loss = ((ret - value) ** 2).mean()
+        loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.net.parameters(), args.max_grad_norm)
+        self.optimizer.step()
+        return {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item()}
+
+    def save(self, directory: str | Path) -> None:
+        super().save(directory)
+        save_state_dict(self.net.state_dict(), Path(directory) / "policy.pt")
+
+    def load_state(self, directory: Path) -> None:
+        self.net.load_state_dict(load_state_dict(Path(directory) / "policy.pt"))
+
+
+def _sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Sample from a categorical over ``logits`` with an explicit generator (reproducible)."""
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)

@@ -1,0 +1,213 @@
+"""Stable-Baselines3 and sb3-contrib agents over the routing environment.
+
+:class:`SB3VecEnv` adapts the natively batched :class:`~routing_env.env.RoutingVectorEnv` (run with
+autoreset ``SameStep``) to SB3's ``VecEnv`` without copying it into per-episode environments, and
+exposes ``action_masks`` for ``MaskablePPO``. :class:`RoutingCallback` logs accuracy and MACs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from sb3_contrib import MaskablePPO
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnv
+
+from tqdm import tqdm
+
+from routing_env.checkpoints import load_state_dict, save_state_dict
+from routing_env.costs import count_macs
+from routing_env.env import RoutingVectorEnv
+
+from .base import Agent
+from .logger import RunLogger
+
+
+class SB3VecEnv(VecEnv):
+    """SB3 ``VecEnv`` view of a :class:`RoutingVectorEnv` in ``SameStep`` autoreset mode."""
+
+    def __init__(self, venv: RoutingVectorEnv) -> None:
+        if venv.metadata["autoreset_mode"] != AutoresetMode.SAME_STEP:
+            raise ValueError("SB3VecEnv needs a RoutingVectorEnv with autoreset_mode='SameStep'")
+        self.venv = venv
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        self._actions = np.zeros(venv.num_envs, dtype=np.int64)
+        self._returns = np.zeros(venv.num_envs)
+        self._lengths = np.zeros(venv.num_envs, dtype=np.int64)
+
+    def reset(self) -> dict[str, np.ndarray]:
+        obs, _ = self.venv.reset(seed=self._seeds[0])
+        self._reset_seeds()
+        self._returns[:] = 0.0
+        self._lengths[:] = 0
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).reshape(self.num_envs).astype(np.int64)
+
+    def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        obs, reward, terminated, truncated, info = self.venv.step(self._actions)
+        self._returns += reward
+        self._lengths += 1
+        dones = terminated | truncated
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for i in np.flatnonzero(dones):
+            final = info["final_info"]
+            infos[i] = {
+                "terminal_observation": info["final_obs"][i],
+                "TimeLimit.truncated": bool(truncated[i] and not terminated[i]),
+                "episode": {"r": float(self._returns[i]), "l": int(self._lengths[i])},
+                "correct": bool(final["correct"][i]),
+                "macs_fraction": float(final["macs_fraction"][i]),
+                "exit_position": int(final["exit_position"][i]),
+            }
+            self._returns[i] = 0.0
+            self._lengths[i] = 0
+        return obs, reward.astype(np.float32), dones, infos
+
+    def action_masks(self) -> np.ndarray:
+        return self.venv.action_masks()
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        value = getattr(self.venv, attr_name)
+        return [value for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        raise AttributeError(f"SB3VecEnv cannot set {attr_name!r}: the episodes share one batched environment")
+
+    def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
+        if method_name == "action_masks":
+            masks = self.venv.action_masks()
+            return [masks[i] for i in self._get_indices(indices)]
+        raise AttributeError(f"SB3VecEnv has no per-episode method {method_name!r}")
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+class RoutingCallback(BaseCallback):
+    """Logs ``charts/accuracy``, ``charts/macs_fraction`` and ``charts/exit_histogram`` of ended episodes."""
+
+    def _on_step(self) -> bool:
+        ended = [info for info in self.locals.get("infos", []) if "correct" in info]
+        if ended:
+            self.logger.record_mean("charts/accuracy", float(np.mean([i["correct"] for i in ended])))
+            self.logger.record_mean("charts/macs_fraction", float(np.mean([i["macs_fraction"] for i in ended])))
+            self.logger.record_mean("charts/episodic_return", float(np.mean([i["episode"]["r"] for i in ended])))
+        return True
+
+
+class ProgressCallback(BaseCallback):
+    """A tqdm progress bar over SB3's timesteps."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        super().__init__()
+        self.bar = tqdm(total=total, desc=desc, unit="step")
+
+    def _on_step(self) -> bool:
+        self.bar.n = min(self.num_timesteps, self.bar.total)
+        self.bar.refresh()
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+class SB3Agent(Agent):
+    """An SB3 algorithm with ``MultiInputPolicy`` on the routing environment."""
+
+    algorithm: ClassVar[type[BaseAlgorithm]]
+    defaults: ClassVar[dict[str, Any]] = {}
+    masked: ClassVar[bool] = False
+
+    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, **options: Any) -> None:
+        super().__init__(env, seed=seed)
+        self.kwargs = {**self.defaults, **options}
+        venv = RoutingVectorEnv(
+            num_envs=env.num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **dataclasses.asdict(env.config)
+        )
+        self.vec_env = SB3VecEnv(venv)
+        try:
+            self.model = self.algorithm("MultiInputPolicy", self.vec_env, seed=seed, verbose=0, device="cpu", **self.kwargs)
+        except TypeError as e:
+            raise TypeError(f"invalid option for agent {self.name!r}: {e}") from None
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.kwargs)
+
+    def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False) -> None:
+        if logger is not None:
+            self.model.set_logger(configure(str(logger.directory), ["tensorboard"]))
+        callbacks = [RoutingCallback()] + ([ProgressCallback(total_steps, self.name)] if progress else [])
+        self.model.learn(total_timesteps=total_steps, callback=CallbackList(callbacks))
+
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+        kwargs = {"action_masks": obs["action_mask"].astype(bool)} if self.masked else {}
+        actions, _ = self.model.predict(obs, deterministic=True, **kwargs)
+        return np.asarray(actions, dtype=np.int64)
+
+    def policy_macs(self) -> float:
+        space = self.vec_env.observation_space
+        zeros = {k: np.zeros((1, *s.shape), dtype=s.dtype) for k, s in space.items()}
+        obs, _ = self.model.policy.obs_to_tensor(zeros)
+        return float(count_macs(self._decision, obs))
+
+    def _decision(self, obs: dict[str, torch.Tensor]) -> object:
+        return self.model.policy.get_distribution(obs)
+
+    def save(self, directory: str | Path) -> None:
+        super().save(directory)
+        save_state_dict(self.model.policy.state_dict(), Path(directory) / "policy.pt")
+
+    def load_state(self, directory: Path) -> None:
+        self.model.policy.load_state_dict(load_state_dict(Path(directory) / "policy.pt"))
+
+
+ON_POLICY = {"n_steps": 64, "gamma": 1.0, "ent_coef": 0.01}
+
+
+class PPOAgent(SB3Agent):
+    name = "ppo"
+    algorithm = PPO
+    defaults = {**ON_POLICY, "batch_size": 256, "learning_rate": 1e-3}
+
+
+class MaskablePPOAgent(SB3Agent):
+    name = "maskable-ppo"
+    algorithm = MaskablePPO
+    defaults = {**ON_POLICY, "batch_size": 256, "learning_rate": 1e-3}
+    masked = True
+
+
+class A2CAgent(SB3Agent):
+    name = "a2c"
+    algorithm = A2C
+    defaults = {"n_steps": 8, "gamma": 1.0, "ent_coef": 0.01, "learning_rate": 1e-3}
+
+
+class DQNAgent(SB3Agent):
+    name = "dqn"
+    algorithm = DQN
+    defaults = {
+        "gamma": 1.0,
+        "buffer_size": 50_000,
+        "learning_starts": 500,
+        "train_freq": 1,
+        "target_update_interval": 500,
+        "exploration_fraction": 0.3,
+        "learning_rate": 1e-3,
+    }
+
+    def _decision(self, obs: dict[str, torch.Tensor]) -> object:
+        return self.model.policy.q_net(obs)

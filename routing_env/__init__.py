@@ -1,0 +1,37 @@
+"""routing-env: Gymnasium environments for learning per-input routing policies over neural backbones.
+
+>>> import gymnasium as gym, routing_env
+>>> env = gym.make("routing_env/Cascade-v0", lam=0.1)
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register
+
+from .core import EXIT, RUN, SKIP, RoutingCore
+from .env import EnvConfig, RoutingEnv, RoutingVectorEnv
+from .rewards import RewardFn, make_reward
+
+__version__ = "0.1.0"
+
+ENV_IDS = ("routing_env/Cascade-v0",)
+
+register(
+    id="routing_env/Cascade-v0",
+    entry_point="routing_env.env:RoutingEnv",
+    vector_entry_point="routing_env.env:RoutingVectorEnv",
+    kwargs={"backbone": "tiny-cascade"},
+)
+
+__all__ = [
+    "ENV_IDS",
+    "EXIT",
+    "RUN",
+    "SKIP",
+    "EnvConfig",
+    "RewardFn",
+    "RoutingCore",
+    "RoutingEnv",
+    "RoutingVectorEnv",
+    "make_reward",
+]

@@ -1,0 +1,121 @@
+"""The routable-backbone protocol (DESIGN §1).
+
+A routable backbone is a chain of stages ``s_0 … s_{N-1}`` with exit heads at some decision points.
+Decision point ``k`` lies before stage ``k``; point ``N`` lies after the last stage. A backbone states
+its structure in a :class:`BackboneSpec`, its compute in a :class:`CostTable`, and runs stages for a
+batch of episode slots through an :class:`Executor` bound to one data split.
+
+Rule for heads: arriving at a point that carries a head after ``RUN`` evaluates that head (and charges
+it); after ``SKIP`` only when ``spec.head_after_skip`` (a cascade's head belongs to the skipped
+classifier, so there it is not evaluated). The head at point 0, if any, is part of the mandatory prefix.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data import Split
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Structure of a routable backbone."""
+
+    num_stages: int
+    """N, the number of routable stages."""
+    widths: tuple[float, ...]
+    """Channel-width fractions offered by ``RUN(w_j)``; ``(1.0,)`` when there is no width choice."""
+    num_classes: int
+    feature_dim: int
+    """D, the largest pooled feature width; smaller features are zero-padded to it."""
+    head_positions: tuple[int, ...]
+    """Decision points (0..N) that carry an exit head; must include N."""
+    skippable: tuple[bool, ...]
+    """Per stage: whether SKIP is possible (same input and output shape)."""
+    width_supported: tuple[tuple[bool, ...], ...]
+    """Per stage and width: whether ``RUN(w_j)`` is possible."""
+    head_after_skip: bool
+    """Whether arriving at a head position by SKIP evaluates that head."""
+    skip_by_default: bool
+    """Whether SKIP is offered when the environment's ``allow_skip`` is left unset."""
+
+    def __post_init__(self) -> None:
+        n, w = self.num_stages, len(self.widths)
+        if n < 1:
+            raise ValueError(f"a backbone needs at least one stage, got num_stages={n}")
+        if not self.widths or any(not 0.0 < x <= 1.0 for x in self.widths) or list(self.widths) != sorted(self.widths):
+            raise ValueError(f"widths must be increasing fractions in (0, 1], got {self.widths}")
+        if n not in self.head_positions or any(not 0 <= p <= n for p in self.head_positions):
+            raise ValueError(f"head_positions must lie in 0..{n} and include {n}, got {self.head_positions}")
+        if len(self.skippable) != n:
+            raise ValueError(f"skippable needs {n} entries, got {len(self.skippable)}")
+        if len(self.width_supported) != n or any(len(row) != w or not any(row) for row in self.width_supported):
+            raise ValueError(f"width_supported needs {n} rows of {w} entries, each with a supported width")
+
+    @property
+    def num_actions(self) -> int:
+        """``2 + len(widths)``: EXIT, SKIP, RUN(w_0) … RUN(w_{W-1})."""
+        return 2 + len(self.widths)
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """MACs of every piece a route can execute, measured once (DESIGN §9)."""
+
+    prefix: float
+    """The mandatory prefix (charged at reset), without the head at point 0."""
+    stage: np.ndarray
+    """``(N, W)``: stage k at width j; ``nan`` where unsupported."""
+    skip: np.ndarray
+    """``(N,)``: cost of skipping stage k (0 unless a projection is needed)."""
+    head: np.ndarray
+    """``(N+1,)``: the exit head at point p; 0 where there is none."""
+    reference: float
+    """The reference MACs that ``macs_fraction`` divides by."""
+
+    def __post_init__(self) -> None:
+        if not self.reference > 0:
+            raise ValueError(f"reference MACs must be positive, got {self.reference}")
+
+
+class Executor(abc.ABC):
+    """Runs a backbone's pieces for slots of a batch of episodes, on one data split.
+
+    ``slots`` are integer arrays of slot ids; each call returns arrays for those slots in order.
+    Features are float32 ``(len(slots), D)``, zero-padded; logits are float32 ``(len(slots), C)``.
+    """
+
+    def __init__(self, split: Split) -> None:
+        self.split = split
+
+    @abc.abstractmethod
+    def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """Start episodes on instances ``indices`` in ``slots``: run the prefix, return features."""
+
+    @abc.abstractmethod
+    def run(self, slots: np.ndarray, stage: int, width: int) -> np.ndarray:
+        """Run ``stage`` at width index ``width`` for ``slots``; return the new features."""
+
+    @abc.abstractmethod
+    def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
+        """Skip ``stage`` for ``slots``; return the new features."""
+
+    @abc.abstractmethod
+    def head(self, slots: np.ndarray, position: int) -> np.ndarray:
+        """Evaluate the exit head at ``position`` for ``slots``; return logits."""
+
+
+class RoutableBackbone(abc.ABC):
+    """A backbone that routing environments can walk: structure, costs and an executor."""
+
+    name: str
+    spec: BackboneSpec
+    costs: CostTable
+
+    @abc.abstractmethod
+    def executor(self, split: Split, num_slots: int) -> Executor:
+        """An executor over ``split`` for ``num_slots`` concurrent episodes."""
+

@@ -1,0 +1,227 @@
+"""Cascades of classifiers (Guan et al., IJCAI 2018).
+
+Classifier ``c_0`` is the mandatory prefix; stage ``k`` runs classifier ``c_{k+1}`` on the raw input,
+its pooled penultimate features become the state, and its own head is the exit head at point ``k+1``.
+``SKIP`` jumps over a classifier (off unless ``allow_skip=True``). The head at point 0 is ``c_0``'s.
+
+Frozen classifiers give route-independent outputs, so features and logits of every classifier are
+computed once per (weights sha256, split) into a feature cache (``.npz``) and steps become look-ups.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoints import atomic_write, state_dict_sha256
+from ..costs import count_macs
+from ..data import SYNTHETIC_CLASSES, SYNTHETIC_DIM, Split, cache_root, load_split
+from .base import BackboneSpec, CostTable, Executor, RoutableBackbone
+
+
+class CascadeMember(Protocol):
+    """A classifier usable in a cascade: ``features(x) -> (B, D_k)`` and ``head(f) -> (B, C)``."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def head(self, f: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class FeatureCache:
+    """Every classifier's pooled features ``(M, n, D)`` and logits ``(M, n, C)`` on one split."""
+
+    features: np.ndarray
+    logits: np.ndarray
+
+    def save(self, path: str | Path) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, features=self.features, logits=self.logits)
+        atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureCache:
+        with np.load(path) as data:
+            return cls(features=data["features"], logits=data["logits"])
+
+
+class Cascade(RoutableBackbone):
+    """A frozen cascade of classifiers of increasing cost, routed with a feature cache.
+
+    Args:
+        classifiers: ``nn.Module`` objects with ``features`` and ``head`` (:class:`CascadeMember`),
+            cheapest first. They are put in ``eval()`` mode and never trained here.
+        input_shape: shape of one input (without batch), used to measure MACs.
+        name: identifies the cascade in cache file names.
+        cache_dir: where feature caches live (default :func:`routing_env.data.cache_root`).
+    """
+
+    def __init__(
+        self,
+        classifiers: Sequence[nn.Module],
+        input_shape: tuple[int, ...],
+        name: str,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        if len(classifiers) < 2:
+            raise ValueError(f"a cascade needs at least 2 classifiers, got {len(classifiers)}")
+        self.name = name
+        self.classifiers = nn.ModuleList(classifiers).eval().requires_grad_(False)
+        self.input_shape = tuple(input_shape)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.sha256 = state_dict_sha256(self.classifiers)
+        example = torch.zeros(1, *self.input_shape)
+        with torch.no_grad():
+            feats = [c.features(example) for c in self.classifiers]
+            num_classes = self.classifiers[0].head(feats[0]).shape[1]
+        feature_macs = [count_macs(c.features, example) for c in self.classifiers]
+        head_macs = [count_macs(c.head, f) for c, f in zip(self.classifiers, feats)]
+        n = len(classifiers) - 1
+        self.feature_dims = [f.shape[1] for f in feats]
+        self.spec = BackboneSpec(
+            num_stages=n,
+            widths=(1.0,),
+            num_classes=num_classes,
+            feature_dim=max(self.feature_dims),
+            head_positions=tuple(range(n + 1)),
+            skippable=(True,) * n,
+            width_supported=((True,),) * n,
+            head_after_skip=False,
+            skip_by_default=False,
+        )
+        self.costs = CostTable(
+            prefix=float(feature_macs[0]),
+            stage=np.array(feature_macs[1:], dtype=np.float64)[:, None],
+            skip=np.zeros(n),
+            head=np.array(head_macs, dtype=np.float64),
+            reference=float(max(f + h for f, h in zip(feature_macs, head_macs))),
+        )
+
+    def cache_path(self, split: Split) -> Path:
+        root = self.cache_dir if self.cache_dir is not None else cache_root()
+        return root / f"{self.name}-{split.dataset}-{split.name}-{self.sha256[:16]}.npz"
+
+    def compute_cache(self, split: Split, batch_size: int = 1024) -> FeatureCache:
+        """Run every classifier over ``split`` (no caching)."""
+        m, n, d = len(self.classifiers), len(split), self.spec.feature_dim
+        features = np.zeros((m, n, d), dtype=np.float32)
+        logits = np.zeros((m, n, self.spec.num_classes), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                x = split.inputs[start : start + batch_size]
+                for k, c in enumerate(self.classifiers):
+                    f = c.features(x)
+                    features[k, start : start + len(x), : f.shape[1]] = f.numpy()
+                    logits[k, start : start + len(x)] = c.head(f).numpy()
+        return FeatureCache(features, logits)
+
+    def feature_cache(self, split: Split) -> FeatureCache:
+        """The cache for ``split``: loaded from disk, else computed and written atomically."""
+        path = self.cache_path(split)
+        if path.is_file():
+            cache = FeatureCache.load(path)
+            if cache.features.shape[:2] == (len(self.classifiers), len(split)):
+                return cache
+        cache = self.compute_cache(split)
+        cache.save(path)
+        return cache
+
+    def executor(self, split: Split, num_slots: int) -> CachedCascadeExecutor:
+        return CachedCascadeExecutor(split, self.feature_cache(split), num_slots)
+
+
+class CachedCascadeExecutor(Executor):
+    """Cascade steps as array look-ups into a :class:`FeatureCache`."""
+
+    def __init__(self, split: Split, cache: FeatureCache, num_slots: int) -> None:
+        super().__init__(split)
+        self.cache = cache
+        self.index = np.zeros(num_slots, dtype=np.int64)
+        self.last = np.zeros(num_slots, dtype=np.int64)
+
+    def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        self.index[slots] = indices
+        self.last[slots] = 0
+        return self.cache.features[0, indices]
+
+    def run(self, slots: np.ndarray, stage: int, width: int) -> np.ndarray:
+        self.last[slots] = stage + 1
+        return self.cache.features[stage + 1, self.index[slots]]
+
+    def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
+        return self.cache.features[self.last[slots], self.index[slots]]
+
+    def head(self, slots: np.ndarray, position: int) -> np.ndarray:
+        return self.cache.logits[position, self.index[slots]]
+
+
+class MLPClassifier(nn.Module):
+    """A small MLP with ``features`` (the last hidden layer) and ``head`` (a linear read-out)."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers.append(nn.Linear(in_dim, width))
+            layers.append(nn.ReLU())
+            in_dim = width
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(in_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+TINY_CASCADE_HIDDEN = ((4,), (16,), (64, 64))
+
+
+def train_classifier(model: nn.Module, split: Split, epochs: int, lr: float, seed: int) -> nn.Module:
+    """Adam on cross-entropy, mini-batches of 256, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    labels = torch.from_numpy(split.labels)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(split), generator=generator)
+        for start in range(0, len(split), 256):
+            batch = order[start : start + 256]
+            loss = nn.functional.cross_entropy(model(split.inputs[batch]), labels[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny_cascade_members(seed: int) -> tuple[MLPClassifier, ...]:
+    train = load_split("synthetic", "train")
+    members = []
+    for k, hidden in enumerate(TINY_CASCADE_HIDDEN):
+        torch.manual_seed(seed + k)
+        model = MLPClassifier(SYNTHETIC_DIM, hidden, SYNTHETIC_CLASSES)
+        lr = 1e-2 if len(hidden) == 1 else 3e-3
+        members.append(train_classifier(model, train, epochs=25, lr=lr, seed=seed + k))
+    return tuple(members)
+
+
+def tiny_cascade(seed: int = 0, cache_dir: str | Path | None = None) -> Cascade:
+    """Three MLPs (hidden ``(4,)``, ``(16,)``, ``(64, 64)``) trained on the ``synthetic`` train split.
+
+    Trained in a few seconds on first use and memoised per process. On ``synthetic`` the smallest is
+    right on the easy third of instances, the middle one also on the medium ones, only the largest on
+    the hard ones, so routing matters.
+    """
+    return Cascade(_tiny_cascade_members(seed), (SYNTHETIC_DIM,), name=f"tiny-cascade-s{seed}", cache_dir=cache_dir)

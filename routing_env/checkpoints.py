@@ -1,0 +1,65 @@
+"""Plain state_dict checkpoints: hashing, atomic writes, checked loads."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """sha256 over a module's state_dict (names, dtypes, shapes and bytes, in key order)."""
+    digest = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_state_dict(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write a plain state_dict (tensors, numbers, strings) atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def load_state_dict(path: str | os.PathLike[str], sha256: str | None = None) -> dict[str, Any]:
+    """Load a plain state_dict with ``weights_only=True``; check the file's sha256 when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if sha256 is not None:
+        actual = file_sha256(path)
+        if actual != sha256:
+            raise ValueError(f"checkpoint {path} is corrupted: sha256 {actual} does not match the expected {sha256}")
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,310 @@
+"""The batched routing core: positions, masks, costs, rewards and termination for B episodes.
+
+Both :class:`routing_env.env.RoutingEnv` (B = 1) and :class:`routing_env.env.RoutingVectorEnv` are
+views over this one implementation; nothing here knows about Gymnasium.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backbones.base import RoutableBackbone
+from .data import Split
+from .rewards import InvalidActionPenalty, Outcome, RewardFn
+
+EXIT = 0
+SKIP = 1
+RUN = 2
+"""Action codes: ``EXIT``, ``SKIP``, then ``RUN + j`` runs at ``widths[j]``."""
+
+INVALID_ACTION_MODES = ("fallback", "penalize", "raise")
+
+
+def action_names(widths: tuple[float, ...]) -> tuple[str, ...]:
+    """Readable names of the action codes: ``EXIT``, ``SKIP``, ``RUN(0.25)`` …"""
+    return ("EXIT", "SKIP") + tuple(f"RUN({w:g})" for w in widths)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Arrays over the stepped slots: rewards, termination, and what a terminal step reports."""
+
+    reward: np.ndarray
+    terminated: np.ndarray
+    invalid: np.ndarray
+    actions: np.ndarray
+    """The actions actually taken (after replacing invalid ones)."""
+    terms: dict[str, np.ndarray]
+    prediction: np.ndarray
+    label: np.ndarray
+    correct: np.ndarray
+    exit_position: np.ndarray
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    m = z.max(axis=-1)
+    lse = m + np.log(np.exp(z - m[:, None]).sum(axis=-1))
+    return lse - z[np.arange(len(labels)), labels]
+
+
+class RoutingCore:
+    """B routing episodes over one backbone and one data split, stepped together.
+
+    Args:
+        backbone: the routable backbone.
+        split: the data split episodes draw instances from.
+        num_slots: B, the number of concurrent episodes.
+        reward_fn: the reward strategy.
+        max_macs: hard budget in units of the reference MACs; actions that would exceed it are masked
+            (and replaced like any invalid action), so ``macs_fraction <= max_macs`` always holds.
+        invalid_action: ``"fallback"``, ``"penalize"`` or ``"raise"`` (DESIGN §5).
+        invalid_penalty: penalty per invalid action under ``"penalize"``.
+        allow_skip: offer ``SKIP`` where the backbone can skip.
+    """
+
+    def __init__(
+        self,
+        backbone: RoutableBackbone,
+        split: Split,
+        num_slots: int,
+        reward_fn: RewardFn,
+        *,
+        max_macs: float | None = None,
+        invalid_action: str = "fallback",
+        invalid_penalty: float = 0.1,
+        allow_skip: bool = False,
+    ) -> None:
+        if invalid_action not in INVALID_ACTION_MODES:
+            raise ValueError(f"unknown invalid_action {invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
+        if num_slots < 1:
+            raise ValueError(f"num_slots must be >= 1, got {num_slots}")
+        spec, costs = backbone.spec, backbone.costs
+        if split.num_classes != spec.num_classes:
+            raise ValueError(
+                f"backbone {backbone.name!r} predicts {spec.num_classes} classes but data set "
+                f"{split.dataset!r} has {split.num_classes}"
+            )
+        self.backbone = backbone
+        self.split = split
+        self.num_slots = num_slots
+        self.invalid_action = invalid_action
+        if invalid_action == "penalize":
+            reward_fn = reward_fn + InvalidActionPenalty(invalid_penalty)
+        self.reward_fn = reward_fn
+        self.executor = backbone.executor(split, num_slots)
+        self.labels = split.labels
+        self.num_stages = n = spec.num_stages
+        self.num_actions = a = spec.num_actions
+        self.num_classes = spec.num_classes
+        self.feature_dim = spec.feature_dim
+        self.action_names = action_names(spec.widths)
+        self.reference_macs = costs.reference
+        self.budget = np.inf if max_macs is None else float(max_macs) * costs.reference
+        self._build_tables(allow_skip)
+        first = costs.prefix + (costs.head[0] if self.has_head[0] else self.min_to_head[0])
+        if first > self.budget * (1 + 1e-9):
+            raise ValueError(
+                f"max_macs={max_macs} is below the cheapest route to a prediction "
+                f"({first / costs.reference:.4g} of the reference MACs)"
+            )
+        self.max_cost_fraction = float(
+            (costs.prefix + costs.head[0] * self.has_head[0] + np.nan_to_num(self.act_cost[:n, 1:], posinf=0.0).max(axis=1).sum())
+            / costs.reference
+        )
+        b = num_slots
+        self.index = np.zeros(b, dtype=np.int64)
+        self.position = np.zeros(b, dtype=np.int64)
+        self.macs = np.zeros(b, dtype=np.float64)
+        self.charged = np.zeros(b, dtype=np.float64)
+        self.has_probs = np.zeros(b, dtype=bool)
+        self.features = np.zeros((b, self.feature_dim), dtype=np.float32)
+        self.logits = np.zeros((b, self.num_classes), dtype=np.float32)
+        self.probs = np.zeros((b, self.num_classes), dtype=np.float32)
+        self.exit_position = np.full(b, -1, dtype=np.int64)
+        self.num_steps = np.zeros(b, dtype=np.int64)
+
+    # --- static tables ------------------------------------------------------------------------
+    def _build_tables(self, allow_skip: bool) -> None:
+        spec, costs = self.backbone.spec, self.backbone.costs
+        n, a = self.num_stages, self.num_actions
+        self.has_head = np.zeros(n + 1, dtype=bool)
+        self.has_head[list(spec.head_positions)] = True
+        # static_valid[k, a]: the move is possible at point k (EXIT is decided by has_probs).
+        self.static_valid = np.zeros((n + 1, a), dtype=bool)
+        # act_cost[k, a]: MACs the move charges, arrival head included; evaluates[k, a]: it sets probs.
+        self.act_cost = np.full((n + 1, a), np.inf)
+        self.act_cost[:, EXIT] = 0.0
+        self.evaluates = np.zeros((n + 1, a), dtype=bool)
+        for k in range(n):
+            if allow_skip and spec.skippable[k]:
+                self.static_valid[k, SKIP] = True
+                self.evaluates[k, SKIP] = bool(self.has_head[k + 1] and spec.head_after_skip)
+                self.act_cost[k, SKIP] = costs.skip[k] + costs.head[k + 1] * self.evaluates[k, SKIP]
+            for j, ok in enumerate(spec.width_supported[k]):
+                if ok:
+                    self.static_valid[k, RUN + j] = True
+                    self.evaluates[k, RUN + j] = bool(self.has_head[k + 1])
+                    self.act_cost[k, RUN + j] = costs.stage[k, j] + costs.head[k + 1] * self.has_head[k + 1]
+        # min_to_head[k]: the cheapest way from point k (no head evaluated yet) to a prediction.
+        self.min_to_head = np.full(n + 1, np.inf)
+        for k in range(n - 1, -1, -1):
+            rest = np.where(self.evaluates[k], 0.0, self.min_to_head[k + 1])
+            self.min_to_head[k] = np.min(np.where(self.static_valid[k], self.act_cost[k] + rest, np.inf))
+        # need[k, a]: MACs a move commits to when no head has been evaluated yet.
+        rest = np.where(self.evaluates[:n], 0.0, self.min_to_head[1:, None])
+        self.need = self.act_cost.copy()
+        self.need[:n] += rest
+        self.fallbacks = self._fallback_orders()
+
+    def _fallback_orders(self) -> dict[tuple[int, int], np.ndarray]:
+        """Per (point, action): the replacements to try in order when the action is invalid."""
+        n, w = self.num_stages, self.num_actions - RUN
+        runs_down = [RUN + j for j in reversed(range(w))]
+        orders = {}
+        for k in range(n + 1):
+            orders[(k, EXIT)] = runs_down + [SKIP]
+            orders[(k, SKIP)] = runs_down[:1] + [EXIT] + runs_down[1:]
+            for j in range(w):
+                if k == n:
+                    orders[(k, RUN + j)] = [EXIT]
+                else:
+                    up = [RUN + i for i in range(j + 1, w)]
+                    down = [RUN + i for i in reversed(range(j))]
+                    orders[(k, RUN + j)] = up + [EXIT] + down + [SKIP]
+        return {key: np.array(v, dtype=np.int64) for key, v in orders.items()}
+
+    # --- queries ------------------------------------------------------------------------------
+    def action_mask(self, slots: np.ndarray) -> np.ndarray:
+        """(len(slots), A) bool: the valid actions of each slot now."""
+        pos = self.position[slots]
+        has = self.has_probs[slots]
+        committed = np.where(has[:, None], self.act_cost[pos], self.need[pos])
+        mask = self.static_valid[pos] & (self.macs[slots, None] + committed <= self.budget * (1 + 1e-9))
+        mask[:, EXIT] = has
+        return mask
+
+    def observation(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The observation arrays (DESIGN §2) of ``slots``, freshly allocated."""
+        position = np.zeros((len(slots), self.num_stages + 1), dtype=np.float32)
+        position[np.arange(len(slots)), self.position[slots]] = 1.0
+        return {
+            "features": self.features[slots].copy(),
+            "probs": self.probs[slots].copy(),
+            "position": position,
+            "cost": (self.macs[slots] / self.reference_macs).astype(np.float32)[:, None],
+            "action_mask": self.action_mask(slots).astype(np.int8),
+        }
+
+    # --- transitions --------------------------------------------------------------------------
+    def reset(self, slots: np.ndarray, indices: np.ndarray) -> None:
+        """Start new episodes on instances ``indices`` in ``slots``; charge the mandatory prefix."""
+        costs = self.backbone.costs
+        self.index[slots] = indices
+        self.position[slots] = 0
+        self.macs[slots] = costs.prefix
+        self.charged[slots] = 0.0
+        self.has_probs[slots] = False
+        self.probs[slots] = 0.0
+        self.exit_position[slots] = -1
+        self.num_steps[slots] = 0
+        self.features[slots] = self.executor.begin(slots, indices)
+        if self.has_head[0]:
+            self._evaluate_head(slots, 0)
+
+    def _evaluate_head(self, slots: np.ndarray, position: int) -> None:
+        logits = self.executor.head(slots, position)
+        self.macs[slots] += self.backbone.costs.head[position]
+        self.logits[slots] = logits
+        self.probs[slots] = softmax(logits)
+        self.has_probs[slots] = True
+        self.exit_position[slots] = position
+
+    def resolve(self, slots: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Replace invalid actions (per ``invalid_action``): ``(actions, invalid)``."""
+        mask = self.action_mask(slots)
+        invalid = ~mask[np.arange(len(slots)), actions]
+        if not invalid.any():
+            return actions, invalid
+        if self.invalid_action == "raise":
+            i = int(np.flatnonzero(invalid)[0])
+            valid = [self.action_names[c] for c in np.flatnonzero(mask[i])]
+            raise ValueError(
+                f"action {int(actions[i])} ({self.action_names[actions[i]]}) is invalid at decision point "
+                f"{int(self.position[slots[i]])}; valid actions now: {valid}"
+            )
+        actions = actions.copy()
+        for i in np.flatnonzero(invalid):
+            order = self.fallbacks[(int(self.position[slots[i]]), int(actions[i]))]
+            ok = order[mask[i, order]]
+            actions[i] = ok[0] if len(ok) else np.flatnonzero(mask[i])[0]
+        return actions, invalid
+
+    def step(self, slots: np.ndarray, actions: np.ndarray) -> StepResult:
+        """Apply ``actions`` (valid codes in the action space) to the episodes in ``slots``."""
+        actions, invalid = self.resolve(slots, np.asarray(actions, dtype=np.int64))
+        costs = self.backbone.costs
+        potential_before = np.where(self.has_probs[slots], self.probs[slots].max(axis=1), 0.0)
+        done = actions == EXIT
+        moving = slots[~done]
+        keys = self.position[moving] * self.num_actions + actions[~done]
+        for key in np.unique(keys):
+            group = moving[keys == key]
+            k, a = divmod(int(key), self.num_actions)
+            if a == SKIP:
+                self.features[group] = self.executor.skip(group, k)
+                self.macs[group] += costs.skip[k]
+            else:
+                self.features[group] = self.executor.run(group, k, a - RUN)
+                self.macs[group] += costs.stage[k, a - RUN]
+            self.position[group] = k + 1
+            if self.evaluates[k, a]:
+                self._evaluate_head(group, k + 1)
+        self.num_steps[slots] += 1
+        labels = self.labels[self.index[slots]]
+        logits = self.logits[slots]
+        prediction = logits.argmax(axis=1)
+        macs = self.macs[slots]
+        step_macs = macs - self.charged[slots]
+        self.charged[slots] = macs
+        outcome = Outcome(
+            terminated=done,
+            correct=prediction == labels,
+            cross_entropy=cross_entropy(logits, labels),
+            macs_fraction=macs / self.reference_macs,
+            step_macs_fraction=step_macs / self.reference_macs,
+            invalid=invalid,
+            potential_before=potential_before,
+            potential_after=np.where(self.has_probs[slots], self.probs[slots].max(axis=1), 0.0),
+        )
+        reward, terms = self.reward_fn(outcome)
+        return StepResult(
+            reward=reward,
+            terminated=done,
+            invalid=invalid,
+            actions=actions,
+            terms=terms,
+            prediction=prediction,
+            label=labels,
+            correct=outcome.correct,
+            exit_position=self.exit_position[slots].copy(),
+        )
+
+    def info(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The per-step info arrays (DESIGN §3) shared by every step."""
+        macs = self.macs[slots].copy()
+        return {
+            "action_mask": self.action_mask(slots).astype(np.int8),
+            "macs": macs,
+            "macs_fraction": macs / self.reference_macs,
+            "position": self.position[slots].copy(),
+        }
+

@@ -1,0 +1,384 @@
+"""Gymnasium views over the batched routing core: one episode (``RoutingEnv``) or B (``RoutingVectorEnv``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from .backbones import BACKBONE_DATASETS, make_backbone
+from .core import INVALID_ACTION_MODES, RoutingCore
+from .data import SPLITS, load_split
+from .rewards import RewardFn, make_reward
+
+OBS_MODES = ("vector",)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The environment's options (DESIGN §1); the same names are the CLI's ``--env-kwargs``."""
+
+    backbone: str = "tiny-cascade"
+    """Registered backbone name (``routing_env.backbones.BACKBONES``)."""
+    dataset: str | None = None
+    """Data set; ``None`` takes the one the backbone was trained for."""
+    split: str = "val"
+    """``train``, ``val`` (policies learn here) or ``test`` (reports only)."""
+    lam: float = 0.1
+    """λ, the price of compute in the reward, per unit of ``macs_fraction``."""
+    reward: str | RewardFn = "accuracy"
+    """A reward spec string (``routing_env.rewards.REWARD_SPECS``) or a ``RewardFn``."""
+    max_macs: float | None = None
+    """Hard budget in units of the reference MACs; the environment forces EXIT before it is exceeded."""
+    invalid_action: str = "fallback"
+    """``fallback``, ``penalize`` or ``raise`` (DESIGN §5)."""
+    invalid_penalty: float = 0.1
+    """The reward penalty per invalid action under ``invalid_action="penalize"``."""
+    allow_skip: bool | None = None
+    """Offer SKIP; ``None`` takes the backbone's default (off for cascades)."""
+    obs_mode: str = "vector"
+    """Observation mode; ``vector`` (DESIGN §2)."""
+    train_backbone: bool = False
+    """Co-train the backbone (not available yet: backbones are frozen)."""
+    device: str = "cpu"
+    """Torch device for backbone computation."""
+    data_root: str | None = None
+    """Root of the image data (else ``$ROUTING_ENV_DATA``)."""
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> EnvConfig:
+        """Build from keyword options; unknown names raise ``TypeError`` listing the valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise TypeError(f"unknown environment option(s) {unknown}; valid options: {names}")
+        return cls(**options)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not self.lam >= 0:
+            raise ValueError(f"lam must be a number >= 0, got {self.lam!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"unknown split {self.split!r}; expected one of {SPLITS}")
+        if self.invalid_action not in INVALID_ACTION_MODES:
+            raise ValueError(f"unknown invalid_action {self.invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
+        if self.obs_mode not in OBS_MODES:
+            raise ValueError(f"unknown obs_mode {self.obs_mode!r}; expected one of {OBS_MODES}")
+        if self.max_macs is not None and not self.max_macs > 0:
+            raise ValueError(f"max_macs must be > 0 (a fraction of the reference MACs) or None, got {self.max_macs!r}")
+        if self.train_backbone:
+            raise ValueError(
+                "train_backbone=True is not available yet: backbones are frozen in this release "
+                "(co-training is on the roadmap in the README)"
+            )
+        try:
+            torch.device(self.device)
+        except RuntimeError as e:
+            raise ValueError(f"invalid device {self.device!r}: {e}") from None
+
+
+def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
+    """The routing core an environment with ``config`` steps, for ``num_slots`` episodes."""
+    backbone = make_backbone(config.backbone)
+    dataset = config.dataset or BACKBONE_DATASETS[config.backbone]
+    split = load_split(dataset, config.split, config.data_root)
+    allow_skip = backbone.spec.skip_by_default if config.allow_skip is None else bool(config.allow_skip)
+    return RoutingCore(
+        backbone,
+        split,
+        num_slots,
+        make_reward(config.reward, config.lam),
+        max_macs=config.max_macs,
+        invalid_action=config.invalid_action,
+        invalid_penalty=config.invalid_penalty,
+        allow_skip=allow_skip,
+    )
+
+
+def observation_space(core: RoutingCore) -> spaces.Dict:
+    """The single-episode observation space (DESIGN §2)."""
+    d, c, n, a = core.feature_dim, core.num_classes, core.num_stages, core.num_actions
+    big = np.finfo(np.float32).max  # features are unbounded in principle; finite bounds for checkers
+    return spaces.Dict(
+        {
+            "features": spaces.Box(-big, big, (d,), np.float32),
+            "probs": spaces.Box(0.0, 1.0, (c,), np.float32),
+            "position": spaces.Box(0.0, 1.0, (n + 1,), np.float32),
+            "cost": spaces.Box(0.0, np.float32(core.max_cost_fraction * 1.001), (1,), np.float32),
+            "action_mask": spaces.MultiBinary(a),
+        }
+    )
+
+
+def check_action(action: Any, space: spaces.Discrete) -> int:
+    """The action as an ``int``; ``ValueError`` naming it and the space when it is not in ``space``."""
+    value = action
+    if isinstance(action, np.ndarray) and action.shape == ():
+        value = action.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < space.n:
+        raise ValueError(f"action {action!r} is not in the action space {space} (an integer in 0..{space.n - 1})")
+    return int(value)
+
+
+def check_actions(actions: Any, num_envs: int, n: int) -> np.ndarray:
+    """A batch of actions as an int64 array of shape ``(num_envs,)``; ``ValueError`` otherwise."""
+    arr = np.asarray(actions)
+    if arr.shape != (num_envs,) or not np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+        raise ValueError(
+            f"actions must be an integer array of shape ({num_envs},), got {actions!r} "
+            f"(shape {arr.shape}, dtype {arr.dtype})"
+        )
+    bad = (arr < 0) | (arr >= n)
+    if bad.any():
+        raise ValueError(f"actions {arr[bad].tolist()} are not in the action space Discrete({n}) (0..{n - 1})")
+    return arr.astype(np.int64)
+
+
+SLOT0 = np.zeros(1, dtype=np.int64)
+
+
+class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
+    """Route one input through a backbone: exit early, skip a stage, or run it at a channel width.
+
+    ## Description
+    A routable backbone is a chain of stages with exit heads (DESIGN §1). Each episode routes one
+    input of a data split: at decision point ``k`` (before stage ``k``) the agent sees the current
+    features and the prediction of the latest exit head, and chooses to stop or to go on. The reward
+    trades accuracy against the multiply-accumulates (MACs) spent. ``routing_env/Cascade-v0`` is the
+    cascade of classifiers of Guan et al. (IJCAI 2018).
+
+    ## Action Space
+    ``Discrete(2 + len(widths))``: ``0`` EXIT (predict with the latest head; ends the episode),
+    ``1`` SKIP (stage ``k`` becomes the identity), ``2 + j`` RUN at width ``widths[j]``. The valid
+    ones are in ``obs["action_mask"]`` and ``info["action_mask"]``. An action outside the space raises
+    ``ValueError``; a valid-space action that is invalid here follows ``invalid_action``.
+
+    ## Observation Space
+    ``Dict``: ``features`` (D,) pooled activation, zero-padded; ``probs`` (C,) softmax of the latest
+    exit head (zeros if none); ``position`` (N+1,) one-hot decision point; ``cost`` (1,) MACs spent /
+    reference MACs; ``action_mask`` (A,) int8.
+
+    ## Rewards
+    Default ``1[correct] − λ·macs_fraction`` at the end of the episode; see ``routing_env.rewards``
+    for cross-entropy, per-step charging, BlockDrop's reward and potential-based shaping. Computing a
+    head to fill ``probs`` is charged.
+
+    ## Starting State
+    An instance drawn uniformly from the split with ``self.np_random`` (or ``options={"index": i}``);
+    the mandatory prefix (a cascade's first classifier) has run and is charged.
+
+    ## Episode End
+    Terminates on EXIT (only EXIT is valid after the last stage): at most ``N + 1`` steps. Never truncates.
+
+    ## Arguments
+    See :class:`EnvConfig`: ``backbone``, ``dataset``, ``split``, ``lam``, ``reward``, ``max_macs``,
+    ``invalid_action``, ``invalid_penalty``, ``allow_skip``, ``obs_mode``, ``train_backbone``,
+    ``device``, ``data_root``.
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, render_mode: str | None = None, **options: Any) -> None:
+        if render_mode is not None:
+            raise ValueError(f"render_mode {render_mode!r} is not supported; expected None")
+        self.config = EnvConfig.from_options(options)
+        self.core = build_core(self.config, 1)
+        self.observation_space = observation_space(self.core)
+        self.action_space = spaces.Discrete(self.core.num_actions)
+        self._needs_reset = True
+
+    @property
+    def num_instances(self) -> int:
+        """The number of instances in the split (``reset(options={"index": i})`` takes ``0 <= i <`` this)."""
+        return len(self.core.split)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        if "index" in options:
+            index = check_index(options["index"], self.num_instances)
+        else:
+            index = int(self.np_random.integers(self.num_instances))
+        self.core.reset(SLOT0, np.array([index]))
+        self._needs_reset = False
+        return self._observation(), self._info(invalid=False)
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        a = check_action(action, self.action_space)
+        if self._needs_reset:
+            raise ResetNeeded("call reset() before step(): the episode has ended or not started")
+        result = self.core.step(SLOT0, np.array([a]))
+        terminated = bool(result.terminated[0])
+        info = self._info(invalid=bool(result.invalid[0]))
+        if terminated:
+            self._needs_reset = True
+            info.update(
+                prediction=int(result.prediction[0]),
+                label=int(result.label[0]),
+                correct=bool(result.correct[0]),
+                exit_position=int(result.exit_position[0]),
+                reward_terms={name: float(v[0]) for name, v in result.terms.items()},
+            )
+        return self._observation(), float(result.reward[0]), terminated, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """The valid actions now (bool), as sb3-contrib's MaskablePPO asks for them."""
+        return self.core.action_mask(SLOT0)[0]
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        return {key: value[0] for key, value in self.core.observation(SLOT0).items()}
+
+    def _info(self, invalid: bool) -> dict[str, Any]:
+        info = self.core.info(SLOT0)
+        return {
+            "action_mask": info["action_mask"][0],
+            "macs": float(info["macs"][0]),
+            "macs_fraction": float(info["macs_fraction"][0]),
+            "position": int(info["position"][0]),
+            "invalid_action": invalid,
+        }
+
+
+def check_index(index: Any, num_instances: int) -> int:
+    if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)) or not 0 <= index < num_instances:
+        raise ValueError(f"options['index'] must be an integer in 0..{num_instances - 1}, got {index!r}")
+    return int(index)
+
+
+class RoutingVectorEnv(VectorEnv):
+    """B routing episodes stepped in lock-step over the batched core (natively vectorised).
+
+    Same options as :class:`RoutingEnv`, plus ``num_envs`` and ``autoreset_mode`` (``NextStep``, the
+    default, or ``SameStep`` with ``info["final_obs"]`` / ``info["final_info"]``). Infos are dicts of
+    arrays with ``_key`` masks; the terminal keys (``prediction``, ``label``, ``correct``,
+    ``exit_position``, ``reward_terms``) are masked to the episodes that ended. ``reset`` accepts
+    ``options={"index": array of num_envs indices}``.
+    """
+
+    def __init__(self, num_envs: int = 1, autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **options: Any) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+        try:
+            mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            mode = None
+        if mode not in modes:
+            raise ValueError(f"unknown autoreset_mode {autoreset_mode!r}; expected one of {[m.value for m in modes]}")
+        self.metadata = {"autoreset_mode": mode, "render_modes": []}
+        self.render_mode = None
+        self.config = EnvConfig.from_options(options)
+        self.num_envs = int(num_envs)
+        self.core = build_core(self.config, self.num_envs)
+        self.single_observation_space = observation_space(self.core)
+        self.single_action_space = spaces.Discrete(self.core.num_actions)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._slots = np.arange(self.num_envs)
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._needs_reset = True
+
+    @property
+    def num_instances(self) -> int:
+        return len(self.core.split)
+
+    def _draw(self, count: int) -> np.ndarray:
+        return self.np_random.integers(self.num_instances, size=count)
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if isinstance(seed, list):
+            seed = seed[0]
+        if seed is not None or self._np_random is None:
+            self._np_random, self._np_random_seed = seeding.np_random(seed)
+        options = options or {}
+        if "index" in options:
+            indices = np.asarray(options["index"])
+            if indices.shape != (self.num_envs,):
+                raise ValueError(f"options['index'] must have shape ({self.num_envs},), got {indices.shape}")
+            indices = np.array([check_index(i, self.num_instances) for i in indices.tolist()])
+        else:
+            indices = self._draw(self.num_envs)
+        self.core.reset(self._slots, indices)
+        self._autoreset[:] = False
+        self._needs_reset = False
+        return self.core.observation(self._slots), self._info(np.zeros(self.num_envs, dtype=bool), None)
+
+    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = check_actions(actions, self.num_envs, self.core.num_actions)
+        if self._needs_reset:
+            raise ResetNeeded("call reset() before step()")
+        b = self.num_envs
+        rewards = np.zeros(b, dtype=np.float64)
+        terminated = np.zeros(b, dtype=bool)
+        invalid = np.zeros(b, dtype=bool)
+        restart = self._slots[self._autoreset]
+        active = self._slots[~self._autoreset]
+        if len(restart):
+            self.core.reset(restart, self._draw(len(restart)))
+        result = None
+        if len(active):
+            result = self.core.step(active, actions[active])
+            rewards[active] = result.reward
+            terminated[active] = result.terminated
+            invalid[active] = result.invalid
+        truncated = np.zeros(b, dtype=bool)
+        info = self._info(invalid, (active, result) if result is not None else None)
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and terminated.any():
+            ended = self._slots[terminated]
+            final_obs = self.core.observation(self._slots)
+            final_info = info
+            self.core.reset(ended, self._draw(len(ended)))
+            info = self._info(np.zeros(b, dtype=bool), None)
+            info["final_obs"] = np.array([{k: v[i] for k, v in final_obs.items()} if terminated[i] else None for i in range(b)], dtype=object)
+            info["_final_obs"] = terminated.copy()
+            info["final_info"] = final_info
+            info["_final_info"] = terminated.copy()
+            self._autoreset[:] = False
+        else:
+            self._autoreset = terminated.copy()
+        return self.core.observation(self._slots), rewards, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """(num_envs, A) bool: the valid actions of every episode now."""
+        return self.core.action_mask(self._slots)
+
+    def _info(self, invalid: np.ndarray, stepped: tuple[np.ndarray, Any] | None) -> dict[str, Any]:
+        b = self.num_envs
+        every = np.ones(b, dtype=bool)
+        info: dict[str, Any] = {}
+        for key, value in self.core.info(self._slots).items():
+            info[key], info[f"_{key}"] = value, every
+        info["invalid_action"], info["_invalid_action"] = invalid, every
+        if stepped is None:
+            return info
+        active, result = stepped
+        ended = np.zeros(b, dtype=bool)
+        ended[active] = result.terminated
+        if not ended.any():
+            return info
+        for key in ("prediction", "label", "correct", "exit_position"):
+            column = np.zeros(b, dtype=getattr(result, key).dtype)
+            column[active] = getattr(result, key)
+            info[key], info[f"_{key}"] = column, ended
+        terms = {}
+        for name, value in result.terms.items():
+            column = np.zeros(b, dtype=np.float64)
+            column[active] = value
+            terms[name] = column
+        info["reward_terms"], info["_reward_terms"] = terms, ended
+        return info

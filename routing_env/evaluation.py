@@ -1,0 +1,145 @@
+"""Walk a whole split in order with a policy and summarise accuracy against compute (DESIGN §10).
+
+A policy is any object with ``predict(obs, env) -> actions`` over batched observations of a
+:class:`~routing_env.env.RoutingVectorEnv` (``env`` lets privileged baselines such as the oracle read
+which instances are being routed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from .env import RoutingVectorEnv
+
+
+class Policy(Protocol):
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Records:
+    """Per-instance results of routing a split: arrays of length n, instance order."""
+
+    correct: np.ndarray
+    macs: np.ndarray
+    macs_fraction: np.ndarray
+    exit_position: np.ndarray
+    confidence: np.ndarray
+    """Max softmax probability of the exit used."""
+    decisions: np.ndarray
+    """Steps taken (policy decisions) per episode."""
+    reward: np.ndarray
+
+
+def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -> Records:
+    """Route every instance of ``env``'s split once, in order, in chunks of ``env.num_envs``."""
+    n, b = env.num_instances, env.num_envs
+    out = {k: np.zeros(n) for k in Records.__dataclass_fields__}
+    starts = range(0, n, b)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="evaluate", unit="batch", leave=False)
+    for start in starts:
+        count = min(b, n - start)
+        index = np.arange(start, start + b) % n
+        obs, _ = env.reset(options={"index": index})
+        live = np.zeros(b, dtype=bool)
+        live[:count] = True
+        ret = np.zeros(b)
+        steps = np.zeros(b)
+        while live.any():
+            confidence = obs["probs"].max(axis=1)
+            actions = np.asarray(policy.predict(obs, env), dtype=np.int64)
+            obs, reward, terminated, truncated, info = env.step(actions)
+            ret += np.where(live, reward, 0.0)
+            steps += live
+            ended = live & terminated
+            for i in np.flatnonzero(ended):
+                j = start + i
+                out["correct"][j] = info["correct"][i]
+                out["macs"][j] = info["macs"][i]
+                out["macs_fraction"][j] = info["macs_fraction"][i]
+                out["exit_position"][j] = info["exit_position"][i]
+                out["confidence"][j] = confidence[i]
+                out["decisions"][j] = steps[i]
+                out["reward"][j] = ret[i]
+            live &= ~terminated
+    return Records(
+        correct=out["correct"].astype(bool),
+        macs=out["macs"],
+        macs_fraction=out["macs_fraction"],
+        exit_position=out["exit_position"].astype(np.int64),
+        confidence=out["confidence"],
+        decisions=out["decisions"].astype(np.int64),
+        reward=out["reward"],
+    )
+
+
+class FixedRoute:
+    """Run every stage at the widest supported width up to decision point ``position``, then EXIT."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+        return fixed_route_actions(obs, self.position)
+
+
+def fixed_route_actions(obs: dict[str, np.ndarray], position: int) -> np.ndarray:
+    """EXIT at ``position`` (or as soon as only EXIT is valid), else RUN at the widest valid width."""
+    mask = obs["action_mask"].astype(bool)
+    here = obs["position"].argmax(axis=1)
+    widest = mask.shape[1] - 1 - np.argmax(mask[:, :1:-1], axis=1)
+    run_valid = mask[:, 2:].any(axis=1)
+    return np.where((here >= position) | ~run_valid, 0, widest).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ExitTable:
+    """Per head position p (rows) and instance (columns), the fixed route exiting at p."""
+
+    positions: np.ndarray
+    correct: np.ndarray
+    macs_fraction: np.ndarray
+    confidence: np.ndarray
+
+
+def exit_table(env: RoutingVectorEnv) -> ExitTable:
+    """Route the split along the full-width path once per head position."""
+    positions = np.array(sorted(env.core.backbone.spec.head_positions))
+    records = [route_split(FixedRoute(int(p)), env) for p in positions]
+    return ExitTable(
+        positions=positions,
+        correct=np.stack([r.correct for r in records]),
+        macs_fraction=np.stack([r.macs_fraction for r in records]),
+        confidence=np.stack([r.confidence for r in records]),
+    )
+
+
+def summarize(records: Records, env: RoutingVectorEnv, policy_macs: float = 0.0) -> dict[str, Any]:
+    """The evaluation JSON fields (DESIGN §10) for ``records``; MACs are multiply-accumulates."""
+    reference = route_split(FixedRoute(env.core.num_stages), env)
+    n_positions = env.core.num_stages + 1
+    histogram = np.bincount(records.exit_position, minlength=n_positions)
+    mean_decisions = float(records.decisions.mean())
+    return {
+        "split": env.config.split,
+        "n": int(len(records.correct)),
+        "accuracy": float(records.correct.mean()),
+        "macs_mean": float(records.macs.mean()),
+        "macs_fraction": float(records.macs_fraction.mean()),
+        "reward_mean": float(records.reward.mean()),
+        "reference_accuracy": float(reference.correct.mean()),
+        "reference_macs": float(env.core.reference_macs),
+        "exit_histogram": histogram.tolist(),
+        "decisions_mean": mean_decisions,
+        "policy_macs_per_decision": float(policy_macs),
+        "macs_fraction_with_policy": float(
+            (records.macs.mean() + policy_macs * mean_decisions) / env.core.reference_macs
+        ),
+        "unit": "MACs (multiply-accumulates)",
+    }

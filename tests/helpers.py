@@ -1,0 +1,36 @@
+"""Helpers shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from routing_env import RoutingEnv
+
+
+def rollout(env: RoutingEnv, actions: list[int], seed: int) -> list[tuple]:
+    """Step ``env`` from ``reset(seed)`` with ``actions`` (cycled), resetting at episode ends."""
+    obs, info = env.reset(seed=seed)
+    trace = [(obs, info)]
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(a)
+        trace.append((obs, reward, terminated, truncated, info))
+        if terminated:
+            obs, info = env.reset()
+            trace.append((obs, info))
+    return trace
+
+
+def assert_same(a: object, b: object) -> None:
+    """Exact equality of nested observations, infos and rewards."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for k in a:
+            assert_same(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same(x, y)
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a == b

@@ -1,0 +1,168 @@
+import copy
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.error import ResetNeeded
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from routing_env import ENV_IDS, RoutingEnv
+from routing_env.core import EXIT, RUN, SKIP
+
+from helpers import assert_same, rollout
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_gymnasium_and_sb3_checkers_pass_without_warnings(env_id: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = gym.make(env_id)
+        check_env(env.unwrapped, skip_render_check=True)
+        sb3_check_env(env.unwrapped, warn=True)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_checkers_pass_with_skip_budget_and_penalties(env_id: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = gym.make(env_id, allow_skip=True, max_macs=0.5, invalid_action="penalize", reward="cross-entropy-per-step")
+        check_env(env.unwrapped, skip_render_check=True)
+        sb3_check_env(env.unwrapped, warn=True)
+
+
+def test_seeded_environments_are_identical() -> None:
+    actions = list(np.random.default_rng(0).integers(0, 3, size=200))
+    a = rollout(RoutingEnv(allow_skip=True), actions, seed=7)
+    b = rollout(RoutingEnv(allow_skip=True), actions, seed=7)
+    assert_same(a, b)
+    c = rollout(RoutingEnv(allow_skip=True), actions, seed=8)
+    with pytest.raises(AssertionError):
+        assert_same(a, c)
+
+
+def test_pickle_round_trip_continues_identically() -> None:
+    env = RoutingEnv()
+    env.reset(seed=3)
+    env.step(RUN)
+    clone = pickle.loads(pickle.dumps(env))
+    for e in (env, clone):
+        e.step(RUN)
+    actions = [RUN, RUN, EXIT] * 10
+    trace_env = [env.step(EXIT)] + rollout_from(env, actions)
+    trace_clone = [clone.step(EXIT)] + rollout_from(clone, actions)
+    assert_same(trace_env, trace_clone)
+
+
+def rollout_from(env: RoutingEnv, actions: list[int]) -> list:
+    out = []
+    env.reset()
+    for a in actions:
+        step = env.step(a)
+        out.append(step)
+        if step[2]:
+            out.append(env.reset())
+    return out
+
+
+def test_reset_index_option_routes_that_instance(env: RoutingEnv) -> None:
+    env.reset(options={"index": 5})
+    *_, info = env.step(EXIT)
+    assert info["label"] == env.core.split.labels[5]
+    with pytest.raises(ValueError, match="index"):
+        env.reset(options={"index": env.unwrapped.num_instances})
+
+
+def test_terminal_info_has_every_key(env: RoutingEnv) -> None:
+    env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(EXIT)
+    assert terminated and not truncated
+    for key in ("action_mask", "macs", "macs_fraction", "position", "invalid_action",
+                "prediction", "label", "correct", "exit_position", "reward_terms"):
+        assert key in info
+    assert info["action_mask"].dtype == np.int8
+    assert info["correct"] == (info["prediction"] == info["label"])
+    assert reward == pytest.approx(sum(info["reward_terms"].values()))
+
+
+def test_only_exit_is_valid_after_the_last_stage(env: RoutingEnv) -> None:
+    obs, _ = env.reset(seed=0)
+    for _ in range(env.core.num_stages):
+        obs, *_ = env.step(RUN)
+    assert obs["action_mask"].tolist() == [1, 0, 0]
+    obs, reward, terminated, _, info = env.step(RUN)  # RUN past the end falls back to EXIT
+    assert terminated and info["invalid_action"]
+
+
+def test_skip_is_masked_unless_allowed() -> None:
+    obs, _ = RoutingEnv().reset(seed=0)
+    assert obs["action_mask"][SKIP] == 0
+    obs, _ = RoutingEnv(allow_skip=True).reset(seed=0)
+    assert obs["action_mask"][SKIP] == 1
+
+
+def test_invalid_action_raise_mode_names_the_action() -> None:
+    env = RoutingEnv(invalid_action="raise")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action 1 \(SKIP\) is invalid"):
+        env.step(SKIP)
+
+
+def test_invalid_action_penalize_adds_a_penalty_term() -> None:
+    env = RoutingEnv(invalid_action="penalize", invalid_penalty=0.25)
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(SKIP)
+    assert info["invalid_action"] and reward == pytest.approx(-0.25)
+
+
+@pytest.mark.parametrize("action", [3, -1, 1.0, "0", None, np.array([0]), True])
+def test_out_of_space_actions_raise_value_error_naming_them(env: RoutingEnv, action: object) -> None:
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="not in the action space Discrete\\(3\\)"):
+        env.step(action)
+
+
+def test_numpy_integer_actions_are_accepted(env: RoutingEnv) -> None:
+    env.reset(seed=0)
+    env.step(np.int64(RUN))
+    env.step(np.array(EXIT))
+
+
+def test_step_before_reset_and_after_the_end_needs_reset(env: RoutingEnv) -> None:
+    with pytest.raises(ResetNeeded):
+        env.step(EXIT)
+    env.reset(seed=0)
+    env.step(EXIT)
+    with pytest.raises(ResetNeeded):
+        env.step(EXIT)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"colour": "red"}, TypeError, r"unknown environment option\(s\) \['colour'\]; valid options: \['backbone'"),
+        ({"backbone": "resnet9000"}, ValueError, r"unknown backbone 'resnet9000'; expected one of \['tiny-cascade'\]"),
+        ({"obs_mode": "pixels"}, ValueError, r"unknown obs_mode 'pixels'; expected one of \('vector',\)"),
+        ({"lam": -0.1}, ValueError, r"lam must be a number >= 0, got -0.1"),
+        ({"split": "holdout"}, ValueError, r"unknown split 'holdout'"),
+        ({"dataset": "mnist"}, ValueError, r"unknown dataset 'mnist'"),
+        ({"invalid_action": "ignore"}, ValueError, r"unknown invalid_action 'ignore'"),
+        ({"reward": "f1"}, ValueError, r"unknown reward 'f1'"),
+        ({"max_macs": 0.001}, ValueError, r"max_macs=0.001 is below the cheapest route"),
+        ({"max_macs": -1}, ValueError, r"max_macs must be > 0"),
+        ({"train_backbone": True}, ValueError, r"train_backbone=True is not available yet"),
+        ({"device": "gpu7"}, ValueError, r"invalid device 'gpu7'"),
+    ],
+)
+def test_bad_options_give_clear_errors(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        gym.make("routing_env/Cascade-v0", **kwargs)
+
+
+def test_observations_are_fresh_arrays(env: RoutingEnv) -> None:
+    obs, _ = env.reset(seed=0)
+    kept = copy.deepcopy(obs)
+    env.step(RUN)
+    assert_same(obs, kept)
