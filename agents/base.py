@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,15 @@ def agent_class(name: str) -> type[Agent]:
 
 
 def make_agent(name: str, env: RoutingVectorEnv, *, seed: int = 0, **options: Any) -> Agent:
-    """Construct the agent ``name`` on ``env``."""
-    return agent_class(name)(env, seed=seed, **options)
+    """Construct the agent ``name`` on ``env``; unknown options raise ``TypeError`` naming the valid ones."""
+    cls = agent_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        valid = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "seed"]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown} for agent {name!r}; valid options: {valid}")
+    return cls(env, seed=seed, **options)
 
 
 def load_agent(directory: str | Path, env: RoutingVectorEnv) -> Agent:

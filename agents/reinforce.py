@@ -30,7 +30,7 @@ OBS_KEYS = ("features", "probs", "position", "cost")
 
 @dataclass
 class ReinforceArgs:
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-3
     """Adam step size."""
     episodes_per_update: int = 64
     """Complete episodes per gradient step (rounded up to whole rounds of ``num_envs`` episodes)."""

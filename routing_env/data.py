@@ -33,7 +33,7 @@ class Split:
 # --- synthetic -----------------------------------------------------------------------------------
 SYNTHETIC_DIM = 16
 SYNTHETIC_CLASSES = 4
-SYNTHETIC_SIZES = {"train": 20_000, "val": 4_000, "test": 4_000}
+SYNTHETIC_SIZES = {"train": 20_000, "val": 10_000, "test": 10_000}
 SYNTHETIC_SEEDS = {"train": 1, "val": 2, "test": 3}
 SYNTHETIC_LEVEL_PROBS = (0.5, 0.3, 0.2)
 

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from agents import AGENT_NAMES, agent_class, load_agent, make_agent
+from agents.baselines import ThresholdAgent
+from routing_env import RoutingVectorEnv
+from routing_env.evaluation import route_split, summarize
+
+
+@pytest.fixture(scope="module")
+def val() -> RoutingVectorEnv:
+    return RoutingVectorEnv(num_envs=8, split="val", lam=0.05)
+
+
+@pytest.fixture(scope="module")
+def test_env() -> RoutingVectorEnv:
+    return RoutingVectorEnv(num_envs=256, split="test", lam=0.05)
+
+
+@pytest.mark.parametrize("name", AGENT_NAMES)
+def test_every_agent_learns_briefly_acts_validly_and_round_trips(name: str, val, test_env, tmp_path) -> None:
+    agent = make_agent(name, val, seed=1)
+    agent.learn(600)
+    obs, _ = test_env.reset(seed=0)
+    actions = agent.predict(obs, test_env)
+    assert actions.shape == (test_env.num_envs,) and actions.dtype.kind == "i"
+    assert ((0 <= actions) & (actions < 3)).all()
+    agent.save(tmp_path)
+    again = load_agent(tmp_path, val)
+    assert type(again) is type(agent)
+    if name != "random":
+        np.testing.assert_array_equal(again.predict(obs, test_env), actions)
+    summary = summarize(route_split(agent, test_env), test_env, agent.policy_macs())
+    assert summary["n"] == test_env.num_instances
+    assert sum(summary["exit_histogram"]) == summary["n"]
+
+
+@pytest.mark.parametrize("name", ["reinforce", "ppo", "dqn", "a2c", "maskable-ppo"])
+def test_learned_policies_count_their_own_macs(name: str, val) -> None:
+    assert make_agent(name, val).policy_macs() > 1000
+
+
+def test_fixed_agent_matches_the_single_exit_accuracy(val, test_env) -> None:
+    cache = test_env.core.executor.cache
+    for position in range(3):
+        records = route_split(make_agent("fixed", val, position=position), test_env)
+        expected = cache.logits[position].argmax(axis=1) == test_env.core.split.labels
+        np.testing.assert_array_equal(records.correct, expected)
+        assert (records.exit_position == position).all()
+
+
+def test_oracle_is_an_upper_bound_on_early_exit(val, test_env) -> None:
+    oracle = route_split(make_agent("oracle", val), test_env)
+    threshold = make_agent("threshold", val)
+    threshold.learn(0)
+    others = [route_split(make_agent("fixed", val, position=p), test_env) for p in range(3)]
+    others.append(route_split(threshold, test_env))
+    for r in others:
+        assert oracle.correct.mean() >= r.correct.mean()
+        assert (oracle.correct >= r.correct).all()  # per instance: right wherever any exit is right
+    full = others[2]
+    assert oracle.macs.mean() < full.macs.mean()
+
+
+def test_threshold_tuning_respects_a_target_cost(val) -> None:
+    agent = ThresholdAgent(val, target_macs_fraction=0.2)
+    agent.learn(0)
+    val_eval = RoutingVectorEnv(num_envs=256, split="val")
+    assert route_split(agent, val_eval).macs_fraction.mean() <= 0.2 + 1e-9
+    cheap, dear = ThresholdAgent(val, lam=1.0), ThresholdAgent(val, lam=0.0)
+    cheap.learn(0)
+    dear.learn(0)
+    assert cheap.tau < dear.tau
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("alphazero", r"unknown agent 'alphazero'; expected one of \['reinforce', 'ppo'"),
+        ("no_such_module:Agent", r"cannot import module 'no_such_module'"),
+        ("agents.baselines:Nope", r"has no attribute 'Nope'"),
+        ("agents.baselines:", r"malformed custom agent 'agents.baselines:'"),
+        ("agents.baselines:np", r"must be a class with a predict"),
+    ],
+)
+def test_bad_agent_names(name: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        agent_class(name)
+
+
+def test_unknown_agent_options_are_refused(val) -> None:
+    with pytest.raises(TypeError, match="unknown option"):
+        make_agent("reinforce", val, learning_rat=0.1)
+    with pytest.raises(TypeError, match="unknown option"):
+        make_agent("random", val, depth=3)
+    with pytest.raises(TypeError, match="invalid option for agent 'ppo'"):
+        make_agent("ppo", val, n_stepz=3)
+    with pytest.raises(ValueError, match="position must be an integer in 0..2"):
+        make_agent("fixed", val, position=7)

@@ -1,0 +1,115 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from routing_env import RoutingEnv, RoutingVectorEnv
+from routing_env.core import EXIT, RUN
+from gymnasium.vector import AutoresetMode
+
+from helpers import assert_same
+
+
+def test_make_vec_returns_the_native_vector_env() -> None:
+    venv = gym.make_vec("routing_env/Cascade-v0", num_envs=4, vectorization_mode="vector_entry_point")
+    assert isinstance(venv, RoutingVectorEnv)
+    assert venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    obs, info = venv.reset(seed=0)
+    assert venv.observation_space.contains(obs)
+    assert venv.single_action_space.n == 3 and venv.action_space.shape == (4,)
+
+
+def test_vector_spaces_contain_every_observation() -> None:
+    venv = RoutingVectorEnv(num_envs=16, allow_skip=True)
+    obs, _ = venv.reset(seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        assert venv.observation_space.contains(obs)
+        obs, reward, terminated, truncated, info = venv.step(rng.integers(0, 3, size=16))
+        assert reward.shape == terminated.shape == truncated.shape == (16,)
+
+
+def test_vector_and_single_envs_agree_on_the_same_instances() -> None:
+    venv = RoutingVectorEnv(num_envs=5, allow_skip=True)
+    single = RoutingEnv(allow_skip=True)
+    indices = np.array([0, 3, 7, 11, 19])
+    plans = [[EXIT], [RUN, EXIT], [RUN, RUN, EXIT], [1, EXIT], [RUN, 1, EXIT]]
+    obs, info = venv.reset(options={"index": indices})
+    for i, plan in enumerate(plans):
+        s_obs, _ = single.reset(options={"index": int(indices[i])})
+        assert_same({k: v[i] for k, v in obs.items()}, s_obs)
+    for t in range(3):
+        actions = np.array([p[min(t, len(p) - 1)] for p in plans])
+        obs, reward, terminated, _, info = venv.step(actions)
+        for i, plan in enumerate(plans):
+            if t >= len(plan):
+                continue
+            s_obs, s_reward, s_term, _, s_info = single_step(single, indices[i], plan[: t + 1])
+            assert reward[i] == s_reward and terminated[i] == s_term
+            assert info["macs"][i] == s_info["macs"]
+            if not s_term:
+                assert_same({k: v[i] for k, v in obs.items()}, s_obs)
+            else:
+                assert info["_correct"][i] and info["correct"][i] == s_info["correct"]
+                assert info["reward_terms"]["correct"][i] == s_info["reward_terms"]["correct"]
+
+
+def single_step(env: RoutingEnv, index: int, actions: list[int]):
+    env.reset(options={"index": int(index)})
+    for a in actions:
+        result = env.step(a)
+    return result
+
+
+def test_next_step_autoreset_ignores_the_action_after_the_end() -> None:
+    venv = RoutingVectorEnv(num_envs=2)
+    venv.reset(seed=0)
+    _, reward, terminated, _, info = venv.step(np.array([EXIT, RUN]))
+    assert terminated.tolist() == [True, False]
+    assert info["_correct"].tolist() == [True, False]
+    obs, reward, terminated, _, info = venv.step(np.array([RUN, RUN]))
+    assert reward[0] == 0.0 and not terminated[0]
+    assert obs["position"][0].argmax() == 0 and obs["position"][1].argmax() == 2
+
+
+def test_same_step_autoreset_returns_final_observations() -> None:
+    venv = RoutingVectorEnv(num_envs=2, autoreset_mode="SameStep")
+    venv.reset(seed=0)
+    obs, _, terminated, _, info = venv.step(np.array([RUN, EXIT]))
+    assert terminated.tolist() == [False, True]
+    assert info["_final_obs"].tolist() == [False, True]
+    assert info["final_obs"][1]["position"].argmax() == 0
+    assert info["final_info"]["_correct"][1]
+    assert obs["position"][1].argmax() == 0 and obs["position"][0].argmax() == 1
+
+
+def test_seeded_vector_envs_are_identical() -> None:
+    def trace(seed: int) -> list:
+        venv = RoutingVectorEnv(num_envs=8, allow_skip=True)
+        out = [venv.reset(seed=seed)]
+        rng = np.random.default_rng(1)
+        for _ in range(20):
+            out.append(venv.step(rng.integers(0, 3, size=8)))
+        return out
+
+    assert_same(trace(3), trace(3))
+
+
+@pytest.mark.parametrize(
+    ("actions", "match"),
+    [(np.array([0, 1]), r"shape \(3,\)"), (np.array([0.0, 1.0, 2.0]), "integer array"), (np.array([0, 1, 5]), r"\[5\] are not in")],
+)
+def test_bad_action_batches_raise(actions: np.ndarray, match: str) -> None:
+    venv = RoutingVectorEnv(num_envs=3)
+    venv.reset(seed=0)
+    with pytest.raises(ValueError, match=match):
+        venv.step(actions)
+
+
+def test_bad_vector_options() -> None:
+    with pytest.raises(ValueError, match="num_envs must be a positive integer"):
+        RoutingVectorEnv(num_envs=0)
+    with pytest.raises(ValueError, match="unknown autoreset_mode"):
+        RoutingVectorEnv(num_envs=2, autoreset_mode="Disabled")
+    venv = RoutingVectorEnv(num_envs=2)
+    with pytest.raises(ValueError, match=r"must have shape \(2,\)"):
+        venv.reset(options={"index": [1]})
