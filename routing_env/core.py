@@ -34,8 +34,6 @@ class StepResult:
     reward: np.ndarray
     terminated: np.ndarray
     invalid: np.ndarray
-    actions: np.ndarray
-    """The actions actually taken (after replacing invalid ones)."""
     terms: dict[str, np.ndarray]
     prediction: np.ndarray
     label: np.ndarray
@@ -130,7 +128,6 @@ class RoutingCore:
         self.logits = np.zeros((b, self.num_classes), dtype=np.float32)
         self.probs = np.zeros((b, self.num_classes), dtype=np.float32)
         self.exit_position = np.full(b, -1, dtype=np.int64)
-        self.num_steps = np.zeros(b, dtype=np.int64)
 
     # --- static tables ------------------------------------------------------------------------
     def _build_tables(self, allow_skip: bool) -> None:
@@ -215,7 +212,6 @@ class RoutingCore:
         self.has_probs[slots] = False
         self.probs[slots] = 0.0
         self.exit_position[slots] = -1
-        self.num_steps[slots] = 0
         self.features[slots] = self.executor.begin(slots, indices)
         if self.has_head[0]:
             self._evaluate_head(slots, 0)
@@ -268,7 +264,6 @@ class RoutingCore:
             self.position[group] = k + 1
             if self.evaluates[k, a]:
                 self._evaluate_head(group, k + 1)
-        self.num_steps[slots] += 1
         labels = self.labels[self.index[slots]]
         logits = self.logits[slots]
         prediction = logits.argmax(axis=1)
@@ -290,7 +285,6 @@ class RoutingCore:
             reward=reward,
             terminated=done,
             invalid=invalid,
-            actions=actions,
             terms=terms,
             prediction=prediction,
             label=labels,

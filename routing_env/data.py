@@ -70,15 +70,7 @@ def _synthetic(split: str) -> Split:
 DATASETS = ("synthetic",)
 
 
-def data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The data root: ``root``, else ``$ROUTING_ENV_DATA``, else ``~/.cache/routing_env``."""
-    if root is not None:
-        return Path(root)
-    env = os.environ.get("ROUTING_ENV_DATA")
-    return Path(env) if env else Path.home() / ".cache" / "routing_env"
-
-
-def load_split(dataset: str, split: str, root: str | os.PathLike[str] | None = None) -> Split:
+def load_split(dataset: str, split: str) -> Split:
     """Load ``split`` (one of ``train``, ``val``, ``test``) of ``dataset``."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -51,8 +51,6 @@ class EnvConfig:
     """Co-train the backbone (not available yet: backbones are frozen)."""
     device: str = "cpu"
     """Torch device for backbone computation."""
-    data_root: str | None = None
-    """Root of the image data (else ``$ROUTING_ENV_DATA``)."""
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> EnvConfig:
@@ -89,7 +87,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
     """The routing core an environment with ``config`` steps, for ``num_slots`` episodes."""
     backbone = make_backbone(config.backbone)
     dataset = config.dataset or BACKBONE_DATASETS[config.backbone]
-    split = load_split(dataset, config.split, config.data_root)
+    split = load_split(dataset, config.split)
     allow_skip = backbone.spec.skip_by_default if config.allow_skip is None else bool(config.allow_skip)
     return RoutingCore(
         backbone,
@@ -181,7 +179,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Arguments
     See :class:`EnvConfig`: ``backbone``, ``dataset``, ``split``, ``lam``, ``reward``, ``max_macs``,
     ``invalid_action``, ``invalid_penalty``, ``allow_skip``, ``obs_mode``, ``train_backbone``,
-    ``device``, ``data_root``.
+    ``device``.
 
     ## Version History
     * v0: initial release.

@@ -88,9 +88,6 @@ class Executor(abc.ABC):
     Features are float32 ``(len(slots), D)``, zero-padded; logits are float32 ``(len(slots), C)``.
     """
 
-    def __init__(self, split: Split) -> None:
-        self.split = split
-
     @abc.abstractmethod
     def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
         """Start episodes on instances ``indices`` in ``slots``: run the prefix, return features."""

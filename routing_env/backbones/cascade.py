@@ -134,14 +134,13 @@ class Cascade(RoutableBackbone):
         return cache
 
     def executor(self, split: Split, num_slots: int) -> CachedCascadeExecutor:
-        return CachedCascadeExecutor(split, self.feature_cache(split), num_slots)
+        return CachedCascadeExecutor(self.feature_cache(split), num_slots)
 
 
 class CachedCascadeExecutor(Executor):
     """Cascade steps as array look-ups into a :class:`FeatureCache`."""
 
-    def __init__(self, split: Split, cache: FeatureCache, num_slots: int) -> None:
-        super().__init__(split)
+    def __init__(self, cache: FeatureCache, num_slots: int) -> None:
         self.cache = cache
         self.index = np.zeros(num_slots, dtype=np.int64)
         self.last = np.zeros(num_slots, dtype=np.int64)
