@@ -126,7 +126,7 @@ class OracleAgent(Agent):
 
     def __init__(self, env: RoutingVectorEnv, *, seed: int = 0) -> None:
         super().__init__(env, seed=seed)
-        self._targets: dict[int, np.ndarray] = {}
+        self._targets: dict[tuple[str, str], np.ndarray] = {}
 
     def _target_positions(self, env: RoutingVectorEnv) -> np.ndarray:
         key = (env.core.split.dataset, env.core.split.name)
