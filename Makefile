@@ -5,7 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ROUTING_ENV_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: install demo test test-all clean
+# CIFAR-10 staged beside the checkout (../shared/data): unpacked once into .data/ for tests and demos.
+SHARED_DATA := $(sort $(wildcard ../shared/data/cifar-10-batches-py.tar.xz.part-*))
+DATA_DIR := $(CURDIR)/.data
+CIFAR10 := $(DATA_DIR)/cifar-10-batches-py/test_batch
+ifneq ($(SHARED_DATA),)
+export ROUTING_ENV_DATA ?= $(DATA_DIR)
+DATA := $(CIFAR10)
+endif
+
+.PHONY: install data demo test test-all clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,14 +24,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(CIFAR10): $(SHARED_DATA)
+	mkdir -p $(DATA_DIR)
+	cat $(SHARED_DATA) | tar -xJf - -C $(DATA_DIR)
+	touch $@
+
+data: $(DATA)
+
 demo: $(STAMP)
 	$(BIN)/routing-env demo --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) $(DATA)
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(DATA)
 	$(BIN)/python -m pytest -q -m ''
 
 clean:
-	rm -rf $(VENV) runs .cache
+	rm -rf $(VENV) runs .cache .data

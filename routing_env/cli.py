@@ -195,6 +195,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- pretrain -------------------------------------------------------------------------------------
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import PretrainArgs, command_line, pretrain
+
+    pargs = PretrainArgs(
+        backbone=args.backbone,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        schedule=args.schedule,
+        ema=args.ema,
+        seed=args.seed,
+    )
+    card = pretrain(
+        pargs,
+        args.out,
+        resume=args.resume,
+        data_root=args.data_root,
+        download=args.download,
+        progress=not args.quiet,
+        command=command_line(),
+    )
+    print(json.dumps(card))
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------------
 def add_env_options(p: argparse.ArgumentParser, default_split: str | None = None) -> None:
     p.add_argument("--env", default="routing_env/Cascade-v0", help="environment id")
@@ -237,6 +266,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo, lam=0.05)
+
+    p = sub.add_parser("pretrain", help="train a backbone on the train split; checkpoints, --resume, model card")
+    p.add_argument("--backbone", required=True, help="classifier name, e.g. resnet20")
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--out", required=True, help="output directory (checkpoint, tensorboard, weights, model card)")
+    p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.pt")
+    p.add_argument("--data-root", help="data root (else ROUTING_ENV_DATA, else ~/.cache/routing_env)")
+    p.add_argument("--download", action="store_true", help="download the data set with torchvision first")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--schedule", default="cosine", help="cosine (with warm-up) or onecycle")
+    p.add_argument("--ema", type=float, help="EMA decay of the weights, e.g. 0.999")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
     return parser
 
 

@@ -6,8 +6,11 @@ A :class:`Split` is a whole split held in memory: inputs as one tensor, labels a
 
 from __future__ import annotations
 
+import functools
 import os
+import pickle
 from dataclasses import dataclass
+from typing import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,16 +70,143 @@ def _synthetic(split: str) -> Split:
     return Split("synthetic", split, torch.from_numpy(x), y, SYNTHETIC_CLASSES)
 
 
-DATASETS = ("synthetic",)
+# --- CIFAR ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CifarLayout:
+    """Where torchvision's "python version" of a CIFAR data set keeps its pickles."""
+
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+    num_classes: int
+    torchvision_class: str
 
 
-def load_split(dataset: str, split: str) -> Split:
-    """Load ``split`` (one of ``train``, ``val``, ``test``) of ``dataset``."""
+CIFAR = {
+    "cifar10": CifarLayout(
+        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels", 10, "CIFAR10"
+    ),
+    "cifar100": CifarLayout("cifar-100-python", ("train",), ("test",), "fine_labels", 100, "CIFAR100"),
+}
+CIFAR_TRAIN_SIZE, CIFAR_TEST_SIZE, CIFAR_VAL_SIZE = 50_000, 10_000, 5_000
+VAL_SEED = 0
+"""``val`` = the first 5,000 of ``np.random.default_rng(0).permutation(50_000)`` of the official training
+set (the same for CIFAR-10 and CIFAR-100); ``train`` = the other 45,000, in their original order."""
+
+
+def data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: ``root``, else ``$ROUTING_ENV_DATA``, else ``~/.cache/routing_env``."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("ROUTING_ENV_DATA")
+    return Path(env) if env else Path.home() / ".cache" / "routing_env"
+
+
+def _read_batches(directory: Path, files: Sequence[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for name in files:
+        path = directory / name
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"{path} holds images of shape {data.shape[1:]}, expected (3072,)")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch[label_key], dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _missing(dataset: str, root: Path, problem: str) -> ValueError:
+    return ValueError(
+        f"{dataset} data at {root} is unusable: {problem}. Point --data-root or ROUTING_ENV_DATA at a "
+        f"folder holding {CIFAR[dataset].folder}/ (torchvision's python layout), or pass --download "
+        f"to fetch it with torchvision"
+    )
+
+
+def cifar_arrays(
+    dataset: str,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    sizes: tuple[int, int] = (CIFAR_TRAIN_SIZE, CIFAR_TEST_SIZE),
+) -> dict[str, np.ndarray]:
+    """The official train and test images (uint8, N×3×32×32) and labels, validated against ``sizes``."""
+    layout = CIFAR[dataset]
+    root = data_root(root)
+    if download:
+        import torchvision.datasets
+
+        for train in (True, False):
+            getattr(torchvision.datasets, layout.torchvision_class)(str(root), train=train, download=True)
+    directory = root / layout.folder
+    try:
+        x_train, y_train = _read_batches(directory, layout.train_files, layout.label_key)
+        x_test, y_test = _read_batches(directory, layout.test_files, layout.label_key)
+    except FileNotFoundError as e:
+        raise _missing(dataset, root, f"{e.args[0]} does not exist") from None
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+        raise _missing(dataset, root, f"a batch file is truncated or corrupted ({type(e).__name__}: {e})") from None
+    for name, x, y, n in (("train", x_train, y_train, sizes[0]), ("test", x_test, y_test, sizes[1])):
+        if len(x) != n or len(y) != n:
+            raise _missing(dataset, root, f"the {name} set has {len(x)} images and {len(y)} labels, expected {n}")
+        if y.min() < 0 or y.max() >= layout.num_classes:
+            raise _missing(dataset, root, f"{name} labels fall outside 0..{layout.num_classes - 1}")
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def val_indices(num_train: int = CIFAR_TRAIN_SIZE, size: int = CIFAR_VAL_SIZE) -> np.ndarray:
+    """Indices of the ``val`` images within the official training set (sorted)."""
+    return np.sort(np.random.default_rng(VAL_SEED).permutation(num_train)[:size])
+
+
+@functools.lru_cache(maxsize=4)
+def _cifar_split(dataset: str, split: str, root: str, download: bool) -> Split:
+    arrays = cifar_arrays(dataset, root, download)
+    if split == "test":
+        x, y = arrays["x_test"], arrays["y_test"]
+    else:
+        is_val = np.zeros(CIFAR_TRAIN_SIZE, dtype=bool)
+        is_val[val_indices()] = True
+        keep = is_val if split == "val" else ~is_val
+        x, y = arrays["x_train"][keep], arrays["y_train"][keep]
+    return Split(dataset, split, torch.from_numpy(np.ascontiguousarray(x)), y, CIFAR[dataset].num_classes)
+
+
+DATASETS = ("synthetic", *CIFAR)
+
+
+def load_split(
+    dataset: str, split: str, root: str | os.PathLike[str] | None = None, download: bool = False
+) -> Split:
+    """Load ``split`` (one of ``train``, ``val``, ``test``) of ``dataset``.
+
+    CIFAR inputs are uint8 tensors ``(N, 3, 32, 32)``; models normalise them themselves.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if dataset == "synthetic":
         return _synthetic(split)
+    if dataset in CIFAR:
+        return _cifar_split(dataset, split, str(data_root(root)), download)
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crops with ``padding`` zero pixels and horizontal flips, batched on tensors (N, C, H, W)."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = dy[:, None] + torch.arange(h)
+    cols = dx[:, None] + torch.arange(w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch = torch.arange(n)[:, None, None]
+    crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return crops.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
 def cache_root() -> Path:

@@ -25,3 +25,17 @@ def env() -> RoutingEnv:
 @pytest.fixture
 def venv() -> RoutingVectorEnv:
     return RoutingVectorEnv(num_envs=8)
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> str:
+    """The CIFAR-10 root from ROUTING_ENV_DATA; with CI=true its absence fails instead of skipping."""
+    from pathlib import Path
+
+    root = os.environ.get("ROUTING_ENV_DATA")
+    if root and (Path(root) / "cifar-10-batches-py" / "test_batch").is_file():
+        return root
+    message = "CIFAR-10 not found: set ROUTING_ENV_DATA (make test unpacks ../shared/data into .data/)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -52,11 +52,33 @@ class BasicBlock(nn.Module):
         return F.relu(out)
 
 
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class Normalize(nn.Module):
+    """uint8 images (or floats in [0, 1]) to per-channel standardised floats."""
+
+    def __init__(self, mean: tuple[float, ...] = CIFAR_MEAN, std: tuple[float, ...] = CIFAR_STD) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        return (x - self.mean) / self.std
+
+
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32x32 inputs. ``features(x)`` is the pooled 64-d vector, ``head(f)`` the logits."""
+    """ResNet-(6n+2) for 32x32 inputs (uint8, or floats in [0, 1]; normalised inside).
+
+    ``features(x)`` is the pooled 64-d vector, ``head(f)`` the logits.
+    """
 
     def __init__(self, depth: int, num_classes: int = 10) -> None:
         super().__init__()
+        self.normalize = Normalize()
         if depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth}")
         n = (depth - 2) // 6
@@ -81,6 +103,7 @@ class CifarResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
         x = self.conv1(x)
         x = self.bn1(x)
         x = F.relu(x)
@@ -123,3 +146,6 @@ def resnet56(num_classes: int = 10) -> CifarResNet:
 
 def resnet110(num_classes: int = 10) -> CifarResNet:
     return CifarResNet(110, num_classes)
+
+
+CLASSIFIERS = {f.__name__: f for f in (resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110)}

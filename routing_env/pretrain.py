@@ -1,0 +1,247 @@
+"""Backbone pretraining on a data set's ``train`` split, with atomic checkpoints, resume and model cards.
+
+SGD with Nesterov momentum, a cosine (with linear warm-up) or one-cycle schedule, weight decay, label
+smoothing, channels_last, optional EMA of the weights. Every epoch writes ``checkpoint.pt`` atomically
+(a plain dict of state_dicts and tensors, loadable with ``weights_only=True``); ``resume=True`` goes on
+from it. At the end: ``weights.pt`` plus ``model_card.json`` and ``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from .backbones.resnet import CLASSIFIERS
+from .checkpoints import file_sha256, load_state_dict, save_state_dict
+from .costs import module_macs
+from .data import Split, augment, load_split
+
+SCHEDULES = ("cosine", "onecycle")
+
+
+@dataclass(frozen=True)
+class PretrainArgs:
+    backbone: str
+    """A classifier factory name (``resnet8`` … ``resnet110``)."""
+    dataset: str = "cifar10"
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 0.1
+    """Peak learning rate."""
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    schedule: str = "cosine"
+    warmup_epochs: int = 1
+    """Linear warm-up (cosine schedule only)."""
+    ema: float | None = None
+    """EMA decay of the weights (e.g. 0.999); the card reports the EMA model when set."""
+    seed: int = 0
+    subset: int | None = None
+    """Use only the first ``subset`` images of each split (smoke tests); ``None`` for real training."""
+
+    def __post_init__(self) -> None:
+        if self.backbone not in CLASSIFIERS:
+            raise ValueError(f"unknown backbone {self.backbone!r} for pretraining; expected one of {sorted(CLASSIFIERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ValueError(f"ema must be a decay in (0, 1), got {self.ema}")
+
+
+def make_scheduler(args: PretrainArgs, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    total = args.epochs * steps_per_epoch
+    if args.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total)
+    warmup = min(args.warmup_epochs * steps_per_epoch, total - 1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup)
+    if warmup == 0:
+        return cosine
+    linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
+
+
+def subset(split: Split, size: int | None) -> Split:
+    """The first ``size`` instances of ``split`` (all when ``size`` is None)."""
+    if size is None:
+        return split
+    return dataclasses.replace(split, inputs=split.inputs[:size], labels=split.labels[:size])
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, split: Split, batch_size: int = 1000) -> float:
+    model.eval()
+    right = 0
+    for start in range(0, len(split), batch_size):
+        x = split.inputs[start : start + batch_size].contiguous(memory_format=torch.channels_last)
+        right += int((model(x).argmax(1).numpy() == split.labels[start : start + batch_size]).sum())
+    return right / len(split)
+
+
+def pretrain(
+    args: PretrainArgs,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    data_root: str | None = None,
+    download: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train ``args.backbone`` on the ``train`` split; return the model card (also written to ``out``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / "checkpoint.pt"
+    if checkpoint_path.exists() and not resume:
+        raise ValueError(f"{checkpoint_path} exists: pass --resume to go on from it, or choose another --out")
+    train = subset(load_split(args.dataset, "train", data_root, download), args.subset)
+    val = subset(load_split(args.dataset, "val", data_root), args.subset)
+    torch.manual_seed(args.seed)
+    model = CLASSIFIERS[args.backbone](train.num_classes).to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        momentum=args.momentum,
+        nesterov=True,
+    )
+    steps_per_epoch = len(train) // args.batch_size
+    scheduler = make_scheduler(args, optimizer, steps_per_epoch)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
+    generator = torch.Generator().manual_seed(args.seed)
+    start_epoch, elapsed = 0, 0.0
+    if resume and checkpoint_path.exists():
+        state = load_state_dict(checkpoint_path)
+        if state["args"] != json.dumps(asdict(args), sort_keys=True):
+            raise ValueError(f"{checkpoint_path} was written with other arguments: {state['args']}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
+    writer = SummaryWriter(str(out / "tb"))
+    labels = torch.from_numpy(train.labels)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    for epoch in range(start_epoch, args.epochs):
+        began = time.time()
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        total_loss, right = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"{args.backbone} epoch {epoch + 1}/{args.epochs}", disable=not progress, leave=False)
+        for step in bar:
+            batch = order[step * args.batch_size : (step + 1) * args.batch_size]
+            x = augment(train.inputs[batch], generator)
+            y = labels[batch]
+            logits = model(x)
+            loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            total_loss += loss.item()
+            right += int((logits.argmax(1) == y).sum())
+        elapsed += time.time() - began
+        evaluated = ema.module if ema is not None else model
+        val_acc = accuracy(evaluated, val)
+        seen = steps_per_epoch * args.batch_size
+        writer.add_scalar("train/loss", total_loss / steps_per_epoch, epoch + 1)
+        writer.add_scalar("train/accuracy", right / seen, epoch + 1)
+        writer.add_scalar("val/accuracy", val_acc, epoch + 1)
+        writer.add_scalar("train/lr", scheduler.get_last_lr()[0], epoch + 1)
+        state = {
+            "args": json.dumps(asdict(args), sort_keys=True),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "generator": generator.get_state(),
+            "epoch": epoch + 1,
+            "elapsed": elapsed,
+        }
+        if ema is not None:
+            state["ema"] = ema.state_dict()
+        save_state_dict(state, checkpoint_path)
+        print(
+            f"{args.backbone} epoch {epoch + 1}/{args.epochs}: loss {total_loss / steps_per_epoch:.4f}, "
+            f"train acc {right / seen:.4f}, val acc {val_acc:.4f}, {elapsed / 60:.1f} min",
+            file=sys.stderr,
+            flush=True,
+        )
+    writer.close()
+    final = ema.module if ema is not None else model
+    return write_model_card(args, final, out, elapsed, data_root, command)
+
+
+def write_model_card(
+    args: PretrainArgs, model: nn.Module, out: Path, elapsed: float, data_root: str | None, command: str | None
+) -> dict[str, Any]:
+    weights = out / "weights.pt"
+    save_state_dict(model.state_dict(), weights)
+    val = subset(load_split(args.dataset, "val", data_root), args.subset)
+    test = subset(load_split(args.dataset, "test", data_root), args.subset)
+    card = {
+        "model": args.backbone,
+        "dataset": args.dataset,
+        "trained_on": "train split (45,000 images; val = 5,000 held out, DESIGN §8)",
+        "test_accuracy": accuracy(model, test),
+        "val_accuracy": accuracy(model, val),
+        "macs": module_macs(model, (3, 32, 32)),
+        "macs_unit": "multiply-accumulates per 32x32 image, FlopCounterMode FLOPs / 2",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": args.epochs,
+        "arguments": asdict(args),
+        "wall_time_hours": round(elapsed / 3600, 3),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, no GPU",
+        "command": command or "",
+        "weights": weights.name,
+        "sha256": file_sha256(weights),
+    }
+    (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / "MODEL_CARD.md").write_text(model_card_markdown(card))
+    return card
+
+
+def model_card_markdown(card: dict[str, Any]) -> str:
+    return (
+        f"# {card['model']} on {card['dataset']}\n\n"
+        f"| | |\n|---|---|\n"
+        f"| test accuracy | {card['test_accuracy']:.4f} |\n"
+        f"| val accuracy | {card['val_accuracy']:.4f} |\n"
+        f"| MACs | {card['macs']:,} ({card['macs_unit']}) |\n"
+        f"| parameters | {card['parameters']:,} |\n"
+        f"| epochs | {card['epochs']} |\n"
+        f"| wall time | {card['wall_time_hours']} h |\n"
+        f"| machine | {card['machine']} |\n"
+        f"| trained on | {card['trained_on']} |\n"
+        f"| weights | `{card['weights']}`, sha256 `{card['sha256']}` |\n\n"
+        f"Command:\n\n    {card['command']}\n\n"
+        f"Arguments: `{json.dumps(card['arguments'])}`\n"
+    )
+
+
+def command_line() -> str:
+    return "routing-env " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -1,0 +1,67 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from routing_env.checkpoints import file_sha256, load_state_dict
+from routing_env.backbones.resnet import resnet8
+from routing_env.pretrain import PretrainArgs, pretrain
+
+SMOKE = dict(backbone="resnet8", batch_size=32, subset=96, seed=3)
+
+
+def test_seeded_pretraining_is_reproducible(cifar_root: str, tmp_path: Path) -> None:
+    cards = [pretrain(PretrainArgs(epochs=1, **SMOKE), tmp_path / d, data_root=cifar_root, progress=False) for d in "ab"]
+    assert cards[0]["sha256"] == cards[1]["sha256"] == file_sha256(tmp_path / "a" / "weights.pt")
+    assert load_state_dict(tmp_path / "a" / "checkpoint.pt")["epoch"] == 1
+
+
+def test_interrupted_run_resumes_to_the_same_weights(cifar_root: str, tmp_path: Path, monkeypatch) -> None:
+    import routing_env.pretrain as module
+
+    args = PretrainArgs(epochs=2, **SMOKE)
+    pretrain(args, tmp_path / "full", data_root=cifar_root, progress=False)
+
+    calls = {"n": 0}
+    real = module.save_state_dict
+
+    def crash_after_first_epoch(state, path):
+        real(state, path)
+        if Path(path).name == "checkpoint.pt":
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "save_state_dict", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(args, tmp_path / "cut", data_root=cifar_root, progress=False)
+    monkeypatch.setattr(module, "save_state_dict", real)
+    with pytest.raises(ValueError, match="pass --resume"):
+        pretrain(args, tmp_path / "cut", data_root=cifar_root, progress=False)
+    pretrain(args, tmp_path / "cut", resume=True, data_root=cifar_root, progress=False)
+    a = load_state_dict(tmp_path / "full" / "weights.pt")
+    b = load_state_dict(tmp_path / "cut" / "weights.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_model_card_fields(cifar_root: str, tmp_path: Path) -> None:
+    card = pretrain(PretrainArgs(epochs=1, ema=0.9, schedule="onecycle", **SMOKE), tmp_path / "c", data_root=cifar_root,
+                    progress=False, command="routing-env pretrain ...")
+    on_disk = json.loads((tmp_path / "c" / "model_card.json").read_text())
+    assert on_disk == card
+    for key in ("test_accuracy", "val_accuracy", "macs", "parameters", "epochs", "wall_time_hours", "machine", "command", "sha256"):
+        assert key in card
+    assert card["macs"] == 12_239_488
+    assert card["parameters"] == sum(p.numel() for p in resnet8().parameters())
+    assert "test accuracy" in (tmp_path / "c" / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"backbone": "vgg"}, "unknown backbone 'vgg' for pretraining"), ({"backbone": "resnet8", "schedule": "step"}, "unknown schedule"),
+     ({"backbone": "resnet8", "ema": 1.5}, "ema must be a decay")],
+)
+def test_bad_pretrain_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PretrainArgs(**kwargs)
