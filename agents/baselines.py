@@ -129,7 +129,7 @@ class OracleAgent(Agent):
         self._targets: dict[tuple[str, str], np.ndarray] = {}
 
     def _target_positions(self, env: RoutingVectorEnv) -> np.ndarray:
-        key = (env.core.split.dataset, env.core.split.name)
+        key = (env.core.dataset, env.core.split)
         if key not in self._targets:
             # a separate environment: routing the split must not disturb the episodes of `env`
             table = exit_table(RoutingVectorEnv(num_envs=256, **dataclasses.asdict(env.config)))

@@ -188,7 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rows.append({**evaluation_json(policy, test, args.env), "label": f"{args.agent} (learned)"})
     rows.append({**evaluation_json(make_agent("oracle", val), test, args.env), "label": "oracle"})
     write_json(out / "results.json", {"env": args.env, "env_kwargs": env_kwargs, "split": "test", "rows": rows})
-    print(f"{args.env} on {test.core.split.dataset} test ({len(test.core.split)} instances), "
+    print(f"{args.env} on {test.core.dataset} test ({test.core.num_instances} instances), "
           f"policy trained on val, lam={test.config.lam}; MACs = multiply-accumulates")
     print(format_table(rows))
     print(f"results: {out / 'results.json'}; tensorboard --logdir {out / 'tb'}")

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backbones.base import RoutableBackbone
-from .data import Split
 from .rewards import InvalidActionPenalty, Outcome, RewardFn
 
 EXIT = 0
@@ -59,7 +58,8 @@ class RoutingCore:
 
     Args:
         backbone: the routable backbone.
-        split: the data split episodes draw instances from.
+        dataset: the data set episodes draw instances from.
+        split: its split (``train``, ``val`` or ``test``).
         num_slots: B, the number of concurrent episodes.
         reward_fn: the reward strategy.
         max_macs: hard budget in units of the reference MACs; actions that would exceed it are masked
@@ -72,7 +72,8 @@ class RoutingCore:
     def __init__(
         self,
         backbone: RoutableBackbone,
-        split: Split,
+        dataset: str,
+        split: str,
         num_slots: int,
         reward_fn: RewardFn,
         *,
@@ -80,26 +81,24 @@ class RoutingCore:
         invalid_action: str = "fallback",
         invalid_penalty: float = 0.1,
         allow_skip: bool = False,
+        data_root: str | None = None,
     ) -> None:
         if invalid_action not in INVALID_ACTION_MODES:
             raise ValueError(f"unknown invalid_action {invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
         if num_slots < 1:
             raise ValueError(f"num_slots must be >= 1, got {num_slots}")
         spec, costs = backbone.spec, backbone.costs
-        if split.num_classes != spec.num_classes:
-            raise ValueError(
-                f"backbone {backbone.name!r} predicts {spec.num_classes} classes but data set "
-                f"{split.dataset!r} has {split.num_classes}"
-            )
         self.backbone = backbone
+        self.dataset = dataset
         self.split = split
         self.num_slots = num_slots
         self.invalid_action = invalid_action
         if invalid_action == "penalize":
             reward_fn = reward_fn + InvalidActionPenalty(invalid_penalty)
         self.reward_fn = reward_fn
-        self.executor = backbone.executor(split, num_slots)
-        self.labels = split.labels
+        self.executor = backbone.executor(dataset, split, num_slots, data_root)
+        self.labels = self.executor.labels
+        self.num_instances = len(self.labels)
         self.num_stages = n = spec.num_stages
         self.num_actions = a = spec.num_actions
         self.num_classes = spec.num_classes

@@ -17,7 +17,7 @@ from gymnasium.vector.utils import batch_space
 
 from .backbones import BACKBONE_DATASETS, make_backbone
 from .core import INVALID_ACTION_MODES, RoutingCore
-from .data import SPLITS, load_split
+from .data import SPLITS
 from .rewards import RewardFn, make_reward
 
 OBS_MODES = ("vector",)
@@ -51,6 +51,8 @@ class EnvConfig:
     """Co-train the backbone (not available yet: backbones are frozen)."""
     device: str = "cpu"
     """Torch device for backbone computation."""
+    data_root: str | None = None
+    """Root of the image data (else ``$ROUTING_ENV_DATA``); not needed where a feature cache exists."""
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> EnvConfig:
@@ -87,17 +89,18 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
     """The routing core an environment with ``config`` steps, for ``num_slots`` episodes."""
     backbone = make_backbone(config.backbone)
     dataset = config.dataset or BACKBONE_DATASETS[config.backbone]
-    split = load_split(dataset, config.split)
     allow_skip = backbone.spec.skip_by_default if config.allow_skip is None else bool(config.allow_skip)
     return RoutingCore(
         backbone,
-        split,
+        dataset,
+        config.split,
         num_slots,
         make_reward(config.reward, config.lam),
         max_macs=config.max_macs,
         invalid_action=config.invalid_action,
         invalid_penalty=config.invalid_penalty,
         allow_skip=allow_skip,
+        data_root=config.data_root,
     )
 
 
@@ -179,7 +182,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Arguments
     See :class:`EnvConfig`: ``backbone``, ``dataset``, ``split``, ``lam``, ``reward``, ``max_macs``,
     ``invalid_action``, ``invalid_penalty``, ``allow_skip``, ``obs_mode``, ``train_backbone``,
-    ``device``.
+    ``device``, ``data_root``.
 
     ## Version History
     * v0: initial release.
@@ -199,7 +202,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     @property
     def num_instances(self) -> int:
         """The number of instances in the split (``reset(options={"index": i})`` takes ``0 <= i <`` this)."""
-        return len(self.core.split)
+        return self.core.num_instances
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -291,7 +294,7 @@ class RoutingVectorEnv(VectorEnv):
 
     @property
     def num_instances(self) -> int:
-        return len(self.core.split)
+        return self.core.num_instances
 
     def _draw(self, count: int) -> np.ndarray:
         return self.np_random.integers(self.num_instances, size=count)

@@ -44,7 +44,7 @@ def test_fixed_agent_matches_the_single_exit_accuracy(val, test_env) -> None:
     cache = test_env.core.executor.cache
     for position in range(3):
         records = route_split(make_agent("fixed", val, position=position), test_env)
-        expected = cache.logits[position].argmax(axis=1) == test_env.core.split.labels
+        expected = cache.logits[position].argmax(axis=1) == test_env.core.labels
         np.testing.assert_array_equal(records.correct, expected)
         assert (records.exit_position == position).all()
 

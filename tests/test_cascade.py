@@ -31,17 +31,31 @@ def test_routing_matters_on_synthetic_data(cascade: Cascade) -> None:
 
 
 def test_feature_cache_round_trip_and_reuse(cascade: Cascade, tmp_path) -> None:
-    split = load_split("synthetic", "val")
     built = Cascade(list(cascade.classifiers), (16,), name="t", cache_dir=tmp_path)
-    first = built.feature_cache(split)
-    path = built.cache_path(split)
+    first = built.feature_cache("synthetic", "val")
+    path = built.cache_path("synthetic", "val")
     assert path.is_file() and built.sha256[:16] in path.name
     loaded = FeatureCache.load(path)
     np.testing.assert_array_equal(loaded.features, first.features)
     np.testing.assert_array_equal(loaded.logits, first.logits)
+    np.testing.assert_array_equal(loaded.labels, load_split("synthetic", "val").labels)
     # a cache is a cache: the second call reads the file rather than recomputing
-    np.savez(path, features=first.features + 1, logits=first.logits)
-    np.testing.assert_array_equal(built.feature_cache(split).features, first.features + 1)
+    np.savez(path, features=first.features + 1, logits=first.logits, labels=first.labels)
+    np.testing.assert_array_equal(built.feature_cache("synthetic", "val").features, first.features + 1)
+
+
+def test_shipped_caches_are_read_first_and_never_written(cascade: Cascade, tmp_path) -> None:
+    shipped, user = tmp_path / "shipped", tmp_path / "user"
+    shipped.mkdir()
+    built = Cascade(list(cascade.classifiers), (16,), name="t", cache_dir=user, shipped_dir=shipped)
+    cache = built.compute_cache(load_split("synthetic", "test"))
+    marked = FeatureCache(cache.features, cache.logits, cache.labels + 100)
+    marked.save(shipped / built.cache_name("synthetic", "test"))
+    np.testing.assert_array_equal(built.feature_cache("synthetic", "test").labels, cache.labels + 100)
+    assert not user.exists()
+    built.feature_cache("synthetic", "val")
+    assert (user / built.cache_name("synthetic", "val")).is_file()
+    assert not (shipped / built.cache_name("synthetic", "val")).exists()
 
 
 def test_cache_key_changes_with_the_weights(cascade: Cascade, tmp_path) -> None:
@@ -50,13 +64,12 @@ def test_cache_key_changes_with_the_weights(cascade: Cascade, tmp_path) -> None:
     with torch.no_grad():
         members[1].fc.bias += 1.0
     b = Cascade(members, (16,), name="m", cache_dir=tmp_path)
-    split = load_split("synthetic", "val")
-    assert a.cache_path(split) != b.cache_path(split)
+    assert a.cache_path("synthetic", "val") != b.cache_path("synthetic", "val")
 
 
 def test_executor_lookups_equal_the_classifiers_outputs(cascade: Cascade) -> None:
     split = load_split("synthetic", "val")
-    ex = cascade.executor(split, num_slots=3)
+    ex = cascade.executor("synthetic", "val", num_slots=3)
     slots, idx = np.arange(3), np.array([4, 9, 100])
     x = split.inputs[idx]
     with torch.no_grad():

@@ -70,7 +70,7 @@ def rollout_from(env: RoutingEnv, actions: list[int]) -> list:
 def test_reset_index_option_routes_that_instance(env: RoutingEnv) -> None:
     env.reset(options={"index": 5})
     *_, info = env.step(EXIT)
-    assert info["label"] == env.core.split.labels[5]
+    assert info["label"] == env.core.labels[5]
     with pytest.raises(ValueError, match="index"):
         env.reset(options={"index": env.unwrapped.num_instances})
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import Split
-
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -86,7 +84,10 @@ class Executor(abc.ABC):
 
     ``slots`` are integer arrays of slot ids; each call returns arrays for those slots in order.
     Features are float32 ``(len(slots), D)``, zero-padded; logits are float32 ``(len(slots), C)``.
+    ``labels`` holds the split's labels (int64, one per instance).
     """
+
+    labels: np.ndarray
 
     @abc.abstractmethod
     def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -113,6 +114,6 @@ class RoutableBackbone(abc.ABC):
     costs: CostTable
 
     @abc.abstractmethod
-    def executor(self, split: Split, num_slots: int) -> Executor:
-        """An executor over ``split`` for ``num_slots`` concurrent episodes."""
+    def executor(self, dataset: str, split: str, num_slots: int, data_root: str | None = None) -> Executor:
+        """An executor over ``split`` of ``dataset`` for ``num_slots`` concurrent episodes."""
 

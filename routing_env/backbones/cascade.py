@@ -10,6 +10,7 @@ computed once per (weights sha256, split) into a feature cache (``.npz``) and st
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 from dataclasses import dataclass
@@ -36,20 +37,24 @@ class CascadeMember(Protocol):
 
 @dataclass(frozen=True)
 class FeatureCache:
-    """Every classifier's pooled features ``(M, n, D)`` and logits ``(M, n, C)`` on one split."""
+    """Every classifier's pooled features ``(M, n, D)`` and logits ``(M, n, C)`` on one split, and its labels.
+
+    With the labels inside, a cache is all a frozen cascade needs: no image data at all.
+    """
 
     features: np.ndarray
     logits: np.ndarray
+    labels: np.ndarray
 
     def save(self, path: str | Path) -> None:
         buffer = io.BytesIO()
-        np.savez(buffer, features=self.features, logits=self.logits)
+        np.savez(buffer, features=self.features, logits=self.logits, labels=self.labels)
         atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureCache:
         with np.load(path) as data:
-            return cls(features=data["features"], logits=data["logits"])
+            return cls(features=data["features"], logits=data["logits"], labels=data["labels"])
 
 
 class Cascade(RoutableBackbone):
@@ -60,7 +65,8 @@ class Cascade(RoutableBackbone):
             cheapest first. They are put in ``eval()`` mode and never trained here.
         input_shape: shape of one input (without batch), used to measure MACs.
         name: identifies the cascade in cache file names.
-        cache_dir: where feature caches live (default :func:`routing_env.data.cache_root`).
+        cache_dir: where computed feature caches are written (default :func:`routing_env.data.cache_root`).
+        shipped_dir: a read-only folder searched first for caches (a pretrained model's own).
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class Cascade(RoutableBackbone):
         input_shape: tuple[int, ...],
         name: str,
         cache_dir: str | Path | None = None,
+        shipped_dir: str | Path | None = None,
     ) -> None:
         if len(classifiers) < 2:
             raise ValueError(f"a cascade needs at least 2 classifiers, got {len(classifiers)}")
@@ -76,6 +83,7 @@ class Cascade(RoutableBackbone):
         self.classifiers = nn.ModuleList(classifiers).eval().requires_grad_(False)
         self.input_shape = tuple(input_shape)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.shipped_dir = Path(shipped_dir) if shipped_dir is not None else None
         self.sha256 = state_dict_sha256(self.classifiers)
         example = torch.zeros(1, *self.input_shape)
         with torch.no_grad():
@@ -104,9 +112,13 @@ class Cascade(RoutableBackbone):
             reference=float(max(f + h for f, h in zip(feature_macs, head_macs))),
         )
 
-    def cache_path(self, split: Split) -> Path:
+    def cache_name(self, dataset: str, split: str) -> str:
+        return f"{self.name}-{dataset}-{split}-{self.sha256[:16]}.npz"
+
+    def cache_path(self, dataset: str, split: str) -> Path:
+        """Where a computed cache is written."""
         root = self.cache_dir if self.cache_dir is not None else cache_root()
-        return root / f"{self.name}-{split.dataset}-{split.name}-{self.sha256[:16]}.npz"
+        return root / self.cache_name(dataset, split)
 
     def compute_cache(self, split: Split, batch_size: int = 1024) -> FeatureCache:
         """Run every classifier over ``split`` (no caching)."""
@@ -120,21 +132,29 @@ class Cascade(RoutableBackbone):
                     f = c.features(x)
                     features[k, start : start + len(x), : f.shape[1]] = f.numpy()
                     logits[k, start : start + len(x)] = c.head(f).numpy()
-        return FeatureCache(features, logits)
+        return FeatureCache(features, logits, split.labels.copy())
 
-    def feature_cache(self, split: Split) -> FeatureCache:
-        """The cache for ``split``: loaded from disk, else computed and written atomically."""
-        path = self.cache_path(split)
-        if path.is_file():
-            cache = FeatureCache.load(path)
-            if cache.features.shape[:2] == (len(self.classifiers), len(split)):
-                return cache
-        cache = self.compute_cache(split)
-        cache.save(path)
+    def feature_cache(self, dataset: str, split: str, data_root: str | None = None) -> FeatureCache:
+        """The cache of ``split``: shipped, else previously computed, else computed now and written atomically."""
+        candidates = [self.cache_path(dataset, split)]
+        if self.shipped_dir is not None:
+            candidates.insert(0, self.shipped_dir / self.cache_name(dataset, split))
+        for path in candidates:
+            if path.is_file():
+                cache = FeatureCache.load(path)
+                if cache.features.shape[0] == len(self.classifiers) and cache.logits.shape[2] == self.spec.num_classes:
+                    return cache
+        data = load_split(dataset, split, data_root)
+        if data.num_classes != self.spec.num_classes:
+            raise ValueError(
+                f"backbone {self.name!r} predicts {self.spec.num_classes} classes but data set {dataset!r} has {data.num_classes}"
+            )
+        cache = self.compute_cache(data)
+        cache.save(candidates[-1])
         return cache
 
-    def executor(self, split: Split, num_slots: int) -> CachedCascadeExecutor:
-        return CachedCascadeExecutor(self.feature_cache(split), num_slots)
+    def executor(self, dataset: str, split: str, num_slots: int, data_root: str | None = None) -> CachedCascadeExecutor:
+        return CachedCascadeExecutor(self.feature_cache(dataset, split, data_root), num_slots)
 
 
 class CachedCascadeExecutor(Executor):
@@ -142,6 +162,7 @@ class CachedCascadeExecutor(Executor):
 
     def __init__(self, cache: FeatureCache, num_slots: int) -> None:
         self.cache = cache
+        self.labels = cache.labels
         self.index = np.zeros(num_slots, dtype=np.int64)
         self.last = np.zeros(num_slots, dtype=np.int64)
 
@@ -209,15 +230,19 @@ def _tiny_cascade_members(seed: int) -> tuple[MLPClassifier, ...]:
     train = load_split("synthetic", "train")
     members = []
     for k, hidden in enumerate(TINY_CASCADE_HIDDEN):
+        # each member learns from its own random half of the training split, as independently trained
+        # networks do: their errors are partly independent, which is what a router can exploit
+        half = np.sort(np.random.default_rng(100 + seed + k).permutation(len(train))[: len(train) // 2])
+        data = dataclasses.replace(train, inputs=train.inputs[half], labels=train.labels[half])
         torch.manual_seed(seed + k)
         model = MLPClassifier(SYNTHETIC_DIM, hidden, SYNTHETIC_CLASSES)
         lr = 1e-2 if len(hidden) == 1 else 3e-3
-        members.append(train_classifier(model, train, epochs=25, lr=lr, seed=seed + k))
+        members.append(train_classifier(model, data, epochs=50, lr=lr, seed=seed + k))
     return tuple(members)
 
 
 def tiny_cascade(seed: int = 0, cache_dir: str | Path | None = None) -> Cascade:
-    """Three MLPs (hidden ``(4,)``, ``(16,)``, ``(64, 64)``) trained on the ``synthetic`` train split.
+    """Three MLPs (hidden ``(4,)``, ``(16,)``, ``(64, 64)``), each trained on its own half of ``synthetic`` train.
 
     Trained in a few seconds on first use and memoised per process. On ``synthetic`` the smallest is
     right on the easy third of instances, the middle one also on the medium ones, only the largest on
