@@ -15,7 +15,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .backbones import BACKBONE_DATASETS, make_backbone
+from .backbones import backbone_dataset, make_backbone
 from .core import INVALID_ACTION_MODES, RoutingCore
 from .data import SPLITS
 from .rewards import RewardFn, make_reward
@@ -88,7 +88,7 @@ class EnvConfig:
 def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
     """The routing core an environment with ``config`` steps, for ``num_slots`` episodes."""
     backbone = make_backbone(config.backbone)
-    dataset = config.dataset or BACKBONE_DATASETS[config.backbone]
+    dataset = config.dataset or backbone_dataset(config.backbone)
     allow_skip = backbone.spec.skip_by_default if config.allow_skip is None else bool(config.allow_skip)
     return RoutingCore(
         backbone,

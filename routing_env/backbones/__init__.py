@@ -17,11 +17,31 @@ BACKBONE_DATASETS: dict[str, str] = {
 }
 
 
+def backbone_names() -> list[str]:
+    """Built-in backbones and the pretrained models found in ``pretrained/``."""
+    from .. import pretrained
+
+    return sorted(BACKBONES) + sorted(pretrained.available())
+
+
+def backbone_dataset(name: str) -> str:
+    """The data set backbone ``name`` was trained for."""
+    from .. import pretrained
+
+    if name in BACKBONE_DATASETS:
+        return BACKBONE_DATASETS[name]
+    return pretrained.available()[name]["dataset"]
+
+
 def make_backbone(name: str) -> RoutableBackbone:
-    """The backbone registered under ``name``."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
-    return BACKBONES[name]()
+    """The backbone registered under ``name``, or the pretrained model of that name."""
+    from .. import pretrained
+
+    if name in BACKBONES:
+        return BACKBONES[name]()
+    if name in pretrained.available():
+        return pretrained.load(name)
+    raise ValueError(f"unknown backbone {name!r}; expected one of {backbone_names()}")
 
 
 __all__ = [
@@ -33,6 +53,8 @@ __all__ = [
     "Executor",
     "FeatureCache",
     "RoutableBackbone",
+    "backbone_dataset",
+    "backbone_names",
     "make_backbone",
     "tiny_cascade",
 ]

@@ -1,0 +1,89 @@
+"""Pretrained backbones shipped in ``pretrained/<name>/``, loaded by name with checked sha256.
+
+Each folder holds ``manifest.json``::
+
+    {"name": "cifar10-resnet-cascade", "kind": "cascade", "dataset": "cifar10", "num_classes": 10,
+     "members": [{"model": "resnet8", "weights": "resnet8.pt", "sha256": "…"}, …]}
+
+plus the weights (plain state_dicts, loaded with ``weights_only=True``), model cards, and feature
+caches of ``val`` and ``test`` (so that the cascade works with no image data at all).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .backbones.cascade import Cascade
+from .backbones.resnet import CLASSIFIERS
+from .checkpoints import load_state_dict
+
+
+def root() -> Path:
+    """``$ROUTING_ENV_PRETRAINED``, else the repository's ``pretrained/`` folder."""
+    env = os.environ.get("ROUTING_ENV_PRETRAINED")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "pretrained"
+
+
+def available() -> dict[str, dict[str, Any]]:
+    """Manifests of every pretrained model found, by name."""
+    found = {}
+    for manifest in sorted(root().glob("*/manifest.json")):
+        data = json.loads(manifest.read_text())
+        found[data["name"]] = data
+    return found
+
+
+def load(name: str) -> Cascade:
+    """The pretrained model ``name``; every weight file's sha256 is checked against the manifest."""
+    manifests = available()
+    if name not in manifests:
+        raise ValueError(f"unknown pretrained model {name!r}; expected one of {sorted(manifests)} (in {root()})")
+    manifest = manifests[name]
+    folder = root() / name
+    if manifest["kind"] != "cascade":
+        raise ValueError(f"pretrained model {name!r} has kind {manifest['kind']!r}; this version loads 'cascade'")
+    members = []
+    for member in manifest["members"]:
+        if member["model"] not in CLASSIFIERS:
+            raise ValueError(f"{folder / 'manifest.json'}: unknown model {member['model']!r}")
+        model = CLASSIFIERS[member["model"]](manifest["num_classes"])
+        model.load_state_dict(load_state_dict(folder / member["weights"], sha256=member["sha256"]))
+        members.append(model)
+    return Cascade(members, (3, 32, 32), name=name, shipped_dir=folder)
+
+
+def package_cascade(
+    name: str, runs: list[str | Path], dataset: str = "cifar10", data_root: str | None = None, out: str | Path | None = None
+) -> Path:
+    """Assemble ``pretrained/<name>/`` from ``pretrain`` run folders (cheapest first).
+
+    Copies each run's ``weights.pt`` (as ``<model>.pt``) and model cards, writes ``manifest.json``
+    with the sha256 of each weight file, and builds the ``val`` and ``test`` feature caches.
+    """
+    folder = Path(out) if out is not None else root() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    members, num_classes = [], None
+    for run in map(Path, runs):
+        card = json.loads((run / "model_card.json").read_text())
+        if card["dataset"] != dataset:
+            raise ValueError(f"{run} was trained on {card['dataset']!r}, not {dataset!r}")
+        model = card["model"]
+        (folder / f"{model}.pt").write_bytes((run / card["weights"]).read_bytes())
+        (folder / f"{model}.model_card.json").write_text((run / "model_card.json").read_text())
+        (folder / f"{model}.MODEL_CARD.md").write_text((run / "MODEL_CARD.md").read_text())
+        members.append({"model": model, "weights": f"{model}.pt", "sha256": card["sha256"], "test_accuracy": card["test_accuracy"], "macs": card["macs"]})
+        num_classes = load_state_dict(folder / f"{model}.pt", card["sha256"])["fc.weight"].shape[0]
+    manifest = {"name": name, "kind": "cascade", "dataset": dataset, "num_classes": int(num_classes), "members": members}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    models = []
+    for member in members:
+        model = CLASSIFIERS[member["model"]](manifest["num_classes"])
+        model.load_state_dict(load_state_dict(folder / member["weights"], sha256=member["sha256"]))
+        models.append(model)
+    cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
+    for split in ("val", "test"):
+        cascade.feature_cache(dataset, split, data_root)
+    return folder
