@@ -46,7 +46,7 @@ def make_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> RoutingVectorE
 
 def env_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
     kwargs = parse_kwargs(args.env_kwargs, "--env-kwargs")
-    for name in ("backbone", "dataset", "lam"):
+    for name in ("backbone", "dataset", "lam", "data_root"):
         value = getattr(args, name, None)
         if value is not None:
             kwargs[name] = value
@@ -230,6 +230,7 @@ def add_env_options(p: argparse.ArgumentParser, default_split: str | None = None
     p.add_argument("--backbone", help="backbone name (an environment option)")
     p.add_argument("--dataset", help="data set name (an environment option)")
     p.add_argument("--lam", type=float, help="price of compute λ (an environment option)")
+    p.add_argument("--data-root", help="image data root (else ROUTING_ENV_DATA; an environment option)")
     p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="further environment options")
     p.add_argument("--num-envs", type=int, default=16, help="episodes stepped together while learning")
     p.add_argument("--seed", type=int, default=0)
