@@ -210,6 +210,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         ema=args.ema,
         seed=args.seed,
+        precision=args.precision,
     )
     card = pretrain(
         pargs,
@@ -219,6 +220,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         download=args.download,
         progress=not args.quiet,
         command=command_line(),
+        device=args.device,
     )
     print(json.dumps(card))
     return 0
@@ -283,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default="cosine", help="cosine (with warm-up) or onecycle")
     p.add_argument("--ema", type=float, help="EMA decay of the weights, e.g. 0.999")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="fp32", help="fp32, or bf16 autocast")
+    p.add_argument("--device", default="cpu", help="where to train, e.g. cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
     return parser

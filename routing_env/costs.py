@@ -21,10 +21,11 @@ def count_macs(fn: Callable[..., object], *args: object) -> int:
 
 
 def module_macs(module: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs of ``module`` on one input of shape ``input_shape`` (without the batch dimension)."""
+    """MACs of ``module`` on one input of shape ``input_shape`` (without the batch dimension), on its device."""
     was_training = module.training
     module.eval()
+    device = next(module.parameters(), torch.zeros(())).device
     try:
-        return count_macs(module, torch.zeros(1, *input_shape))
+        return count_macs(module, torch.zeros(1, *input_shape, device=device))
     finally:
         module.train(was_training)

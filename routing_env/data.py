@@ -195,16 +195,20 @@ def load_split(
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Random crops with ``padding`` zero pixels and horizontal flips, batched on tensors (N, C, H, W)."""
+    """Random crops with ``padding`` zero pixels and horizontal flips, batched on tensors (N, C, H, W).
+
+    The random numbers come from the CPU ``generator`` whatever ``x.device`` is, so a seeded run draws
+    the same crops on CPU and GPU.
+    """
     n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    rows = dy[:, None] + torch.arange(h)
-    cols = dx[:, None] + torch.arange(w)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)
+    cols = dx[:, None] + torch.arange(w, device=x.device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
-    batch = torch.arange(n)[:, None, None]
+    batch = torch.arange(n, device=x.device)[:, None, None]
     crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
     return crops.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 

@@ -31,6 +31,7 @@ from .costs import module_macs
 from .data import Split, augment, load_split
 
 SCHEDULES = ("cosine", "onecycle")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class PretrainArgs:
     ema: float | None = None
     """EMA decay of the weights (e.g. 0.999); the card reports the EMA model when set."""
     seed: int = 0
+    precision: str = "fp32"
+    """``bf16`` runs forward and backward under bfloat16 autocast (weights, optimizer and EMA stay fp32)."""
     subset: int | None = None
     """Use only the first ``subset`` images of each split (smoke tests); ``None`` for real training."""
 
@@ -59,6 +62,8 @@ class PretrainArgs:
             raise ValueError(f"unknown backbone {self.backbone!r} for pretraining; expected one of {sorted(CLASSIFIERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
@@ -86,12 +91,23 @@ def subset(split: Split, size: int | None) -> Split:
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` (fp32, on its own device) on ``split``."""
     model.eval()
+    device = next(model.parameters()).device
     right = 0
     for start in range(0, len(split), batch_size):
-        x = split.inputs[start : start + batch_size].contiguous(memory_format=torch.channels_last)
-        right += int((model(x).argmax(1).numpy() == split.labels[start : start + batch_size]).sum())
+        x = split.inputs[start : start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+        right += int((model(x).argmax(1).cpu().numpy() == split.labels[start : start + batch_size]).sum())
     return right / len(split)
+
+
+def machine_description(device: torch.device) -> str:
+    """CPU, thread count and accelerator, as written into model cards."""
+    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {accelerator}"
+    )
 
 
 def pretrain(
@@ -103,8 +119,13 @@ def pretrain(
     download: bool = False,
     progress: bool = True,
     command: str | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Train ``args.backbone`` on the ``train`` split; return the model card (also written to ``out``)."""
+    """Train ``args.backbone`` on the ``train`` split; return the model card (also written to ``out``).
+
+    ``device`` only says where the work runs: the images live there and are augmented there, while the
+    random numbers come from one CPU generator, so a checkpoint resumes on either.
+    """
     from torch.utils.tensorboard import SummaryWriter
 
     out = Path(out)
@@ -114,8 +135,10 @@ def pretrain(
         raise ValueError(f"{checkpoint_path} exists: pass --resume to go on from it, or choose another --out")
     train = subset(load_split(args.dataset, "train", data_root, download), args.subset)
     val = subset(load_split(args.dataset, "val", data_root), args.subset)
+    where = torch.device(device)
+    torch.backends.cudnn.benchmark = where.type == "cuda"
     torch.manual_seed(args.seed)
-    model = CLASSIFIERS[args.backbone](train.num_classes).to(memory_format=torch.channels_last)
+    model = CLASSIFIERS[args.backbone](train.num_classes).to(where, memory_format=torch.channels_last)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -142,28 +165,33 @@ def pretrain(
             ema.load_state_dict(state["ema"])
         start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
     writer = SummaryWriter(str(out / "tb"))
-    labels = torch.from_numpy(train.labels)
+    inputs = train.inputs.to(where)
+    labels = torch.from_numpy(train.labels).to(where)
+    autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     for epoch in range(start_epoch, args.epochs):
         began = time.time()
         model.train()
         order = torch.randperm(len(train), generator=generator)
-        total_loss, right = 0.0, 0
+        total_loss = torch.zeros((), device=where)
+        right = torch.zeros((), dtype=torch.long, device=where)
         bar = tqdm(range(steps_per_epoch), desc=f"{args.backbone} epoch {epoch + 1}/{args.epochs}", disable=not progress, leave=False)
         for step in bar:
-            batch = order[step * args.batch_size : (step + 1) * args.batch_size]
-            x = augment(train.inputs[batch], generator)
+            batch = order[step * args.batch_size : (step + 1) * args.batch_size].to(where)
+            x = augment(inputs[batch], generator)
             y = labels[batch]
-            logits = model(x)
-            loss = criterion(logits, y)
+            with autocast:
+                logits = model(x)
+                loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
-            total_loss += loss.item()
-            right += int((logits.argmax(1) == y).sum())
+            total_loss += loss.detach()
+            right += (logits.argmax(1) == y).sum()
+        total_loss, right = float(total_loss), int(right)
         elapsed += time.time() - began
         evaluated = ema.module if ema is not None else model
         val_acc = accuracy(evaluated, val)
@@ -214,8 +242,7 @@ def write_model_card(
         "epochs": args.epochs,
         "arguments": asdict(args),
         "wall_time_hours": round(elapsed / 3600, 3),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, no GPU",
+        "machine": machine_description(next(model.parameters()).device),
         "command": command or "",
         "weights": weights.name,
         "sha256": file_sha256(weights),
