@@ -1,24 +1,23 @@
-"""The ``routing-env`` command line (DESIGN §10): ``train``, ``evaluate`` and ``demo``."""
+"""The ``routing-env`` command line (DESIGN §10): ``train``, ``evaluate``, ``sweep``, ``demo`` and ``pretrain``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import gymnasium as gym
-import numpy as np
-import torch
-
-from . import ENV_IDS, __version__
-from .env import RoutingVectorEnv
-from .evaluation import route_split, summarize
-
-EVAL_BATCH = 256
+from . import __version__
+from .experiments import (
+    EVAL_BATCH,
+    SweepSpec,
+    evaluation_json,
+    groups_markdown,
+    make_vector_env,
+    run_sweep,
+    train_run,
+)
 
 
 def parse_kwargs(items: Sequence[str] | None, what: str) -> dict[str, Any]:
@@ -35,15 +34,6 @@ def parse_kwargs(items: Sequence[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
-def make_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> RoutingVectorEnv:
-    """A natively vectorised routing environment for a registered id."""
-    if env_id not in gym.registry or not env_id.startswith("routing_env/"):
-        raise ValueError(f"unknown environment id {env_id!r}; expected one of {list(ENV_IDS)}")
-    env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
-    assert isinstance(env, RoutingVectorEnv)
-    return env
-
-
 def env_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
     kwargs = parse_kwargs(args.env_kwargs, "--env-kwargs")
     for name in ("backbone", "dataset", "lam", "data_root"):
@@ -53,60 +43,27 @@ def env_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
-def machine() -> str:
-    return f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} torch threads".strip()
-
-
-def evaluation_json(agent: Any, env: RoutingVectorEnv, env_id: str, progress: bool = False) -> dict[str, Any]:
-    """The evaluation object of DESIGN §10 for ``agent`` on ``env``'s split."""
-    records = route_split(agent, env, progress=progress)
-    summary = summarize(records, env, agent.policy_macs())
-    return {
-        "policy": agent.name,
-        "uses_labels": bool(getattr(agent, "uses_labels", False)),
-        "env": env_id,
-        **summary,
-    }
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+def parse_list(raw: str, kind: type, what: str) -> tuple[Any, ...]:
+    """A comma-separated list such as ``0.01,0.05`` of ``kind`` values."""
+    try:
+        values = tuple(kind(v) for v in raw.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{what} {raw!r} is not a comma-separated list of {kind.__name__} values") from None
+    if not values:
+        raise ValueError(f"{what} {raw!r} names no values")
+    return values
 
 
 # --- train ----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents import RunLogger, make_agent
-
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    env_kwargs = env_kwargs_from(args)
-    env_kwargs.setdefault("split", "val")
-    agent_kwargs = parse_kwargs(args.agent_kwargs, "--agent-kwargs")
-    env = make_vector_env(args.env, args.num_envs, **env_kwargs)
-    agent = make_agent(args.agent, env, seed=args.seed, **agent_kwargs)
-    config = {
-        "env": args.env,
-        "env_kwargs": env_kwargs,
-        "agent": args.agent,
-        "agent_kwargs": agent_kwargs,
-        "seed": args.seed,
-        "steps": args.steps,
-        "num_envs": args.num_envs,
-        "routing_env_version": __version__,
-    }
-    write_json(out / "config.json", config)
-    logger = RunLogger(out / "tb")
-    start = time.time()
-    agent.learn(args.steps, logger=logger, progress=not args.quiet)
-    logger.close()
-    agent.save(out)
-    eval_env = make_vector_env(args.env, EVAL_BATCH, **env_kwargs)
-    result = evaluation_json(agent, eval_env, args.env)
-    result["train_seconds"] = round(time.time() - start, 2)
-    write_json(out / "eval.json", result)
+    _, result = train_run(
+        args.env, env_kwargs_from(args), args.agent, parse_kwargs(args.agent_kwargs, "--agent-kwargs"), args.seed,
+        args.steps, args.num_envs, out, progress=not args.quiet,
+    )
     print(
         f"trained {args.agent} for {args.steps} steps in {result['train_seconds']} s; "
-        f"{env_kwargs['split']}: accuracy {result['accuracy']:.4f} at {result['macs_fraction']:.4f} of the "
+        f"{result['split']}: accuracy {result['accuracy']:.4f} at {result['macs_fraction']:.4f} of the "
         f"reference MACs; tensorboard --logdir {out / 'tb'}",
         file=sys.stderr,
     )
@@ -146,52 +103,62 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of evaluation objects: policy, accuracy, mean MACs fraction."""
-    lines = [f"{'policy':<34} {'accuracy':>9} {'MACs fraction':>14} {'mean MACs':>12}"]
+    lines = [f"{'policy':<52} {'accuracy':>9} {'MACs fraction':>14} {'mean MACs':>12}"]
     for r in rows:
         name = r.get("label", r["policy"]) + (" (upper bound, uses labels)" if r.get("uses_labels") else "")
-        lines.append(f"{name:<34} {r['accuracy']:>9.4f} {r['macs_fraction']:>14.4f} {r['macs_mean']:>12.4g}")
+        lines.append(f"{name:<52} {r['accuracy']:>9.4f} {r['macs_fraction']:>14.4f} {r['macs_mean']:>12.4g}")
     return "\n".join(lines)
 
 
 # --- demo -----------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agents import RunLogger, make_agent
-
+    """One sweep point (agent, λ, seed) on the default pretrained cascade, shown beside the baselines."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     env_kwargs = env_kwargs_from(args)
-    val = make_vector_env(args.env, args.num_envs, **{**env_kwargs, "split": "val"})
-    test = make_vector_env(args.env, EVAL_BATCH, **{**env_kwargs, "split": "test"})
-    rows = []
-    reference = None
-    for position in sorted(test.core.backbone.spec.head_positions):
-        fixed = make_agent("fixed", val, position=position)
-        row = evaluation_json(fixed, test, args.env)
-        rows.append({**row, "label": f"fixed route, exit at point {position}"})
-        reference = row
-    rows.append({
-        **reference,
-        "label": "reference model alone",
-        "accuracy": reference["reference_accuracy"],
-        "macs_mean": reference["reference_macs"],
-        "macs_fraction": 1.0,
-    })
-    logger = RunLogger(out / "tb")
-    policy = make_agent(args.agent, val, seed=args.seed)
-    policy.learn(args.steps, logger=logger, progress=not args.quiet)
-    logger.close()
-    policy.save(out / "policy")
-    val_cost = evaluation_json(policy, make_vector_env(args.env, EVAL_BATCH, **{**env_kwargs, "split": "val"}), args.env)
-    threshold = make_agent("threshold", val, target_macs_fraction=val_cost["macs_fraction"])
-    threshold.learn(0)
-    rows.append({**evaluation_json(threshold, test, args.env), "label": f"threshold (tau={threshold.tau:.3f})"})
-    rows.append({**evaluation_json(policy, test, args.env), "label": f"{args.agent} (learned)"})
-    rows.append({**evaluation_json(make_agent("oracle", val), test, args.env), "label": "oracle"})
-    write_json(out / "results.json", {"env": args.env, "env_kwargs": env_kwargs, "split": "test", "rows": rows})
-    print(f"{args.env} on {test.core.dataset} test ({test.core.num_instances} instances), "
-          f"policy trained on val, lam={test.config.lam}; MACs = multiply-accumulates")
+    lam = env_kwargs.pop("lam")
+    spec = SweepSpec(args.env, env_kwargs, (args.agent,), (lam,), (args.seed,), args.steps, args.num_envs)
+    results = run_sweep(spec, out, progress=not args.quiet)
+    run = results["runs"][0]
+    threshold = run["threshold_at_val_cost"]
+    rows = [
+        *results["singles"],
+        {**threshold, "label": f"threshold at the policy's val cost (tau={threshold['tau']:.3f})"},
+        {**run["test"], "label": f"{args.agent} (learned on val, lam={lam:g})"},
+        results["oracle"],
+    ]
+    test = run["test"]
+    print(f"{args.env} ({env_kwargs.get('backbone') or 'default backbone'}) on test ({test['n']} instances); "
+          f"policies and the threshold tuned on val; MACs = multiply-accumulates, fraction of the largest member's")
     print(format_table(rows))
-    print(f"results: {out / 'results.json'}; tensorboard --logdir {out / 'tb'}")
+    print(f"policy network: {test['policy_macs_per_decision']:.0f} MACs per decision, {test['decisions_mean']:.2f} decisions "
+          f"per input: {test['macs_fraction_with_policy']:.4f} of the reference MACs in all")
+    print(f"pareto plot: {out / 'pareto.png'}; results: {out / 'results.json'}; tensorboard --logdir {out / 'runs'}")
+    return 0
+
+
+# --- sweep ----------------------------------------------------------------------------------------
+def cmd_sweep(args: argparse.Namespace) -> int:
+    env_kwargs = env_kwargs_from(args)
+    env_kwargs.pop("lam", None)
+    spec = SweepSpec(
+        args.env,
+        env_kwargs,
+        parse_list(args.agent, str, "--agent"),
+        parse_list(args.lams, float, "--lams"),
+        parse_list(args.seeds, int, "--seeds"),
+        args.steps,
+        args.num_envs,
+        parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
+    )
+    results = run_sweep(spec, args.out, progress=not args.quiet)
+    print(groups_markdown(results))
+    reached = results["reaching_reference"]
+    if reached is None:
+        print("no (agent, lam) reaches the largest member's test accuracy on average")
+    else:
+        print(f"cheapest to reach the largest member's accuracy: {reached['agent']} lam={reached['lam']:g}, "
+              f"{reached['accuracy_mean']:.4f} at {reached['macs_fraction_mean']:.4f} of its MACs")
+    print(f"pareto plot: {Path(args.out) / 'pareto.png'}; table: {Path(args.out) / 'pareto.csv'}")
     return 0
 
 
@@ -269,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo, lam=0.05)
+
+    p = sub.add_parser("sweep", help="train agents over lams and seeds on val; Pareto table and plot on test")
+    add_env_options(p)
+    p.add_argument("--agent", required=True, help="agent name(s), comma-separated, e.g. reinforce,ppo")
+    p.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="agent options (all agents)")
+    p.add_argument("--lams", required=True, help="prices of compute, comma-separated, e.g. 0.02,0.05,0.1")
+    p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
+    p.add_argument("--steps", type=int, required=True, help="environment instance-steps per run")
+    p.add_argument("--out", required=True, help="sweep directory (finished runs are kept and reused)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("pretrain", help="train a backbone on the train split; checkpoints, --resume, model card")
     p.add_argument("--backbone", required=True, help="classifier name, e.g. resnet20")

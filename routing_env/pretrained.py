@@ -52,7 +52,8 @@ def load(name: str) -> Cascade:
         model = CLASSIFIERS[member["model"]](manifest["num_classes"])
         model.load_state_dict(load_state_dict(folder / member["weights"], sha256=member["sha256"]))
         members.append(model)
-    return Cascade(members, (3, 32, 32), name=name, shipped_dir=folder)
+    names = [member["model"] for member in manifest["members"]]
+    return Cascade(members, (3, 32, 32), name=name, shipped_dir=folder, member_names=names)
 
 
 def package_cascade(

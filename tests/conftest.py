@@ -19,12 +19,12 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture
 def env() -> RoutingEnv:
-    return RoutingEnv()
+    return RoutingEnv(backbone="tiny-cascade")
 
 
 @pytest.fixture
 def venv() -> RoutingVectorEnv:
-    return RoutingVectorEnv(num_envs=8)
+    return RoutingVectorEnv(backbone="tiny-cascade", num_envs=8)
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,12 @@ from routing_env.evaluation import route_split, summarize
 
 @pytest.fixture(scope="module")
 def val() -> RoutingVectorEnv:
-    return RoutingVectorEnv(num_envs=8, split="val", lam=0.05)
+    return RoutingVectorEnv(backbone="tiny-cascade", num_envs=8, split="val", lam=0.05)
 
 
 @pytest.fixture(scope="module")
 def test_env() -> RoutingVectorEnv:
-    return RoutingVectorEnv(num_envs=256, split="test", lam=0.05)
+    return RoutingVectorEnv(backbone="tiny-cascade", num_envs=256, split="test", lam=0.05)
 
 
 @pytest.mark.parametrize("name", AGENT_NAMES)
@@ -65,7 +65,7 @@ def test_oracle_is_an_upper_bound_on_early_exit(val, test_env) -> None:
 def test_threshold_tuning_respects_a_target_cost(val) -> None:
     agent = ThresholdAgent(val, target_macs_fraction=0.2)
     agent.learn(0)
-    val_eval = RoutingVectorEnv(num_envs=256, split="val")
+    val_eval = RoutingVectorEnv(backbone="tiny-cascade", num_envs=256, split="val")
     assert route_split(agent, val_eval).macs_fraction.mean() <= 0.2 + 1e-9
     cheap, dear = ThresholdAgent(val, lam=1.0), ThresholdAgent(val, lam=0.0)
     cheap.learn(0)

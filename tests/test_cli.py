@@ -23,7 +23,7 @@ def run_cli(*args: str, cwd: Path | None = None, pythonpath: Path | None = None)
 
 def test_train_then_evaluate_run(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert main(["train", "--agent", "reinforce", "--lam", "0.05", "--steps", "2000", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lam", "0.05", "--steps", "2000", "--out", str(out), "--quiet"]) == 0
     for name in ("config.json", "eval.json", "agent.json", "policy.pt"):
         assert (out / name).is_file()
     assert list((out / "tb").glob("events.out.tfevents.*"))
@@ -40,7 +40,7 @@ def test_tensorboard_has_the_cleanrl_keys(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    main(["train", "--agent", "reinforce", "--steps", "3000", "--out", str(out), "--quiet"])
+    main(["train", "--backbone", "tiny-cascade", "--agent", "reinforce", "--steps", "3000", "--out", str(out), "--quiet"])
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
@@ -51,18 +51,18 @@ def test_sb3_training_writes_tensorboard_charts(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "ppo"
-    main(["train", "--agent", "ppo", "--steps", "2048", "--out", str(out), "--quiet"])
+    main(["train", "--backbone", "tiny-cascade", "--agent", "ppo", "--steps", "2048", "--out", str(out), "--quiet"])
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()
     assert {"charts/accuracy", "charts/macs_fraction"} <= set(acc.Tags()["scalars"])
 
 
 def test_evaluate_baselines_reproduce_single_exit_accuracy(capsys: pytest.CaptureFixture) -> None:
-    assert main(["evaluate", "--agent", "fixed", "--agent-kwargs", "position=2", "--split", "test", "--json"]) == 0
+    assert main(["evaluate", "--backbone", "tiny-cascade", "--agent", "fixed", "--agent-kwargs", "position=2", "--split", "test", "--json"]) == 0
     fixed = json.loads(capsys.readouterr().out)
     assert fixed["accuracy"] == fixed["reference_accuracy"]
     assert fixed["exit_histogram"] == [0, 0, fixed["n"]]
-    assert main(["evaluate", "--agent", "oracle", "--json"]) == 0
+    assert main(["evaluate", "--backbone", "tiny-cascade", "--agent", "oracle", "--json"]) == 0
     oracle = json.loads(capsys.readouterr().out)
     assert oracle["uses_labels"] is True and oracle["accuracy"] >= fixed["accuracy"]
 
@@ -72,7 +72,7 @@ def test_custom_agent_from_the_readme(tmp_path: Path) -> None:
     block = re.search(r"<!-- custom-agent-example -->\s*```python\n(.*?)```", text, re.S)
     assert block, "the README lost its custom agent example"
     (tmp_path / "my_agents.py").write_text(block.group(1))
-    done = run_cli("evaluate", "--agent", "my_agents:ConfidentExit", "--split", "test", "--json", pythonpath=tmp_path)
+    done = run_cli("evaluate", "--backbone", "tiny-cascade", "--agent", "my_agents:ConfidentExit", "--split", "test", "--json", pythonpath=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["policy"] == "confident-exit" and 0.9 < result["accuracy"] <= 1.0
@@ -101,13 +101,40 @@ def test_bad_input_is_a_one_line_error(args: list[str], message: str, capsys: py
     assert len(lines) == 1 and re.search(message, lines[0]), captured.err
 
 
-def test_demo_prints_the_comparison_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "3000", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    for row in ("fixed route, exit at point 0", "reference model alone", "threshold", "reinforce (learned)", "oracle (upper bound, uses labels)"):
-        assert row in out
-    rows = json.loads((tmp_path / "demo" / "results.json").read_text())["rows"]
-    assert len(rows) == 7
+def test_demo_prints_the_comparison_table_and_writes_the_pareto_plot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--backbone", "tiny-cascade", "--out", str(out), "--steps", "3000", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for row in ("mlp4 alone", "mlp64x64 alone", "threshold at the policy's val cost", "reinforce (learned on val, lam=0.05)",
+                "oracle (upper bound, uses labels)"):
+        assert row in printed
+    results = json.loads((out / "results.json").read_text())
+    assert [s["label"] for s in results["singles"]] == ["mlp4 alone", "mlp16 alone", "mlp64x64 alone"]
+    assert results["singles"][-1]["macs_fraction"] == 1.0
+    assert results["singles"][-1]["accuracy"] == results["runs"][0]["test"]["reference_accuracy"]
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_trains_every_point_resumes_and_refuses_other_settings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sweep"
+    args = ["sweep", "--backbone", "tiny-cascade", "--agent", "random,threshold", "--lams", "0.02,0.2", "--seeds", "0,1",
+            "--steps", "100", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "| random | 0.2 | 2 |" in table and "| threshold | 0.02 | 2 |" in table
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 8 and len(results["groups"]) == 4
+    cheap, dear = (next(g for g in results["groups"] if g["agent"] == "threshold" and g["lam"] == lam) for lam in (0.2, 0.02))
+    assert cheap["macs_fraction_mean"] < dear["macs_fraction_mean"]
+    rows = (out / "pareto.csv").read_text().splitlines()
+    assert sum(r.startswith("policy,") for r in rows) == 8 and sum(r.startswith("single,") for r in rows) == 3
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/test.json")}
+    assert len(finished) == 8
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/test.json")} == finished
+    capsys.readouterr()
+    assert main([*args[:-5], "--steps", "200", "--out", str(out), "--quiet"]) == 2
+    assert "choose another --out" in capsys.readouterr().err
 
 
 def test_console_script_and_module_agree() -> None:

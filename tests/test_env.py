@@ -19,7 +19,7 @@ from helpers import assert_same, rollout
 def test_gymnasium_and_sb3_checkers_pass_without_warnings(env_id: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        env = gym.make(env_id)
+        env = gym.make(env_id, backbone="tiny-cascade")
         check_env(env.unwrapped, skip_render_check=True)
         sb3_check_env(env.unwrapped, warn=True)
 
@@ -28,23 +28,23 @@ def test_gymnasium_and_sb3_checkers_pass_without_warnings(env_id: str) -> None:
 def test_checkers_pass_with_skip_budget_and_penalties(env_id: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        env = gym.make(env_id, allow_skip=True, max_macs=0.5, invalid_action="penalize", reward="cross-entropy-per-step")
+        env = gym.make(env_id, backbone="tiny-cascade", allow_skip=True, max_macs=0.5, invalid_action="penalize", reward="cross-entropy-per-step")
         check_env(env.unwrapped, skip_render_check=True)
         sb3_check_env(env.unwrapped, warn=True)
 
 
 def test_seeded_environments_are_identical() -> None:
     actions = list(np.random.default_rng(0).integers(0, 3, size=200))
-    a = rollout(RoutingEnv(allow_skip=True), actions, seed=7)
-    b = rollout(RoutingEnv(allow_skip=True), actions, seed=7)
+    a = rollout(RoutingEnv(backbone="tiny-cascade", allow_skip=True), actions, seed=7)
+    b = rollout(RoutingEnv(backbone="tiny-cascade", allow_skip=True), actions, seed=7)
     assert_same(a, b)
-    c = rollout(RoutingEnv(allow_skip=True), actions, seed=8)
+    c = rollout(RoutingEnv(backbone="tiny-cascade", allow_skip=True), actions, seed=8)
     with pytest.raises(AssertionError):
         assert_same(a, c)
 
 
 def test_pickle_round_trip_continues_identically() -> None:
-    env = RoutingEnv()
+    env = RoutingEnv(backbone="tiny-cascade")
     env.reset(seed=3)
     env.step(RUN)
     clone = pickle.loads(pickle.dumps(env))
@@ -97,21 +97,21 @@ def test_only_exit_is_valid_after_the_last_stage(env: RoutingEnv) -> None:
 
 
 def test_skip_is_masked_unless_allowed() -> None:
-    obs, _ = RoutingEnv().reset(seed=0)
+    obs, _ = RoutingEnv(backbone="tiny-cascade").reset(seed=0)
     assert obs["action_mask"][SKIP] == 0
-    obs, _ = RoutingEnv(allow_skip=True).reset(seed=0)
+    obs, _ = RoutingEnv(backbone="tiny-cascade", allow_skip=True).reset(seed=0)
     assert obs["action_mask"][SKIP] == 1
 
 
 def test_invalid_action_raise_mode_names_the_action() -> None:
-    env = RoutingEnv(invalid_action="raise")
+    env = RoutingEnv(backbone="tiny-cascade", invalid_action="raise")
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"action 1 \(SKIP\) is invalid"):
         env.step(SKIP)
 
 
 def test_invalid_action_penalize_adds_a_penalty_term() -> None:
-    env = RoutingEnv(invalid_action="penalize", invalid_penalty=0.25)
+    env = RoutingEnv(backbone="tiny-cascade", invalid_action="penalize", invalid_penalty=0.25)
     env.reset(seed=0)
     _, reward, _, _, info = env.step(SKIP)
     assert info["invalid_action"] and reward == pytest.approx(-0.25)
@@ -158,7 +158,7 @@ def test_step_before_reset_and_after_the_end_needs_reset(env: RoutingEnv) -> Non
 )
 def test_bad_options_give_clear_errors(kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
-        gym.make("routing_env/Cascade-v0", **kwargs)
+        gym.make("routing_env/Cascade-v0", **{"backbone": "tiny-cascade", **kwargs})
 
 
 def test_observations_are_fresh_arrays(env: RoutingEnv) -> None:

@@ -12,9 +12,9 @@ STEPS = 30_000
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    val = RoutingVectorEnv(num_envs=16, split="val", lam=LAM)
-    val_eval = RoutingVectorEnv(num_envs=256, split="val", lam=LAM)
-    test = RoutingVectorEnv(num_envs=256, split="test", lam=LAM)
+    val = RoutingVectorEnv(backbone="tiny-cascade", num_envs=16, split="val", lam=LAM)
+    val_eval = RoutingVectorEnv(backbone="tiny-cascade", num_envs=256, split="val", lam=LAM)
+    test = RoutingVectorEnv(backbone="tiny-cascade", num_envs=256, split="test", lam=LAM)
     out = {}
     for name in ("random", "reinforce", "ppo", "maskable-ppo", "oracle"):
         agent = make_agent(name, val, seed=0)

@@ -13,7 +13,7 @@ ENVS: dict[tuple, RoutingEnv] = {}
 def make(allow_skip: bool, max_macs: float | None) -> RoutingEnv:
     key = (allow_skip, max_macs)
     if key not in ENVS:
-        ENVS[key] = RoutingEnv(allow_skip=allow_skip, max_macs=max_macs)
+        ENVS[key] = RoutingEnv(backbone="tiny-cascade", allow_skip=allow_skip, max_macs=max_macs)
     return ENVS[key]
 
 

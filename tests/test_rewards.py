@@ -75,14 +75,14 @@ def episode_return(env: RoutingEnv, index: int, actions: list[int]) -> float:
 
 @pytest.mark.parametrize("base", ["accuracy", "cross-entropy"])
 def test_terminal_and_per_step_charging_give_the_same_undiscounted_return(base: str) -> None:
-    terminal, per_step = RoutingEnv(reward=base, lam=0.3), RoutingEnv(reward=f"{base}-per-step", lam=0.3)
+    terminal, per_step = RoutingEnv(backbone="tiny-cascade", reward=base, lam=0.3), RoutingEnv(backbone="tiny-cascade", reward=f"{base}-per-step", lam=0.3)
     for index in range(20):
         for actions in ([EXIT], [RUN, EXIT], [RUN, RUN, EXIT]):
             assert episode_return(terminal, index, actions) == pytest.approx(episode_return(per_step, index, actions))
 
 
 def test_confidence_shaping_shifts_every_return_by_minus_the_first_potential() -> None:
-    plain, shaped = RoutingEnv(reward="accuracy"), RoutingEnv(reward="accuracy-shaped")
+    plain, shaped = RoutingEnv(backbone="tiny-cascade", reward="accuracy"), RoutingEnv(backbone="tiny-cascade", reward="accuracy-shaped")
     for index in range(20):
         obs, _ = shaped.reset(options={"index": index})
         phi0 = float(obs["probs"].max())
@@ -91,7 +91,7 @@ def test_confidence_shaping_shifts_every_return_by_minus_the_first_potential() -
 
 
 def test_reward_objects_are_accepted_by_the_environment() -> None:
-    env = RoutingEnv(reward=NegCrossEntropy() + ComputePenalty(0.2))
+    env = RoutingEnv(backbone="tiny-cascade", reward=NegCrossEntropy() + ComputePenalty(0.2))
     env.reset(seed=0)
     *_, info = env.step(EXIT)
     assert set(info["reward_terms"]) == {"cross_entropy", "compute"}

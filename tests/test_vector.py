@@ -10,7 +10,7 @@ from helpers import assert_same
 
 
 def test_make_vec_returns_the_native_vector_env() -> None:
-    venv = gym.make_vec("routing_env/Cascade-v0", num_envs=4, vectorization_mode="vector_entry_point")
+    venv = gym.make_vec("routing_env/Cascade-v0", backbone="tiny-cascade", num_envs=4, vectorization_mode="vector_entry_point")
     assert isinstance(venv, RoutingVectorEnv)
     assert venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
     obs, info = venv.reset(seed=0)
@@ -19,7 +19,7 @@ def test_make_vec_returns_the_native_vector_env() -> None:
 
 
 def test_vector_spaces_contain_every_observation() -> None:
-    venv = RoutingVectorEnv(num_envs=16, allow_skip=True)
+    venv = RoutingVectorEnv(backbone="tiny-cascade", num_envs=16, allow_skip=True)
     obs, _ = venv.reset(seed=1)
     rng = np.random.default_rng(0)
     for _ in range(30):
@@ -29,8 +29,8 @@ def test_vector_spaces_contain_every_observation() -> None:
 
 
 def test_vector_and_single_envs_agree_on_the_same_instances() -> None:
-    venv = RoutingVectorEnv(num_envs=5, allow_skip=True)
-    single = RoutingEnv(allow_skip=True)
+    venv = RoutingVectorEnv(backbone="tiny-cascade", num_envs=5, allow_skip=True)
+    single = RoutingEnv(backbone="tiny-cascade", allow_skip=True)
     indices = np.array([0, 3, 7, 11, 19])
     plans = [[EXIT], [RUN, EXIT], [RUN, RUN, EXIT], [1, EXIT], [RUN, 1, EXIT]]
     obs, info = venv.reset(options={"index": indices})
@@ -61,7 +61,7 @@ def single_step(env: RoutingEnv, index: int, actions: list[int]):
 
 
 def test_next_step_autoreset_ignores_the_action_after_the_end() -> None:
-    venv = RoutingVectorEnv(num_envs=2)
+    venv = RoutingVectorEnv(backbone="tiny-cascade", num_envs=2)
     venv.reset(seed=0)
     _, reward, terminated, _, info = venv.step(np.array([EXIT, RUN]))
     assert terminated.tolist() == [True, False]
@@ -72,7 +72,7 @@ def test_next_step_autoreset_ignores_the_action_after_the_end() -> None:
 
 
 def test_same_step_autoreset_returns_final_observations() -> None:
-    venv = RoutingVectorEnv(num_envs=2, autoreset_mode="SameStep")
+    venv = RoutingVectorEnv(backbone="tiny-cascade", num_envs=2, autoreset_mode="SameStep")
     venv.reset(seed=0)
     obs, _, terminated, _, info = venv.step(np.array([RUN, EXIT]))
     assert terminated.tolist() == [False, True]
@@ -84,7 +84,7 @@ def test_same_step_autoreset_returns_final_observations() -> None:
 
 def test_seeded_vector_envs_are_identical() -> None:
     def trace(seed: int) -> list:
-        venv = RoutingVectorEnv(num_envs=8, allow_skip=True)
+        venv = RoutingVectorEnv(backbone="tiny-cascade", num_envs=8, allow_skip=True)
         out = [venv.reset(seed=seed)]
         rng = np.random.default_rng(1)
         for _ in range(20):
@@ -99,7 +99,7 @@ def test_seeded_vector_envs_are_identical() -> None:
     [(np.array([0, 1]), r"shape \(3,\)"), (np.array([0.0, 1.0, 2.0]), "integer array"), (np.array([0, 1, 5]), r"\[5\] are not in")],
 )
 def test_bad_action_batches_raise(actions: np.ndarray, match: str) -> None:
-    venv = RoutingVectorEnv(num_envs=3)
+    venv = RoutingVectorEnv(backbone="tiny-cascade", num_envs=3)
     venv.reset(seed=0)
     with pytest.raises(ValueError, match=match):
         venv.step(actions)
@@ -107,9 +107,9 @@ def test_bad_action_batches_raise(actions: np.ndarray, match: str) -> None:
 
 def test_bad_vector_options() -> None:
     with pytest.raises(ValueError, match="num_envs must be a positive integer"):
-        RoutingVectorEnv(num_envs=0)
+        RoutingVectorEnv(backbone="tiny-cascade", num_envs=0)
     with pytest.raises(ValueError, match="unknown autoreset_mode"):
-        RoutingVectorEnv(num_envs=2, autoreset_mode="Disabled")
-    venv = RoutingVectorEnv(num_envs=2)
+        RoutingVectorEnv(backbone="tiny-cascade", num_envs=2, autoreset_mode="Disabled")
+    venv = RoutingVectorEnv(backbone="tiny-cascade", num_envs=2)
     with pytest.raises(ValueError, match=r"must have shape \(2,\)"):
         venv.reset(options={"index": [1]})

@@ -67,6 +67,7 @@ class Cascade(RoutableBackbone):
         name: identifies the cascade in cache file names.
         cache_dir: where computed feature caches are written (default :func:`routing_env.data.cache_root`).
         shipped_dir: a read-only folder searched first for caches (a pretrained model's own).
+        member_names: what to call each classifier in reports (default ``member 0``, ``member 1``, …).
     """
 
     def __init__(
@@ -76,10 +77,14 @@ class Cascade(RoutableBackbone):
         name: str,
         cache_dir: str | Path | None = None,
         shipped_dir: str | Path | None = None,
+        member_names: Sequence[str] | None = None,
     ) -> None:
         if len(classifiers) < 2:
             raise ValueError(f"a cascade needs at least 2 classifiers, got {len(classifiers)}")
+        if member_names is not None and len(member_names) != len(classifiers):
+            raise ValueError(f"member_names has {len(member_names)} names for {len(classifiers)} classifiers")
         self.name = name
+        self.member_names = list(member_names) if member_names is not None else [f"member {k}" for k in range(len(classifiers))]
         self.classifiers = nn.ModuleList(classifiers).eval().requires_grad_(False)
         self.input_shape = tuple(input_shape)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -92,6 +97,8 @@ class Cascade(RoutableBackbone):
         feature_macs = [count_macs(c.features, example) for c in self.classifiers]
         head_macs = [count_macs(c.head, f) for c, f in zip(self.classifiers, feats)]
         n = len(classifiers) - 1
+        self.member_macs = [float(f + h) for f, h in zip(feature_macs, head_macs)]
+        """MACs of each classifier run alone (features and head)."""
         self.feature_dims = [f.shape[1] for f in feats]
         self.spec = BackboneSpec(
             num_stages=n,
@@ -109,7 +116,7 @@ class Cascade(RoutableBackbone):
             stage=np.array(feature_macs[1:], dtype=np.float64)[:, None],
             skip=np.zeros(n),
             head=np.array(head_macs, dtype=np.float64),
-            reference=float(max(f + h for f, h in zip(feature_macs, head_macs))),
+            reference=max(self.member_macs),
         )
 
     def cache_name(self, dataset: str, split: str) -> str:
@@ -248,4 +255,5 @@ def tiny_cascade(seed: int = 0, cache_dir: str | Path | None = None) -> Cascade:
     right on the easy third of instances, the middle one also on the medium ones, only the largest on
     the hard ones, so routing matters.
     """
-    return Cascade(_tiny_cascade_members(seed), (SYNTHETIC_DIM,), name=f"tiny-cascade-s{seed}", cache_dir=cache_dir)
+    names = [f"mlp{'x'.join(map(str, hidden))}" for hidden in TINY_CASCADE_HIDDEN]
+    return Cascade(_tiny_cascade_members(seed), (SYNTHETIC_DIM,), name=f"tiny-cascade-s{seed}", cache_dir=cache_dir, member_names=names)
