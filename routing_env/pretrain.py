@@ -152,7 +152,7 @@ def pretrain(
     scheduler = make_scheduler(args, optimizer, steps_per_epoch)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
     generator = torch.Generator().manual_seed(args.seed)
-    start_epoch, elapsed = 0, 0.0
+    start_epoch, elapsed, history = 0, 0.0, []
     if resume and checkpoint_path.exists():
         state = load_state_dict(checkpoint_path)
         if state["args"] != json.dumps(asdict(args), sort_keys=True):
@@ -164,6 +164,9 @@ def pretrain(
         if ema is not None:
             ema.load_state_dict(state["ema"])
         start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
+        history = json.loads(state.get("history", "[]"))
+    segment = {"first_epoch": start_epoch + 1, "last_epoch": start_epoch, "hours": 0.0, "machine": machine_description(where)}
+    history.append(segment)
     writer = SummaryWriter(str(out / "tb"))
     inputs = train.inputs.to(where)
     labels = torch.from_numpy(train.labels).to(where)
@@ -193,6 +196,8 @@ def pretrain(
             right += (logits.argmax(1) == y).sum()
         total_loss, right = float(total_loss), int(right)
         elapsed += time.time() - began
+        segment["last_epoch"] = epoch + 1
+        segment["hours"] = round(segment["hours"] + (time.time() - began) / 3600, 4)
         evaluated = ema.module if ema is not None else model
         val_acc = accuracy(evaluated, val)
         seen = steps_per_epoch * args.batch_size
@@ -208,6 +213,7 @@ def pretrain(
             "generator": generator.get_state(),
             "epoch": epoch + 1,
             "elapsed": elapsed,
+            "history": json.dumps([h for h in history if h["last_epoch"] >= h["first_epoch"]]),
         }
         if ema is not None:
             state["ema"] = ema.state_dict()
@@ -220,12 +226,21 @@ def pretrain(
         )
     writer.close()
     final = ema.module if ema is not None else model
-    return write_model_card(args, final, out, elapsed, data_root, command)
+    history = [h for h in history if h["last_epoch"] >= h["first_epoch"]]
+    return write_model_card(args, final, out, elapsed, data_root, command, history)
 
 
 def write_model_card(
-    args: PretrainArgs, model: nn.Module, out: Path, elapsed: float, data_root: str | None, command: str | None
+    args: PretrainArgs,
+    model: nn.Module,
+    out: Path,
+    elapsed: float,
+    data_root: str | None,
+    command: str | None,
+    history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """Write the weights and the model card (JSON and Markdown); ``history`` lists the machines that
+    trained which epochs where a run was resumed elsewhere."""
     weights = out / "weights.pt"
     save_state_dict(model.state_dict(), weights)
     val = subset(load_split(args.dataset, "val", data_root), args.subset)
@@ -243,6 +258,7 @@ def write_model_card(
         "arguments": asdict(args),
         "wall_time_hours": round(elapsed / 3600, 3),
         "machine": machine_description(next(model.parameters()).device),
+        "history": history or [],
         "command": command or "",
         "weights": weights.name,
         "sha256": file_sha256(weights),
@@ -265,8 +281,14 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         f"| machine | {card['machine']} |\n"
         f"| trained on | {card['trained_on']} |\n"
         f"| weights | `{card['weights']}`, sha256 `{card['sha256']}` |\n\n"
-        f"Command:\n\n    {card['command']}\n\n"
-        f"Arguments: `{json.dumps(card['arguments'])}`\n"
+        + ("Trained in segments (resumed from the checkpoint):\n\n" if card.get("history") else "")
+        + "".join(
+            f"- epochs {h['first_epoch']}–{h['last_epoch']}: {h['hours']} h on {h['machine']}\n"
+            for h in card.get("history", [])
+        )
+        + ("\n" if card.get("history") else "")
+        + f"Command:\n\n    {card['command']}\n\n"
+        + f"Arguments: `{json.dumps(card['arguments'])}`\n"
     )
 
 

@@ -21,7 +21,8 @@ def test_interrupted_run_resumes_to_the_same_weights(cifar_root: str, tmp_path: 
     import routing_env.pretrain as module
 
     args = PretrainArgs(epochs=2, **SMOKE)
-    pretrain(args, tmp_path / "full", data_root=cifar_root, progress=False)
+    full = pretrain(args, tmp_path / "full", data_root=cifar_root, progress=False)
+    assert [(h["first_epoch"], h["last_epoch"]) for h in full["history"]] == [(1, 2)]
 
     calls = {"n": 0}
     real = module.save_state_dict
@@ -39,7 +40,9 @@ def test_interrupted_run_resumes_to_the_same_weights(cifar_root: str, tmp_path: 
     monkeypatch.setattr(module, "save_state_dict", real)
     with pytest.raises(ValueError, match="pass --resume"):
         pretrain(args, tmp_path / "cut", data_root=cifar_root, progress=False)
-    pretrain(args, tmp_path / "cut", resume=True, data_root=cifar_root, progress=False)
+    resumed = pretrain(args, tmp_path / "cut", resume=True, data_root=cifar_root, progress=False)
+    assert [(h["first_epoch"], h["last_epoch"]) for h in resumed["history"]] == [(1, 1), (2, 2)]
+    assert "epochs 2–2" in (tmp_path / "cut" / "MODEL_CARD.md").read_text()
     a = load_state_dict(tmp_path / "full" / "weights.pt")
     b = load_state_dict(tmp_path / "cut" / "weights.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
