@@ -23,10 +23,8 @@ from routing_env.costs import count_macs
 from routing_env.env import RoutingVectorEnv
 
 from .base import Agent
+from .features import input_dim, policy_input_np
 from .logger import RunLogger
-
-OBS_KEYS = ("features", "probs", "position", "cost")
-
 
 @dataclass
 class ReinforceArgs:
@@ -44,11 +42,6 @@ class ReinforceArgs:
     """Gradient clipping."""
     normalize_advantage: bool = True
     """Standardise advantages per update."""
-
-
-def flatten_obs(obs: dict[str, np.ndarray]) -> torch.Tensor:
-    """Concatenate the observation's vector parts (the mask is applied to the logits instead)."""
-    return torch.as_tensor(np.concatenate([obs[k] for k in OBS_KEYS], axis=-1), dtype=torch.float32)
 
 
 class PolicyNet(nn.Module):
@@ -81,7 +74,7 @@ class ReinforceAgent(Agent):
         self.args = ReinforceArgs(**options)
         torch.manual_seed(seed)
         space = env.single_observation_space
-        obs_dim = sum(space[k].shape[0] for k in OBS_KEYS)
+        obs_dim = input_dim(space)
         self.net = PolicyNet(obs_dim, env.single_action_space.n, self.args.hidden)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.args.learning_rate)
         self.generator = torch.Generator().manual_seed(seed)
@@ -92,7 +85,7 @@ class ReinforceAgent(Agent):
     @torch.no_grad()
     def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
         mask = torch.as_tensor(obs["action_mask"]).bool()
-        return self.net.logits(flatten_obs(obs), mask).argmax(dim=-1).numpy()
+        return self.net.logits(policy_input_np(obs), mask).argmax(dim=-1).numpy()
 
     def policy_macs(self) -> float:
         x = torch.zeros(1, self.net.norm.normalized_shape[0])
@@ -113,7 +106,7 @@ class ReinforceAgent(Agent):
                 episode_return = np.zeros(env.num_envs)
                 rewards = []
                 while live.any():
-                    x = flatten_obs(obs)
+                    x = policy_input_np(obs)
                     mask = torch.as_tensor(obs["action_mask"]).bool()
                     with torch.no_grad():
                         a = _sample(self.net.logits(x, mask), self.generator)

@@ -28,6 +28,7 @@ from routing_env.costs import count_macs
 from routing_env.env import RoutingVectorEnv
 
 from .base import Agent
+from .features import RoutingExtractor
 from .logger import RunLogger
 
 
@@ -125,7 +126,8 @@ class ProgressCallback(BaseCallback):
 
 
 class SB3Agent(Agent):
-    """An SB3 algorithm with ``MultiInputPolicy`` on the routing environment."""
+    """An SB3 algorithm with ``MultiInputPolicy`` on the routing environment; its features extractor
+    is :class:`~agents.features.RoutingExtractor` (sorted softmax, no action mask)."""
 
     algorithm: ClassVar[type[BaseAlgorithm]]
     defaults: ClassVar[dict[str, Any]] = {}
@@ -139,7 +141,15 @@ class SB3Agent(Agent):
         )
         self.vec_env = SB3VecEnv(venv)
         try:
-            self.model = self.algorithm("MultiInputPolicy", self.vec_env, seed=seed, verbose=0, device="cpu", **self.kwargs)
+            self.model = self.algorithm(
+                "MultiInputPolicy",
+                self.vec_env,
+                seed=seed,
+                verbose=0,
+                device="cpu",
+                policy_kwargs={"features_extractor_class": RoutingExtractor},
+                **self.kwargs,
+            )
         except TypeError as e:
             raise TypeError(f"invalid option for agent {self.name!r}: {e}") from None
 

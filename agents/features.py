@@ -1,0 +1,43 @@
+"""What a routing policy reads from an observation (DESIGN §2).
+
+The vector parts — ``features``, ``probs``, ``position``, ``cost`` — concatenated, with ``probs``
+sorted in decreasing order. The sorted softmax carries the exit head's confidence (its maximum, its
+margin, its entropy) in fixed slots that an MLP reads directly; unsorted, the policy would have to
+learn a max over classes before it could even match the confidence-threshold baseline. The class
+identity stays available in ``features``. The action mask is applied to the logits, not read.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+OBS_KEYS = ("features", "probs", "position", "cost")
+
+
+def input_dim(space: gym.spaces.Dict) -> int:
+    """Length of the policy input for observations of ``space``."""
+    return sum(space[k].shape[0] for k in OBS_KEYS)
+
+
+def policy_input(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The policy input ``(B, input_dim)`` of batched observation tensors."""
+    probs = torch.sort(obs["probs"].float(), dim=-1, descending=True).values
+    return torch.cat([obs["features"].float(), probs, obs["position"].float(), obs["cost"].float()], dim=-1)
+
+
+def policy_input_np(obs: dict[str, np.ndarray]) -> torch.Tensor:
+    """:func:`policy_input` of batched numpy observations."""
+    return policy_input({k: torch.as_tensor(obs[k]) for k in OBS_KEYS})
+
+
+class RoutingExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor computing :func:`policy_input` (used by every SB3 agent here)."""
+
+    def __init__(self, observation_space: gym.spaces.Dict) -> None:
+        super().__init__(observation_space, features_dim=input_dim(observation_space))
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        return policy_input(observations)
