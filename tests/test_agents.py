@@ -97,3 +97,20 @@ def test_unknown_agent_options_are_refused(val) -> None:
         make_agent("ppo", val, n_stepz=3)
     with pytest.raises(ValueError, match="position must be an integer in 0..2"):
         make_agent("fixed", val, position=7)
+
+
+def test_policies_read_the_softmax_sorted_and_not_the_mask(val: RoutingVectorEnv) -> None:
+    import torch
+
+    from agents.features import RoutingExtractor, input_dim, policy_input_np
+
+    obs, _ = val.reset(seed=0)
+    x = policy_input_np(obs)
+    d, c = obs["features"].shape[1], obs["probs"].shape[1]
+    assert x.shape == (val.num_envs, input_dim(val.single_observation_space))
+    np.testing.assert_array_equal(x[:, :d].numpy(), obs["features"])
+    np.testing.assert_array_equal(x[:, d : d + c].numpy(), -np.sort(-obs["probs"], axis=1))
+    permuted = {**obs, "probs": obs["probs"][:, ::-1].copy(), "action_mask": np.zeros_like(obs["action_mask"])}
+    assert torch.equal(policy_input_np(permuted), x)
+    extractor = RoutingExtractor(val.single_observation_space)
+    assert torch.equal(extractor({k: torch.as_tensor(v) for k, v in obs.items()}), x)
