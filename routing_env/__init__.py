@@ -20,7 +20,6 @@ register(
     id="routing_env/Cascade-v0",
     entry_point="routing_env.env:RoutingEnv",
     vector_entry_point="routing_env.env:RoutingVectorEnv",
-    kwargs={"backbone": "tiny-cascade"},
 )
 
 __all__ = [

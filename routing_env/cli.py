@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train a policy on val, compare it with baselines on test")
     add_env_options(p)
     p.add_argument("--agent", default="reinforce")
-    p.add_argument("--steps", type=int, default=30_000)
+    p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo, lam=0.05)

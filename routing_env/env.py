@@ -15,7 +15,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .backbones import backbone_dataset, make_backbone
+from .backbones import DEFAULT_BACKBONE, backbone_dataset, make_backbone
 from .core import INVALID_ACTION_MODES, RoutingCore
 from .data import SPLITS
 from .rewards import RewardFn, make_reward
@@ -27,8 +27,9 @@ OBS_MODES = ("vector",)
 class EnvConfig:
     """The environment's options (DESIGN §1); the same names are the CLI's ``--env-kwargs``."""
 
-    backbone: str = "tiny-cascade"
-    """Registered backbone name (``routing_env.backbones.BACKBONES``)."""
+    backbone: str = DEFAULT_BACKBONE
+    """A built-in backbone (``routing_env.backbones.BACKBONES``) or a pretrained model's name; the
+    default is the shipped CIFAR-10 ResNet cascade (``pretrained/cifar10-resnet-cascade``)."""
     dataset: str | None = None
     """Data set; ``None`` takes the one the backbone was trained for."""
     split: str = "val"
@@ -154,7 +155,8 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     input of a data split: at decision point ``k`` (before stage ``k``) the agent sees the current
     features and the prediction of the latest exit head, and chooses to stop or to go on. The reward
     trades accuracy against the multiply-accumulates (MACs) spent. ``routing_env/Cascade-v0`` is the
-    cascade of classifiers of Guan et al. (IJCAI 2018).
+    cascade of classifiers of Guan et al. (IJCAI 2018); by default the shipped CIFAR-10 ResNet-8 →
+    ResNet-20 → ResNet-56 cascade, routed from its feature caches with no image data.
 
     ## Action Space
     ``Discrete(2 + len(widths))``: ``0`` EXIT (predict with the latest head; ends the episode),

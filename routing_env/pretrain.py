@@ -283,7 +283,9 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         f"| weights | `{card['weights']}`, sha256 `{card['sha256']}` |\n\n"
         + ("Trained in segments (resumed from the checkpoint):\n\n" if card.get("history") else "")
         + "".join(
-            f"- epochs {h['first_epoch']}–{h['last_epoch']}: {h['hours']} h on {h['machine']}\n"
+            f"- epochs {h['first_epoch']}–{h['last_epoch']}: {h['hours']} h on {h['machine']}"
+            + (f": `{h['command']}`" if h.get("command") else "")
+            + "\n"
             for h in card.get("history", [])
         )
         + ("\n" if card.get("history") else "")

@@ -143,7 +143,7 @@ def test_step_before_reset_and_after_the_end_needs_reset(env: RoutingEnv) -> Non
     ("kwargs", "error", "match"),
     [
         ({"colour": "red"}, TypeError, r"unknown environment option\(s\) \['colour'\]; valid options: \['backbone'"),
-        ({"backbone": "resnet9000"}, ValueError, r"unknown backbone 'resnet9000'; expected one of \['tiny-cascade'\]"),
+        ({"backbone": "resnet9000"}, ValueError, r"unknown backbone 'resnet9000'; expected one of \['cifar10-resnet-cascade', 'tiny-cascade'\]"),
         ({"obs_mode": "pixels"}, ValueError, r"unknown obs_mode 'pixels'; expected one of \('vector',\)"),
         ({"lam": -0.1}, ValueError, r"lam must be a number >= 0, got -0.1"),
         ({"split": "holdout"}, ValueError, r"unknown split 'holdout'"),

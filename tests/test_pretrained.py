@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -63,3 +64,71 @@ def test_missing_data_without_a_cache_says_how_to_point_at_it(fake_pretrained: P
 def test_unknown_pretrained_name(fake_pretrained: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown pretrained model 'nope'; expected one of \['toy-cascade'\]"):
         pretrained.load("nope")
+
+
+# --- the shipped CIFAR-10 cascade -------------------------------------------------------------------
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "cifar10-resnet-cascade"
+
+
+def shipped_cards() -> list[dict]:
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    return [json.loads((SHIPPED / f"{m['model']}.model_card.json").read_text()) for m in manifest["members"]]
+
+
+def test_shipped_cascade_is_the_default_and_grows_at_least_2x_per_member() -> None:
+    from routing_env.backbones import DEFAULT_BACKBONE
+    from routing_env.env import EnvConfig
+
+    assert EnvConfig().backbone == DEFAULT_BACKBONE == "cifar10-resnet-cascade"
+    cascade = pretrained.load("cifar10-resnet-cascade")
+    assert cascade.member_names == ["resnet8", "resnet20", "resnet56"]
+    macs = cascade.member_macs
+    assert all(b >= 2 * a for a, b in zip(macs, macs[1:]))
+    assert macs[2] == pytest.approx(125.5e6, rel=0.01) and cascade.costs.reference == macs[2]
+    assert [card["macs"] for card in shipped_cards()] == pytest.approx(macs, rel=1e-6)
+
+
+def test_shipped_cascade_routes_with_no_image_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ROUTING_ENV_DATA", str(tmp_path / "no-data-here"))
+    for split, n in (("val", 5000), ("test", 10000)):
+        env = RoutingEnv(split=split)
+        assert env.num_instances == n
+        obs, _ = env.reset(seed=0)
+        assert obs["features"].shape == (64,) and obs["probs"].shape == (10,)
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_fixed_agent_reproduces_each_model_card(split: str, capsys: pytest.CaptureFixture) -> None:
+    from routing_env.cli import main
+
+    for position, card in enumerate(shipped_cards()):
+        assert main(["evaluate", "--agent", "fixed", "--agent-kwargs", f"position={position}", "--split", split, "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["accuracy"] == card[f"{split}_accuracy"], card["model"]
+
+
+def test_loaded_models_predict_the_shipped_logits_and_features(cifar_root: str) -> None:
+    from routing_env.data import load_split
+
+    cascade = pretrained.load("cifar10-resnet-cascade")
+    shipped = cascade.feature_cache("cifar10", "test")
+    test = load_split("cifar10", "test", cifar_root)
+    index = np.arange(0, len(test), 625)  # 16 images spread over the split
+    rebuilt = cascade.compute_cache(dataclasses.replace(test, inputs=test.inputs[index], labels=test.labels[index]))
+    np.testing.assert_array_equal(rebuilt.labels, shipped.labels[index])
+    np.testing.assert_allclose(rebuilt.logits, shipped.logits[:, index], atol=1e-4)
+    np.testing.assert_allclose(rebuilt.features, shipped.features[:, index], atol=1e-4)
+    assert (rebuilt.logits.argmax(2) == shipped.logits[:, index].argmax(2)).all()
+
+
+@pytest.mark.expensive
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_rebuilding_a_whole_shipped_cache_matches_it(split: str, cifar_root: str) -> None:
+    from routing_env.data import load_split
+
+    cascade = pretrained.load("cifar10-resnet-cascade")
+    shipped = cascade.feature_cache("cifar10", split)
+    rebuilt = cascade.compute_cache(load_split("cifar10", split, cifar_root))
+    np.testing.assert_array_equal(rebuilt.labels, shipped.labels)
+    np.testing.assert_allclose(rebuilt.logits, shipped.logits, atol=1e-4)
+    assert (rebuilt.logits.argmax(2) == shipped.logits.argmax(2)).all()

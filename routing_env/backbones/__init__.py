@@ -11,6 +11,9 @@ BACKBONES: dict[str, Callable[[], RoutableBackbone]] = {
     "tiny-cascade": tiny_cascade,
 }
 
+DEFAULT_BACKBONE = "cifar10-resnet-cascade"
+"""The pretrained cascade that ``routing_env/Cascade-v0`` routes unless told otherwise."""
+
 # Which data set each backbone is trained for (and which the environment defaults to).
 BACKBONE_DATASETS: dict[str, str] = {
     "tiny-cascade": "synthetic",
@@ -21,7 +24,7 @@ def backbone_names() -> list[str]:
     """Built-in backbones and the pretrained models found in ``pretrained/``."""
     from .. import pretrained
 
-    return sorted(BACKBONES) + sorted(pretrained.available())
+    return sorted({*BACKBONES, *pretrained.available()})
 
 
 def backbone_dataset(name: str) -> str:
@@ -47,6 +50,7 @@ def make_backbone(name: str) -> RoutableBackbone:
 __all__ = [
     "BACKBONES",
     "BACKBONE_DATASETS",
+    "DEFAULT_BACKBONE",
     "BackboneSpec",
     "Cascade",
     "CostTable",
