@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_demo, lam=0.05)
+    p.set_defaults(func=cmd_demo, lam=0.03)
 
     p = sub.add_parser("sweep", help="train agents over lams and seeds on val; Pareto table and plot on test")
     add_env_options(p)
