@@ -105,7 +105,7 @@ def test_demo_prints_the_comparison_table_and_writes_the_pareto_plot(tmp_path: P
     out = tmp_path / "demo"
     assert main(["demo", "--backbone", "tiny-cascade", "--out", str(out), "--steps", "3000", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    for row in ("mlp4 alone", "mlp64x64 alone", "threshold at the policy's val cost", "reinforce (learned on val, lam=0.05)",
+    for row in ("mlp4 alone", "mlp64x64 alone", "threshold at the policy's val cost", "reinforce (learned on val, lam=0.03)",
                 "oracle (upper bound, uses labels)"):
         assert row in printed
     results = json.loads((out / "results.json").read_text())
