@@ -80,10 +80,15 @@ class EnvConfig:
                 "train_backbone=True is not available yet: backbones are frozen in this release "
                 "(co-training is on the roadmap in the README)"
             )
-        try:
-            torch.device(self.device)
-        except RuntimeError as e:
-            raise ValueError(f"invalid device {self.device!r}: {e}") from None
+        torch_device(self.device)
+
+
+def torch_device(name: str) -> torch.device:
+    """``torch.device(name)``, with a ``ValueError`` naming ``name`` where torch cannot parse it."""
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"invalid device {name!r}: {e}") from None
 
 
 def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:

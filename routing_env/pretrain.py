@@ -29,6 +29,7 @@ from .backbones.resnet import CLASSIFIERS
 from .checkpoints import file_sha256, load_state_dict, save_state_dict
 from .costs import module_macs
 from .data import Split, augment, load_split
+from .env import torch_device
 
 SCHEDULES = ("cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
@@ -133,9 +134,9 @@ def pretrain(
     checkpoint_path = out / "checkpoint.pt"
     if checkpoint_path.exists() and not resume:
         raise ValueError(f"{checkpoint_path} exists: pass --resume to go on from it, or choose another --out")
+    where = torch_device(device)
     train = subset(load_split(args.dataset, "train", data_root, download), args.subset)
     val = subset(load_split(args.dataset, "val", data_root), args.subset)
-    where = torch.device(device)
     torch.backends.cudnn.benchmark = where.type == "cuda"
     torch.manual_seed(args.seed)
     model = CLASSIFIERS[args.backbone](train.num_classes).to(where, memory_format=torch.channels_last)
@@ -165,8 +166,8 @@ def pretrain(
             ema.load_state_dict(state["ema"])
         start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
         history = json.loads(state.get("history", "[]"))
+    # this run's segment; it joins the history once it has trained an epoch
     segment = {"first_epoch": start_epoch + 1, "last_epoch": start_epoch, "hours": 0.0, "machine": machine_description(where)}
-    history.append(segment)
     writer = SummaryWriter(str(out / "tb"))
     inputs = train.inputs.to(where)
     labels = torch.from_numpy(train.labels).to(where)
@@ -195,9 +196,10 @@ def pretrain(
             total_loss += loss.detach()
             right += (logits.argmax(1) == y).sum()
         total_loss, right = float(total_loss), int(right)
-        elapsed += time.time() - began
+        seconds = time.time() - began
+        elapsed += seconds
         segment["last_epoch"] = epoch + 1
-        segment["hours"] = round(segment["hours"] + (time.time() - began) / 3600, 4)
+        segment["hours"] = round(segment["hours"] + seconds / 3600, 4)
         evaluated = ema.module if ema is not None else model
         val_acc = accuracy(evaluated, val)
         seen = steps_per_epoch * args.batch_size
@@ -213,7 +215,7 @@ def pretrain(
             "generator": generator.get_state(),
             "epoch": epoch + 1,
             "elapsed": elapsed,
-            "history": json.dumps([h for h in history if h["last_epoch"] >= h["first_epoch"]]),
+            "history": json.dumps([*history, segment]),
         }
         if ema is not None:
             state["ema"] = ema.state_dict()
@@ -226,7 +228,8 @@ def pretrain(
         )
     writer.close()
     final = ema.module if ema is not None else model
-    history = [h for h in history if h["last_epoch"] >= h["first_epoch"]]
+    if segment["last_epoch"] >= segment["first_epoch"]:
+        history.append(segment)
     return write_model_card(args, final, out, elapsed, data_root, command, history)
 
 

@@ -91,6 +91,10 @@ def test_custom_agent_from_the_readme(tmp_path: Path) -> None:
         (["evaluate", "--agent", "random", "--env-kwargs", "colour"], r"'colour' is not of the form KEY=VALUE"),
         (["evaluate", "--run", "/nonexistent/run"], r"config.json does not exist"),
         (["evaluate"], r"exactly one of --run DIR or --agent NAME"),
+        (["sweep", "--agent", "random", "--lams", "0.1,cheap", "--steps", "1", "--out", "/nonexistent/sweep"],
+         r"--lams '0.1,cheap' is not a comma-separated list of float values"),
+        (["sweep", "--agent", ",", "--lams", "0.1", "--steps", "1", "--out", "/nonexistent/sweep"], r"--agent ',' names no values"),
+        (["pretrain", "--backbone", "resnet8", "--precision", "fp16", "--out", "/nonexistent/pretrain"], r"unknown precision 'fp16'"),
     ],
 )
 def test_bad_input_is_a_one_line_error(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:

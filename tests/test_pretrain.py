@@ -63,8 +63,14 @@ def test_model_card_fields(cifar_root: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"backbone": "vgg"}, "unknown backbone 'vgg' for pretraining"), ({"backbone": "resnet8", "schedule": "step"}, "unknown schedule"),
-     ({"backbone": "resnet8", "ema": 1.5}, "ema must be a decay")],
+     ({"backbone": "resnet8", "ema": 1.5}, "ema must be a decay"),
+     ({"backbone": "resnet8", "precision": "fp16"}, r"unknown precision 'fp16'; expected one of \('fp32', 'bf16'\)")],
 )
 def test_bad_pretrain_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PretrainArgs(**kwargs)
+
+
+def test_an_invalid_device_is_named_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="invalid device 'gpu7'"):
+        pretrain(PretrainArgs(epochs=1, **SMOKE), tmp_path / "d", data_root=str(tmp_path / "no-data"), device="gpu7")
