@@ -39,6 +39,11 @@ class Agent(abc.ABC):
     def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
         """Actions ``(B,)`` for a batch of observations."""
 
+    @property
+    def training_env(self) -> RoutingVectorEnv:
+        """The environment the agent steps while learning (its backbone is the co-trained one)."""
+        return self.env
+
     def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False) -> None:
         """Learn from ``self.env`` for ``total_steps`` instance-steps (nothing to learn by default).
 

@@ -4,6 +4,11 @@ Reads top to bottom like a CleanRL script: a small MLP over the Dict observation
 logits and a state-value baseline; each round resets every environment of the batch and steps until each has ended
 one episode (no episode is cut by the rollout's end, so none is dropped or biased); undiscounted
 returns-to-go; policy gradient with the baseline, an entropy bonus, and a value regression.
+
+On a co-trained environment (``train_backbone=True``) this is Guan et al.'s joint training: the
+environment updates the classifiers on the cross-entropy of the exits the sampled routes took, this
+agent updates the selection module by REINFORCE on the same episodes; TensorBoard shows the former as
+``losses/backbone_cross_entropy``.
 """
 
 from __future__ import annotations
@@ -93,7 +98,7 @@ class ReinforceAgent(Agent):
 
     def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False) -> None:
         env, args = self.env, self.args
-        bar = tqdm(total=total_steps, desc="reinforce", unit="step", disable=not progress)
+        bar = tqdm(total=total_steps, desc="reinforce", unit="step", disable=None if progress else True)  # None: off when not a terminal
         rounds = -(-args.episodes_per_update // env.num_envs)
         env.reset(seed=self.seed)
         done_steps, start = 0, time.time()
@@ -131,6 +136,9 @@ class ReinforceAgent(Agent):
                 logger.episodes(done_steps, *(np.concatenate(ended[k]) for k in ended))
                 for key, value in loss_terms.items():
                     logger.scalar(f"losses/{key}", value, done_steps)
+                trainer = env.core.executor.trainer
+                if trainer is not None and trainer.updates:
+                    logger.scalar("losses/backbone_cross_entropy", trainer.last_loss, done_steps)
                 logger.scalar("charts/SPS", done_steps / max(time.time() - start, 1e-9), done_steps)
         bar.close()
 

@@ -114,7 +114,7 @@ class ProgressCallback(BaseCallback):
 
     def __init__(self, total: int, desc: str) -> None:
         super().__init__()
-        self.bar = tqdm(total=total, desc=desc, unit="step")
+        self.bar = tqdm(total=total, desc=desc, unit="step", disable=None)  # None: off when not a terminal
 
     def _on_step(self) -> bool:
         self.bar.n = min(self.num_timesteps, self.bar.total)
@@ -155,6 +155,10 @@ class SB3Agent(Agent):
 
     def options(self) -> dict[str, Any]:
         return dict(self.kwargs)
+
+    @property
+    def training_env(self) -> RoutingVectorEnv:
+        return self.vec_env.venv
 
     def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False) -> None:
         if logger is not None:

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register
 
+from .backbones import DYNAMIC_BACKBONE
 from .core import EXIT, RUN, SKIP, RoutingCore
 from .env import EnvConfig, RoutingEnv, RoutingVectorEnv
 from .rewards import RewardFn, make_reward
 
 __version__ = "0.1.0"
 
-ENV_IDS = ("routing_env/Cascade-v0",)
+ENV_IDS = ("routing_env/Cascade-v0", "routing_env/DynamicResNet-v0")
 
 register(
     id="routing_env/Cascade-v0",
     entry_point="routing_env.env:RoutingEnv",
     vector_entry_point="routing_env.env:RoutingVectorEnv",
+)
+register(
+    id="routing_env/DynamicResNet-v0",
+    entry_point="routing_env.env:RoutingEnv",
+    vector_entry_point="routing_env.env:RoutingVectorEnv",
+    kwargs={"backbone": DYNAMIC_BACKBONE},
 )
 
 __all__ = [

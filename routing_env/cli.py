@@ -13,6 +13,7 @@ from .experiments import (
     EVAL_BATCH,
     SweepSpec,
     evaluation_json,
+    frozen_kwargs,
     groups_markdown,
     make_vector_env,
     run_sweep,
@@ -83,7 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"--run {run}: {config_path} does not exist (is it a directory written by `train`?)")
         config = json.loads(config_path.read_text())
         env_id = config["env"]
-        env_kwargs = {**config["env_kwargs"], "split": args.split}
+        env_kwargs = {**frozen_kwargs(config["env_kwargs"], run), "split": args.split}
         env = make_vector_env(env_id, EVAL_BATCH, **env_kwargs)
         agent = load_agent(run, env)
     else:
@@ -178,6 +179,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         ema=args.ema,
         seed=args.seed,
         precision=args.precision,
+        init=args.init,
+        sandwich=args.sandwich,
+        skip_rate=args.skip_rate,
     )
     card = pretrain(
         pargs,
@@ -249,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("pretrain", help="train a backbone on the train split; checkpoints, --resume, model card")
-    p.add_argument("--backbone", required=True, help="classifier name, e.g. resnet20")
+    p.add_argument("--backbone", required=True, help="classifier name, e.g. resnet20, or resnet20-dynamic")
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--out", required=True, help="output directory (checkpoint, tensorboard, weights, model card)")
@@ -265,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="fp32", help="fp32, or bf16 autocast")
     p.add_argument("--device", default="cpu", help="where to train, e.g. cuda")
+    p.add_argument("--init", help="start from these weights (a plain ResNet of the same depth for a dynamic backbone)")
+    p.add_argument("--sandwich", type=int, default=2, help="dynamic backbones: random routes per batch")
+    p.add_argument("--skip-rate", type=float, default=0.5, help="dynamic backbones: largest random skip probability")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
     return parser

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backbones.base import RoutableBackbone
+from .backbones.base import CoTraining, RoutableBackbone
 from .rewards import InvalidActionPenalty, Outcome, RewardFn
 
 EXIT = 0
@@ -67,6 +67,8 @@ class RoutingCore:
         invalid_action: ``"fallback"``, ``"penalize"`` or ``"raise"`` (DESIGN §5).
         invalid_penalty: penalty per invalid action under ``"penalize"``.
         allow_skip: offer ``SKIP`` where the backbone can skip.
+        data_root: root of the image data, where the backbone needs it.
+        cotrain: co-train the backbone from the ended episodes (DESIGN §6); ``None`` keeps it frozen.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class RoutingCore:
         invalid_penalty: float = 0.1,
         allow_skip: bool = False,
         data_root: str | None = None,
+        cotrain: CoTraining | None = None,
     ) -> None:
         if invalid_action not in INVALID_ACTION_MODES:
             raise ValueError(f"unknown invalid_action {invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
@@ -96,7 +99,7 @@ class RoutingCore:
         if invalid_action == "penalize":
             reward_fn = reward_fn + InvalidActionPenalty(invalid_penalty)
         self.reward_fn = reward_fn
-        self.executor = backbone.executor(dataset, split, num_slots, data_root)
+        self.executor = backbone.executor(dataset, split, num_slots, data_root, cotrain)
         self.labels = self.executor.labels
         self.num_instances = len(self.labels)
         self.num_stages = n = spec.num_stages
@@ -280,6 +283,8 @@ class RoutingCore:
             potential_after=np.where(self.has_probs[slots], self.probs[slots].max(axis=1), 0.0),
         )
         reward, terms = self.reward_fn(outcome)
+        if done.any():
+            self.executor.finish(slots[done], self.exit_position[slots[done]])
         return StepResult(
             reward=reward,
             terminated=done,

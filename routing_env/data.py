@@ -1,7 +1,8 @@
 """Data sets and splits (DESIGN §8).
 
 A :class:`Split` is a whole split held in memory: inputs as one tensor, labels as an int64 array.
-``synthetic`` is generated on the fly (seeded, a few milliseconds); real image data sets follow.
+``synthetic`` (vectors) and ``synthetic-image`` (16x16 stripes) are generated on the fly (seeded, a few
+milliseconds); real image data sets follow.
 """
 
 from __future__ import annotations
@@ -68,6 +69,37 @@ def synthetic_difficulty(num: int, seed: int) -> tuple[np.ndarray, np.ndarray, n
 def _synthetic(split: str) -> Split:
     x, y, _ = synthetic_difficulty(SYNTHETIC_SIZES[split], SYNTHETIC_SEEDS[split])
     return Split("synthetic", split, torch.from_numpy(x), y, SYNTHETIC_CLASSES)
+
+
+SYNTHETIC_IMAGE_SIZE = 16
+SYNTHETIC_IMAGE_SIZES = {"train": 4_000, "val": 2_000, "test": 2_000}
+SYNTHETIC_IMAGE_CONTRAST = (0.5, 0.2, 0.1)
+
+
+def synthetic_images(num: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``num`` 3x16x16 uint8 images of stripes, ``(x, y, level)``: the class is the orientation
+    (0°, 45°, 90°, 135°), with random frequency, phase and colour; the level (50/30/20%) sets the
+    contrast against Gaussian noise, so a small network gets the easy ones and only a wider one the hard.
+    """
+    rng = np.random.default_rng(seed)
+    size = SYNTHETIC_IMAGE_SIZE
+    level = rng.choice(3, size=num, p=SYNTHETIC_LEVEL_PROBS)
+    y = rng.integers(SYNTHETIC_CLASSES, size=num)
+    theta = y * np.pi / SYNTHETIC_CLASSES
+    freq = rng.uniform(0.12, 0.25, size=num)
+    phase = rng.uniform(0, 2 * np.pi, size=num)
+    r, c = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    coord = np.cos(theta)[:, None, None] * c + np.sin(theta)[:, None, None] * r
+    stripes = np.sin(2 * np.pi * freq[:, None, None] * coord + phase[:, None, None])
+    colour = rng.uniform(-1, 1, size=(num, 3))
+    contrast = np.asarray(SYNTHETIC_IMAGE_CONTRAST)[level]
+    x = 0.5 + contrast[:, None, None, None] * colour[:, :, None, None] * stripes[:, None] + 0.12 * rng.normal(size=(num, 3, size, size))
+    return (np.clip(x, 0, 1) * 255).round().astype(np.uint8), y.astype(np.int64), level
+
+
+def _synthetic_image(split: str) -> Split:
+    x, y, _ = synthetic_images(SYNTHETIC_IMAGE_SIZES[split], 10 + SYNTHETIC_SEEDS[split])
+    return Split("synthetic-image", split, torch.from_numpy(x), y, SYNTHETIC_CLASSES)
 
 
 # --- CIFAR ---------------------------------------------------------------------------------------
@@ -175,7 +207,7 @@ def _cifar_split(dataset: str, split: str, root: str, download: bool) -> Split:
     return Split(dataset, split, torch.from_numpy(np.ascontiguousarray(x)), y, CIFAR[dataset].num_classes)
 
 
-DATASETS = ("synthetic", *CIFAR)
+DATASETS = ("synthetic", "synthetic-image", *CIFAR)
 
 
 def load_split(
@@ -189,6 +221,8 @@ def load_split(
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if dataset == "synthetic":
         return _synthetic(split)
+    if dataset == "synthetic-image":
+        return _synthetic_image(split)
     if dataset in CIFAR:
         return _cifar_split(dataset, split, str(data_root(root)), download)
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")

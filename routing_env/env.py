@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +16,9 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .backbones import DEFAULT_BACKBONE, backbone_dataset, make_backbone
+from .backbones import DEFAULT_BACKBONE, CoTraining, backbone_dataset, make_backbone
 from .core import INVALID_ACTION_MODES, RoutingCore
+from .checkpoints import load_state_dict
 from .data import SPLITS
 from .rewards import RewardFn, make_reward
 
@@ -49,7 +51,16 @@ class EnvConfig:
     obs_mode: str = "vector"
     """Observation mode; ``vector`` (DESIGN §2)."""
     train_backbone: bool = False
-    """Co-train the backbone (not available yet: backbones are frozen)."""
+    """Co-train the backbone (DESIGN §6): run it live and update it on the cross-entropy of the exits
+    the episodes took. Needs the image data; the environment trains its own copy
+    (``env.unwrapped.core.backbone``)."""
+    backbone_lr: float = 0.01
+    """Co-training: learning rate of the backbone's SGD (momentum 0.9)."""
+    backbone_update_every: int = 32
+    """Co-training: one optimizer step per this many ended episodes."""
+    backbone_weights: str | None = None
+    """A state_dict file to load over the backbone's weights, e.g. the ``backbone.pt`` a co-trained
+    ``train`` run writes (evaluating it: the same backbone name, these weights, frozen)."""
     device: str = "cpu"
     """Torch device for backbone computation."""
     data_root: str | None = None
@@ -75,11 +86,7 @@ class EnvConfig:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; expected one of {OBS_MODES}")
         if self.max_macs is not None and not self.max_macs > 0:
             raise ValueError(f"max_macs must be > 0 (a fraction of the reference MACs) or None, got {self.max_macs!r}")
-        if self.train_backbone:
-            raise ValueError(
-                "train_backbone=True is not available yet: backbones are frozen in this release "
-                "(co-training is on the roadmap in the README)"
-            )
+        CoTraining(self.backbone_lr, self.backbone_update_every)
         torch_device(self.device)
 
 
@@ -94,6 +101,11 @@ def torch_device(name: str) -> torch.device:
 def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
     """The routing core an environment with ``config`` steps, for ``num_slots`` episodes."""
     backbone = make_backbone(config.backbone)
+    if config.train_backbone or config.backbone_weights is not None:
+        backbone = copy.deepcopy(backbone)  # built-in backbones are memoised per process: change a copy
+    if config.backbone_weights is not None:
+        backbone.load_weights(load_state_dict(config.backbone_weights))
+    backbone.to(torch_device(config.device))
     dataset = config.dataset or backbone_dataset(config.backbone)
     allow_skip = backbone.spec.skip_by_default if config.allow_skip is None else bool(config.allow_skip)
     return RoutingCore(
@@ -107,6 +119,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
         invalid_penalty=config.invalid_penalty,
         allow_skip=allow_skip,
         data_root=config.data_root,
+        cotrain=CoTraining(config.backbone_lr, config.backbone_update_every) if config.train_backbone else None,
     )
 
 
@@ -189,7 +202,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Arguments
     See :class:`EnvConfig`: ``backbone``, ``dataset``, ``split``, ``lam``, ``reward``, ``max_macs``,
     ``invalid_action``, ``invalid_penalty``, ``allow_skip``, ``obs_mode``, ``train_backbone``,
-    ``device``, ``data_root``.
+    ``backbone_lr``, ``backbone_update_every``, ``backbone_weights``, ``device``, ``data_root``.
 
     ## Version History
     * v0: initial release.

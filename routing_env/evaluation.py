@@ -42,7 +42,7 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc="evaluate", unit="batch", leave=False)
+        starts = tqdm(starts, desc="evaluate", unit="batch", leave=False, disable=None)  # None: off when not a terminal
     for start in starts:
         count = min(b, n - start)
         index = np.arange(start, start + b) % n

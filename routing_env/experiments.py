@@ -19,6 +19,7 @@ import numpy as np
 
 from . import ENV_IDS, __version__
 from .backbones import Cascade
+from .checkpoints import save_state_dict
 from .env import RoutingVectorEnv
 from .evaluation import exit_table, route_split, summarize
 
@@ -47,6 +48,13 @@ def evaluation_json(agent: Any, env: RoutingVectorEnv, env_id: str, progress: bo
 def write_json(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def frozen_kwargs(env_kwargs: dict[str, Any], run: Path) -> dict[str, Any]:
+    """The options that evaluate a run: a co-trained run's backbone is its ``backbone.pt``, frozen."""
+    if not env_kwargs.get("train_backbone"):
+        return env_kwargs
+    return {**env_kwargs, "train_backbone": False, "backbone_weights": str(run / "backbone.pt")}
 
 
 def train_run(
@@ -84,7 +92,11 @@ def train_run(
     agent.learn(steps, logger=logger, progress=progress)
     logger.close()
     agent.save(out)
-    result = evaluation_json(agent, make_vector_env(env_id, EVAL_BATCH, **env_kwargs), env_id)
+    eval_kwargs = env_kwargs
+    if env_kwargs.get("train_backbone"):
+        save_state_dict(agent.training_env.core.backbone.module.state_dict(), out / "backbone.pt")
+        eval_kwargs = frozen_kwargs(env_kwargs, out)
+    result = evaluation_json(agent, make_vector_env(env_id, EVAL_BATCH, **eval_kwargs), env_id)
     result["train_seconds"] = round(time.time() - start, 2)
     write_json(out / "eval.json", result)
     return agent, result

@@ -1,7 +1,10 @@
 """Backbone pretraining on a data set's ``train`` split, with atomic checkpoints, resume and model cards.
 
 SGD with Nesterov momentum, a cosine (with linear warm-up) or one-cycle schedule, weight decay, label
-smoothing, channels_last, optional EMA of the weights. Every epoch writes ``checkpoint.pt`` atomically
+smoothing, channels_last, optional EMA of the weights. Dynamic ResNets (``resnet20-dynamic`` …) are
+trained so that every route is safe (:func:`sandwich_loss`): deep supervision on all exits of the full
+path, and per batch the narrowest route and ``sandwich`` random routes (random widths, random skips as
+in stochastic depth) distilled in place from the full path's last exit. Every epoch writes ``checkpoint.pt`` atomically
 (a plain dict of state_dicts and tensors, loadable with ``weights_only=True``); ``resume=True`` goes on
 from it. At the end: ``weights.pt`` plus ``model_card.json`` and ``MODEL_CARD.md``.
 """
@@ -25,7 +28,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from .backbones.resnet import CLASSIFIERS
+from .backbones.dynamic import route_report
+from .backbones.resnet import CLASSIFIERS, DYNAMIC, DynamicResNet, dynamic_from_plain, sandwich_loss
 from .checkpoints import file_sha256, load_state_dict, save_state_dict
 from .costs import module_macs
 from .data import Split, augment, load_split
@@ -38,7 +42,7 @@ PRECISIONS = ("fp32", "bf16")
 @dataclass(frozen=True)
 class PretrainArgs:
     backbone: str
-    """A classifier factory name (``resnet8`` … ``resnet110``)."""
+    """A classifier (``resnet8`` … ``resnet110``) or a dynamic ResNet (``resnet20-dynamic``, ``resnet56-dynamic``)."""
     dataset: str = "cifar10"
     epochs: int = 60
     batch_size: int = 128
@@ -57,10 +61,18 @@ class PretrainArgs:
     """``bf16`` runs forward and backward under bfloat16 autocast (weights, optimizer and EMA stay fp32)."""
     subset: int | None = None
     """Use only the first ``subset`` images of each split (smoke tests); ``None`` for real training."""
+    init: str | None = None
+    """Start from these weights: a plain ResNet state_dict of the same depth for a dynamic backbone
+    (converted by ``dynamic_from_plain``), else a state_dict of the model itself."""
+    sandwich: int = 2
+    """Dynamic backbones: random routes per batch besides the full and the narrowest one."""
+    skip_rate: float = 0.5
+    """Dynamic backbones: a random route skips each skippable block with a probability drawn from
+    ``U(0, skip_rate)`` (stochastic depth)."""
 
     def __post_init__(self) -> None:
-        if self.backbone not in CLASSIFIERS:
-            raise ValueError(f"unknown backbone {self.backbone!r} for pretraining; expected one of {sorted(CLASSIFIERS)}")
+        if self.backbone not in MODELS:
+            raise ValueError(f"unknown backbone {self.backbone!r} for pretraining; expected one of {sorted(MODELS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if self.precision not in PRECISIONS:
@@ -69,6 +81,33 @@ class PretrainArgs:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ValueError(f"ema must be a decay in (0, 1), got {self.ema}")
+        if self.sandwich < 0 or not 0.0 <= self.skip_rate <= 1.0:
+            raise ValueError(f"sandwich must be >= 0 and skip_rate in [0, 1], got {self.sandwich} and {self.skip_rate}")
+
+    @property
+    def dynamic(self) -> bool:
+        return self.backbone in DYNAMIC
+
+
+MODELS = {**CLASSIFIERS, **DYNAMIC}
+
+
+def build_model(args: PretrainArgs, num_classes: int) -> nn.Module:
+    """The model ``args.backbone`` for ``num_classes``, started from ``args.init`` where given."""
+    model = MODELS[args.backbone](num_classes)
+    if args.init is not None:
+        state = load_state_dict(args.init)
+        try:
+            if isinstance(model, DynamicResNet) and not any(key.startswith("blocks.") for key in state):
+                result = model.load_state_dict(dynamic_from_plain(state, model.depth, model.widths), strict=False)
+                if result.unexpected_keys or any(not key.startswith("heads.") for key in result.missing_keys):
+                    raise RuntimeError(str(result))
+            else:
+                model.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"{args.init} does not fit {args.backbone}: {e}") from None
+    return model
+
 
 
 def make_scheduler(args: PretrainArgs, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -139,7 +178,7 @@ def pretrain(
     val = subset(load_split(args.dataset, "val", data_root), args.subset)
     torch.backends.cudnn.benchmark = where.type == "cuda"
     torch.manual_seed(args.seed)
-    model = CLASSIFIERS[args.backbone](train.num_classes).to(where, memory_format=torch.channels_last)
+    model = build_model(args, train.num_classes).to(where, memory_format=torch.channels_last)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -179,14 +218,17 @@ def pretrain(
         order = torch.randperm(len(train), generator=generator)
         total_loss = torch.zeros((), device=where)
         right = torch.zeros((), dtype=torch.long, device=where)
-        bar = tqdm(range(steps_per_epoch), desc=f"{args.backbone} epoch {epoch + 1}/{args.epochs}", disable=not progress, leave=False)
+        bar = tqdm(range(steps_per_epoch), desc=f"{args.backbone} epoch {epoch + 1}/{args.epochs}", disable=None if progress else True, leave=False)
         for step in bar:
             batch = order[step * args.batch_size : (step + 1) * args.batch_size].to(where)
             x = augment(inputs[batch], generator)
             y = labels[batch]
             with autocast:
-                logits = model(x)
-                loss = criterion(logits.float(), y)
+                if args.dynamic:
+                    loss, logits = sandwich_loss(model, x, y, criterion, generator, args.sandwich, args.skip_rate)
+                else:
+                    logits = model(x)
+                    loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -266,6 +308,14 @@ def write_model_card(
         "weights": weights.name,
         "sha256": file_sha256(weights),
     }
+    if isinstance(model, DynamicResNet):
+        card.update(
+            exits=model.exits,
+            num_blocks=model.num_blocks,
+            widths=list(model.widths),
+            init_sha256=file_sha256(args.init) if args.init else None,
+            routes_on_test=route_report(model, test),
+        )
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card_markdown(card))
     return card
@@ -292,8 +342,23 @@ def model_card_markdown(card: dict[str, Any]) -> str:
             for h in card.get("history", [])
         )
         + ("\n" if card.get("history") else "")
+        + routes_markdown(card)
         + f"Command:\n\n    {card['command']}\n\n"
         + f"Arguments: `{json.dumps(card['arguments'])}`\n"
+    )
+
+
+def routes_markdown(card: dict[str, Any]) -> str:
+    """A dynamic backbone's static routes on ``test`` (accuracy, MACs), as a Markdown table."""
+    if "routes_on_test" not in card:
+        return ""
+    rows = "".join(
+        f"| {r['route']} | {r['accuracy']:.4f} | {r['macs'] / 1e6:.2f} M | {r['macs_fraction']:.3f} |\n" for r in card["routes_on_test"]
+    )
+    return (
+        "Static routes on `test` (random skips: each skippable block skipped with that probability, per image, seed 0; "
+        "MACs: FlopCounterMode, the head read at the exit included):\n\n"
+        "| route | accuracy | MACs | fraction of full |\n|---|---|---|---|\n" + rows + "\n"
     )
 
 

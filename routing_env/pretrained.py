@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .backbones.cascade import Cascade
-from .backbones.resnet import CLASSIFIERS
+from .backbones.dynamic import DynamicResNetBackbone
+from .backbones.resnet import CLASSIFIERS, DYNAMIC
 from .checkpoints import load_state_dict
 
 
@@ -36,15 +37,24 @@ def available() -> dict[str, dict[str, Any]]:
     return found
 
 
-def load(name: str) -> Cascade:
+KINDS = ("cascade", "dynamic-resnet")
+
+
+def load(name: str) -> Cascade | DynamicResNetBackbone:
     """The pretrained model ``name``; every weight file's sha256 is checked against the manifest."""
     manifests = available()
     if name not in manifests:
         raise ValueError(f"unknown pretrained model {name!r}; expected one of {sorted(manifests)} (in {root()})")
     manifest = manifests[name]
     folder = root() / name
-    if manifest["kind"] != "cascade":
-        raise ValueError(f"pretrained model {name!r} has kind {manifest['kind']!r}; this version loads 'cascade'")
+    if manifest["kind"] not in KINDS:
+        raise ValueError(f"pretrained model {name!r} has kind {manifest['kind']!r}; this version loads {KINDS}")
+    if manifest["kind"] == "dynamic-resnet":
+        if manifest["model"] not in DYNAMIC:
+            raise ValueError(f"{folder / 'manifest.json'}: unknown model {manifest['model']!r}; expected one of {sorted(DYNAMIC)}")
+        model = DYNAMIC[manifest["model"]](manifest["num_classes"], exits=manifest.get("exits", "stage"))
+        model.load_state_dict(load_state_dict(folder / manifest["weights"], sha256=manifest["sha256"]))
+        return DynamicResNetBackbone(model, name)
     members = []
     for member in manifest["members"]:
         if member["model"] not in CLASSIFIERS:
@@ -87,4 +97,34 @@ def package_cascade(
     cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
     for split in ("val", "test"):
         cascade.feature_cache(dataset, split, data_root)
+    return folder
+
+
+def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -> Path:
+    """Assemble ``pretrained/<name>/`` from one ``pretrain`` run folder of a dynamic ResNet: its weights
+    (as ``<model>.pt``), model cards and ``manifest.json`` with the sha256."""
+    run = Path(run)
+    folder = Path(out) if out is not None else root() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    card = json.loads((run / "model_card.json").read_text())
+    model = card["model"]
+    if model not in DYNAMIC:
+        raise ValueError(f"{run} holds {model!r}, not a dynamic ResNet ({sorted(DYNAMIC)})")
+    (folder / f"{model}.pt").write_bytes((run / card["weights"]).read_bytes())
+    (folder / f"{model}.model_card.json").write_text((run / "model_card.json").read_text())
+    (folder / f"{model}.MODEL_CARD.md").write_text((run / "MODEL_CARD.md").read_text())
+    num_classes = load_state_dict(folder / f"{model}.pt", card["sha256"])[f"heads.{card['num_blocks']}.fc.weight"].shape[0]
+    manifest = {
+        "name": name,
+        "kind": "dynamic-resnet",
+        "dataset": card["dataset"],
+        "num_classes": int(num_classes),
+        "model": model,
+        "exits": card["exits"],
+        "weights": f"{model}.pt",
+        "sha256": card["sha256"],
+        "test_accuracy": card["test_accuracy"],
+        "macs": card["macs"],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return folder

@@ -143,7 +143,7 @@ def test_step_before_reset_and_after_the_end_needs_reset(env: RoutingEnv) -> Non
     ("kwargs", "error", "match"),
     [
         ({"colour": "red"}, TypeError, r"unknown environment option\(s\) \['colour'\]; valid options: \['backbone'"),
-        ({"backbone": "resnet9000"}, ValueError, r"unknown backbone 'resnet9000'; expected one of \['cifar10-resnet-cascade', 'tiny-cascade'\]"),
+        ({"backbone": "resnet9000"}, ValueError, r"unknown backbone 'resnet9000'; expected one of \['cifar10-resnet-cascade', .*'tiny-cascade', 'tiny-dynamic-resnet'\]"),
         ({"obs_mode": "pixels"}, ValueError, r"unknown obs_mode 'pixels'; expected one of \('vector',\)"),
         ({"lam": -0.1}, ValueError, r"lam must be a number >= 0, got -0.1"),
         ({"split": "holdout"}, ValueError, r"unknown split 'holdout'"),
@@ -152,7 +152,7 @@ def test_step_before_reset_and_after_the_end_needs_reset(env: RoutingEnv) -> Non
         ({"reward": "f1"}, ValueError, r"unknown reward 'f1'"),
         ({"max_macs": 0.001}, ValueError, r"max_macs=0.001 is below the cheapest route"),
         ({"max_macs": -1}, ValueError, r"max_macs must be > 0"),
-        ({"train_backbone": True}, ValueError, r"train_backbone=True is not available yet"),
+        ({"train_backbone": True, "backbone_lr": -1.0}, ValueError, r"backbone_lr must be > 0"),
         ({"device": "gpu7"}, ValueError, r"invalid device 'gpu7'"),
     ],
 )

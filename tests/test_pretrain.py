@@ -74,3 +74,29 @@ def test_bad_pretrain_arguments(kwargs: dict, match: str) -> None:
 def test_an_invalid_device_is_named_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="invalid device 'gpu7'"):
         pretrain(PretrainArgs(epochs=1, **SMOKE), tmp_path / "d", data_root=str(tmp_path / "no-data"), device="gpu7")
+
+
+def test_dynamic_pretraining_starts_from_a_plain_resnet_and_reports_routes(cifar_root: str, tmp_path: Path) -> None:
+    from routing_env.backbones.resnet import resnet20
+    from routing_env.checkpoints import save_state_dict
+    from routing_env.pretrain import build_model
+
+    torch.manual_seed(0)
+    plain = resnet20().eval()
+    save_state_dict(plain.state_dict(), tmp_path / "plain.pt")
+    args = PretrainArgs(backbone="resnet20-dynamic", init=str(tmp_path / "plain.pt"), epochs=1, batch_size=32, subset=64, sandwich=1)
+    started = build_model(args, 10).eval()
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(started(x), plain(x), atol=1e-5)
+    card = pretrain(args, tmp_path / "dyn", data_root=cifar_root, progress=False)
+    routes = {r["route"]: r for r in card["routes_on_test"]}
+    assert set(routes) == {"full", "width 0.25", "width 0.5", "width 0.75", "exit after block 3", "exit after block 6",
+                           "random skip 0.25", "random skip 0.5"}
+    assert routes["full"]["accuracy"] == card["test_accuracy"] and routes["full"]["macs"] == card["macs"] == 40_551_040
+    assert routes["width 0.25"]["macs_fraction"] < routes["width 0.5"]["macs_fraction"] < routes["width 0.75"]["macs_fraction"] < 1
+    assert routes["random skip 0.5"]["macs"] < routes["random skip 0.25"]["macs"] < card["macs"]
+    assert card["init_sha256"] == file_sha256(tmp_path / "plain.pt") and card["exits"] == "stage" and card["num_blocks"] == 9
+    assert "random skip 0.5" in (tmp_path / "dyn" / "MODEL_CARD.md").read_text()
+    with pytest.raises(ValueError, match="does not fit resnet56-dynamic"):
+        build_model(PretrainArgs(backbone="resnet56-dynamic", init=str(tmp_path / "plain.pt")), 10)

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import BackboneSpec, CostTable, Executor, RoutableBackbone
+from .base import BackboneSpec, CoTraining, CostTable, Executor, RoutableBackbone
 from .cascade import Cascade, FeatureCache, tiny_cascade
+from .dynamic import DynamicResNetBackbone, tiny_dynamic_resnet
 
 BACKBONES: dict[str, Callable[[], RoutableBackbone]] = {
     "tiny-cascade": tiny_cascade,
+    "tiny-dynamic-resnet": tiny_dynamic_resnet,
 }
 
 DEFAULT_BACKBONE = "cifar10-resnet-cascade"
 """The pretrained cascade that ``routing_env/Cascade-v0`` routes unless told otherwise."""
 
+DYNAMIC_BACKBONE = "tiny-dynamic-resnet"
+"""What ``routing_env/DynamicResNet-v0`` routes unless told otherwise (the pretrained CIFAR-10 model once shipped)."""
+
 # Which data set each backbone is trained for (and which the environment defaults to).
 BACKBONE_DATASETS: dict[str, str] = {
     "tiny-cascade": "synthetic",
+    "tiny-dynamic-resnet": "synthetic-image",
 }
 
 
@@ -51,9 +57,12 @@ __all__ = [
     "BACKBONES",
     "BACKBONE_DATASETS",
     "DEFAULT_BACKBONE",
+    "DYNAMIC_BACKBONE",
     "BackboneSpec",
     "Cascade",
+    "CoTraining",
     "CostTable",
+    "DynamicResNetBackbone",
     "Executor",
     "FeatureCache",
     "RoutableBackbone",
@@ -61,4 +70,5 @@ __all__ = [
     "backbone_names",
     "make_backbone",
     "tiny_cascade",
+    "tiny_dynamic_resnet",
 ]

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class Executor(abc.ABC):
     """
 
     labels: np.ndarray
+    trainer: BackboneTrainer | None = None
+    """Set in co-trained mode: the optimizer that updates the backbone from ended episodes."""
 
     @abc.abstractmethod
     def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -105,6 +110,65 @@ class Executor(abc.ABC):
     def head(self, slots: np.ndarray, position: int) -> np.ndarray:
         """Evaluate the exit head at ``position`` for ``slots``; return logits."""
 
+    def finish(self, slots: np.ndarray, exit_positions: np.ndarray) -> None:
+        """The episodes in ``slots`` ended, predicting with the heads at ``exit_positions``.
+        Co-training executors learn from them; frozen ones ignore it."""
+
+
+@dataclass(frozen=True)
+class CoTraining:
+    """Co-trained mode (DESIGN §6): how the environment updates the backbone."""
+
+    lr: float = 0.01
+    """Learning rate of the backbone's SGD (momentum 0.9)."""
+    update_every: int = 32
+    """Take an optimizer step once this many episodes have ended since the last one."""
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0 or self.update_every < 1:
+            raise ValueError(f"backbone_lr must be > 0 and backbone_update_every >= 1, got {self.lr} and {self.update_every}")
+
+
+class BackboneTrainer:
+    """Co-training (DESIGN §6): SGD on the cross-entropy of the exits the ended episodes actually took.
+
+    This is the classifier part of Guan et al.'s joint objective, estimated on the routes the policy
+    sampled. ``loss(indices, routes, exit_positions)`` recomputes the executed paths with gradients.
+    """
+
+    def __init__(self, module: nn.Module, loss: Callable[[np.ndarray, np.ndarray, np.ndarray], torch.Tensor], config: CoTraining) -> None:
+        self.module = module
+        self.loss = loss
+        self.config = config
+        self.parameters = [p for p in module.parameters()]
+        self.optimizer = torch.optim.SGD(self.parameters, lr=config.lr, momentum=0.9)
+        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.updates = 0
+        self.last_loss = float("nan")
+
+    def record(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> None:
+        self.pending.append((indices.copy(), routes.copy(), exits.copy()))
+        if sum(len(p[0]) for p in self.pending) >= self.config.update_every:
+            self.update()
+
+    def update(self) -> None:
+        """One optimizer step on every pending episode."""
+        indices, routes, exits = (np.concatenate(column) for column in zip(*self.pending))
+        self.pending.clear()
+        for p in self.parameters:
+            p.requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                loss = self.loss(indices, routes, exits)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+        finally:
+            for p in self.parameters:
+                p.requires_grad_(False)
+        self.updates += 1
+        self.last_loss = float(loss.detach())
+
 
 class RoutableBackbone(abc.ABC):
     """A backbone that routing environments can walk: structure, costs and an executor."""
@@ -113,7 +177,23 @@ class RoutableBackbone(abc.ABC):
     spec: BackboneSpec
     costs: CostTable
 
+    def to(self, device: object) -> RoutableBackbone:
+        """Run on ``device`` (a ``torch.device``); backbones served from caches ignore it."""
+        return self
+
+    @property
+    def module(self) -> nn.Module:
+        """The backbone's trainable network (what co-training updates; its state_dict is the weights)."""
+        raise TypeError(f"backbone {self.name!r} has no trainable network")
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the network's weights (e.g. with those of a co-trained run)."""
+        self.module.load_state_dict(state)
+
     @abc.abstractmethod
-    def executor(self, dataset: str, split: str, num_slots: int, data_root: str | None = None) -> Executor:
-        """An executor over ``split`` of ``dataset`` for ``num_slots`` concurrent episodes."""
+    def executor(
+        self, dataset: str, split: str, num_slots: int, data_root: str | None = None, cotrain: CoTraining | None = None
+    ) -> Executor:
+        """An executor over ``split`` of ``dataset`` for ``num_slots`` concurrent episodes; with
+        ``cotrain`` it runs live and updates the backbone from the ended episodes."""
 

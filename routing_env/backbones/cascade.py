@@ -24,7 +24,7 @@ from torch import nn
 from ..checkpoints import atomic_write, state_dict_sha256
 from ..costs import count_macs
 from ..data import SYNTHETIC_CLASSES, SYNTHETIC_DIM, Split, cache_root, load_split
-from .base import BackboneSpec, CostTable, Executor, RoutableBackbone
+from .base import BackboneSpec, BackboneTrainer, CoTraining, CostTable, Executor, RoutableBackbone
 
 
 class CascadeMember(Protocol):
@@ -160,8 +160,30 @@ class Cascade(RoutableBackbone):
         cache.save(candidates[-1])
         return cache
 
-    def executor(self, dataset: str, split: str, num_slots: int, data_root: str | None = None) -> CachedCascadeExecutor:
-        return CachedCascadeExecutor(self.feature_cache(dataset, split, data_root), num_slots)
+    @property
+    def module(self) -> nn.Module:
+        return self.classifiers
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        self.classifiers.load_state_dict(state)
+        self.sha256 = state_dict_sha256(self.classifiers)  # feature caches are keyed by the weights
+
+    def to(self, device: object) -> Cascade:
+        self.classifiers.to(device)
+        return self
+
+    def executor(
+        self, dataset: str, split: str, num_slots: int, data_root: str | None = None, cotrain: CoTraining | None = None
+    ) -> Executor:
+        """Frozen: look-ups into the split's feature cache. Co-trained: :class:`LiveCascadeExecutor`."""
+        if cotrain is None:
+            return CachedCascadeExecutor(self.feature_cache(dataset, split, data_root), num_slots)
+        data = load_split(dataset, split, data_root)
+        if data.num_classes != self.spec.num_classes:
+            raise ValueError(
+                f"backbone {self.name!r} predicts {self.spec.num_classes} classes but data set {dataset!r} has {data.num_classes}"
+            )
+        return LiveCascadeExecutor(self, data, num_slots, cotrain)
 
 
 class CachedCascadeExecutor(Executor):
@@ -187,6 +209,60 @@ class CachedCascadeExecutor(Executor):
 
     def head(self, slots: np.ndarray, position: int) -> np.ndarray:
         return self.cache.logits[position, self.index[slots]]
+
+
+class LiveCascadeExecutor(Executor):
+    """Co-trained mode: runs the classifiers on the inputs (their outputs change as they learn) and,
+    every ``update_every`` ended episodes, takes an SGD step on the cross-entropy of the classifiers
+    whose heads the episodes exited at (Guan et al.'s joint objective, classifier part)."""
+
+    def __init__(self, cascade: Cascade, data: Split, num_slots: int, cotrain: CoTraining) -> None:
+        self.classifiers = cascade.classifiers
+        self.device = next(self.classifiers.parameters()).device
+        self.inputs = data.inputs.to(self.device)
+        self.labels = data.labels
+        self.feature_dim = cascade.spec.feature_dim
+        self.index = np.zeros(num_slots, dtype=np.int64)
+        self.features = np.zeros((num_slots, self.feature_dim), dtype=np.float32)
+        self.logits = np.zeros((num_slots, cascade.spec.num_classes), dtype=np.float32)
+        self.trainer = BackboneTrainer(self.classifiers, self.exit_loss, cotrain)
+
+    @torch.inference_mode()
+    def _classify(self, slots: np.ndarray, member: int) -> np.ndarray:
+        classifier = self.classifiers[member]
+        f = classifier.features(self.inputs[torch.from_numpy(self.index[slots]).to(self.device)])
+        self.logits[slots] = classifier.head(f).float().cpu().numpy()
+        self.features[slots] = 0.0
+        self.features[slots, : f.shape[1]] = f.float().cpu().numpy()
+        return self.features[slots]
+
+    def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        self.index[slots] = indices
+        return self._classify(slots, 0)
+
+    def run(self, slots: np.ndarray, stage: int, width: int) -> np.ndarray:
+        return self._classify(slots, stage + 1)
+
+    def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
+        return self.features[slots]
+
+    def head(self, slots: np.ndarray, position: int) -> np.ndarray:
+        # the head at point p belongs to classifier p, which has just run (heads are not evaluated after SKIP)
+        return self.logits[slots]
+
+    def finish(self, slots: np.ndarray, exit_positions: np.ndarray) -> None:
+        self.trainer.record(self.index[slots], np.zeros((len(slots), 0), dtype=np.int64), exit_positions)
+
+    def exit_loss(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> torch.Tensor:
+        """Mean cross-entropy of the classifiers exited at, recomputed with gradients."""
+        total = torch.zeros((), device=self.device)
+        for member in np.unique(exits).tolist():
+            chosen = indices[exits == member]
+            classifier = self.classifiers[member]
+            logits = classifier.head(classifier.features(self.inputs[torch.from_numpy(chosen).to(self.device)]))
+            labels = torch.from_numpy(self.labels[chosen]).to(self.device)
+            total = total + nn.functional.cross_entropy(logits, labels, reduction="sum")
+        return total / len(indices)
 
 
 class MLPClassifier(nn.Module):

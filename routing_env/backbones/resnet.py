@@ -6,6 +6,8 @@ the new channels. Factories ``resnet8`` … ``resnet110`` give depth ``6n + 2``.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -149,3 +151,252 @@ def resnet110(num_classes: int = 10) -> CifarResNet:
 
 
 CLASSIFIERS = {f.__name__: f for f in (resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110)}
+
+
+# --- the dynamic ResNet (LC-Net, BlockDrop, SkipNet) ------------------------------------------------
+WIDTHS = (0.25, 0.5, 0.75, 1.0)
+"""Channel-width fractions a dynamic block can run at."""
+
+SKIP_CHOICE = -1
+"""In a route, the choice of a skipped block; otherwise the choice is a width index."""
+
+
+def inner_channels(width: float, planes: int) -> int:
+    """``round(width · planes)``, at least one channel: how many inner channels ``RUN(width)`` computes."""
+    return max(1, round(width * planes))
+
+
+class SwitchableBatchNorm2d(nn.Module):
+    """One BatchNorm per width (Slimmable Networks, Yu et al. 2019).
+
+    A block run at width ``w`` sees activations with other statistics than at full width (fewer summed
+    channels), so each width keeps its own running mean/variance and affine parameters; a shared
+    BatchNorm would be wrong at every width but the one it was last calibrated on.
+    """
+
+    def __init__(self, channels: Sequence[int]) -> None:
+        super().__init__()
+        self.bn = nn.ModuleList(nn.BatchNorm2d(c) for c in channels)
+
+    def forward(self, x: torch.Tensor, width: int) -> torch.Tensor:
+        return self.bn[width](x)
+
+
+class DynamicBasicBlock(nn.Module):
+    """A basic block that runs at a channel width: the first convolution computes only the first
+    ``round(w·C)`` channels and the second reads only those (contiguous weight slices, so the work
+    really shrinks); the output keeps the full width for the residual sum.
+
+    ``skippable`` blocks (same input and output shape) can be replaced by their shortcut (identity).
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int, widths: Sequence[float]) -> None:
+        super().__init__()
+        self.stride = stride
+        self.inner = [inner_channels(w, planes) for w in widths]
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = SwitchableBatchNorm2d(self.inner)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = SwitchableBatchNorm2d([planes] * len(widths))
+        self.skippable = stride == 1 and in_planes == planes
+        self.shortcut: nn.Module = nn.Identity() if self.skippable else PadShortcut(in_planes, planes, stride)
+
+    def forward(self, x: torch.Tensor, width: int = -1) -> torch.Tensor:
+        c = self.inner[width]
+        out = F.conv2d(x, self.conv1.weight[:c], stride=self.stride, padding=1)
+        out = self.bn1(out, width)
+        out = F.relu(out)
+        out = F.conv2d(out, self.conv2.weight[:, :c], padding=1)
+        out = self.bn2(out, width)
+        out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class ExitHead(nn.Module):
+    """Global average pooling and a linear classifier on a feature map."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+EXIT_PLACEMENTS = ("stage", "block")
+
+
+class DynamicResNet(nn.Module):
+    """CIFAR ResNet-(6n+2) whose blocks run at a width, are skipped, and which can exit after a stage.
+
+    A route is one choice per block (a width index, or ``SKIP_CHOICE``) and an exit position (the
+    number of blocks passed, one of ``exit_positions``). The full path (every block at width 1.0, exit
+    after the last block) computes exactly :class:`CifarResNet` with the same weights
+    (:func:`dynamic_from_plain` converts a plain state_dict).
+
+    Args:
+        depth: 6n+2.
+        num_classes: classes of every exit head.
+        widths: increasing width fractions ending at 1.0.
+        exits: ``"stage"`` (a head after each of the three stages) or ``"block"`` (after every block).
+        base_width: channels of the first stage (16 in He et al.; the later stages double it).
+    """
+
+    def __init__(
+        self, depth: int, num_classes: int = 10, widths: Sequence[float] = WIDTHS, exits: str = "stage", base_width: int = 16
+    ) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6 != 0:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth}")
+        widths = tuple(float(w) for w in widths)
+        if not widths or widths[-1] != 1.0 or list(widths) != sorted(set(widths)) or widths[0] <= 0:
+            raise ValueError(f"widths must be increasing fractions in (0, 1] ending at 1.0, got {widths}")
+        if exits not in EXIT_PLACEMENTS:
+            raise ValueError(f"unknown exits {exits!r}; expected one of {EXIT_PLACEMENTS}")
+        n = (depth - 2) // 6
+        self.depth, self.widths, self.exits = depth, widths, exits
+        self.normalize = Normalize()
+        self.conv1 = conv3x3(3, base_width)
+        self.bn1 = nn.BatchNorm2d(base_width)
+        blocks, channels, in_planes = [], [], base_width
+        for stage in range(3):
+            planes = base_width * 2**stage
+            for i in range(n):
+                blocks.append(DynamicBasicBlock(in_planes, planes, 2 if stage > 0 and i == 0 else 1, widths))
+                channels.append(planes)
+                in_planes = planes
+        self.blocks = nn.ModuleList(blocks)
+        self.num_blocks = len(blocks)
+        self.feature_dim = in_planes
+        self.channels = [base_width] + channels
+        """Channels of the feature map at each position 0..N."""
+        self.exit_positions = tuple(range(1, self.num_blocks + 1)) if exits == "block" else (n, 2 * n, 3 * n)
+        self.heads = nn.ModuleDict({str(p): ExitHead(self.channels[p], num_classes) for p in self.exit_positions})
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        x = self.conv1(x)
+        x = self.bn1(x)
+        return F.relu(x)
+
+    def head(self, position: int, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the exit head at ``position`` on the feature map ``x``."""
+        return self.heads[str(position)](x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The full path: every block at full width, the last exit."""
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.num_blocks, x)
+
+    def forward_exits(self, x: torch.Tensor, choices: Sequence[int]) -> list[torch.Tensor]:
+        """Logits of every exit head along one route (``choices``: per block a width index or
+        ``SKIP_CHOICE``) taken by the whole batch, in order of ``exit_positions``."""
+        x = self.stem(x)
+        logits = []
+        for k, block in enumerate(self.blocks):
+            if choices[k] != SKIP_CHOICE:
+                x = block(x, choices[k])
+            if k + 1 in self.exit_positions:
+                logits.append(self.head(k + 1, x))
+        return logits
+
+    def forward_routes(self, x: torch.Tensor, choices: torch.Tensor, exit_at: torch.Tensor) -> torch.Tensor:
+        """Logits of each input's own route: ``choices`` ``(B, N)`` (width index or ``SKIP_CHOICE``),
+        ``exit_at`` ``(B,)`` exit positions. Inputs taking the same (block, choice) run as one call;
+        differentiable, so co-training replays executed routes through it."""
+        batch = len(x)
+        rows = torch.arange(batch, device=x.device)
+        out: list[torch.Tensor] = []
+        order: list[torch.Tensor] = []
+        h = self.stem(x)
+        for k in range(self.num_blocks + 1):
+            if k in self.exit_positions:
+                ending = exit_at[rows] == k
+                if bool(ending.any()):
+                    out.append(self.head(k, h[ending]))
+                    order.append(rows[ending])
+                    h, rows = h[~ending], rows[~ending]
+            if k == self.num_blocks or len(rows) == 0:
+                break
+            choice = choices[rows, k]
+            pieces, where = [], []
+            for c in torch.unique(choice).tolist():
+                group = (choice == c).nonzero().squeeze(1)
+                pieces.append(h[group] if c == SKIP_CHOICE else self.blocks[k](h[group], c))
+                where.append(group)
+            h = torch.cat(pieces)[torch.argsort(torch.cat(where))]
+        if len(rows):
+            raise ValueError(f"exit positions {sorted(set(exit_at[rows].tolist()))} are not among {self.exit_positions}")
+        logits = torch.cat(out)
+        return logits[torch.argsort(torch.cat(order))]
+
+
+def dynamic_from_plain(state: dict[str, torch.Tensor], depth: int, widths: Sequence[float] = WIDTHS) -> dict[str, torch.Tensor]:
+    """A :class:`CifarResNet` state_dict as a :class:`DynamicResNet` one: every width's BatchNorm
+    starts from the plain one (a narrower width's inner BatchNorm from its first channels), the plain
+    ``fc`` becomes the last exit head; the other exit heads are left out (load with ``strict=False``)."""
+    n = (depth - 2) // 6
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0].startswith("layer"):
+            stage, i, rest = int(parts[0][5:]) - 1, int(parts[1]), parts[2:]
+            prefix = f"blocks.{stage * n + i}"
+            if rest[0] in ("bn1", "bn2"):
+                for j, w in enumerate(widths):
+                    keep = inner_channels(w, len(value)) if rest[0] == "bn1" and value.ndim == 1 else None
+                    out[".".join([prefix, rest[0], "bn", str(j), *rest[1:]])] = value[:keep] if keep else value
+            else:
+                out[".".join([prefix, *rest])] = value
+        elif parts[0] == "fc":
+            out[f"heads.{3 * n}.fc.{parts[1]}"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def random_route(model: DynamicResNet, skip_rate: float, generator: torch.Generator) -> list[int]:
+    """Per block a uniformly drawn width index, or ``SKIP_CHOICE`` (skippable blocks, with a probability
+    drawn from ``U(0, skip_rate)``)."""
+    rate = float(torch.rand((), generator=generator)) * skip_rate
+    widths = torch.randint(len(model.widths), (model.num_blocks,), generator=generator).tolist()
+    skips = (torch.rand(model.num_blocks, generator=generator) < rate).tolist()
+    return [SKIP_CHOICE if skip and block.skippable else w for w, skip, block in zip(widths, skips, model.blocks)]
+
+
+def sandwich_loss(
+    model: DynamicResNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    criterion: nn.Module,
+    generator: torch.Generator,
+    sandwich: int = 2,
+    skip_rate: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deep supervision on the full path's exits, plus the narrowest and ``sandwich`` random routes
+    distilled from the full path's last exit (the sandwich rule with in-place distillation, Yu & Huang
+    2019). Returns the loss and the full path's last logits."""
+    full = model.forward_exits(x, [len(model.widths) - 1] * model.num_blocks)
+    loss = sum(criterion(logits.float(), y) for logits in full) / len(full)
+    teacher = F.softmax(full[-1].detach().float(), dim=1)
+    routes = [[0] * model.num_blocks] + [random_route(model, skip_rate, generator) for _ in range(sandwich)]
+    for route in routes:
+        exits = model.forward_exits(x, route)
+        loss = loss + sum(-(teacher * F.log_softmax(logits.float(), dim=1)).sum(1).mean() for logits in exits) / len(exits)
+    return loss, full[-1]
+
+
+def resnet20_dynamic(num_classes: int = 10, exits: str = "stage") -> DynamicResNet:
+    return DynamicResNet(20, num_classes, exits=exits)
+
+
+def resnet56_dynamic(num_classes: int = 10, exits: str = "stage") -> DynamicResNet:
+    return DynamicResNet(56, num_classes, exits=exits)
+
+
+DYNAMIC = {"resnet20-dynamic": resnet20_dynamic, "resnet56-dynamic": resnet56_dynamic}

@@ -1,0 +1,264 @@
+"""The dynamic ResNet as a routable backbone (LC-Net, BlockDrop, SkipNet), executed for real.
+
+Stage ``k`` is residual block ``k`` of a :class:`~routing_env.backbones.resnet.DynamicResNet`: ``SKIP``
+keeps its shortcut (identity; offered only where input and output shapes agree), ``RUN(w)`` runs its
+inner convolutions on the first ``round(w·C)`` channels. The stem is the mandatory prefix; exit heads
+sit after each stage (or after every block). Unlike the frozen cascade, outputs depend on the route, so
+the executor runs the blocks: episodes are kept in per-shape feature-map buffers, and the episodes that
+take the same (block, width) in a step run as one batched call.
+
+In co-trained mode the executor records each episode's route; every ``update_every`` ended episodes it
+replays those routes with gradients (:meth:`DynamicResNet.forward_routes`, grouped the same way) and
+takes an SGD step on the cross-entropy of the exits taken. BatchNorm stays in eval mode there: its
+statistics are the pretrained ones, since a (block, width) group in a replay can be a single input.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..costs import count_macs
+from ..data import SYNTHETIC_CLASSES, SYNTHETIC_IMAGE_SIZE, Split, load_split
+from .base import BackboneSpec, BackboneTrainer, CoTraining, CostTable, Executor, RoutableBackbone
+from .resnet import SKIP_CHOICE, DynamicResNet, sandwich_loss
+
+
+def dynamic_costs(model: DynamicResNet, input_shape: tuple[int, ...]) -> CostTable:
+    """MACs of the stem, of each block at each width, and of each exit head (FlopCounterMode);
+    the reference is the full network: stem, every block at width 1, the last head."""
+    model = model.eval()
+    n, w = model.num_blocks, len(model.widths)
+    with torch.no_grad():
+        x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+        prefix = count_macs(model.stem, x)
+        h = model.stem(x)
+        stage = np.zeros((n, w))
+        head = np.zeros(n + 1)
+        for k, block in enumerate(model.blocks):
+            for j in range(w):
+                stage[k, j] = count_macs(block, h, j)
+            h = block(h)
+            if k + 1 in model.exit_positions:
+                head[k + 1] = count_macs(model.head, k + 1, h)
+    return CostTable(prefix=float(prefix), stage=stage, skip=np.zeros(n), head=head, reference=float(prefix + stage[:, -1].sum() + head[n]))
+
+
+class DynamicResNetBackbone(RoutableBackbone):
+    """A :class:`DynamicResNet` as a routable backbone (DESIGN §1): decisions before every block.
+
+    Args:
+        model: the network (put in ``eval()`` mode; frozen unless an executor co-trains it).
+        name: identifies the backbone in reports.
+        input_shape: shape of one input, used to measure MACs and buffer shapes.
+    """
+
+    def __init__(self, model: DynamicResNet, name: str, input_shape: tuple[int, ...] = (3, 32, 32)) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.name = name
+        self.input_shape = tuple(input_shape)
+        self.device = next(model.parameters()).device
+        n = model.num_blocks
+        with torch.no_grad():
+            h = model.stem(torch.zeros(1, *self.input_shape, device=self.device))
+            shapes = [tuple(h.shape[1:])]
+            for block in model.blocks:
+                h = block(h)
+                shapes.append(tuple(h.shape[1:]))
+            num_classes = model.head(n, h).shape[1]
+        self.map_shapes = shapes
+        """Shape of the feature map at each decision point 0..N."""
+        self.spec = BackboneSpec(
+            num_stages=n,
+            widths=model.widths,
+            num_classes=int(num_classes),
+            feature_dim=model.feature_dim,
+            head_positions=model.exit_positions,
+            skippable=tuple(block.skippable for block in model.blocks),
+            width_supported=((True,) * len(model.widths),) * n,
+            head_after_skip=True,
+            skip_by_default=True,
+        )
+        self.costs = dynamic_costs(model, self.input_shape)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.model
+
+    def to(self, device: torch.device) -> DynamicResNetBackbone:
+        self.model.to(device)
+        self.device = torch.device(device)
+        return self
+
+    def executor(
+        self, dataset: str, split: str, num_slots: int, data_root: str | None = None, cotrain: CoTraining | None = None
+    ) -> DynamicExecutor:
+        data = load_split(dataset, split, data_root)
+        if data.num_classes != self.spec.num_classes:
+            raise ValueError(
+                f"backbone {self.name!r} predicts {self.spec.num_classes} classes but data set {dataset!r} has {data.num_classes}"
+            )
+        if tuple(data.inputs.shape[1:]) != self.input_shape:
+            raise ValueError(f"backbone {self.name!r} takes inputs of shape {self.input_shape}, {dataset!r} has {tuple(data.inputs.shape[1:])}")
+        return DynamicExecutor(self, data, num_slots, cotrain)
+
+
+class DynamicExecutor(Executor):
+    """Runs the blocks each episode's route takes, for slots of a batch, on one split."""
+
+    def __init__(self, backbone: DynamicResNetBackbone, data: Split, num_slots: int, cotrain: CoTraining | None) -> None:
+        self.model = backbone.model
+        self.device = backbone.device
+        self.feature_dim = backbone.spec.feature_dim
+        self.inputs = data.inputs.to(self.device)
+        self.labels = data.labels
+        buffers: dict[tuple[int, ...], torch.Tensor] = {}
+        for shape in backbone.map_shapes:
+            if shape not in buffers:
+                buffers[shape] = torch.zeros(num_slots, *shape, device=self.device)
+        self.maps = [buffers[shape] for shape in backbone.map_shapes]
+        self.index = np.zeros(num_slots, dtype=np.int64)
+        self.routes = np.full((num_slots, backbone.spec.num_stages), SKIP_CHOICE, dtype=np.int64)
+        self.trainer = BackboneTrainer(self.model, self.route_loss, cotrain) if cotrain is not None else None
+
+    def _pooled(self, h: torch.Tensor) -> np.ndarray:
+        return F.pad(h.mean(dim=(2, 3)), (0, self.feature_dim - h.shape[1])).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        self.index[slots] = indices
+        self.routes[slots] = SKIP_CHOICE
+        h = self.model.stem(self.inputs[torch.from_numpy(indices).to(self.device)])
+        self.maps[0][torch.from_numpy(slots).to(self.device)] = h
+        return self._pooled(h)
+
+    @torch.inference_mode()
+    def run(self, slots: np.ndarray, stage: int, width: int) -> np.ndarray:
+        rows = torch.from_numpy(slots).to(self.device)
+        h = self.model.blocks[stage](self.maps[stage][rows], width)
+        self.maps[stage + 1][rows] = h
+        self.routes[slots, stage] = width
+        return self._pooled(h)
+
+    @torch.inference_mode()
+    def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
+        # a skippable block keeps the shape, so points stage and stage + 1 share one buffer
+        self.routes[slots, stage] = SKIP_CHOICE
+        return self._pooled(self.maps[stage][torch.from_numpy(slots).to(self.device)])
+
+    @torch.inference_mode()
+    def head(self, slots: np.ndarray, position: int) -> np.ndarray:
+        rows = torch.from_numpy(slots).to(self.device)
+        return self.model.head(position, self.maps[position][rows]).float().cpu().numpy()
+
+    def finish(self, slots: np.ndarray, exit_positions: np.ndarray) -> None:
+        if self.trainer is not None:
+            self.trainer.record(self.index[slots], self.routes[slots], exit_positions)
+
+    def route_loss(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> torch.Tensor:
+        """Mean cross-entropy of the exits taken, replaying the routes with gradients."""
+        rows = torch.from_numpy(indices).to(self.device)
+        logits = self.model.forward_routes(self.inputs[rows], torch.from_numpy(routes).to(self.device), torch.from_numpy(exits).to(self.device))
+        return F.cross_entropy(logits, torch.from_numpy(self.labels[indices]).to(self.device))
+
+
+# --- a tiny dynamic ResNet on synthetic-image, for tests and examples -----------------------------
+@functools.lru_cache(maxsize=None)
+def _tiny_dynamic_state(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = DynamicResNet(14, SYNTHETIC_CLASSES, base_width=4)
+    train = load_split("synthetic-image", "train")
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.from_numpy(train.labels)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(3):
+        order = torch.randperm(len(train), generator=generator)
+        for start in range(0, len(train), 128):
+            batch = order[start : start + 128]
+            loss, _ = sandwich_loss(model, train.inputs[batch], labels[batch], criterion, generator, sandwich=1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return {k: v.detach().clone() for k, v in model.eval().state_dict().items()}
+
+
+def tiny_dynamic_model(seed: int = 0) -> DynamicResNet:
+    """The network of :func:`tiny_dynamic_resnet`, a fresh copy."""
+    model = DynamicResNet(14, SYNTHETIC_CLASSES, base_width=4)
+    model.load_state_dict(_tiny_dynamic_state(seed))
+    return model.eval()
+
+
+def tiny_dynamic_resnet(seed: int = 0) -> DynamicResNetBackbone:
+    """A ResNet-14 with 4/8/16 channels on ``synthetic-image`` (16x16 stripes), trained for 3 epochs
+    with the sandwich rule on first use (a few seconds, memoised per process); 6 blocks, 3 skippable,
+    exits after each stage."""
+    return DynamicResNetBackbone(tiny_dynamic_model(seed), f"tiny-dynamic-resnet-s{seed}", (3, SYNTHETIC_IMAGE_SIZE, SYNTHETIC_IMAGE_SIZE))
+
+
+# --- static routes: the card's figures and the baselines the learned policies are compared with ---
+def route_macs(costs: CostTable, routes: np.ndarray, exits: np.ndarray) -> np.ndarray:
+    """MACs of each route (``routes`` ``(B, N)`` width index or ``SKIP_CHOICE``, ``exits`` ``(B,)``):
+    the stem, the blocks run before the exit, the one head read at the exit."""
+    n = routes.shape[1]
+    before = np.arange(n)[None, :] < exits[:, None]
+    run = np.where(routes >= 0, costs.stage[np.arange(n)[None, :], np.clip(routes, 0, None)], costs.skip[None, :])
+    return costs.prefix + (run * before).sum(axis=1) + costs.head[exits]
+
+
+@torch.inference_mode()
+def route_correct(model: DynamicResNet, split: Split, routes: np.ndarray, exits: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """Whether each input of ``split`` is classified right along its own route."""
+    model.eval()
+    device = next(model.parameters()).device
+    right = np.zeros(len(split), dtype=bool)
+    for start in range(0, len(split), batch_size):
+        rows = slice(start, start + batch_size)
+        logits = model.forward_routes(
+            split.inputs[rows].to(device), torch.from_numpy(routes[rows]).to(device), torch.from_numpy(exits[rows]).to(device)
+        )
+        right[rows] = logits.argmax(1).cpu().numpy() == split.labels[rows]
+    return right
+
+
+def static_routes(model: DynamicResNet, num: int, skip_rates: tuple[float, ...] = (0.25, 0.5), seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Named route sets for ``num`` inputs: the full path; every block at each width; each exit on the
+    full-width path; and random skipping (each skippable block skipped with probability r, per input,
+    seeded) at full width."""
+    n, last = model.num_blocks, len(model.widths) - 1
+    full_exit = np.full(num, n, dtype=np.int64)
+    out = {"full": (np.full((num, n), last, dtype=np.int64), full_exit)}
+    for j, w in enumerate(model.widths[:-1]):
+        out[f"width {w:g}"] = (np.full((num, n), j, dtype=np.int64), full_exit)
+    for p in model.exit_positions[:-1]:
+        out[f"exit after block {p}"] = (np.full((num, n), last, dtype=np.int64), np.full(num, p, dtype=np.int64))
+    skippable = np.array([block.skippable for block in model.blocks])
+    rng = np.random.default_rng(seed)
+    for rate in skip_rates:
+        routes = np.full((num, n), last, dtype=np.int64)
+        routes[(rng.random((num, n)) < rate) & skippable[None, :]] = SKIP_CHOICE
+        out[f"random skip {rate:g}"] = (routes, full_exit)
+    return out
+
+
+def route_report(model: DynamicResNet, split: Split, input_shape: tuple[int, ...] = (3, 32, 32)) -> list[dict[str, float | str]]:
+    """Accuracy and mean MACs (and fraction of the full network's) of each of :func:`static_routes` on ``split``."""
+    costs = dynamic_costs(model, input_shape)
+    rows = []
+    for name, (routes, exits) in static_routes(model, len(split)).items():
+        macs = route_macs(costs, routes, exits)
+        rows.append(
+            {
+                "route": name,
+                "accuracy": float(route_correct(model, split, routes, exits).mean()),
+                "macs": float(macs.mean()),
+                "macs_fraction": float(macs.mean() / costs.reference),
+            }
+        )
+    return rows

@@ -1,0 +1,297 @@
+"""The dynamic ResNet: the network, its costs, the environment over it, and co-training."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from routing_env import RoutingEnv, RoutingVectorEnv
+from routing_env.backbones.dynamic import DynamicResNetBackbone, dynamic_costs, route_macs, static_routes, tiny_dynamic_model
+from routing_env.backbones.resnet import SKIP_CHOICE, WIDTHS, DynamicResNet, dynamic_from_plain, resnet20, resnet20_dynamic
+from routing_env.checkpoints import file_sha256, save_state_dict
+from routing_env.core import EXIT, RUN, SKIP
+from routing_env.data import load_split
+
+from helpers import assert_same, rollout
+
+TINY = "tiny-dynamic-resnet"
+
+
+def randomised_plain_resnet20() -> torch.nn.Module:
+    torch.manual_seed(0)
+    plain = resnet20().eval()
+    for m in plain.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics, so that a BN mix-up shows
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    return plain
+
+
+def test_full_path_equals_the_plain_resnet() -> None:
+    plain = randomised_plain_resnet20()
+    dynamic = resnet20_dynamic().eval()
+    result = dynamic.load_state_dict(dynamic_from_plain(plain.state_dict(), 20), strict=False)
+    assert not result.unexpected_keys and all(k.startswith("heads.3.") or k.startswith("heads.6.") for k in result.missing_keys)
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(dynamic(x), plain(x), atol=1e-5, rtol=0)
+        routes = dynamic.forward_routes(x, torch.full((8, 9), len(WIDTHS) - 1), torch.full((8,), 9))
+        assert torch.allclose(routes, plain(x), atol=1e-5, rtol=0)
+
+
+def test_narrow_run_computes_only_the_first_channels() -> None:
+    block = resnet20_dynamic().eval().blocks[1]
+    x = torch.randn(2, 16, 32, 32)
+    with torch.no_grad():
+        out = block(x, 0)  # width 0.25: 4 of 16 inner channels
+        block.conv1.weight[4:] = torch.randn_like(block.conv1.weight[4:])  # unused rows
+        block.conv2.weight[:, 4:] = torch.randn_like(block.conv2.weight[:, 4:])  # unused columns
+        assert torch.equal(block(x, 0), out)
+        assert out.shape == x.shape
+        assert not torch.equal(block(x, 3), block(x, 0))
+
+
+def test_grouped_routes_equal_one_route_at_a_time() -> None:
+    model = tiny_dynamic_model()
+    data = load_split("synthetic-image", "val")
+    x = data.inputs[:12]
+    rng = np.random.default_rng(0)
+    routes = rng.integers(0, len(WIDTHS), size=(12, model.num_blocks))
+    skippable = np.array([b.skippable for b in model.blocks])
+    routes[(rng.random((12, model.num_blocks)) < 0.4) & skippable] = SKIP_CHOICE
+    exits = rng.choice(model.exit_positions, size=12)
+    with torch.no_grad():
+        grouped = model.forward_routes(x, torch.from_numpy(routes), torch.from_numpy(exits))
+        for i in range(12):
+            single = model.forward_exits(x[i : i + 1], routes[i].tolist())[model.exit_positions.index(exits[i])]
+            assert torch.allclose(grouped[i], single[0], atol=1e-5)
+
+
+def test_run_macs_scale_with_the_width() -> None:
+    model = resnet20_dynamic()
+    costs = dynamic_costs(model, (3, 32, 32))
+    for k in range(model.num_blocks):
+        for j, w in enumerate(WIDTHS):
+            assert costs.stage[k, j] == pytest.approx(w * costs.stage[k, -1], rel=0.10)
+    assert costs.reference == pytest.approx(40.55e6, rel=0.01)  # ResNet-20's MACs (DESIGN §9)
+    assert costs.reference == costs.prefix + costs.stage[:, -1].sum() + costs.head[-1]
+
+
+def test_skip_returns_the_input_exactly() -> None:
+    env = RoutingEnv(backbone=TINY)
+    spec = env.core.backbone.spec
+    skippable = [k for k in range(spec.num_stages) if spec.skippable[k]]
+    env.reset(seed=0, options={"index": 5})
+    for k in range(skippable[0]):
+        env.step(RUN + 3)
+    before = env.core.executor.maps[skippable[0]][0].clone()
+    obs_before = env.core.features[0].copy()
+    obs, *_ = env.step(SKIP)
+    assert torch.equal(env.core.executor.maps[skippable[0] + 1][0], before)
+    np.testing.assert_array_equal(obs["features"], obs_before)
+    assert env.core.macs[0] == env.core.backbone.costs.prefix + env.core.backbone.costs.stage[: skippable[0], 3].sum()
+
+
+def expected_mask(spec, position: int, has_probs: bool) -> np.ndarray:
+    mask = np.zeros(spec.num_actions, dtype=bool)
+    mask[EXIT] = has_probs
+    if position < spec.num_stages:
+        mask[SKIP] = spec.skippable[position]
+        mask[RUN:] = spec.width_supported[position]
+    return mask
+
+
+def test_action_mask_marks_exactly_the_valid_actions() -> None:
+    env = RoutingEnv(backbone=TINY)
+    spec = env.core.backbone.spec
+    rng = np.random.default_rng(0)
+    for episode in range(40):
+        obs, info = env.reset(seed=episode)
+        has_probs, position, done = False, 0, False
+        while not done:
+            mask = expected_mask(spec, position, has_probs)
+            np.testing.assert_array_equal(obs["action_mask"].astype(bool), mask)
+            np.testing.assert_array_equal(info["action_mask"].astype(bool), mask)
+            action = int(rng.choice(np.flatnonzero(mask)))
+            obs, _, done, _, info = env.step(action)
+            assert not info["invalid_action"]
+            if action != EXIT:
+                position += 1
+                has_probs = has_probs or position in spec.head_positions
+        assert info["exit_position"] in spec.head_positions
+
+
+def test_invalid_skip_falls_back_to_full_width() -> None:
+    env = RoutingEnv(backbone=TINY)
+    spec = env.core.backbone.spec
+    k = spec.skippable.index(False)
+    env.reset(seed=0)
+    for _ in range(k):
+        env.step(RUN)
+    _, _, _, _, info = env.step(SKIP)
+    assert info["invalid_action"]
+    costs = env.core.backbone.costs
+    assert env.core.macs[0] == costs.prefix + costs.stage[:k, 0].sum() + costs.stage[k, -1] + costs.head[: k + 2].sum()
+
+
+def test_checkers_pass() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = gym.make("routing_env/DynamicResNet-v0", backbone=TINY, lam=0.05)
+        check_env(env.unwrapped, skip_render_check=True)
+        sb3_check_env(env.unwrapped, warn=True)
+
+
+def test_seeded_dynamic_environments_are_identical() -> None:
+    actions = list(np.random.default_rng(1).integers(0, 6, size=150))
+    a = rollout(RoutingEnv(backbone=TINY), actions, seed=3)
+    b = rollout(RoutingEnv(backbone=TINY), actions, seed=3)
+    assert_same(a, b)
+
+
+def test_vector_env_matches_single_envs() -> None:
+    b = 6
+    venv = RoutingVectorEnv(backbone=TINY, num_envs=b)
+    singles = [RoutingEnv(backbone=TINY) for _ in range(b)]
+    indices = np.arange(10, 10 + b)
+    obs, _ = venv.reset(seed=0, options={"index": indices})
+    single_obs = [e.reset(options={"index": int(i)})[0] for e, i in zip(singles, indices)]
+    rng = np.random.default_rng(0)
+    done = np.zeros(b, dtype=bool)
+    while not done.all():
+        actions = np.array([rng.choice(np.flatnonzero(obs["action_mask"][i])) if not done[i] else 0 for i in range(b)])
+        obs, rewards, terminated, _, info = venv.step(actions)
+        for i in np.flatnonzero(~done):
+            o, r, t, _, inf = singles[i].step(int(actions[i]))
+            np.testing.assert_allclose(obs["features"][i], o["features"], atol=1e-5)
+            np.testing.assert_allclose(obs["probs"][i], o["probs"], atol=1e-5)
+            assert terminated[i] == t and rewards[i] == pytest.approx(r, abs=1e-6)
+            if t:
+                assert info["prediction"][i] == inf["prediction"]
+        done |= terminated
+
+
+def test_route_macs_agree_with_the_environment() -> None:
+    env = RoutingEnv(backbone=TINY)
+    model = env.core.backbone.model
+    routes, exits = static_routes(model, 1)["random skip 0.5"]
+    env.reset(seed=0, options={"index": 0})
+    for k in range(model.num_blocks):
+        env.step(SKIP if routes[0, k] == SKIP_CHOICE else RUN + int(routes[0, k]))
+    _, _, done, _, info = env.step(EXIT)
+    assert done
+    intermediate = sum(env.core.backbone.costs.head[p] for p in model.exit_positions[:-1] if p <= model.num_blocks)
+    assert info["macs"] == pytest.approx(route_macs(env.core.backbone.costs, routes, exits)[0] + intermediate)
+
+
+def taken_exit_loss(env: RoutingEnv, routes: np.ndarray, exits: np.ndarray) -> float:
+    with torch.no_grad():
+        return float(env.core.executor.route_loss(np.arange(len(routes)), routes, exits))
+
+
+def test_cotrained_mode_updates_the_backbone_and_lowers_the_taken_exits_loss() -> None:
+    env = RoutingEnv(backbone=TINY, train_backbone=True, backbone_lr=0.05, backbone_update_every=32)
+    frozen = RoutingEnv(backbone=TINY)
+    model = env.core.backbone.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first_exit = model.exit_positions[0]
+    # the policy: every block before the first exit at the narrowest width, then EXIT
+    routes = np.zeros((256, model.num_blocks), dtype=np.int64)
+    exits = np.full(256, first_exit)
+    loss_before = taken_exit_loss(env, routes, exits)
+    for i in range(640):
+        env.reset(options={"index": i % 256})
+        for _ in range(first_exit):
+            env.step(RUN)
+        *_, info = env.step(EXIT)
+        assert info["exit_position"] == first_exit
+    assert env.core.executor.trainer.updates == 640 // 32
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert taken_exit_loss(env, routes, exits) < 0.8 * loss_before
+    # blocks after the exit were never run, so they did not change; nor did a frozen environment's copy
+    last = f"blocks.{model.num_blocks - 1}.conv1.weight"
+    assert torch.equal(model.state_dict()[last], before[last])
+    assert all(torch.equal(before[k], v) for k, v in frozen.core.backbone.model.state_dict().items())
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_cotrained_cascade_updates_the_exited_members() -> None:
+    env = RoutingEnv(backbone="tiny-cascade", train_backbone=True, backbone_lr=0.05, backbone_update_every=16)
+    members = env.core.backbone.classifiers
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in members]
+    for _ in range(200):
+        env.reset()
+        env.step(EXIT)  # every episode exits at the first member
+    assert env.core.executor.trainer.updates == 200 // 16
+    assert any(not torch.equal(before[0][k], v) for k, v in members[0].state_dict().items())
+    assert all(torch.equal(before[2][k], v) for k, v in members[2].state_dict().items())
+
+
+def test_bad_cotraining_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="backbone_lr"):
+        RoutingEnv(backbone=TINY, train_backbone=True, backbone_lr=0.0)
+    with pytest.raises(ValueError, match="backbone_update_every"):
+        RoutingEnv(backbone=TINY, backbone_update_every=0)
+
+
+def test_dynamic_model_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="6n\\+2"):
+        DynamicResNet(21)
+    with pytest.raises(ValueError, match="widths"):
+        DynamicResNet(20, widths=(0.5, 0.25, 1.0))
+    with pytest.raises(ValueError, match="exits"):
+        DynamicResNet(20, exits="layer")
+    with pytest.raises(ValueError, match="exit positions"):
+        resnet20_dynamic().forward_routes(torch.zeros(1, 3, 32, 32), torch.zeros(1, 9, dtype=torch.long), torch.tensor([4]))
+
+
+def test_pretrained_dynamic_resnet_with_wrong_sha256_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from routing_env import pretrained
+
+    folder = tmp_path / "fake-dynamic"
+    folder.mkdir()
+    path = folder / "resnet20-dynamic.pt"
+    save_state_dict(resnet20_dynamic().state_dict(), path)
+    manifest = {"name": "fake-dynamic", "kind": "dynamic-resnet", "dataset": "cifar10", "num_classes": 10,
+                "model": "resnet20-dynamic", "exits": "stage", "weights": path.name, "sha256": file_sha256(path)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("ROUTING_ENV_PRETRAINED", str(tmp_path))
+    backbone = pretrained.load("fake-dynamic")
+    assert isinstance(backbone, DynamicResNetBackbone) and backbone.spec.num_stages == 9
+    with open(path, "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(ValueError, match=f"checkpoint {path} is corrupted: sha256"):
+        pretrained.load("fake-dynamic")
+
+
+def test_cotrained_train_run_saves_and_evaluates_its_backbone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from routing_env.cli import main
+
+    out = tmp_path / "run"
+    env_id = "routing_env/DynamicResNet-v0"
+    assert main(["train", "--env", env_id, "--backbone", TINY, "--agent", "reinforce", "--lam", "0.1", "--steps", "1500",
+                 "--num-envs", "16", "--out", str(out), "--env-kwargs", "train_backbone=true", "backbone_update_every=64", "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["env_kwargs"]["train_backbone"] is True
+    trained = torch.load(out / "backbone.pt", weights_only=True)
+    original = tiny_dynamic_model().state_dict()
+    assert any(not torch.equal(trained[k], original[k]) for k in original)
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(out), "--split", "test", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 2000 and 0.0 <= result["accuracy"] <= 1.0
+    # evaluation is frozen and reads the saved weights: the same numbers as building that env by hand
+    env = RoutingVectorEnv(num_envs=8, backbone=TINY, split="test", backbone_weights=str(out / "backbone.pt"))
+    assert env.core.executor.trainer is None
+    assert all(torch.equal(v, trained[k]) for k, v in env.core.backbone.model.state_dict().items())
