@@ -70,7 +70,7 @@ class Agent(abc.ABC):
 
 
 def _registry() -> dict[str, type[Agent]]:
-    from .baselines import FixedAgent, OracleAgent, RandomAgent, ThresholdAgent
+    from .baselines import FixedAgent, OracleAgent, RandomAgent, RandomSkipAgent, ThresholdAgent
     from .reinforce import ReinforceAgent
     from .sb3 import A2CAgent, DQNAgent, MaskablePPOAgent, PPOAgent
 
@@ -84,11 +84,12 @@ def _registry() -> dict[str, type[Agent]]:
         RandomAgent,
         FixedAgent,
         OracleAgent,
+        RandomSkipAgent,
     ]
     return {cls.name: cls for cls in agents}
 
 
-AGENT_NAMES = ("reinforce", "ppo", "dqn", "a2c", "maskable-ppo", "threshold", "random", "fixed", "oracle")
+AGENT_NAMES = ("reinforce", "ppo", "dqn", "a2c", "maskable-ppo", "threshold", "random", "random-skip", "fixed", "oracle")
 
 
 def agent_class(name: str) -> type[Agent]:

@@ -1,4 +1,5 @@
-"""Rule-based baselines: random, fixed exit, confidence threshold, and the label-peeking oracle."""
+"""Rule-based baselines: random, random skipping, fixed route, confidence threshold, and the
+label-peeking oracle."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from routing_env.core import SKIP
 from routing_env.env import RoutingVectorEnv
 from routing_env.evaluation import ExitTable, exit_table, fixed_route_actions
 
@@ -30,24 +32,51 @@ class RandomAgent(Agent):
 
 
 class FixedAgent(Agent):
-    """Run every stage at full width up to decision point ``position``, then EXIT (a static model)."""
+    """Run every stage at one width (default the widest) up to decision point ``position``, then EXIT:
+    a static network (a cascade member alone, an early exit, or a uniformly slimmed ResNet)."""
 
     name = "fixed"
 
-    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, position: int | None = None) -> None:
+    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, position: int | None = None, width: int | None = None) -> None:
         super().__init__(env, seed=seed)
-        n = env.core.num_stages
+        n, widths = env.core.num_stages, env.core.backbone.spec.widths
         if position is None:
             position = n
         if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position <= n:
             raise ValueError(f"fixed agent: position must be an integer in 0..{n}, got {position!r}")
+        if width is not None and (isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not 0 <= width < len(widths)):
+            raise ValueError(f"fixed agent: width must be an index into the widths {widths} (0..{len(widths) - 1}), got {width!r}")
         self.position = int(position)
+        self.width = None if width is None else int(width)
 
     def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
-        return fixed_route_actions(obs, self.position)
+        return fixed_route_actions(obs, self.position, self.width)
 
     def options(self) -> dict[str, Any]:
-        return {"position": self.position}
+        return {"position": self.position, "width": self.width}
+
+
+class RandomSkipAgent(Agent):
+    """Skip each skippable stage with probability ``rate`` (seeded), run the others at full width, exit
+    at the end: random layer dropping at a chosen mean cost (the baseline of BlockDrop and SkipNet)."""
+
+    name = "random-skip"
+
+    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, rate: float = 0.5) -> None:
+        super().__init__(env, seed=seed)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"random-skip agent: rate must be a probability in [0, 1], got {rate!r}")
+        self.rate = float(rate)
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+        mask = obs["action_mask"].astype(bool)
+        run = fixed_route_actions(obs, mask.shape[1])
+        skip = mask[:, SKIP] & (self.rng.random(len(mask)) < self.rate)
+        return np.where(skip, SKIP, run).astype(np.int64)
+
+    def options(self) -> dict[str, Any]:
+        return {"rate": self.rate}
 
 
 def threshold_outcomes(table: ExitTable, tau: float) -> tuple[np.ndarray, np.ndarray]:

@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ]
     test = run["test"]
     print(f"{args.env} ({env_kwargs.get('backbone') or 'default backbone'}) on test ({test['n']} instances); "
-          f"policies and the threshold tuned on val; MACs = multiply-accumulates, fraction of the largest member's")
+          f"policies and the threshold tuned on val; MACs = multiply-accumulates, fraction of the reference network's")
     print(format_table(rows))
     print(f"policy network: {test['policy_macs_per_decision']:.0f} MACs per decision, {test['decisions_mean']:.2f} decisions "
           f"per input: {test['macs_fraction_with_policy']:.4f} of the reference MACs in all")
@@ -155,9 +155,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(groups_markdown(results))
     reached = results["reaching_reference"]
     if reached is None:
-        print("no (agent, lam) reaches the largest member's test accuracy on average")
+        print("no (agent, lam) reaches the reference network's test accuracy on average")
     else:
-        print(f"cheapest to reach the largest member's accuracy: {reached['agent']} lam={reached['lam']:g}, "
+        print(f"cheapest to reach the reference network's accuracy: {reached['agent']} lam={reached['lam']:g}, "
               f"{reached['accuracy_mean']:.4f} at {reached['macs_fraction_mean']:.4f} of its MACs")
     print(f"pareto plot: {Path(args.out) / 'pareto.png'}; table: {Path(args.out) / 'pareto.csv'}")
     return 0

@@ -89,13 +89,16 @@ class FixedRoute:
         return fixed_route_actions(obs, self.position)
 
 
-def fixed_route_actions(obs: dict[str, np.ndarray], position: int) -> np.ndarray:
-    """EXIT at ``position`` (or as soon as only EXIT is valid), else RUN at the widest valid width."""
+def fixed_route_actions(obs: dict[str, np.ndarray], position: int, width: int | None = None) -> np.ndarray:
+    """EXIT at ``position`` (or as soon as only EXIT is valid), else RUN at width index ``width``
+    where valid, at the widest valid width otherwise."""
     mask = obs["action_mask"].astype(bool)
     here = obs["position"].argmax(axis=1)
-    widest = mask.shape[1] - 1 - np.argmax(mask[:, :1:-1], axis=1)
+    run = mask.shape[1] - 1 - np.argmax(mask[:, :1:-1], axis=1)
+    if width is not None:
+        run = np.where(mask[:, 2 + width], 2 + width, run)
     run_valid = mask[:, 2:].any(axis=1)
-    return np.where((here >= position) | ~run_valid, 0, widest).astype(np.int64)
+    return np.where((here >= position) | ~run_valid, 0, run).astype(np.int64)
 
 
 @dataclass(frozen=True)

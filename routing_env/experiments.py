@@ -108,7 +108,8 @@ def static_rows(env_id: str, env_kwargs: dict[str, Any], split: str = "test") ->
 
     The predictions are those of agent ``fixed`` exiting at each head. For a cascade, head ``k`` is
     member ``k``'s own, so the row is that member alone: its MACs are the member's, not those of the
-    cascade run up to it (kept as ``cascade_route_macs_fraction``).
+    cascade run up to it (kept as ``cascade_route_macs_fraction``). A backbone with several widths
+    adds the uniformly slimmed networks: every stage at one width, exit at the end.
     """
     from agents import make_agent
 
@@ -128,7 +129,29 @@ def static_rows(env_id: str, env_kwargs: dict[str, Any], split: str = "test") ->
                 "macs_fraction_with_policy": macs / env.core.reference_macs,
             })
         rows.append(row)
-    return rows
+    for j, w in enumerate(backbone.spec.widths[:-1]):
+        row = evaluation_json(make_agent("fixed", env, width=j), env, env_id)
+        rows.append({**row, "label": f"width {w:g} (every block)", "position": backbone.spec.num_stages, "width": w})
+    return sorted(rows, key=lambda r: r["macs_mean"])
+
+
+def random_skip_row(env_id: str, env_kwargs: dict[str, Any], target_macs_fraction: float, split: str = "test") -> dict[str, Any] | None:
+    """Random skipping (agent ``random-skip``) at the rate whose expected cost is ``target_macs_fraction``
+    (computed from the cost table, so nothing is tuned on ``split``), evaluated on ``split``; ``None``
+    for backbones that offer no SKIP."""
+    from agents import make_agent
+
+    env = make_vector_env(env_id, EVAL_BATCH, **{**env_kwargs, "split": split})
+    core = env.core
+    skippable = core.static_valid[: core.num_stages, 1]
+    if not skippable.any():
+        return None
+    widest = core.act_cost[: core.num_stages, -1]
+    full = (core.backbone.costs.prefix + widest.sum()) / core.reference_macs
+    saving = (widest[skippable] - core.act_cost[: core.num_stages, 1][skippable]).sum() / core.reference_macs
+    rate = float(np.clip((full - target_macs_fraction) / saving, 0.0, 1.0))
+    row = evaluation_json(make_agent("random-skip", env, rate=rate), env, env_id)
+    return {**row, "label": f"random skip, rate {rate:.3f}", "rate": rate, "target_macs_fraction": target_macs_fraction}
 
 
 def oracle_row(env_id: str, env_kwargs: dict[str, Any], split: str = "test") -> dict[str, Any]:
@@ -211,6 +234,7 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
         "val": val_result,
         "test": evaluation_json(policy, test_env, spec.env_id),
         "threshold_at_val_cost": threshold_row(spec.env_id, env_kwargs, val_result["macs_fraction"]),
+        "random_skip_at_val_cost": random_skip_row(spec.env_id, env_kwargs, val_result["macs_fraction"]),
     }
     write_json(done, record)
     return record
@@ -241,11 +265,15 @@ def group_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "threshold_macs_fraction_mean": float(thr_frac.mean()),
             "accuracy_minus_threshold_mean": float((acc - thr_acc).mean()),
         })
+        skips = [r.get("random_skip_at_val_cost") for r in runs]
+        if all(s is not None for s in skips):
+            rows[-1]["random_skip_accuracy_mean"] = float(np.mean([s["accuracy"] for s in skips]))
+            rows[-1]["random_skip_macs_fraction_mean"] = float(np.mean([s["macs_fraction"] for s in skips]))
     return rows
 
 
 def reaching_reference(groups: Sequence[dict[str, Any]], reference_accuracy: float) -> dict[str, Any] | None:
-    """The cheapest (agent, λ) whose mean ``test`` accuracy reaches the largest member's, if any."""
+    """The cheapest (agent, λ) whose mean ``test`` accuracy reaches the reference network's, if any."""
     reached = [g for g in groups if g["accuracy_mean"] >= reference_accuracy]
     return min(reached, key=lambda g: g["macs_fraction_mean"]) if reached else None
 
@@ -270,7 +298,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, progress: bool = False) -> dict[
         "spec": asdict(spec),
         "split": "test",
         "tuned_on": "val",
-        "unit": "MACs (multiply-accumulates); fractions of the largest member's",
+        "unit": "MACs (multiply-accumulates); fractions of the reference (a cascade's largest member, a dynamic ResNet's full network)",
         "singles": singles,
         "oracle": oracle_row(spec.env_id, spec.env_kwargs),
         "threshold_curve": threshold_curve(spec.env_id, spec.env_kwargs),
@@ -299,6 +327,9 @@ def write_pareto_csv(path: Path, results: dict[str, Any]) -> None:
             t = r["test"]
             w.writerow(["policy", run_name(r["agent"], r["lam"], r["seed"]), r["agent"], r["lam"], r["seed"],
                         t["accuracy"], t["macs_fraction"], t["macs_fraction_with_policy"]])
+            s = r.get("random_skip_at_val_cost")
+            if s is not None:
+                w.writerow(["random-skip", s["label"], "random-skip", r["lam"], r["seed"], s["accuracy"], s["macs_fraction"], s["macs_fraction"]])
 
 
 def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
@@ -318,6 +349,10 @@ def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
         ax.annotate(s["label"], (s["macs_fraction"], s["accuracy"]), textcoords="offset points", xytext=(5, -10), fontsize=7)
     o = results["oracle"]
     ax.plot(o["macs_fraction"], o["accuracy"], "*", color="gold", mec="black", ms=12, label="oracle (uses labels)")
+    skips = [r["random_skip_at_val_cost"] for r in results["runs"] if r.get("random_skip_at_val_cost")]
+    if skips:
+        ax.plot([s["macs_fraction"] for s in skips], [s["accuracy"] for s in skips], "x", color="0.3", ms=6,
+                label="random skipping at each policy's val cost")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     agents = list(dict.fromkeys(g["agent"] for g in results["groups"]))
     for k, agent in enumerate(agents):
@@ -328,7 +363,7 @@ def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
         ax.errorbar([g["macs_fraction_mean"] for g in groups], [g["accuracy_mean"] for g in groups],
                     xerr=[g["macs_fraction_std"] for g in groups], yerr=[g["accuracy_std"] for g in groups],
                     fmt="o-", color=color, ms=5, capsize=2, label=f"{agent} (mean ± std over seeds)")
-    ax.set_xlabel("mean MACs / MACs of the largest member")
+    ax.set_xlabel("mean MACs / reference MACs")
     ax.set_ylabel(f"accuracy on {results['split']}")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -340,18 +375,22 @@ def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
 
 def groups_markdown(results: dict[str, Any]) -> str:
     """The sweep as a Markdown table (accuracy and MACs fraction on ``test``)."""
+    skips = all("random_skip_accuracy_mean" in g for g in results["groups"]) and results["groups"]
+    extra = " random skip at the same val cost |" if skips else ""
     lines = [
-        "| policy | λ | seeds | accuracy | MACs fraction | with policy net | threshold at the same val cost |",
-        "|---|---|---|---|---|---|---|",
+        "| policy | λ | seeds | accuracy | MACs fraction | with policy net | threshold at the same val cost |" + extra,
+        "|---|---|---|---|---|---|---|" + ("---|" if skips else ""),
     ]
+    dash = " – |" if skips else ""
     for s in results["singles"]:
-        lines.append(f"| {s['label']} | – | – | {s['accuracy']:.4f} | {s['macs_fraction']:.4f} | – | – |")
+        lines.append(f"| {s['label']} | – | – | {s['accuracy']:.4f} | {s['macs_fraction']:.4f} | – | – |" + dash)
     for g in results["groups"]:
         lines.append(
             f"| {g['agent']} | {g['lam']:g} | {len(g['seeds'])} | {g['accuracy_mean']:.4f} ± {g['accuracy_std']:.4f} | "
             f"{g['macs_fraction_mean']:.4f} ± {g['macs_fraction_std']:.4f} | {g['macs_fraction_with_policy_mean']:.4f} | "
             f"{g['threshold_accuracy_mean']:.4f} at {g['threshold_macs_fraction_mean']:.4f} |"
+            + (f" {g['random_skip_accuracy_mean']:.4f} at {g['random_skip_macs_fraction_mean']:.4f} |" if skips else "")
         )
     o = results["oracle"]
-    lines.append(f"| {o['label']} (upper bound, uses labels) | – | – | {o['accuracy']:.4f} | {o['macs_fraction']:.4f} | – | – |")
+    lines.append(f"| {o['label']} (upper bound, uses labels) | – | – | {o['accuracy']:.4f} | {o['macs_fraction']:.4f} | – | – |" + dash)
     return "\n".join(lines)

@@ -295,3 +295,39 @@ def test_cotrained_train_run_saves_and_evaluates_its_backbone(tmp_path: Path, ca
     env = RoutingVectorEnv(num_envs=8, backbone=TINY, split="test", backbone_weights=str(out / "backbone.pt"))
     assert env.core.executor.trainer is None
     assert all(torch.equal(v, trained[k]) for k, v in env.core.backbone.model.state_dict().items())
+
+
+def test_random_skip_and_uniform_width_baselines() -> None:
+    from agents import make_agent
+    from routing_env.evaluation import route_split
+
+    env = RoutingVectorEnv(num_envs=64, backbone=TINY, split="test")
+    spec = env.core.backbone.spec
+    full = route_split(make_agent("fixed", env), env)
+    never = route_split(make_agent("random-skip", env, rate=0.0), env)
+    always = route_split(make_agent("random-skip", env, rate=1.0), env)
+    np.testing.assert_array_equal(never.correct, full.correct)
+    np.testing.assert_array_equal(never.macs, full.macs)
+    skipped = sum(env.core.backbone.costs.stage[k, -1] for k in range(spec.num_stages) if spec.skippable[k])
+    np.testing.assert_allclose(always.macs, full.macs - skipped)
+    narrow = route_split(make_agent("fixed", env, width=0), env)
+    assert narrow.macs.mean() < 0.5 * full.macs.mean()
+    with pytest.raises(ValueError, match="rate must be a probability"):
+        make_agent("random-skip", env, rate=1.5)
+    with pytest.raises(ValueError, match="width must be an index"):
+        make_agent("fixed", env, width=4)
+
+
+def test_sweep_on_the_dynamic_backbone_compares_with_its_baselines(tmp_path: Path) -> None:
+    from routing_env.experiments import SweepSpec, groups_markdown, run_sweep
+
+    spec = SweepSpec("routing_env/DynamicResNet-v0", {"backbone": TINY}, ("reinforce",), (0.1,), (0,), steps=600)
+    results = run_sweep(spec, tmp_path)
+    labels = [s["label"] for s in results["singles"]]
+    assert {"width 0.25 (every block)", "width 0.5 (every block)", "width 0.75 (every block)"} <= set(labels)
+    skip = results["runs"][0]["random_skip_at_val_cost"]
+    assert 0.0 <= skip["rate"] <= 1.0 and skip["n"] == 2000
+    if 0.0 < skip["rate"] < 1.0:  # the rate was solved for the policy's val cost
+        assert skip["macs_fraction"] == pytest.approx(results["runs"][0]["val"]["macs_fraction"], abs=0.05)
+    assert "random skip at the same val cost" in groups_markdown(results)
+    assert (tmp_path / "pareto.png").stat().st_size > 0
