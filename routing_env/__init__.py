@@ -13,7 +13,7 @@ from .core import EXIT, RUN, SKIP, RoutingCore
 from .env import EnvConfig, RoutingEnv, RoutingVectorEnv
 from .rewards import RewardFn, make_reward
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 ENV_IDS = ("routing_env/Cascade-v0", "routing_env/DynamicResNet-v0")
 

@@ -7,6 +7,8 @@ which instances are being routed).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -89,6 +91,22 @@ class FixedRoute:
         return fixed_route_actions(obs, self.position)
 
 
+_FIXED_ROUTES: dict[tuple[str, int], Records] = {}
+
+
+def fixed_route_records(env: RoutingVectorEnv, position: int) -> Records:
+    """``route_split(FixedRoute(position), env)``, computed once per process for each set of
+    environment options (a frozen backbone gives the same records every time; a co-trained one is
+    routed anew). Reports need the same fixed routes many times: the reference in every summary, the
+    exit table of every threshold."""
+    if env.config.train_backbone:
+        return route_split(FixedRoute(position), env)
+    key = (json.dumps(dataclasses.asdict(env.config), sort_keys=True, default=repr), position)
+    if key not in _FIXED_ROUTES:
+        _FIXED_ROUTES[key] = route_split(FixedRoute(position), env)
+    return _FIXED_ROUTES[key]
+
+
 def fixed_route_actions(obs: dict[str, np.ndarray], position: int, width: int | None = None) -> np.ndarray:
     """EXIT at ``position`` (or as soon as only EXIT is valid), else RUN at width index ``width``
     where valid, at the widest valid width otherwise."""
@@ -114,7 +132,7 @@ class ExitTable:
 def exit_table(env: RoutingVectorEnv) -> ExitTable:
     """Route the split along the full-width path once per head position."""
     positions = np.array(sorted(env.core.backbone.spec.head_positions))
-    records = [route_split(FixedRoute(int(p)), env) for p in positions]
+    records = [fixed_route_records(env, int(p)) for p in positions]
     return ExitTable(
         positions=positions,
         correct=np.stack([r.correct for r in records]),
@@ -125,7 +143,7 @@ def exit_table(env: RoutingVectorEnv) -> ExitTable:
 
 def summarize(records: Records, env: RoutingVectorEnv, policy_macs: float = 0.0) -> dict[str, Any]:
     """The evaluation JSON fields (DESIGN §10) for ``records``; MACs are multiply-accumulates."""
-    reference = route_split(FixedRoute(env.core.num_stages), env)
+    reference = fixed_route_records(env, env.core.num_stages)
     n_positions = env.core.num_stages + 1
     histogram = np.bincount(records.exit_position, minlength=n_positions)
     mean_decisions = float(records.decisions.mean())

@@ -331,3 +331,14 @@ def test_sweep_on_the_dynamic_backbone_compares_with_its_baselines(tmp_path: Pat
         assert skip["macs_fraction"] == pytest.approx(results["runs"][0]["val"]["macs_fraction"], abs=0.05)
     assert "random skip at the same val cost" in groups_markdown(results)
     assert (tmp_path / "pareto.png").stat().st_size > 0
+
+
+def test_fixed_routes_are_routed_once_per_frozen_configuration() -> None:
+    from routing_env.evaluation import fixed_route_records
+
+    env = RoutingVectorEnv(num_envs=64, backbone=TINY, split="test")
+    first = fixed_route_records(env, 6)
+    assert fixed_route_records(RoutingVectorEnv(num_envs=64, backbone=TINY, split="test"), 6) is first
+    assert fixed_route_records(RoutingVectorEnv(num_envs=64, backbone=TINY, split="val"), 6) is not first
+    cotrained = RoutingVectorEnv(num_envs=64, backbone=TINY, split="test", train_backbone=True)
+    assert fixed_route_records(cotrained, 6) is not fixed_route_records(cotrained, 6)
