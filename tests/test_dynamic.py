@@ -342,3 +342,20 @@ def test_fixed_routes_are_routed_once_per_frozen_configuration() -> None:
     assert fixed_route_records(RoutingVectorEnv(num_envs=64, backbone=TINY, split="val"), 6) is not first
     cotrained = RoutingVectorEnv(num_envs=64, backbone=TINY, split="test", train_backbone=True)
     assert fixed_route_records(cotrained, 6) is not fixed_route_records(cotrained, 6)
+
+
+def test_episodes_taking_the_same_block_and_width_run_as_one_call() -> None:
+    venv = RoutingVectorEnv(num_envs=32, backbone=TINY)
+    executor = venv.core.executor
+    calls: list[tuple[int, int, int]] = []
+    run = executor.run
+
+    def counting_run(slots: np.ndarray, stage: int, width: int) -> np.ndarray:
+        calls.append((stage, width, len(slots)))
+        return run(slots, stage, width)
+
+    executor.run = counting_run
+    venv.reset(seed=0)
+    actions = np.array([RUN + (i % 2) * 3 for i in range(32)])  # half at width 0.25, half at 1.0
+    venv.step(actions)
+    assert sorted(calls) == [(0, 0, 16), (0, 3, 16)]
