@@ -175,6 +175,9 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     trades accuracy against the multiply-accumulates (MACs) spent. ``routing_env/Cascade-v0`` is the
     cascade of classifiers of Guan et al. (IJCAI 2018); by default the shipped CIFAR-10 ResNet-8 →
     ResNet-20 → ResNet-56 cascade, routed from its feature caches with no image data.
+    ``routing_env/DynamicResNet-v0`` is the dynamic ResNet of LC-Net / BlockDrop / SkipNet: a decision
+    before every residual block (skip it, or run it at a channel width), exit heads after each stage,
+    the chosen blocks executed for real on the images (by default the shipped CIFAR-10 ResNet-20).
 
     ## Action Space
     ``Discrete(2 + len(widths))``: ``0`` EXIT (predict with the latest head; ends the episode),
@@ -194,7 +197,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
 
     ## Starting State
     An instance drawn uniformly from the split with ``self.np_random`` (or ``options={"index": i}``);
-    the mandatory prefix (a cascade's first classifier) has run and is charged.
+    the mandatory prefix (a cascade's first classifier, a ResNet's stem) has run and is charged.
 
     ## Episode End
     Terminates on EXIT (only EXIT is valid after the last stage): at most ``N + 1`` steps. Never truncates.
@@ -205,7 +208,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     ``backbone_lr``, ``backbone_update_every``, ``backbone_weights``, ``device``, ``data_root``.
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release (``DynamicResNet-v0`` and co-training since routing-env 0.2.0).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
