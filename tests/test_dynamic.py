@@ -359,3 +359,28 @@ def test_episodes_taking_the_same_block_and_width_run_as_one_call() -> None:
     actions = np.array([RUN + (i % 2) * 3 for i in range(32)])  # half at width 0.25, half at 1.0
     venv.step(actions)
     assert sorted(calls) == [(0, 0, 16), (0, 3, 16)]
+
+
+def test_exit_heads_after_every_block() -> None:
+    model = DynamicResNet(14, 4, exits="block", base_width=4).eval()
+    assert model.exit_positions == (1, 2, 3, 4, 5, 6)
+    backbone = DynamicResNetBackbone(model, "per-block", (3, 16, 16))
+    assert backbone.spec.head_positions == (1, 2, 3, 4, 5, 6) and (backbone.costs.head[1:] > 0).all()
+    x = torch.rand(6, 3, 16, 16)
+    with torch.no_grad():
+        logits = model.forward_routes(x, torch.full((6, 6), 3), torch.arange(1, 7))
+        for i in range(6):
+            assert torch.allclose(logits[i], model.forward_exits(x[i : i + 1], [3] * 6)[i][0], atol=1e-5)
+
+
+def test_a_stock_sb3_agent_cotrains_without_knowing_it() -> None:
+    from agents import make_agent
+
+    env = RoutingVectorEnv(num_envs=8, backbone=TINY, train_backbone=True, backbone_update_every=16)
+    agent = make_agent("ppo", env, seed=0, n_steps=32, batch_size=64)
+    agent.learn(512)
+    trainer = agent.training_env.core.executor.trainer
+    assert trainer.updates > 0 and np.isfinite(trainer.last_loss)
+    original = tiny_dynamic_model().state_dict()
+    trained = agent.training_env.core.backbone.model.state_dict()
+    assert any(not torch.equal(trained[k], original[k]) for k in original)
