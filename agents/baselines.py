@@ -71,7 +71,7 @@ class RandomSkipAgent(Agent):
 
     def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
         mask = obs["action_mask"].astype(bool)
-        run = fixed_route_actions(obs, mask.shape[1])
+        run = fixed_route_actions(obs, obs["position"].shape[1] - 1)
         skip = mask[:, SKIP] & (self.rng.random(len(mask)) < self.rate)
         return np.where(skip, SKIP, run).astype(np.int64)
 
@@ -93,7 +93,8 @@ class ThresholdAgent(Agent):
 
     ``learn`` tunes ``tau`` on the agent's environment (use ``val``): it maximises
     ``accuracy − lam·macs_fraction`` (``lam`` defaults to the environment's), or, with
-    ``target_macs_fraction``, the accuracy among thresholds whose mean cost stays within the target.
+    ``target_macs_fraction``, the accuracy among thresholds whose mean cost stays within the target
+    (τ = 0, the cheapest, where none does).
     """
 
     name = "threshold"
@@ -130,6 +131,8 @@ class ThresholdAgent(Agent):
                 score = correct.mean() - self.lam * cost.mean()
             if score > best_score:
                 best, best_score = float(tau), score
+        if best_score == -np.inf:  # no threshold is cheap enough: the cheapest one (exit at the first head)
+            best = 0.0
         self.tau = best
         if logger is not None:
             logger.scalar("charts/threshold_tau", self.tau, 0)

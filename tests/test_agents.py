@@ -114,3 +114,11 @@ def test_policies_read_the_softmax_sorted_and_not_the_mask(val: RoutingVectorEnv
     assert torch.equal(policy_input_np(permuted), x)
     extractor = RoutingExtractor(val.single_observation_space)
     assert torch.equal(extractor({k: torch.as_tensor(v) for k, v in obs.items()}), x)
+
+
+def test_threshold_below_the_cheapest_cost_takes_the_cheapest(val) -> None:
+    agent = ThresholdAgent(val, target_macs_fraction=1e-6)
+    agent.learn(0)
+    assert agent.tau == 0.0
+    records = route_split(agent, RoutingVectorEnv(backbone="tiny-cascade", num_envs=256, split="val"))
+    assert (records.exit_position == 0).all()

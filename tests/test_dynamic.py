@@ -310,6 +310,7 @@ def test_random_skip_and_uniform_width_baselines() -> None:
     np.testing.assert_array_equal(never.macs, full.macs)
     skipped = sum(env.core.backbone.costs.stage[k, -1] for k in range(spec.num_stages) if spec.skippable[k])
     np.testing.assert_allclose(always.macs, full.macs - skipped)
+    assert (always.exit_position == spec.num_stages).all() and (never.exit_position == spec.num_stages).all()
     narrow = route_split(make_agent("fixed", env, width=0), env)
     assert narrow.macs.mean() < 0.5 * full.macs.mean()
     with pytest.raises(ValueError, match="rate must be a probability"):

@@ -132,3 +132,46 @@ def test_rebuilding_a_whole_shipped_cache_matches_it(split: str, cifar_root: str
     np.testing.assert_array_equal(rebuilt.labels, shipped.labels)
     np.testing.assert_allclose(rebuilt.logits, shipped.logits, atol=1e-4)
     assert (rebuilt.logits.argmax(2) == shipped.logits.argmax(2)).all()
+
+
+def shipped_dynamic_card() -> dict:
+    folder = pretrained.root() / "cifar10-resnet20-dynamic"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return json.loads((folder / f"{manifest['model']}.model_card.json").read_text())
+
+
+def test_shipped_dynamic_resnet_is_the_dynamic_default() -> None:
+    import gymnasium as gym
+
+    from routing_env.backbones import DYNAMIC_BACKBONE
+
+    assert DYNAMIC_BACKBONE == "cifar10-resnet20-dynamic"
+    env = gym.make("routing_env/DynamicResNet-v0").unwrapped
+    backbone = env.core.backbone
+    assert backbone.spec.num_stages == 9 and backbone.spec.widths == (0.25, 0.5, 0.75, 1.0)
+    assert backbone.costs.reference == pytest.approx(40.55e6, rel=0.01) == shipped_dynamic_card()["macs"]
+
+
+def evaluate_json(capsys: pytest.CaptureFixture, *args: str) -> dict:
+    from routing_env.cli import main
+
+    assert main(["evaluate", "--env", "routing_env/DynamicResNet-v0", "--split", "test", "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_dynamic_card_full_path_reproduces(cifar_root: str, capsys: pytest.CaptureFixture) -> None:
+    card = shipped_dynamic_card()
+    result = evaluate_json(capsys, "--agent", "fixed")
+    # the environment runs blocks on groups of images, the card on batches of 500: float rounding may differ
+    assert result["accuracy"] == pytest.approx(card["test_accuracy"], abs=3e-4)
+
+
+@pytest.mark.expensive
+def test_dynamic_card_routes_reproduce(cifar_root: str, capsys: pytest.CaptureFixture) -> None:
+    routes = {r["route"]: r for r in shipped_dynamic_card()["routes_on_test"]}
+    for j, w in enumerate((0.25, 0.5, 0.75)):
+        result = evaluate_json(capsys, "--agent", "fixed", "--agent-kwargs", f"width={j}")
+        assert result["accuracy"] == pytest.approx(routes[f"width {w:g}"]["accuracy"], abs=3e-4)
+    for p in (3, 6):
+        result = evaluate_json(capsys, "--agent", "fixed", "--agent-kwargs", f"position={p}")
+        assert result["accuracy"] == pytest.approx(routes[f"exit after block {p}"]["accuracy"], abs=3e-4)

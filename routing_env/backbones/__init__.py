@@ -16,8 +16,8 @@ BACKBONES: dict[str, Callable[[], RoutableBackbone]] = {
 DEFAULT_BACKBONE = "cifar10-resnet-cascade"
 """The pretrained cascade that ``routing_env/Cascade-v0`` routes unless told otherwise."""
 
-DYNAMIC_BACKBONE = "tiny-dynamic-resnet"
-"""What ``routing_env/DynamicResNet-v0`` routes unless told otherwise (the pretrained CIFAR-10 model once shipped)."""
+DYNAMIC_BACKBONE = "cifar10-resnet20-dynamic"
+"""The pretrained dynamic ResNet-20 that ``routing_env/DynamicResNet-v0`` routes unless told otherwise."""
 
 # Which data set each backbone is trained for (and which the environment defaults to).
 BACKBONE_DATASETS: dict[str, str] = {
