@@ -103,7 +103,7 @@ class RoutingCore:
         self.labels = self.executor.labels
         self.num_instances = len(self.labels)
         self.num_stages = n = spec.num_stages
-        self.num_actions = a = spec.num_actions
+        self.num_actions = spec.num_actions
         self.num_classes = spec.num_classes
         self.feature_dim = spec.feature_dim
         self.action_names = action_names(spec.widths)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
 import routing_env  # noqa: F401  (registers the environment ids)

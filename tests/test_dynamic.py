@@ -166,6 +166,8 @@ def test_vector_env_matches_single_envs() -> None:
     indices = np.arange(10, 10 + b)
     obs, _ = venv.reset(seed=0, options={"index": indices})
     single_obs = [e.reset(options={"index": int(i)})[0] for e, i in zip(singles, indices)]
+    for i in range(b):
+        np.testing.assert_allclose(obs["features"][i], single_obs[i]["features"], atol=1e-5)
     rng = np.random.default_rng(0)
     done = np.zeros(b, dtype=bool)
     while not done.all():
