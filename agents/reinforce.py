@@ -28,7 +28,7 @@ from routing_env.costs import count_macs
 from routing_env.env import RoutingVectorEnv
 
 from .base import Agent
-from .features import input_dim, policy_input_np
+from .features import input_dim, policy_input, policy_input_np
 from .logger import RunLogger
 
 @dataclass
@@ -91,6 +91,10 @@ class ReinforceAgent(Agent):
     def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
         mask = torch.as_tensor(obs["action_mask"]).bool()
         return self.net.logits(policy_input_np(obs), mask).argmax(dim=-1).numpy()
+
+    def policy_module(self) -> nn.Module:
+        """The deterministic policy as a module over observation tensors (for ``RoutedModel``)."""
+        return _TorchPolicy(self.net)
 
     def policy_macs(self) -> float:
         x = torch.zeros(1, self.net.norm.normalized_shape[0])
@@ -179,6 +183,17 @@ class ReinforceAgent(Agent):
 
     def load_state(self, directory: Path) -> None:
         self.net.load_state_dict(load_state_dict(Path(directory) / "policy.pt"))
+
+
+class _TorchPolicy(nn.Module):
+    """Masked action logits of a :class:`PolicyNet` from a dict of observation tensors."""
+
+    def __init__(self, net: PolicyNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net.logits(policy_input(obs), obs["action_mask"].bool())
 
 
 def _sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -12,6 +12,7 @@ from .backbones import DYNAMIC_BACKBONE
 from .core import EXIT, RUN, SKIP, RoutingCore
 from .env import EnvConfig, RoutingEnv, RoutingVectorEnv
 from .rewards import RewardFn, make_reward
+from .routed import RoutedModel
 
 __version__ = "0.2.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "SKIP",
     "EnvConfig",
     "RewardFn",
+    "RoutedModel",
     "RoutingCore",
     "RoutingEnv",
     "RoutingVectorEnv",
