@@ -14,7 +14,7 @@ export ROUTING_ENV_DATA ?= $(DATA_DIR)
 DATA := $(CIFAR10)
 endif
 
-.PHONY: install data demo test test-all clean
+.PHONY: install data demo test test-all bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ test: $(STAMP) $(DATA)
 
 test-all: $(STAMP) $(DATA)
 	$(BIN)/python -m pytest -q -m ''
+
+bench: $(STAMP) $(DATA)
+	$(BIN)/routing-env bench --json
 
 clean:
 	rm -rf $(VENV) runs .cache .data

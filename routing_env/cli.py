@@ -1,4 +1,4 @@
-"""The ``routing-env`` command line (DESIGN §10): ``train``, ``evaluate``, ``sweep``, ``demo`` and ``pretrain``."""
+"""The ``routing-env`` command line (DESIGN §10): ``train``, ``evaluate``, ``sweep``, ``demo``, ``bench`` and ``pretrain``."""
 
 from __future__ import annotations
 
@@ -163,6 +163,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bench ----------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench
+
+    result = bench(seconds=args.seconds, ppo_steps=args.ppo_steps, dynamic=not args.no_dynamic)
+    print(json.dumps(result, indent=None if args.json else 1))
+    return 0
+
+
 # --- pretrain -------------------------------------------------------------------------------------
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .pretrain import PretrainArgs, command_line, pretrain
@@ -251,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="sweep directory (finished runs are kept and reused)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("bench", help="speed of the environments, SB3 training and routed inference, as JSON")
+    p.add_argument("--json", action="store_true", help="one line of JSON (the default prints it indented)")
+    p.add_argument("--seconds", type=float, default=2.0, help="measuring time per throughput figure")
+    p.add_argument("--ppo-steps", type=int, default=16384, help="timesteps of each PPO run")
+    p.add_argument("--no-dynamic", action="store_true", help="skip the figures that need CIFAR-10")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("pretrain", help="train a backbone on the train split; checkpoints, --resume, model card")
     p.add_argument("--backbone", required=True, help="classifier name, e.g. resnet20, or resnet20-dynamic")

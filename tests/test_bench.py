@@ -1,0 +1,32 @@
+"""``routing-env bench``: the JSON has the contract's keys (figures are machine-dependent, not asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from routing_env.cli import main
+
+
+def test_bench_prints_the_documented_keys(capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--json", "--seconds", "0.05", "--ppo-steps", "256", "--no-dynamic"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["torch_threads"] >= 1 and result["machine"]
+    cascade = result["cascade"]
+    assert set(cascade["vector_steps_per_s"]) == {"1", "64", "1024"}
+    assert cascade["ratio_to_ceiling"] == pytest.approx(cascade["vector_steps_per_s"]["1024"] / cascade["ceiling_lookups_per_s"])
+    assert all(v > 0 for v in cascade["vector_steps_per_s"].values()) and cascade["single_steps_per_s"] > 0
+    ppo = result["sb3_ppo"]
+    assert ppo["ratio"] == pytest.approx(ppo["ours_steps_per_s"] / ppo["trivial_steps_per_s"])
+    assert "dynamic" not in result
+
+
+def test_bench_dynamic_figures(cifar_root: str) -> None:
+    from routing_env.bench import dynamic_figures, routed_figures
+
+    dynamic = dynamic_figures(0.05)
+    assert set(dynamic["vector_steps_per_s"]) == {"64", "256"} and dynamic["routing_overhead"] > -1
+    routed = routed_figures(repeats=2)
+    assert routed["batch1"]["macs_ratio"] == pytest.approx(0.5055, abs=1e-3)
+    assert routed["batch64"]["latency_ratio"] > 0
