@@ -14,24 +14,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 
 import torch
 
 from routing_env.backbones.dynamic import dynamic_costs
 from routing_env.backbones.resnet import DYNAMIC
-
-
-def median_seconds(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+from routing_env.bench import median_seconds
 
 
 def main() -> None:
@@ -53,9 +41,9 @@ def main() -> None:
             for k in chosen:
                 x = torch.randn(batch, *inputs[k].shape[1:])
                 block = model.blocks[k]
-                full = median_seconds(lambda: block(x, len(model.widths) - 1), args.repeats)
+                full = median_seconds(lambda: block(x, len(model.widths) - 1), args.repeats, warmup=3)
                 for j, w in enumerate(model.widths):
-                    t = median_seconds(lambda: block(x, j), args.repeats)
+                    t = median_seconds(lambda: block(x, j), args.repeats, warmup=3)
                     rows.append(
                         {
                             "block": k,

@@ -36,8 +36,10 @@ def rate(fn: Callable[[], int], seconds: float) -> float:
     return done / (time.perf_counter() - began)
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         began = time.perf_counter()

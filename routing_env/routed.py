@@ -9,11 +9,13 @@ MACs against the environment). The hard budget ``max_macs`` is not applied here.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones.dynamic import DynamicResNetBackbone
+from .backbones.dynamic import DynamicResNetBackbone, pooled_features
+from .backbones.resnet import SKIP_CHOICE
 from .core import EXIT, RUN, SKIP
 from .costs import count_macs
 
@@ -39,7 +41,8 @@ class RoutedModel(nn.Module):
         self.head_positions = tuple(spec.head_positions)
         self.skippable = tuple(bool(allow_skip and s) for s in spec.skippable)
         self.prefix, self.reference = float(costs.prefix), float(costs.reference)
-        self.stage_macs = [[float(c) for c in row] for row in costs.stage]
+        # MACs of each action at each point: EXIT 0, SKIP (a projection, if any), RUN at each width
+        self.action_macs = torch.from_numpy(np.concatenate([np.zeros((spec.num_stages, 1)), costs.skip[:, None], costs.stage], axis=1))
         self.head_macs = [float(c) for c in costs.head]
         example = self._observation(torch.zeros(1, spec.feature_dim), torch.zeros(1, spec.num_classes), 0,
                                     torch.zeros(1), torch.zeros(1, dtype=torch.bool))
@@ -59,9 +62,6 @@ class RoutedModel(nn.Module):
         return {"features": features, "probs": probs, "position": onehot, "cost": (macs / self.reference)[:, None],
                 "action_mask": mask.to(torch.int8)}
 
-    def _pooled(self, h: torch.Tensor) -> torch.Tensor:
-        return F.pad(h.mean(dim=(2, 3)), (0, self.feature_dim - h.shape[1]))
-
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         b = len(x)
@@ -77,7 +77,7 @@ class RoutedModel(nn.Module):
         exit_at = torch.full((b,), -1, dtype=torch.long)
         for k in range(self.num_stages + 1):
             probs = torch.where(has_probs[:, None], F.softmax(logits, dim=1), torch.zeros_like(logits))
-            obs = self._observation(self._pooled(h), probs, k, macs.float(), has_probs)
+            obs = self._observation(pooled_features(h, self.feature_dim), probs, k, macs.float(), has_probs)
             scores = self.policy(obs).masked_fill(~obs["action_mask"].bool(), float("-inf"))
             action = scores.argmax(dim=1)
             out_decisions[rows] += 1
@@ -88,16 +88,8 @@ class RoutedModel(nn.Module):
             logits, has_probs, exit_at = logits[keep], has_probs[keep], exit_at[keep]
             if len(rows) == 0:
                 break
-            pieces, where = [], []
-            for a in torch.unique(action).tolist():
-                group = (action == a).nonzero().squeeze(1)
-                if a == SKIP:
-                    pieces.append(h[group])
-                else:
-                    pieces.append(self.model.blocks[k](h[group], a - RUN))
-                    macs[group] += self.stage_macs[k][a - RUN]
-                where.append(group)
-            h = torch.cat(pieces)[torch.argsort(torch.cat(where))]
+            h = self.model.block_routes(k, h, torch.where(action == SKIP, SKIP_CHOICE, action - RUN))
+            macs += self.action_macs[k, action]
             if k + 1 in self.head_positions:  # heads are evaluated on arrival after RUN and after SKIP
                 logits = self.model.head(k + 1, h).float()
                 macs += self.head_macs[k + 1]

@@ -48,6 +48,11 @@ def dynamic_costs(model: DynamicResNet, input_shape: tuple[int, ...]) -> CostTab
     return CostTable(prefix=float(prefix), stage=stage, skip=np.zeros(n), head=head, reference=float(prefix + stage[:, -1].sum() + head[n]))
 
 
+def pooled_features(h: torch.Tensor, dim: int) -> torch.Tensor:
+    """The observation's ``features`` of feature maps ``h``: global average pooling, zero-padded to ``dim``."""
+    return F.pad(h.mean(dim=(2, 3)), (0, dim - h.shape[1]))
+
+
 class DynamicResNetBackbone(RoutableBackbone):
     """A :class:`DynamicResNet` as a routable backbone (DESIGN §1): decisions before every block.
 
@@ -126,7 +131,7 @@ class DynamicExecutor(Executor):
         self.trainer = BackboneTrainer(self.model, self.route_loss, cotrain) if cotrain is not None else None
 
     def _pooled(self, h: torch.Tensor) -> np.ndarray:
-        return F.pad(h.mean(dim=(2, 3)), (0, self.feature_dim - h.shape[1])).float().cpu().numpy()
+        return pooled_features(h, self.feature_dim).float().cpu().numpy()
 
     @torch.inference_mode()
     def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:

@@ -305,6 +305,16 @@ class DynamicResNet(nn.Module):
                 logits.append(self.head(k + 1, x))
         return logits
 
+    def block_routes(self, k: int, h: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        """Block ``k`` on each row of ``h`` at that row's ``choice`` (width index or ``SKIP_CHOICE``);
+        the rows with the same choice run as one call, and the result keeps the rows' order."""
+        pieces, where = [], []
+        for c in torch.unique(choice).tolist():
+            group = (choice == c).nonzero().squeeze(1)
+            pieces.append(h[group] if c == SKIP_CHOICE else self.blocks[k](h[group], c))
+            where.append(group)
+        return torch.cat(pieces)[torch.argsort(torch.cat(where))]
+
     def forward_routes(self, x: torch.Tensor, choices: torch.Tensor, exit_at: torch.Tensor) -> torch.Tensor:
         """Logits of each input's own route: ``choices`` ``(B, N)`` (width index or ``SKIP_CHOICE``),
         ``exit_at`` ``(B,)`` exit positions. Inputs taking the same (block, choice) run as one call;
@@ -323,13 +333,7 @@ class DynamicResNet(nn.Module):
                     h, rows = h[~ending], rows[~ending]
             if k == self.num_blocks or len(rows) == 0:
                 break
-            choice = choices[rows, k]
-            pieces, where = [], []
-            for c in torch.unique(choice).tolist():
-                group = (choice == c).nonzero().squeeze(1)
-                pieces.append(h[group] if c == SKIP_CHOICE else self.blocks[k](h[group], c))
-                where.append(group)
-            h = torch.cat(pieces)[torch.argsort(torch.cat(where))]
+            h = self.block_routes(k, h, choices[rows, k])
         if len(rows):
             raise ValueError(f"exit positions {sorted(set(exit_at[rows].tolist()))} are not among {self.exit_positions}")
         logits = torch.cat(out)
