@@ -96,61 +96,75 @@ def cascade_figures(seconds: float) -> dict[str, Any]:
     return out
 
 
-def dynamic_figures(seconds: float) -> dict[str, Any]:
+def dynamic_figures(seconds: float, rounds: int = 3) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {"vector_steps_per_s": {}}
-    calls: list[tuple[str, int, int, int]] = []
     for b in (64, 256):
         venv = RoutingVectorEnv(num_envs=b, backbone="cifar10-resnet20-dynamic")
-        obs, _ = venv.reset(seed=0)
-        executor = venv.core.executor
-        record = b == 256
-        run, head = executor.run, executor.head
-
-        def counting_run(slots: np.ndarray, stage: int, width: int, run: Callable = run, record: bool = record) -> np.ndarray:
-            if record:
-                calls.append(("run", stage, width, len(slots)))
-            return run(slots, stage, width)
-
-        def counting_head(slots: np.ndarray, position: int, head: Callable = head, record: bool = record) -> np.ndarray:
-            if record:
-                calls.append(("head", position, 0, len(slots)))
-            return head(slots, position)
-
-        executor.run, executor.head = counting_run, counting_head
-        steps = {"n": 0, "seconds": 0.0}
+        venv.reset(seed=0)
 
         def vector(venv: RoutingVectorEnv = venv, b: int = b) -> int:
-            mask = venv.action_masks()
-            scores = rng.random(mask.shape) * mask
-            began = time.perf_counter()
-            venv.step(scores.argmax(axis=1))
-            steps["seconds"] += time.perf_counter() - began
-            steps["n"] += 1
+            venv.step(random_valid(rng, venv.action_masks()))
             return b
 
-        calls.clear()
         out["vector_steps_per_s"][str(b)] = rate(vector, seconds)
-        if record:
-            env_seconds = steps["seconds"]
-            backbone_seconds = replay(venv, calls)
-            out["routing_overhead"] = env_seconds / backbone_seconds - 1.0
-            out["overhead_measured_on"] = f"B=256, {steps['n']} steps, {len(calls)} backbone calls replayed"
+    overheads = [routing_overhead(venv, rng, steps=20) for _ in range(rounds)]
+    out["routing_overhead"] = float(np.median(overheads))
+    out["routing_overhead_rounds"] = overheads
+    out["overhead_measured_on"] = f"B=256, median of {rounds} rounds of 20 steps, each against a replay of its backbone calls"
     return out
+
+
+def random_valid(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """A uniformly random valid action per row of ``mask``."""
+    return (rng.random(mask.shape) * mask).argmax(axis=1)
+
+
+def routing_overhead(venv: RoutingVectorEnv, rng: np.random.Generator, steps: int) -> float:
+    """Env step time over the time of only the backbone calls those steps made (stem, blocks at their
+    widths, heads; the same batch sizes, replayed on the executor's own buffers), minus 1."""
+    executor = venv.core.executor
+    calls: list[tuple[str, int, int, int]] = []
+    begin, run, head = executor.begin, executor.run, executor.head
+
+    def counting_begin(slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        calls.append(("stem", 0, 0, len(slots)))
+        return begin(slots, indices)
+
+    def counting_run(slots: np.ndarray, stage: int, width: int) -> np.ndarray:
+        calls.append(("run", stage, width, len(slots)))
+        return run(slots, stage, width)
+
+    def counting_head(slots: np.ndarray, position: int) -> np.ndarray:
+        calls.append(("head", position, 0, len(slots)))
+        return head(slots, position)
+
+    executor.begin, executor.run, executor.head = counting_begin, counting_run, counting_head
+    try:
+        env_seconds = 0.0
+        for _ in range(steps):
+            actions = random_valid(rng, venv.action_masks())
+            began = time.perf_counter()
+            venv.step(actions)
+            env_seconds += time.perf_counter() - began
+    finally:
+        del executor.begin, executor.run, executor.head
+    return env_seconds / replay(venv, calls) - 1.0
 
 
 @torch.inference_mode()
 def replay(venv: RoutingVectorEnv, calls: list[tuple[str, int, int, int]]) -> float:
-    """Seconds to make only the recorded backbone calls (same blocks, widths and batch sizes)."""
-    backbone = venv.core.backbone
-    model = backbone.model
-    inputs = {p: torch.randn(256, *shape) for p, shape in enumerate(backbone.map_shapes)}
+    """Seconds to make only the recorded backbone calls, on contiguous leading rows of the buffers."""
+    executor = venv.core.executor
+    model = executor.model
     began = time.perf_counter()
     for kind, k, j, n in calls:
-        if kind == "run":
-            model.blocks[k](inputs[k][:n], j)
+        if kind == "stem":
+            model.stem(executor.inputs[:n])
+        elif kind == "run":
+            model.blocks[k](executor.maps[k][:n], j)
         else:
-            model.head(k, inputs[k][:n])
+            model.head(k, executor.maps[k][:n])
     return time.perf_counter() - began
 
 

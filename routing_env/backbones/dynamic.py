@@ -25,7 +25,7 @@ from torch import nn
 from ..costs import count_macs
 from ..data import SYNTHETIC_CLASSES, SYNTHETIC_IMAGE_SIZE, Split, load_split
 from .base import BackboneSpec, BackboneTrainer, CoTraining, CostTable, Executor, RoutableBackbone
-from .resnet import SKIP_CHOICE, DynamicResNet, sandwich_loss
+from .resnet import SKIP_CHOICE, DynamicResNet, global_pool, sandwich_loss
 
 
 def dynamic_costs(model: DynamicResNet, input_shape: tuple[int, ...]) -> CostTable:
@@ -50,7 +50,7 @@ def dynamic_costs(model: DynamicResNet, input_shape: tuple[int, ...]) -> CostTab
 
 def pooled_features(h: torch.Tensor, dim: int) -> torch.Tensor:
     """The observation's ``features`` of feature maps ``h``: global average pooling, zero-padded to ``dim``."""
-    return F.pad(h.mean(dim=(2, 3)), (0, dim - h.shape[1]))
+    return F.pad(global_pool(h), (0, dim - h.shape[1]))
 
 
 class DynamicResNetBackbone(RoutableBackbone):
@@ -126,39 +126,49 @@ class DynamicExecutor(Executor):
             if shape not in buffers:
                 buffers[shape] = torch.zeros(num_slots, *shape, device=self.device)
         self.maps = [buffers[shape] for shape in backbone.map_shapes]
+        self.pooled = torch.zeros(num_slots, self.feature_dim, device=self.device)
+        """Pooled features of each slot's current map (the observation's, and what heads read)."""
         self.index = np.zeros(num_slots, dtype=np.int64)
         self.routes = np.full((num_slots, backbone.spec.num_stages), SKIP_CHOICE, dtype=np.int64)
         self.trainer = BackboneTrainer(self.model, self.route_loss, cotrain) if cotrain is not None else None
 
-    def _pooled(self, h: torch.Tensor) -> np.ndarray:
-        return pooled_features(h, self.feature_dim).float().cpu().numpy()
+    def _rows(self, slots: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(slots).to(self.device)
+
+    def _observe(self, rows: torch.Tensor, h: torch.Tensor) -> np.ndarray:
+        """Pool ``h`` (the maps of ``rows``) once: kept for the heads, returned as observation features."""
+        pooled = pooled_features(h, self.feature_dim)
+        self.pooled[rows] = pooled
+        return pooled.float().cpu().numpy()
 
     @torch.inference_mode()
     def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
         self.index[slots] = indices
         self.routes[slots] = SKIP_CHOICE
-        h = self.model.stem(self.inputs[torch.from_numpy(indices).to(self.device)])
-        self.maps[0][torch.from_numpy(slots).to(self.device)] = h
-        return self._pooled(h)
+        rows = self._rows(slots)
+        h = self.model.stem(self.inputs.index_select(0, self._rows(indices)))
+        self.maps[0][rows] = h
+        return self._observe(rows, h)
 
     @torch.inference_mode()
     def run(self, slots: np.ndarray, stage: int, width: int) -> np.ndarray:
-        rows = torch.from_numpy(slots).to(self.device)
-        h = self.model.blocks[stage](self.maps[stage][rows], width)
+        rows = self._rows(slots)
+        h = self.model.blocks[stage](self.maps[stage].index_select(0, rows), width)
         self.maps[stage + 1][rows] = h
         self.routes[slots, stage] = width
-        return self._pooled(h)
+        return self._observe(rows, h)
 
     @torch.inference_mode()
     def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
-        # a skippable block keeps the shape, so points stage and stage + 1 share one buffer
+        # a skippable block keeps the shape, so points stage and stage + 1 share one buffer, and the
+        # pooled features stay as they are
         self.routes[slots, stage] = SKIP_CHOICE
-        return self._pooled(self.maps[stage][torch.from_numpy(slots).to(self.device)])
+        return self.pooled[self._rows(slots)].float().cpu().numpy()
 
     @torch.inference_mode()
     def head(self, slots: np.ndarray, position: int) -> np.ndarray:
-        rows = torch.from_numpy(slots).to(self.device)
-        return self.model.head(position, self.maps[position][rows]).float().cpu().numpy()
+        # the head reads the pooled features of the map the slots are at (pooled when it was made)
+        return self.model.head_pooled(position, self.pooled[self._rows(slots)]).float().cpu().numpy()
 
     def finish(self, slots: np.ndarray, exit_positions: np.ndarray) -> None:
         if self.trainer is not None:

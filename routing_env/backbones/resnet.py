@@ -212,6 +212,11 @@ class DynamicBasicBlock(nn.Module):
         return F.relu(out)
 
 
+def global_pool(x: torch.Tensor) -> torch.Tensor:
+    """Global average pooling ``(B, C, H, W) -> (B, C)`` (the same values as ``adaptive_avg_pool2d(x, 1)``)."""
+    return x.mean(dim=(2, 3))
+
+
 class ExitHead(nn.Module):
     """Global average pooling and a linear classifier on a feature map."""
 
@@ -220,7 +225,7 @@ class ExitHead(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(global_pool(x))
 
 
 EXIT_PLACEMENTS = ("stage", "block")
@@ -285,6 +290,12 @@ class DynamicResNet(nn.Module):
     def head(self, position: int, x: torch.Tensor) -> torch.Tensor:
         """Logits of the exit head at ``position`` on the feature map ``x``."""
         return self.heads[str(position)](x)
+
+    def head_pooled(self, position: int, pooled: torch.Tensor) -> torch.Tensor:
+        """The same logits from the map's pooled features (:func:`global_pool`, at least as wide as the
+        map; zero padding is ignored): an environment that pools for its observation pools once."""
+        fc = self.heads[str(position)].fc
+        return fc(pooled[:, : fc.in_features])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The full path: every block at full width, the last exit."""
