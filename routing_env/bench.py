@@ -217,21 +217,28 @@ class HalfWidthPolicy(nn.Module):
 
 
 def routed_figures(repeats: int) -> dict[str, Any]:
+    """Routed inference against the full network, both in RoutedModel's inference form (BatchNorm
+    folded, channels-last); also the plain network as trained and the same route with no policy."""
     from .pretrained import load
     from .routed import RoutedModel
 
     backbone = load("cifar10-resnet20-dynamic")
     routed = RoutedModel(backbone, HalfWidthPolicy())
-    model = backbone.model
-    out: dict[str, Any] = {"policy": "every block at width 0.5 (fixed), exit at the end"}
+    n, last = backbone.spec.num_stages, len(backbone.spec.widths) - 1
+    full, fixed = routed.route_module([last] * n), routed.route_module([1] * n)
+    out: dict[str, Any] = {"policy": "every block at width 0.5 (fixed), exit at the end",
+                           "full": "the same inference copy along the full path (RoutedModel.route_module)"}
     for b in (1, 64):
         x = torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8)
         with torch.inference_mode():
-            full = median_seconds(lambda: model(x), repeats)
-        mine = median_seconds(lambda: routed(x), repeats)
+            full_s = median_seconds(lambda: full(x), repeats, warmup=3)
+            plain_s = median_seconds(lambda: backbone.model(x), repeats, warmup=3)
+            fixed_s = median_seconds(lambda: fixed(x), repeats, warmup=3)
+        routed_s = median_seconds(lambda: routed(x), repeats, warmup=3)
         macs = float(routed(x)[1].mean())
-        out[f"batch{b}"] = {"latency_ratio": mine / full, "macs_ratio": macs / backbone.costs.reference,
-                             "full_ms": full * 1e3, "routed_ms": mine * 1e3}
+        out[f"batch{b}"] = {"latency_ratio": routed_s / full_s, "macs_ratio": macs / backbone.costs.reference,
+                            "full_ms": full_s * 1e3, "routed_ms": routed_s * 1e3, "fixed_route_ms": fixed_s * 1e3,
+                            "plain_full_ms": plain_s * 1e3}
     return out
 
 

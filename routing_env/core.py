@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backbones.base import CoTraining, RoutableBackbone
+from .backbones.base import BackboneSpec, CoTraining, CostTable, RoutableBackbone
 from .rewards import InvalidActionPenalty, Outcome, RewardFn
 
 EXIT = 0
@@ -56,6 +56,79 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     m = row_max(z)
     lse = m + np.log(np.exp(z - m[:, None]).sum(axis=-1))
     return lse - z[np.arange(len(labels)), labels]
+
+
+@dataclass(frozen=True)
+class ActionTables:
+    """What each move does at each decision point, from a backbone's spec and costs alone: shared by
+    the environment core and :class:`~routing_env.routed.RoutedModel`, so both mask alike."""
+
+    has_head: np.ndarray
+    """(N+1,) bool: the point carries an exit head."""
+    static_valid: np.ndarray
+    """(N+1, A) bool: the move is possible at point k (EXIT is decided by whether a head has run)."""
+    act_cost: np.ndarray
+    """(N+1, A): MACs the move charges, the head evaluated on arrival included (inf where impossible)."""
+    evaluates: np.ndarray
+    """(N+1, A) bool: the move evaluates the head at the point it arrives at."""
+    min_to_head: np.ndarray
+    """(N+1,): the cheapest way from point k, no head evaluated yet, to a prediction."""
+    need: np.ndarray
+    """(N+1, A): MACs a move commits to when no head has been evaluated yet."""
+    valid_now: np.ndarray
+    """(N+1, 2, A) bool: the mask at point k with or without a prediction, before any budget."""
+
+    @classmethod
+    def build(cls, spec: BackboneSpec, costs: CostTable, allow_skip: bool) -> ActionTables:
+        n, a = spec.num_stages, spec.num_actions
+        has_head = np.zeros(n + 1, dtype=bool)
+        has_head[list(spec.head_positions)] = True
+        static_valid = np.zeros((n + 1, a), dtype=bool)
+        act_cost = np.full((n + 1, a), np.inf)
+        act_cost[:, EXIT] = 0.0
+        evaluates = np.zeros((n + 1, a), dtype=bool)
+        for k in range(n):
+            if allow_skip and spec.skippable[k]:
+                static_valid[k, SKIP] = True
+                evaluates[k, SKIP] = bool(has_head[k + 1] and spec.head_after_skip)
+                act_cost[k, SKIP] = costs.skip[k] + costs.head[k + 1] * evaluates[k, SKIP]
+            for j, ok in enumerate(spec.width_supported[k]):
+                if ok:
+                    static_valid[k, RUN + j] = True
+                    evaluates[k, RUN + j] = bool(has_head[k + 1])
+                    act_cost[k, RUN + j] = costs.stage[k, j] + costs.head[k + 1] * has_head[k + 1]
+        min_to_head = np.full(n + 1, np.inf)
+        for k in range(n - 1, -1, -1):
+            rest = np.where(evaluates[k], 0.0, min_to_head[k + 1])
+            min_to_head[k] = np.min(np.where(static_valid[k], act_cost[k] + rest, np.inf))
+        need = act_cost.copy()
+        need[:n] += np.where(evaluates[:n], 0.0, min_to_head[1:, None])
+        valid_now = np.stack([static_valid, static_valid], axis=1)
+        valid_now[:, 0, EXIT], valid_now[:, 1, EXIT] = False, True
+        return cls(has_head, static_valid, act_cost, evaluates, min_to_head, need, valid_now)
+
+    def budget(self, costs: CostTable, max_macs: float | None) -> float:
+        """The MACs budget of ``max_macs`` (a fraction of the reference; ``inf`` for ``None``);
+        ``ValueError`` if no route to a prediction fits in it."""
+        if max_macs is None:
+            return np.inf
+        budget = float(max_macs) * costs.reference
+        first = costs.prefix + (costs.head[0] if self.has_head[0] else self.min_to_head[0])
+        if first > budget * (1 + 1e-9):
+            raise ValueError(
+                f"max_macs={max_macs} is below the cheapest route to a prediction "
+                f"({first / costs.reference:.4g} of the reference MACs)"
+            )
+        return budget
+
+    def mask(self, position: np.ndarray, has_probs: np.ndarray, macs: np.ndarray, budget: float) -> np.ndarray:
+        """(B, A) bool: the valid moves of B episodes at ``position`` having spent ``macs``, under
+        ``budget`` MACs (``inf`` for none): a move is valid if the cheapest prediction after it fits."""
+        mask = self.valid_now[position, has_probs.astype(np.intp)]
+        if np.isfinite(budget):
+            committed = np.where(has_probs[:, None], self.act_cost[position], self.need[position])
+            mask &= macs[:, None] + committed <= budget * (1 + 1e-9)
+        return mask
 
 
 class RoutingCore:
@@ -113,14 +186,8 @@ class RoutingCore:
         self.feature_dim = spec.feature_dim
         self.action_names = action_names(spec.widths)
         self.reference_macs = costs.reference
-        self.budget = np.inf if max_macs is None else float(max_macs) * costs.reference
         self._build_tables(allow_skip)
-        first = costs.prefix + (costs.head[0] if self.has_head[0] else self.min_to_head[0])
-        if first > self.budget * (1 + 1e-9):
-            raise ValueError(
-                f"max_macs={max_macs} is below the cheapest route to a prediction "
-                f"({first / costs.reference:.4g} of the reference MACs)"
-            )
+        self.budget = self.tables.budget(costs, max_macs)
         self.max_cost_fraction = float(
             (costs.prefix + costs.head[0] * self.has_head[0] + np.nan_to_num(self.act_cost[:n, 1:], posinf=0.0).max(axis=1).sum())
             / costs.reference
@@ -141,39 +208,11 @@ class RoutingCore:
 
     # --- static tables ------------------------------------------------------------------------
     def _build_tables(self, allow_skip: bool) -> None:
-        spec, costs = self.backbone.spec, self.backbone.costs
-        n, a = self.num_stages, self.num_actions
-        self.has_head = np.zeros(n + 1, dtype=bool)
-        self.has_head[list(spec.head_positions)] = True
-        # static_valid[k, a]: the move is possible at point k (EXIT is decided by has_probs).
-        self.static_valid = np.zeros((n + 1, a), dtype=bool)
-        # act_cost[k, a]: MACs the move charges, arrival head included; evaluates[k, a]: it sets probs.
-        self.act_cost = np.full((n + 1, a), np.inf)
-        self.act_cost[:, EXIT] = 0.0
-        self.evaluates = np.zeros((n + 1, a), dtype=bool)
-        for k in range(n):
-            if allow_skip and spec.skippable[k]:
-                self.static_valid[k, SKIP] = True
-                self.evaluates[k, SKIP] = bool(self.has_head[k + 1] and spec.head_after_skip)
-                self.act_cost[k, SKIP] = costs.skip[k] + costs.head[k + 1] * self.evaluates[k, SKIP]
-            for j, ok in enumerate(spec.width_supported[k]):
-                if ok:
-                    self.static_valid[k, RUN + j] = True
-                    self.evaluates[k, RUN + j] = bool(self.has_head[k + 1])
-                    self.act_cost[k, RUN + j] = costs.stage[k, j] + costs.head[k + 1] * self.has_head[k + 1]
-        # min_to_head[k]: the cheapest way from point k (no head evaluated yet) to a prediction.
-        self.min_to_head = np.full(n + 1, np.inf)
-        for k in range(n - 1, -1, -1):
-            rest = np.where(self.evaluates[k], 0.0, self.min_to_head[k + 1])
-            self.min_to_head[k] = np.min(np.where(self.static_valid[k], self.act_cost[k] + rest, np.inf))
-        # need[k, a]: MACs a move commits to when no head has been evaluated yet.
-        rest = np.where(self.evaluates[:n], 0.0, self.min_to_head[1:, None])
-        self.need = self.act_cost.copy()
-        self.need[:n] += rest
+        tables = ActionTables.build(self.backbone.spec, self.backbone.costs, allow_skip)
+        self.tables = tables
+        self.has_head, self.static_valid, self.act_cost = tables.has_head, tables.static_valid, tables.act_cost
+        self.evaluates, self.min_to_head, self.need, self.valid_now = tables.evaluates, tables.min_to_head, tables.need, tables.valid_now
         self.fallback_ranks = self._fallback_ranks()
-        # valid_now[k, has_probs]: the mask before the budget (EXIT needs a prediction)
-        self.valid_now = np.stack([self.static_valid, self.static_valid], axis=1)
-        self.valid_now[:, 0, EXIT], self.valid_now[:, 1, EXIT] = False, True
 
     def _fallback_ranks(self) -> np.ndarray:
         """``(N+1, A, A)``: at point k, for invalid action a, the preference of each replacement
@@ -200,13 +239,7 @@ class RoutingCore:
 
     def _update_mask(self, slots: np.ndarray) -> None:
         """Recompute the valid actions of ``slots`` from their state (after every transition)."""
-        pos = self.position[slots]
-        has = self.has_probs[slots]
-        mask = self.valid_now[pos, has.astype(np.intp)]
-        if np.isfinite(self.budget):
-            committed = np.where(has[:, None], self.act_cost[pos], self.need[pos])
-            mask &= self.macs[slots, None] + committed <= self.budget * (1 + 1e-9)
-        self.mask[slots] = mask
+        self.mask[slots] = self.tables.mask(self.position[slots], self.has_probs[slots], self.macs[slots], self.budget)
 
     def observation(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """The observation arrays (DESIGN §2) of ``slots``, freshly allocated."""

@@ -1,22 +1,27 @@
 """Routed inference for deployment: a trained policy and a dynamic ResNet in one ``nn.Module``.
 
 No Gymnasium, no numpy: the batch walks the blocks in lock-step, the policy decides for every input
-still running, and inputs that take the same action run as one call (grouped by route). The
-observation the policy reads is the environment's (DESIGN §2), built from tensors, so a policy
-trained in ``routing_env/DynamicResNet-v0`` acts the same here (a test checks predictions, exits and
-MACs against the environment). The hard budget ``max_macs`` is not applied here.
+still running, and inputs that take the same action run as one call (grouped by route; a batch that
+agrees, and every batch of one, runs the block directly). The observation the policy reads is the
+environment's (DESIGN §2) and the valid moves come from the same :class:`~routing_env.core.ActionTables`
+(``max_macs`` included), so a policy trained in ``routing_env/DynamicResNet-v0`` acts the same here
+(a test checks predictions, exits, MACs and decisions against the environment).
+
+The per-input control flow depends on the data, so the routed forward runs eagerly; what exports is
+the policy itself and any fixed route (:meth:`RoutedModel.route_module`, ``torch.export``-able).
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .backbones.dynamic import DynamicResNetBackbone, pooled_features
-from .backbones.resnet import SKIP_CHOICE
-from .core import EXIT, RUN, SKIP
+from .backbones.resnet import SKIP_CHOICE, DynamicResNet, inference_copy
+from .core import EXIT, ActionTables
 from .costs import count_macs
 
 
@@ -29,38 +34,58 @@ class RoutedModel(nn.Module):
             ``probs``, ``position``, ``cost``, ``action_mask``) to action logits ``(B, A)``; the
             action taken is the argmax over the valid ones (e.g. ``ReinforceAgent.policy_module()``).
         allow_skip: offer SKIP where a block can be skipped (the environment's default: yes).
+        max_macs: hard budget as a fraction of the full network's MACs, as the environment's option:
+            moves after which no prediction would fit are masked.
+        optimize: run an inference copy of the network (:func:`~routing_env.backbones.resnet.inference_copy`:
+            BatchNorm folded into the convolutions, channels-last memory format; outputs equal the
+            environment's up to float rounding), else the backbone's own network as it is (bit for bit
+            the environment's numbers).
+
+    ``macs`` counts the backbone (stem, blocks as run, heads evaluated); the policy's own cost is
+    ``policy_macs_per_decision`` times ``decisions``.
     """
 
-    def __init__(self, backbone: DynamicResNetBackbone, policy: nn.Module, allow_skip: bool = True) -> None:
+    def __init__(self, backbone: DynamicResNetBackbone, policy: nn.Module, allow_skip: bool = True,
+                 max_macs: float | None = None, optimize: bool = True) -> None:
         super().__init__()
         spec, costs = backbone.spec, backbone.costs
-        self.model = backbone.model.eval()
+        if not spec.head_after_skip:
+            raise TypeError(f"RoutedModel runs dynamic ResNets (heads evaluated after SKIP too); {backbone.name!r} is not one")
+        self.channels_last = optimize
+        self.model = inference_copy(backbone.model) if optimize else backbone.model.eval()
         self.policy = policy.eval()
         self.num_stages, self.num_actions = spec.num_stages, spec.num_actions
         self.feature_dim, self.num_classes = spec.feature_dim, spec.num_classes
-        self.head_positions = tuple(spec.head_positions)
-        self.skippable = tuple(bool(allow_skip and s) for s in spec.skippable)
+        tables = ActionTables.build(spec, costs, allow_skip)
+        self.budget = tables.budget(costs, max_macs)
         self.prefix, self.reference = float(costs.prefix), float(costs.reference)
-        # MACs of each action at each point: EXIT 0, SKIP (a projection, if any), RUN at each width
-        self.action_macs = torch.from_numpy(np.concatenate([np.zeros((spec.num_stages, 1)), costs.skip[:, None], costs.stage], axis=1))
-        self.head_macs = [float(c) for c in costs.head]
+        # Every move out of point k evaluates the head at k + 1 if there is one (a dynamic ResNet
+        # evaluates heads after SKIP too), so the batch, walking in lock-step, has a prediction or not
+        # as a whole: per point, one mask row (before the budget), one position one-hot, one choice per action.
+        self.has_head = [bool(v) for v in tables.has_head]
+        self.costs_head0 = float(costs.head[0])
+        self.valid_now = torch.from_numpy(tables.valid_now)
+        self.act_cost = [torch.from_numpy(row) for row in tables.act_cost]
+        self.need = [torch.from_numpy(row) for row in tables.need]
+        self.onehot = list(torch.eye(spec.num_stages + 1))
+        self.choice_of = torch.tensor([SKIP_CHOICE, SKIP_CHOICE] + list(range(len(spec.widths))))
+        """Per action code, the block choice it makes (EXIT never reaches a block)."""
         example = self._observation(torch.zeros(1, spec.feature_dim), torch.zeros(1, spec.num_classes), 0,
-                                    torch.zeros(1), torch.zeros(1, dtype=torch.bool))
+                                    torch.zeros(1, dtype=torch.float64), self.valid_now[0, 1][None])
         self.policy_macs_per_decision = float(count_macs(self.policy, example))
         """MACs of one policy decision (report them beside the backbone's: ``decisions`` per input)."""
 
     def _observation(self, features: torch.Tensor, probs: torch.Tensor, position: int, macs: torch.Tensor,
-                     has_probs: torch.Tensor) -> dict[str, torch.Tensor]:
-        b = len(features)
-        onehot = torch.zeros(b, self.num_stages + 1)
-        onehot[:, position] = 1.0
-        mask = torch.zeros(b, self.num_actions, dtype=torch.bool)
-        mask[:, EXIT] = has_probs
-        if position < self.num_stages:
-            mask[:, SKIP] = self.skippable[position]
-            mask[:, RUN:] = True
-        return {"features": features, "probs": probs, "position": onehot, "cost": (macs / self.reference)[:, None],
-                "action_mask": mask.to(torch.int8)}
+                     mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": features, "probs": probs, "position": self.onehot[position].expand(len(features), -1),
+                "cost": (macs / self.reference).float()[:, None], "action_mask": mask.to(torch.int8)}
+
+    def _mask(self, k: int, has_probs: bool, macs: torch.Tensor) -> torch.Tensor:
+        mask = self.valid_now[k, int(has_probs)].expand(len(macs), -1)
+        if self.budget != float("inf"):
+            committed = self.act_cost[k] if has_probs else self.need[k]
+            mask = mask & (macs[:, None] + committed <= self.budget * (1 + 1e-9))
+        return mask
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -70,29 +95,65 @@ class RoutedModel(nn.Module):
         out_exit = torch.full((b,), -1, dtype=torch.long)
         out_decisions = torch.zeros(b, dtype=torch.long)
         rows = torch.arange(b)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         h = self.model.stem(x)
+        pooled = pooled_features(h, self.feature_dim)
         macs = torch.full((b,), self.prefix, dtype=torch.float64)
-        logits = torch.zeros(b, self.num_classes)
-        has_probs = torch.zeros(b, dtype=torch.bool)
-        exit_at = torch.full((b,), -1, dtype=torch.long)
+        has_probs, exit_at = self.has_head[0], 0
+        logits = self.model.head_pooled(0, pooled) if has_probs else torch.zeros(b, self.num_classes)
+        macs += self.costs_head0 if has_probs else 0.0
+        probs = F.softmax(logits, dim=1) if has_probs else torch.zeros_like(logits)
         for k in range(self.num_stages + 1):
-            probs = torch.where(has_probs[:, None], F.softmax(logits, dim=1), torch.zeros_like(logits))
-            obs = self._observation(pooled_features(h, self.feature_dim), probs, k, macs.float(), has_probs)
-            scores = self.policy(obs).masked_fill(~obs["action_mask"].bool(), float("-inf"))
+            mask = self._mask(k, has_probs, macs)
+            scores = self.policy(self._observation(pooled, probs, k, macs, mask)).masked_fill(~mask, float("-inf"))
             action = scores.argmax(dim=1)
-            out_decisions[rows] += 1
             done = action == EXIT
-            out_logits[rows[done]], out_macs[rows[done]], out_exit[rows[done]] = logits[done], macs[done], exit_at[done]
-            keep = ~done
-            rows, h, action, macs = rows[keep], h[keep], action[keep], macs[keep]
-            logits, has_probs, exit_at = logits[keep], has_probs[keep], exit_at[keep]
-            if len(rows) == 0:
-                break
-            h = self.model.block_routes(k, h, torch.where(action == SKIP, SKIP_CHOICE, action - RUN))
-            macs += self.action_macs[k, action]
-            if k + 1 in self.head_positions:  # heads are evaluated on arrival after RUN and after SKIP
-                logits = self.model.head(k + 1, h).float()
-                macs += self.head_macs[k + 1]
-                has_probs = torch.ones_like(has_probs)
-                exit_at = torch.full_like(exit_at, k + 1)
+            if bool(done.any()):
+                ended = rows[done]
+                out_logits[ended], out_macs[ended], out_exit[ended] = logits[done], macs[done], exit_at
+                out_decisions[ended] = k + 1
+                keep = ~done
+                if not bool(keep.any()):
+                    break
+                rows, h, pooled, action, macs, logits, probs = (t[keep] for t in (rows, h, pooled, action, macs, logits, probs))
+            h = self.model.block_routes(k, h, self.choice_of[action])
+            pooled = pooled_features(h, self.feature_dim)
+            macs = macs + self.act_cost[k][action]
+            if self.has_head[k + 1]:
+                logits = self.model.head_pooled(k + 1, pooled)
+                probs = F.softmax(logits, dim=1)
+                has_probs, exit_at = True, k + 1
         return out_logits, out_macs, out_exit, out_decisions
+
+    def route_module(self, choices: Sequence[int], exit_position: int | None = None) -> RouteModule:
+        """One fixed route (per block a width index or ``SKIP_CHOICE``; exit at ``exit_position``,
+        default the last) as a plain module with no data-dependent control flow, for ``torch.export``."""
+        return RouteModule(self.model, choices, self.num_stages if exit_position is None else exit_position, self.channels_last)
+
+
+class RouteModule(nn.Module):
+    """A :class:`DynamicResNet` along one fixed route: ``forward(x) -> logits`` (exportable)."""
+
+    def __init__(self, model: DynamicResNet, choices: Sequence[int], exit_position: int, channels_last: bool = False) -> None:
+        super().__init__()
+        if len(choices) != model.num_blocks or any(c != SKIP_CHOICE and not 0 <= c < len(model.widths) for c in choices):
+            raise ValueError(f"choices must give {model.num_blocks} width indices in 0..{len(model.widths) - 1} or SKIP_CHOICE, got {list(choices)}")
+        unskippable = [k for k, c in enumerate(choices) if c == SKIP_CHOICE and not model.blocks[k].skippable]
+        if unskippable:
+            raise ValueError(f"blocks {unskippable} change the map's shape and cannot be skipped (choices {list(choices)})")
+        if exit_position not in model.exit_positions:
+            raise ValueError(f"exit_position {exit_position} carries no head; expected one of {model.exit_positions}")
+        self.model = model
+        self.choices = [int(c) for c in choices[:exit_position]]
+        self.exit_position = exit_position
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        h = self.model.stem(x)
+        for k, c in enumerate(self.choices):
+            if c != SKIP_CHOICE:
+                h = self.model.blocks[k](h, c)
+        return self.model.head(self.exit_position, h)

@@ -2,26 +2,102 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import pytest
 import torch
 
 from agents import make_agent
 from routing_env import RoutingVectorEnv
-from routing_env.evaluation import route_split
+from routing_env.backbones.resnet import SKIP_CHOICE, inference_copy, random_route
+from routing_env.evaluation import Records, route_split
 from routing_env.routed import RoutedModel
 
 
-def test_routed_model_equals_the_environment_on_the_same_policy() -> None:
+@functools.lru_cache(maxsize=None)
+def trained() -> tuple[RoutingVectorEnv, object]:
     env = RoutingVectorEnv(num_envs=64, backbone="tiny-dynamic-resnet", split="test", lam=0.3)
     agent = make_agent("reinforce", env, seed=0)
     agent.learn(3000)
-    records = route_split(agent, env)
-    routed = RoutedModel(env.core.backbone, agent.policy_module())
-    logits, macs, exits, decisions = routed(env.core.executor.inputs)
-    labels = torch.from_numpy(env.core.labels)
-    np.testing.assert_array_equal((logits.argmax(1) == labels).numpy(), records.correct)
+    return env, agent
+
+
+def assert_equal_to_env(outputs: tuple[torch.Tensor, ...], records: Records, labels: np.ndarray) -> None:
+    logits, macs, exits, decisions = outputs
+    np.testing.assert_array_equal((logits.argmax(1).numpy() == labels), records.correct)
     np.testing.assert_array_equal(exits.numpy(), records.exit_position)
     np.testing.assert_allclose(macs.numpy(), records.macs)
     np.testing.assert_array_equal(decisions.numpy(), records.decisions)
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_routed_model_equals_the_environment_on_the_same_policy(optimize: bool) -> None:
+    env, agent = trained()
+    records = route_split(agent, env)
+    routed = RoutedModel(env.core.backbone, agent.policy_module(), optimize=optimize)
+    assert_equal_to_env(routed(env.core.executor.inputs), records, env.core.labels)
     assert len(np.unique(records.exit_position)) > 1 or len(np.unique(records.macs)) > 1  # the routes differ
     assert routed.policy_macs_per_decision == agent.policy_macs()
+
+
+def test_routed_model_applies_the_hard_budget_like_the_environment() -> None:
+    env, agent = trained()
+    free = RoutedModel(env.core.backbone, agent.policy_module(), optimize=False)(env.core.executor.inputs)[1]
+    reference = env.core.reference_macs
+    cap = float(np.quantile(free.numpy(), 0.5) / reference)  # binding for about half the inputs
+    capped = RoutingVectorEnv(num_envs=64, backbone="tiny-dynamic-resnet", split="test", lam=0.3, max_macs=cap)
+    records = route_split(agent, capped)
+    routed = RoutedModel(env.core.backbone, agent.policy_module(), max_macs=cap, optimize=False)
+    outputs = routed(env.core.executor.inputs)
+    assert_equal_to_env(outputs, records, env.core.labels)
+    assert (outputs[1].numpy() <= cap * reference * (1 + 1e-9)).all()
+    assert (outputs[1] < free).any()
+    with pytest.raises(ValueError, match="max_macs"):
+        RoutedModel(env.core.backbone, agent.policy_module(), max_macs=1e-6)
+
+
+def test_each_input_is_routed_alone_as_in_a_batch() -> None:
+    env, agent = trained()
+    routed = RoutedModel(env.core.backbone, agent.policy_module())
+    x = env.core.executor.inputs[:16]
+    batch = routed(x)
+    for i in (0, 5, 15):
+        single = routed(x[i : i + 1])
+        torch.testing.assert_close(single[0][0], batch[0][i], rtol=1e-4, atol=1e-5)
+        for got, want in zip(single[1:], batch[1:]):
+            assert got[0] == want[i]
+
+
+def test_inference_copy_equals_the_network_on_random_routes() -> None:
+    env, _ = trained()
+    model = env.core.backbone.model
+    fast = inference_copy(model)
+    x = env.core.executor.inputs[:32]
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for _ in range(3):
+            choices = random_route(model, 0.6, generator)
+            for want, got in zip(model.forward_exits(x, choices), fast.forward_exits(x, choices)):
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert all(not p.requires_grad for p in fast.parameters())
+
+
+def test_a_fixed_route_exports_and_bad_routes_are_refused() -> None:
+    env, agent = trained()
+    routed = RoutedModel(env.core.backbone, agent.policy_module())
+    model = env.core.backbone.model
+    skippable = [block.skippable for block in model.blocks]
+    choices = [SKIP_CHOICE if s and k % 2 else k % len(model.widths) for k, s in enumerate(skippable)]
+    module = routed.route_module(choices)
+    x = env.core.executor.inputs[:4]
+    exported = torch.export.export(module, (x,))
+    with torch.inference_mode():
+        want = model.forward_exits(x, choices)[-1]
+    torch.testing.assert_close(exported.module()(x), want, rtol=1e-4, atol=1e-4)
+    bad = list(choices)
+    bad[skippable.index(False)] = SKIP_CHOICE
+    with pytest.raises(ValueError, match="cannot be skipped"):
+        routed.route_module(bad)
+    with pytest.raises(ValueError, match="carries no head"):
+        routed.route_module(choices, exit_position=1 if 1 not in model.exit_positions else 0)

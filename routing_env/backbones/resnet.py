@@ -6,6 +6,8 @@ the new channels. Factories ``resnet8`` … ``resnet110`` give depth ``6n + 2``.
 
 from __future__ import annotations
 
+import copy
+
 from typing import Sequence
 
 import torch
@@ -212,6 +214,48 @@ class DynamicBasicBlock(nn.Module):
         return F.relu(out)
 
 
+class FoldedBlock(nn.Module):
+    """A :class:`DynamicBasicBlock` for inference: per width, each convolution with its BatchNorm
+    folded in (``torch.nn.utils.fuse_conv_bn_weights``), so a width has its own contiguous weights and
+    a bias and runs two ops fewer. Same call, ``forward(x, width)``; frozen (eval statistics)."""
+
+    def __init__(self, block: DynamicBasicBlock, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        super().__init__()
+        self.stride, self.inner, self.skippable, self.shortcut = block.stride, block.inner, block.skippable, block.shortcut
+        for j, c in enumerate(block.inner):
+            w1, b1 = fold(block.conv1.weight[:c], block.bn1.bn[j])
+            w2, b2 = fold(block.conv2.weight[:, :c], block.bn2.bn[j])
+            for name, t in (("w1", w1.contiguous(memory_format=memory_format)), ("b1", b1), ("w2", w2.contiguous(memory_format=memory_format)), ("b2", b2)):
+                self.register_buffer(f"{name}_{j}", t)
+
+    def forward(self, x: torch.Tensor, width: int = -1) -> torch.Tensor:
+        j = width % len(self.inner)
+        w1, b1, w2, b2 = (getattr(self, f"{name}_{j}") for name in ("w1", "b1", "w2", "b2"))
+        out = F.relu(F.conv2d(x, w1, b1, stride=self.stride, padding=1))
+        return F.relu(F.conv2d(out, w2, b2, padding=1) + self.shortcut(x))
+
+
+def fold(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bias-free convolution's weight followed by ``bn`` (eval statistics) as one weight and bias."""
+    w, b = nn.utils.fuse_conv_bn_weights(weight, None, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+    return w.detach(), b.detach()
+
+
+def inference_copy(model: DynamicResNet, channels_last: bool = True) -> DynamicResNet:
+    """A frozen copy of ``model`` for routed inference: BatchNorm folded into every convolution
+    (:class:`FoldedBlock`; the stem's too) and, by default, the channels-last memory format. Outputs
+    equal ``model``'s in eval mode up to float rounding."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    copy_ = copy.deepcopy(model).eval().requires_grad_(False)
+    w, b = fold(copy_.conv1.weight, copy_.bn1)
+    copy_.conv1 = nn.Conv2d(3, w.shape[0], 3, padding=1).requires_grad_(False)
+    copy_.conv1.weight.copy_(w)
+    copy_.conv1.bias.copy_(b)
+    copy_.bn1 = nn.Identity()
+    copy_.blocks = nn.ModuleList(FoldedBlock(block, memory_format) for block in copy_.blocks)
+    return copy_.to(memory_format=memory_format)
+
+
 def global_pool(x: torch.Tensor) -> torch.Tensor:
     """Global average pooling ``(B, C, H, W) -> (B, C)`` (the same values as ``adaptive_avg_pool2d(x, 1)``)."""
     return x.mean(dim=(2, 3))
@@ -319,6 +363,9 @@ class DynamicResNet(nn.Module):
     def block_routes(self, k: int, h: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
         """Block ``k`` on each row of ``h`` at that row's ``choice`` (width index or ``SKIP_CHOICE``);
         the rows with the same choice run as one call, and the result keeps the rows' order."""
+        first = int(choice[0])
+        if bool((choice == first).all()):  # one group (always at batch 1): no gather, no reorder
+            return h if first == SKIP_CHOICE else self.blocks[k](h, first)
         pieces, where = [], []
         for c in torch.unique(choice).tolist():
             group = (choice == c).nonzero().squeeze(1)
