@@ -113,3 +113,62 @@ def test_bad_vector_options() -> None:
     venv = RoutingVectorEnv(backbone="tiny-cascade", num_envs=2)
     with pytest.raises(ValueError, match=r"must have shape \(2,\)"):
         venv.reset(options={"index": [1]})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"backbone": "tiny-cascade", "allow_skip": True, "invalid_action": "penalize"},
+        {"max_macs": 0.5, "reward": "cross-entropy-per-step"},  # the shipped CIFAR-10 cascade, from its caches
+        {"backbone": "tiny-dynamic-resnet", "max_macs": 0.7, "reward": "accuracy-shaped"},
+    ],
+    ids=["tiny-cascade", "cifar10-cascade", "tiny-dynamic-resnet"],
+)
+def test_every_slot_of_a_vector_env_follows_the_single_env_trajectory(options: dict) -> None:
+    """Random actions (invalid ones included) on B slots with autoreset: each slot's observations,
+    rewards, terminations and infos equal a single environment's on the same instances and actions
+    (exactly from a cascade's caches; a dynamic ResNet's convolutions round differently at other batch
+    sizes, so its features and rewards agree to float rounding and everything discrete exactly)."""
+    b, steps = 6, 40
+    exact = "dynamic" not in options.get("backbone", "")
+    same = assert_same if exact else assert_close
+    venv = RoutingVectorEnv(num_envs=b, **options)
+    singles = [RoutingEnv(**options) for _ in range(b)]
+    rng = np.random.default_rng(0)
+    obs, _ = venv.reset(seed=3)
+    for i, env in enumerate(singles):
+        s_obs, _ = env.reset(options={"index": int(venv.core.index[i])})
+        same({k: v[i] for k, v in obs.items()}, s_obs)
+    restarting = np.zeros(b, dtype=bool)
+    ended = 0
+    for _ in range(steps):
+        actions = rng.integers(0, venv.single_action_space.n, size=b)
+        obs, reward, terminated, _, info = venv.step(actions)
+        for i, env in enumerate(singles):
+            if restarting[i]:  # NextStep autoreset: this step started a new episode in slot i
+                s_obs, s_info = env.reset(options={"index": int(venv.core.index[i])})
+                assert reward[i] == 0.0 and not terminated[i]
+            else:
+                s_obs, s_reward, s_terminated, _, s_info = env.step(int(actions[i]))
+                same(reward[i], s_reward)
+                assert terminated[i] == s_terminated
+                assert info["invalid_action"][i] == s_info["invalid_action"]
+                if s_terminated:
+                    ended += 1
+                    for key in ("prediction", "label", "correct", "exit_position"):
+                        assert info[f"_{key}"][i] and info[key][i] == s_info[key]
+                    same({k: v[i] for k, v in info["reward_terms"].items()}, s_info["reward_terms"])
+            same({k: v[i] for k, v in obs.items()}, s_obs)
+            for key in ("action_mask", "macs", "macs_fraction", "position"):
+                assert_same(info[key][i], s_info[key])
+        restarting = terminated.copy()
+    assert ended >= b  # episodes ended and restarted in every slot on average
+
+
+def assert_close(a: object, b: object) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_close(a[k], b[k])
+    else:
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
