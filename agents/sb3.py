@@ -60,18 +60,22 @@ class SB3VecEnv(VecEnv):
         self._lengths += 1
         dones = terminated | truncated
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        for i in np.flatnonzero(dones):
+        ends = np.flatnonzero(dones)
+        if len(ends):
             final = info["final_info"]
-            infos[i] = {
-                "terminal_observation": info["final_obs"][i],
-                "TimeLimit.truncated": bool(truncated[i] and not terminated[i]),
-                "episode": {"r": float(self._returns[i]), "l": int(self._lengths[i])},
-                "correct": bool(final["correct"][i]),
-                "macs_fraction": float(final["macs_fraction"][i]),
-                "exit_position": int(final["exit_position"][i]),
-            }
-            self._returns[i] = 0.0
-            self._lengths[i] = 0
+            columns = zip(ends.tolist(), self._returns[ends].tolist(), self._lengths[ends].tolist(), (truncated & ~terminated)[ends].tolist(),
+                          final["correct"][ends].tolist(), final["macs_fraction"][ends].tolist(), final["exit_position"][ends].tolist())
+            for i, ret, length, cut, correct, macs_fraction, exit_position in columns:
+                infos[i] = {
+                    "terminal_observation": info["final_obs"][i],
+                    "TimeLimit.truncated": cut,
+                    "episode": {"r": ret, "l": length},
+                    "correct": correct,
+                    "macs_fraction": macs_fraction,
+                    "exit_position": exit_position,
+                }
+            self._returns[ends] = 0.0
+            self._lengths[ends] = 0
         return obs, reward.astype(np.float32), dones, infos
 
     def action_masks(self) -> np.ndarray:

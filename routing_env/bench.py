@@ -135,9 +135,10 @@ def routing_overhead(venv: RoutingVectorEnv, rng: np.random.Generator, steps: in
         calls.append(("run", stage, width, len(slots)))
         return run(slots, stage, width)
 
-    def counting_head(slots: np.ndarray, position: int) -> np.ndarray:
-        calls.append(("head", position, 0, len(slots)))
-        return head(slots, position)
+    def counting_head(slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        for p, count in zip(*np.unique(positions, return_counts=True)):
+            calls.append(("head", int(p), 0, int(count)))
+        return head(slots, positions)
 
     executor.begin, executor.run, executor.head = counting_begin, counting_run, counting_head
     try:
@@ -187,23 +188,30 @@ class TrivialEnv(gym.Env):
         return self.zero, 0.0, self.t >= 2, False, {}
 
 
-def sb3_figures(steps: int) -> dict[str, Any]:
+def sb3_figures(steps: int, rounds: int = 3) -> dict[str, Any]:
+    """PPO's training steps/s on the cached cascade and on :class:`TrivialEnv` (same spaces, network and
+    hyper-parameters); both warmed up, then timed alternately ``rounds`` times (medians)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from agents import make_agent
 
     agent = make_agent("ppo", RoutingVectorEnv(num_envs=16), seed=0)
-    began = time.perf_counter()
-    agent.model.learn(total_timesteps=steps)
-    ours = steps / (time.perf_counter() - began)
     spaces = agent.vec_env
     trivial = DummyVecEnv([lambda: TrivialEnv(spaces.observation_space, spaces.action_space)] * 16)
-    model = PPO("MultiInputPolicy", trivial, seed=0, verbose=0, device="cpu", policy_kwargs=agent.model.policy_kwargs, **agent.kwargs)
-    began = time.perf_counter()
-    model.learn(total_timesteps=steps)
-    theirs = steps / (time.perf_counter() - began)
-    return {"ours_steps_per_s": ours, "trivial_steps_per_s": theirs, "ratio": ours / theirs, "timesteps": steps, "num_envs": 16}
+    models = {"ours": agent.model,
+              "trivial": PPO("MultiInputPolicy", trivial, seed=0, verbose=0, device="cpu", policy_kwargs=agent.model.policy_kwargs, **agent.kwargs)}
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    for name, model in models.items():
+        model.learn(total_timesteps=model.n_steps * 16)  # warm-up: one rollout and one update
+    for _ in range(rounds):
+        for name, model in models.items():
+            began = time.perf_counter()
+            model.learn(total_timesteps=steps, reset_num_timesteps=False)
+            rates[name].append(steps / (time.perf_counter() - began))
+    ours, theirs = float(np.median(rates["ours"])), float(np.median(rates["trivial"]))
+    return {"ours_steps_per_s": ours, "trivial_steps_per_s": theirs, "ratio": ours / theirs, "timesteps": steps,
+            "num_envs": 16, "rounds": rounds}
 
 
 class HalfWidthPolicy(nn.Module):

@@ -265,18 +265,19 @@ class RoutingCore:
         self.exit_position[slots] = -1
         self.features[slots] = self.executor.begin(slots, indices)
         if self.has_head[0]:
-            self._evaluate_head(slots, 0)
+            self._evaluate_heads(slots, np.zeros(len(slots), dtype=np.int64))
         self._update_mask(slots)
 
-    def _evaluate_head(self, slots: np.ndarray, position: int) -> None:
-        logits = self.executor.head(slots, position)
-        self.macs[slots] += self.backbone.costs.head[position]
+    def _evaluate_heads(self, slots: np.ndarray, positions: np.ndarray) -> None:
+        """Evaluate the head at each slot's ``positions`` (one executor call for all of them)."""
+        logits = self.executor.head(slots, positions)
+        self.macs[slots] += self.backbone.costs.head[positions]
         self.logits[slots] = logits
         probs = softmax(logits)
         self.probs[slots] = probs
         self.potential[slots] = row_max(probs)
         self.has_probs[slots] = True
-        self.exit_position[slots] = position
+        self.exit_position[slots] = positions
 
     def resolve(self, slots: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Replace invalid actions (per ``invalid_action``): ``(actions, invalid)``."""
@@ -304,6 +305,7 @@ class RoutingCore:
         potential_before = self.potential[slots]
         done = actions == EXIT
         moving = slots[~done]
+        evaluated = moving[self.evaluates[self.position[moving], actions[~done]]]
         keys = self.position[moving] * self.num_actions + actions[~done]
         for key in np.unique(keys) if len(keys) > 1 else keys:
             group = moving[keys == key]
@@ -315,8 +317,8 @@ class RoutingCore:
                 self.features[group] = self.executor.run(group, k, a - RUN)
                 self.macs[group] += costs.stage[k, a - RUN]
             self.position[group] = k + 1
-            if self.evaluates[k, a]:
-                self._evaluate_head(group, k + 1)
+        if len(evaluated):  # heads reached on arrival, all groups at once
+            self._evaluate_heads(evaluated, self.position[evaluated])
         self._update_mask(slots)
         labels = self.labels[self.index[slots]]
         logits = self.logits[slots]

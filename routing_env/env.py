@@ -364,11 +364,13 @@ class RoutingVectorEnv(VectorEnv):
         info = self._info(invalid, (active, result) if result is not None else None)
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and terminated.any():
             ended = self._slots[terminated]
-            final_obs = self.core.observation(self._slots)
+            final_obs = self.core.observation(ended)
             final_info = info
             self.core.reset(ended, self._draw(len(ended)))
             info = self._info(np.zeros(b, dtype=bool), None)
-            info["final_obs"] = np.array([{k: v[i] for k, v in final_obs.items()} if terminated[i] else None for i in range(b)], dtype=object)
+            info["final_obs"] = np.full(b, None, dtype=object)
+            for j, i in enumerate(ended.tolist()):
+                info["final_obs"][i] = {k: v[j] for k, v in final_obs.items()}
             info["_final_obs"] = terminated.copy()
             info["final_info"] = final_info
             info["_final_info"] = terminated.copy()

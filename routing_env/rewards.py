@@ -21,7 +21,7 @@ class Outcome:
     correct: np.ndarray
     """(B,) bool: the prediction is right (terminal steps)."""
     cross_entropy: np.ndarray
-    """(B,) float: cross-entropy of the chosen exit's logits against the label (terminal steps)."""
+    """(B,) float: cross-entropy of the chosen exit's logits against the label (terminal steps; 0 elsewhere)."""
     macs_fraction: np.ndarray
     """(B,) float: MACs of the whole episode so far / reference MACs."""
     step_macs_fraction: np.ndarray

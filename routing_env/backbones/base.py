@@ -107,8 +107,9 @@ class Executor(abc.ABC):
         """Skip ``stage`` for ``slots``; return the new features."""
 
     @abc.abstractmethod
-    def head(self, slots: np.ndarray, position: int) -> np.ndarray:
-        """Evaluate the exit head at ``position`` for ``slots``; return logits."""
+    def head(self, slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Evaluate, for each of ``slots``, the exit head at its entry of ``positions`` (the point
+        the slot is at; one call per step for every slot that reached a head); return logits."""
 
     def finish(self, slots: np.ndarray, exit_positions: np.ndarray) -> None:
         """The episodes in ``slots`` ended, predicting with the heads at ``exit_positions``.

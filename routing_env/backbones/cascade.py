@@ -207,8 +207,8 @@ class CachedCascadeExecutor(Executor):
     def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
         return self.cache.features[self.last[slots], self.index[slots]]
 
-    def head(self, slots: np.ndarray, position: int) -> np.ndarray:
-        return self.cache.logits[position, self.index[slots]]
+    def head(self, slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        return self.cache.logits[positions, self.index[slots]]
 
 
 class LiveCascadeExecutor(Executor):
@@ -246,7 +246,7 @@ class LiveCascadeExecutor(Executor):
     def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
         return self.features[slots]
 
-    def head(self, slots: np.ndarray, position: int) -> np.ndarray:
+    def head(self, slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
         # the head at point p belongs to classifier p, which has just run (heads are not evaluated after SKIP)
         return self.logits[slots]
 

@@ -119,6 +119,7 @@ class DynamicExecutor(Executor):
         self.model = backbone.model
         self.device = backbone.device
         self.feature_dim = backbone.spec.feature_dim
+        self.num_classes = backbone.spec.num_classes
         self.inputs = data.inputs.to(self.device)
         self.labels = data.labels
         buffers: dict[tuple[int, ...], torch.Tensor] = {}
@@ -166,9 +167,16 @@ class DynamicExecutor(Executor):
         return self.pooled[self._rows(slots)].float().cpu().numpy()
 
     @torch.inference_mode()
-    def head(self, slots: np.ndarray, position: int) -> np.ndarray:
-        # the head reads the pooled features of the map the slots are at (pooled when it was made)
-        return self.model.head_pooled(position, self.pooled[self._rows(slots)]).float().cpu().numpy()
+    def head(self, slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        # a head reads the pooled features of the map its slot is at (pooled when the map was made)
+        pooled = self.pooled[self._rows(slots)]
+        if (positions == positions[0]).all():
+            return self.model.head_pooled(int(positions[0]), pooled).float().cpu().numpy()
+        logits = np.zeros((len(slots), self.num_classes), dtype=np.float32)
+        for p in np.unique(positions).tolist():
+            chosen = positions == p
+            logits[chosen] = self.model.head_pooled(p, pooled[torch.from_numpy(chosen).to(self.device)]).float().cpu().numpy()
+        return logits
 
     def finish(self, slots: np.ndarray, exit_positions: np.ndarray) -> None:
         if self.trainer is not None:
