@@ -37,9 +37,9 @@ class RoutedModel(nn.Module):
         max_macs: hard budget as a fraction of the full network's MACs, as the environment's option:
             moves after which no prediction would fit are masked.
         optimize: run an inference copy of the network (:func:`~routing_env.backbones.resnet.inference_copy`:
-            BatchNorm folded into the convolutions, channels-last memory format; outputs equal the
-            environment's up to float rounding), else the backbone's own network as it is (bit for bit
-            the environment's numbers).
+            BatchNorm folded into the convolutions, channels-last; what the frozen environment runs),
+            else the network as trained (channels-first, BatchNorm apart). Either way the outputs equal
+            the environment's up to float rounding (which also differs between batch sizes).
 
     ``macs`` counts the backbone (stem, blocks as run, heads evaluated); the policy's own cost is
     ``policy_macs_per_decision`` times ``decisions``.

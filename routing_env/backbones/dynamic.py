@@ -25,7 +25,7 @@ from torch import nn
 from ..costs import count_macs
 from ..data import SYNTHETIC_CLASSES, SYNTHETIC_IMAGE_SIZE, Split, load_split
 from .base import BackboneSpec, BackboneTrainer, CoTraining, CostTable, Executor, RoutableBackbone
-from .resnet import SKIP_CHOICE, DynamicResNet, global_pool, sandwich_loss
+from .resnet import SKIP_CHOICE, DynamicResNet, global_pool, inference_copy, sandwich_loss
 
 
 def dynamic_costs(model: DynamicResNet, input_shape: tuple[int, ...]) -> CostTable:
@@ -113,20 +113,31 @@ class DynamicResNetBackbone(RoutableBackbone):
 
 
 class DynamicExecutor(Executor):
-    """Runs the blocks each episode's route takes, for slots of a batch, on one split."""
+    """Runs the blocks each episode's route takes, for slots of a batch, on one split.
+
+    Frozen, it runs an inference copy of the network (:func:`~routing_env.backbones.resnet.inference_copy`:
+    BatchNorm folded, channels-last) and keeps the maps channels-last (stored ``(B, H, W, C)``, so
+    gathering a group's rows is one contiguous copy); co-trained, the network itself, channels-first.
+    """
 
     def __init__(self, backbone: DynamicResNetBackbone, data: Split, num_slots: int, cotrain: CoTraining | None) -> None:
-        self.model = backbone.model
+        frozen = cotrain is None
+        self.model = inference_copy(backbone.model) if frozen else backbone.model
         self.device = backbone.device
         self.feature_dim = backbone.spec.feature_dim
         self.num_classes = backbone.spec.num_classes
         self.inputs = data.inputs.to(self.device)
         self.labels = data.labels
+        # storage order of the maps, and the permutations between it and (B, C, H, W)
+        self.to_nchw, self.to_stored = ((0, 3, 1, 2), (0, 2, 3, 1)) if frozen else ((0, 1, 2, 3), (0, 1, 2, 3))
         buffers: dict[tuple[int, ...], torch.Tensor] = {}
         for shape in backbone.map_shapes:
             if shape not in buffers:
-                buffers[shape] = torch.zeros(num_slots, *shape, device=self.device)
-        self.maps = [buffers[shape] for shape in backbone.map_shapes]
+                buffers[shape] = torch.zeros(num_slots, *shape, device=self.device).permute(self.to_stored).contiguous()
+        self.stored = [buffers[shape] for shape in backbone.map_shapes]
+        self.maps = [m.permute(self.to_nchw) for m in self.stored]
+        """The feature map of each slot at each point 0..N, as ``(B, C, H, W)`` views (points a SKIP
+        joins share one buffer)."""
         self.pooled = torch.zeros(num_slots, self.feature_dim, device=self.device)
         """Pooled features of each slot's current map (the observation's, and what heads read)."""
         self.index = np.zeros(num_slots, dtype=np.int64)
@@ -135,6 +146,12 @@ class DynamicExecutor(Executor):
 
     def _rows(self, slots: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(slots).to(self.device)
+
+    def _gather(self, point: int, rows: torch.Tensor) -> torch.Tensor:
+        return self.stored[point].index_select(0, rows).permute(self.to_nchw)
+
+    def _store(self, point: int, rows: torch.Tensor, h: torch.Tensor) -> None:
+        self.stored[point].index_copy_(0, rows, h.permute(self.to_stored))
 
     def _observe(self, rows: torch.Tensor, h: torch.Tensor) -> np.ndarray:
         """Pool ``h`` (the maps of ``rows``) once: kept for the heads, returned as observation features."""
@@ -148,14 +165,14 @@ class DynamicExecutor(Executor):
         self.routes[slots] = SKIP_CHOICE
         rows = self._rows(slots)
         h = self.model.stem(self.inputs.index_select(0, self._rows(indices)))
-        self.maps[0][rows] = h
+        self._store(0, rows, h)
         return self._observe(rows, h)
 
     @torch.inference_mode()
     def run(self, slots: np.ndarray, stage: int, width: int) -> np.ndarray:
         rows = self._rows(slots)
-        h = self.model.blocks[stage](self.maps[stage].index_select(0, rows), width)
-        self.maps[stage + 1][rows] = h
+        h = self.model.blocks[stage](self._gather(stage, rows), width)
+        self._store(stage + 1, rows, h)
         self.routes[slots, stage] = width
         return self._observe(rows, h)
 
