@@ -27,13 +27,17 @@ from .core import EXIT, RUN
 from .env import RoutingEnv, RoutingVectorEnv
 
 
-def rate(fn: Callable[[], int], seconds: float) -> float:
-    """Units per second of ``fn`` (which returns the units it did), called for about ``seconds``."""
+def rate(fn: Callable[[], int], seconds: float, rounds: int = 5) -> float:
+    """Units per second of ``fn`` (which returns the units it did): the median over ``rounds`` rounds
+    of about ``seconds / rounds`` each, after one warm-up call (a shared VM's speed drifts)."""
     fn()
-    done, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        done += fn()
-    return done / (time.perf_counter() - began)
+    rates = []
+    for _ in range(rounds):
+        done, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds / rounds:
+            done += fn()
+        rates.append(done / (time.perf_counter() - began))
+    return float(np.median(rates))
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -46,6 +50,16 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - began)
     return float(np.median(times))
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, rounds: int = 5) -> dict[str, float]:
+    """Median wall seconds of each function, measured in ``rounds`` interleaved rounds of
+    ``repeats / rounds`` calls (so a drifting machine speed hits all of them alike)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(median_seconds(fn, max(1, repeats // rounds), warmup=2))
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def random_actions(rng: np.random.Generator, shape: tuple[int, ...], num_actions: int) -> np.ndarray:
@@ -96,7 +110,7 @@ def cascade_figures(seconds: float) -> dict[str, Any]:
     return out
 
 
-def dynamic_figures(seconds: float, rounds: int = 3) -> dict[str, Any]:
+def dynamic_figures(seconds: float, rounds: int = 5) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {"vector_steps_per_s": {}}
     for b in (64, 256):
@@ -236,21 +250,18 @@ def routed_figures(repeats: int) -> dict[str, Any]:
     full, fixed = routed.route_module([last] * n), routed.route_module([1] * n)
     out: dict[str, Any] = {"policy": "every block at width 0.5 (fixed), exit at the end",
                            "full": "the same inference copy along the full path (RoutedModel.route_module)"}
-    for b in (1, 64):
+    for b, repeats_b in ((1, repeats * 5), (64, repeats)):
         x = torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8)
         with torch.inference_mode():
-            full_s = median_seconds(lambda: full(x), repeats, warmup=3)
-            plain_s = median_seconds(lambda: backbone.model(x), repeats, warmup=3)
-            fixed_s = median_seconds(lambda: fixed(x), repeats, warmup=3)
-        routed_s = median_seconds(lambda: routed(x), repeats, warmup=3)
+            seconds = interleaved_medians({"full": lambda: full(x), "routed": lambda: routed(x), "fixed_route": lambda: fixed(x),
+                                           "plain_full": lambda: backbone.model(x)}, repeats_b)
         macs = float(routed(x)[1].mean())
-        out[f"batch{b}"] = {"latency_ratio": routed_s / full_s, "macs_ratio": macs / backbone.costs.reference,
-                            "full_ms": full_s * 1e3, "routed_ms": routed_s * 1e3, "fixed_route_ms": fixed_s * 1e3,
-                            "plain_full_ms": plain_s * 1e3}
+        out[f"batch{b}"] = {"latency_ratio": seconds["routed"] / seconds["full"], "macs_ratio": macs / backbone.costs.reference,
+                            **{f"{name}_ms": value * 1e3 for name, value in seconds.items()}}
     return out
 
 
-def bench(seconds: float = 2.0, ppo_steps: int = 16384, repeats: int = 30, dynamic: bool = True) -> dict[str, Any]:
+def bench(seconds: float = 5.0, ppo_steps: int = 16384, repeats: int = 30, dynamic: bool = True) -> dict[str, Any]:
     """All figures as one JSON-ready dict; ``dynamic=False`` skips those that need CIFAR-10."""
     result: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",

@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed of the environments, SB3 training and routed inference, as JSON")
     p.add_argument("--json", action="store_true", help="one line of JSON (the default prints it indented)")
-    p.add_argument("--seconds", type=float, default=2.0, help="measuring time per throughput figure")
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring time per throughput figure (the median of 5 rounds)")
     p.add_argument("--ppo-steps", type=int, default=16384, help="timesteps of each PPO run")
     p.add_argument("--no-dynamic", action="store_true", help="skip the figures that need CIFAR-10")
     p.set_defaults(func=cmd_bench)
