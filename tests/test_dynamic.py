@@ -364,6 +364,36 @@ def test_episodes_taking_the_same_block_and_width_run_as_one_call() -> None:
     assert sorted(calls) == [(0, 0, 16), (0, 3, 16)]
 
 
+def test_one_head_call_per_step_reads_each_slots_own_head() -> None:
+    """Slots that reach different heads in one step are served by one executor call, each by the head
+    at its own position, equal to that head on the slot's feature map."""
+    venv = RoutingVectorEnv(num_envs=4, backbone=TINY)
+    executor = venv.core.executor
+    model = executor.model
+    assert model.exit_positions == (2, 4, 6)
+    calls: list[np.ndarray] = []
+    head = executor.head
+
+    def counting_head(slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        calls.append(positions.copy())
+        return head(slots, positions)
+
+    executor.head = counting_head
+    venv.reset(seed=0)
+    run, stop = np.full(4, RUN), np.array([EXIT, EXIT, RUN, RUN])
+    for actions in (run, run, stop, run, run):  # slots 0, 1 exit at 2 and restart; slots 2, 3 go on to 5
+        venv.step(actions)
+    np.testing.assert_array_equal(venv.core.position, [1, 1, 5, 5])
+    calls.clear()
+    venv.step(run)
+    assert len(calls) == 1 and sorted(calls[0].tolist()) == [2, 2, 6, 6]
+    with torch.inference_mode():
+        for slot in range(4):
+            p = int(venv.core.position[slot])
+            want = model.head(p, executor.maps[p][slot : slot + 1]).numpy()[0]
+            np.testing.assert_allclose(venv.core.logits[slot], want, rtol=1e-5, atol=1e-5)
+
+
 def test_exit_heads_after_every_block() -> None:
     model = DynamicResNet(14, 4, exits="block", base_width=4).eval()
     assert model.exit_positions == (1, 2, 3, 4, 5, 6)

@@ -116,8 +116,9 @@ class DynamicExecutor(Executor):
     """Runs the blocks each episode's route takes, for slots of a batch, on one split.
 
     Frozen, it runs an inference copy of the network (:func:`~routing_env.backbones.resnet.inference_copy`:
-    BatchNorm folded, channels-last) and keeps the maps channels-last (stored ``(B, H, W, C)``, so
-    gathering a group's rows is one contiguous copy); co-trained, the network itself, channels-first.
+    BatchNorm folded, channels-last; a snapshot of the weights when the environment is built) and keeps
+    the maps channels-last (stored ``(B, H, W, C)``, so gathering a group's rows is one contiguous
+    copy); co-trained, the network itself, channels-first.
     """
 
     def __init__(self, backbone: DynamicResNetBackbone, data: Split, num_slots: int, cotrain: CoTraining | None) -> None:
