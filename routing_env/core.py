@@ -208,10 +208,8 @@ class RoutingCore:
 
     # --- static tables ------------------------------------------------------------------------
     def _build_tables(self, allow_skip: bool) -> None:
-        tables = ActionTables.build(self.backbone.spec, self.backbone.costs, allow_skip)
-        self.tables = tables
-        self.has_head, self.static_valid, self.act_cost = tables.has_head, tables.static_valid, tables.act_cost
-        self.evaluates, self.min_to_head, self.need, self.valid_now = tables.evaluates, tables.min_to_head, tables.need, tables.valid_now
+        self.tables = tables = ActionTables.build(self.backbone.spec, self.backbone.costs, allow_skip)
+        self.has_head, self.static_valid, self.act_cost, self.evaluates = tables.has_head, tables.static_valid, tables.act_cost, tables.evaluates
         self.fallback_ranks = self._fallback_ranks()
 
     def _fallback_ranks(self) -> np.ndarray:
