@@ -46,9 +46,14 @@ def row_max(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.T).max(axis=0)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - row_max(logits)[:, None])
-    return e / e.sum(axis=-1, keepdims=True)
+def softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row softmax of 2-D ``logits`` and each row's largest probability, ``exp(0) / sum = 1 / sum``
+    (the same value as the max over the row, without another reduction)."""
+    e = logits - row_max(logits)[:, None]
+    np.exp(e, out=e)
+    total = e.sum(axis=-1, keepdims=True)
+    e /= total
+    return e, 1.0 / total[:, 0]
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -177,6 +182,7 @@ class RoutingCore:
         if invalid_action == "penalize":
             reward_fn = reward_fn + InvalidActionPenalty(invalid_penalty)
         self.reward_fn = reward_fn
+        self.uses_cross_entropy = reward_fn.uses_cross_entropy
         self.executor = backbone.executor(dataset, split, num_slots, data_root, cotrain)
         self.labels = self.executor.labels
         self.num_instances = len(self.labels)
@@ -271,9 +277,7 @@ class RoutingCore:
         logits = self.executor.head(slots, positions)
         self.macs[slots] += self.backbone.costs.head[positions]
         self.logits[slots] = logits
-        probs = softmax(logits)
-        self.probs[slots] = probs
-        self.potential[slots] = row_max(probs)
+        self.probs[slots], self.potential[slots] = softmax(logits)
         self.has_probs[slots] = True
         self.exit_position[slots] = positions
 
@@ -293,7 +297,7 @@ class RoutingCore:
         bad = np.flatnonzero(invalid)
         ranks = self.fallback_ranks[self.position[slots[bad]], actions[bad]]
         actions = actions.copy()
-        actions[bad] = np.where(mask[bad], ranks, np.iinfo(np.int64).max).argmin(axis=1)
+        actions[bad] = np.ascontiguousarray(np.where(mask[bad], ranks, np.iinfo(np.int64).max).T).argmin(axis=0)  # row argmin, as row_max
         return actions, invalid
 
     def step(self, slots: np.ndarray, actions: np.ndarray) -> StepResult:
@@ -305,7 +309,7 @@ class RoutingCore:
         moving = slots[~done]
         evaluated = moving[self.evaluates[self.position[moving], actions[~done]]]
         keys = self.position[moving] * self.num_actions + actions[~done]
-        for key in np.unique(keys) if len(keys) > 1 else keys:
+        for key in np.flatnonzero(np.bincount(keys)) if len(keys) > 1 else keys:  # the distinct keys, ascending
             group = moving[keys == key]
             k, a = divmod(int(key), self.num_actions)
             if a == SKIP:
@@ -321,9 +325,12 @@ class RoutingCore:
         labels = self.labels[self.index[slots]]
         logits = self.logits[slots]
         prediction = logits.argmax(axis=1)
-        entropy = np.zeros(len(slots))
-        if done.any():  # only the terminal steps' cross-entropy is meaningful (and computed)
-            entropy[done] = cross_entropy(logits[done], labels[done])
+        if self.uses_cross_entropy:
+            entropy = np.zeros(len(slots))
+            if done.any():  # only the terminal steps' cross-entropy is meaningful (and computed)
+                entropy[done] = cross_entropy(logits[done], labels[done])
+        else:
+            entropy = np.full(len(slots), np.nan)
         macs = self.macs[slots]
         step_macs = macs - self.charged[slots]
         self.charged[slots] = macs

@@ -151,7 +151,7 @@ def check_action(action: Any, space: spaces.Discrete) -> int:
 def check_actions(actions: Any, num_envs: int, n: int) -> np.ndarray:
     """A batch of actions as an int64 array of shape ``(num_envs,)``; ``ValueError`` otherwise."""
     arr = np.asarray(actions)
-    if arr.shape != (num_envs,) or not np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+    if arr.shape != (num_envs,) or arr.dtype.kind not in "iu":  # integers (not bool: kind "b")
         raise ValueError(
             f"actions must be an integer array of shape ({num_envs},), got {actions!r} "
             f"(shape {arr.shape}, dtype {arr.dtype})"
@@ -347,9 +347,6 @@ class RoutingVectorEnv(VectorEnv):
         if self._needs_reset:
             raise ResetNeeded("call reset() before step()")
         b = self.num_envs
-        rewards = np.zeros(b, dtype=np.float64)
-        terminated = np.zeros(b, dtype=bool)
-        invalid = np.zeros(b, dtype=bool)
         restart = self._slots[self._autoreset]
         active = self._slots[~self._autoreset]
         if len(restart):
@@ -357,9 +354,11 @@ class RoutingVectorEnv(VectorEnv):
         result = None
         if len(active):
             result = self.core.step(active, actions[active])
-            rewards[active] = result.reward
-            terminated[active] = result.terminated
-            invalid[active] = result.invalid
+            rewards = spread(result.reward, active, b)
+            terminated = spread(result.terminated, active, b)
+            invalid = spread(result.invalid, active, b)
+        else:
+            rewards, terminated, invalid = np.zeros(b), np.zeros(b, dtype=bool), np.zeros(b, dtype=bool)
         truncated = np.zeros(b, dtype=bool)
         info = self._info(invalid, (active, result) if result is not None else None)
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and terminated.any():
@@ -393,18 +392,21 @@ class RoutingVectorEnv(VectorEnv):
         if stepped is None:
             return info
         active, result = stepped
-        ended = np.zeros(b, dtype=bool)
-        ended[active] = result.terminated
+        ended = spread(result.terminated, active, b).copy()  # not the returned `terminated` itself
         if not ended.any():
             return info
         for key in ("prediction", "label", "correct", "exit_position"):
-            column = np.zeros(b, dtype=getattr(result, key).dtype)
-            column[active] = getattr(result, key)
-            info[key], info[f"_{key}"] = column, ended
-        terms = {}
-        for name, value in result.terms.items():
-            column = np.zeros(b, dtype=np.float64)
-            column[active] = value
-            terms[name] = column
-        info["reward_terms"], info["_reward_terms"] = terms, ended
+            info[key], info[f"_{key}"] = spread(getattr(result, key), active, b), ended
+        info["reward_terms"] = {name: spread(value, active, b) for name, value in result.terms.items()}
+        info["_reward_terms"] = ended
         return info
+
+
+def spread(values: np.ndarray, active: np.ndarray, num_envs: int) -> np.ndarray:
+    """A column over all ``num_envs`` slots: ``values`` of the ``active`` slots (in order), zeros
+    elsewhere; ``values`` itself when every slot is active."""
+    if len(active) == num_envs:
+        return values
+    column = np.zeros(num_envs, dtype=values.dtype)
+    column[active] = values
+    return column

@@ -21,7 +21,8 @@ class Outcome:
     correct: np.ndarray
     """(B,) bool: the prediction is right (terminal steps)."""
     cross_entropy: np.ndarray
-    """(B,) float: cross-entropy of the chosen exit's logits against the label (terminal steps; 0 elsewhere)."""
+    """(B,) float: cross-entropy of the chosen exit's logits against the label (terminal steps; 0 elsewhere;
+    NaN when the reward function says it does not use it)."""
     macs_fraction: np.ndarray
     """(B,) float: MACs of the whole episode so far / reference MACs."""
     step_macs_fraction: np.ndarray
@@ -38,7 +39,13 @@ Terms = dict[str, np.ndarray]
 
 
 class RewardFn(abc.ABC):
-    """A reward: ``fn(outcome) -> (reward, terms)``."""
+    """A reward: ``fn(outcome) -> (reward, terms)``.
+
+    ``uses_cross_entropy`` (default ``True``) tells the environment whether to compute
+    ``outcome.cross_entropy``; a reward that sets it ``False`` receives NaN there.
+    """
+
+    uses_cross_entropy: bool = True
 
     @abc.abstractmethod
     def terms(self, outcome: Outcome) -> Terms:
@@ -63,6 +70,10 @@ class Sum(RewardFn):
             q for p in parts for q in (p.parts if isinstance(p, Sum) else (p,))
         )
 
+    @property
+    def uses_cross_entropy(self) -> bool:  # type: ignore[override]
+        return any(part.uses_cross_entropy for part in self.parts)
+
     def terms(self, outcome: Outcome) -> Terms:
         out: Terms = {}
         for part in self.parts:
@@ -79,6 +90,8 @@ class Sum(RewardFn):
 @dataclass(frozen=True)
 class Correctness(RewardFn):
     """``correct`` if the terminal prediction is right, else ``incorrect``."""
+
+    uses_cross_entropy = False
 
     correct: float = 1.0
     incorrect: float = 0.0
@@ -100,6 +113,8 @@ class NegCrossEntropy(RewardFn):
 class ComputePenalty(RewardFn):
     """``-lam · macs_fraction``, charged at termination or per step as spent (same undiscounted sum)."""
 
+    uses_cross_entropy = False
+
     lam: float
     per_step: bool = False
 
@@ -117,6 +132,8 @@ class ComputePenalty(RewardFn):
 class BlockDropReward(RewardFn):
     """BlockDrop (Wu et al. 2018): ``1 - macs_fraction²`` if correct, else ``-gamma``."""
 
+    uses_cross_entropy = False
+
     gamma: float = 1.0
 
     def terms(self, outcome: Outcome) -> Terms:
@@ -127,6 +144,8 @@ class BlockDropReward(RewardFn):
 @dataclass(frozen=True)
 class InvalidActionPenalty(RewardFn):
     """``-penalty`` on each step whose action was invalid (``invalid_action="penalize"``)."""
+
+    uses_cross_entropy = False
 
     penalty: float = 0.1
 
@@ -141,6 +160,8 @@ class ConfidenceShaping(RewardFn):
     Φ is 0 after termination, so with ``gamma=1`` the shaping sums to ``-Φ(s_0)`` on every episode and
     leaves the optimal policy unchanged while rewarding steps that raise confidence.
     """
+
+    uses_cross_entropy = False
 
     gamma: float = 1.0
     scale: float = 1.0

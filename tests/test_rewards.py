@@ -95,3 +95,28 @@ def test_reward_objects_are_accepted_by_the_environment() -> None:
     env.reset(seed=0)
     *_, info = env.step(EXIT)
     assert set(info["reward_terms"]) == {"cross_entropy", "compute"}
+
+
+class ReadsCrossEntropy(NegCrossEntropy):
+    """A custom reward (it inherits the conservative default: it uses the cross-entropy)."""
+
+
+class ClaimsNotToReadIt(NegCrossEntropy):
+    uses_cross_entropy = False
+
+
+def test_cross_entropy_is_computed_only_for_rewards_that_use_it() -> None:
+    assert make_reward("accuracy-shaped", 0.1).uses_cross_entropy is False
+    assert make_reward("blockdrop", 0.1).uses_cross_entropy is False
+    assert make_reward("cross-entropy", 0.1).uses_cross_entropy is True
+    assert (ReadsCrossEntropy() + ComputePenalty(0.1)).uses_cross_entropy is True
+    custom = RoutingEnv(backbone="tiny-cascade", reward=ReadsCrossEntropy())
+    custom.reset(options={"index": 3})
+    _, reward, *_ = custom.step(EXIT)
+    logits = custom.core.logits[0].astype(np.float64)
+    label = int(custom.core.labels[3])
+    assert reward == pytest.approx(-(np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[label]))
+    liar = RoutingEnv(backbone="tiny-cascade", reward=ClaimsNotToReadIt())
+    liar.reset(options={"index": 3})
+    _, reward, *_ = liar.step(EXIT)
+    assert np.isnan(reward)  # loud, not silently 0
