@@ -267,7 +267,8 @@ class RoutingCore:
         self.probs[slots] = 0.0
         self.potential[slots] = 0.0
         self.exit_position[slots] = -1
-        self.features[slots] = self.executor.begin(slots, indices)
+        self.executor.begin(slots, indices)
+        self.features[slots] = self.executor.features(slots)
         if self.has_head[0]:
             self._evaluate_heads(slots, np.zeros(len(slots), dtype=np.int64))
         self._update_mask(slots)
@@ -313,12 +314,14 @@ class RoutingCore:
             group = moving[keys == key]
             k, a = divmod(int(key), self.num_actions)
             if a == SKIP:
-                self.features[group] = self.executor.skip(group, k)
+                self.executor.skip(group, k)
                 self.macs[group] += costs.skip[k]
             else:
-                self.features[group] = self.executor.run(group, k, a - RUN)
+                self.executor.run(group, k, a - RUN)
                 self.macs[group] += costs.stage[k, a - RUN]
             self.position[group] = k + 1
+        if len(moving):
+            self.features[moving] = self.executor.features(moving)
         if len(evaluated):  # heads reached on arrival, all groups at once
             self._evaluate_heads(evaluated, self.position[evaluated])
         self._update_mask(slots)

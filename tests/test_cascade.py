@@ -75,12 +75,18 @@ def test_executor_lookups_equal_the_classifiers_outputs(cascade: Cascade) -> Non
     with torch.no_grad():
         f0 = cascade.classifiers[0].features(x)
         f2 = cascade.classifiers[2].features(x)
-        np.testing.assert_allclose(ex.begin(slots, idx)[:, :4], f0.numpy(), rtol=1e-5)
-        np.testing.assert_allclose(ex.head(slots, 0), cascade.classifiers[0].head(f0).numpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(ex.skip(slots, 0)[:, :4], f0.numpy(), rtol=1e-5)  # skipping keeps the features
+        ex.begin(slots, idx)
+        np.testing.assert_allclose(ex.features(slots)[:, :4], f0.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(ex.head(slots, np.zeros(3, dtype=np.int64)), cascade.classifiers[0].head(f0).numpy(), rtol=1e-5, atol=1e-6)
+        ex.skip(slots, 0)
+        np.testing.assert_allclose(ex.features(slots)[:, :4], f0.numpy(), rtol=1e-5)  # skipping keeps the features
         ex.run(slots, 0, 0)
-        np.testing.assert_allclose(ex.run(slots, 1, 0), f2.numpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(ex.head(slots, 2), cascade.classifiers[2].head(f2).numpy(), rtol=1e-5, atol=1e-5)
+        ex.run(slots, 1, 0)
+        np.testing.assert_allclose(ex.features(slots), f2.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ex.head(slots, np.full(3, 2)), cascade.classifiers[2].head(f2).numpy(), rtol=1e-5, atol=1e-5)
+        ex.begin(slots[:1], idx[:1])  # one slot restarts: only its features go back to classifier 0's
+        np.testing.assert_allclose(ex.features(slots)[0, :4], f0.numpy()[0], rtol=1e-5)
+        np.testing.assert_allclose(ex.features(slots)[1:], f2.numpy()[1:], rtol=1e-5, atol=1e-6)
 
 
 def test_a_cascade_needs_two_members() -> None:

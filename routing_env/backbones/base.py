@@ -85,8 +85,9 @@ class CostTable:
 class Executor(abc.ABC):
     """Runs a backbone's pieces for slots of a batch of episodes, on one data split.
 
-    ``slots`` are integer arrays of slot ids; each call returns arrays for those slots in order.
-    Features are float32 ``(len(slots), D)``, zero-padded; logits are float32 ``(len(slots), C)``.
+    ``slots`` are integer arrays of slot ids. ``begin``, ``run`` and ``skip`` move slots (one call per
+    group taking the same move); ``features`` and ``head`` read them, once per step, in the order of
+    ``slots``: features float32 ``(len(slots), D)``, zero-padded; logits float32 ``(len(slots), C)``.
     ``labels`` holds the split's labels (int64, one per instance).
     """
 
@@ -95,16 +96,21 @@ class Executor(abc.ABC):
     """Set in co-trained mode: the optimizer that updates the backbone from ended episodes."""
 
     @abc.abstractmethod
-    def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        """Start episodes on instances ``indices`` in ``slots``: run the prefix, return features."""
+    def begin(self, slots: np.ndarray, indices: np.ndarray) -> None:
+        """Start episodes on instances ``indices`` in ``slots``: run the prefix."""
 
     @abc.abstractmethod
-    def run(self, slots: np.ndarray, stage: int, width: int) -> np.ndarray:
-        """Run ``stage`` at width index ``width`` for ``slots``; return the new features."""
+    def run(self, slots: np.ndarray, stage: int, width: int) -> None:
+        """Run ``stage`` at width index ``width`` for ``slots``."""
 
     @abc.abstractmethod
-    def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
-        """Skip ``stage`` for ``slots``; return the new features."""
+    def skip(self, slots: np.ndarray, stage: int) -> None:
+        """Skip ``stage`` for ``slots``."""
+
+    @abc.abstractmethod
+    def features(self, slots: np.ndarray) -> np.ndarray:
+        """The current pooled features of ``slots`` (read once per step for every slot that moved:
+        one host transfer per step, not one per group)."""
 
     @abc.abstractmethod
     def head(self, slots: np.ndarray, positions: np.ndarray) -> np.ndarray:

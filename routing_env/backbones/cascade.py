@@ -195,16 +195,17 @@ class CachedCascadeExecutor(Executor):
         self.index = np.zeros(num_slots, dtype=np.int64)
         self.last = np.zeros(num_slots, dtype=np.int64)
 
-    def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    def begin(self, slots: np.ndarray, indices: np.ndarray) -> None:
         self.index[slots] = indices
         self.last[slots] = 0
-        return self.cache.features[0, indices]
 
-    def run(self, slots: np.ndarray, stage: int, width: int) -> np.ndarray:
+    def run(self, slots: np.ndarray, stage: int, width: int) -> None:
         self.last[slots] = stage + 1
-        return self.cache.features[stage + 1, self.index[slots]]
 
-    def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
+    def skip(self, slots: np.ndarray, stage: int) -> None:
+        pass  # the features stay those of the last classifier run
+
+    def features(self, slots: np.ndarray) -> np.ndarray:
         return self.cache.features[self.last[slots], self.index[slots]]
 
     def head(self, slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -223,28 +224,30 @@ class LiveCascadeExecutor(Executor):
         self.labels = data.labels
         self.feature_dim = cascade.spec.feature_dim
         self.index = np.zeros(num_slots, dtype=np.int64)
-        self.features = np.zeros((num_slots, self.feature_dim), dtype=np.float32)
+        self.features_now = np.zeros((num_slots, self.feature_dim), dtype=np.float32)
         self.logits = np.zeros((num_slots, cascade.spec.num_classes), dtype=np.float32)
         self.trainer = BackboneTrainer(self.classifiers, self.exit_loss, cotrain)
 
     @torch.inference_mode()
-    def _classify(self, slots: np.ndarray, member: int) -> np.ndarray:
+    def _classify(self, slots: np.ndarray, member: int) -> None:
         classifier = self.classifiers[member]
         f = classifier.features(self.inputs[torch.from_numpy(self.index[slots]).to(self.device)])
         self.logits[slots] = classifier.head(f).float().cpu().numpy()
-        self.features[slots] = 0.0
-        self.features[slots, : f.shape[1]] = f.float().cpu().numpy()
-        return self.features[slots]
+        self.features_now[slots] = 0.0
+        self.features_now[slots, : f.shape[1]] = f.float().cpu().numpy()
 
-    def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    def begin(self, slots: np.ndarray, indices: np.ndarray) -> None:
         self.index[slots] = indices
-        return self._classify(slots, 0)
+        self._classify(slots, 0)
 
-    def run(self, slots: np.ndarray, stage: int, width: int) -> np.ndarray:
-        return self._classify(slots, stage + 1)
+    def run(self, slots: np.ndarray, stage: int, width: int) -> None:
+        self._classify(slots, stage + 1)
 
-    def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
-        return self.features[slots]
+    def skip(self, slots: np.ndarray, stage: int) -> None:
+        pass  # the features stay those of the last classifier run
+
+    def features(self, slots: np.ndarray) -> np.ndarray:
+        return self.features_now[slots]
 
     def head(self, slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
         # the head at point p belongs to classifier p, which has just run (heads are not evaluated after SKIP)

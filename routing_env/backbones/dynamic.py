@@ -154,34 +154,33 @@ class DynamicExecutor(Executor):
     def _store(self, point: int, rows: torch.Tensor, h: torch.Tensor) -> None:
         self.stored[point].index_copy_(0, rows, h.permute(self.to_stored))
 
-    def _observe(self, rows: torch.Tensor, h: torch.Tensor) -> np.ndarray:
-        """Pool ``h`` (the maps of ``rows``) once: kept for the heads, returned as observation features."""
-        pooled = pooled_features(h, self.feature_dim)
-        self.pooled[rows] = pooled
-        return pooled.float().cpu().numpy()
+    def _pool(self, rows: torch.Tensor, h: torch.Tensor) -> None:
+        """Pool ``h`` (the maps of ``rows``) once: what the observation and the heads read."""
+        self.pooled[rows] = pooled_features(h, self.feature_dim)
 
     @torch.inference_mode()
-    def begin(self, slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    def begin(self, slots: np.ndarray, indices: np.ndarray) -> None:
         self.index[slots] = indices
         self.routes[slots] = SKIP_CHOICE
         rows = self._rows(slots)
         h = self.model.stem(self.inputs.index_select(0, self._rows(indices)))
         self._store(0, rows, h)
-        return self._observe(rows, h)
+        self._pool(rows, h)
 
     @torch.inference_mode()
-    def run(self, slots: np.ndarray, stage: int, width: int) -> np.ndarray:
+    def run(self, slots: np.ndarray, stage: int, width: int) -> None:
         rows = self._rows(slots)
         h = self.model.blocks[stage](self._gather(stage, rows), width)
         self._store(stage + 1, rows, h)
         self.routes[slots, stage] = width
-        return self._observe(rows, h)
+        self._pool(rows, h)
 
-    @torch.inference_mode()
-    def skip(self, slots: np.ndarray, stage: int) -> np.ndarray:
+    def skip(self, slots: np.ndarray, stage: int) -> None:
         # a skippable block keeps the shape, so points stage and stage + 1 share one buffer, and the
         # pooled features stay as they are
         self.routes[slots, stage] = SKIP_CHOICE
+
+    def features(self, slots: np.ndarray) -> np.ndarray:
         return self.pooled[self._rows(slots)].float().cpu().numpy()
 
     @torch.inference_mode()
