@@ -7,7 +7,6 @@ the new channels. Factories ``resnet8`` … ``resnet110`` give depth ``6n + 2``.
 from __future__ import annotations
 
 import copy
-
 from typing import Sequence
 
 import torch
@@ -247,8 +246,9 @@ def inference_copy(model: DynamicResNet, channels_last: bool = True) -> DynamicR
     equal ``model``'s in eval mode up to float rounding."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     copy_ = copy.deepcopy(model).eval().requires_grad_(False)
-    w, b = fold(copy_.conv1.weight, copy_.bn1)
-    copy_.conv1 = nn.Conv2d(3, w.shape[0], 3, padding=1).requires_grad_(False)
+    stem = copy_.conv1
+    w, b = fold(stem.weight, copy_.bn1)
+    copy_.conv1 = nn.Conv2d(stem.in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding).requires_grad_(False)
     copy_.conv1.weight.copy_(w)
     copy_.conv1.bias.copy_(b)
     copy_.bn1 = nn.Identity()
