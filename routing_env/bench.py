@@ -113,8 +113,8 @@ def cascade_figures(seconds: float) -> dict[str, Any]:
 def dynamic_figures(seconds: float, rounds: int = 5) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {"vector_steps_per_s": {}}
-    for b in (64, 256):
-        venv = RoutingVectorEnv(num_envs=b, backbone="cifar10-resnet20-dynamic")
+    envs = {b: RoutingVectorEnv(num_envs=b, backbone="cifar10-resnet20-dynamic") for b in (64, 256)}
+    for b, venv in envs.items():
         venv.reset(seed=0)
 
         def vector(venv: RoutingVectorEnv = venv, b: int = b) -> int:
@@ -122,7 +122,7 @@ def dynamic_figures(seconds: float, rounds: int = 5) -> dict[str, Any]:
             return b
 
         out["vector_steps_per_s"][str(b)] = rate(vector, seconds)
-    overheads = [routing_overhead(venv, rng, steps=20) for _ in range(rounds)]
+    overheads = [routing_overhead(envs[256], rng, steps=20) for _ in range(rounds)]
     out["routing_overhead"] = float(np.median(overheads))
     out["routing_overhead_rounds"] = overheads
     out["overhead_measured_on"] = f"B=256, median of {rounds} rounds of 20 steps, each against a replay of its backbone calls"
@@ -141,13 +141,13 @@ def routing_overhead(venv: RoutingVectorEnv, rng: np.random.Generator, steps: in
     calls: list[tuple[str, int, int, int]] = []
     begin, run, head = executor.begin, executor.run, executor.head
 
-    def counting_begin(slots: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    def counting_begin(slots: np.ndarray, indices: np.ndarray) -> None:
         calls.append(("stem", 0, 0, len(slots)))
-        return begin(slots, indices)
+        begin(slots, indices)
 
-    def counting_run(slots: np.ndarray, stage: int, width: int) -> np.ndarray:
+    def counting_run(slots: np.ndarray, stage: int, width: int) -> None:
         calls.append(("run", stage, width, len(slots)))
-        return run(slots, stage, width)
+        run(slots, stage, width)
 
     def counting_head(slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
         for p, count in zip(*np.unique(positions, return_counts=True)):

@@ -167,6 +167,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench
 
+    if not args.seconds > 0 or args.ppo_steps < 1:
+        raise ValueError(f"bench needs --seconds > 0 and --ppo-steps >= 1, got {args.seconds} and {args.ppo_steps}")
     result = bench(seconds=args.seconds, ppo_steps=args.ppo_steps, dynamic=not args.no_dynamic)
     print(json.dumps(result, indent=None if args.json else 1))
     return 0

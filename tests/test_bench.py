@@ -30,3 +30,9 @@ def test_bench_dynamic_figures(cifar_root: str) -> None:
     routed = routed_figures(repeats=2)
     assert routed["batch1"]["macs_ratio"] == pytest.approx(0.5055, abs=1e-3)
     assert routed["batch64"]["latency_ratio"] > 0
+
+
+@pytest.mark.parametrize("args", [["--seconds", "0"], ["--ppo-steps", "0"]])
+def test_bench_refuses_empty_measurements(args: list[str], capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--no-dynamic", *args]) == 2
+    assert "--seconds > 0 and --ppo-steps >= 1" in capsys.readouterr().err
