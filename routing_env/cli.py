@@ -193,6 +193,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         init=args.init,
         sandwich=args.sandwich,
         skip_rate=args.skip_rate,
+        uniform_routes=args.uniform_routes,
+        order_channels=not args.no_order_channels,
+        recalibrate=args.recalibrate,
+        monitor=args.monitor,
     )
     card = pretrain(
         pargs,
@@ -290,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="start from these weights (a plain ResNet of the same depth for a dynamic backbone)")
     p.add_argument("--sandwich", type=int, default=2, help="dynamic backbones: random routes per batch")
     p.add_argument("--skip-rate", type=float, default=0.5, help="dynamic backbones: largest random skip probability")
+    p.add_argument("--uniform-routes", type=float, default=0.5, help="dynamic backbones: probability that a random route runs every block at one width")
+    p.add_argument("--no-order-channels", action="store_true", help="dynamic backbones: keep a plain --init's channel order")
+    p.add_argument("--recalibrate", type=int, default=100, help="dynamic backbones: BatchNorm recalibration batches after training (0: none)")
+    p.add_argument("--monitor", type=int, default=1000, help="dynamic backbones: val images each static route is scored on every epoch (0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
     return parser

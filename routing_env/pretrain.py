@@ -11,6 +11,7 @@ from it. At the end: ``weights.pt`` plus ``model_card.json`` and ``MODEL_CARD.md
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -20,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -28,7 +29,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .backbones.dynamic import route_report
-from .backbones.resnet import CLASSIFIERS, DYNAMIC, DynamicResNet, dynamic_from_plain, sandwich_loss
+from .backbones.resnet import (
+    CLASSIFIERS,
+    DYNAMIC,
+    DynamicResNet,
+    dynamic_from_plain,
+    order_channels,
+    random_route,
+    recalibrate_batchnorm,
+    sandwich_loss,
+)
 from .checkpoints import file_sha256, load_state_dict, save_state_dict
 from .costs import module_macs
 from .data import Split, augment, load_split
@@ -68,6 +78,19 @@ class PretrainArgs:
     skip_rate: float = 0.5
     """Dynamic backbones: a random route skips each skippable block with a probability drawn from
     ``U(0, skip_rate)`` (stochastic depth)."""
+    uniform_routes: float = 0.5
+    """Dynamic backbones: the probability that a random route runs every block at one width (else each
+    block draws its own), so the uniformly slimmed networks are trained as often as mixed routes."""
+    order_channels: bool = True
+    """Dynamic backbones started from a plain ResNet: sort each block's inner channels by importance
+    first (:func:`~routing_env.backbones.resnet.order_channels`), so narrow widths keep the strongest."""
+    recalibrate: int = 100
+    """Dynamic backbones: after training, re-estimate BatchNorm statistics over this many augmented
+    ``train`` batches, each run at every uniform width and along ``sandwich`` random routes; the
+    recalibrated weights are kept only if their mean route accuracy on ``val`` is higher. 0: never."""
+    monitor: int = 1000
+    """Dynamic backbones: every epoch, each static route's accuracy on the first ``monitor`` ``val``
+    images goes to tensorboard (``val_routes/…``) and the log, so each route is measured as it trains."""
 
     def __post_init__(self) -> None:
         if self.backbone not in MODELS:
@@ -82,6 +105,11 @@ class PretrainArgs:
             raise ValueError(f"ema must be a decay in (0, 1), got {self.ema}")
         if self.sandwich < 0 or not 0.0 <= self.skip_rate <= 1.0:
             raise ValueError(f"sandwich must be >= 0 and skip_rate in [0, 1], got {self.sandwich} and {self.skip_rate}")
+        if not 0.0 <= self.uniform_routes <= 1.0 or self.recalibrate < 0 or self.monitor < 0:
+            raise ValueError(
+                f"uniform_routes must be in [0, 1] and recalibrate, monitor >= 0, got {self.uniform_routes}, "
+                f"{self.recalibrate} and {self.monitor}"
+            )
 
     @property
     def dynamic(self) -> bool:
@@ -98,6 +126,8 @@ def build_model(args: PretrainArgs, num_classes: int) -> nn.Module:
         state = load_state_dict(args.init)
         try:
             if isinstance(model, DynamicResNet) and not any(key.startswith("blocks.") for key in state):
+                if args.order_channels:
+                    state = order_channels(state)
                 result = model.load_state_dict(dynamic_from_plain(state, model.depth, model.widths), strict=False)
                 if result.unexpected_keys or any(not key.startswith("heads.") for key in result.missing_keys):
                     raise RuntimeError(str(result))
@@ -224,7 +254,7 @@ def pretrain(
             y = labels[batch]
             with autocast:
                 if args.dynamic:
-                    loss, logits = sandwich_loss(model, x, y, criterion, generator, args.sandwich, args.skip_rate)
+                    loss, logits = sandwich_loss(model, x, y, criterion, generator, args.sandwich, args.skip_rate, args.uniform_routes)
                 else:
                     logits = model(x)
                     loss = criterion(logits.float(), y)
@@ -248,6 +278,12 @@ def pretrain(
         writer.add_scalar("train/accuracy", right / seen, epoch + 1)
         writer.add_scalar("val/accuracy", val_acc, epoch + 1)
         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], epoch + 1)
+        routes_line = ""
+        if args.dynamic and args.monitor:
+            monitored = route_report(evaluated, subset(val, args.monitor))
+            for row in monitored:
+                writer.add_scalar(f"val_routes/{row['route']}", row["accuracy"], epoch + 1)
+            routes_line = "; val routes " + ", ".join(f"{row['route']} {row['accuracy']:.3f}" for row in monitored)
         state = {
             "args": json.dumps(asdict(args), sort_keys=True),
             "model": model.state_dict(),
@@ -263,15 +299,47 @@ def pretrain(
         save_state_dict(state, checkpoint_path)
         print(
             f"{args.backbone} epoch {epoch + 1}/{args.epochs}: loss {total_loss / steps_per_epoch:.4f}, "
-            f"train acc {right / seen:.4f}, val acc {val_acc:.4f}, {elapsed / 60:.1f} min",
+            f"train acc {right / seen:.4f}, val acc {val_acc:.4f}, {elapsed / 60:.1f} min{routes_line}",
             file=sys.stderr,
             flush=True,
         )
     writer.close()
     final = ema.module if ema is not None else model
+    recalibration = None
+    if args.dynamic and args.recalibrate:
+        final, recalibration = recalibrated(final, args, inputs, val)
     if segment["last_epoch"] >= segment["first_epoch"]:
         history.append(segment)
-    return write_model_card(args, final, out, elapsed, data_root, command, history)
+    return write_model_card(args, final, out, elapsed, data_root, command, history, recalibration)
+
+
+def recalibrated(model: DynamicResNet, args: PretrainArgs, inputs: torch.Tensor, val: Split) -> tuple[DynamicResNet, dict[str, Any]]:
+    """``model`` with its BatchNorm statistics re-estimated (:func:`recalibrate_batchnorm`) if that
+    raises the mean accuracy of the static routes on ``val``, else ``model``; and both measurements."""
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    candidate = copy.deepcopy(model)
+    widths = [[j] * candidate.num_blocks for j in range(len(candidate.widths))]
+
+    def batches_and_routes() -> Iterator[tuple[torch.Tensor, list[int]]]:
+        for _ in range(args.recalibrate):
+            batch = torch.randint(len(inputs), (args.batch_size,), generator=generator).to(inputs.device)
+            x = augment(inputs[batch], generator).contiguous(memory_format=torch.channels_last)
+            for route in widths + [random_route(candidate, args.skip_rate, generator, args.uniform_routes) for _ in range(args.sandwich)]:
+                yield x, route
+
+    recalibrate_batchnorm(candidate, batches_and_routes())
+    before, after = route_report(model, val), route_report(candidate, val)
+    mean_before = sum(r["accuracy"] for r in before) / len(before)
+    mean_after = sum(r["accuracy"] for r in after) / len(after)
+    report = {
+        "batches": args.recalibrate,
+        "val_mean_route_accuracy_before": round(mean_before, 4),
+        "val_mean_route_accuracy_after": round(mean_after, 4),
+        "kept": mean_after > mean_before,
+        "val_routes_before": before,
+        "val_routes_after": after,
+    }
+    return (candidate if report["kept"] else model), report
 
 
 def write_model_card(
@@ -282,9 +350,11 @@ def write_model_card(
     data_root: str | None,
     command: str | None,
     history: list[dict[str, Any]] | None = None,
+    recalibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the weights and the model card (JSON and Markdown); ``history`` lists the machines that
-    trained which epochs where a run was resumed elsewhere."""
+    trained which epochs where a run was resumed elsewhere, ``recalibration`` what BatchNorm
+    recalibration did on ``val``."""
     weights = out / "weights.pt"
     save_state_dict(model.state_dict(), weights)
     val = subset(load_split(args.dataset, "val", data_root), args.subset)
@@ -314,6 +384,7 @@ def write_model_card(
             widths=list(model.widths),
             init_sha256=file_sha256(args.init) if args.init else None,
             routes_on_test=route_report(model, test),
+            recalibration=recalibration,
         )
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card_markdown(card))
@@ -342,6 +413,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         )
         + ("\n" if card.get("history") else "")
         + routes_markdown(card)
+        + recalibration_markdown(card)
         + f"Command:\n\n    {card['command']}\n\n"
         + f"Arguments: `{json.dumps(card['arguments'])}`\n"
     )
@@ -358,6 +430,18 @@ def routes_markdown(card: dict[str, Any]) -> str:
         "Static routes on `test` (random skips: each skippable block skipped with that probability, per image, seed 0; "
         "MACs: FlopCounterMode, the head read at the exit included):\n\n"
         "| route | accuracy | MACs | fraction of full |\n|---|---|---|---|\n" + rows + "\n"
+    )
+
+
+def recalibration_markdown(card: dict[str, Any]) -> str:
+    """What BatchNorm recalibration did to the static routes' mean accuracy on ``val``."""
+    r = card.get("recalibration")
+    if not r:
+        return ""
+    return (
+        f"BatchNorm recalibration over {r['batches']} train batches: mean static-route accuracy on `val` "
+        f"{r['val_mean_route_accuracy_before']:.4f} before, {r['val_mean_route_accuracy_after']:.4f} after; "
+        f"{'kept' if r['kept'] else 'not kept'}.\n\n"
     )
 
 

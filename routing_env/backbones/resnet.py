@@ -7,7 +7,7 @@ the new channels. Factories ``resnet8`` … ``resnet110`` give depth ``6n + 2``.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -422,11 +422,37 @@ def dynamic_from_plain(state: dict[str, torch.Tensor], depth: int, widths: Seque
     return out
 
 
-def random_route(model: DynamicResNet, skip_rate: float, generator: torch.Generator) -> list[int]:
+def order_channels(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A plain :class:`CifarResNet` state_dict with each block's inner channels sorted by importance,
+    most important first, so that ``RUN(w)``'s slice of the first ``round(w·C)`` channels keeps the
+    ones that matter (the channel ordering of network slimming and LC-Net before slicing).
+
+    A channel's importance is ``|γ|`` of its first BatchNorm times the L1 norm of the second
+    convolution's weights that read it: how much of the block's output flows through it. The network
+    computes the same function (a permutation of the inner channels), so this is safe on any weights.
+    """
+    out = dict(state)
+    blocks = sorted({key.rsplit(".", 2)[0] for key in state if key.startswith("layer") and key.endswith("conv1.weight")})
+    for block in blocks:
+        gamma = state[f"{block}.bn1.weight"].abs()
+        reads = state[f"{block}.conv2.weight"].abs().sum(dim=(0, 2, 3))
+        order = torch.argsort(gamma * reads, descending=True, stable=True)
+        out[f"{block}.conv1.weight"] = state[f"{block}.conv1.weight"][order]
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{block}.bn1.{name}"] = state[f"{block}.bn1.{name}"][order]
+        out[f"{block}.conv2.weight"] = state[f"{block}.conv2.weight"][:, order]
+    return out
+
+
+def random_route(model: DynamicResNet, skip_rate: float, generator: torch.Generator, uniform: float = 0.0) -> list[int]:
     """Per block a uniformly drawn width index, or ``SKIP_CHOICE`` (skippable blocks, with a probability
-    drawn from ``U(0, skip_rate)``)."""
+    drawn from ``U(0, skip_rate)``). With probability ``uniform`` every block takes one width drawn
+    uniformly: mixed widths alone train the uniformly slimmed networks (a route the card and the
+    baselines read) with BatchNorm inputs they never see, so the middle widths fall behind."""
     rate = float(torch.rand((), generator=generator)) * skip_rate
     widths = torch.randint(len(model.widths), (model.num_blocks,), generator=generator).tolist()
+    if float(torch.rand((), generator=generator)) < uniform:
+        widths = [widths[0]] * model.num_blocks
     skips = (torch.rand(model.num_blocks, generator=generator) < rate).tolist()
     return [SKIP_CHOICE if skip and block.skippable else w for w, skip, block in zip(widths, skips, model.blocks)]
 
@@ -439,18 +465,41 @@ def sandwich_loss(
     generator: torch.Generator,
     sandwich: int = 2,
     skip_rate: float = 0.5,
+    uniform: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Deep supervision on the full path's exits, plus the narrowest and ``sandwich`` random routes
-    distilled from the full path's last exit (the sandwich rule with in-place distillation, Yu & Huang
-    2019). Returns the loss and the full path's last logits."""
+    (:func:`random_route` with ``uniform``) distilled from the full path's last exit (the sandwich rule
+    with in-place distillation, Yu & Huang 2019). Returns the loss and the full path's last logits."""
     full = model.forward_exits(x, [len(model.widths) - 1] * model.num_blocks)
     loss = sum(criterion(logits.float(), y) for logits in full) / len(full)
     teacher = F.softmax(full[-1].detach().float(), dim=1)
-    routes = [[0] * model.num_blocks] + [random_route(model, skip_rate, generator) for _ in range(sandwich)]
+    routes = [[0] * model.num_blocks] + [random_route(model, skip_rate, generator, uniform) for _ in range(sandwich)]
     for route in routes:
         exits = model.forward_exits(x, route)
         loss = loss + sum(-(teacher * F.log_softmax(logits.float(), dim=1)).sum(1).mean() for logits in exits) / len(exits)
     return loss, full[-1]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: DynamicResNet, runs: Iterable[tuple[torch.Tensor, Sequence[int]]]) -> None:
+    """Re-estimate every BatchNorm's statistics as the exact mean over ``runs``, each a batch and the
+    route it is run along (Slimmable Networks' post-training recalibration). During training a width's statistics
+    are a running average of routes whose upstream blocks kept changing; after it, one pass with the
+    final weights gives each (block, width) the statistics of the inputs it now sees."""
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    try:
+        for x, route in runs:
+            model.forward_exits(x, route)
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        model.train(was_training)
 
 
 def resnet20_dynamic(num_classes: int = 10, exits: str = "stage") -> DynamicResNet:
