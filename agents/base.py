@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from routing_env.env import RoutingVectorEnv
+from gymnasium.vector import VectorEnv
 
 from .logger import RunLogger
 
@@ -20,29 +20,25 @@ class Agent(abc.ABC):
     """A routing policy that can act, learn from an environment, and be saved.
 
     Subclasses take ``(env, *, seed=0, **options)`` in ``__init__``: ``env`` is the vector environment
-    they learn on (its spaces fix the policy's shapes). ``predict`` acts on batched observations of
-    any environment with the same spaces; ``env`` there is the environment that produced them (only
-    privileged baselines such as the oracle look at it).
+    they learn on (a :class:`~routing_env.env.RoutingVectorEnv` or a wrapper of one; its spaces fix the
+    policy's shapes, ``env.routing`` is the read-only structure). ``predict`` acts on batched
+    observations of any environment with the same spaces; ``env`` there is the environment that
+    produced them (only privileged baselines such as the oracle read its ``routing.instances()``).
     """
 
     name: str = "agent"
     uses_labels: bool = False
     """True for upper bounds that peek at labels (the oracle); reports mark them."""
 
-    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, **options: Any) -> None:
+    def __init__(self, env: VectorEnv, *, seed: int = 0, **options: Any) -> None:
         if options:
             raise TypeError(f"unknown option(s) {sorted(options)} for agent {self.name!r}")
         self.env = env
         self.seed = seed
 
     @abc.abstractmethod
-    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+    def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         """Actions ``(B,)`` for a batch of observations."""
-
-    @property
-    def training_env(self) -> RoutingVectorEnv:
-        """The environment the agent steps while learning (its backbone is the co-trained one)."""
-        return self.env
 
     def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False) -> None:
         """Learn from ``self.env`` for ``total_steps`` instance-steps (nothing to learn by default).
@@ -114,7 +110,7 @@ def agent_class(name: str) -> type[Agent]:
     return registry[name]
 
 
-def make_agent(name: str, env: RoutingVectorEnv, *, seed: int = 0, **options: Any) -> Agent:
+def make_agent(name: str, env: VectorEnv, *, seed: int = 0, **options: Any) -> Agent:
     """Construct the agent ``name`` on ``env``; unknown options raise ``TypeError`` naming the valid ones."""
     cls = agent_class(name)
     params = inspect.signature(cls.__init__).parameters
@@ -126,7 +122,7 @@ def make_agent(name: str, env: RoutingVectorEnv, *, seed: int = 0, **options: An
     return cls(env, seed=seed, **options)
 
 
-def load_agent(directory: str | Path, env: RoutingVectorEnv) -> Agent:
+def load_agent(directory: str | Path, env: VectorEnv) -> Agent:
     """Recreate a saved agent from ``directory/agent.json`` and its state, on ``env``."""
     directory = Path(directory)
     meta_path = directory / "agent.json"

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from routing_env.core import SKIP
+from gymnasium.vector import VectorEnv
+
 from routing_env.env import RoutingVectorEnv
 from routing_env.evaluation import ExitTable, exit_table, fixed_route_actions
 
@@ -21,11 +23,11 @@ class RandomAgent(Agent):
 
     name = "random"
 
-    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0) -> None:
+    def __init__(self, env: VectorEnv, *, seed: int = 0) -> None:
         super().__init__(env, seed=seed)
         self.rng = np.random.default_rng(seed)
 
-    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+    def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         mask = obs["action_mask"].astype(bool)
         scores = self.rng.random(mask.shape) * mask
         return scores.argmax(axis=1)
@@ -37,9 +39,9 @@ class FixedAgent(Agent):
 
     name = "fixed"
 
-    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, position: int | None = None, width: int | None = None) -> None:
+    def __init__(self, env: VectorEnv, *, seed: int = 0, position: int | None = None, width: int | None = None) -> None:
         super().__init__(env, seed=seed)
-        n, widths = env.core.num_stages, env.core.backbone.spec.widths
+        n, widths = env.routing.num_stages, env.routing.widths
         if position is None:
             position = n
         if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position <= n:
@@ -49,7 +51,7 @@ class FixedAgent(Agent):
         self.position = int(position)
         self.width = None if width is None else int(width)
 
-    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+    def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         return fixed_route_actions(obs, self.position, self.width)
 
     def options(self) -> dict[str, Any]:
@@ -62,14 +64,14 @@ class RandomSkipAgent(Agent):
 
     name = "random-skip"
 
-    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, rate: float = 0.5) -> None:
+    def __init__(self, env: VectorEnv, *, seed: int = 0, rate: float = 0.5) -> None:
         super().__init__(env, seed=seed)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"random-skip agent: rate must be a probability in [0, 1], got {rate!r}")
         self.rate = float(rate)
         self.rng = np.random.default_rng(seed)
 
-    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+    def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         mask = obs["action_mask"].astype(bool)
         run = fixed_route_actions(obs, obs["position"].shape[1] - 1)
         skip = mask[:, SKIP] & (self.rng.random(len(mask)) < self.rate)
@@ -101,7 +103,7 @@ class ThresholdAgent(Agent):
 
     def __init__(
         self,
-        env: RoutingVectorEnv,
+        env: VectorEnv,
         *,
         seed: int = 0,
         tau: float | None = None,
@@ -137,10 +139,10 @@ class ThresholdAgent(Agent):
         if logger is not None:
             logger.scalar("charts/threshold_tau", self.tau, 0)
 
-    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+    def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         mask = obs["action_mask"].astype(bool)
         confident = mask[:, 0] & (obs["probs"].max(axis=1) >= self.tau)
-        return np.where(confident, 0, fixed_route_actions(obs, env.core.num_stages))
+        return np.where(confident, 0, fixed_route_actions(obs, env.routing.num_stages))
 
     def options(self) -> dict[str, Any]:
         return {"tau": self.tau, "lam": self.lam, "target_macs_fraction": self.target}
@@ -156,22 +158,24 @@ class OracleAgent(Agent):
     name = "oracle"
     uses_labels = True
 
-    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0) -> None:
+    def __init__(self, env: VectorEnv, *, seed: int = 0) -> None:
         super().__init__(env, seed=seed)
-        self._targets: dict[tuple[str, str], np.ndarray] = {}
+        self._targets: dict[tuple[str, str, str], np.ndarray] = {}
 
-    def _target_positions(self, env: RoutingVectorEnv) -> np.ndarray:
-        key = (env.core.dataset, env.core.split)
+    def _target_positions(self, env: VectorEnv) -> np.ndarray:
+        view = env.routing
+        key = (view.weights_sha256, view.dataset, view.split)
         if key not in self._targets:
-            # a separate environment: routing the split must not disturb the episodes of `env`
-            table = exit_table(RoutingVectorEnv(num_envs=256, **dataclasses.asdict(env.config)))
+            # a separate, frozen environment: routing the split must not disturb the episodes of `env`
+            config = dataclasses.replace(env.config, train_backbone=False)
+            table = exit_table(RoutingVectorEnv.from_config(config, num_envs=256))
             cost = np.where(table.correct, table.macs_fraction, np.inf)
             best = cost.argmin(axis=0)
             best[~table.correct.any(axis=0)] = 0
             self._targets[key] = table.positions[best]
         return self._targets[key]
 
-    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
-        targets = self._target_positions(env)[env.core.index]
+    def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
+        targets = self._target_positions(env)[env.routing.instances()]
         here = obs["position"].argmax(axis=1)
-        return np.where(here >= targets, 0, fixed_route_actions(obs, env.core.num_stages))
+        return np.where(here >= targets, 0, fixed_route_actions(obs, env.routing.num_stages))

@@ -23,9 +23,11 @@ def input_dim(space: gym.spaces.Dict) -> int:
 
 
 def policy_input(obs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The policy input ``(B, input_dim)`` of batched observation tensors."""
-    probs = torch.sort(obs["probs"].float(), dim=-1, descending=True).values
-    return torch.cat([obs["features"].float(), probs, obs["position"].float(), obs["cost"].float()], dim=-1)
+    """The policy input ``(B, input_dim)`` of batched observation tensors, in the features' float
+    dtype (float32 unless a model was moved to another)."""
+    dtype = obs["features"].dtype if obs["features"].is_floating_point() else torch.float32
+    probs = torch.sort(obs["probs"].to(dtype), dim=-1, descending=True).values
+    return torch.cat([obs["features"].to(dtype), probs, obs["position"].to(dtype), obs["cost"].to(dtype)], dim=-1)
 
 
 def policy_input_np(obs: dict[str, np.ndarray]) -> torch.Tensor:

@@ -5,10 +5,11 @@ logits and a state-value baseline; each round resets every environment of the ba
 one episode (no episode is cut by the rollout's end, so none is dropped or biased); undiscounted
 returns-to-go; policy gradient with the baseline, an entropy bonus, and a value regression.
 
-On a co-trained environment (``train_backbone=True``) this is Guan et al.'s joint training: the
-environment updates the classifiers on the cross-entropy of the exits the sampled routes took, this
-agent updates the selection module by REINFORCE on the same episodes; TensorBoard shows the former as
-``losses/backbone_cross_entropy``.
+On a co-trained environment (``train_backbone=True``, wrapped in
+:class:`~routing_env.cotraining.CoTrainBackbone`) this is Guan et al.'s joint training: the wrapper
+updates the classifiers on the cross-entropy of the exits the sampled routes took, this agent updates
+the selection module by REINFORCE on the same episodes; TensorBoard shows the former (``info["backbone_loss"]``)
+as ``losses/backbone_cross_entropy``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from tqdm import tqdm
 
 from routing_env.checkpoints import load_state_dict, save_state_dict
 from routing_env.costs import count_macs
-from routing_env.env import RoutingVectorEnv
+from gymnasium.vector import VectorEnv
+
+from routing_env.env import terminal_info
 
 from .base import Agent
 from .features import input_dim, policy_input, policy_input_np
@@ -70,7 +73,7 @@ class ReinforceAgent(Agent):
 
     name = "reinforce"
 
-    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, **options: Any) -> None:
+    def __init__(self, env: VectorEnv, *, seed: int = 0, **options: Any) -> None:
         super().__init__(env, seed=seed)
         fields = ReinforceArgs.__dataclass_fields__
         unknown = sorted(set(options) - set(fields))
@@ -88,7 +91,7 @@ class ReinforceAgent(Agent):
         return asdict(self.args)
 
     @torch.no_grad()
-    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+    def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         mask = torch.as_tensor(obs["action_mask"]).bool()
         return self.net.logits(policy_input_np(obs), mask).argmax(dim=-1).numpy()
 
@@ -106,6 +109,7 @@ class ReinforceAgent(Agent):
         rounds = -(-args.episodes_per_update // env.num_envs)
         env.reset(seed=self.seed)
         done_steps, start = 0, time.time()
+        backbone_loss: np.ndarray | None = None
         while done_steps < total_steps:
             xs, masks, actions, returns, lives = [], [], [], [], []
             ended: dict[str, list[np.ndarray]] = {"return": [], "correct": [], "macs_fraction": [], "exit_position": []}
@@ -130,8 +134,10 @@ class ReinforceAgent(Agent):
                     episode_return += np.where(live, reward, 0.0)
                     end = live & (terminated | truncated)
                     ended["return"].append(episode_return[end])
+                    final = terminal_info(info)
                     for key in ("correct", "macs_fraction", "exit_position"):
-                        ended[key].append(info[key][end] if end.any() else np.zeros(0))
+                        ended[key].append(final[key][end] if end.any() else np.zeros(0))
+                    backbone_loss = info.get("backbone_loss", backbone_loss)
                     live &= ~(terminated | truncated)
                 # undiscounted rewards-to-go of this round's episodes
                 returns.extend(torch.stack(rewards).flip(0).cumsum(0).flip(0).unbind(0))
@@ -140,9 +146,8 @@ class ReinforceAgent(Agent):
                 logger.episodes(done_steps, *(np.concatenate(ended[k]) for k in ended))
                 for key, value in loss_terms.items():
                     logger.scalar(f"losses/{key}", value, done_steps)
-                trainer = env.core.executor.trainer
-                if trainer is not None and trainer.updates:
-                    logger.scalar("losses/backbone_cross_entropy", trainer.last_loss, done_steps)
+                if backbone_loss is not None and np.isfinite(backbone_loss[0]):  # co-trained (CoTrainBackbone)
+                    logger.scalar("losses/backbone_cross_entropy", float(backbone_loss[0]), done_steps)
                 logger.scalar("charts/SPS", done_steps / max(time.time() - start, 1e-9), done_steps)
         bar.close()
 

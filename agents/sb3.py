@@ -1,19 +1,19 @@
 """Stable-Baselines3 and sb3-contrib agents over the routing environment.
 
-:class:`SB3VecEnv` adapts the natively batched :class:`~routing_env.env.RoutingVectorEnv` (run with
-autoreset ``SameStep``) to SB3's ``VecEnv`` without copying it into per-episode environments, and
-exposes ``action_masks`` for ``MaskablePPO``. :class:`RoutingCallback` logs accuracy and MACs.
+:class:`SB3VecEnv` adapts the natively batched :class:`~routing_env.env.RoutingVectorEnv` (or a
+wrapper of one, in either autoreset mode) to SB3's ``VecEnv`` without copying it into per-episode
+environments, and exposes ``action_masks`` for ``MaskablePPO``. :class:`RoutingCallback` logs accuracy
+and MACs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
+from gymnasium.vector import AutoresetMode, VectorEnv
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -33,12 +33,21 @@ from .logger import RunLogger
 
 
 class SB3VecEnv(VecEnv):
-    """SB3 ``VecEnv`` view of a :class:`RoutingVectorEnv` in ``SameStep`` autoreset mode."""
+    """SB3 ``VecEnv`` view of a :class:`RoutingVectorEnv` (or a wrapper of one, such as
+    :class:`~routing_env.cotraining.CoTrainBackbone`).
 
-    def __init__(self, venv: RoutingVectorEnv) -> None:
-        if venv.metadata["autoreset_mode"] != AutoresetMode.SAME_STEP:
-            raise ValueError("SB3VecEnv needs a RoutingVectorEnv with autoreset_mode='SameStep'")
+    SB3 restarts an ended episode in the step that ends it and passes its last observation in
+    ``info["terminal_observation"]``: ``SameStep`` autoreset does exactly that; under ``NextStep`` the
+    ended slots are restarted at once with a partial reset (``reset_mask``), which draws the same
+    instances in the same order.
+    """
+
+    def __init__(self, venv: VectorEnv) -> None:
+        mode = venv.metadata.get("autoreset_mode")
+        if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP) or not isinstance(venv.unwrapped, RoutingVectorEnv):
+            raise ValueError(f"SB3VecEnv needs a RoutingVectorEnv (or a wrapper of one) in NextStep or SameStep autoreset mode, got {venv!r}")
         self.venv = venv
+        self.same_step = mode == AutoresetMode.SAME_STEP
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self._actions = np.zeros(venv.num_envs, dtype=np.int64)
         self._returns = np.zeros(venv.num_envs)
@@ -62,12 +71,16 @@ class SB3VecEnv(VecEnv):
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         ends = np.flatnonzero(dones)
         if len(ends):
-            final = info["final_info"]
+            if self.same_step:
+                final, final_obs = info["final_info"], info["final_obs"]
+            else:
+                final, final_obs = info, [{k: v[i] for k, v in obs.items()} if dones[i] else None for i in range(self.num_envs)]
+                obs, _ = self.venv.reset(options={"reset_mask": dones})
             columns = zip(ends.tolist(), self._returns[ends].tolist(), self._lengths[ends].tolist(), (truncated & ~terminated)[ends].tolist(),
                           final["correct"][ends].tolist(), final["macs_fraction"][ends].tolist(), final["exit_position"][ends].tolist())
             for i, ret, length, cut, correct, macs_fraction, exit_position in columns:
                 infos[i] = {
-                    "terminal_observation": info["final_obs"][i],
+                    "terminal_observation": final_obs[i],
                     "TimeLimit.truncated": cut,
                     "episode": {"r": ret, "l": length},
                     "correct": correct,
@@ -79,7 +92,7 @@ class SB3VecEnv(VecEnv):
         return obs, reward.astype(np.float32), dones, infos
 
     def action_masks(self) -> np.ndarray:
-        return self.venv.action_masks()
+        return self.venv.unwrapped.action_masks()
 
     def close(self) -> None:
         self.venv.close()
@@ -93,7 +106,7 @@ class SB3VecEnv(VecEnv):
 
     def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
         if method_name == "action_masks":
-            masks = self.venv.action_masks()
+            masks = self.venv.unwrapped.action_masks()
             return [masks[i] for i in self._get_indices(indices)]
         raise AttributeError(f"SB3VecEnv has no per-episode method {method_name!r}")
 
@@ -137,13 +150,10 @@ class SB3Agent(Agent):
     defaults: ClassVar[dict[str, Any]] = {}
     masked: ClassVar[bool] = False
 
-    def __init__(self, env: RoutingVectorEnv, *, seed: int = 0, **options: Any) -> None:
+    def __init__(self, env: VectorEnv, *, seed: int = 0, **options: Any) -> None:
         super().__init__(env, seed=seed)
         self.kwargs = {**self.defaults, **options}
-        venv = RoutingVectorEnv(
-            num_envs=env.num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **dataclasses.asdict(env.config)
-        )
-        self.vec_env = SB3VecEnv(venv)
+        self.vec_env = SB3VecEnv(env)
         try:
             self.model = self.algorithm(
                 "MultiInputPolicy",
@@ -160,17 +170,13 @@ class SB3Agent(Agent):
     def options(self) -> dict[str, Any]:
         return dict(self.kwargs)
 
-    @property
-    def training_env(self) -> RoutingVectorEnv:
-        return self.vec_env.venv
-
     def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False) -> None:
         if logger is not None:
             self.model.set_logger(configure(str(logger.directory), ["tensorboard"]))
         callbacks = [RoutingCallback()] + ([ProgressCallback(total_steps, self.name)] if progress else [])
         self.model.learn(total_timesteps=total_steps, callback=CallbackList(callbacks))
 
-    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+    def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         kwargs = {"action_masks": obs["action_mask"].astype(bool)} if self.masked else {}
         actions, _ = self.model.predict(obs, deterministic=True, **kwargs)
         return np.asarray(actions, dtype=np.int64)

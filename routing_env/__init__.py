@@ -9,7 +9,7 @@ from __future__ import annotations
 from gymnasium.envs.registration import register
 
 from .backbones import DYNAMIC_BACKBONE
-from .core import EXIT, RUN, SKIP, RoutingCore
+from .core import EXIT, RUN, SKIP, RoutingCore, RoutingView
 from .env import EnvConfig, RoutingEnv, RoutingVectorEnv
 from .rewards import RewardFn, make_reward
 from .routed import RoutedModel
@@ -20,13 +20,13 @@ ENV_IDS = ("routing_env/Cascade-v0", "routing_env/DynamicResNet-v0")
 
 register(
     id="routing_env/Cascade-v0",
-    entry_point="routing_env.env:RoutingEnv",
-    vector_entry_point="routing_env.env:RoutingVectorEnv",
+    entry_point="routing_env.env:make_env",
+    vector_entry_point="routing_env.env:make_vector_env",
 )
 register(
     id="routing_env/DynamicResNet-v0",
-    entry_point="routing_env.env:RoutingEnv",
-    vector_entry_point="routing_env.env:RoutingVectorEnv",
+    entry_point="routing_env.env:make_env",
+    vector_entry_point="routing_env.env:make_vector_env",
     kwargs={"backbone": DYNAMIC_BACKBONE},
 )
 
@@ -39,6 +39,7 @@ __all__ = [
     "RewardFn",
     "RoutedModel",
     "RoutingCore",
+    "RoutingView",
     "RoutingEnv",
     "RoutingVectorEnv",
     "make_reward",

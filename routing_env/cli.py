@@ -10,10 +10,10 @@ from typing import Any, Sequence
 
 from . import __version__
 from .experiments import (
-    EVAL_BATCH,
     SweepSpec,
+    evaluation_env,
     evaluation_json,
-    frozen_kwargs,
+    evaluation_kwargs,
     groups_markdown,
     make_vector_env,
     run_sweep,
@@ -84,16 +84,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"--run {run}: {config_path} does not exist (is it a directory written by `train`?)")
         config = json.loads(config_path.read_text())
         env_id = config["env"]
-        env_kwargs = {**frozen_kwargs(config["env_kwargs"], run), "split": args.split}
-        env = make_vector_env(env_id, EVAL_BATCH, **env_kwargs)
+        env = evaluation_env(env_id, config["env_kwargs"], args.split, run=run)
         agent = load_agent(run, env)
     else:
         env_id = args.env
         env_kwargs = env_kwargs_from(args)
-        tune_env = make_vector_env(env_id, args.num_envs, **{**env_kwargs, "split": "val"})
+        tune_env = make_vector_env(env_id, args.num_envs, **evaluation_kwargs(env_kwargs, "val"))  # frozen too
         agent = make_agent(args.agent, tune_env, seed=args.seed, **parse_kwargs(args.agent_kwargs, "--agent-kwargs"))
         agent.learn(args.steps, progress=not args.json)
-        env = make_vector_env(env_id, EVAL_BATCH, **{**env_kwargs, "split": args.split})
+        env = evaluation_env(env_id, env_kwargs, args.split)
     result = evaluation_json(agent, env, env_id)
     if args.json:
         print(json.dumps(result))

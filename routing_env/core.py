@@ -7,10 +7,11 @@ views over this one implementation; nothing here knows about Gymnasium.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .backbones.base import BackboneSpec, CoTraining, CostTable, RoutableBackbone
+from .backbones.base import SKIP_CHOICE, BackboneSpec, CostTable, RoutableBackbone
 from .rewards import InvalidActionPenalty, Outcome, RewardFn
 
 EXIT = 0
@@ -19,6 +20,37 @@ RUN = 2
 """Action codes: ``EXIT``, ``SKIP``, then ``RUN + j`` runs at ``widths[j]``."""
 
 INVALID_ACTION_MODES = ("fallback", "penalize", "raise")
+
+BUDGET_TOLERANCE = 1e-9
+"""Relative slack of the hard budget, so that a route costing exactly ``max_macs`` fits despite rounding."""
+
+NOT_REACHED = -2
+"""In a route, the choice of a stage the episode never reached (``SKIP_CHOICE`` = -1 is a skip; a width
+index is a run)."""
+
+
+def fits(macs: Any, committed: Any, budget: float) -> Any:
+    """Whether spending ``committed`` more MACs after ``macs`` stays within ``budget``: the one budget
+    rule, for numpy arrays (the environment) and torch tensors (:class:`~routing_env.routed.RoutedModel`)."""
+    return macs[:, None] + committed <= budget * (1 + BUDGET_TOLERANCE)
+
+
+def fallback_order(action: int, num_widths: int) -> list[int]:
+    """The replacements of an invalid ``action``, nearest first (the first valid one is taken).
+
+    - ``RUN(w)``: the narrower widths from ``w`` down, then the wider ones up, then ``SKIP``, then
+      ``EXIT`` (a RUN over the budget becomes the widest RUN that fits, and ends the episode only
+      when no RUN or SKIP fits; at the last point only EXIT is valid).
+    - ``SKIP``: the RUNs from the narrowest up (the cheapest way on), then ``EXIT``.
+    - ``EXIT`` (no prediction yet): the RUNs from the widest down, then ``SKIP``.
+    """
+    runs = [RUN + j for j in range(num_widths)]
+    if action == EXIT:
+        return runs[::-1] + [SKIP]
+    if action == SKIP:
+        return runs + [EXIT]
+    j = action - RUN
+    return runs[:j][::-1] + runs[j + 1 :] + [SKIP, EXIT]
 
 
 def action_names(widths: tuple[float, ...]) -> tuple[str, ...]:
@@ -38,6 +70,11 @@ class StepResult:
     label: np.ndarray
     correct: np.ndarray
     exit_position: np.ndarray
+    instance: np.ndarray
+    """The instance (index into the split) each stepped episode routes."""
+    route: np.ndarray
+    """(len(slots), N): each episode's choice per stage so far: a width index, ``SKIP_CHOICE`` (-1),
+    or ``NOT_REACHED``. With ``instance`` and ``exit_position`` it replays an ended episode (co-training)."""
 
 
 def row_max(x: np.ndarray) -> np.ndarray:
@@ -82,6 +119,8 @@ class ActionTables:
     """(N+1, A): MACs a move commits to when no head has been evaluated yet."""
     valid_now: np.ndarray
     """(N+1, 2, A) bool: the mask at point k with or without a prediction, before any budget."""
+    fallback_ranks: np.ndarray
+    """(A, A): for invalid action a, the preference of each replacement (lower first; :func:`fallback_order`)."""
 
     @classmethod
     def build(cls, spec: BackboneSpec, costs: CostTable, allow_skip: bool) -> ActionTables:
@@ -110,7 +149,11 @@ class ActionTables:
         need[:n] += np.where(evaluates[:n], 0.0, min_to_head[1:, None])
         valid_now = np.stack([static_valid, static_valid], axis=1)
         valid_now[:, 0, EXIT], valid_now[:, 1, EXIT] = False, True
-        return cls(has_head, static_valid, act_cost, evaluates, min_to_head, need, valid_now)
+        fallback_ranks = np.zeros((a, a), dtype=np.int64)
+        for action in range(a):
+            order = fallback_order(action, len(spec.widths))
+            fallback_ranks[action, [action] + order] = np.arange(a)
+        return cls(has_head, static_valid, act_cost, evaluates, min_to_head, need, valid_now, fallback_ranks)
 
     def budget(self, costs: CostTable, max_macs: float | None) -> float:
         """The MACs budget of ``max_macs`` (a fraction of the reference; ``inf`` for ``None``);
@@ -119,7 +162,7 @@ class ActionTables:
             return np.inf
         budget = float(max_macs) * costs.reference
         first = costs.prefix + (costs.head[0] if self.has_head[0] else self.min_to_head[0])
-        if first > budget * (1 + 1e-9):
+        if first > budget * (1 + BUDGET_TOLERANCE):
             raise ValueError(
                 f"max_macs={max_macs} is below the cheapest route to a prediction "
                 f"({first / costs.reference:.4g} of the reference MACs)"
@@ -131,9 +174,19 @@ class ActionTables:
         ``budget`` MACs (``inf`` for none): a move is valid if the cheapest prediction after it fits."""
         mask = self.valid_now[position, has_probs.astype(np.intp)]
         if np.isfinite(budget):
-            committed = np.where(has_probs[:, None], self.act_cost[position], self.need[position])
-            mask &= macs[:, None] + committed <= budget * (1 + 1e-9)
+            mask &= fits(macs, self.committed(position, has_probs), budget)
         return mask
+
+    def committed(self, position: np.ndarray, has_probs: np.ndarray) -> np.ndarray:
+        """(B, A): the MACs each move commits to: its own cost with a prediction in hand, else also
+        the cheapest way on to one."""
+        return np.where(has_probs[:, None], self.act_cost[position], self.need[position])
+
+    def fallback(self, actions: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Each row's valid replacement of ``actions`` (invalid ones) under ``mask`` (B, A): the first
+        valid move of :func:`fallback_order`."""
+        ranks = self.fallback_ranks[actions]
+        return np.ascontiguousarray(np.where(mask, ranks, np.iinfo(np.int64).max).T).argmin(axis=0)  # row argmin, as row_max
 
 
 class RoutingCore:
@@ -151,7 +204,8 @@ class RoutingCore:
         invalid_penalty: penalty per invalid action under ``"penalize"``.
         allow_skip: offer ``SKIP`` where the backbone can skip.
         data_root: root of the image data, where the backbone needs it.
-        cotrain: co-train the backbone from the ended episodes (DESIGN §6); ``None`` keeps it frozen.
+        live: run the backbone's own network (trainable, e.g. by
+            :class:`~routing_env.cotraining.BackboneTrainer`) instead of a frozen copy or cache.
     """
 
     def __init__(
@@ -167,7 +221,7 @@ class RoutingCore:
         invalid_penalty: float = 0.1,
         allow_skip: bool = False,
         data_root: str | None = None,
-        cotrain: CoTraining | None = None,
+        live: bool = False,
     ) -> None:
         if invalid_action not in INVALID_ACTION_MODES:
             raise ValueError(f"unknown invalid_action {invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
@@ -183,7 +237,7 @@ class RoutingCore:
             reward_fn = reward_fn + InvalidActionPenalty(invalid_penalty)
         self.reward_fn = reward_fn
         self.uses_cross_entropy = reward_fn.uses_cross_entropy
-        self.executor = backbone.executor(dataset, split, num_slots, data_root, cotrain)
+        self.executor = backbone.executor(dataset, split, num_slots, data_root, live)
         self.labels = self.executor.labels
         self.num_instances = len(self.labels)
         self.num_stages = n = spec.num_stages
@@ -210,31 +264,13 @@ class RoutingCore:
         self.logits = np.zeros((b, self.num_classes), dtype=np.float32)
         self.probs = np.zeros((b, self.num_classes), dtype=np.float32)
         self.exit_position = np.full(b, -1, dtype=np.int64)
+        self.route = np.full((b, n), NOT_REACHED, dtype=np.int64)
         self.onehot = np.eye(n + 1, dtype=np.float32)
 
     # --- static tables ------------------------------------------------------------------------
     def _build_tables(self, allow_skip: bool) -> None:
         self.tables = tables = ActionTables.build(self.backbone.spec, self.backbone.costs, allow_skip)
         self.has_head, self.static_valid, self.act_cost, self.evaluates = tables.has_head, tables.static_valid, tables.act_cost, tables.evaluates
-        self.fallback_ranks = self._fallback_ranks()
-
-    def _fallback_ranks(self) -> np.ndarray:
-        """``(N+1, A, A)``: at point k, for invalid action a, the preference of each replacement
-        (lower first). The listed orders come first; any other valid action after them, lowest code first."""
-        n, a = self.num_stages, self.num_actions
-        w = a - RUN
-        runs_down = [RUN + j for j in reversed(range(w))]
-        ranks = np.zeros((n + 1, a, a), dtype=np.int64)
-        for k in range(n + 1):
-            orders = {EXIT: runs_down + [SKIP], SKIP: runs_down[:1] + [EXIT] + runs_down[1:]}
-            for j in range(w):
-                up = [RUN + i for i in range(j + 1, w)]
-                down = [RUN + i for i in reversed(range(j))]
-                orders[RUN + j] = [EXIT] if k == n else up + [EXIT] + down + [SKIP]
-            for action, order in orders.items():
-                rest = [c for c in range(a) if c not in order]
-                ranks[k, action, order + rest] = np.arange(a)
-        return ranks
 
     # --- queries ------------------------------------------------------------------------------
     def action_mask(self, slots: np.ndarray) -> np.ndarray:
@@ -267,6 +303,7 @@ class RoutingCore:
         self.probs[slots] = 0.0
         self.potential[slots] = 0.0
         self.exit_position[slots] = -1
+        self.route[slots] = NOT_REACHED
         self.executor.begin(slots, indices)
         self.features[slots] = self.executor.features(slots)
         if self.has_head[0]:
@@ -296,9 +333,8 @@ class RoutingCore:
                 f"{int(self.position[slots[i]])}; valid actions now: {valid}"
             )
         bad = np.flatnonzero(invalid)
-        ranks = self.fallback_ranks[self.position[slots[bad]], actions[bad]]
         actions = actions.copy()
-        actions[bad] = np.ascontiguousarray(np.where(mask[bad], ranks, np.iinfo(np.int64).max).T).argmin(axis=0)  # row argmin, as row_max
+        actions[bad] = self.tables.fallback(actions[bad], mask[bad])
         return actions, invalid
 
     def step(self, slots: np.ndarray, actions: np.ndarray) -> StepResult:
@@ -316,9 +352,11 @@ class RoutingCore:
             if a == SKIP:
                 self.executor.skip(group, k)
                 self.macs[group] += costs.skip[k]
+                self.route[group, k] = SKIP_CHOICE
             else:
                 self.executor.run(group, k, a - RUN)
                 self.macs[group] += costs.stage[k, a - RUN]
+                self.route[group, k] = a - RUN
             self.position[group] = k + 1
         if len(moving):
             self.features[moving] = self.executor.features(moving)
@@ -348,8 +386,6 @@ class RoutingCore:
             potential_after=self.potential[slots],
         )
         reward, terms = self.reward_fn(outcome)
-        if done.any():
-            self.executor.finish(slots[done], self.exit_position[slots[done]])
         return StepResult(
             reward=reward,
             terminated=done,
@@ -359,6 +395,8 @@ class RoutingCore:
             label=labels,
             correct=outcome.correct,
             exit_position=self.exit_position[slots].copy(),
+            instance=self.index[slots],
+            route=self.route[slots],
         )
 
     def info(self, slots: np.ndarray) -> dict[str, np.ndarray]:
@@ -371,3 +409,56 @@ class RoutingCore:
             "position": self.position[slots],
         }
 
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+class RoutingView:
+    """A read-only view of an environment's routing structure, for agents and experiments.
+
+    Everything a policy or a report may need besides the observations: the stages and widths, what
+    each move costs and where it is possible, the heads, and which instances the episodes route now
+    (privileged: only upper bounds such as the oracle read them). Arrays are read-only views.
+    """
+
+    def __init__(self, core: RoutingCore) -> None:
+        self._core = core
+        spec, costs, tables = core.backbone.spec, core.backbone.costs, core.tables
+        self.backbone_name: str = core.backbone.name
+        self.dataset: str = core.dataset
+        self.split: str = core.split
+        self.num_instances: int = core.num_instances
+        self.num_stages: int = spec.num_stages
+        self.num_actions: int = spec.num_actions
+        self.widths: tuple[float, ...] = spec.widths
+        self.action_names: tuple[str, ...] = core.action_names
+        self.head_positions: tuple[int, ...] = tuple(sorted(spec.head_positions))
+        self.reference_macs: float = float(costs.reference)
+        """The MACs that ``macs_fraction`` divides by."""
+        self.prefix_macs: float = float(costs.prefix)
+        """The mandatory prefix, charged at reset."""
+        self.static_valid: np.ndarray = _frozen(tables.static_valid)
+        """(N+1, A) bool: the move is possible at point k (SKIP only where offered)."""
+        self.act_cost: np.ndarray = _frozen(tables.act_cost)
+        """(N+1, A): the MACs each move charges, the head it evaluates included (inf where impossible)."""
+        self.budget: float = float(core.budget)
+        """The hard budget in MACs (``inf`` without ``max_macs``)."""
+        members = getattr(core.backbone, "member_names", None)
+        self.member_names: tuple[str, ...] | None = tuple(members) if members is not None else None
+        """A cascade's classifiers, by head position (``None`` for other backbones)."""
+        member_macs = getattr(core.backbone, "member_macs", None)
+        self.member_macs: tuple[float, ...] | None = tuple(member_macs) if member_macs is not None else None
+        """The MACs of each cascade member run alone (``None`` for other backbones)."""
+
+    @property
+    def weights_sha256(self) -> str:
+        """The sha256 of the backbone's weights now (what results computed on them are keyed by)."""
+        return self._core.backbone.weights_sha256
+
+    def instances(self) -> np.ndarray:
+        """The instance (index into the split) each slot routes now (a copy; privileged)."""
+        return self._core.index.copy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +15,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .backbones import DEFAULT_BACKBONE, CoTraining, backbone_dataset, make_backbone
-from .core import INVALID_ACTION_MODES, RoutingCore
+from .backbones import DEFAULT_BACKBONE, backbone_dataset, make_backbone
+from .core import INVALID_ACTION_MODES, RoutingCore, RoutingView
 from .checkpoints import load_state_dict
 from .data import SPLITS
 from .rewards import RewardFn, make_reward
@@ -51,9 +50,10 @@ class EnvConfig:
     obs_mode: str = "vector"
     """Observation mode; ``vector`` (DESIGN §2)."""
     train_backbone: bool = False
-    """Co-train the backbone (DESIGN §6): run it live and update it on the cross-entropy of the exits
-    the episodes took. Needs the image data; the environment trains its own copy
-    (``env.unwrapped.core.backbone``)."""
+    """Co-train the backbone (:mod:`routing_env.cotraining`): the environment runs its own copy of the
+    backbone live and reports each ended episode's instance and route; ``gym.make``/``make_vec`` wrap it
+    in :class:`~routing_env.cotraining.CoTrainBackbone`, which updates that copy on the cross-entropy of
+    the exits taken. Needs the image data; refused on ``test``."""
     backbone_lr: float = 0.01
     """Co-training: learning rate of the backbone's SGD (momentum 0.9)."""
     backbone_update_every: int = 32
@@ -86,7 +86,16 @@ class EnvConfig:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; expected one of {OBS_MODES}")
         if self.max_macs is not None and not self.max_macs > 0:
             raise ValueError(f"max_macs must be > 0 (a fraction of the reference MACs) or None, got {self.max_macs!r}")
-        CoTraining(self.backbone_lr, self.backbone_update_every)
+        if not isinstance(self.backbone_lr, (int, float)) or isinstance(self.backbone_lr, bool) or not self.backbone_lr > 0:
+            raise ValueError(f"backbone_lr must be > 0, got {self.backbone_lr!r}")
+        every = self.backbone_update_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"backbone_update_every must be an integer >= 1, got {every!r}")
+        if self.train_backbone and self.split == "test":
+            raise ValueError(
+                "train_backbone=True on split='test' would train on the test labels; co-train on 'train' or 'val', "
+                "and evaluate the saved backbone frozen (backbone_weights=...)"
+            )
         torch_device(self.device)
 
 
@@ -100,9 +109,7 @@ def torch_device(name: str) -> torch.device:
 
 def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
     """The routing core an environment with ``config`` steps, for ``num_slots`` episodes."""
-    backbone = make_backbone(config.backbone)
-    if config.train_backbone or config.backbone_weights is not None:
-        backbone = copy.deepcopy(backbone)  # built-in backbones are memoised per process: change a copy
+    backbone = make_backbone(config.backbone)  # a fresh object: no module is shared between environments
     if config.backbone_weights is not None:
         backbone.load_weights(load_state_dict(config.backbone_weights))
     backbone.to(torch_device(config.device))
@@ -119,7 +126,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
         invalid_penalty=config.invalid_penalty,
         allow_skip=allow_skip,
         data_root=config.data_root,
-        cotrain=CoTraining(config.backbone_lr, config.backbone_update_every) if config.train_backbone else None,
+        live=config.train_backbone,
     )
 
 
@@ -216,8 +223,21 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     def __init__(self, render_mode: str | None = None, **options: Any) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r} is not supported; expected None")
-        self.config = EnvConfig.from_options(options)
+        self._setup(EnvConfig.from_options(options))
+
+    @classmethod
+    def from_config(cls, config: EnvConfig) -> RoutingEnv:
+        """An environment with exactly these options (rewards and other objects are kept as they are;
+        ``dataclasses.replace(config, …)`` makes a variant)."""
+        env = cls.__new__(cls)
+        env._setup(config)
+        return env
+
+    def _setup(self, config: EnvConfig) -> None:
+        self.config = config
         self.core = build_core(self.config, 1)
+        self.routing = RoutingView(self.core)
+        """The read-only structure agents and reports use (:class:`~routing_env.core.RoutingView`)."""
         self.observation_space = observation_space(self.core)
         self.action_space = spaces.Discrete(self.core.num_actions)
         self._needs_reset = True
@@ -254,6 +274,8 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
                 label=int(result.label[0]),
                 correct=bool(result.correct[0]),
                 exit_position=int(result.exit_position[0]),
+                instance=int(result.instance[0]),
+                route=result.route[0],
                 reward_terms={name: float(v[0]) for name, v in result.terms.items()},
             )
         return self._observation(), float(result.reward[0]), terminated, False, info
@@ -261,6 +283,10 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     def action_masks(self) -> np.ndarray:
         """The valid actions now (bool), as sb3-contrib's MaskablePPO asks for them."""
         return self.core.action_mask(SLOT0)[0]
+
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        """A copy of the weights of the backbone this environment runs (a co-trained one's current weights)."""
+        return backbone_state_dict(self.core)
 
     def _observation(self) -> dict[str, np.ndarray]:
         return {key: value[0] for key, value in self.core.observation(SLOT0).items()}
@@ -276,6 +302,20 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
         }
 
 
+def backbone_state_dict(core: RoutingCore) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in core.backbone.module.state_dict().items()}
+
+
+TERMINAL_KEYS = ("prediction", "label", "correct", "exit_position", "instance", "route", "reward_terms")
+"""The info keys of a step that ends an episode (masked to those episodes in a vector env)."""
+
+
+def terminal_info(info: dict[str, Any]) -> dict[str, Any]:
+    """The info dict that holds a vector step's terminal keys, whatever the autoreset mode: under
+    ``SameStep`` they are in ``info["final_info"]`` (the top level then describes the new episodes)."""
+    return info["final_info"] if "final_info" in info else info
+
+
 def check_index(index: Any, num_instances: int) -> int:
     if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)) or not 0 <= index < num_instances:
         raise ValueError(f"options['index'] must be an integer in 0..{num_instances - 1}, got {index!r}")
@@ -287,12 +327,27 @@ class RoutingVectorEnv(VectorEnv):
 
     Same options as :class:`RoutingEnv`, plus ``num_envs`` and ``autoreset_mode`` (``NextStep``, the
     default, or ``SameStep`` with ``info["final_obs"]`` / ``info["final_info"]``). Infos are dicts of
-    arrays with ``_key`` masks; the terminal keys (``prediction``, ``label``, ``correct``,
-    ``exit_position``, ``reward_terms``) are masked to the episodes that ended. ``reset`` accepts
-    ``options={"index": array of num_envs indices}``.
+    arrays with ``_key`` masks; the terminal keys (:data:`TERMINAL_KEYS`) are masked to the episodes
+    that ended (:func:`terminal_info` finds them in either mode). ``reset`` accepts
+    ``options={"index": array of num_envs indices}``, and ``options={"reset_mask": bool array}`` to
+    start new episodes in the masked slots only (the others go on; a pending autoreset of a masked
+    slot is done by this reset).
     """
 
     def __init__(self, num_envs: int = 1, autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **options: Any) -> None:
+        self._setup(EnvConfig.from_options(options), num_envs, autoreset_mode)
+
+    @classmethod
+    def from_config(
+        cls, config: EnvConfig, num_envs: int = 1, autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP
+    ) -> RoutingVectorEnv:
+        """A vector environment with exactly these options (rewards and other objects are kept as they
+        are; ``dataclasses.replace(config, …)`` makes a variant)."""
+        env = cls.__new__(cls)
+        env._setup(config, num_envs, autoreset_mode)
+        return env
+
+    def _setup(self, config: EnvConfig, num_envs: int, autoreset_mode: str | AutoresetMode) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
@@ -304,9 +359,11 @@ class RoutingVectorEnv(VectorEnv):
             raise ValueError(f"unknown autoreset_mode {autoreset_mode!r}; expected one of {[m.value for m in modes]}")
         self.metadata = {"autoreset_mode": mode, "render_modes": []}
         self.render_mode = None
-        self.config = EnvConfig.from_options(options)
+        self.config = config
         self.num_envs = int(num_envs)
         self.core = build_core(self.config, self.num_envs)
+        self.routing = RoutingView(self.core)
+        """The read-only structure agents and reports use (:class:`~routing_env.core.RoutingView`)."""
         self.single_observation_space = observation_space(self.core)
         self.single_action_space = spaces.Discrete(self.core.num_actions)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -316,8 +373,16 @@ class RoutingVectorEnv(VectorEnv):
         self._needs_reset = True
 
     @property
+    def autoreset_mode(self) -> AutoresetMode:
+        return self.metadata["autoreset_mode"]
+
+    @property
     def num_instances(self) -> int:
         return self.core.num_instances
+
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        """A copy of the weights of the backbone this environment runs (a co-trained one's current weights)."""
+        return backbone_state_dict(self.core)
 
     def _draw(self, count: int) -> np.ndarray:
         return self.np_random.integers(self.num_instances, size=count)
@@ -330,6 +395,8 @@ class RoutingVectorEnv(VectorEnv):
         if seed is not None or self._np_random is None:
             self._np_random, self._np_random_seed = seeding.np_random(seed)
         options = options or {}
+        if "reset_mask" in options:
+            return self._partial_reset(options)
         if "index" in options:
             indices = np.asarray(options["index"])
             if indices.shape != (self.num_envs,):
@@ -340,6 +407,20 @@ class RoutingVectorEnv(VectorEnv):
         self.core.reset(self._slots, indices)
         self._autoreset[:] = False
         self._needs_reset = False
+        return self.core.observation(self._slots), self._info(np.zeros(self.num_envs, dtype=bool), None)
+
+    def _partial_reset(self, options: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        mask = np.asarray(options["reset_mask"])
+        if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+            raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), got {options['reset_mask']!r}")
+        if self._needs_reset:
+            raise ResetNeeded("call reset() without reset_mask first: no episode has started")
+        if set(options) - {"reset_mask"}:
+            raise ValueError(f"options {sorted(set(options) - {'reset_mask'})} cannot be combined with reset_mask")
+        slots = self._slots[mask]
+        if len(slots):
+            self.core.reset(slots, self._draw(len(slots)))
+        self._autoreset[mask] = False
         return self.core.observation(self._slots), self._info(np.zeros(self.num_envs, dtype=bool), None)
 
     def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -395,7 +476,7 @@ class RoutingVectorEnv(VectorEnv):
         ended = spread(result.terminated, active, b).copy()  # not the returned `terminated` itself
         if not ended.any():
             return info
-        for key in ("prediction", "label", "correct", "exit_position"):
+        for key in ("prediction", "label", "correct", "exit_position", "instance", "route"):
             info[key], info[f"_{key}"] = spread(getattr(result, key), active, b), ended
         info["reward_terms"] = {name: spread(value, active, b) for name, value in result.terms.items()}
         info["_reward_terms"] = ended
@@ -403,10 +484,28 @@ class RoutingVectorEnv(VectorEnv):
 
 
 def spread(values: np.ndarray, active: np.ndarray, num_envs: int) -> np.ndarray:
-    """A column over all ``num_envs`` slots: ``values`` of the ``active`` slots (in order), zeros
+    """Rows over all ``num_envs`` slots: ``values`` of the ``active`` slots (in order), zeros
     elsewhere; ``values`` itself when every slot is active."""
     if len(active) == num_envs:
         return values
-    column = np.zeros(num_envs, dtype=values.dtype)
+    column = np.zeros((num_envs, *values.shape[1:]), dtype=values.dtype)
     column[active] = values
     return column
+
+
+def make_env(**options: Any) -> gym.Env:
+    """The registered ids' entry point: a :class:`RoutingEnv`, wrapped in
+    :class:`~routing_env.cotraining.CoTrainBackboneEnv` when ``train_backbone=True``."""
+    from .cotraining import CoTrainBackboneEnv
+
+    env = RoutingEnv(**options)
+    return CoTrainBackboneEnv(env) if env.config.train_backbone else env
+
+
+def make_vector_env(num_envs: int = 1, autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **options: Any) -> VectorEnv:
+    """The registered ids' vector entry point: a :class:`RoutingVectorEnv`, wrapped in
+    :class:`~routing_env.cotraining.CoTrainBackbone` when ``train_backbone=True``."""
+    from .cotraining import CoTrainBackbone
+
+    env = RoutingVectorEnv(num_envs, autoreset_mode, **options)
+    return CoTrainBackbone(env) if env.config.train_backbone else env

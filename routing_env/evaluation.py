@@ -1,20 +1,21 @@
 """Walk a whole split in order with a policy and summarise accuracy against compute (DESIGN §10).
 
 A policy is any object with ``predict(obs, env) -> actions`` over batched observations of a
-:class:`~routing_env.env.RoutingVectorEnv` (``env`` lets privileged baselines such as the oracle read
-which instances are being routed).
+:class:`~routing_env.env.RoutingVectorEnv` (``env.routing`` lets privileged baselines such as the
+oracle read which instances are being routed). Every helper works under every autoreset mode.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from .env import RoutingVectorEnv
+from .env import RoutingVectorEnv, terminal_info
 
 
 class Policy(Protocol):
@@ -57,6 +58,7 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
             confidence = obs["probs"].max(axis=1)
             actions = np.asarray(policy.predict(obs, env), dtype=np.int64)
             obs, reward, terminated, truncated, info = env.step(actions)
+            info = terminal_info(info)
             ret += np.where(live, reward, 0.0)
             steps += live
             ended = live & terminated
@@ -91,20 +93,33 @@ class FixedRoute:
         return fixed_route_actions(obs, self.position)
 
 
-_FIXED_ROUTES: dict[tuple[str, int], Records] = {}
+FIXED_ROUTES_CACHED = 64
+"""How many fixed-route results :func:`fixed_route_records` keeps (least recently used go first)."""
+
+_FIXED_ROUTES: OrderedDict[tuple[str, ...], Records] = OrderedDict()
+
+
+def fixed_route_key(env: RoutingVectorEnv, position: int) -> tuple[str, ...]:
+    """What a fixed route's records depend on: the backbone's weights by content (sha256, not by the
+    path they were loaded from), the options other than the weights' path, and the exit position."""
+    options = {f.name: getattr(env.config, f.name) for f in dataclasses.fields(env.config) if f.name != "backbone_weights"}
+    return (env.routing.weights_sha256, json.dumps(options, sort_keys=True, default=repr), str(position))
 
 
 def fixed_route_records(env: RoutingVectorEnv, position: int) -> Records:
-    """``route_split(FixedRoute(position), env)``, computed once per process for each set of
-    environment options (a frozen backbone gives the same records every time; a co-trained one is
-    routed anew). Reports need the same fixed routes many times: the reference in every summary, the
-    exit table of every threshold."""
+    """``route_split(FixedRoute(position), env)``, kept for the :data:`FIXED_ROUTES_CACHED` most recent
+    (weights, options, position). Reports need the same fixed routes many times: the reference in
+    every summary, the exit table of every threshold. A live (co-trained) environment is routed anew."""
     if env.config.train_backbone:
         return route_split(FixedRoute(position), env)
-    key = (json.dumps(dataclasses.asdict(env.config), sort_keys=True, default=repr), position)
-    if key not in _FIXED_ROUTES:
-        _FIXED_ROUTES[key] = route_split(FixedRoute(position), env)
-    return _FIXED_ROUTES[key]
+    key = fixed_route_key(env, position)
+    if key in _FIXED_ROUTES:
+        _FIXED_ROUTES.move_to_end(key)
+        return _FIXED_ROUTES[key]
+    records = _FIXED_ROUTES[key] = route_split(FixedRoute(position), env)
+    while len(_FIXED_ROUTES) > FIXED_ROUTES_CACHED:
+        _FIXED_ROUTES.popitem(last=False)
+    return records
 
 
 def fixed_route_actions(obs: dict[str, np.ndarray], position: int, width: int | None = None) -> np.ndarray:
@@ -131,7 +146,7 @@ class ExitTable:
 
 def exit_table(env: RoutingVectorEnv) -> ExitTable:
     """Route the split along the full-width path once per head position."""
-    positions = np.array(sorted(env.core.backbone.spec.head_positions))
+    positions = np.array(env.routing.head_positions)
     records = [fixed_route_records(env, int(p)) for p in positions]
     return ExitTable(
         positions=positions,
@@ -143,8 +158,9 @@ def exit_table(env: RoutingVectorEnv) -> ExitTable:
 
 def summarize(records: Records, env: RoutingVectorEnv, policy_macs: float = 0.0) -> dict[str, Any]:
     """The evaluation JSON fields (DESIGN §10) for ``records``; MACs are multiply-accumulates."""
-    reference = fixed_route_records(env, env.core.num_stages)
-    n_positions = env.core.num_stages + 1
+    view = env.routing
+    reference = fixed_route_records(env, view.num_stages)
+    n_positions = view.num_stages + 1
     histogram = np.bincount(records.exit_position, minlength=n_positions)
     mean_decisions = float(records.decisions.mean())
     return {
@@ -155,12 +171,12 @@ def summarize(records: Records, env: RoutingVectorEnv, policy_macs: float = 0.0)
         "macs_fraction": float(records.macs_fraction.mean()),
         "reward_mean": float(records.reward.mean()),
         "reference_accuracy": float(reference.correct.mean()),
-        "reference_macs": float(env.core.reference_macs),
+        "reference_macs": view.reference_macs,
         "exit_histogram": histogram.tolist(),
         "decisions_mean": mean_decisions,
         "policy_macs_per_decision": float(policy_macs),
         "macs_fraction_with_policy": float(
-            (records.macs.mean() + policy_macs * mean_decisions) / env.core.reference_macs
+            (records.macs.mean() + policy_macs * mean_decisions) / view.reference_macs
         ),
         "unit": "MACs (multiply-accumulates)",
     }

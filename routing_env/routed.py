@@ -21,7 +21,7 @@ from torch import nn
 
 from .backbones.dynamic import DynamicResNetBackbone, pooled_features
 from .backbones.resnet import SKIP_CHOICE, DynamicResNet, inference_copy
-from .core import EXIT, ActionTables
+from .core import EXIT, ActionTables, fits
 from .costs import count_macs
 
 
@@ -62,46 +62,56 @@ class RoutedModel(nn.Module):
         # Every move out of point k evaluates the head at k + 1 if there is one (a dynamic ResNet
         # evaluates heads after SKIP too), so the batch, walking in lock-step, has a prediction or not
         # as a whole: per point, one mask row (before the budget), one position one-hot, one choice per action.
+        # The tables are buffers, so that .to(device) moves them with the weights; the MACs tables stay
+        # float64 under .to(dtype) (counts, not activations: see _apply).
+        self._macs_tables = {"act_cost": tables.act_cost, "need": tables.need}
         self.has_head = [bool(v) for v in tables.has_head]
         self.costs_head0 = float(costs.head[0])
-        self.valid_now = torch.from_numpy(tables.valid_now)
-        self.act_cost = [torch.from_numpy(row) for row in tables.act_cost]
-        self.need = [torch.from_numpy(row) for row in tables.need]
-        self.onehot = list(torch.eye(spec.num_stages + 1))
-        self.choice_of = torch.tensor([SKIP_CHOICE, SKIP_CHOICE] + list(range(len(spec.widths))))
+        self.register_buffer("valid_now", torch.from_numpy(tables.valid_now), persistent=False)
+        self.register_buffer("act_cost", torch.from_numpy(tables.act_cost), persistent=False)
+        self.register_buffer("need", torch.from_numpy(tables.need), persistent=False)
+        self.register_buffer("onehot", torch.eye(spec.num_stages + 1), persistent=False)
+        self.register_buffer("choice_of", torch.tensor([SKIP_CHOICE, SKIP_CHOICE] + list(range(len(spec.widths)))), persistent=False)
         """Per action code, the block choice it makes (EXIT never reaches a block)."""
         example = self._observation(torch.zeros(1, spec.feature_dim), torch.zeros(1, spec.num_classes), 0,
                                     torch.zeros(1, dtype=torch.float64), self.valid_now[0, 1][None])
         self.policy_macs_per_decision = float(count_macs(self.policy, example))
         """MACs of one policy decision (report them beside the backbone's: ``decisions`` per input)."""
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        super()._apply(fn, recurse)
+        for name, table in self._macs_tables.items():
+            self._buffers[name] = torch.from_numpy(table).to(self._buffers[name].device)
+        return self
+
     def _observation(self, features: torch.Tensor, probs: torch.Tensor, position: int, macs: torch.Tensor,
                      mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"features": features, "probs": probs, "position": self.onehot[position].expand(len(features), -1),
-                "cost": (macs / self.reference).float()[:, None], "action_mask": mask.to(torch.int8)}
+        return {"features": features, "probs": probs, "position": self.onehot[position].to(features.dtype).expand(len(features), -1),
+                "cost": (macs / self.reference).to(features.dtype)[:, None], "action_mask": mask.to(torch.int8)}
 
     def _mask(self, k: int, has_probs: bool, macs: torch.Tensor) -> torch.Tensor:
+        """The batch's valid moves at point k: :class:`~routing_env.core.ActionTables`' rows, and its
+        budget rule (:func:`~routing_env.core.fits`) where there is a budget."""
         mask = self.valid_now[k, int(has_probs)].expand(len(macs), -1)
         if self.budget != float("inf"):
-            committed = self.act_cost[k] if has_probs else self.need[k]
-            mask = mask & (macs[:, None] + committed <= self.budget * (1 + 1e-9))
+            mask = mask & fits(macs, self.act_cost[k] if has_probs else self.need[k], self.budget)
         return mask
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        b = len(x)
-        out_logits = torch.zeros(b, self.num_classes)
-        out_macs = torch.zeros(b, dtype=torch.float64)
-        out_exit = torch.full((b,), -1, dtype=torch.long)
-        out_decisions = torch.zeros(b, dtype=torch.long)
-        rows = torch.arange(b)
+        b, device = len(x), x.device
+        rows = torch.arange(b, device=device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         h = self.model.stem(x)
         pooled = pooled_features(h, self.feature_dim)
-        macs = torch.full((b,), self.prefix, dtype=torch.float64)
+        out_logits = torch.zeros(b, self.num_classes, dtype=pooled.dtype, device=device)
+        out_macs = torch.zeros(b, dtype=torch.float64, device=device)
+        out_exit = torch.full((b,), -1, dtype=torch.long, device=device)
+        out_decisions = torch.zeros(b, dtype=torch.long, device=device)
+        macs = torch.full((b,), self.prefix, dtype=torch.float64, device=device)
         has_probs, exit_at = self.has_head[0], 0
-        logits = self.model.head_pooled(0, pooled) if has_probs else torch.zeros(b, self.num_classes)
+        logits = self.model.head_pooled(0, pooled) if has_probs else torch.zeros_like(out_logits)
         macs += self.costs_head0 if has_probs else 0.0
         probs = F.softmax(logits, dim=1) if has_probs else torch.zeros_like(logits)
         for k in range(self.num_stages + 1):

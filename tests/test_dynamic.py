@@ -17,6 +17,7 @@ from routing_env import RoutingEnv, RoutingVectorEnv
 from routing_env.backbones.dynamic import DynamicResNetBackbone, dynamic_costs, route_macs, static_routes, tiny_dynamic_model
 from routing_env.backbones.resnet import SKIP_CHOICE, WIDTHS, DynamicResNet, dynamic_from_plain, resnet20, resnet20_dynamic
 from routing_env.checkpoints import file_sha256, save_state_dict
+from routing_env.cotraining import CoTrainBackbone, CoTrainBackboneEnv
 from routing_env.core import EXIT, RUN, SKIP
 from routing_env.data import load_split
 
@@ -131,7 +132,7 @@ def test_action_mask_marks_exactly_the_valid_actions() -> None:
         assert info["exit_position"] in spec.head_positions
 
 
-def test_invalid_skip_falls_back_to_full_width() -> None:
+def test_invalid_skip_falls_back_to_the_narrowest_width() -> None:
     env = RoutingEnv(backbone=TINY)
     spec = env.core.backbone.spec
     k = spec.skippable.index(False)
@@ -141,7 +142,7 @@ def test_invalid_skip_falls_back_to_full_width() -> None:
     _, _, _, _, info = env.step(SKIP)
     assert info["invalid_action"]
     costs = env.core.backbone.costs
-    assert env.core.macs[0] == costs.prefix + costs.stage[:k, 0].sum() + costs.stage[k, -1] + costs.head[: k + 2].sum()
+    assert env.core.macs[0] == costs.prefix + costs.stage[:k, 0].sum() + costs.stage[k, 0] + costs.head[: k + 2].sum()
 
 
 def test_checkers_pass() -> None:
@@ -198,13 +199,13 @@ def test_route_macs_agree_with_the_environment() -> None:
 
 def taken_exit_loss(env: RoutingEnv, routes: np.ndarray, exits: np.ndarray) -> float:
     with torch.no_grad():
-        return float(env.core.executor.route_loss(np.arange(len(routes)), routes, exits))
+        return float(env.unwrapped.core.executor.loss(np.arange(len(routes)), routes, exits))
 
 
 def test_cotrained_mode_updates_the_backbone_and_lowers_the_taken_exits_loss() -> None:
-    env = RoutingEnv(backbone=TINY, train_backbone=True, backbone_lr=0.05, backbone_update_every=32)
+    env = gym.make("routing_env/DynamicResNet-v0", backbone=TINY, train_backbone=True, backbone_lr=0.05, backbone_update_every=32)
     frozen = RoutingEnv(backbone=TINY)
-    model = env.core.backbone.model
+    model = env.unwrapped.core.backbone.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     first_exit = model.exit_positions[0]
     # the policy: every block before the first exit at the narrowest width, then EXIT
@@ -217,7 +218,7 @@ def test_cotrained_mode_updates_the_backbone_and_lowers_the_taken_exits_loss() -
             env.step(RUN)
         *_, info = env.step(EXIT)
         assert info["exit_position"] == first_exit
-    assert env.core.executor.trainer.updates == 640 // 32
+    assert info["backbone_updates"] == 640 // 32 and np.isfinite(info["backbone_loss"])
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert taken_exit_loss(env, routes, exits) < 0.8 * loss_before
     # blocks after the exit were never run, so they did not change; nor did a frozen environment's copy
@@ -228,13 +229,13 @@ def test_cotrained_mode_updates_the_backbone_and_lowers_the_taken_exits_loss() -
 
 
 def test_cotrained_cascade_updates_the_exited_members() -> None:
-    env = RoutingEnv(backbone="tiny-cascade", train_backbone=True, backbone_lr=0.05, backbone_update_every=16)
-    members = env.core.backbone.classifiers
+    env = CoTrainBackboneEnv(RoutingEnv(backbone="tiny-cascade", train_backbone=True, backbone_lr=0.05, backbone_update_every=16))
+    members = env.unwrapped.core.backbone.classifiers
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in members]
     for _ in range(200):
         env.reset()
         env.step(EXIT)  # every episode exits at the first member
-    assert env.core.executor.trainer.updates == 200 // 16
+    assert env.trainer.updates == 200 // 16
     assert any(not torch.equal(before[0][k], v) for k, v in members[0].state_dict().items())
     assert all(torch.equal(before[2][k], v) for k, v in members[2].state_dict().items())
 
@@ -295,7 +296,6 @@ def test_cotrained_train_run_saves_and_evaluates_its_backbone(tmp_path: Path, ca
     assert result["n"] == 2000 and 0.0 <= result["accuracy"] <= 1.0
     # evaluation is frozen and reads the saved weights: the same numbers as building that env by hand
     env = RoutingVectorEnv(num_envs=8, backbone=TINY, split="test", backbone_weights=str(out / "backbone.pt"))
-    assert env.core.executor.trainer is None
     assert all(torch.equal(v, trained[k]) for k, v in env.core.backbone.model.state_dict().items())
 
 
@@ -343,8 +343,8 @@ def test_fixed_routes_are_routed_once_per_frozen_configuration() -> None:
     first = fixed_route_records(env, 6)
     assert fixed_route_records(RoutingVectorEnv(num_envs=64, backbone=TINY, split="test"), 6) is first
     assert fixed_route_records(RoutingVectorEnv(num_envs=64, backbone=TINY, split="val"), 6) is not first
-    cotrained = RoutingVectorEnv(num_envs=64, backbone=TINY, split="test", train_backbone=True)
-    assert fixed_route_records(cotrained, 6) is not fixed_route_records(cotrained, 6)
+    live = RoutingVectorEnv(num_envs=64, backbone=TINY, split="val", train_backbone=True)
+    assert fixed_route_records(live, 6) is not fixed_route_records(live, 6)
 
 
 def test_episodes_taking_the_same_block_and_width_run_as_one_call() -> None:
@@ -409,11 +409,12 @@ def test_exit_heads_after_every_block() -> None:
 def test_a_stock_sb3_agent_cotrains_without_knowing_it() -> None:
     from agents import make_agent
 
-    env = RoutingVectorEnv(num_envs=8, backbone=TINY, train_backbone=True, backbone_update_every=16)
+    env = gym.make_vec("routing_env/DynamicResNet-v0", num_envs=8, vectorization_mode="vector_entry_point", backbone=TINY,
+                       train_backbone=True, backbone_update_every=16)
+    assert isinstance(env, CoTrainBackbone)
     agent = make_agent("ppo", env, seed=0, n_steps=32, batch_size=64)
     agent.learn(512)
-    trainer = agent.training_env.core.executor.trainer
-    assert trainer.updates > 0 and np.isfinite(trainer.last_loss)
+    assert env.trainer.updates > 0 and np.isfinite(env.trainer.last_loss)
     original = tiny_dynamic_model().state_dict()
-    trained = agent.training_env.core.backbone.model.state_dict()
+    trained = env.backbone_state_dict()
     assert any(not torch.equal(trained[k], original[k]) for k in original)

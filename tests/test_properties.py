@@ -68,9 +68,12 @@ def test_macs_budget_and_masks_over_random_action_sequences(allow_skip, max_macs
 
 
 def _fallback(action: int, mask: list[int]) -> int:
-    """DESIGN §5 for the cascade: SKIP → RUN(1.0) else EXIT; RUN past the end or over budget → EXIT."""
+    """The fallback rule (docs/design.md §5) for the cascade's one width: SKIP → RUN else EXIT;
+    RUN past the end or over budget → SKIP else EXIT."""
     if action == SKIP and mask[RUN]:
         return RUN
+    if action == RUN and mask[SKIP]:
+        return SKIP
     return EXIT
 
 

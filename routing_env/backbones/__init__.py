@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import BackboneSpec, CoTraining, CostTable, Executor, RoutableBackbone
+from .base import SKIP_CHOICE, BackboneSpec, CostTable, Executor, RoutableBackbone
 from .cascade import Cascade, FeatureCache, tiny_cascade
 from .dynamic import DynamicResNetBackbone, tiny_dynamic_resnet
 
@@ -58,9 +58,9 @@ __all__ = [
     "BACKBONE_DATASETS",
     "DEFAULT_BACKBONE",
     "DYNAMIC_BACKBONE",
+    "SKIP_CHOICE",
     "BackboneSpec",
     "Cascade",
-    "CoTraining",
     "CostTable",
     "DynamicResNetBackbone",
     "Executor",

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import torch
 from torch import nn
+
+from ..checkpoints import state_dict_sha256
+
+SKIP_CHOICE = -1
+"""In a route, the choice of a skipped stage; otherwise the choice is a width index."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,6 @@ class Executor(abc.ABC):
     """
 
     labels: np.ndarray
-    trainer: BackboneTrainer | None = None
-    """Set in co-trained mode: the optimizer that updates the backbone from ended episodes."""
 
     @abc.abstractmethod
     def begin(self, slots: np.ndarray, indices: np.ndarray) -> None:
@@ -117,64 +118,11 @@ class Executor(abc.ABC):
         """Evaluate, for each of ``slots``, the exit head at its entry of ``positions`` (the point
         the slot is at; one call per step for every slot that reached a head); return logits."""
 
-    def finish(self, slots: np.ndarray, exit_positions: np.ndarray) -> None:
-        """The episodes in ``slots`` ended, predicting with the heads at ``exit_positions``.
-        Co-training executors learn from them; frozen ones ignore it."""
-
-
-@dataclass(frozen=True)
-class CoTraining:
-    """Co-trained mode (DESIGN §6): how the environment updates the backbone."""
-
-    lr: float = 0.01
-    """Learning rate of the backbone's SGD (momentum 0.9)."""
-    update_every: int = 32
-    """Take an optimizer step once this many episodes have ended since the last one."""
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0 or self.update_every < 1:
-            raise ValueError(f"backbone_lr must be > 0 and backbone_update_every >= 1, got {self.lr} and {self.update_every}")
-
-
-class BackboneTrainer:
-    """Co-training (DESIGN §6): SGD on the cross-entropy of the exits the ended episodes actually took.
-
-    This is the classifier part of Guan et al.'s joint objective, estimated on the routes the policy
-    sampled. ``loss(indices, routes, exit_positions)`` recomputes the executed paths with gradients.
-    """
-
-    def __init__(self, module: nn.Module, loss: Callable[[np.ndarray, np.ndarray, np.ndarray], torch.Tensor], config: CoTraining) -> None:
-        self.module = module
-        self.loss = loss
-        self.config = config
-        self.parameters = [p for p in module.parameters()]
-        self.optimizer = torch.optim.SGD(self.parameters, lr=config.lr, momentum=0.9)
-        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.updates = 0
-        self.last_loss = float("nan")
-
-    def record(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> None:
-        self.pending.append((indices.copy(), routes.copy(), exits.copy()))
-        if sum(len(p[0]) for p in self.pending) >= self.config.update_every:
-            self.update()
-
-    def update(self) -> None:
-        """One optimizer step on every pending episode."""
-        indices, routes, exits = (np.concatenate(column) for column in zip(*self.pending))
-        self.pending.clear()
-        for p in self.parameters:
-            p.requires_grad_(True)
-        try:
-            with torch.enable_grad():
-                loss = self.loss(indices, routes, exits)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-        finally:
-            for p in self.parameters:
-                p.requires_grad_(False)
-        self.updates += 1
-        self.last_loss = float(loss.detach())
+    def loss(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> torch.Tensor:
+        """Live executors: the mean cross-entropy of ended episodes (instances ``indices`` of the split,
+        their ``routes`` and ``exits``) recomputed with gradients through the backbone's network, which
+        co-training (:mod:`routing_env.cotraining`) descends. Frozen executors have no gradients."""
+        raise TypeError(f"{type(self).__name__} runs a frozen backbone: build the environment with train_backbone=True to train it")
 
 
 class RoutableBackbone(abc.ABC):
@@ -197,10 +145,14 @@ class RoutableBackbone(abc.ABC):
         """Replace the network's weights (e.g. with those of a co-trained run)."""
         self.module.load_state_dict(state)
 
+    @property
+    def weights_sha256(self) -> str:
+        """The sha256 of the network's weights (what caches of its outputs are keyed on)."""
+        return state_dict_sha256(self.module)
+
     @abc.abstractmethod
-    def executor(
-        self, dataset: str, split: str, num_slots: int, data_root: str | None = None, cotrain: CoTraining | None = None
-    ) -> Executor:
-        """An executor over ``split`` of ``dataset`` for ``num_slots`` concurrent episodes; with
-        ``cotrain`` it runs live and updates the backbone from the ended episodes."""
+    def executor(self, dataset: str, split: str, num_slots: int, data_root: str | None = None, live: bool = False) -> Executor:
+        """An executor over ``split`` of ``dataset`` for ``num_slots`` concurrent episodes; ``live``
+        runs the backbone's own network (so that co-training can update it, :meth:`Executor.loss`)
+        instead of a frozen copy or a cache."""
 

@@ -24,7 +24,7 @@ from torch import nn
 from ..checkpoints import atomic_write, state_dict_sha256
 from ..costs import count_macs
 from ..data import SYNTHETIC_CLASSES, SYNTHETIC_DIM, Split, cache_root, load_split
-from .base import BackboneSpec, BackboneTrainer, CoTraining, CostTable, Executor, RoutableBackbone
+from .base import BackboneSpec, CostTable, Executor, RoutableBackbone
 
 
 class CascadeMember(Protocol):
@@ -172,18 +172,16 @@ class Cascade(RoutableBackbone):
         self.classifiers.to(device)
         return self
 
-    def executor(
-        self, dataset: str, split: str, num_slots: int, data_root: str | None = None, cotrain: CoTraining | None = None
-    ) -> Executor:
-        """Frozen: look-ups into the split's feature cache. Co-trained: :class:`LiveCascadeExecutor`."""
-        if cotrain is None:
+    def executor(self, dataset: str, split: str, num_slots: int, data_root: str | None = None, live: bool = False) -> Executor:
+        """Frozen: look-ups into the split's feature cache. Live: :class:`LiveCascadeExecutor`."""
+        if not live:
             return CachedCascadeExecutor(self.feature_cache(dataset, split, data_root), num_slots)
         data = load_split(dataset, split, data_root)
         if data.num_classes != self.spec.num_classes:
             raise ValueError(
                 f"backbone {self.name!r} predicts {self.spec.num_classes} classes but data set {dataset!r} has {data.num_classes}"
             )
-        return LiveCascadeExecutor(self, data, num_slots, cotrain)
+        return LiveCascadeExecutor(self, data, num_slots)
 
 
 class CachedCascadeExecutor(Executor):
@@ -213,11 +211,11 @@ class CachedCascadeExecutor(Executor):
 
 
 class LiveCascadeExecutor(Executor):
-    """Co-trained mode: runs the classifiers on the inputs (their outputs change as they learn) and,
-    every ``update_every`` ended episodes, takes an SGD step on the cross-entropy of the classifiers
-    whose heads the episodes exited at (Guan et al.'s joint objective, classifier part)."""
+    """Runs the classifiers on the inputs (their outputs change as co-training updates them); its
+    :meth:`loss` is the cross-entropy of the classifiers whose heads ended episodes exited at (Guan et
+    al.'s joint objective, classifier part)."""
 
-    def __init__(self, cascade: Cascade, data: Split, num_slots: int, cotrain: CoTraining) -> None:
+    def __init__(self, cascade: Cascade, data: Split, num_slots: int) -> None:
         self.classifiers = cascade.classifiers
         self.device = next(self.classifiers.parameters()).device
         self.inputs = data.inputs.to(self.device)
@@ -226,7 +224,6 @@ class LiveCascadeExecutor(Executor):
         self.index = np.zeros(num_slots, dtype=np.int64)
         self.features_now = np.zeros((num_slots, self.feature_dim), dtype=np.float32)
         self.logits = np.zeros((num_slots, cascade.spec.num_classes), dtype=np.float32)
-        self.trainer = BackboneTrainer(self.classifiers, self.exit_loss, cotrain)
 
     @torch.inference_mode()
     def _classify(self, slots: np.ndarray, member: int) -> None:
@@ -253,10 +250,7 @@ class LiveCascadeExecutor(Executor):
         # the head at point p belongs to classifier p, which has just run (heads are not evaluated after SKIP)
         return self.logits[slots]
 
-    def finish(self, slots: np.ndarray, exit_positions: np.ndarray) -> None:
-        self.trainer.record(self.index[slots], np.zeros((len(slots), 0), dtype=np.int64), exit_positions)
-
-    def exit_loss(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> torch.Tensor:
+    def loss(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> torch.Tensor:
         """Mean cross-entropy of the classifiers exited at, recomputed with gradients."""
         total = torch.zeros((), device=self.device)
         for member in np.unique(exits).tolist():
@@ -311,8 +305,9 @@ def train_classifier(model: nn.Module, split: Split, epochs: int, lr: float, see
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
-def _tiny_cascade_members(seed: int) -> tuple[MLPClassifier, ...]:
+@functools.lru_cache(maxsize=4)
+def _tiny_cascade_states(seed: int) -> tuple[dict[str, torch.Tensor], ...]:
+    """The trained members' weights (memoised: training takes seconds; each cascade builds its own modules)."""
     train = load_split("synthetic", "train")
     members = []
     for k, hidden in enumerate(TINY_CASCADE_HIDDEN):
@@ -324,7 +319,17 @@ def _tiny_cascade_members(seed: int) -> tuple[MLPClassifier, ...]:
         model = MLPClassifier(SYNTHETIC_DIM, hidden, SYNTHETIC_CLASSES)
         lr = 1e-2 if len(hidden) == 1 else 3e-3
         members.append(train_classifier(model, data, epochs=50, lr=lr, seed=seed + k))
-    return tuple(members)
+    return tuple({k: v.detach().clone() for k, v in m.state_dict().items()} for m in members)
+
+
+def _tiny_cascade_members(seed: int) -> list[MLPClassifier]:
+    """Fresh modules with the memoised weights: no two cascades share a module."""
+    members = []
+    for hidden, state in zip(TINY_CASCADE_HIDDEN, _tiny_cascade_states(seed)):
+        model = MLPClassifier(SYNTHETIC_DIM, hidden, SYNTHETIC_CLASSES)
+        model.load_state_dict(state)
+        members.append(model.eval())
+    return members
 
 
 def tiny_cascade(seed: int = 0, cache_dir: str | Path | None = None) -> Cascade:

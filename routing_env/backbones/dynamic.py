@@ -7,9 +7,9 @@ sit after each stage (or after every block). Unlike the frozen cascade, outputs 
 the executor runs the blocks: episodes are kept in per-shape feature-map buffers, and the episodes that
 take the same (block, width) in a step run as one batched call.
 
-In co-trained mode the executor records each episode's route; every ``update_every`` ended episodes it
-replays those routes with gradients (:meth:`DynamicResNet.forward_routes`, grouped the same way) and
-takes an SGD step on the cross-entropy of the exits taken. BatchNorm stays in eval mode there: its
+Live (``train_backbone=True``), the executor runs the network itself, and :meth:`DynamicExecutor.loss`
+replays ended episodes' routes with gradients (:meth:`DynamicResNet.forward_routes`, grouped the same
+way) for co-training (:mod:`routing_env.cotraining`). BatchNorm stays in eval mode there: its
 statistics are the pretrained ones, since a (block, width) group in a replay can be a single input.
 """
 
@@ -24,8 +24,8 @@ from torch import nn
 
 from ..costs import count_macs
 from ..data import SYNTHETIC_CLASSES, SYNTHETIC_IMAGE_SIZE, Split, load_split
-from .base import BackboneSpec, BackboneTrainer, CoTraining, CostTable, Executor, RoutableBackbone
-from .resnet import SKIP_CHOICE, DynamicResNet, global_pool, inference_copy, sandwich_loss
+from .base import SKIP_CHOICE, BackboneSpec, CostTable, Executor, RoutableBackbone
+from .resnet import DynamicResNet, global_pool, inference_copy, sandwich_loss
 
 
 def dynamic_costs(model: DynamicResNet, input_shape: tuple[int, ...]) -> CostTable:
@@ -99,9 +99,7 @@ class DynamicResNetBackbone(RoutableBackbone):
         self.device = torch.device(device)
         return self
 
-    def executor(
-        self, dataset: str, split: str, num_slots: int, data_root: str | None = None, cotrain: CoTraining | None = None
-    ) -> DynamicExecutor:
+    def executor(self, dataset: str, split: str, num_slots: int, data_root: str | None = None, live: bool = False) -> DynamicExecutor:
         data = load_split(dataset, split, data_root)
         if data.num_classes != self.spec.num_classes:
             raise ValueError(
@@ -109,7 +107,7 @@ class DynamicResNetBackbone(RoutableBackbone):
             )
         if tuple(data.inputs.shape[1:]) != self.input_shape:
             raise ValueError(f"backbone {self.name!r} takes inputs of shape {self.input_shape}, {dataset!r} has {tuple(data.inputs.shape[1:])}")
-        return DynamicExecutor(self, data, num_slots, cotrain)
+        return DynamicExecutor(self, data, num_slots, live)
 
 
 class DynamicExecutor(Executor):
@@ -118,11 +116,12 @@ class DynamicExecutor(Executor):
     Frozen, it runs an inference copy of the network (:func:`~routing_env.backbones.resnet.inference_copy`:
     BatchNorm folded, channels-last; a snapshot of the weights when the environment is built) and keeps
     the maps channels-last (stored ``(B, H, W, C)``, so gathering a group's rows is one contiguous
-    copy); co-trained, the network itself, channels-first.
+    copy); live, the network itself, channels-first.
     """
 
-    def __init__(self, backbone: DynamicResNetBackbone, data: Split, num_slots: int, cotrain: CoTraining | None) -> None:
-        frozen = cotrain is None
+    def __init__(self, backbone: DynamicResNetBackbone, data: Split, num_slots: int, live: bool) -> None:
+        frozen = not live
+        self.live = live
         self.model = inference_copy(backbone.model) if frozen else backbone.model
         self.device = backbone.device
         self.feature_dim = backbone.spec.feature_dim
@@ -141,9 +140,6 @@ class DynamicExecutor(Executor):
         joins share one buffer)."""
         self.pooled = torch.zeros(num_slots, self.feature_dim, device=self.device)
         """Pooled features of each slot's current map (the observation's, and what heads read)."""
-        self.index = np.zeros(num_slots, dtype=np.int64)
-        self.routes = np.full((num_slots, backbone.spec.num_stages), SKIP_CHOICE, dtype=np.int64)
-        self.trainer = BackboneTrainer(self.model, self.route_loss, cotrain) if cotrain is not None else None
 
     def _rows(self, slots: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(slots).to(self.device)
@@ -160,8 +156,6 @@ class DynamicExecutor(Executor):
 
     @torch.inference_mode()
     def begin(self, slots: np.ndarray, indices: np.ndarray) -> None:
-        self.index[slots] = indices
-        self.routes[slots] = SKIP_CHOICE
         rows = self._rows(slots)
         h = self.model.stem(self.inputs.index_select(0, self._rows(indices)))
         self._store(0, rows, h)
@@ -172,13 +166,12 @@ class DynamicExecutor(Executor):
         rows = self._rows(slots)
         h = self.model.blocks[stage](self._gather(stage, rows), width)
         self._store(stage + 1, rows, h)
-        self.routes[slots, stage] = width
         self._pool(rows, h)
 
     def skip(self, slots: np.ndarray, stage: int) -> None:
         # a skippable block keeps the shape, so points stage and stage + 1 share one buffer, and the
         # pooled features stay as they are
-        self.routes[slots, stage] = SKIP_CHOICE
+        pass
 
     def features(self, slots: np.ndarray) -> np.ndarray:
         return self.pooled[self._rows(slots)].float().cpu().numpy()
@@ -195,19 +188,17 @@ class DynamicExecutor(Executor):
             logits[chosen] = self.model.head_pooled(p, pooled[torch.from_numpy(chosen).to(self.device)]).float().cpu().numpy()
         return logits
 
-    def finish(self, slots: np.ndarray, exit_positions: np.ndarray) -> None:
-        if self.trainer is not None:
-            self.trainer.record(self.index[slots], self.routes[slots], exit_positions)
-
-    def route_loss(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> torch.Tensor:
-        """Mean cross-entropy of the exits taken, replaying the routes with gradients."""
+    def loss(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> torch.Tensor:
+        """Mean cross-entropy of the exits taken, replaying the routes with gradients (live only)."""
+        if not self.live:
+            return super().loss(indices, routes, exits)
         rows = torch.from_numpy(indices).to(self.device)
         logits = self.model.forward_routes(self.inputs[rows], torch.from_numpy(routes).to(self.device), torch.from_numpy(exits).to(self.device))
         return F.cross_entropy(logits, torch.from_numpy(self.labels[indices]).to(self.device))
 
 
 # --- a tiny dynamic ResNet on synthetic-image, for tests and examples -----------------------------
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=4)
 def _tiny_dynamic_state(seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     model = DynamicResNet(14, SYNTHETIC_CLASSES, base_width=4)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import SKIP_CHOICE
+
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding, no bias (BatchNorm follows)."""
@@ -158,8 +160,6 @@ CLASSIFIERS = {f.__name__: f for f in (resnet8, resnet14, resnet20, resnet32, re
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 """Channel-width fractions a dynamic block can run at."""
 
-SKIP_CHOICE = -1
-"""In a route, the choice of a skipped block; otherwise the choice is a width index."""
 
 
 def inner_channels(width: float, planes: int) -> int:

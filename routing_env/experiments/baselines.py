@@ -1,0 +1,107 @@
+"""The baselines a learned policy is compared with, each evaluated on a split (``test`` by default):
+every static route, random skipping at a matched cost, the confidence threshold tuned on ``val``, and
+the label-peeking oracle. Every row's environment comes from :func:`~routing_env.experiments.train.evaluation_env`
+(frozen; with ``run``, a co-trained run's saved backbone).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..evaluation import exit_table
+from .train import evaluation_env, evaluation_json
+
+def static_rows(env_id: str, env_kwargs: dict[str, Any], split: str = "test", run: Path | None = None) -> list[dict[str, Any]]:
+    """Every single model evaluated on ``split``, cheapest first.
+
+    The predictions are those of agent ``fixed`` exiting at each head. For a cascade, head ``k`` is
+    member ``k``'s own, so the row is that member alone: its MACs are the member's, not those of the
+    cascade run up to it (kept as ``cascade_route_macs_fraction``). A backbone with several widths
+    adds the uniformly slimmed networks: every stage at one width, exit at the end.
+    """
+    from agents import make_agent
+
+    env = evaluation_env(env_id, env_kwargs, split, run)
+    view = env.routing
+    rows = []
+    for position in view.head_positions:
+        row = evaluation_json(make_agent("fixed", env, position=position), env, env_id)
+        row = {**row, "label": f"exit {position} (full path)", "position": position}
+        if view.member_macs is not None and view.member_names is not None:
+            macs = view.member_macs[position]
+            row.update({
+                "label": f"{view.member_names[position]} alone",
+                "cascade_route_macs_fraction": row["macs_fraction"],
+                "macs_mean": macs,
+                "macs_fraction": macs / view.reference_macs,
+                "macs_fraction_with_policy": macs / view.reference_macs,
+            })
+        rows.append(row)
+    for j, w in enumerate(view.widths[:-1]):
+        row = evaluation_json(make_agent("fixed", env, width=j), env, env_id)
+        rows.append({**row, "label": f"width {w:g} (every block)", "position": view.num_stages, "width": w})
+    return sorted(rows, key=lambda r: r["macs_mean"])
+
+
+def random_skip_row(
+    env_id: str, env_kwargs: dict[str, Any], target_macs_fraction: float, split: str = "test", run: Path | None = None
+) -> dict[str, Any] | None:
+    """Random skipping (agent ``random-skip``) at the rate whose expected cost is ``target_macs_fraction``
+    (computed from the cost table, so nothing is tuned on ``split``), evaluated on ``split``; ``None``
+    for backbones that offer no SKIP."""
+    from agents import make_agent
+
+    env = evaluation_env(env_id, env_kwargs, split, run)
+    view = env.routing
+    n = view.num_stages
+    skippable = view.static_valid[:n, 1]
+    if not skippable.any():
+        return None
+    widest = view.act_cost[:n, -1]
+    full = (view.prefix_macs + widest.sum()) / view.reference_macs
+    saving = (widest[skippable] - view.act_cost[:n, 1][skippable]).sum() / view.reference_macs
+    rate = float(np.clip((full - target_macs_fraction) / saving, 0.0, 1.0))
+    row = evaluation_json(make_agent("random-skip", env, rate=rate), env, env_id)
+    return {**row, "label": f"random skip, rate {rate:.3f}", "rate": rate, "target_macs_fraction": target_macs_fraction}
+
+
+def oracle_row(env_id: str, env_kwargs: dict[str, Any], split: str = "test", run: Path | None = None) -> dict[str, Any]:
+    """The label-peeking oracle on ``split`` (an upper bound, never a policy)."""
+    from agents import make_agent
+
+    env = evaluation_env(env_id, env_kwargs, split, run)
+    return {**evaluation_json(make_agent("oracle", env), env, env_id), "label": "oracle"}
+
+
+def threshold_row(
+    env_id: str, env_kwargs: dict[str, Any], target_macs_fraction: float, split: str = "test", run: Path | None = None
+) -> dict[str, Any]:
+    """The confidence threshold tuned on ``val`` for the best accuracy within ``target_macs_fraction``,
+    evaluated on ``split``."""
+    from agents import make_agent
+
+    val = evaluation_env(env_id, env_kwargs, "val", run)
+    agent = make_agent("threshold", val, target_macs_fraction=target_macs_fraction)
+    agent.learn(0)
+    env = evaluation_env(env_id, env_kwargs, split, run)
+    return {**evaluation_json(agent, env, env_id), "label": f"threshold tau={agent.tau:.4f}", "tau": agent.tau}
+
+
+def threshold_curve(
+    env_id: str, env_kwargs: dict[str, Any], points: int = 41, split: str = "test", run: Path | None = None
+) -> list[dict[str, float]]:
+    """Accuracy and mean MACs fraction on ``split`` of the threshold rule at ``points`` values of τ
+    (the quantiles of the confidences seen on ``val``; no choice is made on ``split``)."""
+    from agents.baselines import threshold_outcomes
+
+    val = exit_table(evaluation_env(env_id, env_kwargs, "val", run))
+    taus = np.unique(np.concatenate([np.quantile(val.confidence[:-1], np.linspace(0, 1, points)), [1.0 + 1e-9]]))
+    table = exit_table(evaluation_env(env_id, env_kwargs, split, run))
+    curve = []
+    for tau in taus:
+        correct, cost = threshold_outcomes(table, float(tau))
+        curve.append({"tau": float(tau), "accuracy": float(correct.mean()), "macs_fraction": float(cost.mean())})
+    return sorted(curve, key=lambda p: p["macs_fraction"])

@@ -1,0 +1,94 @@
+"""The sweep's files: run names, the Pareto CSV, the plot and the Markdown table."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+def run_name(agent: str, lam: float, seed: int) -> str:
+    return f"{agent.replace(':', '_').replace('.', '_')}-lam{lam:g}-seed{seed}"
+
+
+def write_pareto_csv(path: Path, results: dict[str, Any]) -> None:
+    """One row per point of the Pareto plot: kind, label, agent, lam, seed, accuracy, macs_fraction."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kind", "label", "agent", "lam", "seed", "accuracy", "macs_fraction", "macs_fraction_with_policy"])
+        for s in results["singles"]:
+            w.writerow(["single", s["label"], "fixed", "", "", s["accuracy"], s["macs_fraction"], s["macs_fraction"]])
+        for p in results["threshold_curve"]:
+            w.writerow(["threshold", f"tau={p['tau']:.4f}", "threshold", "", "", p["accuracy"], p["macs_fraction"], p["macs_fraction"]])
+        o = results["oracle"]
+        w.writerow(["oracle", o["label"], "oracle", "", "", o["accuracy"], o["macs_fraction"], o["macs_fraction"]])
+        for r in results["runs"]:
+            t = r["test"]
+            w.writerow(["policy", run_name(r["agent"], r["lam"], r["seed"]), r["agent"], r["lam"], r["seed"],
+                        t["accuracy"], t["macs_fraction"], t["macs_fraction_with_policy"]])
+            s = r.get("random_skip_at_val_cost")
+            if s is not None:
+                w.writerow(["random-skip", s["label"], "random-skip", r["lam"], r["seed"], s["accuracy"], s["macs_fraction"], s["macs_fraction"]])
+
+
+def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
+    """Accuracy against mean MACs fraction: single models, threshold curve, oracle, learned policies
+    (mean ± std over seeds per λ, seeds faint)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
+    curve = results["threshold_curve"]
+    ax.plot([p["macs_fraction"] for p in curve], [p["accuracy"] for p in curve], "-", color="0.55", lw=1.5,
+            label="confidence threshold (τ grid)")
+    for s in results["singles"]:
+        ax.plot(s["macs_fraction"], s["accuracy"], "s", color="black", ms=6)
+        ax.annotate(s["label"], (s["macs_fraction"], s["accuracy"]), textcoords="offset points", xytext=(5, -10), fontsize=7)
+    o = results["oracle"]
+    ax.plot(o["macs_fraction"], o["accuracy"], "*", color="gold", mec="black", ms=12, label="oracle (uses labels)")
+    skips = [r["random_skip_at_val_cost"] for r in results["runs"] if r.get("random_skip_at_val_cost")]
+    if skips:
+        ax.plot([s["macs_fraction"] for s in skips], [s["accuracy"] for s in skips], "x", color="0.3", ms=6,
+                label="random skipping at each policy's val cost")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    agents = list(dict.fromkeys(g["agent"] for g in results["groups"]))
+    for k, agent in enumerate(agents):
+        color = colors[k % len(colors)]
+        runs = [r["test"] for r in results["runs"] if r["agent"] == agent]
+        ax.plot([t["macs_fraction"] for t in runs], [t["accuracy"] for t in runs], "o", color=color, alpha=0.25, ms=4)
+        groups = sorted((g for g in results["groups"] if g["agent"] == agent), key=lambda g: g["macs_fraction_mean"])
+        ax.errorbar([g["macs_fraction_mean"] for g in groups], [g["accuracy_mean"] for g in groups],
+                    xerr=[g["macs_fraction_std"] for g in groups], yerr=[g["accuracy_std"] for g in groups],
+                    fmt="o-", color=color, ms=5, capsize=2, label=f"{agent} (mean ± std over seeds)")
+    ax.set_xlabel("mean MACs / reference MACs")
+    ax.set_ylabel(f"accuracy on {results['split']}")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def groups_markdown(results: dict[str, Any]) -> str:
+    """The sweep as a Markdown table (accuracy and MACs fraction on ``test``)."""
+    skips = all("random_skip_accuracy_mean" in g for g in results["groups"]) and results["groups"]
+    extra = " random skip at the same val cost |" if skips else ""
+    lines = [
+        "| policy | λ | seeds | accuracy | MACs fraction | with policy net | threshold at the same val cost |" + extra,
+        "|---|---|---|---|---|---|---|" + ("---|" if skips else ""),
+    ]
+    dash = " – |" if skips else ""
+    for s in results["singles"]:
+        lines.append(f"| {s['label']} | – | – | {s['accuracy']:.4f} | {s['macs_fraction']:.4f} | – | – |" + dash)
+    for g in results["groups"]:
+        lines.append(
+            f"| {g['agent']} | {g['lam']:g} | {len(g['seeds'])} | {g['accuracy_mean']:.4f} ± {g['accuracy_std']:.4f} | "
+            f"{g['macs_fraction_mean']:.4f} ± {g['macs_fraction_std']:.4f} | {g['macs_fraction_with_policy_mean']:.4f} | "
+            f"{g['threshold_accuracy_mean']:.4f} at {g['threshold_macs_fraction_mean']:.4f} |"
+            + (f" {g['random_skip_accuracy_mean']:.4f} at {g['random_skip_macs_fraction_mean']:.4f} |" if skips else "")
+        )
+    o = results["oracle"]
+    lines.append(f"| {o['label']} (upper bound, uses labels) | – | – | {o['accuracy']:.4f} | {o['macs_fraction']:.4f} | – | – |" + dash)
+    return "\n".join(lines)

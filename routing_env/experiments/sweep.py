@@ -1,0 +1,139 @@
+"""Sweeps: every agent × λ × seed trained on ``val`` and evaluated on ``test`` beside the baselines,
+into a Pareto front (docs/design.md §10). Policies (and the threshold's τ) are always tuned on ``val``;
+``test`` is only evaluated, and a co-trained run only on its own saved backbone, frozen.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .baselines import oracle_row, random_skip_row, static_rows, threshold_curve, threshold_row
+from .report import plot_pareto, run_name, write_pareto_csv
+from .train import evaluation_env, evaluation_json, train_run, write_json
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Which policies a sweep trains: every agent × λ × seed, each for ``steps`` instance-steps on ``val``."""
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    agents: tuple[str, ...]
+    lams: tuple[float, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    num_envs: int = 16
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, progress: bool = False) -> dict[str, Any]:
+    """Train one policy on ``val`` and evaluate it on ``test`` beside the threshold tuned on ``val`` to
+    its ``val`` cost and random skipping at that cost, all on the run's own backbone (a co-trained
+    run's saved one), frozen; a run whose ``test.json`` exists is read back instead (sweeps resume)."""
+    directory = out / "runs" / run_name(agent, lam, seed)
+    done = directory / "test.json"
+    setting = {"env": spec.env_id, "env_kwargs": spec.env_kwargs, "steps": spec.steps, "num_envs": spec.num_envs,
+               "agent_kwargs": spec.agent_kwargs}
+    if done.is_file():
+        record = json.loads(done.read_text())
+        if record["setting"] != setting:
+            raise ValueError(f"{done} was made with {record['setting']}, not {setting}: choose another --out")
+        return record
+    env_kwargs = {**spec.env_kwargs, "lam": lam}
+    policy, val_result = train_run(
+        spec.env_id, env_kwargs, agent, spec.agent_kwargs, seed, spec.steps, spec.num_envs, directory, progress
+    )
+    test_env = evaluation_env(spec.env_id, env_kwargs, "test", run=directory)
+    cost = val_result["macs_fraction"]
+    record = {
+        "setting": setting,
+        "agent": agent,
+        "lam": lam,
+        "seed": seed,
+        "run": str(directory),
+        "val": val_result,
+        "test": evaluation_json(policy, test_env, spec.env_id),
+        "threshold_at_val_cost": threshold_row(spec.env_id, env_kwargs, cost, run=directory),
+        "random_skip_at_val_cost": random_skip_row(spec.env_id, env_kwargs, cost, run=directory),
+    }
+    write_json(done, record)
+    return record
+
+
+def group_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds of each (agent, λ) on ``test``, with the matched-cost threshold."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["agent"], r["lam"]), []).append(r)
+    rows = []
+    for (agent, lam), runs in groups.items():
+        acc = np.array([r["test"]["accuracy"] for r in runs])
+        frac = np.array([r["test"]["macs_fraction"] for r in runs])
+        with_policy = np.array([r["test"]["macs_fraction_with_policy"] for r in runs])
+        thr_acc = np.array([r["threshold_at_val_cost"]["accuracy"] for r in runs])
+        thr_frac = np.array([r["threshold_at_val_cost"]["macs_fraction"] for r in runs])
+        rows.append({
+            "agent": agent,
+            "lam": lam,
+            "seeds": [r["seed"] for r in runs],
+            "accuracy_mean": float(acc.mean()),
+            "accuracy_std": float(acc.std()),
+            "macs_fraction_mean": float(frac.mean()),
+            "macs_fraction_std": float(frac.std()),
+            "macs_fraction_with_policy_mean": float(with_policy.mean()),
+            "threshold_accuracy_mean": float(thr_acc.mean()),
+            "threshold_macs_fraction_mean": float(thr_frac.mean()),
+            "accuracy_minus_threshold_mean": float((acc - thr_acc).mean()),
+        })
+        skips = [r.get("random_skip_at_val_cost") for r in runs]
+        if all(s is not None for s in skips):
+            rows[-1]["random_skip_accuracy_mean"] = float(np.mean([s["accuracy"] for s in skips]))
+            rows[-1]["random_skip_macs_fraction_mean"] = float(np.mean([s["macs_fraction"] for s in skips]))
+    return rows
+
+
+def reaching_reference(groups: Sequence[dict[str, Any]], reference_accuracy: float) -> dict[str, Any] | None:
+    """The cheapest (agent, λ) whose mean ``test`` accuracy reaches the reference network's, if any."""
+    reached = [g for g in groups if g["accuracy_mean"] >= reference_accuracy]
+    return min(reached, key=lambda g: g["macs_fraction_mean"]) if reached else None
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, progress: bool = False) -> dict[str, Any]:
+    """Every run of ``spec`` (resuming finished ones), the baselines on ``test``, and the Pareto files:
+    ``results.json``, ``pareto.csv``, ``pareto.png``. The sweep-wide baselines (static routes, oracle,
+    threshold curve) use the backbone as given (before any co-training), frozen."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for agent in spec.agents:
+        for lam in spec.lams:
+            for seed in spec.seeds:
+                record = sweep_run(spec, agent, lam, seed, out, progress)
+                records.append(record)
+                t = record["test"]
+                print(f"{agent} lam={lam:g} seed={seed}: test accuracy {t['accuracy']:.4f} at {t['macs_fraction']:.4f} "
+                      f"of the reference MACs", file=sys.stderr, flush=True)
+    singles = static_rows(spec.env_id, spec.env_kwargs)
+    groups = group_runs(records)
+    results = {
+        "spec": asdict(spec),
+        "split": "test",
+        "tuned_on": "val",
+        "unit": "MACs (multiply-accumulates); fractions of the reference (a cascade's largest member, a dynamic ResNet's full network)",
+        "singles": singles,
+        "oracle": oracle_row(spec.env_id, spec.env_kwargs),
+        "threshold_curve": threshold_curve(spec.env_id, spec.env_kwargs),
+        "groups": groups,
+        "reaching_reference": reaching_reference(groups, max(singles, key=lambda s: s["macs_mean"])["accuracy"]),
+        "runs": records,
+    }
+    write_json(out / "results.json", results)
+    write_pareto_csv(out / "pareto.csv", results)
+    plot_pareto(out / "pareto.png", results, title=f"{spec.env_id} {spec.env_kwargs.get('backbone', '')}".strip())
+    return results

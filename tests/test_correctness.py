@@ -1,0 +1,162 @@
+"""Regression tests for the correctness review of 0.3.0 (issue 18), one per finding, plus the rules
+that keep them fixed: evaluation never trains, environments are cloned from their config, caches are
+keyed on content, co-training keeps its cadence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents import make_agent
+from routing_env import RoutingEnv, RoutingVectorEnv
+from routing_env.backbones import make_backbone
+from routing_env.checkpoints import file_sha256, save_state_dict
+from routing_env.cli import main
+from routing_env.core import EXIT, RUN
+from routing_env.cotraining import CoTrainBackbone
+from routing_env.evaluation import fixed_route_records, route_split
+from routing_env.rewards import BlockDropReward
+from routing_env.routed import RoutedModel
+
+TINY_DYNAMIC = "tiny-dynamic-resnet"
+
+
+# 1. co-trained runs are evaluated on their own saved backbone, frozen, and never on what they train
+def test_a_cotrained_sweep_reports_what_evaluate_run_gives_and_evaluation_changes_no_weight(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    original = make_backbone("tiny-cascade").weights_sha256
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lams", "0.05", "--seeds", "0",
+                 "--steps", "3000", "--out", str(out), "--env-kwargs", "train_backbone=true", "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    run = Path(results["runs"][0]["run"])
+    weights = run / "backbone.pt"
+    saved = file_sha256(weights)
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--split", "test", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    reported = results["runs"][0]["test"]
+    for key in ("accuracy", "macs_fraction", "macs_mean", "reward_mean", "exit_histogram"):
+        assert evaluated[key] == reported[key], key
+    assert file_sha256(weights) == saved  # evaluating wrote nothing
+    assert make_backbone("tiny-cascade").weights_sha256 == original  # nor did co-training touch the original
+    trained = torch.load(weights, weights_only=True)
+    assert any(not torch.equal(v, make_backbone("tiny-cascade").module.state_dict()[k]) for k, v in trained.items())
+
+
+def test_evaluation_environments_are_frozen_and_test_refuses_cotraining() -> None:
+    from routing_env.experiments import evaluation_env
+
+    env = evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade", "train_backbone": True}, "val")
+    assert isinstance(env, RoutingVectorEnv) and not env.config.train_backbone
+    with pytest.raises(ValueError, match="train_backbone=True on split='test'"):
+        RoutingVectorEnv(backbone="tiny-cascade", split="test", train_backbone=True)
+
+
+def test_an_environment_without_the_cotraining_wrapper_never_trains() -> None:
+    env = RoutingVectorEnv(num_envs=16, backbone="tiny-cascade", train_backbone=True)
+    before = env.routing.weights_sha256
+    env.reset(seed=0)
+    for _ in range(20):
+        env.step(np.full(16, EXIT))
+    assert env.routing.weights_sha256 == before
+
+
+# 2. rewards are objects: an environment is cloned from its config, never through asdict
+def test_a_dataclass_reward_works_with_sb3_agents_and_the_oracle() -> None:
+    env = RoutingVectorEnv(num_envs=8, backbone="tiny-cascade", reward=BlockDropReward(gamma=0.5))
+    agent = make_agent("ppo", env, seed=0, n_steps=16, batch_size=64)
+    agent.learn(256)
+    assert env.config.reward == BlockDropReward(gamma=0.5)
+    oracle = make_agent("oracle", env)
+    records = route_split(oracle, RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test", reward=BlockDropReward(gamma=0.5)))
+    assert records.correct.mean() > 0.5
+    clone = RoutingVectorEnv.from_config(env.config, num_envs=3)
+    assert clone.config is env.config and clone.num_envs == 3
+
+
+# 3. an invalid RUN under the budget becomes the widest RUN that fits, not EXIT
+def test_an_over_budget_run_takes_the_widest_run_that_fits() -> None:
+    env = RoutingEnv(backbone=TINY_DYNAMIC, max_macs=0.45)
+    obs, info = env.reset(seed=0)
+    while True:  # the widest route that fits, until the full width no longer fits but EXIT and a narrower RUN do
+        mask = obs["action_mask"].astype(bool)
+        if mask[EXIT] and not mask[RUN + 3] and mask[RUN:].any():
+            break
+        obs, _, terminated, _, info = env.step(RUN + int(np.flatnonzero(mask[RUN:])[-1]))
+        assert not terminated
+    widest = RUN + int(np.flatnonzero(mask[RUN:])[-1])
+    position, macs = info["position"], info["macs"]
+    obs, _, terminated, _, info = env.step(RUN + 3)
+    assert not terminated and info["invalid_action"] and info["position"] == position + 1
+    assert info["macs"] == pytest.approx(macs + env.routing.act_cost[position, widest])
+
+
+# 4. evaluation helpers work under every autoreset mode
+def test_route_split_gives_the_same_records_under_both_autoreset_modes() -> None:
+    agent = make_agent("threshold", RoutingVectorEnv(num_envs=64, backbone="tiny-cascade"), tau=0.8)
+    next_step = route_split(agent, RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test"))
+    same_step = route_split(agent, RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test", autoreset_mode="SameStep"))
+    for field in ("correct", "macs", "exit_position", "decisions", "reward"):
+        np.testing.assert_array_equal(getattr(next_step, field), getattr(same_step, field))
+
+
+# 5. RoutedModel's tables move with it
+def test_routed_model_moves_with_its_tables() -> None:
+    env = RoutingVectorEnv(num_envs=16, backbone=TINY_DYNAMIC, split="test", lam=0.3)
+    agent = make_agent("reinforce", env, seed=0)
+    routed = RoutedModel(env.unwrapped.core.backbone, agent.policy_module(), optimize=False)
+    x = env.unwrapped.core.executor.inputs[:32]
+    logits32, macs32, exits32, decisions32 = routed(x)
+    routed64 = routed.to(torch.float64)
+    assert routed64.onehot.dtype == torch.float64 and routed64.act_cost.dtype == torch.float64 and routed64.valid_now.dtype == torch.bool
+    logits64, macs64, exits64, decisions64 = routed64(x)
+    assert logits64.dtype == torch.float64 and logits64.device == x.device
+    torch.testing.assert_close(logits64.float(), logits32, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(macs64, macs32)
+    assert torch.equal(exits64, exits32) and torch.equal(decisions64, decisions32)
+    if torch.cuda.is_available():
+        out = routed.to("cuda")(x.cuda())
+        assert all(t.device.type == "cuda" for t in out)
+
+
+# 6. caches are keyed on content, and no module is shared between backbones
+def test_fixed_routes_follow_the_weights_not_their_path(tmp_path: Path) -> None:
+    path = tmp_path / "backbone.pt"
+    first = make_backbone("tiny-cascade").module.state_dict()
+    save_state_dict(first, path)
+    before = fixed_route_records(RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test", backbone_weights=str(path)), 1)
+    changed = {k: v.clone() for k, v in first.items()}
+    changed["1.fc.bias"] += torch.linspace(-3, 3, len(changed["1.fc.bias"]))
+    save_state_dict(changed, path)  # the same path, other weights
+    after = fixed_route_records(RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test", backbone_weights=str(path)), 1)
+    assert after is not before and not np.array_equal(after.correct, before.correct)
+
+
+def test_two_tiny_cascades_share_no_module() -> None:
+    a, b = make_backbone("tiny-cascade"), make_backbone("tiny-cascade")
+    assert a.weights_sha256 == b.weights_sha256
+    with torch.no_grad():
+        next(a.module.parameters()).add_(1.0)
+    assert a.weights_sha256 != b.weights_sha256 == make_backbone("tiny-cascade").weights_sha256
+
+
+# 7. co-training takes one step per update_every ended episodes, whatever num_envs
+@pytest.mark.parametrize("num_envs", [4, 64])
+def test_cotraining_cadence_does_not_depend_on_num_envs(num_envs: int) -> None:
+    env = gym.make_vec("routing_env/Cascade-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
+                       backbone="tiny-cascade", train_backbone=True, backbone_update_every=16)
+    assert isinstance(env, CoTrainBackbone)
+    env.reset(seed=0)
+    ended = 0
+    for _ in range(2 * (256 // num_envs)):  # NextStep: every other step ends every episode
+        _, _, terminated, _, info = env.step(np.full(num_envs, EXIT))
+        ended += int(terminated.sum())
+    assert ended == 256 and env.trainer.updates == 256 // 16
+    assert info["backbone_updates"][0] == 16 and np.isfinite(info["backbone_loss"]).all()
