@@ -160,3 +160,17 @@ def test_cotraining_cadence_does_not_depend_on_num_envs(num_envs: int) -> None:
         ended += int(terminated.sum())
     assert ended == 256 and env.trainer.updates == 256 // 16
     assert info["backbone_updates"][0] == 16 and np.isfinite(info["backbone_loss"]).all()
+
+
+# the reference a learned router must beat: the best mixture of static routes
+def test_static_hull_is_the_upper_concave_envelope() -> None:
+    from routing_env.experiments import hull_accuracy, static_hull
+
+    rows = [{"macs_fraction": f, "accuracy": a} for f, a in
+            [(0.25, 0.80), (0.5, 0.79), (0.75, 0.90), (1.0, 0.91), (0.36, 0.60), (0.68, 0.86), (1.2, 0.90)]]
+    hull = static_hull(rows)
+    assert [(p["macs_fraction"], p["accuracy"]) for p in hull] == [(0.25, 0.80), (0.75, 0.90), (1.0, 0.91)]
+    assert hull_accuracy(hull, 0.5) == pytest.approx(0.85)  # half of each: 0.5·0.80 + 0.5·0.90
+    assert hull_accuracy(hull, 2.0) == pytest.approx(0.91) and hull_accuracy(hull, 0.1) is None
+    for r in rows:  # no static route lies above it
+        assert r["accuracy"] <= hull_accuracy(hull, r["macs_fraction"]) + 1e-12

@@ -333,6 +333,9 @@ def test_sweep_on_the_dynamic_backbone_compares_with_its_baselines(tmp_path: Pat
     if 0.0 < skip["rate"] < 1.0:  # the rate was solved for the policy's val cost
         assert skip["macs_fraction"] == pytest.approx(results["runs"][0]["val"]["macs_fraction"], abs=0.05)
     assert "random skip at the same val cost" in groups_markdown(results)
+    assert "static mixture at the same test cost" in groups_markdown(results)
+    assert results["static_hull"][0]["macs_fraction"] == min(s["macs_fraction"] for s in results["singles"])
+    assert "accuracy_minus_hull_mean" in results["groups"][0]
     assert (tmp_path / "pareto.png").stat().st_size > 0
 
 

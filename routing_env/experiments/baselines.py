@@ -105,3 +105,37 @@ def threshold_curve(
         correct, cost = threshold_outcomes(table, float(tau))
         curve.append({"tau": float(tau), "accuracy": float(correct.mean()), "macs_fraction": float(cost.mean())})
     return sorted(curve, key=lambda p: p["macs_fraction"])
+
+
+def static_hull(rows: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The upper concave envelope of the static routes' (``macs_fraction``, ``accuracy``) points,
+    cheapest first: what the best random mixture of two fixed routes reaches at each cost (each input
+    sent down one route or the other at a fixed rate). A learned router is only interesting above it."""
+    points = sorted({(float(r["macs_fraction"]), float(r["accuracy"])) for r in rows})
+    hull: list[tuple[float, float]] = []
+    for x, y in points:
+        if hull and hull[-1][0] == x:  # the same cost: keep the more accurate
+            if y <= hull[-1][1]:
+                continue
+            hull.pop()
+        while len(hull) >= 2 and _not_above(hull[-2], hull[-1], (x, y)):
+            hull.pop()
+        hull.append((x, y))
+    # a dearer route that is less accurate than a cheaper one is never part of the best mixture
+    best = [p for i, p in enumerate(hull) if all(p[1] > q[1] for q in hull[:i])]
+    return [{"macs_fraction": x, "accuracy": y} for x, y in best]
+
+
+def _not_above(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> bool:
+    """Whether ``b`` lies on or below the segment from ``a`` to ``c``."""
+    return (b[1] - a[1]) * (c[0] - a[0]) <= (c[1] - a[1]) * (b[0] - a[0])
+
+
+def hull_accuracy(hull: list[dict[str, float]], macs_fraction: float) -> float | None:
+    """The accuracy of the best mixture of static routes (:func:`static_hull`) costing at most
+    ``macs_fraction``: linear between hull points, the dearest point's beyond it, ``None`` below the
+    cheapest route."""
+    xs = [p["macs_fraction"] for p in hull]
+    if not hull or macs_fraction < xs[0]:
+        return None
+    return float(np.interp(macs_fraction, xs, [p["accuracy"] for p in hull]))

@@ -19,6 +19,8 @@ def write_pareto_csv(path: Path, results: dict[str, Any]) -> None:
             w.writerow(["single", s["label"], "fixed", "", "", s["accuracy"], s["macs_fraction"], s["macs_fraction"]])
         for p in results["threshold_curve"]:
             w.writerow(["threshold", f"tau={p['tau']:.4f}", "threshold", "", "", p["accuracy"], p["macs_fraction"], p["macs_fraction"]])
+        for p in results.get("static_hull", []):
+            w.writerow(["static-hull", "mixture of static routes", "", "", "", p["accuracy"], p["macs_fraction"], p["macs_fraction"]])
         o = results["oracle"]
         w.writerow(["oracle", o["label"], "oracle", "", "", o["accuracy"], o["macs_fraction"], o["macs_fraction"]])
         for r in results["runs"]:
@@ -45,6 +47,10 @@ def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
     for s in results["singles"]:
         ax.plot(s["macs_fraction"], s["accuracy"], "s", color="black", ms=6)
         ax.annotate(s["label"], (s["macs_fraction"], s["accuracy"]), textcoords="offset points", xytext=(5, -10), fontsize=7)
+    hull = results.get("static_hull")
+    if hull and len(hull) > 1:
+        ax.plot([p["macs_fraction"] for p in hull], [p["accuracy"] for p in hull], "--", color="black", lw=1,
+                label="best mixture of static routes (convex hull)")
     o = results["oracle"]
     ax.plot(o["macs_fraction"], o["accuracy"], "*", color="gold", mec="black", ms=12, label="oracle (uses labels)")
     skips = [r["random_skip_at_val_cost"] for r in results["runs"] if r.get("random_skip_at_val_cost")]
@@ -74,12 +80,13 @@ def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
 def groups_markdown(results: dict[str, Any]) -> str:
     """The sweep as a Markdown table (accuracy and MACs fraction on ``test``)."""
     skips = all("random_skip_accuracy_mean" in g for g in results["groups"]) and results["groups"]
-    extra = " random skip at the same val cost |" if skips else ""
+    hull = all("hull_accuracy_mean" in g for g in results["groups"]) and results["groups"]
+    extra = (" random skip at the same val cost |" if skips else "") + (" static mixture at the same test cost (policy − it) |" if hull else "")
     lines = [
         "| policy | λ | seeds | accuracy | MACs fraction | with policy net | threshold at the same val cost |" + extra,
-        "|---|---|---|---|---|---|---|" + ("---|" if skips else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if skips else "") + ("---|" if hull else ""),
     ]
-    dash = " – |" if skips else ""
+    dash = (" – |" if skips else "") + (" – |" if hull else "")
     for s in results["singles"]:
         lines.append(f"| {s['label']} | – | – | {s['accuracy']:.4f} | {s['macs_fraction']:.4f} | – | – |" + dash)
     for g in results["groups"]:
@@ -88,6 +95,7 @@ def groups_markdown(results: dict[str, Any]) -> str:
             f"{g['macs_fraction_mean']:.4f} ± {g['macs_fraction_std']:.4f} | {g['macs_fraction_with_policy_mean']:.4f} | "
             f"{g['threshold_accuracy_mean']:.4f} at {g['threshold_macs_fraction_mean']:.4f} |"
             + (f" {g['random_skip_accuracy_mean']:.4f} at {g['random_skip_macs_fraction_mean']:.4f} |" if skips else "")
+            + (f" {g['hull_accuracy_mean']:.4f} ({g['accuracy_minus_hull_mean']:+.4f} ± {g['accuracy_minus_hull_std']:.4f}) |" if hull else "")
         )
     o = results["oracle"]
     lines.append(f"| {o['label']} (upper bound, uses labels) | – | – | {o['accuracy']:.4f} | {o['macs_fraction']:.4f} | – | – |" + dash)

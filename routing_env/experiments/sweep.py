@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .baselines import oracle_row, random_skip_row, static_rows, threshold_curve, threshold_row
+from .baselines import hull_accuracy, oracle_row, random_skip_row, static_hull, static_rows, threshold_curve, threshold_row
 from .report import plot_pareto, run_name, write_pareto_csv
 from .train import evaluation_env, evaluation_json, train_run, write_json
 
@@ -66,8 +66,10 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
     return record
 
 
-def group_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds of each (agent, λ) on ``test``, with the matched-cost threshold."""
+def group_runs(records: Sequence[dict[str, Any]], hull: list[dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """Mean ± std over seeds of each (agent, λ) on ``test``, with the matched-cost threshold and, given
+    the static routes' ``hull`` (:func:`static_hull`), the best mixture of static routes at the same
+    ``test`` cost."""
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["agent"], r["lam"]), []).append(r)
@@ -95,6 +97,13 @@ def group_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if all(s is not None for s in skips):
             rows[-1]["random_skip_accuracy_mean"] = float(np.mean([s["accuracy"] for s in skips]))
             rows[-1]["random_skip_macs_fraction_mean"] = float(np.mean([s["macs_fraction"] for s in skips]))
+        if hull:
+            at_cost = [hull_accuracy(hull, f) for f in frac]
+            if all(a is not None for a in at_cost):
+                margin = acc - np.array(at_cost, dtype=float)
+                rows[-1]["hull_accuracy_mean"] = float(np.mean(at_cost))
+                rows[-1]["accuracy_minus_hull_mean"] = float(margin.mean())
+                rows[-1]["accuracy_minus_hull_std"] = float(margin.std())
     return rows
 
 
@@ -120,13 +129,15 @@ def run_sweep(spec: SweepSpec, out: str | Path, progress: bool = False) -> dict[
                 print(f"{agent} lam={lam:g} seed={seed}: test accuracy {t['accuracy']:.4f} at {t['macs_fraction']:.4f} "
                       f"of the reference MACs", file=sys.stderr, flush=True)
     singles = static_rows(spec.env_id, spec.env_kwargs)
-    groups = group_runs(records)
+    hull = static_hull(singles)
+    groups = group_runs(records, hull)
     results = {
         "spec": asdict(spec),
         "split": "test",
         "tuned_on": "val",
         "unit": "MACs (multiply-accumulates); fractions of the reference (a cascade's largest member, a dynamic ResNet's full network)",
         "singles": singles,
+        "static_hull": hull,
         "oracle": oracle_row(spec.env_id, spec.env_kwargs),
         "threshold_curve": threshold_curve(spec.env_id, spec.env_kwargs),
         "groups": groups,
