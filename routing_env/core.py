@@ -307,13 +307,14 @@ class RoutingCore:
         self.executor.begin(slots, indices)
         self.features[slots] = self.executor.features(slots)
         if self.has_head[0]:
+            self.macs[slots] += costs.head[0]
             self._evaluate_heads(slots, np.zeros(len(slots), dtype=np.int64))
         self._update_mask(slots)
 
     def _evaluate_heads(self, slots: np.ndarray, positions: np.ndarray) -> None:
-        """Evaluate the head at each slot's ``positions`` (one executor call for all of them)."""
+        """Evaluate the head at each slot's ``positions`` (one executor call for all of them; the move
+        that arrived there has charged it)."""
         logits = self.executor.head(slots, positions)
-        self.macs[slots] += self.backbone.costs.head[positions]
         self.logits[slots] = logits
         self.probs[slots], self.potential[slots] = softmax(logits)
         self.has_probs[slots] = True
@@ -340,7 +341,6 @@ class RoutingCore:
     def step(self, slots: np.ndarray, actions: np.ndarray) -> StepResult:
         """Apply ``actions`` (valid codes in the action space) to the episodes in ``slots``."""
         actions, invalid = self.resolve(slots, np.asarray(actions, dtype=np.int64))
-        costs = self.backbone.costs
         potential_before = self.potential[slots]
         done = actions == EXIT
         moving = slots[~done]
@@ -351,12 +351,11 @@ class RoutingCore:
             k, a = divmod(int(key), self.num_actions)
             if a == SKIP:
                 self.executor.skip(group, k)
-                self.macs[group] += costs.skip[k]
                 self.route[group, k] = SKIP_CHOICE
             else:
                 self.executor.run(group, k, a - RUN)
-                self.macs[group] += costs.stage[k, a - RUN]
                 self.route[group, k] = a - RUN
+            self.macs[group] += self.act_cost[k, a]  # the move and the head it evaluates on arrival
             self.position[group] = k + 1
         if len(moving):
             self.features[moving] = self.executor.features(moving)
