@@ -1,4 +1,4 @@
-"""The agent protocol and the registry of agents by name (DESIGN §10)."""
+"""The agent protocol and the registry of agents by name (docs/design.md §10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a routing policy reads from an observation (DESIGN §2).
+"""What a routing policy reads from an observation (docs/design.md §2).
 
 The vector parts — ``features``, ``probs``, ``position``, ``cost`` — concatenated, with ``probs``
 sorted in decreasing order. The sorted softmax carries the exit head's confidence (its maximum, its

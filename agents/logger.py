@@ -1,4 +1,4 @@
-"""TensorBoard logging with CleanRL-style keys (DESIGN §13)."""
+"""TensorBoard logging with CleanRL-style keys (docs/design.md §13)."""
 
 from __future__ import annotations
 

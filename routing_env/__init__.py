@@ -14,7 +14,7 @@ from .env import EnvConfig, RoutingEnv, RoutingVectorEnv
 from .rewards import RewardFn, make_reward
 from .routed import RoutedModel
 
-__version__ = "0.3.0"
+__version__ = "0.4.0.dev0"
 
 ENV_IDS = ("routing_env/Cascade-v0", "routing_env/DynamicResNet-v0")
 

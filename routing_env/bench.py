@@ -1,5 +1,5 @@
 """``routing-env bench``: speed of the environments, of SB3 training on them, and of routed inference
-(DESIGN §11). One JSON object; every figure is measured on the machine it runs on.
+(docs/design.md §11). One JSON object; every figure is measured on the machine it runs on.
 
 - cascade (frozen, cached): single-env steps/s; vector instance-steps/s at B = 1, 64, 1024; the
   ceiling — the same number of raw feature/logit look-ups with no environment logic — and the ratio;

@@ -1,4 +1,4 @@
-"""The ``routing-env`` command line (DESIGN §10): ``train``, ``evaluate``, ``sweep``, ``demo``, ``bench`` and ``pretrain``."""
+"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``demo``, ``bench`` and ``pretrain``."""
 
 from __future__ import annotations
 

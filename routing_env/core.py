@@ -200,7 +200,7 @@ class RoutingCore:
         reward_fn: the reward strategy.
         max_macs: hard budget in units of the reference MACs; actions that would exceed it are masked
             (and replaced like any invalid action), so ``macs_fraction <= max_macs`` always holds.
-        invalid_action: ``"fallback"``, ``"penalize"`` or ``"raise"`` (DESIGN §5).
+        invalid_action: ``"fallback"``, ``"penalize"`` or ``"raise"`` (docs/design.md §5).
         invalid_penalty: penalty per invalid action under ``"penalize"``.
         allow_skip: offer ``SKIP`` where the backbone can skip.
         data_root: root of the image data, where the backbone needs it.
@@ -282,7 +282,7 @@ class RoutingCore:
         self.mask[slots] = self.tables.mask(self.position[slots], self.has_probs[slots], self.macs[slots], self.budget)
 
     def observation(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        """The observation arrays (DESIGN §2) of ``slots``, freshly allocated."""
+        """The observation arrays (docs/design.md §2) of ``slots``, freshly allocated."""
         return {
             "features": self.features[slots],
             "probs": self.probs[slots],
@@ -399,7 +399,7 @@ class RoutingCore:
         )
 
     def info(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        """The per-step info arrays (DESIGN §3) shared by every step."""
+        """The per-step info arrays (docs/design.md §3) shared by every step."""
         macs = self.macs[slots]
         return {
             "action_mask": self.mask[slots].astype(np.int8),

@@ -1,4 +1,4 @@
-"""Data sets and splits (DESIGN §8).
+"""Data sets and splits (docs/design.md §8).
 
 A :class:`Split` is a whole split held in memory: inputs as one tensor, labels as an int64 array.
 ``synthetic`` (vectors) and ``synthetic-image`` (16x16 stripes) are generated on the fly (seeded, a few

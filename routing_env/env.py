@@ -26,7 +26,7 @@ OBS_MODES = ("vector",)
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """The environment's options (DESIGN §1); the same names are the CLI's ``--env-kwargs``."""
+    """The environment's options (docs/design.md §1); the same names are the CLI's ``--env-kwargs``."""
 
     backbone: str = DEFAULT_BACKBONE
     """A built-in backbone (``routing_env.backbones.BACKBONES``) or a pretrained model's name; the
@@ -42,13 +42,13 @@ class EnvConfig:
     max_macs: float | None = None
     """Hard budget in units of the reference MACs; the environment forces EXIT before it is exceeded."""
     invalid_action: str = "fallback"
-    """``fallback``, ``penalize`` or ``raise`` (DESIGN §5)."""
+    """``fallback``, ``penalize`` or ``raise`` (docs/design.md §5)."""
     invalid_penalty: float = 0.1
     """The reward penalty per invalid action under ``invalid_action="penalize"``."""
     allow_skip: bool | None = None
     """Offer SKIP; ``None`` takes the backbone's default (off for cascades)."""
     obs_mode: str = "vector"
-    """Observation mode; ``vector`` (DESIGN §2)."""
+    """Observation mode; ``vector`` (docs/design.md §2)."""
     train_backbone: bool = False
     """Co-train the backbone (:mod:`routing_env.cotraining`): the environment runs its own copy of the
     backbone live and reports each ended episode's instance and route; ``gym.make``/``make_vec`` wrap it
@@ -131,7 +131,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
 
 
 def observation_space(core: RoutingCore) -> spaces.Dict:
-    """The single-episode observation space (DESIGN §2)."""
+    """The single-episode observation space (docs/design.md §2)."""
     d, c, n, a = core.feature_dim, core.num_classes, core.num_stages, core.num_actions
     big = np.finfo(np.float32).max  # features are unbounded in principle; finite bounds for checkers
     return spaces.Dict(
@@ -176,7 +176,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     """Route one input through a backbone: exit early, skip a stage, or run it at a channel width.
 
     ## Description
-    A routable backbone is a chain of stages with exit heads (DESIGN §1). Each episode routes one
+    A routable backbone is a chain of stages with exit heads (docs/design.md §1). Each episode routes one
     input of a data split: at decision point ``k`` (before stage ``k``) the agent sees the current
     features and the prediction of the latest exit head, and chooses to stop or to go on. The reward
     trades accuracy against the multiply-accumulates (MACs) spent. ``routing_env/Cascade-v0`` is the

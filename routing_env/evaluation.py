@@ -1,4 +1,4 @@
-"""Walk a whole split in order with a policy and summarise accuracy against compute (DESIGN §10).
+"""Walk a whole split in order with a policy and summarise accuracy against compute (docs/design.md §10).
 
 A policy is any object with ``predict(obs, env) -> actions`` over batched observations of a
 :class:`~routing_env.env.RoutingVectorEnv` (``env.routing`` lets privileged baselines such as the
@@ -157,7 +157,7 @@ def exit_table(env: RoutingVectorEnv) -> ExitTable:
 
 
 def summarize(records: Records, env: RoutingVectorEnv, policy_macs: float = 0.0) -> dict[str, Any]:
-    """The evaluation JSON fields (DESIGN §10) for ``records``; MACs are multiply-accumulates."""
+    """The evaluation JSON fields (docs/design.md §10) for ``records``; MACs are multiply-accumulates."""
     view = env.routing
     reference = fixed_route_records(env, view.num_stages)
     n_positions = view.num_stages + 1

@@ -362,7 +362,7 @@ def write_model_card(
     card = {
         "model": args.backbone,
         "dataset": args.dataset,
-        "trained_on": "train split (45,000 images; val = 5,000 held out, DESIGN §8)",
+        "trained_on": "train split (45,000 images; val = 5,000 held out, docs/design.md §8)",
         "test_accuracy": accuracy(model, test),
         "val_accuracy": accuracy(model, val),
         "macs": module_macs(model, (3, 32, 32)),

@@ -1,4 +1,4 @@
-"""Reward strategies (DESIGN §4), batched: every term is an array over the episodes of a step.
+"""Reward strategies (docs/design.md §4), batched: every term is an array over the episodes of a step.
 
 A reward function maps an :class:`Outcome` to ``(reward, terms)``; ``terms`` names each component
 (``info["reward_terms"]``) and ``reward`` is their sum. Functions compose with ``+``.

@@ -3,7 +3,7 @@
 No Gymnasium, no numpy: the batch walks the blocks in lock-step, the policy decides for every input
 still running, and inputs that take the same action run as one call (grouped by route; a batch that
 agrees, and every batch of one, runs the block directly). The observation the policy reads is the
-environment's (DESIGN §2) and the valid moves come from the same :class:`~routing_env.core.ActionTables`
+environment's (docs/design.md §2) and the valid moves come from the same :class:`~routing_env.core.ActionTables`
 (``max_macs`` included), so a policy trained in ``routing_env/DynamicResNet-v0`` acts the same here
 (a test checks predictions, exits, MACs and decisions against the environment).
 

@@ -84,7 +84,7 @@ def test_run_macs_scale_with_the_width() -> None:
     for k in range(model.num_blocks):
         for j, w in enumerate(WIDTHS):
             assert costs.stage[k, j] == pytest.approx(w * costs.stage[k, -1], rel=0.10)
-    assert costs.reference == pytest.approx(40.55e6, rel=0.01)  # ResNet-20's MACs (DESIGN §9)
+    assert costs.reference == pytest.approx(40.55e6, rel=0.01)  # ResNet-20's MACs (docs/design.md §9)
     assert costs.reference == costs.prefix + costs.stage[:, -1].sum() + costs.head[-1]
 
 

@@ -1,4 +1,4 @@
-"""The routable-backbone protocol (DESIGN §1).
+"""The routable-backbone protocol (docs/design.md §1).
 
 A routable backbone is a chain of stages ``s_0 … s_{N-1}`` with exit heads at some decision points.
 Decision point ``k`` lies before stage ``k``; point ``N`` lies after the last stage. A backbone states
@@ -67,7 +67,7 @@ class BackboneSpec:
 
 @dataclass(frozen=True)
 class CostTable:
-    """MACs of every piece a route can execute, measured once (DESIGN §9)."""
+    """MACs of every piece a route can execute, measured once (docs/design.md §9)."""
 
     prefix: float
     """The mandatory prefix (charged at reset), without the head at point 0."""

@@ -54,7 +54,7 @@ def pooled_features(h: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class DynamicResNetBackbone(RoutableBackbone):
-    """A :class:`DynamicResNet` as a routable backbone (DESIGN §1): decisions before every block.
+    """A :class:`DynamicResNet` as a routable backbone (docs/design.md §1): decisions before every block.
 
     Args:
         model: the network (put in ``eval()`` mode; frozen unless an executor co-trains it).
