@@ -1,7 +1,8 @@
 """What a routing policy reads from an observation (docs/design.md §2).
 
 The vector parts — ``features``, ``probs``, ``position``, ``cost`` — concatenated, with ``probs``
-sorted in decreasing order. The sorted softmax carries the exit head's confidence (its maximum, its
+sorted in decreasing order; under ``obs_mode="heads"`` also every head's softmax so far (unsorted, so
+that agreement between heads is visible) and ``heads_mask``. The sorted softmax carries the exit head's confidence (its maximum, its
 margin, its entropy) in fixed slots that an MLP reads directly; unsorted, the policy would have to
 learn a max over classes before it could even match the confidence-threshold baseline. The class
 identity stays available in ``features``. The action mask is applied to the logits, not read.
@@ -17,9 +18,14 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 OBS_KEYS = ("features", "probs", "position", "cost")
 
 
+HEAD_KEYS = ("heads", "heads_mask")
+"""Read too when the observation has them (``obs_mode="heads"``)."""
+
+
 def input_dim(space: gym.spaces.Dict) -> int:
     """Length of the policy input for observations of ``space``."""
-    return sum(space[k].shape[0] for k in OBS_KEYS)
+    keys = OBS_KEYS + tuple(k for k in HEAD_KEYS if k in space.spaces)
+    return sum(int(np.prod(space[k].shape)) for k in keys)
 
 
 def policy_input(obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -27,12 +33,14 @@ def policy_input(obs: dict[str, torch.Tensor]) -> torch.Tensor:
     dtype (float32 unless a model was moved to another)."""
     dtype = obs["features"].dtype if obs["features"].is_floating_point() else torch.float32
     probs = torch.sort(obs["probs"].to(dtype), dim=-1, descending=True).values
-    return torch.cat([obs["features"].to(dtype), probs, obs["position"].to(dtype), obs["cost"].to(dtype)], dim=-1)
+    parts = [obs["features"].to(dtype), probs, obs["position"].to(dtype), obs["cost"].to(dtype)]
+    parts += [obs[k].to(dtype).flatten(1) for k in HEAD_KEYS if k in obs]
+    return torch.cat(parts, dim=-1)
 
 
 def policy_input_np(obs: dict[str, np.ndarray]) -> torch.Tensor:
     """:func:`policy_input` of batched numpy observations."""
-    return policy_input({k: torch.as_tensor(obs[k]) for k in OBS_KEYS})
+    return policy_input({k: torch.as_tensor(obs[k]) for k in OBS_KEYS + HEAD_KEYS if k in obs})
 
 
 class RoutingExtractor(BaseFeaturesExtractor):

@@ -206,6 +206,8 @@ class RoutingCore:
         data_root: root of the image data, where the backbone needs it.
         live: run the backbone's own network (trainable, e.g. by
             :class:`~routing_env.cotraining.BackboneTrainer`) instead of a frozen copy or cache.
+        track_heads: keep every exit head's softmax per episode (the ``heads`` observation of
+            ``obs_mode="heads"``); off by default, since the plain observation does not need it.
     """
 
     def __init__(
@@ -222,6 +224,7 @@ class RoutingCore:
         allow_skip: bool = False,
         data_root: str | None = None,
         live: bool = False,
+        track_heads: bool = False,
     ) -> None:
         if invalid_action not in INVALID_ACTION_MODES:
             raise ValueError(f"unknown invalid_action {invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
@@ -265,6 +268,14 @@ class RoutingCore:
         self.probs = np.zeros((b, self.num_classes), dtype=np.float32)
         self.exit_position = np.full(b, -1, dtype=np.int64)
         self.route = np.full((b, n), NOT_REACHED, dtype=np.int64)
+        self.head_positions = np.array(sorted(spec.head_positions))
+        self.head_slot = np.full(n + 1, -1, dtype=np.int64)
+        self.head_slot[self.head_positions] = np.arange(len(self.head_positions))
+        """Per decision point, its row in ``head_probs`` (-1 where there is no head)."""
+        self.track_heads = track_heads
+        self.head_probs = np.zeros((b, len(self.head_positions), self.num_classes), dtype=np.float32) if track_heads else None
+        """(B, H, C): each head's softmax on the episode's input, zeros where it has not run."""
+        self.head_seen = np.zeros((b, len(self.head_positions)), dtype=bool) if track_heads else None
         self.onehot = np.eye(n + 1, dtype=np.float32)
 
     # --- static tables ------------------------------------------------------------------------
@@ -282,14 +293,19 @@ class RoutingCore:
         self.mask[slots] = self.tables.mask(self.position[slots], self.has_probs[slots], self.macs[slots], self.budget)
 
     def observation(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        """The observation arrays (docs/design.md §2) of ``slots``, freshly allocated."""
-        return {
+        """The observation arrays (docs/design.md §2) of ``slots``, freshly allocated; with
+        ``track_heads`` also ``heads`` (every head's softmax so far) and ``heads_mask``."""
+        obs = {
             "features": self.features[slots],
             "probs": self.probs[slots],
             "position": self.onehot[self.position[slots]],
             "cost": (self.macs[slots, None] / self.reference_macs).astype(np.float32),
             "action_mask": self.mask[slots].astype(np.int8),
         }
+        if self.track_heads:
+            obs["heads"] = self.head_probs[slots]
+            obs["heads_mask"] = self.head_seen[slots].astype(np.int8)
+        return obs
 
     # --- transitions --------------------------------------------------------------------------
     def reset(self, slots: np.ndarray, indices: np.ndarray) -> None:
@@ -304,6 +320,9 @@ class RoutingCore:
         self.potential[slots] = 0.0
         self.exit_position[slots] = -1
         self.route[slots] = NOT_REACHED
+        if self.track_heads:
+            self.head_probs[slots] = 0.0
+            self.head_seen[slots] = False
         self.executor.begin(slots, indices)
         self.features[slots] = self.executor.features(slots)
         if self.has_head[0]:
@@ -317,6 +336,9 @@ class RoutingCore:
         logits = self.executor.head(slots, positions)
         self.logits[slots] = logits
         self.probs[slots], self.potential[slots] = softmax(logits)
+        if self.track_heads:
+            self.head_probs[slots, self.head_slot[positions]] = self.probs[slots]
+            self.head_seen[slots, self.head_slot[positions]] = True
         self.has_probs[slots] = True
         self.exit_position[slots] = positions
 

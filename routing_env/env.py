@@ -21,7 +21,10 @@ from .checkpoints import load_state_dict
 from .data import SPLITS
 from .rewards import RewardFn, make_reward
 
-OBS_MODES = ("vector",)
+OBS_MODES = ("vector", "heads")
+"""``vector``: the five keys of docs/design.md §2. ``heads`` adds ``heads`` (H, C), the softmax of every
+exit head evaluated so far in the episode (zeros where a head has not run), and ``heads_mask`` (H,):
+whether two cascade members agree is a signal the latest head alone does not carry."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class EnvConfig:
     allow_skip: bool | None = None
     """Offer SKIP; ``None`` takes the backbone's default (off for cascades)."""
     obs_mode: str = "vector"
-    """Observation mode; ``vector`` (docs/design.md §2)."""
+    """Observation mode: ``vector`` (docs/design.md §2), or ``heads`` (also every head's softmax so far;
+    :data:`OBS_MODES`)."""
     train_backbone: bool = False
     """Co-train the backbone (:mod:`routing_env.cotraining`): the environment runs its own copy of the
     backbone live and reports each ended episode's instance and route; ``gym.make``/``make_vec`` wrap it
@@ -127,6 +131,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
         allow_skip=allow_skip,
         data_root=config.data_root,
         live=config.train_backbone,
+        track_heads=config.obs_mode == "heads",
     )
 
 
@@ -134,15 +139,18 @@ def observation_space(core: RoutingCore) -> spaces.Dict:
     """The single-episode observation space (docs/design.md §2)."""
     d, c, n, a = core.feature_dim, core.num_classes, core.num_stages, core.num_actions
     big = np.finfo(np.float32).max  # features are unbounded in principle; finite bounds for checkers
-    return spaces.Dict(
-        {
-            "features": spaces.Box(-big, big, (d,), np.float32),
-            "probs": spaces.Box(0.0, 1.0, (c,), np.float32),
-            "position": spaces.Box(0.0, 1.0, (n + 1,), np.float32),
-            "cost": spaces.Box(0.0, np.float32(core.max_cost_fraction * 1.001), (1,), np.float32),
-            "action_mask": spaces.MultiBinary(a),
-        }
-    )
+    keys: dict[str, spaces.Space] = {
+        "features": spaces.Box(-big, big, (d,), np.float32),
+        "probs": spaces.Box(0.0, 1.0, (c,), np.float32),
+        "position": spaces.Box(0.0, 1.0, (n + 1,), np.float32),
+        "cost": spaces.Box(0.0, np.float32(core.max_cost_fraction * 1.001), (1,), np.float32),
+        "action_mask": spaces.MultiBinary(a),
+    }
+    if core.track_heads:
+        h = len(core.head_positions)
+        keys["heads"] = spaces.Box(0.0, 1.0, (h, c), np.float32)
+        keys["heads_mask"] = spaces.MultiBinary(h)
+    return spaces.Dict(keys)
 
 
 def check_action(action: Any, space: spaces.Discrete) -> int:

@@ -9,7 +9,7 @@ from gymnasium.error import ResetNeeded
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from routing_env import ENV_IDS, RoutingEnv
+from routing_env import ENV_IDS, RoutingEnv, RoutingVectorEnv
 from routing_env.core import EXIT, RUN, SKIP
 
 from helpers import assert_same, rollout
@@ -144,7 +144,7 @@ def test_step_before_reset_and_after_the_end_needs_reset(env: RoutingEnv) -> Non
     [
         ({"colour": "red"}, TypeError, r"unknown environment option\(s\) \['colour'\]; valid options: \['backbone'"),
         ({"backbone": "resnet9000"}, ValueError, r"unknown backbone 'resnet9000'; expected one of \['cifar10-resnet-cascade', .*'tiny-cascade', 'tiny-dynamic-resnet'\]"),
-        ({"obs_mode": "pixels"}, ValueError, r"unknown obs_mode 'pixels'; expected one of \('vector',\)"),
+        ({"obs_mode": "pixels"}, ValueError, r"unknown obs_mode 'pixels'; expected one of \('vector', 'heads'\)"),
         ({"lam": -0.1}, ValueError, r"lam must be a number >= 0, got -0.1"),
         ({"split": "holdout"}, ValueError, r"unknown split 'holdout'"),
         ({"dataset": "mnist"}, ValueError, r"unknown dataset 'mnist'"),
@@ -166,3 +166,48 @@ def test_observations_are_fresh_arrays(env: RoutingEnv) -> None:
     kept = copy.deepcopy(obs)
     env.step(RUN)
     assert_same(obs, kept)
+
+
+def test_heads_observation_holds_every_head_evaluated_so_far() -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    from routing_env.core import softmax
+
+    env = RoutingEnv(backbone="tiny-cascade", obs_mode="heads", allow_skip=True)
+    check_env(env, skip_render_check=True)
+    h, c = env.observation_space["heads"].shape
+    assert (h, c) == (3, env.observation_space["probs"].shape[0]) and env.observation_space["heads_mask"].n == 3
+    cache = env.unwrapped.core.executor.cache
+    obs, info = env.reset(seed=3, options={"index": 7})
+
+    def expected(member: int) -> np.ndarray:
+        return softmax(cache.logits[member, 7][None].astype(np.float32).copy())[0][0]
+
+    np.testing.assert_array_equal(obs["heads_mask"], [1, 0, 0])
+    np.testing.assert_allclose(obs["heads"][0], expected(0), rtol=1e-6)
+    np.testing.assert_array_equal(obs["heads"][1:], 0.0)
+    obs, *_ = env.step(SKIP)  # a skipped member's head is not evaluated
+    np.testing.assert_array_equal(obs["heads_mask"], [1, 0, 0])
+    obs, *_ = env.step(RUN)
+    np.testing.assert_array_equal(obs["heads_mask"], [1, 0, 1])
+    np.testing.assert_allclose(obs["heads"][2], expected(2), rtol=1e-6)
+    np.testing.assert_allclose(obs["heads"][2], obs["probs"])
+    np.testing.assert_allclose(obs["heads"][0], expected(0), rtol=1e-6)
+    np.testing.assert_array_equal(obs["heads"][1], 0.0)
+    obs, _ = env.reset(options={"index": 8})  # a new episode starts clean
+    np.testing.assert_array_equal(obs["heads_mask"], [1, 0, 0])
+    np.testing.assert_array_equal(obs["heads"][1:], 0.0)
+
+
+def test_agents_read_the_heads_observation() -> None:
+    from agents import make_agent
+    from agents.features import input_dim
+
+    venv = RoutingVectorEnv(num_envs=16, backbone="tiny-cascade", obs_mode="heads", autoreset_mode="SameStep")
+    plain = RoutingVectorEnv(num_envs=16, backbone="tiny-cascade")
+    assert input_dim(venv.single_observation_space) == input_dim(plain.single_observation_space) + 3 * 4 + 3
+    for name in ("reinforce", "ppo"):
+        agent = make_agent(name, venv, seed=0, **({"n_steps": 16, "batch_size": 64} if name == "ppo" else {}))
+        agent.learn(512)
+        obs, _ = venv.reset(seed=0)
+        assert agent.predict(obs, venv).shape == (16,)
