@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "val-aug")
+"""``val-aug`` is ``val`` seen :data:`VAL_AUG_VIEWS` times (:func:`augmented_views`): more data for a
+policy without touching ``test``; image data sets only."""
+
+VAL_AUG_VIEWS = 8
+VAL_AUG_SEED = 2024
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,10 @@ def load_split(
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if split == "val-aug":
+        if dataset == "synthetic":
+            raise ValueError(f"split 'val-aug' needs images (crops and flips); data set {dataset!r} has vectors")
+        return _val_aug(dataset, None if root is None else str(root), download)
     if dataset == "synthetic":
         return _synthetic(split)
     if dataset == "synthetic-image":
@@ -245,6 +254,23 @@ def augment(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> to
     batch = torch.arange(n, device=x.device)[:, None, None]
     crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
     return crops.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+def augmented_views(split: Split, views: int = VAL_AUG_VIEWS, seed: int = VAL_AUG_SEED) -> Split:
+    """``split`` followed by ``views - 1`` seeded augmented copies (4-pixel crops and flips, as in
+    training): instance ``v·n + i`` is view ``v`` of image ``i`` (view 0 the image itself), so every
+    copy keeps its label. Deterministic, so a cascade's feature cache of it is computed once."""
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    generator = torch.Generator().manual_seed(seed)
+    extra = [augment(split.inputs, generator).contiguous() for _ in range(views - 1)]
+    inputs = torch.cat([split.inputs, *extra])
+    return Split(split.dataset, f"{split.name}-aug", inputs, np.tile(split.labels, views), split.num_classes)
+
+
+@functools.lru_cache(maxsize=2)
+def _val_aug(dataset: str, root: str | None, download: bool) -> Split:
+    return augmented_views(load_split(dataset, "val", root, download))
 
 
 def cache_root() -> Path:

@@ -61,8 +61,9 @@ def test_val_indices_are_fixed_and_the_right_size() -> None:
 
 
 def test_cifar10_splits_have_the_documented_sizes_and_are_disjoint(cifar_root: str) -> None:
-    splits = {s: load_split("cifar10", s, cifar_root) for s in SPLITS}
-    assert [len(splits[s]) for s in SPLITS] == [45_000, 5_000, 10_000]
+    splits = {s: load_split("cifar10", s, cifar_root) for s in ("train", "val", "test")}
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [45_000, 5_000, 10_000]
+    assert SPLITS == ("train", "val", "test", "val-aug")
     for s in splits.values():
         assert s.inputs.dtype == torch.uint8 and s.inputs.shape[1:] == (3, 32, 32) and s.num_classes == 10
     train, val = splits["train"].inputs.reshape(45_000, -1), splits["val"].inputs.reshape(5_000, -1)
@@ -82,3 +83,28 @@ def test_augment_crops_and_flips_in_batch() -> None:
     assert padded.shape == x.shape and padded.is_contiguous(memory_format=torch.channels_last)
     flips = [torch.equal(augment(x[:1], torch.Generator().manual_seed(s), padding=0)[0], x[0].flip(-1)) for s in range(20)]
     assert 0 < sum(flips) < 20
+
+
+def test_val_aug_is_val_and_its_seeded_augmented_views() -> None:
+    from routing_env.data import VAL_AUG_VIEWS, augmented_views
+
+    val = load_split("synthetic-image", "val")
+    aug = load_split("synthetic-image", "val-aug")
+    n = len(val)
+    assert len(aug) == VAL_AUG_VIEWS * n and aug.inputs.dtype == val.inputs.dtype
+    assert torch.equal(aug.inputs[:n], val.inputs)  # view 0 is the image itself
+    np.testing.assert_array_equal(aug.labels, np.tile(val.labels, VAL_AUG_VIEWS))
+    assert not torch.equal(aug.inputs[n : 2 * n], val.inputs)
+    assert torch.equal(augmented_views(val).inputs, aug.inputs)  # deterministic
+    with pytest.raises(ValueError, match="'val-aug' needs images"):
+        load_split("synthetic", "val-aug")
+
+
+def test_an_environment_learns_on_val_aug() -> None:
+    from routing_env import RoutingVectorEnv
+
+    env = RoutingVectorEnv(num_envs=8, backbone="tiny-dynamic-resnet", split="val-aug")
+    assert env.num_instances == 8 * len(load_split("synthetic-image", "val"))
+    obs, _ = env.reset(seed=0)
+    obs, *_ = env.step(np.full(8, 2))
+    assert obs["features"].shape == (8, env.single_observation_space["features"].shape[0])
