@@ -23,6 +23,9 @@ class RunLogger:
         self.writer.add_scalar("charts/accuracy", float(np.mean(correct)), step)
         self.writer.add_scalar("charts/macs_fraction", float(np.mean(macs_fraction)), step)
         self.writer.add_histogram("charts/exit_histogram", np.asarray(exits), step)
+        exits = np.asarray(exits)
+        for position in np.unique(exits).tolist():  # each head's accuracy on the instances routed to it
+            self.writer.add_scalar(f"charts/accuracy_at_exit_{position}", float(np.mean(np.asarray(correct)[exits == position])), step)
 
     def scalar(self, key: str, value: float, step: int) -> None:
         self.writer.add_scalar(key, float(value), step)

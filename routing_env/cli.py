@@ -1,4 +1,4 @@
-"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``demo``, ``bench`` and ``pretrain``."""
+"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``demo``, ``joint``, ``bench`` and ``pretrain``."""
 
 from __future__ import annotations
 
@@ -162,6 +162,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- joint ----------------------------------------------------------------------------------------
+def cmd_joint(args: argparse.Namespace) -> int:
+    from .experiments.joint import JointSpec, joint_train
+
+    spec = JointSpec(
+        backbone=args.backbone,
+        lam=args.lam,
+        epochs=args.epochs,
+        num_envs=args.num_envs,
+        seed=args.seed,
+        backbone_lr=args.backbone_lr,
+        backbone_update_every=args.backbone_update_every,
+        env_kwargs=parse_kwargs(args.env_kwargs, "--env-kwargs"),
+        agent_kwargs=parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
+    )
+    summary = joint_train(spec, args.out, resume=args.resume, progress=not args.quiet)
+    last = summary["history"][-1] if summary["history"] else {}
+    print(f"joint training: {summary['epochs']} epochs, {last.get('backbone_updates', 0)} backbone updates; "
+          f"co-trained members in {summary['backbone']}; evaluate with `routing-env evaluate --run {args.out}`, "
+          f"tensorboard --logdir {Path(args.out) / 'tb'}", file=sys.stderr)
+    return 0
+
+
 # --- bench ----------------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench
@@ -265,6 +288,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="sweep directory (finished runs are kept and reused)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("joint", help="train a cascade and its REINFORCE selection module together on train (Guan et al.); checkpoints, --resume")
+    p.add_argument("--backbone", default="cifar10-resnet-cascade", help="the cascade to co-train")
+    p.add_argument("--lam", type=float, default=0.03, help="price of compute λ")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the train split (instance-steps = epochs × its size)")
+    p.add_argument("--num-envs", type=int, default=64, help="episodes stepped together")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone-lr", type=float, default=0.01, help="the members' SGD learning rate")
+    p.add_argument("--backbone-update-every", type=int, default=32, help="ended episodes per member update")
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="further environment options")
+    p.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="reinforce options")
+    p.add_argument("--out", required=True, help="run directory (checkpoint.pt, backbone.pt, the policy, tb/)")
+    p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_joint)
 
     p = sub.add_parser("bench", help="speed of the environments, SB3 training and routed inference, as JSON")
     p.add_argument("--json", action="store_true", help="one line of JSON (the default prints it indented)")

@@ -19,7 +19,7 @@ from typing import Any
 from .backbones.cascade import Cascade
 from .backbones.dynamic import DynamicResNetBackbone
 from .backbones.resnet import CLASSIFIERS, DYNAMIC
-from .checkpoints import load_state_dict
+from .checkpoints import file_sha256, load_state_dict, save_state_dict
 
 
 def root() -> Path:
@@ -127,4 +127,37 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
         "macs": card["macs"],
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return folder
+
+
+def package_cotrained(
+    name: str, base: str, backbone: str | Path, data_root: str | None = None, out: str | Path | None = None, note: str = ""
+) -> Path:
+    """Assemble ``pretrained/<name>/`` from a co-trained cascade: the members of the pretrained cascade
+    ``base`` with the weights of ``backbone`` (a ``backbone.pt`` that ``train`` or ``joint`` wrote),
+    frozen, with a new manifest (sha256 of each member) and ``val``/``test`` feature caches; ``note``
+    (how it was trained) goes into the manifest."""
+    from .experiments.joint import split_members
+
+    manifests = available()
+    if base not in manifests or manifests[base]["kind"] != "cascade":
+        raise ValueError(f"unknown pretrained cascade {base!r}; expected one of {sorted(k for k, m in manifests.items() if m['kind'] == 'cascade')}")
+    manifest = manifests[base]
+    folder = Path(out) if out is not None else root() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    states = split_members(load_state_dict(backbone), len(manifest["members"]))
+    members, models = [], []
+    for member, state in zip(manifest["members"], states):
+        model = CLASSIFIERS[member["model"]](manifest["num_classes"])
+        model.load_state_dict(state)
+        path = folder / Path(member["weights"]).name  # the base's file names: unique within a cascade
+        save_state_dict(model.state_dict(), path)
+        members.append({"model": member["model"], "weights": path.name, "sha256": file_sha256(path), "macs": member.get("macs")})
+        models.append(model)
+    new = {"name": name, "kind": "cascade", "dataset": manifest["dataset"], "num_classes": manifest["num_classes"],
+           "members": members, "cotrained_from": base, "backbone_sha256": file_sha256(backbone), "note": note}
+    (folder / "manifest.json").write_text(json.dumps(new, indent=2) + "\n")
+    cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
+    for split in ("val", "test"):
+        cascade.feature_cache(manifest["dataset"], split, data_root)
     return folder

@@ -1,0 +1,139 @@
+"""Joint training of a cascade and its selection module (Guan et al., IJCAI 2018), with checkpoints.
+
+The policy (``reinforce``: Guan et al.'s selection module) and the backbone learn together on the
+``train`` split: :class:`~routing_env.cotraining.CoTrainBackbone` updates each member on the
+cross-entropy of the instances the policy exited at it, REINFORCE updates the policy on accuracy −
+λ·compute of the same episodes. An epoch is ``len(train)`` instance-steps; after each, the policy, the
+backbone, both optimizers and every random state are written atomically (``checkpoint.pt``, a plain
+dict loadable with ``weights_only=True``), so ``resume=True`` after a kill goes on from the last whole
+epoch. TensorBoard (``tb/``) has ``charts/accuracy_at_exit_<p>`` (each member's accuracy on the
+instances routed to it) beside the usual keys. The result is ``backbone.pt`` (the co-trained members,
+a ``train_backbone`` run's weights: ``evaluate --run`` and ``backbone_weights=`` read it) and the policy.
+
+What comes after (the fair comparison with the frozen cascade): freeze the co-trained members
+(:func:`routing_env.pretrained.package_cotrained` builds their ``val``/``test`` caches), then fit the
+final policy and the threshold on ``val`` with ``routing-env sweep --backbone <the new name>``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..checkpoints import load_state_dict, save_state_dict
+from ..cotraining import CoTrainBackbone
+from ..env import RoutingVectorEnv
+from .train import write_json
+
+
+@dataclass(frozen=True)
+class JointSpec:
+    """A joint-training run: the cascade, λ, the co-training settings and the policy's options."""
+
+    backbone: str = "cifar10-resnet-cascade"
+    lam: float = 0.03
+    epochs: int = 10
+    num_envs: int = 64
+    seed: int = 0
+    backbone_lr: float = 0.01
+    backbone_update_every: int = 32
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further environment options (``reward``, ``data_root``, ``device`` …)."""
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    """``reinforce`` options."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {self.num_envs!r}")
+        reserved = {"backbone", "lam", "split", "train_backbone", "backbone_lr", "backbone_update_every", "backbone_weights"}
+        clash = sorted(reserved & set(self.env_kwargs))
+        if clash:
+            raise ValueError(f"env_kwargs {clash} are set by the joint run itself; pass them as its own options")
+
+    def env_options(self) -> dict[str, Any]:
+        return {**self.env_kwargs, "backbone": self.backbone, "lam": self.lam, "split": "train", "train_backbone": True,
+                "backbone_lr": self.backbone_lr, "backbone_update_every": self.backbone_update_every}
+
+
+def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Run (or resume) ``spec`` into ``out``; return the summary also written to ``joint.json``."""
+    from agents import RunLogger, make_agent
+
+    out = Path(out)
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists() and not resume:
+        raise ValueError(f"{checkpoint} exists: pass --resume to go on from it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_state_dict(checkpoint) if resume and checkpoint.exists() else None
+    written = json.dumps(asdict(spec), sort_keys=True)
+    if state is not None and state["spec"] != written:
+        raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")
+    options = spec.env_options()
+    if state is not None:
+        options["backbone_weights"] = str(out / "backbone.pt")
+    env = CoTrainBackbone(RoutingVectorEnv(num_envs=spec.num_envs, **options))
+    agent = make_agent("reinforce", env, seed=spec.seed, **spec.agent_kwargs)
+    epoch, history = 0, []
+    if state is not None:
+        agent.load_training_state(state["agent"])
+        env.trainer.optimizer.load_state_dict(state["backbone_optimizer"])
+        env.trainer.updates = int(state["backbone_updates"])
+        env.reset(seed=spec.seed)  # sets up the episodes; the instance stream then goes on from the saved state
+        env.unwrapped.np_random.bit_generator.state = json.loads(state["env_rng"])
+        epoch, history = int(state["epoch"]), json.loads(state["history"])
+    # what `evaluate --run` needs: a train_backbone run is evaluated on its backbone.pt, frozen
+    write_json(out / "config.json", {"env": "routing_env/Cascade-v0", "env_kwargs": spec.env_options(), "agent": "reinforce",
+                                     "agent_kwargs": spec.agent_kwargs, "seed": spec.seed, "steps_per_epoch": env.num_instances,
+                                     "num_envs": spec.num_envs, "joint": asdict(spec), "routing_env_version": __version__})
+    logger = RunLogger(out / "tb")
+    steps = env.num_instances
+    while epoch < spec.epochs:
+        began = time.time()
+        agent.learn(steps, logger=logger, progress=progress)
+        flush(env)
+        epoch += 1
+        history.append({"epoch": epoch, "seconds": round(time.time() - began, 1), "backbone_updates": env.trainer.updates,
+                        "backbone_loss": env.trainer.last_loss})
+        save_state_dict(env.backbone_state_dict(), out / "backbone.pt")
+        agent.save(out)
+        save_state_dict({
+            "spec": written,
+            "agent": agent.training_state(),
+            "backbone_optimizer": env.trainer.optimizer.state_dict(),
+            "backbone_updates": env.trainer.updates,
+            "env_rng": json.dumps(env.unwrapped.np_random.bit_generator.state),
+            "epoch": epoch,
+            "history": json.dumps(history),
+        }, checkpoint)
+    logger.close()
+    env.close()
+    summary = {"spec": asdict(spec), "epochs": epoch, "history": history, "backbone": str(out / "backbone.pt")}
+    write_json(out / "joint.json", summary)
+    return summary
+
+
+def flush(env: CoTrainBackbone) -> None:
+    """Take one last step on the episodes pending in the trainer, so that a checkpoint holds none."""
+    trainer = env.trainer
+    if trainer.pending:
+        instances, routes, exits = (np.concatenate(column) for column in zip(*trainer.pending))
+        trainer.pending.clear()
+        trainer.update(instances, routes, exits)
+
+
+def split_members(state: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
+    """A cascade's ``backbone.pt`` (its classifiers' ``ModuleList`` state_dict) as one state_dict per member."""
+    members: list[dict[str, torch.Tensor]] = [{} for _ in range(count)]
+    for key, value in state.items():
+        index, _, rest = key.partition(".")
+        members[int(index)][rest] = value
+    return members

@@ -1,0 +1,113 @@
+"""Joint training (Guan et al.): the cascade's members and the REINFORCE selection module learn together
+on ``train``, with checkpoints that resume exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from routing_env.backbones import make_backbone
+from routing_env.cli import main
+from routing_env.experiments import joint
+from routing_env.experiments.joint import JointSpec, joint_train
+
+SPEC = JointSpec(backbone="tiny-cascade", lam=0.05, epochs=2, num_envs=64, backbone_lr=0.005, backbone_update_every=64)
+
+
+def test_joint_training_changes_the_members_lowers_the_routed_loss_and_the_policy_learns(tmp_path: Path) -> None:
+    from agents import load_agent, make_agent
+    from routing_env import RoutingVectorEnv
+    from routing_env.data import load_split
+    from routing_env.evaluation import route_split
+
+    summary = joint_train(SPEC, tmp_path)
+    assert summary["history"][-1]["backbone_updates"] > 0 and all(np.isfinite(h["backbone_loss"]) for h in summary["history"])
+    assert (tmp_path / "policy.pt").is_file() and (tmp_path / "checkpoint.pt").is_file() and list((tmp_path / "tb").iterdir())
+    original, trained = make_backbone("tiny-cascade").module, make_backbone("tiny-cascade").module
+    trained.load_state_dict(torch.load(tmp_path / "backbone.pt", weights_only=True))
+    assert any(not torch.equal(a, b) for a, b in zip(original.state_dict().values(), trained.state_dict().values()))
+    # the members' cross-entropy on the train instances the learned policy routes to each of them falls
+    env = RoutingVectorEnv(num_envs=256, backbone="tiny-cascade", split="train", lam=SPEC.lam,
+                           backbone_weights=str(tmp_path / "backbone.pt"))
+    policy = load_agent(tmp_path, env)
+    records = route_split(policy, env)
+    train = load_split("synthetic", "train")
+    labels = torch.from_numpy(train.labels)
+
+    def routed_loss(members: torch.nn.Module) -> float:
+        with torch.no_grad():
+            losses = [torch.nn.functional.cross_entropy(m(train.inputs), labels, reduction="none") for m in members]
+        return float(torch.stack(losses)[torch.from_numpy(records.exit_position), torch.arange(len(labels))].mean())
+
+    assert routed_loss(trained) < 0.95 * routed_loss(original)
+    # and the policy learned: its return beats the untrained policy's on the same backbone
+    untrained = make_agent("reinforce", env, seed=SPEC.seed)
+    assert records.reward.mean() > route_split(untrained, env).reward.mean() + 0.02
+
+
+def test_a_killed_joint_run_resumes_exactly_where_its_last_epoch_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    joint_train(SPEC, tmp_path / "whole")
+    calls = {"n": 0}
+    flush = joint.flush
+
+    def dies_in_epoch_two(env):  # noqa: ANN001
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as a kill: epoch 2 never reaches its checkpoint
+        flush(env)
+
+    monkeypatch.setattr(joint, "flush", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        joint_train(SPEC, tmp_path / "killed")
+    monkeypatch.setattr(joint, "flush", flush)
+    with pytest.raises(ValueError, match="pass --resume"):
+        joint_train(SPEC, tmp_path / "killed")
+    summary = joint_train(SPEC, tmp_path / "killed", resume=True)
+    assert summary["epochs"] == 2
+    for name in ("backbone.pt", "policy.pt"):
+        whole = torch.load(tmp_path / "whole" / name, weights_only=True)
+        resumed = torch.load(tmp_path / "killed" / name, weights_only=True)
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
+
+
+def test_joint_cli_and_evaluate_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "joint"
+    assert main(["joint", "--backbone", "tiny-cascade", "--lam", "0.05", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(out), "--split", "test", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 10_000 and 0.3 < result["accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="set by the joint run itself"):
+        JointSpec(env_kwargs={"split": "val"})
+
+
+def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cifar_root: str) -> None:
+    from routing_env import pretrained
+    from routing_env.backbones.resnet import resnet8
+    from routing_env.checkpoints import file_sha256, save_state_dict
+
+    base = tmp_path / "pre" / "base-cascade"
+    base.mkdir(parents=True)
+    members = []
+    for k in range(2):
+        torch.manual_seed(k)
+        save_state_dict(resnet8().state_dict(), base / f"m{k}.pt")
+        members.append({"model": "resnet8", "weights": f"m{k}.pt", "sha256": file_sha256(base / f"m{k}.pt")})
+    (base / "manifest.json").write_text(json.dumps({"name": "base-cascade", "kind": "cascade", "dataset": "cifar10",
+                                                    "num_classes": 10, "members": members}))
+    monkeypatch.setenv("ROUTING_ENV_PRETRAINED", str(tmp_path / "pre"))
+    cotrained = pretrained.load("base-cascade").module
+    with torch.no_grad():
+        cotrained[1].fc.bias.add_(0.5)
+    save_state_dict(cotrained.state_dict(), tmp_path / "backbone.pt")
+    folder = pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=cifar_root,
+                                          note="a test")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["cotrained_from"] == "base-cascade" and manifest["note"] == "a test"
+    loaded = pretrained.load("joint-cascade")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.module.state_dict().values(), cotrained.state_dict().values()))
+    assert sorted(p.name.split("-")[-2] for p in folder.glob("*.npz")) == ["test", "val"]
