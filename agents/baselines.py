@@ -3,7 +3,6 @@ label-peeking oracle."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ from routing_env.core import SKIP
 from gymnasium.vector import VectorEnv
 
 from routing_env.env import RoutingVectorEnv
-from routing_env.evaluation import ExitTable, exit_table, fixed_route_actions
+from routing_env.evaluation import ExitTable, exit_table, fixed_route_actions, routing_key
 
 from .base import Agent
 from .logger import RunLogger
@@ -41,7 +40,7 @@ class FixedAgent(Agent):
 
     def __init__(self, env: VectorEnv, *, seed: int = 0, position: int | None = None, width: int | None = None) -> None:
         super().__init__(env, seed=seed)
-        n, widths = env.routing.num_stages, env.routing.widths
+        n, widths = env.unwrapped.routing.num_stages, env.unwrapped.routing.widths
         if position is None:
             position = n
         if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position <= n:
@@ -112,7 +111,7 @@ class ThresholdAgent(Agent):
     ) -> None:
         super().__init__(env, seed=seed)
         self.tau = 1.0 if tau is None else float(tau)
-        self.lam = env.config.lam if lam is None else float(lam)
+        self.lam = env.unwrapped.config.lam if lam is None else float(lam)
         if self.lam < 0:
             raise ValueError(f"threshold agent: lam must be >= 0, got {self.lam}")
         self.target = target_macs_fraction
@@ -142,7 +141,7 @@ class ThresholdAgent(Agent):
     def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         mask = obs["action_mask"].astype(bool)
         confident = mask[:, 0] & (obs["probs"].max(axis=1) >= self.tau)
-        return np.where(confident, 0, fixed_route_actions(obs, env.routing.num_stages))
+        return np.where(confident, 0, fixed_route_actions(obs, env.unwrapped.routing.num_stages))
 
     def options(self) -> dict[str, Any]:
         return {"tau": self.tau, "lam": self.lam, "target_macs_fraction": self.target}
@@ -160,15 +159,13 @@ class OracleAgent(Agent):
 
     def __init__(self, env: VectorEnv, *, seed: int = 0) -> None:
         super().__init__(env, seed=seed)
-        self._targets: dict[tuple[str, str, str], np.ndarray] = {}
+        self._targets: dict[tuple[str, ...], np.ndarray] = {}
 
     def _target_positions(self, env: VectorEnv) -> np.ndarray:
-        view = env.routing
-        key = (view.weights_sha256, view.dataset, view.split)
+        key = routing_key(env)  # frozen environments only
         if key not in self._targets:
-            # a separate, frozen environment: routing the split must not disturb the episodes of `env`
-            config = dataclasses.replace(env.config, train_backbone=False)
-            table = exit_table(RoutingVectorEnv.from_config(config, num_envs=256))
+            # a separate environment: routing the split must not disturb the episodes of `env`
+            table = exit_table(RoutingVectorEnv.from_config(env.unwrapped.config, num_envs=256))
             cost = np.where(table.correct, table.macs_fraction, np.inf)
             best = cost.argmin(axis=0)
             best[~table.correct.any(axis=0)] = 0
@@ -176,6 +173,6 @@ class OracleAgent(Agent):
         return self._targets[key]
 
     def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
-        targets = self._target_positions(env)[env.routing.instances()]
+        targets = self._target_positions(env)[env.unwrapped.routing.instances()]
         here = obs["position"].argmax(axis=1)
-        return np.where(here >= targets, 0, fixed_route_actions(obs, env.routing.num_stages))
+        return np.where(here >= targets, 0, fixed_route_actions(obs, env.unwrapped.routing.num_stages))

@@ -39,7 +39,10 @@ class SB3VecEnv(VecEnv):
     SB3 restarts an ended episode in the step that ends it and passes its last observation in
     ``info["terminal_observation"]``: ``SameStep`` autoreset does exactly that; under ``NextStep`` the
     ended slots are restarted at once with a partial reset (``reset_mask``), which draws the same
-    instances in the same order.
+    instances in the same order, so on a frozen backbone both modes give the same trajectories (a
+    test checks it). Under co-training they differ slightly: ``SameStep`` starts the new episodes
+    before :class:`~routing_env.cotraining.CoTrainBackbone` updates the backbone on the ended ones,
+    the partial reset after. A co-trained step's ``backbone_loss`` is passed on in each info.
     """
 
     def __init__(self, venv: VectorEnv) -> None:
@@ -70,6 +73,8 @@ class SB3VecEnv(VecEnv):
         dones = terminated | truncated
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         ends = np.flatnonzero(dones)
+        if "backbone_loss" in info:  # co-trained (CoTrainBackbone): RoutingCallback logs it
+            infos[0]["backbone_loss"] = float(info["backbone_loss"][0])
         if len(ends):
             if self.same_step:
                 final, final_obs = info["final_info"], info["final_obs"]
@@ -80,6 +85,7 @@ class SB3VecEnv(VecEnv):
                           final["correct"][ends].tolist(), final["macs_fraction"][ends].tolist(), final["exit_position"][ends].tolist())
             for i, ret, length, cut, correct, macs_fraction, exit_position in columns:
                 infos[i] = {
+                    **infos[i],
                     "terminal_observation": final_obs[i],
                     "TimeLimit.truncated": cut,
                     "episode": {"r": ret, "l": length},
@@ -115,10 +121,14 @@ class SB3VecEnv(VecEnv):
 
 
 class RoutingCallback(BaseCallback):
-    """Logs ``charts/accuracy``, ``charts/macs_fraction`` and ``charts/exit_histogram`` of ended episodes."""
+    """Logs ``charts/accuracy``, ``charts/macs_fraction`` and ``charts/episodic_return`` of ended
+    episodes, and a co-trained backbone's ``losses/backbone_cross_entropy``."""
 
     def _on_step(self) -> bool:
-        ended = [info for info in self.locals.get("infos", []) if "correct" in info]
+        infos = self.locals.get("infos", [])
+        if infos and np.isfinite(infos[0].get("backbone_loss", np.nan)):
+            self.logger.record("losses/backbone_cross_entropy", infos[0]["backbone_loss"])
+        ended = [info for info in infos if "correct" in info]
         if ended:
             self.logger.record_mean("charts/accuracy", float(np.mean([i["correct"] for i in ended])))
             self.logger.record_mean("charts/macs_fraction", float(np.mean([i["macs_fraction"] for i in ended])))

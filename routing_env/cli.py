@@ -13,9 +13,7 @@ from .experiments import (
     SweepSpec,
     evaluation_env,
     evaluation_json,
-    evaluation_kwargs,
     groups_markdown,
-    make_vector_env,
     run_sweep,
     train_run,
 )
@@ -89,7 +87,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         env_id = args.env
         env_kwargs = env_kwargs_from(args)
-        tune_env = make_vector_env(env_id, args.num_envs, **evaluation_kwargs(env_kwargs, "val"))  # frozen too
+        tune_env = evaluation_env(env_id, env_kwargs, "val", num_envs=args.num_envs)  # frozen too
         agent = make_agent(args.agent, tune_env, seed=args.seed, **parse_kwargs(args.agent_kwargs, "--agent-kwargs"))
         agent.learn(args.steps, progress=not args.json)
         env = evaluation_env(env_id, env_kwargs, args.split)

@@ -153,7 +153,10 @@ class ActionTables:
         for action in range(a):
             order = fallback_order(action, len(spec.widths))
             fallback_ranks[action, [action] + order] = np.arange(a)
-        return cls(has_head, static_valid, act_cost, evaluates, min_to_head, need, valid_now, fallback_ranks)
+        tables = (has_head, static_valid, act_cost, evaluates, min_to_head, need, valid_now, fallback_ranks)
+        for table in tables:  # shared with RoutingView and RoutedModel: nobody may change them
+            table.flags.writeable = False
+        return cls(*tables)
 
     def budget(self, costs: CostTable, max_macs: float | None) -> float:
         """The MACs budget of ``max_macs`` (a fraction of the reference; ``inf`` for ``None``);
@@ -240,6 +243,7 @@ class RoutingCore:
             reward_fn = reward_fn + InvalidActionPenalty(invalid_penalty)
         self.reward_fn = reward_fn
         self.uses_cross_entropy = reward_fn.uses_cross_entropy
+        self.live = live
         self.executor = backbone.executor(dataset, split, num_slots, data_root, live)
         self.labels = self.executor.labels
         self.num_instances = len(self.labels)
@@ -432,22 +436,18 @@ class RoutingCore:
 
 
 
-def _frozen(array: np.ndarray) -> np.ndarray:
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
 class RoutingView:
     """A read-only view of an environment's routing structure, for agents and experiments.
 
     Everything a policy or a report may need besides the observations: the stages and widths, what
     each move costs and where it is possible, the heads, and which instances the episodes route now
-    (privileged: only upper bounds such as the oracle read them). Arrays are read-only views.
+    (privileged: only upper bounds such as the oracle read them). Its arrays are the core's own tables,
+    made read-only where they are built (:class:`ActionTables`).
     """
 
     def __init__(self, core: RoutingCore) -> None:
         self._core = core
+        self._weights_sha256: str | None = None if core.live else core.backbone.weights_sha256
         spec, costs, tables = core.backbone.spec, core.backbone.costs, core.tables
         self.backbone_name: str = core.backbone.name
         self.dataset: str = core.dataset
@@ -462,9 +462,9 @@ class RoutingView:
         """The MACs that ``macs_fraction`` divides by."""
         self.prefix_macs: float = float(costs.prefix)
         """The mandatory prefix, charged at reset."""
-        self.static_valid: np.ndarray = _frozen(tables.static_valid)
+        self.static_valid: np.ndarray = tables.static_valid
         """(N+1, A) bool: the move is possible at point k (SKIP only where offered)."""
-        self.act_cost: np.ndarray = _frozen(tables.act_cost)
+        self.act_cost: np.ndarray = tables.act_cost
         """(N+1, A): the MACs each move charges, the head it evaluates included (inf where impossible)."""
         self.budget: float = float(core.budget)
         """The hard budget in MACs (``inf`` without ``max_macs``)."""
@@ -476,9 +476,18 @@ class RoutingView:
         """The MACs of each cascade member run alone (``None`` for other backbones)."""
 
     @property
+    def live(self) -> bool:
+        """Whether the backbone runs live (``train_backbone=True``: its weights may change)."""
+        return self._core.live
+
+    @property
     def weights_sha256(self) -> str:
-        """The sha256 of the backbone's weights now (what results computed on them are keyed by)."""
-        return self._core.backbone.weights_sha256
+        """The sha256 of the weights this environment routes with (what results computed on them are
+        keyed by): for a frozen environment those of its snapshot or cache, taken once when it was
+        built; for a live one, those of the network now."""
+        if self._weights_sha256 is None or self._core.live:
+            self._weights_sha256 = self._core.backbone.weights_sha256
+        return self._weights_sha256
 
     def instances(self) -> np.ndarray:
         """The instance (index into the split) each slot routes now (a copy; privileged)."""

@@ -400,11 +400,13 @@ class RoutingVectorEnv(VectorEnv):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if isinstance(seed, list):
             seed = seed[0]
-        if seed is not None or self._np_random is None:
-            self._np_random, self._np_random_seed = seeding.np_random(seed)
         options = options or {}
         if "reset_mask" in options:
+            if seed is not None:
+                raise ValueError("reset(seed=...) cannot be combined with options['reset_mask']: a partial reset goes on with the current random stream")
             return self._partial_reset(options)
+        if seed is not None or self._np_random is None:
+            self._np_random, self._np_random_seed = seeding.np_random(seed)
         if "index" in options:
             indices = np.asarray(options["index"])
             if indices.shape != (self.num_envs,):
@@ -418,13 +420,15 @@ class RoutingVectorEnv(VectorEnv):
         return self.core.observation(self._slots), self._info(np.zeros(self.num_envs, dtype=bool), None)
 
     def _partial_reset(self, options: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """``reset(options={"reset_mask": m})``: new episodes in the slots where ``m`` is True, drawn from
+        the current random stream; nothing changes (the stream included) if the call is refused."""
         mask = np.asarray(options["reset_mask"])
         if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
             raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), got {options['reset_mask']!r}")
-        if self._needs_reset:
-            raise ResetNeeded("call reset() without reset_mask first: no episode has started")
         if set(options) - {"reset_mask"}:
             raise ValueError(f"options {sorted(set(options) - {'reset_mask'})} cannot be combined with reset_mask")
+        if self._needs_reset:
+            raise ResetNeeded("call reset() without reset_mask first: no episode has started")
         slots = self._slots[mask]
         if len(slots):
             self.core.reset(slots, self._draw(len(slots)))

@@ -39,7 +39,7 @@ class Records:
 
 def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -> Records:
     """Route every instance of ``env``'s split once, in order, in chunks of ``env.num_envs``."""
-    n, b = env.num_instances, env.num_envs
+    n, b = env.unwrapped.num_instances, env.num_envs
     out = {k: np.zeros(n) for k in Records.__dataclass_fields__}
     starts = range(0, n, b)
     if progress:
@@ -99,24 +99,33 @@ FIXED_ROUTES_CACHED = 64
 _FIXED_ROUTES: OrderedDict[tuple[str, ...], Records] = OrderedDict()
 
 
-def fixed_route_key(env: RoutingVectorEnv, position: int) -> tuple[str, ...]:
-    """What a fixed route's records depend on: the backbone's weights by content (sha256, not by the
-    path they were loaded from), the options other than the weights' path, and the exit position."""
-    options = {f.name: getattr(env.config, f.name) for f in dataclasses.fields(env.config) if f.name != "backbone_weights"}
-    return (env.routing.weights_sha256, json.dumps(options, sort_keys=True, default=repr), str(position))
+ROUTE_OPTIONS = ("backbone", "dataset", "split", "max_macs", "allow_skip", "device")
+"""The options a fixed route's path depends on (besides the weights): which inputs, which moves are
+valid, where it runs. The reward, λ and the rest change only its reward, which the cache leaves out."""
+
+
+def routing_key(env: Any) -> tuple[str, ...]:
+    """What routing a split with a deterministic rule depends on: the weights by content (sha256, not
+    the path they were loaded from) and :data:`ROUTE_OPTIONS`. Frozen environments only."""
+    base = env.unwrapped
+    if base.routing.live:
+        raise ValueError("fixed routes and exit tables are measured on frozen environments; this one trains its backbone "
+                         "(train_backbone=True): use routing_env.experiments.evaluation_env, or a saved backbone_weights")
+    options = {name: getattr(base.config, name) for name in ROUTE_OPTIONS}
+    return (base.routing.weights_sha256, json.dumps(options, sort_keys=True, default=str))
 
 
 def fixed_route_records(env: RoutingVectorEnv, position: int) -> Records:
-    """``route_split(FixedRoute(position), env)``, kept for the :data:`FIXED_ROUTES_CACHED` most recent
-    (weights, options, position). Reports need the same fixed routes many times: the reference in
-    every summary, the exit table of every threshold. A live (co-trained) environment is routed anew."""
-    if env.config.train_backbone:
-        return route_split(FixedRoute(position), env)
-    key = fixed_route_key(env, position)
+    """``route_split(FixedRoute(position), env)`` for a frozen ``env``, kept for the
+    :data:`FIXED_ROUTES_CACHED` most recent (:func:`routing_key`, position); ``reward`` is left out
+    (NaN), since it depends on options the key does not hold. Reports need the same fixed routes many
+    times: the reference in every summary, the exit table of every threshold."""
+    key = (*routing_key(env), str(position))
     if key in _FIXED_ROUTES:
         _FIXED_ROUTES.move_to_end(key)
         return _FIXED_ROUTES[key]
-    records = _FIXED_ROUTES[key] = route_split(FixedRoute(position), env)
+    records = dataclasses.replace(route_split(FixedRoute(position), env), reward=np.full(env.unwrapped.num_instances, np.nan))
+    _FIXED_ROUTES[key] = records
     while len(_FIXED_ROUTES) > FIXED_ROUTES_CACHED:
         _FIXED_ROUTES.popitem(last=False)
     return records
@@ -146,7 +155,7 @@ class ExitTable:
 
 def exit_table(env: RoutingVectorEnv) -> ExitTable:
     """Route the split along the full-width path once per head position."""
-    positions = np.array(env.routing.head_positions)
+    positions = np.array(env.unwrapped.routing.head_positions)
     records = [fixed_route_records(env, int(p)) for p in positions]
     return ExitTable(
         positions=positions,
@@ -158,13 +167,13 @@ def exit_table(env: RoutingVectorEnv) -> ExitTable:
 
 def summarize(records: Records, env: RoutingVectorEnv, policy_macs: float = 0.0) -> dict[str, Any]:
     """The evaluation JSON fields (docs/design.md §10) for ``records``; MACs are multiply-accumulates."""
-    view = env.routing
+    view = env.unwrapped.routing
     reference = fixed_route_records(env, view.num_stages)
     n_positions = view.num_stages + 1
     histogram = np.bincount(records.exit_position, minlength=n_positions)
     mean_decisions = float(records.decisions.mean())
     return {
-        "split": env.config.split,
+        "split": view.split,
         "n": int(len(records.correct)),
         "accuracy": float(records.correct.mean()),
         "macs_mean": float(records.macs.mean()),

@@ -13,6 +13,7 @@ the policy itself and any fixed route (:meth:`RoutedModel.route_module`, ``torch
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -52,8 +53,9 @@ class RoutedModel(nn.Module):
         if not spec.head_after_skip:
             raise TypeError(f"RoutedModel runs dynamic ResNets (heads evaluated after SKIP too); {backbone.name!r} is not one")
         self.channels_last = optimize
-        self.model = inference_copy(backbone.model) if optimize else backbone.model.eval()
-        self.policy = policy.eval()
+        # copies: moving or casting the routed model must not move the environment's network or the agent's policy
+        self.model = inference_copy(backbone.model) if optimize else copy.deepcopy(backbone.model).eval()
+        self.policy = copy.deepcopy(policy).eval()
         self.num_stages, self.num_actions = spec.num_stages, spec.num_actions
         self.feature_dim, self.num_classes = spec.feature_dim, spec.num_classes
         tables = ActionTables.build(spec, costs, allow_skip)
@@ -67,9 +69,9 @@ class RoutedModel(nn.Module):
         self._macs_tables = {"act_cost": tables.act_cost, "need": tables.need}
         self.has_head = [bool(v) for v in tables.has_head]
         self.costs_head0 = float(costs.head[0])
-        self.register_buffer("valid_now", torch.from_numpy(tables.valid_now), persistent=False)
-        self.register_buffer("act_cost", torch.from_numpy(tables.act_cost), persistent=False)
-        self.register_buffer("need", torch.from_numpy(tables.need), persistent=False)
+        self.register_buffer("valid_now", torch.tensor(tables.valid_now), persistent=False)
+        self.register_buffer("act_cost", torch.tensor(tables.act_cost), persistent=False)
+        self.register_buffer("need", torch.tensor(tables.need), persistent=False)
         self.register_buffer("onehot", torch.eye(spec.num_stages + 1), persistent=False)
         self.register_buffer("choice_of", torch.tensor([SKIP_CHOICE, SKIP_CHOICE] + list(range(len(spec.widths)))), persistent=False)
         """Per action code, the block choice it makes (EXIT never reaches a block)."""
@@ -81,7 +83,7 @@ class RoutedModel(nn.Module):
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         super()._apply(fn, recurse)
         for name, table in self._macs_tables.items():
-            self._buffers[name] = torch.from_numpy(table).to(self._buffers[name].device)
+            self._buffers[name] = torch.tensor(table, device=self._buffers[name].device)
         return self
 
     def _observation(self, features: torch.Tensor, probs: torch.Tensor, position: int, macs: torch.Tensor,

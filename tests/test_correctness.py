@@ -48,6 +48,44 @@ def test_a_cotrained_sweep_reports_what_evaluate_run_gives_and_evaluation_change
     assert make_backbone("tiny-cascade").weights_sha256 == original  # nor did co-training touch the original
     trained = torch.load(weights, weights_only=True)
     assert any(not torch.equal(v, make_backbone("tiny-cascade").module.state_dict()[k]) for k, v in trained.items())
+    # the run's baseline rows are on its own backbone too: the threshold row is the one tuned on it
+    from routing_env.experiments import evaluation_env, threshold_row
+
+    kwargs = {"backbone": "tiny-cascade", "train_backbone": True, "lam": 0.05}
+    row = threshold_row("routing_env/Cascade-v0", kwargs, results["runs"][0]["val"]["macs_fraction"], run=run)
+    assert row == results["runs"][0]["threshold_at_val_cost"]
+    # and routing a split through an evaluation environment changes no weight
+    env = evaluation_env("routing_env/Cascade-v0", kwargs, "test", run=run)
+    live_sha = env.core.backbone.weights_sha256
+    route_split(make_agent("random", env), env)
+    assert env.core.backbone.weights_sha256 == live_sha == env.routing.weights_sha256
+
+
+def test_a_stochastic_policy_in_a_sweep_scores_what_evaluate_run_gives(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--backbone", "tiny-cascade", "--agent", "random", "--lams", "0.05", "--seeds", "0",
+                 "--steps", "0", "--out", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", "--run", results["runs"][0]["run"], "--split", "test", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == results["runs"][0]["test"]["accuracy"]
+
+
+def test_no_agent_or_experiment_reads_the_core_or_rebuilds_an_env_from_asdict() -> None:
+    root = Path(__file__).resolve().parents[1]
+    for path in [*(root / "agents").glob("*.py"), *(root / "routing_env" / "experiments").glob("*.py")]:
+        text = path.read_text()
+        assert ".core." not in text and ".core)" not in text, path
+        assert "asdict(env" not in text and "asdict(self.env" not in text, path
+
+
+def test_the_routing_view_cannot_change_the_tables() -> None:
+    env = RoutingVectorEnv(num_envs=2, backbone="tiny-cascade")
+    with pytest.raises(ValueError, match="read-only"):
+        env.routing.act_cost[0, 0] = 1.0
+    view = env.routing.act_cost.view()
+    with pytest.raises(ValueError):
+        view.flags.writeable = True
 
 
 def test_evaluation_environments_are_frozen_and_test_refuses_cotraining() -> None:
@@ -112,6 +150,10 @@ def test_routed_model_moves_with_its_tables() -> None:
     env = RoutingVectorEnv(num_envs=16, backbone=TINY_DYNAMIC, split="test", lam=0.3)
     agent = make_agent("reinforce", env, seed=0)
     routed = RoutedModel(env.unwrapped.core.backbone, agent.policy_module(), optimize=False)
+    keys = set(routed.state_dict())
+    assert routed.to("meta").valid_now.device.type == "meta" and routed.act_cost.device.type == "meta"
+    assert set(routed.state_dict()) == keys  # the tables are buffers, not state
+    routed = RoutedModel(env.unwrapped.core.backbone, agent.policy_module(), optimize=False)
     x = env.unwrapped.core.executor.inputs[:32]
     logits32, macs32, exits32, decisions32 = routed(x)
     routed64 = routed.to(torch.float64)
@@ -124,6 +166,9 @@ def test_routed_model_moves_with_its_tables() -> None:
     if torch.cuda.is_available():
         out = routed.to("cuda")(x.cuda())
         assert all(t.device.type == "cuda" for t in out)
+    # moving the routed model moved neither the environment's network nor the agent's policy
+    assert next(env.unwrapped.core.backbone.model.parameters()).dtype == torch.float32
+    assert next(agent.net.parameters()).dtype == torch.float32
 
 
 # 6. caches are keyed on content, and no module is shared between backbones
@@ -174,3 +219,81 @@ def test_static_hull_is_the_upper_concave_envelope() -> None:
     assert hull_accuracy(hull, 2.0) == pytest.approx(0.91) and hull_accuracy(hull, 0.1) is None
     for r in rows:  # no static route lies above it
         assert r["accuracy"] <= hull_accuracy(hull, r["macs_fraction"]) + 1e-12
+
+
+def test_the_fallback_takes_the_first_valid_move_of_the_documented_order() -> None:
+    from routing_env.core import ActionTables, fallback_order
+
+    backbone = make_backbone(TINY_DYNAMIC)
+    tables = ActionTables.build(backbone.spec, backbone.costs, allow_skip=True)
+    rng = np.random.default_rng(0)
+    a = backbone.spec.num_actions
+    for _ in range(300):
+        mask = rng.random((1, a)) < 0.4
+        if not mask.any():
+            continue
+        action = int(rng.integers(a))
+        if mask[0, action]:
+            continue
+        want = next(m for m in fallback_order(action, len(backbone.spec.widths)) if mask[0, m])
+        assert tables.fallback(np.array([action]), mask)[0] == want
+    assert fallback_order(EXIT, 4) == [5, 4, 3, 2, 1]  # no prediction yet: the widest RUN first
+
+
+def test_partial_reset_restarts_only_the_masked_slots() -> None:
+    from gymnasium.error import ResetNeeded
+
+    env = RoutingVectorEnv(num_envs=4, backbone="tiny-cascade")
+    with pytest.raises(ResetNeeded):
+        env.reset(options={"reset_mask": np.ones(4, dtype=bool)})
+    obs, _ = env.reset(seed=0)
+    state = env.np_random.bit_generator.state
+    same, _ = env.reset(options={"reset_mask": np.zeros(4, dtype=bool)})
+    for k in obs:
+        np.testing.assert_array_equal(same[k], obs[k])
+    assert env.np_random.bit_generator.state == state
+    for bad in ({"reset_mask": np.ones(3, dtype=bool)}, {"reset_mask": np.ones(4, dtype=bool), "index": np.zeros(4, dtype=int)}):
+        with pytest.raises(ValueError):
+            env.reset(options=bad)
+        assert env.np_random.bit_generator.state == state  # a refused call draws nothing
+    with pytest.raises(ValueError, match="cannot be combined"):
+        env.reset(seed=1, options={"reset_mask": np.ones(4, dtype=bool)})
+    obs, _, terminated, _, _ = env.step(np.array([EXIT, RUN, EXIT, RUN]))
+    assert terminated.tolist() == [True, False, True, False]
+    again, _ = env.reset(options={"reset_mask": terminated})  # the pending NextStep autoreset is done here
+    np.testing.assert_array_equal(again["position"][[1, 3]], obs["position"][[1, 3]])
+    assert again["position"][[0, 2]].argmax(axis=1).tolist() == [0, 0]
+    _, _, terminated, _, _ = env.step(np.array([RUN, EXIT, RUN, EXIT]))  # slots 0 and 2 are stepped, not reset
+    assert terminated.tolist() == [False, True, False, True]
+
+
+def test_sb3_sees_the_same_trajectories_under_both_autoreset_modes() -> None:
+    from agents.sb3 import SB3VecEnv
+
+    runs = []
+    for mode in ("NextStep", "SameStep"):
+        venv = SB3VecEnv(RoutingVectorEnv(num_envs=8, backbone="tiny-cascade", autoreset_mode=mode))
+        venv.seed(0)
+        trace = [venv.reset()]
+        rng = np.random.default_rng(1)
+        for _ in range(40):
+            venv.step_async(rng.integers(0, 3, size=8))
+            obs, reward, done, infos = venv.step_wait()
+            trace.append((obs, reward, done, [(i.get("correct"), i.get("terminal_observation")) for i in infos]))
+        runs.append(trace)
+    assert_same_nested(runs[0], runs[1])
+
+
+def assert_same_nested(a: object, b: object) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same_nested(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_nested(x, y)
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a == b

@@ -347,7 +347,8 @@ def test_fixed_routes_are_routed_once_per_frozen_configuration() -> None:
     assert fixed_route_records(RoutingVectorEnv(num_envs=64, backbone=TINY, split="test"), 6) is first
     assert fixed_route_records(RoutingVectorEnv(num_envs=64, backbone=TINY, split="val"), 6) is not first
     live = RoutingVectorEnv(num_envs=64, backbone=TINY, split="val", train_backbone=True)
-    assert fixed_route_records(live, 6) is not fixed_route_records(live, 6)
+    with pytest.raises(ValueError, match="measured on frozen environments"):
+        fixed_route_records(live, 6)
 
 
 def test_episodes_taking_the_same_block_and_width_run_as_one_call() -> None:

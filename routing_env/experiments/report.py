@@ -19,7 +19,7 @@ def write_pareto_csv(path: Path, results: dict[str, Any]) -> None:
             w.writerow(["single", s["label"], "fixed", "", "", s["accuracy"], s["macs_fraction"], s["macs_fraction"]])
         for p in results["threshold_curve"]:
             w.writerow(["threshold", f"tau={p['tau']:.4f}", "threshold", "", "", p["accuracy"], p["macs_fraction"], p["macs_fraction"]])
-        for p in results.get("static_hull", []):
+        for p in results.get("static_hull") or []:
             w.writerow(["static-hull", "mixture of static routes", "", "", "", p["accuracy"], p["macs_fraction"], p["macs_fraction"]])
         o = results["oracle"]
         w.writerow(["oracle", o["label"], "oracle", "", "", o["accuracy"], o["macs_fraction"], o["macs_fraction"]])

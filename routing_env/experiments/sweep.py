@@ -49,8 +49,11 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
     policy, val_result = train_run(
         spec.env_id, env_kwargs, agent, spec.agent_kwargs, seed, spec.steps, spec.num_envs, directory, progress
     )
+    from agents import load_agent
+
     test_env = evaluation_env(spec.env_id, env_kwargs, "test", run=directory)
     cost = val_result["macs_fraction"]
+    policy = load_agent(directory, test_env)  # as `evaluate --run` does: a stochastic policy starts afresh
     record = {
         "setting": setting,
         "agent": agent,
@@ -129,7 +132,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, progress: bool = False) -> dict[
                 print(f"{agent} lam={lam:g} seed={seed}: test accuracy {t['accuracy']:.4f} at {t['macs_fraction']:.4f} "
                       f"of the reference MACs", file=sys.stderr, flush=True)
     singles = static_rows(spec.env_id, spec.env_kwargs)
-    hull = static_hull(singles)
+    # a co-trained run is scored on its own backbone: the original's static routes are no reference for it
+    hull = None if spec.env_kwargs.get("train_backbone") else static_hull(singles)
     groups = group_runs(records, hull)
     results = {
         "spec": asdict(spec),

@@ -82,8 +82,9 @@ def train_run(
 ) -> tuple[Agent, dict[str, Any]]:
     """Train ``agent_name`` on ``env_kwargs['split']`` (``val`` unless given); write ``config.json``,
     tensorboard events under ``tb/``, the policy, a co-trained run's ``backbone.pt``, and ``eval.json``
-    (on the training split, frozen, with the run's backbone)."""
-    from agents import RunLogger, make_agent
+    (on the training split, frozen, with the run's backbone, by the saved agent loaded afresh: what
+    ``evaluate --run`` gives). Returns the trained agent and ``eval.json``."""
+    from agents import RunLogger, load_agent, make_agent
 
     env_kwargs = {"split": "val", **env_kwargs}
     out.mkdir(parents=True, exist_ok=True)
@@ -102,13 +103,16 @@ def train_run(
     write_json(out / "config.json", config)
     logger = RunLogger(out / "tb")
     start = time.time()
-    agent.learn(steps, logger=logger, progress=progress)
-    logger.close()
+    try:
+        agent.learn(steps, logger=logger, progress=progress)
+    finally:
+        logger.close()
     agent.save(out)
     if env_kwargs.get("train_backbone"):
-        save_state_dict(env.backbone_state_dict(), out / "backbone.pt")
+        save_state_dict(env.unwrapped.backbone_state_dict(), out / "backbone.pt")
     env.close()
-    result = evaluation_json(agent, evaluation_env(env_id, env_kwargs, env_kwargs["split"], run=out), env_id)
+    evaluated = evaluation_env(env_id, env_kwargs, env_kwargs["split"], run=out)
+    result = evaluation_json(load_agent(out, evaluated), evaluated, env_id)
     result["train_seconds"] = round(time.time() - start, 2)
     write_json(out / "eval.json", result)
     return agent, result
