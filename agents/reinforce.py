@@ -115,6 +115,7 @@ class ReinforceAgent(Agent):
             env.reset(seed=self.seed)
         done_steps, start, first = 0, time.time(), self.steps_done
         backbone_loss: np.ndarray | None = None
+        lam: np.ndarray | None = None
         while done_steps < total_steps:
             xs, masks, actions, returns, lives = [], [], [], [], []
             ended: dict[str, list[np.ndarray]] = {"return": [], "correct": [], "macs_fraction": [], "exit_position": []}
@@ -143,6 +144,7 @@ class ReinforceAgent(Agent):
                     for key in ("correct", "macs_fraction", "exit_position"):
                         ended[key].append(final[key][end] if end.any() else np.zeros(0))
                     backbone_loss = info.get("backbone_loss", backbone_loss)
+                    lam = info.get("lam", lam)
                     live &= ~(terminated | truncated)
                 # undiscounted rewards-to-go of this round's episodes
                 returns.extend(torch.stack(rewards).flip(0).cumsum(0).flip(0).unbind(0))
@@ -155,6 +157,8 @@ class ReinforceAgent(Agent):
                     logger.scalar(f"losses/{key}", value, step)
                 if backbone_loss is not None and np.isfinite(backbone_loss[0]):  # co-trained (CoTrainBackbone)
                     logger.scalar("losses/backbone_cross_entropy", float(backbone_loss[0]), step)
+                if lam is not None:  # budget targeting (target_macs): the price the environment has adapted
+                    logger.scalar("charts/lam", float(lam[0]), step)
                 logger.scalar("charts/SPS", done_steps / max(time.time() - start, 1e-9), step)
         bar.close()
 

@@ -73,8 +73,9 @@ class SB3VecEnv(VecEnv):
         dones = terminated | truncated
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         ends = np.flatnonzero(dones)
-        if "backbone_loss" in info:  # co-trained (CoTrainBackbone): RoutingCallback logs it
-            infos[0]["backbone_loss"] = float(info["backbone_loss"][0])
+        for key in ("backbone_loss", "lam"):  # co-training's loss, budget targeting's price: RoutingCallback logs them
+            if key in info:
+                infos[0][key] = float(info[key][0])
         if len(ends):
             if self.same_step:
                 final, final_obs = info["final_info"], info["final_obs"]
@@ -128,6 +129,8 @@ class RoutingCallback(BaseCallback):
         infos = self.locals.get("infos", [])
         if infos and np.isfinite(infos[0].get("backbone_loss", np.nan)):
             self.logger.record("losses/backbone_cross_entropy", infos[0]["backbone_loss"])
+        if infos and "lam" in infos[0]:
+            self.logger.record("charts/lam", infos[0]["lam"])
         ended = [info for info in infos if "correct" in info]
         if ended:
             self.logger.record_mean("charts/accuracy", float(np.mean([i["correct"] for i in ended])))

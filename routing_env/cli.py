@@ -1,4 +1,4 @@
-"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``demo``, ``joint``, ``bench`` and ``pretrain``."""
+"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``demo``, ``joint``, ``rewards``, ``bench`` and ``pretrain``."""
 
 from __future__ import annotations
 
@@ -160,6 +160,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- rewards --------------------------------------------------------------------------------------
+def cmd_rewards(args: argparse.Namespace) -> int:
+    from .rewards import REWARD_DESCRIPTIONS, REWARD_SPECS
+
+    rows = [{"spec": spec, "description": REWARD_DESCRIPTIONS[spec][0], "source": REWARD_DESCRIPTIONS[spec][1]} for spec in REWARD_SPECS]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(f"{row['spec']:<26} {row['description']}  [{row['source']}]")
+    return 0
+
+
 # --- joint ----------------------------------------------------------------------------------------
 def cmd_joint(args: argparse.Namespace) -> int:
     from .experiments.joint import JointSpec, joint_train
@@ -286,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="sweep directory (finished runs are kept and reused)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("rewards", help="list the reward specs with a one-line description and their source")
+    p.add_argument("--json", action="store_true", help="one JSON list")
+    p.set_defaults(func=cmd_rewards)
 
     p = sub.add_parser("joint", help="train a cascade and its REINFORCE selection module together on train (Guan et al.); checkpoints, --resume")
     p.add_argument("--backbone", default="cifar10-resnet-cascade", help="the cascade to co-train")

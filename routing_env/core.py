@@ -211,6 +211,8 @@ class RoutingCore:
             :class:`~routing_env.cotraining.BackboneTrainer`) instead of a frozen copy or cache.
         track_heads: keep every exit head's softmax per episode (the ``heads`` observation of
             ``obs_mode="heads"``); off by default, since the plain observation does not need it.
+        ascent: a :class:`~routing_env.budget.DualAscent` the reward reads λ from, updated here from the
+            cost of the episodes that end (``target_macs``).
     """
 
     def __init__(
@@ -228,6 +230,7 @@ class RoutingCore:
         data_root: str | None = None,
         live: bool = False,
         track_heads: bool = False,
+        ascent: Any = None,
     ) -> None:
         if invalid_action not in INVALID_ACTION_MODES:
             raise ValueError(f"unknown invalid_action {invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
@@ -243,7 +246,9 @@ class RoutingCore:
             reward_fn = reward_fn + InvalidActionPenalty(invalid_penalty)
         self.reward_fn = reward_fn
         self.uses_cross_entropy = reward_fn.uses_cross_entropy
+        self.uses_probs = reward_fn.uses_probs
         self.live = live
+        self.ascent = ascent
         self.executor = backbone.executor(dataset, split, num_slots, data_root, live)
         self.labels = self.executor.labels
         self.num_instances = len(self.labels)
@@ -368,6 +373,7 @@ class RoutingCore:
         """Apply ``actions`` (valid codes in the action space) to the episodes in ``slots``."""
         actions, invalid = self.resolve(slots, np.asarray(actions, dtype=np.int64))
         potential_before = self.potential[slots]
+        probs_before = self.probs[slots] if self.uses_probs else None
         done = actions == EXIT
         moving = slots[~done]
         evaluated = moving[self.evaluates[self.position[moving], actions[~done]]]
@@ -409,8 +415,13 @@ class RoutingCore:
             invalid=invalid,
             potential_before=potential_before,
             potential_after=self.potential[slots],
+            probs_before=probs_before,
+            probs_after=self.probs[slots] if self.uses_probs else None,
+            label=labels if self.uses_probs else None,
         )
         reward, terms = self.reward_fn(outcome)
+        if self.ascent is not None and done.any():  # the price for the next steps
+            self.ascent.update(outcome.macs_fraction[done])
         return StepResult(
             reward=reward,
             terminated=done,
@@ -427,12 +438,15 @@ class RoutingCore:
     def info(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """The per-step info arrays (docs/design.md §3) shared by every step."""
         macs = self.macs[slots]
-        return {
+        info = {
             "action_mask": self.mask[slots].astype(np.int8),
             "macs": macs,
             "macs_fraction": macs / self.reference_macs,
             "position": self.position[slots],
         }
+        if self.ascent is not None:
+            info["lam"] = np.full(len(slots), self.ascent.lam)
+        return info
 
 
 

@@ -17,6 +17,7 @@ from gymnasium.vector.utils import batch_space
 
 from .backbones import DEFAULT_BACKBONE, backbone_dataset, make_backbone
 from .core import INVALID_ACTION_MODES, RoutingCore, RoutingView
+from .budget import DualAscent, LagrangianPenalty
 from .checkpoints import load_state_dict
 from .data import SPLITS
 from .rewards import RewardFn, make_reward
@@ -44,6 +45,12 @@ class EnvConfig:
     """A reward spec string (``routing_env.rewards.REWARD_SPECS``) or a ``RewardFn``."""
     max_macs: float | None = None
     """Hard budget in units of the reference MACs; the environment forces EXIT before it is exceeded."""
+    target_macs: float | None = None
+    """A budget to train toward (a fraction of the reference MACs): the reward is built with λ = 0 and
+    priced instead by a λ the environment adapts by dual ascent (:mod:`routing_env.budget`), starting
+    from ``lam``, so that the mean cost converges to it; ``info["lam"]`` reports the current λ."""
+    target_lr: float = 1e-4
+    """The dual ascent's step size: λ moves by this times each ended episode's cost above the target."""
     invalid_action: str = "fallback"
     """``fallback``, ``penalize`` or ``raise`` (docs/design.md §5)."""
     invalid_penalty: float = 0.1
@@ -88,6 +95,8 @@ class EnvConfig:
             raise ValueError(f"unknown invalid_action {self.invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; expected one of {OBS_MODES}")
+        if self.target_macs is not None:
+            DualAscent(self.target_macs, self.lam, self.target_lr)  # validates
         if self.max_macs is not None and not self.max_macs > 0:
             raise ValueError(f"max_macs must be > 0 (a fraction of the reference MACs) or None, got {self.max_macs!r}")
         if not isinstance(self.backbone_lr, (int, float)) or isinstance(self.backbone_lr, bool) or not self.backbone_lr > 0:
@@ -119,12 +128,17 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
     backbone.to(torch_device(config.device))
     dataset = config.dataset or backbone_dataset(config.backbone)
     allow_skip = backbone.spec.skip_by_default if config.allow_skip is None else bool(config.allow_skip)
+    reward = make_reward(config.reward, config.lam)
+    ascent = None
+    if config.target_macs is not None:
+        ascent = DualAscent(config.target_macs, config.lam, config.target_lr)
+        reward = make_reward(config.reward, 0.0) + LagrangianPenalty(ascent)
     return RoutingCore(
         backbone,
         dataset,
         config.split,
         num_slots,
-        make_reward(config.reward, config.lam),
+        reward,
         max_macs=config.max_macs,
         invalid_action=config.invalid_action,
         invalid_penalty=config.invalid_penalty,
@@ -132,6 +146,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
         data_root=config.data_root,
         live=config.train_backbone,
         track_heads=config.obs_mode == "heads",
+        ascent=ascent,
     )
 
 
@@ -301,13 +316,16 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
 
     def _info(self, invalid: bool) -> dict[str, Any]:
         info = self.core.info(SLOT0)
-        return {
+        out = {
             "action_mask": info["action_mask"][0],
             "macs": float(info["macs"][0]),
             "macs_fraction": float(info["macs_fraction"][0]),
             "position": int(info["position"][0]),
             "invalid_action": invalid,
         }
+        if "lam" in info:
+            out["lam"] = float(info["lam"][0])
+        return out
 
 
 def backbone_state_dict(core: RoutingCore) -> dict[str, torch.Tensor]:

@@ -33,6 +33,13 @@ class Outcome:
     """(B,) float: max softmax probability before the step (0 when no head was evaluated)."""
     potential_after: np.ndarray
     """(B,) float: the same after the step."""
+    probs_before: np.ndarray | None = None
+    """(B, C): the softmax the agent saw before the step (zeros when no head was evaluated); only for
+    rewards that declare ``uses_probs``, else ``None``."""
+    probs_after: np.ndarray | None = None
+    """(B, C): the same after the step."""
+    label: np.ndarray | None = None
+    """(B,) int: the true class (``uses_probs`` rewards only)."""
 
 
 Terms = dict[str, np.ndarray]
@@ -42,10 +49,14 @@ class RewardFn(abc.ABC):
     """A reward: ``fn(outcome) -> (reward, terms)``.
 
     ``uses_cross_entropy`` (default ``True``) tells the environment whether to compute
-    ``outcome.cross_entropy``; a reward that sets it ``False`` receives NaN there.
+    ``outcome.cross_entropy``; a reward that sets it ``False`` receives NaN there. ``uses_probs``
+    (default ``False``) asks for ``probs_before``, ``probs_after`` and ``label``. ``source`` names
+    the paper a formulation comes from (``routing-env rewards --json`` lists it).
     """
 
     uses_cross_entropy: bool = True
+    uses_probs: bool = False
+    source: str = ""
 
     @abc.abstractmethod
     def terms(self, outcome: Outcome) -> Terms:
@@ -74,6 +85,10 @@ class Sum(RewardFn):
     def uses_cross_entropy(self) -> bool:  # type: ignore[override]
         return any(part.uses_cross_entropy for part in self.parts)
 
+    @property
+    def uses_probs(self) -> bool:  # type: ignore[override]
+        return any(part.uses_probs for part in self.parts)
+
     def terms(self, outcome: Outcome) -> Terms:
         out: Terms = {}
         for part in self.parts:
@@ -92,6 +107,7 @@ class Correctness(RewardFn):
     """``correct`` if the terminal prediction is right, else ``incorrect``."""
 
     uses_cross_entropy = False
+    source = "Guan et al., IJCAI 2018"
 
     correct: float = 1.0
     incorrect: float = 0.0
@@ -133,6 +149,7 @@ class BlockDropReward(RewardFn):
     """BlockDrop (Wu et al. 2018): ``1 - macs_fraction²`` if correct, else ``-gamma``."""
 
     uses_cross_entropy = False
+    source = "Wu et al., BlockDrop, CVPR 2018"
 
     gamma: float = 1.0
 
@@ -162,6 +179,7 @@ class ConfidenceShaping(RewardFn):
     """
 
     uses_cross_entropy = False
+    source = "Ng, Harada, Russell, ICML 1999 (potential-based shaping)"
 
     gamma: float = 1.0
     scale: float = 1.0
@@ -171,6 +189,92 @@ class ConfidenceShaping(RewardFn):
         return {"shaping": self.scale * (self.gamma * after - outcome.potential_before)}
 
 
+def potential(probs: np.ndarray, kind: str) -> np.ndarray:
+    """Φ of a batch of softmax rows (B, C): ``max-prob``, ``margin`` (top-1 minus top-2) or
+    ``neg-entropy`` (−H, in [−log C, 0]); 0 for rows with no head evaluated yet (all zeros)."""
+    seen = probs.sum(axis=1) > 0
+    if kind == "max-prob":
+        value = probs.max(axis=1)
+    elif kind == "margin":
+        top = np.sort(probs, axis=1)
+        value = top[:, -1] - top[:, -2]
+    elif kind == "neg-entropy":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=1)
+    else:
+        raise ValueError(f"unknown potential {kind!r}; expected one of {POTENTIALS}")
+    return np.where(seen, value, 0.0)
+
+
+POTENTIALS = ("max-prob", "margin", "neg-entropy")
+
+
+@dataclass(frozen=True)
+class PotentialShaping(RewardFn):
+    """Potential-based shaping ``F = γΦ(s') − Φ(s)`` (Ng et al. 1999) with Φ one of :data:`POTENTIALS`
+    of the softmax the agent sees: the confidence margin, or the negative entropy. Φ is 0 after
+    termination, so with ``gamma=1`` an episode's shaping sums to ``−Φ(s_0)``: the optimal policy is
+    unchanged (a test checks the sum on both families)."""
+
+    uses_cross_entropy = False
+    uses_probs = True
+    source = "Ng, Harada, Russell, ICML 1999 (potential-based shaping)"
+
+    potential: str = "margin"
+    gamma: float = 1.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.potential not in POTENTIALS:
+            raise ValueError(f"unknown potential {self.potential!r}; expected one of {POTENTIALS}")
+
+    def terms(self, outcome: Outcome) -> Terms:
+        after = np.where(outcome.terminated, 0.0, potential(outcome.probs_after, self.potential))
+        return {"shaping": self.scale * (self.gamma * after - potential(outcome.probs_before, self.potential))}
+
+
+@dataclass(frozen=True)
+class HingePenalty(RewardFn):
+    """``−lam · max(0, macs_fraction − budget)`` at termination: compute is free up to a budget and
+    priced beyond it (a soft version of the hard ``max_macs``)."""
+
+    uses_cross_entropy = False
+    source = "hinge-loss budget penalty, as in budgeted dynamic networks (e.g. Bejnordi et al., ICLR 2020)"
+
+    lam: float
+    budget: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.lam >= 0 or not self.budget > 0:
+            raise ValueError(f"hinge penalty needs lam >= 0 and budget > 0, got {self.lam} and {self.budget}")
+
+    def terms(self, outcome: Outcome) -> Terms:
+        over = np.maximum(outcome.macs_fraction - self.budget, 0.0)
+        return {"compute": np.where(outcome.terminated, -self.lam * over, 0.0)}
+
+
+@dataclass(frozen=True)
+class DenseConfidence(RewardFn):
+    """A dense reward per step: the change in the true class's probability minus the step's compute
+    ``−lam · step_macs_fraction``; the episode's sum is the final head's ``p(y)`` minus the first one's,
+    minus ``lam · macs_fraction``."""
+
+    uses_cross_entropy = False
+    uses_probs = True
+    source = "dense progress reward, cf. SkipNet's hybrid RL (Wang et al., ECCV 2018) and Runtime Neural Pruning (Lin et al., NeurIPS 2017)"
+
+    lam: float
+
+    def __post_init__(self) -> None:
+        if not self.lam >= 0:
+            raise ValueError(f"lam must be >= 0, got {self.lam}")
+
+    def terms(self, outcome: Outcome) -> Terms:
+        rows = np.arange(len(outcome.label))
+        gain = outcome.probs_after[rows, outcome.label] - outcome.probs_before[rows, outcome.label]
+        return {"progress": gain, "compute": -self.lam * outcome.step_macs_fraction}
+
+
 REWARD_SPECS = (
     "accuracy",
     "accuracy-per-step",
@@ -178,7 +282,25 @@ REWARD_SPECS = (
     "cross-entropy-per-step",
     "blockdrop",
     "accuracy-shaped",
+    "accuracy-margin-shaped",
+    "accuracy-entropy-shaped",
+    "accuracy-hinge",
+    "dense",
 )
+
+REWARD_DESCRIPTIONS: dict[str, tuple[str, str]] = {
+    "accuracy": ("1[correct] − λ·macs_fraction at the end (the default)", "Guan et al., IJCAI 2018"),
+    "accuracy-per-step": ("the same, compute charged per step as spent (same undiscounted return)", "Guan et al., IJCAI 2018"),
+    "cross-entropy": ("−CE(chosen exit) − λ·macs_fraction at the end", "Guan et al., IJCAI 2018 (the classifier's loss as reward)"),
+    "cross-entropy-per-step": ("the same, compute charged per step", "Guan et al., IJCAI 2018"),
+    "blockdrop": ("1 − macs_fraction² if correct, else −γ (γ = λ)", "Wu et al., BlockDrop, CVPR 2018"),
+    "accuracy-shaped": ("accuracy plus γΦ(s') − Φ(s), Φ = max softmax", "Ng et al., ICML 1999"),
+    "accuracy-margin-shaped": ("accuracy plus shaping with Φ = top-1 minus top-2 probability", "Ng et al., ICML 1999"),
+    "accuracy-entropy-shaped": ("accuracy plus shaping with Φ = −entropy of the softmax", "Ng et al., ICML 1999"),
+    "accuracy-hinge": ("1[correct] − λ·max(0, macs_fraction − 0.5): compute free up to half the reference", "hinge budget penalty"),
+    "dense": ("per step: Δp(true class) − λ·step_macs_fraction", "dense progress reward (SkipNet, RNP)"),
+}
+"""Each spec's one-line description and its source (``routing-env rewards --json``)."""
 
 
 def make_reward(spec: str | RewardFn, lam: float) -> RewardFn:
@@ -202,6 +324,10 @@ def make_reward(spec: str | RewardFn, lam: float) -> RewardFn:
         "cross-entropy-per-step": lambda: NegCrossEntropy() + ComputePenalty(lam, per_step=True),
         "blockdrop": lambda: BlockDropReward(gamma=lam),
         "accuracy-shaped": lambda: Correctness() + ComputePenalty(lam) + ConfidenceShaping(),
+        "accuracy-margin-shaped": lambda: Correctness() + ComputePenalty(lam) + PotentialShaping("margin"),
+        "accuracy-entropy-shaped": lambda: Correctness() + ComputePenalty(lam) + PotentialShaping("neg-entropy"),
+        "accuracy-hinge": lambda: Correctness() + HingePenalty(lam, budget=0.5),
+        "dense": lambda: DenseConfidence(lam),
     }
     if spec not in builders:
         raise ValueError(f"unknown reward {spec!r}; expected one of {REWARD_SPECS} or a RewardFn")

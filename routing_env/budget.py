@@ -1,0 +1,57 @@
+"""Budget targeting: λ adapted by dual ascent so that a policy's mean cost converges to a target.
+
+With ``target_macs=f`` the environment prices compute at a λ it adapts from the episodes it sees
+(a Lagrangian relaxation of ``E[macs_fraction] = f``, as in constrained RL such as RCPO, Tessler et al.
+ICLR 2019): after every step in which episodes end, ``λ ← λ + lr · Σ (cost of each ended episode − f)``: one small
+step per episode, slower than the policy learns (the two-timescale condition of primal-dual methods).
+A policy that spends too much sees compute get dearer until it spends ``f`` on average; one that spends
+less sees λ fall, below 0 if need be (compute is then paid for), so that an operating point lands at the
+chosen budget, not merely under it. Any agent trains toward the budget, since the price lives in the
+environment; ``info["lam"]`` reports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .rewards import Outcome, RewardFn, Terms
+
+
+class DualAscent:
+    """The adapted price λ of compute for a target mean cost (a fraction of the reference MACs)."""
+
+    def __init__(self, target: float, lam: float = 0.0, lr: float = 1e-4) -> None:
+        if not 0.0 < target or not np.isfinite(lam) or not lr > 0.0:
+            raise ValueError(f"budget targeting needs target_macs > 0, a finite lam and target_lr > 0, got {target}, {lam} and {lr}")
+        self.target, self.lam, self.lr = float(target), float(lam), float(lr)
+        self.cost_ema = float("nan")
+        """An exponential moving average (weight 0.01 per episode) of the ended episodes' cost."""
+        self.episodes = 0
+        self.cost_sum = 0.0
+        """Episodes seen and their total cost (means over a window: differences of two readings)."""
+
+    def update(self, costs: np.ndarray) -> None:
+        """One ascent step on the costs of the episodes that just ended."""
+        if len(costs) == 0:
+            return
+        self.lam = self.lam + self.lr * float(np.sum(costs - self.target))
+        self.episodes += len(costs)
+        self.cost_sum += float(np.sum(costs))
+        decay = 0.99 ** len(costs)
+        mean = float(np.mean(costs))
+        self.cost_ema = mean if np.isnan(self.cost_ema) else decay * self.cost_ema + (1 - decay) * mean
+
+
+@dataclass(frozen=True)
+class LagrangianPenalty(RewardFn):
+    """``−λ · macs_fraction`` at termination, with λ read from a :class:`DualAscent` at each step."""
+
+    uses_cross_entropy = False
+    source = "Lagrangian relaxation by dual ascent (RCPO, Tessler et al., ICLR 2019)"
+
+    ascent: DualAscent
+
+    def terms(self, outcome: Outcome) -> Terms:
+        return {"lagrangian": np.where(outcome.terminated, -self.ascent.lam * outcome.macs_fraction, 0.0)}

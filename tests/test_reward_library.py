@@ -1,0 +1,130 @@
+"""The reward library: every formulation, the theory it rests on, and budget targeting."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from routing_env import RoutingEnv, RoutingVectorEnv
+from routing_env.cli import main
+from routing_env.core import EXIT
+from routing_env.rewards import (
+    POTENTIALS,
+    REWARD_DESCRIPTIONS,
+    REWARD_SPECS,
+    ComputePenalty,
+    ConfidenceShaping,
+    Correctness,
+    DenseConfidence,
+    HingePenalty,
+    PotentialShaping,
+    make_reward,
+    potential,
+)
+
+FAMILIES = [("tiny-cascade", {}), ("tiny-dynamic-resnet", {})]
+
+
+def episodes(env: RoutingEnv, count: int, seed: int) -> list[tuple[float, dict, dict, dict]]:
+    """(return, first observation, last info, last observation) of ``count`` episodes under uniformly
+    random valid actions."""
+    rng = np.random.default_rng(seed)
+    out = []
+    obs, info = env.reset(seed=seed)
+    for _ in range(count):
+        first, total, terminated = obs, 0.0, False
+        while not terminated:
+            valid = np.flatnonzero(obs["action_mask"])
+            obs, reward, terminated, _, info = env.step(int(rng.choice(valid)))
+            total += reward
+        out.append((total, first, info, obs))
+        obs, info = env.reset()
+    return out
+
+
+@pytest.mark.parametrize("backbone", ["tiny-cascade", "tiny-dynamic-resnet"])
+@pytest.mark.parametrize("kind", POTENTIALS)
+def test_potential_shaping_changes_a_return_by_minus_the_first_potential(backbone: str, kind: str) -> None:
+    shaping = ConfidenceShaping() if kind == "max-prob" else PotentialShaping(kind)
+    env = RoutingEnv(backbone=backbone, reward=shaping)
+    for total, first, *_ in episodes(env, 40, seed=1):
+        assert total == pytest.approx(-float(potential(first["probs"][None].astype(np.float64), kind)[0]), abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", POTENTIALS)
+def test_potential_shaping_in_the_vector_env(kind: str) -> None:
+    env = RoutingVectorEnv(num_envs=8, backbone="tiny-cascade", reward=PotentialShaping(kind, gamma=1.0) if kind != "max-prob" else ConfidenceShaping())
+    obs, _ = env.reset(seed=0)
+    start = potential(obs["probs"].astype(np.float64), kind)
+    total = np.zeros(8)
+    live = np.ones(8, dtype=bool)
+    rng = np.random.default_rng(0)
+    while live.any():
+        actions = np.array([rng.choice(np.flatnonzero(m)) for m in obs["action_mask"]])
+        obs, reward, terminated, _, _ = env.step(actions)
+        total += np.where(live, reward, 0.0)
+        live &= ~terminated
+    np.testing.assert_allclose(total, -start, atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone", ["tiny-cascade", "tiny-dynamic-resnet"])
+def test_per_step_and_end_of_episode_charging_give_the_same_return(backbone: str) -> None:
+    end = episodes(RoutingEnv(backbone=backbone, reward=Correctness() + ComputePenalty(0.3)), 30, seed=2)
+    per_step = episodes(RoutingEnv(backbone=backbone, reward=Correctness() + ComputePenalty(0.3, per_step=True)), 30, seed=2)
+    np.testing.assert_allclose([r for r, *_ in end], [r for r, *_ in per_step], atol=1e-9)
+
+
+def test_dense_reward_sums_to_the_change_in_the_true_class_probability_minus_compute() -> None:
+    env = RoutingEnv(backbone="tiny-cascade", reward=DenseConfidence(0.2), allow_skip=True)
+    for total, first, info, last in episodes(env, 40, seed=3):
+        final = last["probs"][info["label"]]
+        assert total == pytest.approx(final - first["probs"][info["label"]] - 0.2 * info["macs_fraction"], abs=1e-6)
+
+
+def test_hinge_charges_only_above_the_budget() -> None:
+    env = RoutingEnv(backbone="tiny-cascade", reward=Correctness() + HingePenalty(2.0, budget=0.3))
+    for total, _, info, _ in episodes(env, 40, seed=4):
+        assert total == pytest.approx(float(info["correct"]) - 2.0 * max(0.0, info["macs_fraction"] - 0.3))
+
+
+def test_every_reward_spec_runs_and_is_described() -> None:
+    assert len(REWARD_SPECS) >= 10 and set(REWARD_DESCRIPTIONS) == set(REWARD_SPECS)
+    for spec in REWARD_SPECS:
+        env = RoutingVectorEnv(num_envs=4, backbone="tiny-cascade", reward=spec, lam=0.1)
+        env.reset(seed=0)
+        _, reward, _, _, info = env.step(np.full(4, EXIT))
+        assert np.isfinite(reward).all() and "reward_terms" in info, spec
+        assert make_reward(spec, 0.1).source or REWARD_DESCRIPTIONS[spec][1]
+
+
+def test_rewards_cli_lists_every_spec_with_its_source(capsys: pytest.CaptureFixture) -> None:
+    assert main(["rewards", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["spec"] for r in rows] == list(REWARD_SPECS) and all(r["description"] and r["source"] for r in rows)
+
+
+@pytest.mark.parametrize("target", [0.25, pytest.param(0.15, marks=pytest.mark.expensive)])
+def test_dual_ascent_drives_the_mean_cost_to_the_target(target: float) -> None:
+    """On tiny-cascade a reinforce policy's mean training cost over its last 100k steps (of 200k) lands
+    within ±0.02 of ``target_macs``, from λ = 0."""
+    from agents import make_agent
+
+    env = RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", target_macs=target, lam=0.0)
+    agent = make_agent("reinforce", env, seed=0, learning_rate=3e-3)
+    agent.learn(100_000)
+    ascent = env.unwrapped.core.ascent
+    episodes, cost = ascent.episodes, ascent.cost_sum
+    agent.learn(100_000)
+    mean = (ascent.cost_sum - cost) / (ascent.episodes - episodes)
+    assert abs(mean - target) <= 0.02, (mean, ascent.lam)
+    _, _, _, _, info = env.step(np.full(64, EXIT))
+    assert info["lam"][0] == ascent.lam
+
+
+def test_budget_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="target_macs > 0"):
+        RoutingEnv(backbone="tiny-cascade", target_macs=0.0)
+    with pytest.raises(ValueError, match="unknown potential"):
+        PotentialShaping("variance")
