@@ -19,7 +19,7 @@ import torch
 
 from routing_env.backbones.dynamic import dynamic_costs
 from routing_env.backbones.resnet import DYNAMIC
-from routing_env.bench import median_seconds
+from routing_env.latency import median_seconds
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from torch import nn
 
 from .core import EXIT, RUN
 from .env import RoutingEnv, RoutingVectorEnv
+from .latency import median_seconds
 
 
 def rate(fn: Callable[[], int], seconds: float, rounds: int = 5) -> float:
@@ -38,18 +39,6 @@ def rate(fn: Callable[[], int], seconds: float, rounds: int = 5) -> float:
             done += fn()
         rates.append(done / (time.perf_counter() - began))
     return float(np.median(rates))
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Median wall seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return float(np.median(times))
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, rounds: int = 5) -> dict[str, float]:

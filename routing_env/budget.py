@@ -54,4 +54,4 @@ class LagrangianPenalty(RewardFn):
     ascent: DualAscent
 
     def terms(self, outcome: Outcome) -> Terms:
-        return {"lagrangian": np.where(outcome.terminated, -self.ascent.lam * outcome.macs_fraction, 0.0)}
+        return {"lagrangian": np.where(outcome.terminated, -self.ascent.lam * outcome.cost_fraction, 0.0)}

@@ -213,6 +213,7 @@ class RoutingCore:
             ``obs_mode="heads"``); off by default, since the plain observation does not need it.
         ascent: a :class:`~routing_env.budget.DualAscent` the reward reads λ from, updated here from the
             cost of the episodes that end (``target_macs``).
+        price: the cost model the reward charges (:mod:`routing_env.latency`); ``None``: the MACs.
     """
 
     def __init__(
@@ -231,6 +232,7 @@ class RoutingCore:
         live: bool = False,
         track_heads: bool = False,
         ascent: Any = None,
+        price: CostTable | None = None,
     ) -> None:
         if invalid_action not in INVALID_ACTION_MODES:
             raise ValueError(f"unknown invalid_action {invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
@@ -260,15 +262,22 @@ class RoutingCore:
         self.reference_macs = costs.reference
         self._build_tables(allow_skip)
         self.budget = self.tables.budget(costs, max_macs)
+        self.price = price
+        self.price_tables = ActionTables.build(spec, price, allow_skip) if price is not None else None
+        priced, priced_tables = (price, self.price_tables) if price is not None else (costs, self.tables)
         self.max_cost_fraction = float(
-            (costs.prefix + costs.head[0] * self.has_head[0] + np.nan_to_num(self.act_cost[:n, 1:], posinf=0.0).max(axis=1).sum())
-            / costs.reference
+            (priced.prefix + priced.head[0] * self.has_head[0] + np.nan_to_num(priced_tables.act_cost[:n, 1:], posinf=0.0).max(axis=1).sum())
+            / priced.reference
         )
+        """The most an episode can spend, as a fraction of the reference (the bound of ``obs["cost"]``)."""
         b = num_slots
         self.index = np.zeros(b, dtype=np.int64)
         self.position = np.zeros(b, dtype=np.int64)
         self.macs = np.zeros(b, dtype=np.float64)
         self.charged = np.zeros(b, dtype=np.float64)
+        self.priced = np.zeros(b, dtype=np.float64) if price is not None else self.macs
+        """The priced cost spent (the MACs themselves under the default cost model)."""
+        self.priced_charged = np.zeros(b, dtype=np.float64) if price is not None else self.charged
         self.has_probs = np.zeros(b, dtype=bool)
         self.potential = np.zeros(b, dtype=np.float64)
         self.mask = np.zeros((b, self.num_actions), dtype=bool)
@@ -308,7 +317,7 @@ class RoutingCore:
             "features": self.features[slots],
             "probs": self.probs[slots],
             "position": self.onehot[self.position[slots]],
-            "cost": (self.macs[slots, None] / self.reference_macs).astype(np.float32),
+            "cost": self.cost_fraction(slots)[:, None].astype(np.float32),
             "action_mask": self.mask[slots].astype(np.int8),
         }
         if self.track_heads:
@@ -324,6 +333,9 @@ class RoutingCore:
         self.position[slots] = 0
         self.macs[slots] = costs.prefix
         self.charged[slots] = 0.0
+        if self.price is not None:
+            self.priced[slots] = self.price.prefix + (self.price.head[0] if self.has_head[0] else 0.0)
+            self.priced_charged[slots] = 0.0
         self.has_probs[slots] = False
         self.probs[slots] = 0.0
         self.potential[slots] = 0.0
@@ -388,6 +400,8 @@ class RoutingCore:
                 self.executor.run(group, k, a - RUN)
                 self.route[group, k] = a - RUN
             self.macs[group] += self.act_cost[k, a]  # the move and the head it evaluates on arrival
+            if self.price_tables is not None:
+                self.priced[group] += self.price_tables.act_cost[k, a]
             self.position[group] = k + 1
         if len(moving):
             self.features[moving] = self.executor.features(moving)
@@ -406,12 +420,21 @@ class RoutingCore:
         macs = self.macs[slots]
         step_macs = macs - self.charged[slots]
         self.charged[slots] = macs
+        if self.price is None:
+            cost_fraction, step_cost_fraction = macs / self.reference_macs, step_macs / self.reference_macs
+        else:
+            priced = self.priced[slots]
+            cost_fraction = priced / self.price.reference
+            step_cost_fraction = (priced - self.priced_charged[slots]) / self.price.reference
+            self.priced_charged[slots] = priced
         outcome = Outcome(
             terminated=done,
             correct=prediction == labels,
             cross_entropy=entropy,
             macs_fraction=macs / self.reference_macs,
             step_macs_fraction=step_macs / self.reference_macs,
+            cost_fraction=cost_fraction,
+            step_cost_fraction=step_cost_fraction,
             invalid=invalid,
             potential_before=potential_before,
             potential_after=self.potential[slots],
@@ -421,7 +444,7 @@ class RoutingCore:
         )
         reward, terms = self.reward_fn(outcome)
         if self.ascent is not None and done.any():  # the price for the next steps
-            self.ascent.update(outcome.macs_fraction[done])
+            self.ascent.update(outcome.cost_fraction[done])
         return StepResult(
             reward=reward,
             terminated=done,
@@ -446,7 +469,14 @@ class RoutingCore:
         }
         if self.ascent is not None:
             info["lam"] = np.full(len(slots), self.ascent.lam)
+        if self.price is not None:
+            info["cost_fraction"] = self.cost_fraction(slots)
         return info
+
+    def cost_fraction(self, slots: np.ndarray) -> np.ndarray:
+        """The priced cost each of ``slots`` has spent, as a fraction of the reference's."""
+        reference = self.reference_macs if self.price is None else self.price.reference
+        return self.priced[slots] / reference
 
 
 

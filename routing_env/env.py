@@ -19,6 +19,7 @@ from .backbones import DEFAULT_BACKBONE, backbone_dataset, make_backbone
 from .core import INVALID_ACTION_MODES, RoutingCore, RoutingView
 from .budget import DualAscent, LagrangianPenalty
 from .checkpoints import load_state_dict
+from .latency import cost_table
 from .data import SPLITS
 from .rewards import RewardFn, make_reward
 
@@ -49,6 +50,11 @@ class EnvConfig:
     """A budget to train toward (a fraction of the reference MACs): the reward is built with λ = 0 and
     priced instead by a λ the environment adapts by dual ascent (:mod:`routing_env.budget`), starting
     from ``lam``, so that the mean cost converges to it; ``info["lam"]`` reports the current λ."""
+    cost: str | dict[str, Any] = "macs"
+    """What the reward charges for compute (:mod:`routing_env.latency`): ``"macs"``; ``"latency"``, the
+    profile ``routing-env profile --backbone NAME`` measured on this machine at batch 1; a path to such
+    a profile; or a dict table (``prefix``, ``stage``, ``skip``, ``head``). ``max_macs`` and
+    ``info["macs"]`` stay in MACs."""
     target_lr: float = 1e-4
     """The dual ascent's step size: λ moves by this times each ended episode's cost above the target."""
     invalid_action: str = "fallback"
@@ -128,6 +134,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
     backbone.to(torch_device(config.device))
     dataset = config.dataset or backbone_dataset(config.backbone)
     allow_skip = backbone.spec.skip_by_default if config.allow_skip is None else bool(config.allow_skip)
+    price = cost_table(config.cost, backbone, config.backbone)
     reward = make_reward(config.reward, config.lam)
     ascent = None
     if config.target_macs is not None:
@@ -147,6 +154,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
         live=config.train_backbone,
         track_heads=config.obs_mode == "heads",
         ascent=ascent,
+        price=price,
     )
 
 
@@ -323,8 +331,9 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
             "position": int(info["position"][0]),
             "invalid_action": invalid,
         }
-        if "lam" in info:
-            out["lam"] = float(info["lam"][0])
+        for key in ("lam", "cost_fraction"):  # budget targeting's price, a cost model's priced spend
+            if key in info:
+                out[key] = float(info[key][0])
         return out
 
 

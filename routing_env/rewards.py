@@ -40,6 +40,17 @@ class Outcome:
     """(B, C): the same after the step."""
     label: np.ndarray | None = None
     """(B,) int: the true class (``uses_probs`` rewards only)."""
+    cost_fraction: np.ndarray = None  # type: ignore[assignment]
+    """(B,) float: the priced cost of the whole episode so far / the reference's, what compute terms
+    charge (:mod:`routing_env.latency`); ``macs_fraction`` when not given (``cost="macs"``)."""
+    step_cost_fraction: np.ndarray = None  # type: ignore[assignment]
+    """(B,) float: the priced cost charged to this step / the reference's; ``step_macs_fraction`` when not given."""
+
+    def __post_init__(self) -> None:
+        if self.cost_fraction is None:
+            object.__setattr__(self, "cost_fraction", self.macs_fraction)
+        if self.step_cost_fraction is None:
+            object.__setattr__(self, "step_cost_fraction", self.step_macs_fraction)
 
 
 Terms = dict[str, np.ndarray]
@@ -140,8 +151,8 @@ class ComputePenalty(RewardFn):
 
     def terms(self, outcome: Outcome) -> Terms:
         if self.per_step:
-            return {"compute": -self.lam * outcome.step_macs_fraction}
-        return {"compute": np.where(outcome.terminated, -self.lam * outcome.macs_fraction, 0.0)}
+            return {"compute": -self.lam * outcome.step_cost_fraction}
+        return {"compute": np.where(outcome.terminated, -self.lam * outcome.cost_fraction, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -154,7 +165,7 @@ class BlockDropReward(RewardFn):
     gamma: float = 1.0
 
     def terms(self, outcome: Outcome) -> Terms:
-        value = np.where(outcome.correct, 1.0 - np.minimum(outcome.macs_fraction, 1.0) ** 2, -self.gamma)
+        value = np.where(outcome.correct, 1.0 - np.minimum(outcome.cost_fraction, 1.0) ** 2, -self.gamma)
         return {"blockdrop": np.where(outcome.terminated, value, 0.0)}
 
 
@@ -249,7 +260,7 @@ class HingePenalty(RewardFn):
             raise ValueError(f"hinge penalty needs lam >= 0 and budget > 0, got {self.lam} and {self.budget}")
 
     def terms(self, outcome: Outcome) -> Terms:
-        over = np.maximum(outcome.macs_fraction - self.budget, 0.0)
+        over = np.maximum(outcome.cost_fraction - self.budget, 0.0)
         return {"compute": np.where(outcome.terminated, -self.lam * over, 0.0)}
 
 
@@ -272,7 +283,7 @@ class DenseConfidence(RewardFn):
     def terms(self, outcome: Outcome) -> Terms:
         rows = np.arange(len(outcome.label))
         gain = outcome.probs_after[rows, outcome.label] - outcome.probs_before[rows, outcome.label]
-        return {"progress": gain, "compute": -self.lam * outcome.step_macs_fraction}
+        return {"progress": gain, "compute": -self.lam * outcome.step_cost_fraction}
 
 
 REWARD_SPECS = (

@@ -128,3 +128,42 @@ def test_budget_options_are_checked() -> None:
         RoutingEnv(backbone="tiny-cascade", target_macs=0.0)
     with pytest.raises(ValueError, match="unknown potential"):
         PotentialShaping("variance")
+
+
+# cost models: the reward charges a measured latency table instead of MACs
+def test_a_latency_table_prices_compute_and_macs_stay_reported(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from routing_env.backbones import make_backbone
+    from routing_env.latency import default_profile_path, profile
+
+    table = profile(make_backbone("tiny-dynamic-resnet"), batch=1, repeats=3)
+    n = len(table["stage"])
+    assert len(table["head"]) == n + 1 and len(table["stage"][0]) == 4 and table["prefix"] > 0
+    # a hand-made table: skipping is free, every width costs the same fixed 1.0
+    flat = {"prefix": 1.0, "stage": [[1.0] * 4] * n, "skip": [0.0] * n, "head": [0.0] * (n + 1)}
+    priced = RoutingEnv(backbone="tiny-dynamic-resnet", cost=flat, lam=1.0)
+    plain = RoutingEnv(backbone="tiny-dynamic-resnet", lam=1.0)
+    for env in (priced, plain):
+        env.reset(seed=0, options={"index": 5})
+    for action in (2, 5, 1, 2, 5, 1):  # RUN(0.25), RUN(1.0), SKIP, …
+        _, r_priced, done, _, info = priced.step(action)
+        _, r_plain, _, _, info_plain = plain.step(action)
+        assert info["macs"] == info_plain["macs"]  # MACs are still reported as MACs
+    while not done:
+        _, r_priced, done, _, info = priced.step(EXIT)
+        _, r_plain, _, _, info_plain = plain.step(EXIT)
+    runs = int((info["route"] >= 0).sum())
+    assert 0 < runs < n and (info["route"] == -1).any()
+    assert info["cost_fraction"] == pytest.approx((1.0 + runs) / (1.0 + n))  # the prefix and the runs; skips are free
+    assert r_priced - r_plain == pytest.approx(info_plain["macs_fraction"] - info["cost_fraction"])
+    # "latency" reads the profile written at the default place
+    monkeypatch.setenv("ROUTING_ENV_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="routing-env profile"):
+        RoutingEnv(backbone="tiny-dynamic-resnet", cost="latency")
+    path = default_profile_path("tiny-dynamic-resnet")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(table))
+    env = RoutingEnv(backbone="tiny-dynamic-resnet", cost="latency")
+    obs, _ = env.reset(seed=0)
+    assert obs["cost"][0] == pytest.approx(table["prefix"] / (table["prefix"] + sum(s[-1] for s in table["stage"]) + table["head"][-1]), rel=1e-5)
+    with pytest.raises(ValueError, match="needs prefix, stage"):
+        RoutingEnv(backbone="tiny-dynamic-resnet", cost={"prefix": 1.0, "stage": [[1.0]], "head": [0.0]})
