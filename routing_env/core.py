@@ -465,7 +465,7 @@ class RoutingCore:
             "action_mask": self.mask[slots].astype(np.int8),
             "macs": macs,
             "macs_fraction": macs / self.reference_macs,
-            "position": self.position[slots],
+            "decision_point": self.position[slots],
         }
         if self.ascent is not None:
             info["lam"] = np.full(len(slots), self.ascent.lam)

@@ -85,11 +85,16 @@ class EnvConfig:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> EnvConfig:
-        """Build from keyword options; unknown names raise ``TypeError`` listing the valid ones."""
+        """Build from keyword options. An unknown name raises the ``TypeError`` Python itself raises for an
+        unexpected keyword argument (same wording, so that libraries which retry without a conventional
+        option, such as torchrl with ``frameskip``, recognise it), with the valid options listed."""
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(options) - set(names))
         if unknown:
-            raise TypeError(f"unknown environment option(s) {unknown}; valid options: {names}")
+            raise TypeError(
+                f"{cls.__name__}.__init__() got an unexpected keyword argument {unknown[0]!r} "
+                f"(unknown environment option(s) {unknown}; valid options: {names})"
+            )
         return cls(**options)
 
     def __post_init__(self) -> None:
@@ -328,7 +333,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
             "action_mask": info["action_mask"][0],
             "macs": float(info["macs"][0]),
             "macs_fraction": float(info["macs_fraction"][0]),
-            "position": int(info["position"][0]),
+            "decision_point": int(info["decision_point"][0]),
             "invalid_action": invalid,
         }
         for key in ("lam", "cost_fraction"):  # budget targeting's price, a cost model's priced spend
@@ -360,8 +365,10 @@ def check_index(index: Any, num_instances: int) -> int:
 class RoutingVectorEnv(VectorEnv):
     """B routing episodes stepped in lock-step over the batched core (natively vectorised).
 
-    Same options as :class:`RoutingEnv`, plus ``num_envs`` and ``autoreset_mode`` (``NextStep``, the
-    default, or ``SameStep`` with ``info["final_obs"]`` / ``info["final_info"]``). Infos are dicts of
+    Same options as :class:`RoutingEnv`, plus ``num_envs`` and ``autoreset_mode``: ``NextStep`` (the
+    default), ``SameStep`` (``info["final_obs"]`` / ``info["final_info"]``) or ``Disabled`` (ended slots
+    wait for ``reset(options={"reset_mask": m})``; stepping them raises ``ResetNeeded``), as
+    Gymnasium's own vector environments. Infos are dicts of
     arrays with ``_key`` masks; the terminal keys (:data:`TERMINAL_KEYS`) are masked to the episodes
     that ended (:func:`terminal_info` finds them in either mode). ``reset`` accepts
     ``options={"index": array of num_envs indices}``, and ``options={"reset_mask": bool array}`` to
@@ -385,7 +392,7 @@ class RoutingVectorEnv(VectorEnv):
     def _setup(self, config: EnvConfig, num_envs: int, autoreset_mode: str | AutoresetMode) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+        modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
@@ -466,6 +473,11 @@ class RoutingVectorEnv(VectorEnv):
         actions = check_actions(actions, self.num_envs, self.core.num_actions)
         if self._needs_reset:
             raise ResetNeeded("call reset() before step()")
+        if self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset.any():
+            raise ResetNeeded(
+                f"slots {np.flatnonzero(self._autoreset).tolist()} have ended and autoreset_mode is Disabled: "
+                "restart them with reset(options={'reset_mask': mask}) before the next step"
+            )
         b = self.num_envs
         restart = self._slots[self._autoreset]
         active = self._slots[~self._autoreset]

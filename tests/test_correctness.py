@@ -130,9 +130,9 @@ def test_an_over_budget_run_takes_the_widest_run_that_fits() -> None:
         obs, _, terminated, _, info = env.step(RUN + int(np.flatnonzero(mask[RUN:])[-1]))
         assert not terminated
     widest = RUN + int(np.flatnonzero(mask[RUN:])[-1])
-    position, macs = info["position"], info["macs"]
+    position, macs = info["decision_point"], info["macs"]
     obs, _, terminated, _, info = env.step(RUN + 3)
-    assert not terminated and info["invalid_action"] and info["position"] == position + 1
+    assert not terminated and info["invalid_action"] and info["decision_point"] == position + 1
     assert info["macs"] == pytest.approx(macs + env.routing.act_cost[position, widest])
 
 

@@ -79,7 +79,7 @@ def test_terminal_info_has_every_key(env: RoutingEnv) -> None:
     env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(EXIT)
     assert terminated and not truncated
-    for key in ("action_mask", "macs", "macs_fraction", "position", "invalid_action",
+    for key in ("action_mask", "macs", "macs_fraction", "decision_point", "invalid_action",
                 "prediction", "label", "correct", "exit_position", "reward_terms"):
         assert key in info
     assert info["action_mask"].dtype == np.int8
@@ -142,7 +142,7 @@ def test_step_before_reset_and_after_the_end_needs_reset(env: RoutingEnv) -> Non
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"colour": "red"}, TypeError, r"unknown environment option\(s\) \['colour'\]; valid options: \['backbone'"),
+        ({"colour": "red"}, TypeError, r"got an unexpected keyword argument 'colour' \(unknown environment option\(s\) \['colour'\]; valid options: \['backbone'"),
         ({"backbone": "resnet9000"}, ValueError, r"unknown backbone 'resnet9000'; expected one of \['cifar10-resnet-cascade', .*'tiny-cascade', 'tiny-dynamic-resnet'\]"),
         ({"obs_mode": "pixels"}, ValueError, r"unknown obs_mode 'pixels'; expected one of \('vector', 'heads'\)"),
         ({"lam": -0.1}, ValueError, r"lam must be a number >= 0, got -0.1"),

@@ -57,7 +57,7 @@ def test_macs_budget_and_masks_over_random_action_sequences(allow_skip, max_macs
         elif taken == SKIP:
             spent += costs.skip[position]
             position += 1
-        assert info["position"] == position
+        assert info["decision_point"] == position
         assert info["macs"] == np.float64(spent)
         assert info["macs"] <= budget * (1 + 1e-9)
         assert info["macs_fraction"] == spent / env.core.reference_macs

@@ -109,7 +109,7 @@ def test_bad_vector_options() -> None:
     with pytest.raises(ValueError, match="num_envs must be a positive integer"):
         RoutingVectorEnv(backbone="tiny-cascade", num_envs=0)
     with pytest.raises(ValueError, match="unknown autoreset_mode"):
-        RoutingVectorEnv(backbone="tiny-cascade", num_envs=2, autoreset_mode="Disabled")
+        RoutingVectorEnv(backbone="tiny-cascade", num_envs=2, autoreset_mode="Later")
     venv = RoutingVectorEnv(backbone="tiny-cascade", num_envs=2)
     with pytest.raises(ValueError, match=r"must have shape \(2,\)"):
         venv.reset(options={"index": [1]})
@@ -159,7 +159,7 @@ def test_every_slot_of_a_vector_env_follows_the_single_env_trajectory(options: d
                         assert info[f"_{key}"][i] and info[key][i] == s_info[key]
                     same({k: v[i] for k, v in info["reward_terms"].items()}, s_info["reward_terms"])
             same({k: v[i] for k, v in obs.items()}, s_obs)
-            for key in ("action_mask", "macs", "macs_fraction", "position"):
+            for key in ("action_mask", "macs", "macs_fraction", "decision_point"):
                 assert_same(info[key][i], s_info[key])
         restarting = terminated.copy()
     assert ended >= b  # episodes ended and restarted in every slot on average

@@ -1,0 +1,77 @@
+"""Observation wrappers for RL libraries that want a flat vector with the action mask beside it.
+
+Our observation is a one-level ``Dict`` (docs/design.md §2) whose ``action_mask`` is the valid moves.
+SB3's ``MultiInputPolicy`` reads it as it is; other libraries expect one flat array and the mask under
+their own key: tianshou reads ``obs["mask"]``, RLlib's action-masking module ``obs["action_mask"]`` beside
+``obs["observations"]``, torchrl an ``action_mask`` entry. :class:`FlatObservation` gives exactly that,
+for a single environment or (:class:`FlatObservationVector`) a vector one, so nobody writes the adapter
+again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import VectorEnv, VectorObservationWrapper
+from gymnasium.vector.utils import batch_space
+
+FLAT_KEYS = ("features", "probs", "position", "cost")
+"""The vector parts, concatenated in this order (and ``heads``, flattened, under ``obs_mode="heads"``)."""
+
+
+def _flat_space(space: spaces.Dict, obs_key: str, mask_key: str) -> spaces.Dict:
+    keys = [k for k in (*FLAT_KEYS, "heads", "heads_mask") if k in space.spaces]
+    low = np.concatenate([np.broadcast_to(space[k].low, space[k].shape).ravel() if isinstance(space[k], spaces.Box)
+                          else np.zeros(int(np.prod(space[k].shape))) for k in keys]).astype(np.float32)
+    high = np.concatenate([np.broadcast_to(space[k].high, space[k].shape).ravel() if isinstance(space[k], spaces.Box)
+                           else np.ones(int(np.prod(space[k].shape))) for k in keys]).astype(np.float32)
+    return spaces.Dict({obs_key: spaces.Box(low, high, dtype=np.float32), mask_key: space["action_mask"]})
+
+
+def _flatten(obs: dict[str, np.ndarray], keys: list[str], batched: bool, obs_key: str, mask_key: str) -> dict[str, np.ndarray]:
+    lead = (obs["features"].shape[0],) if batched else ()
+    flat = np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(*lead, -1) for k in keys], axis=-1)
+    return {obs_key: flat, mask_key: obs["action_mask"]}
+
+
+class FlatObservation(gym.ObservationWrapper):
+    """``{obs_key: float32 vector, mask_key: int8 mask}`` from a routing environment's observation.
+
+    Args:
+        env: a :class:`~routing_env.env.RoutingEnv` (or a wrapper of one).
+        obs_key: where the flat vector goes (``"observations"`` for RLlib, ``"obs"`` for tianshou).
+        mask_key: where the action mask goes (``"action_mask"``: RLlib, torchrl; ``"mask"``: tianshou).
+    """
+
+    def __init__(self, env: gym.Env, obs_key: str = "observations", mask_key: str = "action_mask") -> None:
+        super().__init__(env)
+        if obs_key == mask_key:
+            raise ValueError(f"obs_key and mask_key must differ, got {obs_key!r} twice")
+        self.obs_key, self.mask_key = obs_key, mask_key
+        self.keys = [k for k in (*FLAT_KEYS, "heads", "heads_mask") if k in env.observation_space.spaces]
+        self.observation_space = _flat_space(env.observation_space, obs_key, mask_key)
+
+    def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _flatten(observation, self.keys, False, self.obs_key, self.mask_key)
+
+
+class FlatObservationVector(VectorObservationWrapper):
+    """:class:`FlatObservation` for a vector environment (every row flattened alike)."""
+
+    def __init__(self, env: VectorEnv, obs_key: str = "observations", mask_key: str = "action_mask") -> None:
+        super().__init__(env)
+        if obs_key == mask_key:
+            raise ValueError(f"obs_key and mask_key must differ, got {obs_key!r} twice")
+        self.obs_key, self.mask_key = obs_key, mask_key
+        self.keys = [k for k in (*FLAT_KEYS, "heads", "heads_mask") if k in env.single_observation_space.spaces]
+        self.single_observation_space = _flat_space(env.single_observation_space, obs_key, mask_key)
+        self.observation_space = batch_space(self.single_observation_space, env.num_envs)
+
+    def observations(self, observations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _flatten(observations, self.keys, True, self.obs_key, self.mask_key)
+
+    def action_masks(self) -> Any:
+        return self.env.unwrapped.action_masks()

@@ -1,0 +1,97 @@
+"""What other RL libraries meet: Gymnasium's own wrappers, the autoreset modes, Python's TypeError for
+unknown options, and the flat observation with the mask where each library expects it."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.error import ResetNeeded
+from gymnasium.utils.env_checker import check_env
+
+import routing_env  # noqa: F401
+from routing_env import RoutingVectorEnv
+from routing_env.core import EXIT, RUN
+from routing_env.wrappers import FlatObservation, FlatObservationVector
+
+ID = "routing_env/Cascade-v0"
+
+
+def test_unknown_options_raise_pythons_own_type_error() -> None:
+    with pytest.raises(TypeError, match=r"__init__\(\) got an unexpected keyword argument 'frameskip'"):
+        gym.make(ID, backbone="tiny-cascade", frameskip=4)
+
+
+def test_no_info_key_reuses_an_observation_key_with_another_meaning() -> None:
+    env = gym.make(ID, backbone="tiny-cascade")
+    obs, info = env.reset(seed=0)
+    _, _, _, _, info = env.step(EXIT)
+    for key in set(obs) & set(info):
+        assert np.shape(obs[key]) == np.shape(info[key]), key
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda e: gym.wrappers.RecordEpisodeStatistics(e),
+    lambda e: gym.wrappers.TimeLimit(e, max_episode_steps=2),
+    lambda e: gym.wrappers.FlattenObservation(e),
+    lambda e: gym.wrappers.NormalizeReward(e),
+])
+def test_gymnasium_wrappers_work_on_a_single_env(wrap) -> None:  # noqa: ANN001
+    env = wrap(gym.make(ID, backbone="tiny-cascade"))
+    obs, info = env.reset(seed=0)
+    episodes = 0
+    for _ in range(30):
+        obs, reward, terminated, truncated, info = env.step(RUN if np.random.default_rng(0).random() < 0.5 else EXIT)
+        assert env.observation_space.contains(obs)
+        if terminated or truncated:
+            episodes += 1
+            obs, info = env.reset()
+    assert episodes > 0
+
+
+@pytest.mark.parametrize("mode", ["vector_entry_point", "sync", "async"])
+def test_gymnasium_vector_wrappers_work_under_every_vectorization_mode(mode: str) -> None:
+    env = gym.make_vec(ID, num_envs=3, vectorization_mode=mode, backbone="tiny-cascade")
+    env = gym.wrappers.vector.RecordEpisodeStatistics(gym.wrappers.vector.NormalizeReward(gym.wrappers.vector.FlattenObservation(env)))
+    obs, _ = env.reset(seed=0)
+    ended, recorded = 0, 0
+    for _ in range(12):
+        obs, reward, terminated, truncated, info = env.step(np.array([EXIT, RUN, EXIT]))
+        assert obs.shape[0] == 3 and np.isfinite(reward).all()
+        ended += int(terminated.sum())
+        recorded += int(info["_episode"].sum()) if "episode" in info else 0
+    assert ended > 0 and recorded == ended
+    env.close()
+
+
+def test_disabled_autoreset_waits_for_a_partial_reset() -> None:
+    env = RoutingVectorEnv(num_envs=2, backbone="tiny-cascade", autoreset_mode="Disabled")
+    assert env.autoreset_mode == gym.vector.AutoresetMode.DISABLED
+    env.reset(seed=0)
+    _, _, terminated, _, _ = env.step(np.array([EXIT, RUN]))
+    assert terminated.tolist() == [True, False]
+    with pytest.raises(ResetNeeded, match=r"slots \[0\] have ended"):
+        env.step(np.array([RUN, RUN]))
+    obs, _ = env.reset(options={"reset_mask": terminated})
+    assert obs["position"][0].argmax() == 0 and obs["position"][1].argmax() == 1
+    env.step(np.array([RUN, RUN]))
+
+
+@pytest.mark.parametrize("obs_key,mask_key", [("observations", "action_mask"), ("obs", "mask")])
+def test_flat_observation_puts_the_mask_where_the_library_wants_it(obs_key: str, mask_key: str) -> None:
+    base = gym.make(ID, backbone="tiny-cascade")
+    env = FlatObservation(base, obs_key=obs_key, mask_key=mask_key)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {obs_key, mask_key} and env.observation_space.contains(obs)
+    raw = base.unwrapped.core.observation(np.zeros(1, dtype=np.int64))
+    want = np.concatenate([raw[k][0].ravel() for k in ("features", "probs", "position", "cost")])
+    np.testing.assert_array_equal(obs[obs_key], want.astype(np.float32))
+    np.testing.assert_array_equal(obs[mask_key], raw["action_mask"][0])
+    venv = FlatObservationVector(gym.make_vec(ID, num_envs=4, vectorization_mode="vector_entry_point", backbone="tiny-cascade"),
+                                 obs_key=obs_key, mask_key=mask_key)
+    vobs, _ = venv.reset(seed=0)
+    assert vobs[obs_key].shape == (4, want.size) and vobs[mask_key].shape == (4, 3)
+    assert venv.observation_space.contains(vobs)
+    with pytest.raises(ValueError, match="must differ"):
+        FlatObservation(base, obs_key="x", mask_key="x")
