@@ -1,4 +1,4 @@
-"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``demo``, ``joint``, ``rewards``, ``bench`` and ``pretrain``."""
+"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``study``, ``demo``, ``joint``, ``rewards``, ``bench`` and ``pretrain``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from typing import Any, Sequence
 
 from . import __version__
 from .experiments import (
+    StudySpec,
     SweepSpec,
     evaluation_env,
     evaluation_json,
     groups_markdown,
+    rewards_markdown,
+    run_study,
     run_sweep,
     train_run,
 )
@@ -160,6 +163,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- study ----------------------------------------------------------------------------------------
+def cmd_study(args: argparse.Namespace) -> int:
+    env_kwargs = env_kwargs_from(args)
+    env_kwargs.pop("lam", None)
+    if (args.lams is None) == (args.targets is None):
+        raise ValueError("study needs exactly one of --lams L,L (prices of compute) or --targets F,F (MACs budgets)")
+    spec = StudySpec(
+        args.env,
+        env_kwargs,
+        parse_list(args.rewards, str, "--rewards"),
+        parse_list(args.agent, str, "--agent"),
+        parse_list(args.seeds, int, "--seeds"),
+        args.steps,
+        lams=parse_list(args.lams, float, "--lams") if args.lams is not None else (),
+        targets=parse_list(args.targets, float, "--targets") if args.targets is not None else (),
+        num_envs=args.num_envs,
+        agent_kwargs=parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
+    )
+    study = run_study(spec, args.out, workers=args.workers, progress=not args.quiet)
+    out = Path(args.out)
+    print(rewards_markdown(study))
+    print(f"report: {out / 'study.md'}; per trial: {out / 'study.csv'}; plots: {out / 'fronts.png'}, "
+          f"{out / 'learning_curves.png'}, {out / 'hypervolume.png'}")
+    return 0
+
+
 # --- rewards --------------------------------------------------------------------------------------
 def cmd_rewards(args: argparse.Namespace) -> int:
     from .rewards import REWARD_DESCRIPTIONS, REWARD_SPECS
@@ -299,6 +328,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="sweep directory (finished runs are kept and reused)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("study", help="train every reward spec over lams (or MACs targets), seeds and agents; compare their test fronts")
+    add_env_options(p)
+    p.add_argument("--rewards", required=True, help="reward specs, comma-separated (routing-env rewards lists them)")
+    p.add_argument("--lams", help="prices of compute, comma-separated (or --targets)")
+    p.add_argument("--targets", help="MACs budgets (environment option target_macs; λ adapts from 0), comma-separated")
+    p.add_argument("--agent", required=True, help="agent name(s), comma-separated, e.g. reinforce,ppo")
+    p.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="agent options (all agents)")
+    p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
+    p.add_argument("--steps", type=int, required=True, help="environment instance-steps per trial")
+    p.add_argument("--workers", type=int, default=1, help="trials run at once, each in its own process")
+    p.add_argument("--out", required=True, help="study directory (finished trials are kept and reused)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("rewards", help="list the reward specs with a one-line description and their source")
     p.add_argument("--json", action="store_true", help="one JSON list")
