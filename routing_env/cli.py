@@ -1,4 +1,4 @@
-"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``study``, ``demo``, ``joint``, ``rewards``, ``bench`` and ``pretrain``."""
+"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``study``, ``demo``, ``joint``, ``rewards``, ``profile``, ``bench`` and ``pretrain``."""
 
 from __future__ import annotations
 
@@ -189,6 +189,21 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- profile --------------------------------------------------------------------------------------
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .backbones import make_backbone
+    from .checkpoints import atomic_write
+    from .latency import default_profile_path, profile
+
+    table = profile(make_backbone(args.backbone), batch=args.batch, repeats=args.repeats)
+    out = Path(args.out) if args.out else default_profile_path(args.backbone, args.batch)
+    data = (json.dumps(table, indent=1) + "\n").encode()
+    atomic_write(out, lambda f: f.write(data))
+    print(f"latency profile of {args.backbone} at batch {args.batch} ({table['machine']}): {out}; "
+          f"train with --env-kwargs cost={'latency' if not args.out and args.batch == 1 else out}", file=sys.stderr)
+    return 0
+
+
 # --- rewards --------------------------------------------------------------------------------------
 def cmd_rewards(args: argparse.Namespace) -> int:
     from .rewards import REWARD_DESCRIPTIONS, REWARD_SPECS
@@ -342,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="study directory (finished trials are kept and reused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("profile", help="measure a backbone's latency per stage and width on this machine (a cost model, JSON)")
+    p.add_argument("--backbone", required=True, help="backbone name")
+    p.add_argument("--batch", type=int, default=1, help="inputs per call")
+    p.add_argument("--repeats", type=int, default=50, help="calls per figure (the median is kept)")
+    p.add_argument("--out", help="JSON path (default: $ROUTING_ENV_CACHE/latency/<backbone>-b<batch>.json, what cost=latency reads at batch 1)")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("rewards", help="list the reward specs with a one-line description and their source")
     p.add_argument("--json", action="store_true", help="one JSON list")

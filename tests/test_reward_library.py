@@ -167,3 +167,15 @@ def test_a_latency_table_prices_compute_and_macs_stay_reported(tmp_path, monkeyp
     assert obs["cost"][0] == pytest.approx(table["prefix"] / (table["prefix"] + sum(s[-1] for s in table["stage"]) + table["head"][-1]), rel=1e-5)
     with pytest.raises(ValueError, match="needs prefix, stage"):
         RoutingEnv(backbone="tiny-dynamic-resnet", cost={"prefix": 1.0, "stage": [[1.0]], "head": [0.0]})
+
+
+def test_profile_cli_writes_what_cost_latency_reads(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("ROUTING_ENV_CACHE", str(tmp_path))
+    assert main(["profile", "--backbone", "tiny-dynamic-resnet", "--repeats", "2"]) == 0
+    table = json.loads((tmp_path / "latency" / "tiny-dynamic-resnet-b1.json").read_text())
+    assert table["batch"] == 1 and len(table["stage"]) == 6
+    obs, _ = RoutingEnv(backbone="tiny-dynamic-resnet", cost="latency").reset(seed=0)
+    assert 0 < obs["cost"][0] < 1
+    assert main(["profile", "--backbone", "tiny-cascade", "--repeats", "2", "--out", str(tmp_path / "c.json")]) == 0
+    obs, _ = RoutingEnv(backbone="tiny-cascade", cost=str(tmp_path / "c.json")).reset(seed=0)
+    assert 0 < obs["cost"][0]
