@@ -13,6 +13,8 @@ import numpy as np
 
 from gymnasium.vector import VectorEnv
 
+from routing_env.checkpoints import atomic_write
+
 from .logger import RunLogger
 
 
@@ -29,6 +31,9 @@ class Agent(abc.ABC):
     name: str = "agent"
     uses_labels: bool = False
     """True for upper bounds that peek at labels (the oracle); reports mark them."""
+    made_as: str | None = None
+    """The name :func:`make_agent` was given (a registered name or ``module.path:ClassName``); saved in
+    ``agent.json`` so that :func:`load_agent` makes the same class."""
 
     def __init__(self, env: VectorEnv, *, seed: int = 0, **options: Any) -> None:
         if options:
@@ -58,8 +63,9 @@ class Agent(abc.ABC):
         """Write ``agent.json`` (name and options) and whatever state the agent has."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        payload = {"agent": self.name, "seed": self.seed, "options": self.options()}
-        (directory / "agent.json").write_text(json.dumps(payload, indent=2) + "\n")
+        payload = {"agent": self.made_as or self.name, "seed": self.seed, "options": self.options()}
+        data = (json.dumps(payload, indent=2) + "\n").encode()
+        atomic_write(directory / "agent.json", lambda f: f.write(data))
 
     def load_state(self, directory: Path) -> None:
         """Restore what ``save`` wrote beyond ``agent.json`` (nothing by default)."""
@@ -119,16 +125,31 @@ def make_agent(name: str, env: VectorEnv, *, seed: int = 0, **options: Any) -> A
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise TypeError(f"unknown option(s) {unknown} for agent {name!r}; valid options: {valid}")
-    return cls(env, seed=seed, **options)
+    agent = cls(env, seed=seed, **options)
+    agent.made_as = name
+    return agent
 
 
-def load_agent(directory: str | Path, env: VectorEnv) -> Agent:
-    """Recreate a saved agent from ``directory/agent.json`` and its state, on ``env``."""
+def load_agent(directory: str | Path, env: VectorEnv, allow_code: bool = False) -> Agent:
+    """Recreate a saved agent from ``directory/agent.json`` and its state, on ``env``.
+
+    An ``agent.json`` that names ``module.path:ClassName`` makes this import that module, i.e. run code
+    that a run folder chose: refused unless ``allow_code`` (``--allow-code``; give it only for folders
+    you trust, such as those you trained yourself)."""
     directory = Path(directory)
     meta_path = directory / "agent.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} does not exist: is {directory} a saved agent or run directory?")
-    meta = json.loads(meta_path.read_text())
-    agent = make_agent(meta["agent"], env, seed=meta.get("seed", 0), **meta.get("options", {}))
+    try:
+        meta = json.loads(meta_path.read_text())
+        name = str(meta["agent"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{meta_path} is not an agent description ({e})") from None
+    if ":" in name and not allow_code:
+        raise ValueError(
+            f"{meta_path} names code to import ({name!r}): loading it would run that module; pass "
+            "--allow-code (allow_code=True) only for run folders you trust"
+        )
+    agent = make_agent(name, env, seed=meta.get("seed", 0), **meta.get("options", {}))
     agent.load_state(directory)
     return agent

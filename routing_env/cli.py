@@ -86,7 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         config = json.loads(config_path.read_text())
         env_id = config["env"]
         env = evaluation_env(env_id, config["env_kwargs"], args.split, run=run)
-        agent = load_agent(run, env)
+        agent = load_agent(run, env, allow_code=args.allow_code)
     else:
         env_id = args.env
         env_kwargs = env_kwargs_from(args)
@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a trained run or a baseline on a split")
     add_env_options(p)
     p.add_argument("--run", help="run directory written by `train`")
+    p.add_argument("--allow-code", action="store_true",
+                   help="let --run import the module:Class its agent.json names (runs that code: trusted folders only)")
     p.add_argument("--agent", help="agent name (tuned or trained on val first)")
     p.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="agent options")
     p.add_argument("--steps", type=int, default=0, help="steps to learn on val before evaluating (with --agent)")

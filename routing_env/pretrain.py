@@ -43,6 +43,7 @@ from .checkpoints import file_sha256, load_state_dict, save_state_dict
 from .costs import module_macs
 from .data import Split, augment, load_split
 from .env import torch_device
+from .provenance import provenance
 
 SCHEDULES = ("cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
@@ -373,6 +374,7 @@ def write_model_card(
         "wall_time_hours": round(elapsed / 3600, 3),
         "machine": machine_description(next(model.parameters()).device),
         "history": history or [],
+        "provenance": provenance(),
         "command": command or "",
         "weights": weights.name,
         "sha256": file_sha256(weights),

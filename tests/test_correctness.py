@@ -297,3 +297,38 @@ def assert_same_nested(a: object, b: object) -> None:
         np.testing.assert_array_equal(a, b)
     else:
         assert a == b
+
+
+def test_a_run_folder_that_names_code_is_refused_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from agents import load_agent
+
+    (tmp_path / "evil.py").write_text("raise SystemExit('imported!')\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "agent.json").write_text(json.dumps({"agent": "evil:Agent", "seed": 0, "options": {}}))
+    (run / "config.json").write_text(json.dumps({"env": "routing_env/Cascade-v0", "env_kwargs": {"backbone": "tiny-cascade"}}))
+    env = RoutingVectorEnv(num_envs=4, backbone="tiny-cascade")
+    with pytest.raises(ValueError, match="names code to import"):
+        load_agent(run, env)
+    assert main(["evaluate", "--run", str(run), "--json"]) == 2
+    assert "--allow-code" in capsys.readouterr().err
+
+
+def test_a_custom_agent_trains_and_reloads_by_its_module_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_agents.py").write_text(
+        "from agents.baselines import FixedAgent\n\nclass Last(FixedAgent):\n    name = 'last'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["train", "--backbone", "tiny-cascade", "--agent", "my_agents:Last", "--steps", "0", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "r" / "agent.json").read_text())["agent"] == "my_agents:Last"
+    assert main(["evaluate", "--run", str(tmp_path / "r"), "--allow-code", "--json"]) == 0
+
+
+def test_outputs_record_the_machine_versions_and_commit(tmp_path: Path) -> None:
+    from routing_env.provenance import provenance
+
+    record = provenance()
+    assert record["cpu"] and record["torch_threads"] >= 1 and record["versions"]["torch"] and record["versions"]["gymnasium"]
+    assert "stable-baselines3" in record["versions"] and "sb3-contrib" in record["versions"]
+    assert main(["train", "--backbone", "tiny-cascade", "--agent", "threshold", "--steps", "0", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["provenance"]["cpu"] == record["cpu"] and config["provenance"]["versions"] == record["versions"]

@@ -30,6 +30,7 @@ from .. import __version__
 from ..checkpoints import load_state_dict, save_state_dict
 from ..cotraining import CoTrainBackbone
 from ..env import RoutingVectorEnv
+from ..provenance import provenance
 from .train import write_json
 
 
@@ -93,7 +94,8 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     # what `evaluate --run` needs: a train_backbone run is evaluated on its backbone.pt, frozen
     write_json(out / "config.json", {"env": "routing_env/Cascade-v0", "env_kwargs": spec.env_options(), "agent": "reinforce",
                                      "agent_kwargs": spec.agent_kwargs, "seed": spec.seed, "steps_per_epoch": env.num_instances,
-                                     "num_envs": spec.num_envs, "joint": asdict(spec), "routing_env_version": __version__})
+                                     "num_envs": spec.num_envs, "joint": asdict(spec), "routing_env_version": __version__,
+                                     "provenance": provenance()})
     logger = RunLogger(out / "tb")
     steps = env.num_instances
     while epoch < spec.epochs:

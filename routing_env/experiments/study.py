@@ -22,6 +22,7 @@ from .. import ENV_IDS
 from ..backbones import backbone_names
 from ..env import EnvConfig
 from ..rewards import REWARD_DESCRIPTIONS, REWARD_SPECS
+from ..provenance import provenance
 from .engines import run_trials
 from .sweep import SweepSpec, group_runs, sweep_run
 from .train import write_json
@@ -322,6 +323,7 @@ def run_study(spec: StudySpec, out: str | Path, workers: int = 1, progress: bool
         "rules": RULES,
         "rewards": {reward: reward_summary(reward, [r for r in runs if r["reward"] == reward], spec.knob, reference)
                     for reward in spec.rewards},
+        "provenance": provenance(),
     }
     write_json(out / "study.json", study)
     write_study_csv(out / "study.csv", study)

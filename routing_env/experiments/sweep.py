@@ -15,6 +15,7 @@ import numpy as np
 
 from .baselines import hull_accuracy, oracle_row, random_skip_row, static_hull, static_rows, threshold_curve, threshold_row
 from .report import plot_pareto, run_name, write_pareto_csv
+from ..provenance import provenance
 from .train import evaluation_env, evaluation_json, train_run, write_json
 
 
@@ -53,7 +54,7 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
 
     test_env = evaluation_env(spec.env_id, env_kwargs, "test", run=directory)
     cost = val_result["macs_fraction"]
-    policy = load_agent(directory, test_env)  # as `evaluate --run` does: a stochastic policy starts afresh
+    policy = load_agent(directory, test_env, allow_code=":" in agent)  # as `evaluate --run` does: a stochastic policy starts afresh
     record = {
         "setting": setting,
         "agent": agent,
@@ -147,6 +148,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, progress: bool = False) -> dict[
         "groups": groups,
         "reaching_reference": reaching_reference(groups, max(singles, key=lambda s: s["macs_mean"])["accuracy"]),
         "runs": records,
+        "provenance": provenance(),
     }
     write_json(out / "results.json", results)
     write_pareto_csv(out / "pareto.csv", results)

@@ -18,6 +18,7 @@ from .. import ENV_IDS, __version__
 from ..checkpoints import atomic_write, save_state_dict
 from ..env import RoutingVectorEnv
 from ..evaluation import route_split, summarize
+from ..provenance import provenance
 
 if TYPE_CHECKING:
     from agents import Agent
@@ -99,6 +100,7 @@ def train_run(
         "steps": steps,
         "num_envs": num_envs,
         "routing_env_version": __version__,
+        "provenance": provenance(),
     }
     write_json(out / "config.json", config)
     logger = RunLogger(out / "tb")
@@ -112,7 +114,7 @@ def train_run(
         save_state_dict(env.unwrapped.backbone_state_dict(), out / "backbone.pt")
     env.close()
     evaluated = evaluation_env(env_id, env_kwargs, env_kwargs["split"], run=out)
-    result = evaluation_json(load_agent(out, evaluated), evaluated, env_id)
+    result = evaluation_json(load_agent(out, evaluated, allow_code=":" in agent_name), evaluated, env_id)  # the caller named that code
     result["train_seconds"] = round(time.time() - start, 2)
     write_json(out / "eval.json", result)
     return agent, result
