@@ -111,12 +111,16 @@ class ThresholdAgent(Agent):
     ) -> None:
         super().__init__(env, seed=seed)
         self.tau = 1.0 if tau is None else float(tau)
+        self.tune = tau is None
+        """``learn`` tunes τ only when none was given (a given τ is the user's choice)."""
         self.lam = env.unwrapped.config.lam if lam is None else float(lam)
         if self.lam < 0:
             raise ValueError(f"threshold agent: lam must be >= 0, got {self.lam}")
         self.target = target_macs_fraction
 
     def learn(self, total_steps: int = 0, logger: RunLogger | None = None, progress: bool = False) -> None:
+        if not self.tune:
+            return
         table = exit_table(self.env)
         candidates = np.unique(np.concatenate([table.confidence.ravel(), [0.0, 1.0 + 1e-9]]))
         if len(candidates) > 2000:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -427,6 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"routing-env {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError, pickle.UnpicklingError) as e:
+        # a user's bad input (values, files, checkpoints, devices) is one line, not a traceback;
+        # ROUTING_ENV_DEBUG=1 shows the traceback
+        if os.environ.get("ROUTING_ENV_DEBUG"):
+            raise
+        print(f"routing-env {args.command}: error: {type(e).__name__ + ': ' if not isinstance(e, ValueError) else ''}{e}", file=sys.stderr)
         return 2

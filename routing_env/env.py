@@ -98,8 +98,13 @@ class EnvConfig:
         return cls(**options)
 
     def __post_init__(self) -> None:
-        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not self.lam >= 0:
-            raise ValueError(f"lam must be a number >= 0, got {self.lam!r}")
+        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not 0 <= self.lam < float("inf"):
+            raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
+        penalty = self.invalid_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0 <= penalty < float("inf"):
+            raise ValueError(f"invalid_penalty must be a finite number >= 0 (a penalty; a negative one would reward invalid actions), got {penalty!r}")
+        if self.allow_skip is not None and not isinstance(self.allow_skip, bool):
+            raise ValueError(f"allow_skip must be true, false or None (the backbone's default), got {self.allow_skip!r}")
         if self.split not in SPLITS:
             raise ValueError(f"unknown split {self.split!r}; expected one of {SPLITS}")
         if self.invalid_action not in INVALID_ACTION_MODES:
@@ -108,7 +113,7 @@ class EnvConfig:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; expected one of {OBS_MODES}")
         if self.target_macs is not None:
             DualAscent(self.target_macs, self.lam, self.target_lr)  # validates
-        if self.max_macs is not None and not self.max_macs > 0:
+        if self.max_macs is not None and (isinstance(self.max_macs, bool) or not isinstance(self.max_macs, (int, float)) or not 0 < self.max_macs < float("inf")):
             raise ValueError(f"max_macs must be > 0 (a fraction of the reference MACs) or None, got {self.max_macs!r}")
         if not isinstance(self.backbone_lr, (int, float)) or isinstance(self.backbone_lr, bool) or not self.backbone_lr > 0:
             raise ValueError(f"backbone_lr must be > 0, got {self.backbone_lr!r}")
@@ -498,7 +503,7 @@ class RoutingVectorEnv(VectorEnv):
             final_obs = self.core.observation(ended)
             final_info = info
             self.core.reset(ended, self._draw(len(ended)))
-            info = self._info(np.zeros(b, dtype=bool), None)
+            info = self._info(invalid & ~terminated, None)  # the slots that go on keep their flag
             info["final_obs"] = np.full(b, None, dtype=object)
             for j, i in enumerate(ended.tolist()):
                 info["final_obs"][i] = {k: v[j] for k, v in final_obs.items()}

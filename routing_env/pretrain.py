@@ -102,6 +102,11 @@ class PretrainArgs:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        finite = {"lr": self.lr, "weight_decay": self.weight_decay, "momentum": self.momentum, "label_smoothing": self.label_smoothing}
+        if not all(isinstance(v, (int, float)) and v == v and abs(v) != float("inf") for v in finite.values()):
+            raise ValueError(f"lr, weight_decay, momentum and label_smoothing must be finite numbers, got {finite}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1 or not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"pretrain needs lr > 0, weight_decay >= 0, momentum and label_smoothing in [0, 1), got {finite}")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ValueError(f"ema must be a decay in (0, 1), got {self.ema}")
         if self.sandwich < 0 or not 0.0 <= self.skip_rate <= 1.0:

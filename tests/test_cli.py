@@ -85,7 +85,7 @@ def test_custom_agent_from_the_readme(tmp_path: Path) -> None:
         (["evaluate", "--agent", "bad::path"], r"malformed custom agent 'bad::path'"),
         (["evaluate", "--agent", "random", "--backbone", "resnet9000"], r"unknown backbone 'resnet9000'; expected one of"),
         (["evaluate", "--agent", "random", "--env", "CartPole-v1"], r"unknown environment id 'CartPole-v1'; expected one of"),
-        (["evaluate", "--agent", "random", "--lam", "-1"], r"lam must be a number >= 0, got -1.0"),
+        (["evaluate", "--agent", "random", "--lam", "-1"], r"lam must be a finite number >= 0, got -1.0"),
         (["evaluate", "--agent", "random", "--env-kwargs", "obs_mode=pixels"], r"unknown obs_mode 'pixels'"),
         (["evaluate", "--agent", "random", "--env-kwargs", "colour=red"], r"unknown environment option\(s\) \['colour'\]"),
         (["evaluate", "--agent", "random", "--env-kwargs", "colour"], r"'colour' is not of the form KEY=VALUE"),

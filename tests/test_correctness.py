@@ -332,3 +332,35 @@ def test_outputs_record_the_machine_versions_and_commit(tmp_path: Path) -> None:
     assert main(["train", "--backbone", "tiny-cascade", "--agent", "threshold", "--steps", "0", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["provenance"]["cpu"] == record["cpu"] and config["provenance"]["versions"] == record["versions"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--backbone", "tiny-cascade", "--agent", "random", "--steps", "-5"], "--steps >= 0"),
+    (["train", "--backbone", "tiny-cascade", "--agent", "random", "--steps", "10", "--lam", "inf"], "finite number"),
+    (["train", "--backbone", "tiny-cascade", "--agent", "random", "--steps", "10", "--env-kwargs", "invalid_penalty=-5"], "would reward invalid actions"),
+    (["train", "--backbone", "tiny-cascade", "--agent", "random", "--steps", "10", "--env-kwargs", "allow_skip=no"], "allow_skip must be true, false"),
+    (["train", "--backbone", "tiny-cascade", "--agent", "nope", "--steps", "10"], "unknown agent 'nope'"),
+    (["pretrain", "--backbone", "resnet8", "--lr", "nan"], "finite numbers"),
+])
+def test_nonsense_is_refused_before_anything_is_written(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_given_threshold_is_kept(capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", "--backbone", "tiny-cascade", "--agent", "threshold", "--agent-kwargs", "tau=0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["policy"] == "threshold"
+    agent = make_agent("threshold", RoutingVectorEnv(num_envs=4, backbone="tiny-cascade"), tau=0.5)
+    agent.learn(0)
+    assert agent.tau == 0.5
+
+
+def test_same_step_keeps_the_invalid_flag_of_slots_that_go_on() -> None:
+    env = RoutingVectorEnv(num_envs=2, backbone="tiny-cascade", autoreset_mode="SameStep")
+    env.reset(seed=0)
+    _, _, terminated, _, info = env.step(np.array([EXIT, 1]))  # slot 0 ends; slot 1's SKIP is invalid on a cascade
+    assert terminated.tolist() == [True, False]
+    assert info["invalid_action"].tolist() == [False, True]

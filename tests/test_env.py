@@ -145,7 +145,7 @@ def test_step_before_reset_and_after_the_end_needs_reset(env: RoutingEnv) -> Non
         ({"colour": "red"}, TypeError, r"got an unexpected keyword argument 'colour' \(unknown environment option\(s\) \['colour'\]; valid options: \['backbone'"),
         ({"backbone": "resnet9000"}, ValueError, r"unknown backbone 'resnet9000'; expected one of \['cifar10-resnet-cascade', .*'tiny-cascade', 'tiny-dynamic-resnet'\]"),
         ({"obs_mode": "pixels"}, ValueError, r"unknown obs_mode 'pixels'; expected one of \('vector', 'heads'\)"),
-        ({"lam": -0.1}, ValueError, r"lam must be a number >= 0, got -0.1"),
+        ({"lam": -0.1}, ValueError, r"lam must be a finite number >= 0, got -0.1"),
         ({"split": "holdout"}, ValueError, r"unknown split 'holdout'"),
         ({"dataset": "mnist"}, ValueError, r"unknown dataset 'mnist'"),
         ({"invalid_action": "ignore"}, ValueError, r"unknown invalid_action 'ignore'"),

@@ -215,7 +215,7 @@ GRID = ["study", "--backbone", "tiny-cascade", "--agent", "reinforce", "--seeds"
         (["--rewards", "accuracy", "--lams", "0.1", "--targets", "0.5"], r"exactly one of --lams L,L .* or --targets F,F"),
         (["--rewards", "accuracy"], r"exactly one of --lams L,L .* or --targets F,F"),
         (["--rewards", ",", "--lams", "0.1"], r"--rewards ',' names no values"),
-        (["--rewards", "accuracy", "--lams", "0.1,-0.2"], r"lam must be a number >= 0, got -0.2"),
+        (["--rewards", "accuracy", "--lams", "0.1,-0.2"], r"lam must be a finite number >= 0, got -0.2"),
         (["--rewards", "accuracy", "--targets", "0.5,0"], r"target_macs > 0.*got 0.0"),
         (["--rewards", "accuracy", "--lams", "0.1", "--seeds", "0,1,0"], r"seeds \[0, 1, 0\] repeat \[0\]"),
         (["--rewards", "accuracy", "--lams", "0.1", "--env-kwargs", "reward=dense"], r"'reward'='dense': a study sets it per trial"),

@@ -8,6 +8,7 @@ it scores.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,10 +88,14 @@ def train_run(
     ``evaluate --run`` gives). Returns the trained agent and ``eval.json``."""
     from agents import RunLogger, load_agent, make_agent
 
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0 or isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"train needs --steps >= 0 and --num-envs >= 1, got {steps!r} and {num_envs!r}")
     env_kwargs = {"split": "val", **env_kwargs}
-    out.mkdir(parents=True, exist_ok=True)
-    env = make_vector_env(env_id, num_envs, **env_kwargs)
+    env = make_vector_env(env_id, num_envs, **env_kwargs)  # bad options fail here, before anything is written
     agent = make_agent(agent_name, env, seed=seed, **agent_kwargs)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "tb").exists():  # a killed run's curves would be drawn beside this one's
+        shutil.rmtree(out / "tb")
     config = {
         "env": env_id,
         "env_kwargs": env_kwargs,
