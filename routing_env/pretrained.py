@@ -40,8 +40,18 @@ def available() -> dict[str, dict[str, Any]]:
 KINDS = ("cascade", "dynamic-resnet")
 
 
+def inside(folder: Path, relative: str) -> Path:
+    """``folder / relative``, refused (``ValueError``) if it resolves outside ``folder``: a manifest
+    names files of its own folder, never elsewhere on the machine."""
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ValueError(f"{folder / 'manifest.json'} names {relative!r}, which lies outside its folder")
+    return path
+
+
 def load(name: str) -> Cascade | DynamicResNetBackbone:
-    """The pretrained model ``name``; every weight file's sha256 is checked against the manifest."""
+    """The pretrained model ``name``; every weight file's sha256 is checked against the manifest, and
+    so is every shipped feature cache the manifest lists (``caches``: file name → sha256)."""
     manifests = available()
     if name not in manifests:
         raise ValueError(f"unknown pretrained model {name!r}; expected one of {sorted(manifests)} (in {root()})")
@@ -53,17 +63,23 @@ def load(name: str) -> Cascade | DynamicResNetBackbone:
         if manifest["model"] not in DYNAMIC:
             raise ValueError(f"{folder / 'manifest.json'}: unknown model {manifest['model']!r}; expected one of {sorted(DYNAMIC)}")
         model = DYNAMIC[manifest["model"]](manifest["num_classes"], exits=manifest.get("exits", "stage"))
-        model.load_state_dict(load_state_dict(folder / manifest["weights"], sha256=manifest["sha256"]))
+        model.load_state_dict(load_state_dict(inside(folder, manifest["weights"]), sha256=manifest["sha256"]))
         return DynamicResNetBackbone(model, name)
     members = []
     for member in manifest["members"]:
         if member["model"] not in CLASSIFIERS:
             raise ValueError(f"{folder / 'manifest.json'}: unknown model {member['model']!r}")
         model = CLASSIFIERS[member["model"]](manifest["num_classes"])
-        model.load_state_dict(load_state_dict(folder / member["weights"], sha256=member["sha256"]))
+        model.load_state_dict(load_state_dict(inside(folder, member["weights"]), sha256=member["sha256"]))
         members.append(model)
     names = [member["model"] for member in manifest["members"]]
-    return Cascade(members, (3, 32, 32), name=name, shipped_dir=folder, member_names=names)
+    caches = {inside(folder, file).name: digest for file, digest in manifest.get("caches", {}).items()}
+    return Cascade(members, (3, 32, 32), name=name, shipped_dir=folder, member_names=names, shipped_sha256=caches)
+
+
+def cache_hashes(folder: Path) -> dict[str, str]:
+    """The sha256 of every feature cache in ``folder`` (what a manifest's ``caches`` lists)."""
+    return {path.name: file_sha256(path) for path in sorted(folder.glob("*.npz"))}
 
 
 def package_cascade(
@@ -97,6 +113,8 @@ def package_cascade(
     cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
     for split in ("val", "test"):
         cascade.feature_cache(dataset, split, data_root)
+    manifest["caches"] = cache_hashes(folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return folder
 
 
@@ -160,4 +178,6 @@ def package_cotrained(
     cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
     for split in ("val", "test"):
         cascade.feature_cache(manifest["dataset"], split, data_root)
+    new["caches"] = cache_hashes(folder)
+    (folder / "manifest.json").write_text(json.dumps(new, indent=2) + "\n")
     return folder

@@ -364,3 +364,38 @@ def test_same_step_keeps_the_invalid_flag_of_slots_that_go_on() -> None:
     _, _, terminated, _, info = env.step(np.array([EXIT, 1]))  # slot 0 ends; slot 1's SKIP is invalid on a cascade
     assert terminated.tolist() == [True, False]
     assert info["invalid_action"].tolist() == [False, True]
+
+
+def test_shipped_caches_are_checked_and_manifests_stay_in_their_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from routing_env import pretrained
+
+    source = pretrained.root() / "cifar10-resnet-cascade"
+    folder = tmp_path / "cifar10-resnet-cascade"
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("tb", "*.md"))
+    monkeypatch.setenv("ROUTING_ENV_PRETRAINED", str(tmp_path))
+    monkeypatch.setenv("ROUTING_ENV_CACHE", str(tmp_path / "cache"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(manifest["caches"]) == 2
+    RoutingVectorEnv(num_envs=2, split="test")  # the intact copy loads
+    cache = next(folder.glob("*-test-*.npz"))
+    data = bytearray(cache.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cache.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"feature cache {cache} is corrupted"):
+        RoutingVectorEnv(num_envs=2, split="test")
+    manifest["members"][0]["weights"] = "../../outside.pt"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="lies outside its folder"):
+        pretrained.load("cifar10-resnet-cascade")
+
+
+def test_a_sweep_checks_its_whole_grid_before_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce,ppo,typo", "--lams", "0.1", "--seeds", "0",
+                 "--steps", "100", "--out", str(out), "--quiet"]) == 2
+    assert "unknown agent 'typo'" in capsys.readouterr().err and not out.exists()
+    assert main(["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lams", "0.1,-1", "--seeds", "0",
+                 "--steps", "100", "--out", str(out), "--quiet"]) == 2
+    assert "lam must be" in capsys.readouterr().err and not out.exists()

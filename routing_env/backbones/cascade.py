@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints import atomic_write, state_dict_sha256
+from ..checkpoints import atomic_write, file_sha256, state_dict_sha256
 from ..costs import count_macs
 from ..data import SYNTHETIC_CLASSES, SYNTHETIC_DIM, Split, cache_root, load_split
 from .base import BackboneSpec, CostTable, Executor, RoutableBackbone
@@ -68,6 +68,8 @@ class Cascade(RoutableBackbone):
         cache_dir: where computed feature caches are written (default :func:`routing_env.data.cache_root`).
         shipped_dir: a read-only folder searched first for caches (a pretrained model's own).
         member_names: what to call each classifier in reports (default ``member 0``, ``member 1``, …).
+        shipped_sha256: the sha256 of shipped caches by file name (from the manifest); a shipped cache
+            that does not match is refused, naming the file.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Cascade(RoutableBackbone):
         cache_dir: str | Path | None = None,
         shipped_dir: str | Path | None = None,
         member_names: Sequence[str] | None = None,
+        shipped_sha256: dict[str, str] | None = None,
     ) -> None:
         if len(classifiers) < 2:
             raise ValueError(f"a cascade needs at least 2 classifiers, got {len(classifiers)}")
@@ -89,6 +92,7 @@ class Cascade(RoutableBackbone):
         self.input_shape = tuple(input_shape)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.shipped_dir = Path(shipped_dir) if shipped_dir is not None else None
+        self.shipped_sha256 = dict(shipped_sha256 or {})
         self.sha256 = state_dict_sha256(self.classifiers)
         example = torch.zeros(1, *self.input_shape)
         with torch.no_grad():
@@ -148,6 +152,9 @@ class Cascade(RoutableBackbone):
             candidates.insert(0, self.shipped_dir / self.cache_name(dataset, split))
         for path in candidates:
             if path.is_file():
+                expected = self.shipped_sha256.get(path.name) if path.parent == self.shipped_dir else None
+                if expected is not None and file_sha256(path) != expected:
+                    raise ValueError(f"feature cache {path} is corrupted: its sha256 does not match the manifest's {expected}")
                 cache = FeatureCache.load(path)
                 if cache.features.shape[0] == len(self.classifiers) and cache.logits.shape[2] == self.spec.num_classes:
                     return cache

@@ -117,10 +117,30 @@ def reaching_reference(groups: Sequence[dict[str, Any]], reference_accuracy: flo
     return min(reached, key=lambda g: g["macs_fraction_mean"]) if reached else None
 
 
+def check_sweep(spec: SweepSpec) -> None:
+    """Refuse a sweep with a ``ValueError`` naming the bad value before any run trains: every agent,
+    every λ with the environment options, the steps (a typo in the last agent must not surface after
+    the first runs have trained)."""
+    from agents import agent_class
+
+    from ..env import EnvConfig
+
+    if not spec.agents or not spec.lams or not spec.seeds:
+        raise ValueError(f"a sweep needs agents, lams and seeds, got {spec.agents}, {spec.lams} and {spec.seeds}")
+    for agent in spec.agents:
+        agent_class(agent)
+    for lam in spec.lams:
+        EnvConfig.from_options({k: v for k, v in {**spec.env_kwargs, "lam": lam}.items() if k != "backbone_weights"})
+    if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 0 or spec.num_envs < 1:
+        raise ValueError(f"a sweep needs steps >= 0 and num_envs >= 1, got {spec.steps!r} and {spec.num_envs!r}")
+
+
 def run_sweep(spec: SweepSpec, out: str | Path, progress: bool = False) -> dict[str, Any]:
     """Every run of ``spec`` (resuming finished ones), the baselines on ``test``, and the Pareto files:
     ``results.json``, ``pareto.csv``, ``pareto.png``. The sweep-wide baselines (static routes, oracle,
-    threshold curve) use the backbone as given (before any co-training), frozen."""
+    threshold curve) use the backbone as given (before any co-training), frozen. The whole grid is
+    checked first (:func:`check_sweep`)."""
+    check_sweep(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
