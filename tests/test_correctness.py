@@ -399,3 +399,45 @@ def test_a_sweep_checks_its_whole_grid_before_training(tmp_path: Path, capsys: p
     assert main(["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lams", "0.1,-1", "--seeds", "0",
                  "--steps", "100", "--out", str(out), "--quiet"]) == 2
     assert "lam must be" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_environment_and_routed_model_walk_blocks_through_one_function() -> None:
+    """Both walks run every block through DynamicResNet.block_routes and take their masks, budget and
+    costs from ActionTables: the same calls for the same routes."""
+    from routing_env.backbones.resnet import DynamicResNet
+
+    calls: list[tuple[int, tuple[int, ...]]] = []
+    original = DynamicResNet.block_routes
+
+    def counting(self, k, h, choice):  # noqa: ANN001, ANN202
+        calls.append((k, tuple(sorted(set(choice.tolist())))))
+        return original(self, k, h, choice)
+
+    env = RoutingVectorEnv(num_envs=1, backbone=TINY_DYNAMIC, split="test")
+    route = [RUN + 3, RUN, RUN + 1, RUN + 3, RUN + 2, RUN + 3]
+    try:
+        DynamicResNet.block_routes = counting
+        env.reset(options={"index": np.array([0])})
+        for a in route:
+            env.step(np.array([a]))
+        from_env, calls[:] = list(calls), []
+        policy = _FixedPolicy(route)
+        routed = RoutedModel(env.unwrapped.core.backbone, policy)
+        routed(env.unwrapped.core.executor.inputs[:1])
+    finally:
+        DynamicResNet.block_routes = original
+    assert from_env == calls == [(k, (a - RUN,)) for k, a in enumerate(route)]
+
+
+class _FixedPolicy(torch.nn.Module):
+    """Logits that pick ``route[k]`` at point k, then EXIT."""
+
+    def __init__(self, route: list[int]) -> None:
+        super().__init__()
+        self.route = route
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        k = int(obs["position"][0].argmax())
+        logits = torch.zeros(len(obs["position"]), 6)
+        logits[:, self.route[k] if k < len(self.route) else EXIT] = 1.0
+        return logits

@@ -141,6 +141,9 @@ class DynamicExecutor(Executor):
         self.pooled = torch.zeros(num_slots, self.feature_dim, device=self.device)
         """Pooled features of each slot's current map (the observation's, and what heads read)."""
 
+    def _choices(self, width: int, count: int) -> torch.Tensor:
+        return torch.full((count,), width, dtype=torch.long, device=self.device)
+
     def _rows(self, slots: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(slots).to(self.device)
 
@@ -163,8 +166,10 @@ class DynamicExecutor(Executor):
 
     @torch.inference_mode()
     def run(self, slots: np.ndarray, stage: int, width: int) -> None:
+        # through block_routes, the one function that runs a batch through a block along its choices:
+        # RoutedModel and the co-training replay (forward_routes) run blocks through it too
         rows = self._rows(slots)
-        h = self.model.blocks[stage](self._gather(stage, rows), width)
+        h = self.model.block_routes(stage, self._gather(stage, rows), self._choices(width, len(slots)))
         self._store(stage + 1, rows, h)
         self._pool(rows, h)
 
