@@ -241,7 +241,10 @@ def tiny_dynamic_resnet(seed: int = 0) -> DynamicResNetBackbone:
 # --- static routes: the card's figures and the baselines the learned policies are compared with ---
 def route_macs(costs: CostTable, routes: np.ndarray, exits: np.ndarray) -> np.ndarray:
     """MACs of each route (``routes`` ``(B, N)`` width index or ``SKIP_CHOICE``, ``exits`` ``(B,)``):
-    the stem, the blocks run before the exit, the one head read at the exit."""
+    the stem, the blocks run before the exit, the one head read at the exit — a static network's cost,
+    read from the backbone's :class:`CostTable` (the table :class:`~routing_env.core.ActionTables`
+    derives from). The environment charges more for the same path: every head a route passes, since
+    the agent sees them (``ActionTables.act_cost``)."""
     n = routes.shape[1]
     before = np.arange(n)[None, :] < exits[:, None]
     run = np.where(routes >= 0, costs.stage[np.arange(n)[None, :], np.clip(routes, 0, None)], costs.skip[None, :])
