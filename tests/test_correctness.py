@@ -23,6 +23,8 @@ from routing_env.evaluation import fixed_route_records, route_split
 from routing_env.rewards import BlockDropReward
 from routing_env.routed import RoutedModel
 
+from helpers import assert_same
+
 TINY_DYNAMIC = "tiny-dynamic-resnet"
 
 
@@ -281,22 +283,7 @@ def test_sb3_sees_the_same_trajectories_under_both_autoreset_modes() -> None:
             obs, reward, done, infos = venv.step_wait()
             trace.append((obs, reward, done, [(i.get("correct"), i.get("terminal_observation")) for i in infos]))
         runs.append(trace)
-    assert_same_nested(runs[0], runs[1])
-
-
-def assert_same_nested(a: object, b: object) -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert_same_nested(a[k], b[k])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_same_nested(x, y)
-    elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(a, b)
-    else:
-        assert a == b
+    assert_same(runs[0], runs[1])
 
 
 def test_a_run_folder_that_names_code_is_refused_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
