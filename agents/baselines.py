@@ -116,7 +116,8 @@ class ThresholdAgent(Agent):
         self.lam = env.unwrapped.config.lam if lam is None else float(lam)
         if self.lam < 0:
             raise ValueError(f"threshold agent: lam must be >= 0, got {self.lam}")
-        self.target = target_macs_fraction
+        # a budget-targeted environment's budget is the threshold's target too, unless one is given
+        self.target = env.unwrapped.config.target_macs if target_macs_fraction is None else target_macs_fraction
 
     def learn(self, total_steps: int = 0, logger: RunLogger | None = None, progress: bool = False) -> None:
         if not self.tune:

@@ -63,6 +63,7 @@ class Agent(nn.Module):
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
     envs = gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point",
                         backbone=args.backbone, lam=args.lam)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(FlatObservationVector(envs))
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         order = np.arange(len(b_obs))
         size = max(1, len(order) // args.num_minibatches)
         for _ in range(args.update_epochs):
-            np.random.default_rng(args.seed).shuffle(order)
+            rng.shuffle(order)
             for s in range(0, len(order), size):
                 mb = order[s : s + size]
                 _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_masks[mb], b_actions[mb])

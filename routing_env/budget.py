@@ -19,6 +19,11 @@ import numpy as np
 from .rewards import Outcome, RewardFn, Terms
 
 
+LAM_LIMIT = 100.0
+"""|λ| is clipped here: a target no policy can reach (below the cheapest route, above the dearest) would
+otherwise drive λ without bound."""
+
+
 class DualAscent:
     """The adapted price λ of compute for a target mean cost (a fraction of the reference MACs)."""
 
@@ -26,8 +31,6 @@ class DualAscent:
         if not 0.0 < target or not np.isfinite(lam) or not lr > 0.0:
             raise ValueError(f"budget targeting needs target_macs > 0, a finite lam and target_lr > 0, got {target}, {lam} and {lr}")
         self.target, self.lam, self.lr = float(target), float(lam), float(lr)
-        self.cost_ema = float("nan")
-        """An exponential moving average (weight 0.01 per episode) of the ended episodes' cost."""
         self.episodes = 0
         self.cost_sum = 0.0
         """Episodes seen and their total cost (means over a window: differences of two readings)."""
@@ -36,12 +39,9 @@ class DualAscent:
         """One ascent step on the costs of the episodes that just ended."""
         if len(costs) == 0:
             return
-        self.lam = self.lam + self.lr * float(np.sum(costs - self.target))
+        self.lam = float(np.clip(self.lam + self.lr * float(np.sum(costs - self.target)), -LAM_LIMIT, LAM_LIMIT))
         self.episodes += len(costs)
         self.cost_sum += float(np.sum(costs))
-        decay = 0.99 ** len(costs)
-        mean = float(np.mean(costs))
-        self.cost_ema = mean if np.isnan(self.cost_ema) else decay * self.cost_ema + (1 - decay) * mean
 
 
 @dataclass(frozen=True)

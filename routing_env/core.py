@@ -420,8 +420,9 @@ class RoutingCore:
         macs = self.macs[slots]
         step_macs = macs - self.charged[slots]
         self.charged[slots] = macs
+        macs_fraction, step_macs_fraction = macs / self.reference_macs, step_macs / self.reference_macs
         if self.price is None:
-            cost_fraction, step_cost_fraction = macs / self.reference_macs, step_macs / self.reference_macs
+            cost_fraction, step_cost_fraction = macs_fraction, step_macs_fraction
         else:
             priced = self.priced[slots]
             cost_fraction = priced / self.price.reference
@@ -431,8 +432,8 @@ class RoutingCore:
             terminated=done,
             correct=prediction == labels,
             cross_entropy=entropy,
-            macs_fraction=macs / self.reference_macs,
-            step_macs_fraction=step_macs / self.reference_macs,
+            macs_fraction=macs_fraction,
+            step_macs_fraction=step_macs_fraction,
             cost_fraction=cost_fraction,
             step_cost_fraction=step_cost_fraction,
             invalid=invalid,

@@ -19,7 +19,7 @@ from .backbones import DEFAULT_BACKBONE, backbone_dataset, make_backbone
 from .core import INVALID_ACTION_MODES, RoutingCore, RoutingView
 from .budget import DualAscent, LagrangianPenalty
 from .checkpoints import load_state_dict
-from .latency import cost_table
+from .latency import check_cost_spec, cost_table
 from .data import SPLITS
 from .rewards import RewardFn, make_reward
 
@@ -47,9 +47,11 @@ class EnvConfig:
     max_macs: float | None = None
     """Hard budget in units of the reference MACs; the environment forces EXIT before it is exceeded."""
     target_macs: float | None = None
-    """A budget to train toward (a fraction of the reference MACs): the reward is built with λ = 0 and
-    priced instead by a λ the environment adapts by dual ascent (:mod:`routing_env.budget`), starting
-    from ``lam``, so that the mean cost converges to it; ``info["lam"]`` reports the current λ."""
+    """A budget to train toward (a fraction of the reference cost, MACs unless ``cost`` says otherwise):
+    a spec reward is built with λ = 0 and priced instead by a λ the environment adapts by dual ascent
+    (:mod:`routing_env.budget`), starting from ``lam``, so that the mean cost converges to it;
+    ``info["lam"]`` reports the current λ. A ``RewardFn`` object is used as given, plus that price.
+    Evaluation environments leave it out (λ must not drift while a policy is scored)."""
     cost: str | dict[str, Any] = "macs"
     """What the reward charges for compute (:mod:`routing_env.latency`): ``"macs"``; ``"latency"``, the
     profile ``routing-env profile --backbone NAME`` measured on this machine at batch 1; a path to such
@@ -111,8 +113,14 @@ class EnvConfig:
             raise ValueError(f"unknown invalid_action {self.invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; expected one of {OBS_MODES}")
-        if self.target_macs is not None:
-            DualAscent(self.target_macs, self.lam, self.target_lr)  # validates
+        for name in ("target_macs", "target_lr"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.target_macs is not None and self.reward in ("blockdrop", "accuracy-hinge"):
+            raise ValueError(f"reward {self.reward!r} uses λ for something other than the price of compute; "
+                             "target_macs adapts only a price: use accuracy, cross-entropy or a shaped spec")
+        check_cost_spec(self.cost)
         if self.max_macs is not None and (isinstance(self.max_macs, bool) or not isinstance(self.max_macs, (int, float)) or not 0 < self.max_macs < float("inf")):
             raise ValueError(f"max_macs must be > 0 (a fraction of the reference MACs) or None, got {self.max_macs!r}")
         if not isinstance(self.backbone_lr, (int, float)) or isinstance(self.backbone_lr, bool) or not self.backbone_lr > 0:
@@ -252,7 +260,8 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
 
     ## Arguments
     See :class:`EnvConfig`: ``backbone``, ``dataset``, ``split``, ``lam``, ``reward``, ``max_macs``,
-    ``invalid_action``, ``invalid_penalty``, ``allow_skip``, ``obs_mode``, ``train_backbone``,
+    ``target_macs``, ``target_lr``, ``cost``, ``invalid_action``, ``invalid_penalty``, ``allow_skip``,
+    ``obs_mode``, ``train_backbone``,
     ``backbone_lr``, ``backbone_update_every``, ``backbone_weights``, ``device``, ``data_root``.
 
     ## Version History

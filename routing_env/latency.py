@@ -49,7 +49,8 @@ def default_profile_path(backbone: str, batch: int = 1) -> Path:
 @torch.inference_mode()
 def profile(backbone: RoutableBackbone, batch: int = 1, repeats: int = 50) -> dict[str, Any]:
     """Measured latency (milliseconds, median of ``repeats`` calls) of every piece of ``backbone`` at
-    ``batch`` inputs, on this machine: ``prefix``, ``stage`` (N × W), ``skip`` (N), ``head`` (N + 1)."""
+    ``batch`` inputs, on this machine: ``prefix``, ``stage`` (N × W), ``skip`` (N), ``head`` (N + 1), and
+    ``reference`` defined as the MACs' is (a dynamic ResNet's full path, a cascade's largest member)."""
     from .backbones.cascade import Cascade
     from .backbones.dynamic import DynamicResNetBackbone
     from .backbones.resnet import inference_copy
@@ -64,6 +65,7 @@ def profile(backbone: RoutableBackbone, batch: int = 1, repeats: int = 50) -> di
         model = inference_copy(backbone.model)  # what the frozen environment and RoutedModel run
         x = torch.zeros(batch, *backbone.input_shape).contiguous(memory_format=torch.channels_last)
         prefix = ms(lambda: model.stem(x))
+        reference = None
         h = model.stem(x)
         for k, block in enumerate(model.blocks):
             for j in range(w):
@@ -78,6 +80,7 @@ def profile(backbone: RoutableBackbone, batch: int = 1, repeats: int = 50) -> di
         feature = [ms(lambda: m.features(x)) for m in members]
         head = np.array([ms(lambda: m.head(m.features(x))) - f for m, f in zip(members, feature)]).clip(min=0.0)
         prefix, stage[:, 0] = feature[0], feature[1:]
+        reference = max(f + h for f, h in zip(feature, head))  # as the MACs: the largest member alone
     else:
         raise TypeError(f"no latency profile for {type(backbone).__name__}")
     return {
@@ -88,9 +91,18 @@ def profile(backbone: RoutableBackbone, batch: int = 1, repeats: int = 50) -> di
         "stage": stage.tolist(),
         "skip": [0.0] * n,
         "head": head.tolist(),
+        "reference": reference if reference is not None else float(prefix + stage[:, -1].sum() + head[n]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "repeats": repeats,
     }
+
+
+def check_cost_spec(spec: Any) -> None:
+    """Refuse a ``cost=`` value that can never work (before any environment is built)."""
+    if isinstance(spec, dict):
+        return
+    if not isinstance(spec, str) or not (spec in COST_MODELS or spec.endswith(".json")):
+        raise ValueError(f"cost must be one of {COST_MODELS}, a path to a .json profile, or a dict table, got {spec!r}")
 
 
 def cost_table(spec: str | dict[str, Any], backbone: RoutableBackbone, backbone_name: str) -> CostTable | None:

@@ -24,6 +24,7 @@ from .backbones.dynamic import DynamicResNetBackbone, pooled_features
 from .backbones.resnet import SKIP_CHOICE, DynamicResNet, inference_copy
 from .core import EXIT, ActionTables, fits
 from .costs import count_macs
+from .latency import cost_table
 
 
 class RoutedModel(nn.Module):
@@ -41,13 +42,15 @@ class RoutedModel(nn.Module):
             BatchNorm folded into the convolutions, channels-last; what the frozen environment runs),
             else the network as trained (channels-first, BatchNorm apart). Either way the outputs equal
             the environment's up to float rounding (which also differs between batch sizes).
+        cost: the cost model the policy was trained with (the environment's ``cost=``): the
+            observation's ``cost`` is that priced spend, as in training.
 
     ``macs`` counts the backbone (stem, blocks as run, heads evaluated); the policy's own cost is
     ``policy_macs_per_decision`` times ``decisions``.
     """
 
     def __init__(self, backbone: DynamicResNetBackbone, policy: nn.Module, allow_skip: bool = True,
-                 max_macs: float | None = None, optimize: bool = True) -> None:
+                 max_macs: float | None = None, optimize: bool = True, cost: str | dict = "macs") -> None:
         super().__init__()
         spec, costs = backbone.spec, backbone.costs
         if not spec.head_after_skip:
@@ -61,17 +64,24 @@ class RoutedModel(nn.Module):
         tables = ActionTables.build(spec, costs, allow_skip)
         self.budget = tables.budget(costs, max_macs)
         self.prefix, self.reference = float(costs.prefix), float(costs.reference)
+        # the observation's `cost` is the priced spend under a cost model (as in the environment); the
+        # budget and the returned MACs stay in MACs
+        price = cost_table(cost, backbone, backbone.name)
+        priced = ActionTables.build(spec, price, allow_skip) if price is not None else tables
+        self.price_prefix = float((price or costs).prefix + ((price or costs).head[0] if tables.has_head[0] else 0.0))
+        self.price_reference = float((price or costs).reference)
         # Every move out of point k evaluates the head at k + 1 if there is one (a dynamic ResNet
         # evaluates heads after SKIP too), so the batch, walking in lock-step, has a prediction or not
         # as a whole: per point, one mask row (before the budget), one position one-hot, one choice per action.
         # The tables are buffers, so that .to(device) moves them with the weights; the MACs tables stay
         # float64 under .to(dtype) (counts, not activations: see _apply).
-        self._macs_tables = {"act_cost": tables.act_cost, "need": tables.need}
+        self._macs_tables = {"act_cost": tables.act_cost, "need": tables.need, "price_cost": priced.act_cost}
         self.has_head = [bool(v) for v in tables.has_head]
         self.costs_head0 = float(costs.head[0])
         self.register_buffer("valid_now", torch.tensor(tables.valid_now), persistent=False)
         self.register_buffer("act_cost", torch.tensor(tables.act_cost), persistent=False)
         self.register_buffer("need", torch.tensor(tables.need), persistent=False)
+        self.register_buffer("price_cost", torch.tensor(priced.act_cost), persistent=False)
         self.register_buffer("onehot", torch.eye(spec.num_stages + 1), persistent=False)
         self.register_buffer("choice_of", torch.tensor([SKIP_CHOICE, SKIP_CHOICE] + list(range(len(spec.widths)))), persistent=False)
         """Per action code, the block choice it makes (EXIT never reaches a block)."""
@@ -89,7 +99,7 @@ class RoutedModel(nn.Module):
     def _observation(self, features: torch.Tensor, probs: torch.Tensor, position: int, macs: torch.Tensor,
                      mask: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"features": features, "probs": probs, "position": self.onehot[position].to(features.dtype).expand(len(features), -1),
-                "cost": (macs / self.reference).to(features.dtype)[:, None], "action_mask": mask.to(torch.int8)}
+                "cost": (macs / self.price_reference).to(features.dtype)[:, None], "action_mask": mask.to(torch.int8)}
 
     def _mask(self, k: int, has_probs: bool, macs: torch.Tensor) -> torch.Tensor:
         """The batch's valid moves at point k: :class:`~routing_env.core.ActionTables`' rows, and its
@@ -115,10 +125,11 @@ class RoutedModel(nn.Module):
         has_probs, exit_at = self.has_head[0], 0
         logits = self.model.head_pooled(0, pooled) if has_probs else torch.zeros_like(out_logits)
         macs += self.costs_head0 if has_probs else 0.0
+        priced = torch.full((b,), self.price_prefix, dtype=torch.float64, device=device)
         probs = F.softmax(logits, dim=1) if has_probs else torch.zeros_like(logits)
         for k in range(self.num_stages + 1):
             mask = self._mask(k, has_probs, macs)
-            scores = self.policy(self._observation(pooled, probs, k, macs, mask)).masked_fill(~mask, float("-inf"))
+            scores = self.policy(self._observation(pooled, probs, k, priced, mask)).masked_fill(~mask, float("-inf"))
             action = scores.argmax(dim=1)
             done = action == EXIT
             if bool(done.any()):
@@ -128,10 +139,12 @@ class RoutedModel(nn.Module):
                 keep = ~done
                 if not bool(keep.any()):
                     break
-                rows, h, pooled, action, macs, logits, probs = (t[keep] for t in (rows, h, pooled, action, macs, logits, probs))
+                rows, h, pooled, action, macs, priced, logits, probs = (
+                    t[keep] for t in (rows, h, pooled, action, macs, priced, logits, probs))
             h = self.model.block_routes(k, h, self.choice_of[action])
             pooled = pooled_features(h, self.feature_dim)
             macs = macs + self.act_cost[k][action]
+            priced = priced + self.price_cost[k][action]
             if self.has_head[k + 1]:
                 logits = self.model.head_pooled(k + 1, pooled)
                 probs = F.softmax(logits, dim=1)

@@ -57,6 +57,9 @@ class FlatObservation(gym.ObservationWrapper):
     def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return _flatten(observation, self.keys, False, self.obs_key, self.mask_key)
 
+    def action_masks(self) -> Any:
+        return self.env.unwrapped.action_masks()
+
 
 class FlatObservationVector(VectorObservationWrapper):
     """:class:`FlatObservation` for a vector environment (every row flattened alike)."""

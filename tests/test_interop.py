@@ -39,9 +39,9 @@ def test_no_info_key_reuses_an_observation_key_with_another_meaning() -> None:
 def test_gymnasium_wrappers_work_on_a_single_env(wrap) -> None:  # noqa: ANN001
     env = wrap(gym.make(ID, backbone="tiny-cascade"))
     obs, info = env.reset(seed=0)
-    episodes = 0
+    episodes, rng = 0, np.random.default_rng(0)
     for _ in range(30):
-        obs, reward, terminated, truncated, info = env.step(RUN if np.random.default_rng(0).random() < 0.5 else EXIT)
+        obs, reward, terminated, truncated, info = env.step(RUN if rng.random() < 0.5 else EXIT)
         assert env.observation_space.contains(obs)
         if terminated or truncated:
             episodes += 1

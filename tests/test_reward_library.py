@@ -107,8 +107,12 @@ def test_rewards_cli_lists_every_spec_with_its_source(capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize("target", [0.25, pytest.param(0.15, marks=pytest.mark.expensive)])
 def test_dual_ascent_drives_the_mean_cost_to_the_target(target: float) -> None:
-    """On tiny-cascade a reinforce policy's mean training cost over its last 100k steps (of 200k) lands
-    within ±0.02 of ``target_macs``, from λ = 0."""
+    """On tiny-cascade, trained by reinforce from λ = 0, the mean cost of the episodes the environment
+    prices over the last 100k steps (of 200k) lands within ±0.02 of ``target_macs``.
+
+    Those are not exactly the episodes reinforce learns from: its rounds go on stepping slots whose
+    episode has ended until every slot has ended one, and the extra episodes that end in time are the
+    cheap ones. Measured here, the learned episodes' mean cost is 0.285 at target 0.25 (README)."""
     from agents import make_agent
 
     env = RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", target_macs=target, lam=0.0)
@@ -124,7 +128,7 @@ def test_dual_ascent_drives_the_mean_cost_to_the_target(target: float) -> None:
 
 
 def test_budget_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="target_macs > 0"):
+    with pytest.raises(ValueError, match="target_macs must be a finite number > 0"):
         RoutingEnv(backbone="tiny-cascade", target_macs=0.0)
     with pytest.raises(ValueError, match="unknown potential"):
         PotentialShaping("variance")
@@ -179,3 +183,51 @@ def test_profile_cli_writes_what_cost_latency_reads(tmp_path, monkeypatch) -> No
     assert main(["profile", "--backbone", "tiny-cascade", "--repeats", "2", "--out", str(tmp_path / "c.json")]) == 0
     obs, _ = RoutingEnv(backbone="tiny-cascade", cost=str(tmp_path / "c.json")).reset(seed=0)
     assert 0 < obs["cost"][0]
+
+
+def test_budget_and_cost_options_are_validated_up_front() -> None:
+    for bad in ({"target_macs": float("inf")}, {"target_macs": True}, {"target_lr": -1.0}, {"cost": "Latency"},
+                {"target_macs": 0.3, "reward": "blockdrop"}):
+        with pytest.raises(ValueError):
+            RoutingEnv(backbone="tiny-cascade", **bad)
+    from routing_env.budget import LAM_LIMIT, DualAscent
+
+    ascent = DualAscent(0.01, lr=10.0)
+    for _ in range(100):
+        ascent.update(np.ones(64))  # a target no policy reaches: λ is clipped
+    assert ascent.lam == LAM_LIMIT
+
+
+def test_the_threshold_tunes_to_the_environments_budget() -> None:
+    from agents import make_agent
+
+    env = RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", target_macs=0.2)
+    agent = make_agent("threshold", env)
+    agent.learn(0)
+    assert agent.target == 0.2
+    from routing_env.evaluation import exit_table
+    from agents.baselines import threshold_outcomes
+
+    _, cost = threshold_outcomes(exit_table(env), agent.tau)
+    assert cost.mean() <= 0.2
+
+
+def test_routed_model_sees_the_priced_cost_the_policy_trained_with() -> None:
+
+    from agents import make_agent
+    from routing_env.evaluation import route_split
+    from routing_env.routed import RoutedModel
+
+    n = 6
+    flat = {"prefix": 1.0, "stage": [[0.2, 0.4, 0.6, 0.8]] * n, "skip": [0.0] * n, "head": [0.0] * (n + 1)}
+    env = RoutingVectorEnv(num_envs=64, backbone="tiny-dynamic-resnet", split="test", lam=0.5, cost=flat)
+    agent = make_agent("reinforce", env, seed=0)
+    agent.learn(2000)
+    records = route_split(agent, env)
+    routed = RoutedModel(env.unwrapped.core.backbone, agent.policy_module(), optimize=False, cost=flat)
+    logits, macs, exits, decisions = routed(env.unwrapped.core.executor.inputs)
+    np.testing.assert_array_equal(exits.numpy(), records.exit_position)
+    np.testing.assert_array_equal(decisions.numpy(), records.decisions)
+    np.testing.assert_allclose(macs.numpy(), records.macs)  # MACs stay MACs
+    np.testing.assert_array_equal((logits.argmax(1).numpy() == env.unwrapped.core.labels), records.correct)
+    assert len(np.unique(records.decisions)) > 1 or len(np.unique(records.exit_position)) > 1  # the routes differ

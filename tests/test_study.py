@@ -216,7 +216,7 @@ GRID = ["study", "--backbone", "tiny-cascade", "--agent", "reinforce", "--seeds"
         (["--rewards", "accuracy"], r"exactly one of --lams L,L .* or --targets F,F"),
         (["--rewards", ",", "--lams", "0.1"], r"--rewards ',' names no values"),
         (["--rewards", "accuracy", "--lams", "0.1,-0.2"], r"lam must be a finite number >= 0, got -0.2"),
-        (["--rewards", "accuracy", "--targets", "0.5,0"], r"target_macs > 0.*got 0.0"),
+        (["--rewards", "accuracy", "--targets", "0.5,0"], r"target_macs must be a finite number > 0, got 0.0"),
         (["--rewards", "accuracy", "--lams", "0.1", "--seeds", "0,1,0"], r"seeds \[0, 1, 0\] repeat \[0\]"),
         (["--rewards", "accuracy", "--lams", "0.1", "--env-kwargs", "reward=dense"], r"'reward'='dense': a study sets it per trial"),
         (["--rewards", "accuracy", "--lams", "0.1", "--env-kwargs", "colour=red"], r"unknown environment option\(s\) \['colour'\]"),

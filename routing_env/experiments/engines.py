@@ -21,7 +21,7 @@ def run_trials(fn: Callable[[T], R], trials: Sequence[T], workers: int = 1, prog
     """``[fn(t) for t in trials]``, in trial order, with a progress bar over trials (shown only on a
     terminal: ``disable=None``; never with ``progress=False``).
 
-    ``workers=1`` runs them in this process, in order. ``workers>1`` runs them in that many processes
+    ``workers=1`` runs them in this process, in order, at one torch thread. ``workers>1`` runs them in that many processes
     started with *spawn* (no forked copy of torch's thread pools or of this process's state), each
     limited to one torch thread so that K workers use K cores, not K × all of them, and a trial gives
     the figures it gives alone at one thread. A failed trial raises at once and the trials not yet
@@ -29,11 +29,18 @@ def run_trials(fn: Callable[[T], R], trials: Sequence[T], workers: int = 1, prog
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     with tqdm(total=len(trials), unit="trial", disable=None if progress else True) as bar:
-        if workers == 1:
-            results = []
-            for trial in trials:
-                results.append(fn(trial))
-                bar.update()
+        if workers == 1:  # at one torch thread too, so that a study's figures do not depend on --workers
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                results = []
+                for trial in trials:
+                    results.append(fn(trial))
+                    bar.update()
+            finally:
+                torch.set_num_threads(threads)
             return results
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_torch_thread) as pool:

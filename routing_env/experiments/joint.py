@@ -59,6 +59,8 @@ class JointSpec:
         clash = sorted(reserved & set(self.env_kwargs))
         if clash:
             raise ValueError(f"env_kwargs {clash} are set by the joint run itself; pass them as its own options")
+        if self.env_kwargs.get("target_macs") is not None:
+            raise ValueError("joint training prices compute with a fixed lam; target_macs (an adapted λ) is not checkpointed here")
 
     def env_options(self) -> dict[str, Any]:
         return {**self.env_kwargs, "backbone": self.backbone, "lam": self.lam, "split": "train", "train_backbone": True,
@@ -79,7 +81,8 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     if state is not None and state["spec"] != written:
         raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")
     options = spec.env_options()
-    if state is not None:
+    if state is not None:  # the members of the checkpoint's epoch, whatever backbone.pt a kill left behind
+        save_state_dict(state["backbone"], out / "backbone.pt")
         options["backbone_weights"] = str(out / "backbone.pt")
     env = CoTrainBackbone(RoutingVectorEnv(num_envs=spec.num_envs, **options))
     agent = make_agent("reinforce", env, seed=spec.seed, **spec.agent_kwargs)
@@ -105,10 +108,10 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
         epoch += 1
         history.append({"epoch": epoch, "seconds": round(time.time() - began, 1), "backbone_updates": env.trainer.updates,
                         "backbone_loss": env.trainer.last_loss})
-        save_state_dict(env.backbone_state_dict(), out / "backbone.pt")
-        agent.save(out)
-        save_state_dict({
+        backbone = env.backbone_state_dict()
+        save_state_dict({  # one atomic file holds the whole epoch; backbone.pt and the policy follow from it
             "spec": written,
+            "backbone": backbone,
             "agent": agent.training_state(),
             "backbone_optimizer": env.trainer.optimizer.state_dict(),
             "backbone_updates": env.trainer.updates,
@@ -116,6 +119,8 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
             "epoch": epoch,
             "history": json.dumps(history),
         }, checkpoint)
+        save_state_dict(backbone, out / "backbone.pt")
+        agent.save(out)
     logger.close()
     env.close()
     summary = {"spec": asdict(spec), "epochs": epoch, "history": history, "backbone": str(out / "backbone.pt")}

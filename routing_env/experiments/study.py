@@ -135,9 +135,10 @@ def check_study(spec: StudySpec) -> None:
                          f"targets={spec.targets}")
     for name in ("rewards", "agents", "seeds", "lams", "targets"):
         values = getattr(spec, name)
-        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        named = [f"{v:g}" if isinstance(v, float) else str(v) for v in values]  # as the run folders name them
+        repeated = sorted({v for v, n in zip(values, named) if named.count(n) > 1}, key=str)
         if repeated:
-            raise ValueError(f"{name} {list(values)} repeat {repeated}")
+            raise ValueError(f"{name} {list(values)} repeat {repeated} (as the run folders name them)")
     for reward in spec.rewards:
         if reward not in REWARD_SPECS:
             raise ValueError(f"unknown reward {reward!r}; expected one of {list(REWARD_SPECS)}")

@@ -38,10 +38,12 @@ def make_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gym.vector.Vec
 
 
 def evaluation_kwargs(env_kwargs: dict[str, Any], split: str, run: Path | None = None) -> dict[str, Any]:
-    """The options of an environment that evaluates on ``split``: always frozen. For co-trained
+    """The options of an environment that evaluates on ``split``: always frozen, with no budget
+    targeting (rewards then use ``lam``; routes and costs do not depend on it). For co-trained
     options, ``run`` names the run whose saved backbone (``run/backbone.pt``) is evaluated; without
     it, the backbone as it was before co-training."""
     kwargs = {**env_kwargs, "split": split, "train_backbone": False}
+    kwargs.pop("target_macs", None)  # an adapted λ would drift while the policy is scored
     if env_kwargs.get("train_backbone") and run is not None:
         kwargs["backbone_weights"] = str(Path(run) / "backbone.pt")
     return kwargs
