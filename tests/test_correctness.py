@@ -428,3 +428,34 @@ class _FixedPolicy(torch.nn.Module):
         logits = torch.zeros(len(obs["position"]), 6)
         logits[:, self.route[k] if k < len(self.route) else EXIT] = 1.0
         return logits
+
+
+def test_a_sweep_killed_with_sigkill_resumes_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    """kill -9 in the middle of a sweep, then the same command: the finished runs are reused, the
+    unfinished one is trained again, and no JSON the next run reads is half-written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "routing_env", "sweep", "--backbone", "tiny-cascade", "--agent", "reinforce",
+               "--lams", "0.05", "--seeds", "0,1,2", "--steps", "4000", "--out", str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob("runs/*/test.json")) and time.time() < deadline:  # the first run has finished
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/test.json")}
+    assert finished and not (out / "results.json").exists()
+    for path in out.rglob("*.json"):  # every JSON on disk is whole
+        json.loads(path.read_text())
+    assert not list(out.rglob(".*.tmp"))
+    assert subprocess.run(command, env=env, capture_output=True).returncode == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 3
+    for name, mtime in finished.items():  # reused, not retrained
+        assert (out / "runs" / name / "test.json").stat().st_mtime_ns == mtime
