@@ -88,3 +88,32 @@ def test_out_of_space_actions_raise_naming_the_value(value) -> None:
         assert repr(value) in str(e) and "Discrete(3)" in str(e)
     else:
         raise AssertionError(f"action {value!r} was accepted")
+
+
+DYNAMIC_ENVS: dict[float, object] = {}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    max_macs=st.floats(min_value=0.1, max_value=1.1),
+    seed=st.integers(0, 2**16),
+    actions=st.lists(st.integers(0, 5), min_size=1, max_size=60),
+)
+def test_the_hard_budget_holds_on_the_dynamic_resnet_whatever_the_actions(max_macs, seed, actions) -> None:
+    """On the dynamic family too, no sequence of actions (invalid ones included) spends more than
+    ``max_macs``, and every episode still ends with a prediction."""
+    from routing_env import RoutingVectorEnv
+
+    if max_macs not in DYNAMIC_ENVS:
+        try:
+            DYNAMIC_ENVS[max_macs] = RoutingVectorEnv(num_envs=8, backbone="tiny-dynamic-resnet", max_macs=max_macs)
+        except ValueError:  # below the cheapest route to a prediction: refused, as documented
+            return
+    env = DYNAMIC_ENVS[max_macs]
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for a in actions:
+        obs, _, terminated, _, info = env.step(np.where(rng.random(8) < 0.5, a, rng.integers(0, 6, 8)))
+        assert (info["macs_fraction"] <= max_macs * (1 + 1e-9)).all()
+        if terminated.any():
+            assert (info["exit_position"][terminated] >= 1).all()  # a head had been evaluated
