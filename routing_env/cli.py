@@ -153,7 +153,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.num_envs,
         parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
     )
-    results = run_sweep(spec, args.out, progress=not args.quiet)
+    results = run_sweep(spec, args.out, progress=not args.quiet, workers=args.workers, engine=args.engine, address=args.address)
     print(groups_markdown(results))
     reached = results["reaching_reference"]
     if reached is None:
@@ -183,7 +183,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         num_envs=args.num_envs,
         agent_kwargs=parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
     )
-    study = run_study(spec, args.out, workers=args.workers, progress=not args.quiet)
+    study = run_study(spec, args.out, workers=args.workers, progress=not args.quiet, engine=args.engine, address=args.address)
     out = Path(args.out)
     print(rewards_markdown(study))
     print(f"report: {out / 'study.md'}; per trial: {out / 'study.csv'}; plots: {out / 'fronts.png'}, "
@@ -346,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, required=True, help="environment instance-steps per run")
     p.add_argument("--out", required=True, help="sweep directory (finished runs are kept and reused)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at once, each in its own process (or Ray task)")
+    p.add_argument("--engine", default="local", help="where runs execute: local (this process or --workers processes) or ray")
+    p.add_argument("--address", help="with --engine ray: join the Ray cluster at this address (default: start Ray here)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("study", help="train every reward spec over lams (or MACs targets), seeds and agents; compare their test fronts")
@@ -358,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
     p.add_argument("--steps", type=int, required=True, help="environment instance-steps per trial")
     p.add_argument("--workers", type=int, default=1, help="trials run at once, each in its own process")
+    p.add_argument("--engine", default="local", help="where runs execute: local (this process or --workers processes) or ray")
+    p.add_argument("--address", help="with --engine ray: join the Ray cluster at this address (default: start Ray here)")
     p.add_argument("--out", required=True, help="study directory (finished trials are kept and reused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_study)

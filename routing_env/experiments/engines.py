@@ -1,8 +1,11 @@
-"""Where a study's trials run: here, one after another, or in a pool of worker processes.
+"""Where a sweep's or a study's trials run: here, in a pool of worker processes, or on Ray.
 
 :func:`run_trials` knows nothing of routing: a trial is any picklable value and ``fn`` any picklable
-module-level function of it (a :func:`functools.partial` of one is fine), so that another engine (a Ray
-one, say) can sit beside it with the same signature.
+module-level function of it (a :func:`functools.partial` of one is fine). ``engine="local"`` runs
+them in this process (``workers=1``) or a process pool; ``engine="ray"`` runs each as a Ray task with
+one CPU, on a local Ray started here or on the cluster at ``address`` (``pip install
+routing-env[ray]``). Nothing else in the package knows about Ray. Every engine runs a trial at one
+torch thread, so the same trial gives the same figures wherever it runs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,23 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def run_trials(fn: Callable[[T], R], trials: Sequence[T], workers: int = 1, progress: bool = True) -> list[R]:
+ENGINES = ("local", "ray")
+
+
+def check_engine(workers: int, engine: str, address: str | None) -> None:
+    """Refuse bad engine settings (before a sweep or study writes anything)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+    if address is not None and engine != "ray":
+        raise ValueError(f"--address joins a Ray cluster: it needs --engine ray, got engine {engine!r}")
+
+
+def run_trials(
+    fn: Callable[[T], R], trials: Sequence[T], workers: int = 1, progress: bool = True, engine: str = "local",
+    address: str | None = None,
+) -> list[R]:
     """``[fn(t) for t in trials]``, in trial order, with a progress bar over trials (shown only on a
     terminal: ``disable=None``; never with ``progress=False``).
 
@@ -26,8 +45,9 @@ def run_trials(fn: Callable[[T], R], trials: Sequence[T], workers: int = 1, prog
     limited to one torch thread so that K workers use K cores, not K × all of them, and a trial gives
     the figures it gives alone at one thread. A failed trial raises at once and the trials not yet
     started are cancelled (those running finish, so what they write is kept)."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    check_engine(workers, engine, address)
+    if engine == "ray":
+        return _run_on_ray(fn, trials, workers, progress, address)
     with tqdm(total=len(trials), unit="trial", disable=None if progress else True) as bar:
         if workers == 1:  # at one torch thread too, so that a study's figures do not depend on --workers
             import torch
@@ -60,3 +80,38 @@ def _one_torch_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def _one_thread_call(fn: Callable[[T], R], trial: T) -> R:
+    import torch
+
+    torch.set_num_threads(1)
+    return fn(trial)
+
+
+def _run_on_ray(fn: Callable[[T], R], trials: Sequence[T], workers: int, progress: bool, address: str | None) -> list[R]:
+    """Each trial a Ray task with one CPU: on a local Ray of ``workers`` CPUs started (and stopped)
+    here, or on the running cluster at ``address``; results in trial order, a failure raised at once."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--engine ray needs Ray: pip install 'routing-env[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    try:
+        task = ray.remote(num_cpus=1)(_one_thread_call)
+        refs = [task.remote(fn, trial) for trial in trials]
+        index = {ref: i for i, ref in enumerate(refs)}
+        results: list[R | None] = [None] * len(refs)
+        with tqdm(total=len(refs), unit="trial", disable=None if progress else True) as bar:
+            pending = list(refs)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                results[index[done[0]]] = ray.get(done[0])  # raises a failed trial's error now
+                bar.update()
+        return results  # type: ignore[return-value]
+    finally:
+        if started:
+            ray.shutdown()

@@ -23,7 +23,7 @@ from ..backbones import backbone_names
 from ..env import EnvConfig
 from ..rewards import REWARD_DESCRIPTIONS, REWARD_SPECS
 from ..provenance import provenance
-from .engines import run_trials
+from .engines import check_engine, run_trials
 from .sweep import SweepSpec, group_runs, sweep_run
 from .train import write_json
 
@@ -304,14 +304,17 @@ def reward_summary(reward: str, runs: Sequence[dict[str, Any]], knob: str, refer
     }
 
 
-def run_study(spec: StudySpec, out: str | Path, workers: int = 1, progress: bool = False) -> dict[str, Any]:
-    """Check the grid, run every trial (finished ones are read back) on ``workers`` processes
-    (:func:`~routing_env.experiments.engines.run_trials`), and write ``study.json``, ``study.csv``,
+def run_study(
+    spec: StudySpec, out: str | Path, workers: int = 1, progress: bool = False, engine: str = "local", address: str | None = None
+) -> dict[str, Any]:
+    """Check the grid, run every trial (finished ones are read back) on ``workers`` processes or Ray
+    (:func:`~routing_env.experiments.engines.run_trials`, ``engine``, ``address``), and write ``study.json``, ``study.csv``,
     ``study.md``, ``fronts.png``, ``learning_curves.png`` and ``hypervolume.png`` under ``out``."""
     check_study(spec)
+    check_engine(workers, engine, address)
     out = Path(out)
     trials = study_trials(spec)
-    records = run_trials(partial(run_trial, spec, out), trials, workers, progress)
+    records = run_trials(partial(run_trial, spec, out), trials, workers, progress, engine, address)
     curves = [read_returns(Path(r["run"]) / "tb") for r in records]
     runs = [study_run(t, r, c) for t, r, c in zip(trials, records, curves)]
     reference = (REFERENCE_SLACK * max(point_of(r)[0] for r in runs), 0.0)

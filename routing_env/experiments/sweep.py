@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 from .baselines import hull_accuracy, oracle_row, random_skip_row, static_hull, static_rows, threshold_curve, threshold_row
 from .report import plot_pareto, run_name, write_pareto_csv
 from ..provenance import provenance
+from .engines import check_engine, run_trials
 from .train import evaluation_env, evaluation_json, train_run, write_json
 
 
@@ -135,23 +137,30 @@ def check_sweep(spec: SweepSpec) -> None:
         raise ValueError(f"a sweep needs steps >= 0 and num_envs >= 1, got {spec.steps!r} and {spec.num_envs!r}")
 
 
-def run_sweep(spec: SweepSpec, out: str | Path, progress: bool = False) -> dict[str, Any]:
+def _sweep_trial(spec: SweepSpec, out: Path, progress: bool, trial: tuple[str, float, int]) -> dict[str, Any]:
+    agent, lam, seed = trial
+    return sweep_run(spec, agent, lam, seed, out, progress)
+
+
+def run_sweep(
+    spec: SweepSpec, out: str | Path, progress: bool = False, workers: int = 1, engine: str = "local", address: str | None = None
+) -> dict[str, Any]:
     """Every run of ``spec`` (resuming finished ones), the baselines on ``test``, and the Pareto files:
     ``results.json``, ``pareto.csv``, ``pareto.png``. The sweep-wide baselines (static routes, oracle,
     threshold curve) use the backbone as given (before any co-training), frozen. The whole grid is
-    checked first (:func:`check_sweep`)."""
+    checked first (:func:`check_sweep`); the runs go through :func:`~routing_env.experiments.engines.run_trials`
+    (``workers``, ``engine="local"`` or ``"ray"``, a Ray cluster's ``address``)."""
     check_sweep(spec)
+    check_engine(workers, engine, address)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for agent in spec.agents:
-        for lam in spec.lams:
-            for seed in spec.seeds:
-                record = sweep_run(spec, agent, lam, seed, out, progress)
-                records.append(record)
-                t = record["test"]
-                print(f"{agent} lam={lam:g} seed={seed}: test accuracy {t['accuracy']:.4f} at {t['macs_fraction']:.4f} "
-                      f"of the reference MACs", file=sys.stderr, flush=True)
+    trials = [(agent, lam, seed) for agent in spec.agents for lam in spec.lams for seed in spec.seeds]
+    records = run_trials(partial(_sweep_trial, spec, out, progress and workers == 1 and engine == "local"), trials, workers,
+                         progress, engine, address)
+    for (agent, lam, seed), record in zip(trials, records):
+        t = record["test"]
+        print(f"{agent} lam={lam:g} seed={seed}: test accuracy {t['accuracy']:.4f} at {t['macs_fraction']:.4f} "
+              f"of the reference MACs", file=sys.stderr, flush=True)
     singles = static_rows(spec.env_id, spec.env_kwargs)
     # a co-trained run is scored on its own backbone: the original's static routes are no reference for it
     hull = None if spec.env_kwargs.get("train_backbone") else static_hull(singles)
