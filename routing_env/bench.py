@@ -56,6 +56,28 @@ def random_actions(rng: np.random.Generator, shape: tuple[int, ...], num_actions
     return rng.choice([EXIT] + list(range(RUN, num_actions)), size=shape)
 
 
+def cartpole_figures(seconds: float, cascade_steps_per_s: float) -> dict[str, Any]:
+    """Gymnasium's ``CartPole-v1``, unwrapped, stepped as the cascade's single env is (random actions,
+    a reset at each episode end, counted in steps): the reference a routing step is compared with."""
+    env = gym.make("CartPole-v1").unwrapped
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 2, 4096).tolist()
+    env.reset(seed=0)
+    state = {"i": 0}
+
+    def steps() -> int:
+        for _ in range(256):
+            _, _, terminated, truncated, _ = env.step(actions[state["i"] % 4096])
+            state["i"] += 1
+            if terminated or truncated:
+                env.reset()
+        return 256
+
+    per_s = rate(steps, seconds)
+    return {"cartpole_step_us": 1e6 / per_s, "cascade_step_us": 1e6 / cascade_steps_per_s,
+            "cascade_step_over_cartpole": per_s / cascade_steps_per_s}
+
+
 def cascade_figures(seconds: float) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     env = RoutingEnv()
@@ -73,6 +95,7 @@ def cascade_figures(seconds: float) -> dict[str, Any]:
         return 256
 
     out: dict[str, Any] = {"single_steps_per_s": rate(single, seconds), "vector_steps_per_s": {}}
+    out.update(cartpole_figures(seconds, out["single_steps_per_s"]))
     for b in (1, 64, 1024):
         venv = RoutingVectorEnv(num_envs=b)
         venv.reset(seed=0)

@@ -17,6 +17,7 @@ def test_bench_prints_the_documented_keys(capsys: pytest.CaptureFixture) -> None
     assert set(cascade["vector_steps_per_s"]) == {"1", "64", "1024"}
     assert cascade["ratio_to_ceiling"] == pytest.approx(cascade["vector_steps_per_s"]["1024"] / cascade["ceiling_lookups_per_s"])
     assert all(v > 0 for v in cascade["vector_steps_per_s"].values()) and cascade["single_steps_per_s"] > 0
+    assert cascade["cascade_step_over_cartpole"] == pytest.approx(cascade["cascade_step_us"] / cascade["cartpole_step_us"])
     ppo = result["sb3_ppo"]
     assert ppo["ratio"] == pytest.approx(ppo["ours_steps_per_s"] / ppo["trivial_steps_per_s"])
     assert "dynamic" not in result
