@@ -1,4 +1,4 @@
-"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``study``, ``demo``, ``joint``, ``rewards``, ``profile``, ``bench`` and ``pretrain``."""
+"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``study``, ``demo``, ``joint``, ``rewards``, ``profile``, ``attack``, ``bench`` and ``pretrain``."""
 
 from __future__ import annotations
 
@@ -191,6 +191,32 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- attack ---------------------------------------------------------------------------------------
+def cmd_attack(args: argparse.Namespace) -> int:
+    from agents import load_agent
+
+    from .attack import attack_report
+    from .routed import RoutedModel
+
+    run = Path(args.run)
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"--run {run}: {config_path} does not exist (is it a directory written by `train`?)")
+    config = json.loads(config_path.read_text())
+    env = evaluation_env(config["env"], config["env_kwargs"], args.split, run=run)
+    agent = load_agent(run, env, allow_code=args.allow_code)
+    if not hasattr(agent, "policy_module") or not hasattr(env.core.executor, "inputs"):
+        raise ValueError(f"attack needs a reinforce policy on routing_env/DynamicResNet-v0; {run} holds {agent.name!r} on {config['env']}")
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    routed = RoutedModel(env.core.backbone, agent.policy_module(), max_macs=args.max_macs,
+                         cost=env.config.cost)
+    n = min(args.n, env.num_instances)
+    report = attack_report(routed, env.core.executor.inputs[:n], env.core.labels[:n], args.eps, args.steps)
+    print(json.dumps({"run": str(run), "split": args.split, **report}, indent=None if args.json else 1))
+    return 0
+
+
 # --- profile --------------------------------------------------------------------------------------
 def cmd_profile(args: argparse.Namespace) -> int:
     from .backbones import make_backbone
@@ -366,6 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="study directory (finished trials are kept and reused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("attack", help="PGD inputs that maximise a routing policy's compute; its MACs clean and attacked, as JSON")
+    p.add_argument("--run", required=True, help="a `train` run of reinforce on routing_env/DynamicResNet-v0")
+    p.add_argument("--eps", type=float, default=8.0, help="L-infinity radius in pixel levels (of 255)")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps (each eps/4)")
+    p.add_argument("--max-macs", type=float, help="the hard budget to defend with (a fraction of the full network's MACs)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--n", type=int, default=1000, help="images attacked (the first n of the split)")
+    p.add_argument("--allow-code", action="store_true", help="as for evaluate --run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("profile", help="measure a backbone's latency per stage and width on this machine (a cost model, JSON)")
     p.add_argument("--backbone", required=True, help="backbone name")

@@ -1,0 +1,97 @@
+"""Compute under attack: inputs crafted to make a routing policy spend as much as it can.
+
+A dynamic network's savings are a denial-of-service target: an input perturbed so that the policy never
+exits and runs every block at full width costs the full network (ILFO, EREBA and GradAuto attack exactly
+this). :func:`compute_attack` is a PGD attack (L∞, ``eps`` in pixel levels of 255, ``steps`` steps of
+``alpha``, sign of the gradient, projected) on a :class:`~routing_env.routed.RoutedModel`'s policy: it
+maximises, at every decision point the policy reaches on its own route, the log-probability it gives
+to the widest ``RUN`` — the most expensive move — against all its valid moves, through the network's
+own features, heads and the policy. The routed model then runs on the attacked images with its real
+argmax decisions. The hard budget (``max_macs``) is the defence: it holds whatever the input, because
+the mask, not the policy, decides what may run (``benchmarks/budget_check.py``, and a test here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .backbones.dynamic import pooled_features
+from .core import EXIT, RUN
+from .routed import RoutedModel
+
+
+def expensive_log_prob(routed: RoutedModel, x: torch.Tensor) -> torch.Tensor:
+    """Per input, the summed log-probability of the widest RUN at every decision point the policy
+    reaches on its own route (its argmax moves, as :class:`RoutedModel` takes them; an input that
+    exits stops counting). ``x`` floats in [0, 1]; differentiable through the blocks, heads and policy."""
+    model, widest = routed.model, routed.num_actions - 1
+    h = model.stem(x.contiguous(memory_format=torch.channels_last) if routed.channels_last else x)
+    b = len(x)
+    macs = torch.full((b,), routed.price_prefix, dtype=torch.float64, device=x.device)
+    has_probs = routed.has_head[0]
+    pooled = pooled_features(h, routed.feature_dim)
+    probs = F.softmax(model.head_pooled(0, pooled), dim=1) if has_probs else torch.zeros(b, routed.num_classes, device=x.device)
+    alive = torch.ones(b, dtype=torch.bool, device=x.device)
+    total = torch.zeros(b, device=x.device)
+    for k in range(routed.num_stages):
+        mask = routed.valid_now[k, int(has_probs)].expand(b, -1)
+        logits = routed.policy(routed._observation(pooled, probs, k, macs, mask)).masked_fill(~mask, float("-inf"))
+        target = widest if bool(mask[0, widest]) else RUN
+        total = total + torch.where(alive, torch.log_softmax(logits, dim=1)[:, target], torch.zeros_like(total))
+        action = logits.detach().argmax(dim=1)
+        alive = alive & (action != EXIT)
+        if not bool(alive.any()):
+            break
+        action = torch.where(alive, action, torch.full_like(action, target))  # the ended rows only keep shapes
+        h = model.block_routes(k, h, routed.choice_of[action])
+        pooled = pooled_features(h, routed.feature_dim)
+        macs = macs + routed.price_cost[k][action]
+        if routed.has_head[k + 1]:
+            probs = F.softmax(model.head_pooled(k + 1, pooled), dim=1)
+            has_probs = True
+    return total
+
+
+def compute_attack(routed: RoutedModel, images: torch.Tensor, eps: float = 8.0, steps: int = 10, alpha: float | None = None) -> torch.Tensor:
+    """uint8 images within ``eps`` levels (L∞) of ``images`` that push ``routed``'s policy toward the
+    widest RUN at every point (PGD, sign steps of ``alpha`` levels, default ``eps / 4``)."""
+    if not eps >= 0 or steps < 1:
+        raise ValueError(f"attack needs eps >= 0 and steps >= 1, got {eps} and {steps}")
+    alpha = eps / 4 if alpha is None else alpha
+    x0 = images.float() / 255.0
+    delta = torch.zeros_like(x0)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        with torch.enable_grad():
+            objective = expensive_log_prob(routed, (x0 + delta).clamp(0, 1)).sum()
+            (grad,) = torch.autograd.grad(objective, delta)
+        delta = (delta.detach() + alpha / 255.0 * grad.sign()).clamp(-eps / 255.0, eps / 255.0)
+    return ((x0 + delta).clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
+def attack_report(routed: RoutedModel, images: torch.Tensor, labels: np.ndarray, eps: float, steps: int,
+                  batch_size: int = 250) -> dict[str, Any]:
+    """The policy's mean MACs fraction and accuracy on clean and attacked ``images``."""
+    clean_macs, adv_macs, clean_right, adv_right = [], [], [], []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size]
+        y = torch.from_numpy(np.asarray(labels[start : start + batch_size]))
+        attacked = compute_attack(routed, x, eps, steps)
+        for inputs, macs_out, right_out in ((x, clean_macs, clean_right), (attacked, adv_macs, adv_right)):
+            logits, macs, _, _ = routed(inputs)
+            macs_out.append(macs.numpy())
+            right_out.append((logits.argmax(1) == y).numpy())
+    reference = routed.reference
+    return {
+        "eps": eps, "steps": steps, "norm": "linf (pixel levels of 255)", "n": int(len(images)),
+        "clean_macs_fraction": float(np.concatenate(clean_macs).mean() / reference),
+        "attacked_macs_fraction": float(np.concatenate(adv_macs).mean() / reference),
+        "attacked_max_macs_fraction": float(np.concatenate(adv_macs).max() / reference),
+        "clean_accuracy": float(np.concatenate(clean_right).mean()),
+        "attacked_accuracy": float(np.concatenate(adv_right).mean()),
+        "budget": None if routed.budget == float("inf") else routed.budget / reference,
+    }
