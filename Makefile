@@ -14,7 +14,7 @@ export ROUTING_ENV_DATA ?= $(DATA_DIR)
 DATA := $(CIFAR10)
 endif
 
-.PHONY: install data demo test test-all bench clean
+.PHONY: install data demo test test-all test-oldest-gymnasium bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,18 @@ test: $(STAMP) $(DATA)
 test-all: $(STAMP) $(DATA)
 	$(BIN)/python -m pytest -q -m ''
 
+# The core on the oldest gymnasium a supported RLlib pins (1.2.2), in its own venv (not run by CI).
+OLDEST_GYMNASIUM := 1.2.2
+test-oldest-gymnasium: $(DATA)
+	test -x .venv-gymnasium-$(OLDEST_GYMNASIUM)/bin/python || $(PYTHON) -m venv .venv-gymnasium-$(OLDEST_GYMNASIUM)
+	grep -v '^gymnasium==' constraints.txt > .venv-gymnasium-$(OLDEST_GYMNASIUM)/constraints.txt
+	.venv-gymnasium-$(OLDEST_GYMNASIUM)/bin/python -m pip install --quiet -c .venv-gymnasium-$(OLDEST_GYMNASIUM)/constraints.txt \
+		gymnasium==$(OLDEST_GYMNASIUM) -e '.[test]'
+	.venv-gymnasium-$(OLDEST_GYMNASIUM)/bin/python -m pytest -q tests/test_env.py tests/test_vector.py tests/test_interop.py \
+		tests/test_correctness.py tests/test_agents.py
+
 bench: $(STAMP) $(DATA)
 	$(BIN)/routing-env bench --json
 
 clean:
-	rm -rf $(VENV) runs .cache .data
+	rm -rf $(VENV) .venv-gymnasium-* runs .cache .data
