@@ -22,8 +22,15 @@ FLAT_KEYS = ("features", "probs", "position", "cost")
 """The vector parts, concatenated in this order (and ``heads``, flattened, under ``obs_mode="heads"``)."""
 
 
+def _flat_keys(space: spaces.Dict, obs_key: str, mask_key: str) -> list[str]:
+    """The observation keys flattened, in order; ``ValueError`` if the two output keys clash."""
+    if obs_key == mask_key:
+        raise ValueError(f"obs_key and mask_key must differ, got {obs_key!r} twice")
+    return [k for k in (*FLAT_KEYS, "heads", "heads_mask") if k in space.spaces]
+
+
 def _flat_space(space: spaces.Dict, obs_key: str, mask_key: str) -> spaces.Dict:
-    keys = [k for k in (*FLAT_KEYS, "heads", "heads_mask") if k in space.spaces]
+    keys = _flat_keys(space, obs_key, mask_key)
     low = np.concatenate([np.broadcast_to(space[k].low, space[k].shape).ravel() if isinstance(space[k], spaces.Box)
                           else np.zeros(int(np.prod(space[k].shape))) for k in keys]).astype(np.float32)
     high = np.concatenate([np.broadcast_to(space[k].high, space[k].shape).ravel() if isinstance(space[k], spaces.Box)
@@ -48,10 +55,8 @@ class FlatObservation(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env, obs_key: str = "observations", mask_key: str = "action_mask") -> None:
         super().__init__(env)
-        if obs_key == mask_key:
-            raise ValueError(f"obs_key and mask_key must differ, got {obs_key!r} twice")
         self.obs_key, self.mask_key = obs_key, mask_key
-        self.keys = [k for k in (*FLAT_KEYS, "heads", "heads_mask") if k in env.observation_space.spaces]
+        self.keys = _flat_keys(env.observation_space, obs_key, mask_key)
         self.observation_space = _flat_space(env.observation_space, obs_key, mask_key)
 
     def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -66,10 +71,8 @@ class FlatObservationVector(VectorObservationWrapper):
 
     def __init__(self, env: VectorEnv, obs_key: str = "observations", mask_key: str = "action_mask") -> None:
         super().__init__(env)
-        if obs_key == mask_key:
-            raise ValueError(f"obs_key and mask_key must differ, got {obs_key!r} twice")
         self.obs_key, self.mask_key = obs_key, mask_key
-        self.keys = [k for k in (*FLAT_KEYS, "heads", "heads_mask") if k in env.single_observation_space.spaces]
+        self.keys = _flat_keys(env.single_observation_space, obs_key, mask_key)
         self.single_observation_space = _flat_space(env.single_observation_space, obs_key, mask_key)
         self.observation_space = batch_space(self.single_observation_space, env.num_envs)
 
