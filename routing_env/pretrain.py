@@ -204,11 +204,13 @@ def pretrain(
     from torch.utils.tensorboard import SummaryWriter
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
     if checkpoint_path.exists() and not resume:
         raise ValueError(f"{checkpoint_path} exists: pass --resume to go on from it, or choose another --out")
-    where = torch_device(device)
+    where = torch_device(device)  # a bad device is refused before anything is written
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: this machine has no CUDA device")
+    out.mkdir(parents=True, exist_ok=True)
     train = subset(load_split(args.dataset, "train", data_root, download), args.subset)
     val = subset(load_split(args.dataset, "val", data_root), args.subset)
     torch.backends.cudnn.benchmark = where.type == "cuda"
