@@ -2,10 +2,11 @@
 
 Our observation is a one-level ``Dict`` (docs/design.md §2) whose ``action_mask`` is the valid moves.
 SB3's ``MultiInputPolicy`` reads it as it is; other libraries expect one flat array and the mask under
-their own key: tianshou reads ``obs["mask"]``, RLlib's action-masking module ``obs["action_mask"]`` beside
-``obs["observations"]``, torchrl an ``action_mask`` entry. :class:`FlatObservation` gives exactly that,
-for a single environment or (:class:`FlatObservationVector`) a vector one, so nobody writes the adapter
-again.
+their own key: tianshou reads ``obs["mask"]`` (a bool array: its masked policies index with ``~mask``),
+RLlib's action-masking module ``obs["action_mask"]`` beside ``obs["observations"]``, torchrl an
+``action_mask`` entry. :class:`FlatObservation` gives exactly that, for a single environment or
+(:class:`FlatObservationVector`) a vector one, so nobody writes the adapter again; for tianshou,
+``FlatObservation(env, obs_key="obs", mask_key="mask", mask_dtype=bool)``.
 """
 
 from __future__ import annotations
@@ -29,19 +30,31 @@ def _flat_keys(space: spaces.Dict, obs_key: str, mask_key: str) -> list[str]:
     return [k for k in (*FLAT_KEYS, "heads", "heads_mask") if k in space.spaces]
 
 
-def _flat_space(space: spaces.Dict, obs_key: str, mask_key: str) -> spaces.Dict:
+def _mask_space(space: spaces.Space, mask_dtype: Any) -> spaces.Space:
+    """The mask's space: ours (``MultiBinary``, int8) or, for another dtype, ``Box(0, 1)`` of that dtype."""
+    dtype = np.dtype(mask_dtype)
+    if dtype == np.int8:
+        return space
+    if dtype.kind not in "biuf":
+        raise ValueError(f"mask_dtype must be a bool, integer or float dtype, got {mask_dtype!r}")
+    return spaces.Box(0, 1, space.shape, dtype=dtype)
+
+
+def _flat_space(space: spaces.Dict, obs_key: str, mask_key: str, mask_dtype: Any) -> spaces.Dict:
     keys = _flat_keys(space, obs_key, mask_key)
     low = np.concatenate([np.broadcast_to(space[k].low, space[k].shape).ravel() if isinstance(space[k], spaces.Box)
                           else np.zeros(int(np.prod(space[k].shape))) for k in keys]).astype(np.float32)
     high = np.concatenate([np.broadcast_to(space[k].high, space[k].shape).ravel() if isinstance(space[k], spaces.Box)
                            else np.ones(int(np.prod(space[k].shape))) for k in keys]).astype(np.float32)
-    return spaces.Dict({obs_key: spaces.Box(low, high, dtype=np.float32), mask_key: space["action_mask"]})
+    return spaces.Dict({obs_key: spaces.Box(low, high, dtype=np.float32),
+                        mask_key: _mask_space(space["action_mask"], mask_dtype)})
 
 
-def _flatten(obs: dict[str, np.ndarray], keys: list[str], batched: bool, obs_key: str, mask_key: str) -> dict[str, np.ndarray]:
+def _flatten(obs: dict[str, np.ndarray], keys: list[str], batched: bool, obs_key: str, mask_key: str,
+             mask_dtype: np.dtype) -> dict[str, np.ndarray]:
     lead = (obs["features"].shape[0],) if batched else ()
     flat = np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(*lead, -1) for k in keys], axis=-1)
-    return {obs_key: flat, mask_key: obs["action_mask"]}
+    return {obs_key: flat, mask_key: obs["action_mask"].astype(mask_dtype, copy=False)}
 
 
 class FlatObservation(gym.ObservationWrapper):
@@ -51,16 +64,20 @@ class FlatObservation(gym.ObservationWrapper):
         env: a :class:`~routing_env.env.RoutingEnv` (or a wrapper of one).
         obs_key: where the flat vector goes (``"observations"`` for RLlib, ``"obs"`` for tianshou).
         mask_key: where the action mask goes (``"action_mask"``: RLlib, torchrl; ``"mask"``: tianshou).
+        mask_dtype: the mask's dtype: ``np.int8`` (ours, a ``MultiBinary``) or another, in a ``Box(0, 1)``
+            of that dtype (``bool`` for tianshou, whose masked policies take ``~mask``).
     """
 
-    def __init__(self, env: gym.Env, obs_key: str = "observations", mask_key: str = "action_mask") -> None:
+    def __init__(self, env: gym.Env, obs_key: str = "observations", mask_key: str = "action_mask",
+                 mask_dtype: Any = np.int8) -> None:
         super().__init__(env)
         self.obs_key, self.mask_key = obs_key, mask_key
         self.keys = _flat_keys(env.observation_space, obs_key, mask_key)
-        self.observation_space = _flat_space(env.observation_space, obs_key, mask_key)
+        self.observation_space = _flat_space(env.observation_space, obs_key, mask_key, mask_dtype)
+        self.mask_dtype = self.observation_space[mask_key].dtype
 
     def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _flatten(observation, self.keys, False, self.obs_key, self.mask_key)
+        return _flatten(observation, self.keys, False, self.obs_key, self.mask_key, self.mask_dtype)
 
     def action_masks(self) -> Any:
         return self.env.unwrapped.action_masks()
@@ -69,15 +86,17 @@ class FlatObservation(gym.ObservationWrapper):
 class FlatObservationVector(VectorObservationWrapper):
     """:class:`FlatObservation` for a vector environment (every row flattened alike)."""
 
-    def __init__(self, env: VectorEnv, obs_key: str = "observations", mask_key: str = "action_mask") -> None:
+    def __init__(self, env: VectorEnv, obs_key: str = "observations", mask_key: str = "action_mask",
+                 mask_dtype: Any = np.int8) -> None:
         super().__init__(env)
         self.obs_key, self.mask_key = obs_key, mask_key
         self.keys = _flat_keys(env.single_observation_space, obs_key, mask_key)
-        self.single_observation_space = _flat_space(env.single_observation_space, obs_key, mask_key)
+        self.single_observation_space = _flat_space(env.single_observation_space, obs_key, mask_key, mask_dtype)
         self.observation_space = batch_space(self.single_observation_space, env.num_envs)
+        self.mask_dtype = self.single_observation_space[mask_key].dtype
 
     def observations(self, observations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _flatten(observations, self.keys, True, self.obs_key, self.mask_key)
+        return _flatten(observations, self.keys, True, self.obs_key, self.mask_key, self.mask_dtype)
 
     def action_masks(self) -> Any:
         return self.env.unwrapped.action_masks()

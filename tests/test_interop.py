@@ -95,3 +95,26 @@ def test_flat_observation_puts_the_mask_where_the_library_wants_it(obs_key: str,
     assert venv.observation_space.contains(vobs)
     with pytest.raises(ValueError, match="must differ"):
         FlatObservation(base, obs_key="x", mask_key="x")
+
+
+def test_flat_observation_gives_tianshou_a_bool_mask() -> None:
+    # tianshou's masked policies take ``~obs.mask``: on our int8 mask that is -2/-1 (fancy indexing that
+    # masks the wrong actions), so its recipe asks for a bool mask.
+    env = FlatObservation(gym.make(ID, backbone="tiny-cascade"), obs_key="obs", mask_key="mask", mask_dtype=bool)
+    assert env.observation_space["mask"] == gym.spaces.Box(0, 1, (3,), dtype=bool)
+    obs, _ = env.reset(seed=0)
+    for action in (RUN, RUN, EXIT):  # through every decision point of the tiny cascade
+        assert obs["mask"].dtype == np.bool_ and env.observation_space.contains(obs)
+        np.testing.assert_array_equal(obs["mask"], env.unwrapped.action_masks())
+        logits = np.ones(3)
+        logits[~obs["mask"]] = -np.inf  # tianshou's MARLRandomDiscreteMaskedOffPolicyAlgorithm
+        assert obs["mask"][logits.argmax()]
+        obs, _, terminated, _, _ = env.step(action)
+    assert terminated
+    venv = FlatObservationVector(gym.make_vec(ID, num_envs=4, vectorization_mode="vector_entry_point", backbone="tiny-cascade"),
+                                 obs_key="obs", mask_key="mask", mask_dtype=bool)
+    vobs, _ = venv.reset(seed=0)
+    assert vobs["mask"].dtype == np.bool_ and venv.observation_space.contains(vobs)
+    assert FlatObservation(gym.make(ID, backbone="tiny-cascade"), mask_dtype=np.float32).reset(seed=0)[0]["action_mask"].dtype == np.float32
+    with pytest.raises(ValueError, match="mask_dtype"):
+        FlatObservation(gym.make(ID, backbone="tiny-cascade"), mask_dtype=str)
