@@ -14,7 +14,7 @@ export ROUTING_ENV_DATA ?= $(DATA_DIR)
 DATA := $(CIFAR10)
 endif
 
-.PHONY: install data demo test test-all test-oldest-gymnasium bench clean
+.PHONY: install data demo test test-all test-oldest-gymnasium test-clients bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,8 +50,31 @@ test-oldest-gymnasium: $(DATA)
 	.venv-gymnasium-$(OLDEST_GYMNASIUM)/bin/python -m pytest -q tests/test_env.py tests/test_vector.py tests/test_interop.py \
 		tests/test_correctness.py tests/test_agents.py
 
+# The recipes for other RL libraries (issue 19), each library in its own venv beside the project and
+# nothing else, so that none changes .venv (not run by CI). A client's venv takes constraints.txt less
+# the pins it cannot share: ray[rllib] pins gymnasium 1.2.2, tianshou's virtualenv wants filelock<4.
+CLIENTS := torchrl tianshou rllib
+CLIENT_VENVS := .venv-clients
+torchrl_PKGS := torchrl==0.14.1 tensordict==0.14.3
+tianshou_PKGS := tianshou==2.0.1
+rllib_PKGS := 'ray[rllib]==2.60.0'
+tianshou_UNPIN := filelock
+rllib_UNPIN := gymnasium
+
+$(CLIENT_VENVS)/%/.installed: pyproject.toml constraints.txt
+	test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --upgrade pip
+	grep -v -E '^($(or $($*_UNPIN),NONE))==' constraints.txt > $(@D)/constraints.txt
+	$(@D)/bin/python -m pip install --quiet -c $(@D)/constraints.txt -e '.[test]' $($*_PKGS)
+	touch $@
+
+test-clients: $(foreach c,$(CLIENTS),$(CLIENT_VENVS)/$(c)/.installed)
+	status=0; for c in $(CLIENTS); do \
+		$(CLIENT_VENVS)/$$c/bin/python -m pytest -q -m clients tests/test_clients_$$c.py || status=1; \
+	done; exit $$status
+
 bench: $(STAMP) $(DATA)
 	$(BIN)/routing-env bench --json
 
 clean:
-	rm -rf $(VENV) .venv-gymnasium-* runs .cache .data
+	rm -rf $(VENV) .venv-gymnasium-* $(CLIENT_VENVS) runs .cache .data
