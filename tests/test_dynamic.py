@@ -339,6 +339,19 @@ def test_sweep_on_the_dynamic_backbone_compares_with_its_baselines(tmp_path: Pat
     assert (tmp_path / "pareto.png").stat().st_size > 0
 
 
+def test_a_policy_trained_on_val_aug_is_matched_to_its_cost_on_plain_val(tmp_path: Path) -> None:
+    """The threshold and random skipping are tuned to the policy's cost on ``val``, never on the
+    training split (``val-aug`` repeats ``val``'s images, augmented, so its cost differs)."""
+    from routing_env.experiments import SweepSpec, run_sweep
+
+    spec = SweepSpec("routing_env/DynamicResNet-v0", {"backbone": TINY, "split": "val-aug"}, ("reinforce",), (0.1,), (0,), steps=600)
+    run = run_sweep(spec, tmp_path)["runs"][0]
+    assert run["val"]["split"] == "val" and run["val"]["n"] == 2000
+    assert run["val"]["trained_on"]["split"] == "val-aug" and run["val"]["trained_on"]["n"] == 8 * 2000
+    skip = run["random_skip_at_val_cost"]
+    assert skip["target_macs_fraction"] == pytest.approx(run["val"]["macs_fraction"])
+
+
 def test_fixed_routes_are_routed_once_per_frozen_configuration() -> None:
     from routing_env.evaluation import fixed_route_records
 

@@ -36,8 +36,10 @@ class SweepSpec:
 
 
 def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, progress: bool = False) -> dict[str, Any]:
-    """Train one policy on ``val`` and evaluate it on ``test`` beside the threshold tuned on ``val`` to
-    its ``val`` cost and random skipping at that cost, all on the run's own backbone (a co-trained
+    """Train one policy on ``val`` (or the split in ``env_kwargs``) and evaluate it on ``test`` beside the
+    threshold tuned on ``val`` to its ``val`` cost and random skipping at that cost (a policy trained on
+    another split, e.g. ``val-aug``, is scored on plain ``val`` for that cost; ``val.trained_on`` keeps
+    its figures on the training split), all on the run's own backbone (a co-trained
     run's saved one), frozen; a run whose ``test.json`` exists is read back instead (sweeps resume)."""
     directory = out / "runs" / run_name(agent, lam, seed)
     done = directory / "test.json"
@@ -54,6 +56,11 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
     )
     from agents import load_agent
 
+    if env_kwargs.get("split", "val") != "val":
+        # trained on another split (e.g. val-aug): the baselines are matched to the policy's cost on plain val
+        val_env = evaluation_env(spec.env_id, env_kwargs, "val", run=directory)
+        val_result = {**evaluation_json(load_agent(directory, val_env, allow_code=":" in agent), val_env, spec.env_id),
+                      "trained_on": val_result}
     test_env = evaluation_env(spec.env_id, env_kwargs, "test", run=directory)
     cost = val_result["macs_fraction"]
     policy = load_agent(directory, test_env, allow_code=":" in agent)  # as `evaluate --run` does: a stochastic policy starts afresh
