@@ -491,3 +491,18 @@ def test_attack_cli_reports_clean_and_attacked_compute(tmp_path: Path, capsys: p
     assert report["n"] == 100 and report["budget"] == pytest.approx(0.3)
     assert report["attacked_max_macs_fraction"] <= 0.3 * (1 + 1e-9)
     assert main(["attack", "--run", str(run), "--steps", "0"]) == 2
+
+
+def test_the_point_that_matches_the_reference_is_chosen_on_val_not_on_test() -> None:
+    """``reaching_reference`` reads only ``val`` figures: a setting that reaches the reference on
+    ``test`` by luck is not chosen, and among those that reach it on ``val`` the cheapest on ``val`` is."""
+    from routing_env.experiments import reaching_reference
+
+    def group(lam: float, test_acc: float, val_acc: float, val_cost: float) -> dict:
+        return {"agent": "ppo", "lam": lam, "accuracy_mean": test_acc, "macs_fraction_mean": val_cost,
+                "val_accuracy_mean": val_acc, "val_macs_fraction_mean": val_cost, "val_reference_accuracy": 0.92}
+
+    lucky_on_test = group(0.3, test_acc=0.95, val_acc=0.90, val_cost=0.2)
+    dear, cheap = group(0.01, 0.91, 0.93, 0.6), group(0.03, 0.90, 0.921, 0.4)
+    assert reaching_reference([lucky_on_test, dear, cheap]) is cheap
+    assert reaching_reference([lucky_on_test]) is None
