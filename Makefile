@@ -57,7 +57,7 @@ CLIENTS := torchrl tianshou rllib
 CLIENT_VENVS := .venv-clients
 torchrl_PKGS := torchrl==0.14.1 tensordict==0.14.3
 tianshou_PKGS := tianshou==2.0.1
-rllib_PKGS := 'ray[rllib]==2.60.0'
+rllib_EXTRAS := ,rllib
 tianshou_UNPIN := filelock
 rllib_UNPIN := gymnasium
 
@@ -65,7 +65,7 @@ $(CLIENT_VENVS)/%/.installed: pyproject.toml constraints.txt
 	test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
 	$(@D)/bin/python -m pip install --quiet --upgrade pip
 	grep -v -E '^($(or $($*_UNPIN),NONE))==' constraints.txt > $(@D)/constraints.txt
-	$(@D)/bin/python -m pip install --quiet -c $(@D)/constraints.txt -e '.[test]' $($*_PKGS)
+	$(@D)/bin/python -m pip install --quiet -c $(@D)/constraints.txt -e '.[test$($*_EXTRAS)]' $($*_PKGS)
 	touch $@
 
 test-clients: $(foreach c,$(CLIENTS),$(CLIENT_VENVS)/$(c)/.installed)
