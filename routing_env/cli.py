@@ -319,6 +319,20 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 # --- parser ---------------------------------------------------------------------------------------
+def add_grid_options(p: argparse.ArgumentParser, unit: str, folder: str) -> None:
+    """What a sweep and a study share: the agents and seeds of their grid, the steps per ``unit`` (a
+    sweep's run, a study's trial), where the units execute, and the ``folder`` they are kept in."""
+    p.add_argument("--agent", required=True, help="agent name(s), comma-separated, e.g. reinforce,ppo")
+    p.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="agent options (all agents)")
+    p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
+    p.add_argument("--steps", type=int, required=True, help=f"environment instance-steps per {unit}")
+    p.add_argument("--workers", type=int, default=1, help=f"{unit}s trained at once, each in its own process (or Ray task)")
+    p.add_argument("--engine", default="local", help="where runs execute: local (this process or --workers processes) or ray")
+    p.add_argument("--address", help="with --engine ray: join the Ray cluster at this address (default: start Ray here)")
+    p.add_argument("--out", required=True, help=f"{folder} directory (finished {unit}s are kept and reused)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def add_env_options(p: argparse.ArgumentParser, default_split: str | None = None) -> None:
     p.add_argument("--env", default="routing_env/Cascade-v0", help="environment id")
     p.add_argument("--backbone", help="backbone name (an environment option)")
@@ -366,16 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="train agents over lams and seeds on val; Pareto table and plot on test")
     add_env_options(p)
-    p.add_argument("--agent", required=True, help="agent name(s), comma-separated, e.g. reinforce,ppo")
-    p.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="agent options (all agents)")
     p.add_argument("--lams", required=True, help="prices of compute, comma-separated, e.g. 0.02,0.05,0.1")
-    p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
-    p.add_argument("--steps", type=int, required=True, help="environment instance-steps per run")
-    p.add_argument("--out", required=True, help="sweep directory (finished runs are kept and reused)")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--workers", type=int, default=1, help="runs trained at once, each in its own process (or Ray task)")
-    p.add_argument("--engine", default="local", help="where runs execute: local (this process or --workers processes) or ray")
-    p.add_argument("--address", help="with --engine ray: join the Ray cluster at this address (default: start Ray here)")
+    add_grid_options(p, "run", "sweep")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("study", help="train every reward spec over lams (or MACs targets), seeds and agents; compare their test fronts")
@@ -383,15 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rewards", required=True, help="reward specs, comma-separated (routing-env rewards lists them)")
     p.add_argument("--lams", help="prices of compute, comma-separated (or --targets)")
     p.add_argument("--targets", help="MACs budgets (environment option target_macs; λ adapts from 0), comma-separated")
-    p.add_argument("--agent", required=True, help="agent name(s), comma-separated, e.g. reinforce,ppo")
-    p.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="agent options (all agents)")
-    p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
-    p.add_argument("--steps", type=int, required=True, help="environment instance-steps per trial")
-    p.add_argument("--workers", type=int, default=1, help="trials run at once, each in its own process")
-    p.add_argument("--engine", default="local", help="where runs execute: local (this process or --workers processes) or ray")
-    p.add_argument("--address", help="with --engine ray: join the Ray cluster at this address (default: start Ray here)")
-    p.add_argument("--out", required=True, help="study directory (finished trials are kept and reused)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_grid_options(p, "trial", "study")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("attack", help="PGD inputs that maximise a routing policy's compute; its MACs clean and attacked, as JSON")
