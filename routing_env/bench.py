@@ -241,34 +241,55 @@ def sb3_figures(steps: int, rounds: int = 3) -> dict[str, Any]:
 
 
 class HalfWidthPolicy(nn.Module):
-    """A fixed policy for the latency figures: every block at width 0.5, exit at the end."""
+    """A fixed policy for the latency figures: every block at width 0.5, exit at the end. With
+    ``mlp`` it first runs a policy network of the agents' default size (``PolicyNet``, hidden 64, on
+    :func:`~agents.features.policy_input`) and adds its logits times zero, so the route stays the
+    same while each decision pays what a learned policy pays."""
+
+    def __init__(self, mlp: nn.Module | None = None) -> None:
+        super().__init__()
+        self.mlp = mlp
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = torch.zeros(obs["action_mask"].shape)
         logits[:, RUN + 1] = 1.0
         logits[:, EXIT] = 2.0 * (obs["position"][:, -1] > 0)
-        return logits
+        return logits if self.mlp is None else logits + 0.0 * self.mlp(obs)
 
 
 def routed_figures(repeats: int) -> dict[str, Any]:
     """Routed inference against the full network, both in RoutedModel's inference form (BatchNorm
-    folded, channels-last); also the plain network as trained and the same route with no policy."""
+    folded, channels-last); also the plain network as trained and the same route with no policy.
+    ``policy_overhead`` is the routed latency over the fixed route's, minus 1: what the decisions
+    cost (``_mlp``: with a learned policy's network, see :class:`HalfWidthPolicy`)."""
+    from agents.features import policy_input
+    from agents.reinforce import PolicyNet, _TorchPolicy
+
     from .pretrained import load
     from .routed import RoutedModel
 
     backbone = load("cifar10-resnet20-dynamic")
     routed = RoutedModel(backbone, HalfWidthPolicy())
+    example = routed._observation(torch.zeros(1, routed.feature_dim), torch.zeros(1, routed.num_classes), 0,
+                                  torch.zeros(1, dtype=torch.float64), routed.valid_now[0, 1][None])
+    torch.manual_seed(0)
+    mlp = _TorchPolicy(PolicyNet(policy_input(example).shape[1], routed.num_actions, 64))
+    routed_mlp = RoutedModel(backbone, HalfWidthPolicy(mlp))
     n, last = backbone.spec.num_stages, len(backbone.spec.widths) - 1
     full, fixed = routed.route_module([last] * n), routed.route_module([1] * n)
     out: dict[str, Any] = {"policy": "every block at width 0.5 (fixed), exit at the end",
+                           "policy_mlp": "the same decisions, each after a PolicyNet (hidden 64) forward",
                            "full": "the same inference copy along the full path (RoutedModel.route_module)"}
     for b, repeats_b in ((1, repeats * 5), (64, repeats)):
         x = torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8)
         with torch.inference_mode():
-            seconds = interleaved_medians({"full": lambda: full(x), "routed": lambda: routed(x), "fixed_route": lambda: fixed(x),
-                                           "plain_full": lambda: backbone.model(x)}, repeats_b)
+            seconds = interleaved_medians({"full": lambda: full(x), "routed": lambda: routed(x), "routed_mlp": lambda: routed_mlp(x),
+                                           "fixed_route": lambda: fixed(x), "plain_full": lambda: backbone.model(x)}, repeats_b)
         macs = float(routed(x)[1].mean())
-        out[f"batch{b}"] = {"latency_ratio": seconds["routed"] / seconds["full"], "macs_ratio": macs / backbone.costs.reference,
+        out[f"batch{b}"] = {"latency_ratio": seconds["routed"] / seconds["full"], "latency_ratio_mlp": seconds["routed_mlp"] / seconds["full"],
+                            "macs_ratio": macs / backbone.costs.reference, "fixed_route_ratio": seconds["fixed_route"] / seconds["full"],
+                            "policy_overhead": seconds["routed"] / seconds["fixed_route"] - 1.0,
+                            "policy_overhead_mlp": seconds["routed_mlp"] / seconds["fixed_route"] - 1.0,
                             **{f"{name}_ms": value * 1e3 for name, value in seconds.items()}}
     return out
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,8 +84,9 @@ class RoutedModel(nn.Module):
         self.register_buffer("need", torch.tensor(tables.need), persistent=False)
         self.register_buffer("price_cost", torch.tensor(priced.act_cost), persistent=False)
         self.register_buffer("onehot", torch.eye(spec.num_stages + 1), persistent=False)
-        self.register_buffer("choice_of", torch.tensor([SKIP_CHOICE, SKIP_CHOICE] + list(range(len(spec.widths)))), persistent=False)
+        self.choice_list = [SKIP_CHOICE, SKIP_CHOICE] + list(range(len(spec.widths)))
         """Per action code, the block choice it makes (EXIT never reaches a block)."""
+        self.register_buffer("choice_of", torch.tensor(self.choice_list), persistent=False)
         example = self._observation(torch.zeros(1, spec.feature_dim), torch.zeros(1, spec.num_classes), 0,
                                     torch.zeros(1, dtype=torch.float64), self.valid_now[0, 1][None])
         self.policy_macs_per_decision = float(count_macs(self.policy, example))
@@ -111,6 +113,8 @@ class RoutedModel(nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if len(x) == 1:
+            return self._forward_one(x)
         b, device = len(x), x.device
         rows = torch.arange(b, device=device)
         if self.channels_last:
@@ -150,6 +154,49 @@ class RoutedModel(nn.Module):
                 probs = F.softmax(logits, dim=1)
                 has_probs, exit_at = True, k + 1
         return out_logits, out_macs, out_exit, out_decisions
+
+    def _forward_one(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` at batch 1, where the walk's bookkeeping, not the blocks, costs the time (issue
+        20): the spend is Python floats (the same float64 sums), the mask rows and position one-hots
+        are the precomputed tables' views, the action is read once, and the block runs directly. The
+        same decisions and outputs as the batched walk (a test checks both against each other)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        h = self.model.stem(x)
+        pooled = pooled_features(h, self.feature_dim)
+        dtype, device = pooled.dtype, pooled.device
+        has_probs, exit_at = self.has_head[0], 0
+        macs, priced = self.prefix + (self.costs_head0 if has_probs else 0.0), self.price_prefix
+        logits = self.model.head_pooled(0, pooled) if has_probs else pooled.new_zeros(1, self.num_classes)
+        probs = F.softmax(logits, dim=1) if has_probs else torch.zeros_like(logits)
+        act_cost, price_cost = self._macs_tables["act_cost"], self._macs_tables["price_cost"]
+        for k in range(self.num_stages + 1):
+            mask = self._mask_one(k, has_probs, macs, device)
+            observation = {"features": pooled, "probs": probs, "position": self.onehot[k : k + 1].to(dtype),
+                           "cost": torch.full((1, 1), priced / self.price_reference, dtype=dtype, device=device),
+                           "action_mask": mask.to(torch.int8)}
+            action = int(self.policy(observation).masked_fill(~mask, float("-inf")).argmax(dim=1))
+            if action == EXIT:
+                return (logits, torch.tensor([macs], dtype=torch.float64, device=device),
+                        torch.tensor([exit_at], device=device), torch.tensor([k + 1], device=device))
+            choice = self.choice_list[action]
+            if choice != SKIP_CHOICE:
+                h = self.model.blocks[k](h, choice)
+            pooled = pooled_features(h, self.feature_dim)
+            macs, priced = macs + float(act_cost[k, action]), priced + float(price_cost[k, action])
+            if self.has_head[k + 1]:
+                logits = self.model.head_pooled(k + 1, pooled)
+                probs = F.softmax(logits, dim=1)
+                has_probs, exit_at = True, k + 1
+        raise AssertionError("the last decision point offers only EXIT")  # ActionTables guarantees it
+
+    def _mask_one(self, k: int, has_probs: bool, macs: float, device: torch.device) -> torch.Tensor:
+        """:meth:`_mask` for one input whose spend is the float ``macs``."""
+        mask = self.valid_now[k, int(has_probs)][None]
+        if self.budget == float("inf"):
+            return mask
+        committed = self._macs_tables["act_cost" if has_probs else "need"][k]
+        return mask & torch.from_numpy(fits(np.array([macs]), committed, self.budget)).to(device)
 
     def route_module(self, choices: Sequence[int], exit_position: int | None = None) -> RouteModule:
         """One fixed route (per block a width index or ``SKIP_CHOICE``; exit at ``exit_position``,

@@ -57,15 +57,19 @@ def test_routed_model_applies_the_hard_budget_like_the_environment() -> None:
         RoutedModel(env.core.backbone, agent.policy_module(), max_macs=1e-6)
 
 
-def test_each_input_is_routed_alone_as_in_a_batch() -> None:
+@pytest.mark.parametrize("max_macs", [None, 0.5])
+def test_each_input_is_routed_alone_as_in_a_batch(max_macs: float | None) -> None:
+    """Batch 1 takes its own lean walk (issue 20); it must make the batched walk's decisions."""
     env, agent = trained()
-    routed = RoutedModel(env.core.backbone, agent.policy_module())
-    x = env.core.executor.inputs[:16]
+    routed = RoutedModel(env.core.backbone, agent.policy_module(), max_macs=max_macs)
+    x = env.core.executor.inputs[:32]
     batch = routed(x)
-    for i in (0, 5, 15):
+    assert len(set(batch[1].tolist())) > 1  # the inputs take different routes
+    for i in range(len(x)):
         single = routed(x[i : i + 1])
         torch.testing.assert_close(single[0][0], batch[0][i], rtol=1e-4, atol=1e-5)
         for got, want in zip(single[1:], batch[1:]):
+            assert got.dtype == want.dtype and got.shape == (1,)
             assert got[0] == want[i]
 
 
