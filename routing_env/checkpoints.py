@@ -46,6 +46,13 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> 
         raise
 
 
+def atomic_write_text(path: str | os.PathLike[str], text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` through :func:`atomic_write`: a reader, or a run resumed after
+    ``kill -9``, sees the old file or the new one, never half of one."""
+    data = text.encode() if isinstance(text, str) else text
+    atomic_write(path, lambda f: f.write(data))
+
+
 def save_state_dict(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write a plain state_dict (tensors, numbers, strings) atomically."""
     buffer = io.BytesIO()

@@ -39,7 +39,7 @@ from .backbones.resnet import (
     recalibrate_batchnorm,
     sandwich_loss,
 )
-from .checkpoints import file_sha256, load_state_dict, save_state_dict
+from .checkpoints import atomic_write_text, file_sha256, load_state_dict, save_state_dict
 from .costs import module_macs
 from .data import Split, augment, load_split
 from .env import torch_device
@@ -395,8 +395,8 @@ def write_model_card(
             routes_on_test=route_report(model, test),
             recalibration=recalibration,
         )
-    (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out / "MODEL_CARD.md").write_text(model_card_markdown(card))
+    atomic_write_text(out / "model_card.json", json.dumps(card, indent=2) + "\n")
+    atomic_write_text(out / "MODEL_CARD.md", model_card_markdown(card))
     return card
 
 

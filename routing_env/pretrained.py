@@ -19,7 +19,7 @@ from typing import Any
 from .backbones.cascade import Cascade
 from .backbones.dynamic import DynamicResNetBackbone
 from .backbones.resnet import CLASSIFIERS, DYNAMIC
-from .checkpoints import file_sha256, load_state_dict, save_state_dict
+from .checkpoints import atomic_write_text, file_sha256, load_state_dict, save_state_dict
 
 
 def root() -> Path:
@@ -98,13 +98,13 @@ def package_cascade(
         if card["dataset"] != dataset:
             raise ValueError(f"{run} was trained on {card['dataset']!r}, not {dataset!r}")
         model = card["model"]
-        (folder / f"{model}.pt").write_bytes((run / card["weights"]).read_bytes())
-        (folder / f"{model}.model_card.json").write_text((run / "model_card.json").read_text())
-        (folder / f"{model}.MODEL_CARD.md").write_text((run / "MODEL_CARD.md").read_text())
+        atomic_write_text(folder / f"{model}.pt", (run / card["weights"]).read_bytes())
+        atomic_write_text(folder / f"{model}.model_card.json", (run / "model_card.json").read_text())
+        atomic_write_text(folder / f"{model}.MODEL_CARD.md", (run / "MODEL_CARD.md").read_text())
         members.append({"model": model, "weights": f"{model}.pt", "sha256": card["sha256"], "test_accuracy": card["test_accuracy"], "macs": card["macs"]})
         num_classes = load_state_dict(folder / f"{model}.pt", card["sha256"])["fc.weight"].shape[0]
     manifest = {"name": name, "kind": "cascade", "dataset": dataset, "num_classes": int(num_classes), "members": members}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     models = []
     for member in members:
         model = CLASSIFIERS[member["model"]](manifest["num_classes"])
@@ -114,7 +114,7 @@ def package_cascade(
     for split in ("val", "test"):
         cascade.feature_cache(dataset, split, data_root)
     manifest["caches"] = cache_hashes(folder)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return folder
 
 
@@ -128,9 +128,9 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
     model = card["model"]
     if model not in DYNAMIC:
         raise ValueError(f"{run} holds {model!r}, not a dynamic ResNet ({sorted(DYNAMIC)})")
-    (folder / f"{model}.pt").write_bytes((run / card["weights"]).read_bytes())
-    (folder / f"{model}.model_card.json").write_text((run / "model_card.json").read_text())
-    (folder / f"{model}.MODEL_CARD.md").write_text((run / "MODEL_CARD.md").read_text())
+    atomic_write_text(folder / f"{model}.pt", (run / card["weights"]).read_bytes())
+    atomic_write_text(folder / f"{model}.model_card.json", (run / "model_card.json").read_text())
+    atomic_write_text(folder / f"{model}.MODEL_CARD.md", (run / "MODEL_CARD.md").read_text())
     num_classes = load_state_dict(folder / f"{model}.pt", card["sha256"])[f"heads.{card['num_blocks']}.fc.weight"].shape[0]
     manifest = {
         "name": name,
@@ -144,7 +144,7 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
         "test_accuracy": card["test_accuracy"],
         "macs": card["macs"],
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return folder
 
 
@@ -174,10 +174,10 @@ def package_cotrained(
         models.append(model)
     new = {"name": name, "kind": "cascade", "dataset": manifest["dataset"], "num_classes": manifest["num_classes"],
            "members": members, "cotrained_from": base, "backbone_sha256": file_sha256(backbone), "note": note}
-    (folder / "manifest.json").write_text(json.dumps(new, indent=2) + "\n")
+    atomic_write_text(folder / "manifest.json", json.dumps(new, indent=2) + "\n")
     cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
     for split in ("val", "test"):
         cascade.feature_cache(manifest["dataset"], split, data_root)
     new["caches"] = cache_hashes(folder)
-    (folder / "manifest.json").write_text(json.dumps(new, indent=2) + "\n")
+    atomic_write_text(folder / "manifest.json", json.dumps(new, indent=2) + "\n")
     return folder

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -434,31 +435,80 @@ def test_a_sweep_killed_with_sigkill_resumes_and_leaves_no_partial_file(tmp_path
     """kill -9 in the middle of a sweep, then the same command: the finished runs are reused, the
     unfinished one is trained again, and no JSON the next run reads is half-written."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "routing_env", "sweep", "--backbone", "tiny-cascade", "--agent", "reinforce",
                "--lams", "0.05", "--seeds", "0,1,2", "--steps", "4000", "--out", str(out), "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not list(out.glob("runs/*/test.json")) and time.time() < deadline:  # the first run has finished
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_when(command, lambda: bool(list(out.glob("runs/*/test.json"))))  # the first run has finished
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/test.json")}
     assert finished and not (out / "results.json").exists()
-    for path in out.rglob("*.json"):  # every JSON on disk is whole
-        json.loads(path.read_text())
-    assert not list(out.rglob(".*.tmp"))
-    assert subprocess.run(command, env=env, capture_output=True).returncode == 0
+    _assert_no_partial_file(out)
+    assert subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True).returncode == 0
     results = json.loads((out / "results.json").read_text())
     assert len(results["runs"]) == 3
     for name, mtime in finished.items():  # reused, not retrained
         assert (out / "runs" / name / "test.json").stat().st_mtime_ns == mtime
+
+
+def _kill_when(command: list[str], ready: Callable[[], bool], timeout: float = 600.0) -> None:
+    """Start ``command`` (one torch thread), wait until ``ready()``, then ``kill -9`` it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not ready() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, "the command ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def _assert_no_partial_file(out: Path) -> None:
+    for path in out.rglob("*.json"):  # every JSON on disk is whole
+        json.loads(path.read_text())
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_a_study_killed_with_sigkill_resumes_and_loses_at_most_one_trial(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "routing_env", "study", "--backbone", "tiny-cascade", "--rewards", "accuracy",
+               "--agent", "reinforce", "--lams", "0.05", "--seeds", "0,1,2", "--steps", "4000", "--out", str(out), "--quiet"]
+    _kill_when(command, lambda: bool(list(out.glob("runs/*/*/runs/*/test.json"))))
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/runs/*/test.json")}
+    assert finished and not (out / "study.json").exists()
+    _assert_no_partial_file(out)
+    assert subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True).returncode == 0
+    study = json.loads((out / "study.json").read_text())
+    assert len(study["rewards"]["accuracy"]["runs"]) == 3
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # the finished trials were reused
+
+
+def test_a_cotrained_train_killed_with_sigkill_runs_again_from_the_start_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A co-trained ``train`` is one trial: killed, it leaves nothing a later run would load as
+    finished, and the same command trains it again (with one set of curves, not two)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "routing_env", "train", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lam", "0.05",
+               "--steps", "6000", "--env-kwargs", "train_backbone=true", "--out", str(out), "--quiet"]
+    _kill_when(command, lambda: bool(list(out.glob("tb/events.*"))))
+    assert not (out / "eval.json").exists()
+    _assert_no_partial_file(out)
+    assert subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True).returncode == 0
+    assert json.loads((out / "eval.json").read_text())["n"] > 0
+    assert len(list(out.glob("tb/events.*"))) == 1
+    assert main(["evaluate", "--run", str(out), "--split", "test", "--json"]) == 0
 
 
 def test_an_attack_raises_a_policys_compute_and_the_hard_budget_still_holds() -> None:

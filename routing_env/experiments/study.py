@@ -11,6 +11,7 @@ A trial is one :func:`~routing_env.experiments.sweep.sweep_run` in
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 
 from .. import ENV_IDS
 from ..backbones import backbone_names
+from ..checkpoints import atomic_write_text
 from ..env import EnvConfig
 from ..rewards import REWARD_DESCRIPTIONS, REWARD_SPECS
 from ..provenance import provenance
@@ -331,7 +333,7 @@ def run_study(
     }
     write_json(out / "study.json", study)
     write_study_csv(out / "study.csv", study)
-    (out / "study.md").write_text(study_markdown(study))
+    atomic_write_text(out / "study.md", study_markdown(study))
     plot_fronts(out / "fronts.png", study)
     plot_learning_curves(out / "learning_curves.png", study, dict(zip((r["run"] for r in runs), curves)))
     plot_hypervolume(out / "hypervolume.png", study)
@@ -347,15 +349,16 @@ CSV_COLUMNS = ("reward", "agent", "knob", "value", "seed", "val_accuracy", "val_
 def write_study_csv(path: Path, study: dict[str, Any]) -> None:
     """One row per trial (:data:`CSV_COLUMNS`); the threshold is the one tuned on val to the trial's val cost."""
     knob = study["knob"]
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for reward, entry in study["rewards"].items():
-            for r in entry["runs"]:
-                t, v, thr = r["test"], r["val"], r["threshold_at_val_cost"]
-                w.writerow([reward, r["agent"], knob, r[knob], r["seed"], v["accuracy"], v["macs_fraction"], t["accuracy"],
-                            t["macs_fraction"], t["macs_fraction_with_policy"], thr["accuracy"], thr["macs_fraction"],
-                            r["final_return"], r["steps_to_95"], r["run"]])
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(CSV_COLUMNS)
+    for reward, entry in study["rewards"].items():
+        for r in entry["runs"]:
+            t, v, thr = r["test"], r["val"], r["threshold_at_val_cost"]
+            w.writerow([reward, r["agent"], knob, r[knob], r["seed"], v["accuracy"], v["macs_fraction"], t["accuracy"],
+                        t["macs_fraction"], t["macs_fraction_with_policy"], thr["accuracy"], thr["macs_fraction"],
+                        r["final_return"], r["steps_to_95"], r["run"]])
+    atomic_write_text(path, text.getvalue())
 
 
 def _pm(figure: dict[str, Any], fmt: str) -> str:

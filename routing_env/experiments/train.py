@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 
 from .. import ENV_IDS, __version__
-from ..checkpoints import atomic_write, save_state_dict
+from ..checkpoints import atomic_write_text, save_state_dict
 from ..env import RoutingVectorEnv
 from ..evaluation import route_split, summarize
 from ..provenance import provenance
@@ -68,9 +68,7 @@ def evaluation_json(agent: Any, env: RoutingVectorEnv, env_id: str, progress: bo
 
 def write_json(path: Path, payload: Any) -> None:
     """Write ``payload`` as JSON, atomically (a reader never sees a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(payload, indent=2) + "\n").encode()
-    atomic_write(path, lambda f: f.write(data))
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def train_run(
