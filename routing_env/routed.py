@@ -179,9 +179,7 @@ class RoutedModel(nn.Module):
             if action == EXIT:
                 return (logits, torch.tensor([macs], dtype=torch.float64, device=device),
                         torch.tensor([exit_at], device=device), torch.tensor([k + 1], device=device))
-            choice = self.choice_list[action]
-            if choice != SKIP_CHOICE:
-                h = self.model.blocks[k](h, choice)
+            h = self.model.block_routes(k, h, self.choice_list[action])
             pooled = pooled_features(h, self.feature_dim)
             macs, priced = macs + float(act_cost[k, action]), priced + float(price_cost[k, action])
             if self.has_head[k + 1]:

@@ -360,14 +360,17 @@ class DynamicResNet(nn.Module):
                 logits.append(self.head(k + 1, x))
         return logits
 
-    def block_routes(self, k: int, h: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
-        """Block ``k`` on each row of ``h`` at that row's ``choice`` (width index or ``SKIP_CHOICE``);
+    def block_routes(self, k: int, h: torch.Tensor, choice: torch.Tensor | int) -> torch.Tensor:
+        """Block ``k`` on each row of ``h`` at that row's ``choice`` (width index or ``SKIP_CHOICE``; an
+        ``int`` is every row's, as :class:`~routing_env.routed.RoutedModel` at batch 1 passes it);
         the rows with the same choice run as one call, and the result keeps the rows' order.
 
         The one place a batch walks a block along its choices: the environment's executor, the
         co-training replay (:meth:`forward_routes`) and :class:`~routing_env.routed.RoutedModel` all run
         blocks through it (the rules of the walk — masks, budget, fallback, costs — are
         :class:`~routing_env.core.ActionTables`')."""
+        if isinstance(choice, int):
+            return h if choice == SKIP_CHOICE else self.blocks[k](h, choice)
         first = int(choice[0])
         if bool((choice == first).all()):  # one group (always at batch 1): no gather, no reorder
             return h if first == SKIP_CHOICE else self.blocks[k](h, first)
