@@ -167,6 +167,8 @@ class SB3Agent(Agent):
         super().__init__(env, seed=seed)
         self.kwargs = {**self.defaults, **options}
         self.vec_env = SB3VecEnv(env)
+        self._logged_to: Path | None = None
+        """The TensorBoard folder SB3 writes to (set once per run: a second writer would split the curves)."""
         try:
             self.model = self.algorithm(
                 "MultiInputPolicy",
@@ -184,10 +186,12 @@ class SB3Agent(Agent):
         return dict(self.kwargs)
 
     def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False) -> None:
-        if logger is not None:
+        if logger is not None and self._logged_to != logger.directory:  # one events file per run
             self.model.set_logger(configure(str(logger.directory), ["tensorboard"]))
+            self._logged_to = logger.directory
         callbacks = [RoutingCallback()] + ([ProgressCallback(total_steps, self.name)] if progress else [])
-        self.model.learn(total_timesteps=total_steps, callback=CallbackList(callbacks))
+        # a later call goes on (its steps, its episodes, its TensorBoard step) where this one stopped
+        self.model.learn(total_timesteps=total_steps, callback=CallbackList(callbacks), reset_num_timesteps=self.model.num_timesteps == 0)
 
     def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         kwargs = {"action_masks": obs["action_mask"].astype(bool)} if self.masked else {}
