@@ -47,8 +47,15 @@ def git_commit() -> str | None:
 
 
 def versions() -> dict[str, str | None]:
+    """Installed versions of :data:`PACKAGES`; routing-env's own from the code that runs (an editable
+    install's metadata keeps the version it was installed at)."""
+    from . import __version__
+
     out: dict[str, str | None] = {}
     for name in PACKAGES:
+        if name == "routing-env":
+            out[name] = __version__
+            continue
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
