@@ -73,13 +73,15 @@ def learn_to_greedy_target(
 ) -> None:
     """``target_policy="greedy"``: learn in :data:`~routing_env.budget.GREEDY_ROUNDS` rounds; after each,
     route the training split greedily (as the policy will be scored) and set the cost the dual ascent
-    holds the sampled episodes at to ``target_macs`` plus the round's gap between the sampled episodes'
-    mean cost and the greedy policy's, so that the *scored* policy lands on the budget. (A gap, not an
-    accumulated miss: while λ still lags, a summed miss winds up.) TensorBoard: ``budget/greedy_cost``,
-    ``budget/sampled_cost`` and ``budget/sampled_target`` per round."""
+    holds the sampled episodes at to ``target_macs`` plus the mean, over the rounds so far, of the gap
+    between the sampled episodes' mean cost and the greedy policy's, so that the *scored* policy lands
+    on the budget. (A mean gap, not an accumulated miss, which winds up while λ lags; and not the last
+    round's gap alone, which swings as a cascade's argmax jumps between members.) TensorBoard:
+    ``budget/greedy_cost``, ``budget/sampled_cost`` and ``budget/sampled_target`` per round."""
     target = float(env_kwargs["target_macs"])
     scoring = evaluation_env(env_id, env_kwargs, env_kwargs["split"])
     routing = env.unwrapped
+    gaps: list[float] = []
     for r in range(GREEDY_ROUNDS):
         episodes, total = routing.sampled_cost()
         agent.learn(steps // GREEDY_ROUNDS + (r < steps % GREEDY_ROUNDS), logger=logger, progress=progress)
@@ -88,7 +90,8 @@ def learn_to_greedy_target(
             continue  # no episode ended this round: nothing to compare
         sampled = (now_total - total) / (now_episodes - episodes)
         greedy = float(route_split(agent, scoring).macs_fraction.mean())
-        setpoint = max(MIN_SAMPLED_TARGET, target + sampled - greedy)
+        gaps.append(sampled - greedy)
+        setpoint = max(MIN_SAMPLED_TARGET, target + sum(gaps) / len(gaps))
         routing.set_sampled_target(setpoint)
         done = (r + 1) * steps // GREEDY_ROUNDS
         for key, value in (("greedy_cost", greedy), ("sampled_cost", sampled), ("sampled_target", setpoint)):
