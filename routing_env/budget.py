@@ -19,13 +19,6 @@ import numpy as np
 from .rewards import Outcome, RewardFn, Terms
 
 
-GREEDY_ROUNDS = 10
-"""``target_policy="greedy"``: training runs in this many equal rounds; after each, the greedy policy's
-cost on the training split moves the sampled setpoint by its miss (integral control on the setpoint)."""
-
-MIN_SAMPLED_TARGET = 1e-3
-"""The sampled setpoint stays above this, however far the greedy policy overshoots."""
-
 LAM_LIMIT = 100.0
 """|λ| is clipped here: a target no policy can reach (below the cheapest route, above the dearest) would
 otherwise drive λ without bound."""
@@ -41,12 +34,6 @@ class DualAscent:
         self.episodes = 0
         self.cost_sum = 0.0
         """Episodes seen and their total cost (means over a window: differences of two readings)."""
-
-    def retarget(self, target: float) -> None:
-        """Move the cost the ascent holds episodes at (``target_policy="greedy"``); λ goes on from where it is."""
-        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 < target < np.inf:
-            raise ValueError(f"a sampled target must be a finite number > 0, got {target!r}")
-        self.target = float(target)
 
     def update(self, costs: np.ndarray) -> None:
         """One ascent step on the costs of the episodes that just ended."""

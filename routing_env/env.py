@@ -27,8 +27,6 @@ OBS_MODES = ("vector", "heads")
 """``vector``: the five keys of docs/design.md §2. ``heads`` adds ``heads`` (H, C), the softmax of every
 exit head evaluated so far in the episode (zeros where a head has not run), and ``heads_mask`` (H,):
 whether two cascade members agree is a signal the latest head alone does not carry."""
-TARGET_POLICIES = ("sampled", "greedy")
-"""Whose cost a `target_macs` budget is (`EnvConfig.target_policy`)."""
 
 
 @dataclass(frozen=True)
@@ -61,13 +59,6 @@ class EnvConfig:
     ``info["macs"]`` stay in MACs."""
     target_lr: float = 1e-4
     """The dual ascent's step size: λ moves by this times each ended episode's cost above the target."""
-    target_policy: str = "sampled"
-    """Whose cost ``target_macs`` is: ``sampled``, the episodes this environment serves (what the dual
-    ascent sees); or ``greedy``, the policy as it is scored (argmax). With ``greedy``,
-    :func:`~routing_env.experiments.train.train_run` trains in :data:`~routing_env.budget.GREEDY_ROUNDS`
-    rounds and after each moves the sampled episodes' setpoint (:meth:`RoutingVectorEnv.set_sampled_target`)
-    by the greedy policy's miss on the training split: a stochastic policy spends differently from its
-    argmax, so holding its samples at the budget misses it when scored."""
     invalid_action: str = "fallback"
     """``fallback``, ``penalize`` or ``raise`` (docs/design.md §5)."""
     invalid_penalty: float = 0.1
@@ -126,13 +117,6 @@ class EnvConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if self.target_policy not in TARGET_POLICIES:
-            raise ValueError(f"unknown target_policy {self.target_policy!r}; expected one of {TARGET_POLICIES}")
-        if self.target_policy != "sampled" and self.target_macs is None:
-            raise ValueError(f"target_policy={self.target_policy!r} says whose cost target_macs is; it needs target_macs")
-        if self.target_policy == "greedy" and (self.train_backbone or self.cost != "macs"):
-            raise ValueError("target_policy='greedy' measures the greedy policy's MACs on a frozen copy of the environment; "
-                             "it does not combine with train_backbone or another cost model")
         if self.target_macs is not None and self.reward in ("blockdrop", "accuracy-hinge"):
             raise ValueError(f"reward {self.reward!r} uses λ for something other than the price of compute; "
                              "target_macs adapts only a price: use accuracy, cross-entropy or a shaped spec")
@@ -458,17 +442,10 @@ class RoutingVectorEnv(VectorEnv):
 
     def sampled_cost(self) -> tuple[int, float]:
         """The episodes that have ended under ``target_macs`` and their total cost (a window's mean is the
-        difference of two readings)."""
+        difference of two readings): what the dual ascent holds at the target."""
         if self.core.ascent is None:
             raise ValueError("sampled_cost needs an environment made with target_macs")
         return self.core.ascent.episodes, self.core.ascent.cost_sum
-
-    def set_sampled_target(self, target: float) -> None:
-        """Hold the mean cost of the episodes this environment serves at ``target`` from now on (a
-        ``target_macs`` environment only): what ``target_policy="greedy"`` moves between rounds."""
-        if self.core.ascent is None:
-            raise ValueError("set_sampled_target needs an environment made with target_macs")
-        self.core.ascent.retarget(target)
 
     def _draw(self, count: int) -> np.ndarray:
         return self.np_random.integers(self.num_instances, size=count)

@@ -31,8 +31,6 @@ OPTIONS = [
     ({"max_macs": 0.001}, "below the cheapest route"),
     ({"target_macs": -0.2}, "target_macs must be"),
     ({"target_lr": 0}, "target_lr must be"),
-    ({"target_policy": "argmax", "target_macs": 0.3}, "unknown target_policy 'argmax'"),
-    ({"target_policy": "greedy"}, "it needs target_macs"),
     ({"cost": "Latency"}, "cost must be one of"),
     ({"obs_mode": "pixels"}, "unknown obs_mode 'pixels'"),
     ({"backbone": "resnet-9000"}, "unknown backbone 'resnet-9000'"),

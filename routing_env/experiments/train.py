@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 
 from .. import ENV_IDS, __version__
-from ..budget import GREEDY_ROUNDS, MIN_SAMPLED_TARGET
 from ..checkpoints import atomic_write_text, save_state_dict
 from ..env import RoutingVectorEnv
 from ..evaluation import route_split, summarize
 from ..provenance import provenance
 
 if TYPE_CHECKING:
-    from agents import Agent, RunLogger
+    from agents import Agent
 
 EVAL_BATCH = 256
 
@@ -45,7 +44,6 @@ def evaluation_kwargs(env_kwargs: dict[str, Any], split: str, run: Path | None =
     it, the backbone as it was before co-training."""
     kwargs = {**env_kwargs, "split": split, "train_backbone": False}
     kwargs.pop("target_macs", None)  # an adapted λ would drift while the policy is scored
-    kwargs.pop("target_policy", None)
     if env_kwargs.get("train_backbone") and run is not None:
         kwargs["backbone_weights"] = str(Path(run) / "backbone.pt")
     return kwargs
@@ -66,36 +64,6 @@ def evaluation_json(agent: Any, env: RoutingVectorEnv, env_id: str, progress: bo
     records = route_split(agent, env, progress=progress)
     summary = summarize(records, env, agent.policy_macs())
     return {"policy": agent.name, "uses_labels": bool(getattr(agent, "uses_labels", False)), "env": env_id, **summary}
-
-
-def learn_to_greedy_target(
-    agent: Agent, env: gym.vector.VectorEnv, env_id: str, env_kwargs: dict[str, Any], steps: int, logger: RunLogger, progress: bool
-) -> None:
-    """``target_policy="greedy"``: learn in :data:`~routing_env.budget.GREEDY_ROUNDS` rounds; after each,
-    route the training split greedily (as the policy will be scored) and set the cost the dual ascent
-    holds the sampled episodes at to ``target_macs`` plus the mean, over the rounds so far, of the gap
-    between the sampled episodes' mean cost and the greedy policy's, so that the *scored* policy lands
-    on the budget. (A mean gap, not an accumulated miss, which winds up while λ lags; and not the last
-    round's gap alone, which swings as a cascade's argmax jumps between members.) TensorBoard:
-    ``budget/greedy_cost``, ``budget/sampled_cost`` and ``budget/sampled_target`` per round."""
-    target = float(env_kwargs["target_macs"])
-    scoring = evaluation_env(env_id, env_kwargs, env_kwargs["split"])
-    routing = env.unwrapped
-    gaps: list[float] = []
-    for r in range(GREEDY_ROUNDS):
-        episodes, total = routing.sampled_cost()
-        agent.learn(steps // GREEDY_ROUNDS + (r < steps % GREEDY_ROUNDS), logger=logger, progress=progress)
-        now_episodes, now_total = routing.sampled_cost()
-        if now_episodes == episodes:
-            continue  # no episode ended this round: nothing to compare
-        sampled = (now_total - total) / (now_episodes - episodes)
-        greedy = float(route_split(agent, scoring).macs_fraction.mean())
-        gaps.append(sampled - greedy)
-        setpoint = max(MIN_SAMPLED_TARGET, target + sum(gaps) / len(gaps))
-        routing.set_sampled_target(setpoint)
-        done = (r + 1) * steps // GREEDY_ROUNDS
-        for key, value in (("greedy_cost", greedy), ("sampled_cost", sampled), ("sampled_target", setpoint)):
-            logger.scalar(f"budget/{key}", value, done)
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -143,10 +111,7 @@ def train_run(
     logger = RunLogger(out / "tb")
     start = time.time()
     try:
-        if env_kwargs.get("target_policy", "sampled") == "greedy":
-            learn_to_greedy_target(agent, env, env_id, env_kwargs, steps, logger, progress)
-        else:
-            agent.learn(steps, logger=logger, progress=progress)
+        agent.learn(steps, logger=logger, progress=progress)
     finally:
         logger.close()
     agent.save(out)
