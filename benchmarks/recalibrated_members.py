@@ -1,0 +1,55 @@
+"""Each co-trained cascade member's `test` accuracy as saved, and after re-estimating its BatchNorm
+statistics on augmented `train` batches (issue 13: how much of what joint training costs the members
+is stale normalisation). Prints JSON.
+
+    ROUTING_ENV_DATA=.data python benchmarks/recalibrated_members.py runs/joint-cifar10-e10/backbone.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from routing_env.backbones.resnet import CLASSIFIERS
+from routing_env.checkpoints import load_state_dict
+from routing_env.data import augment, load_split
+from routing_env.experiments.joint import split_members
+from routing_env.pretrain import accuracy
+
+MEMBERS = ("resnet8", "resnet20", "resnet56")
+"""The shipped cascade's members, in order (``cifar10-resnet-cascade``)."""
+
+
+@torch.no_grad()
+def recalibrate(model: torch.nn.Module, images: torch.Tensor, batches: int, generator: torch.Generator) -> None:
+    """Exact BatchNorm statistics over ``batches`` augmented batches of 256 (cumulative average)."""
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    for _ in range(batches):
+        model(augment(images[torch.randint(len(images), (256,), generator=generator)], generator))
+    model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("backbone", help="a co-trained cascade's backbone.pt (written by `routing-env joint`)")
+    parser.add_argument("--batches", type=int, default=50)
+    args = parser.parse_args()
+    test, train = load_split("cifar10", "test"), load_split("cifar10", "train")
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for name, state in zip(MEMBERS, split_members(load_state_dict(args.backbone), len(MEMBERS))):
+        model = CLASSIFIERS[name](10)
+        model.load_state_dict(state)
+        saved = accuracy(model, test)
+        recalibrate(model, train.inputs, args.batches, generator)
+        rows.append({"member": name, "test_accuracy": saved, "test_accuracy_recalibrated": accuracy(model, test)})
+    print(json.dumps({"backbone": args.backbone, "batches": args.batches, "members": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
