@@ -31,7 +31,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``, with the
+    permissions a plain ``open`` would give it (``mkstemp`` makes the temporary file owner-only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -40,10 +41,18 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str | bytes) -> None:

@@ -34,3 +34,14 @@ def test_state_dict_hash_tracks_the_weights() -> None:
     with torch.no_grad():
         net.bias += 1
     assert state_dict_sha256(net) != before
+
+
+def test_an_atomic_write_gets_the_permissions_a_plain_write_gets(tmp_path) -> None:  # noqa: ANN001
+    import stat
+
+    from routing_env.checkpoints import atomic_write_text
+
+    (tmp_path / "plain.json").write_text("{}")
+    atomic_write_text(tmp_path / "atomic.json", "{}")
+    mode = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("plain.json", "atomic.json")}
+    assert mode["atomic.json"] == mode["plain.json"], mode
