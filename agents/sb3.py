@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 from gymnasium.vector import AutoresetMode, VectorEnv
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO
@@ -198,6 +199,13 @@ class SB3Agent(Agent):
         actions, _ = self.model.predict(obs, deterministic=True, **kwargs)
         return np.asarray(actions, dtype=np.int64)
 
+    def policy_module(self) -> nn.Module:
+        """The deterministic policy as a module over observation tensors (for ``RoutedModel``): the
+        scores whose argmax ``predict`` takes (action logits; Q-values for DQN). Unmasked ones may
+        favour an invalid move; ``RoutedModel`` then applies the environment's fallback, as stepping
+        the environment would. A masked algorithm's scores are masked here, as its ``predict`` masks."""
+        return _SB3Scores(self.model.policy, q_values=isinstance(self.model, DQN), masked=self.masked)
+
     def policy_macs(self) -> float:
         space = self.vec_env.observation_space
         zeros = {k: np.zeros((1, *s.shape), dtype=s.dtype) for k, s in space.items()}
@@ -252,3 +260,18 @@ class DQNAgent(SB3Agent):
 
     def _decision(self, obs: dict[str, torch.Tensor]) -> object:
         return self.model.policy.q_net(obs)
+
+
+class _SB3Scores(nn.Module):
+    """An SB3 policy's action scores on a dict of observation tensors (SB3 preprocesses them itself);
+    ``masked``: invalid moves get ``-inf``, as a masked algorithm's ``predict`` excludes them."""
+
+    def __init__(self, policy: nn.Module, q_values: bool, masked: bool) -> None:
+        super().__init__()
+        self.policy = policy
+        self.q_values = q_values
+        self.masked = masked
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        scores = self.policy.q_net(obs) if self.q_values else self.policy.get_distribution(obs).distribution.logits
+        return scores.masked_fill(~obs["action_mask"].bool(), float("-inf")) if self.masked else scores

@@ -39,10 +39,11 @@ def expensive_log_prob(routed: RoutedModel, x: torch.Tensor) -> torch.Tensor:
     total = torch.zeros(b, device=x.device)
     for k in range(routed.num_stages):
         mask = routed.valid_now[k, int(has_probs)].expand(b, -1)
-        logits = routed.policy(routed._observation(pooled, probs, k, macs, mask)).masked_fill(~mask, float("-inf"))
+        scores = routed.policy(routed._observation(pooled, probs, k, macs, mask))
+        logits = scores.masked_fill(~mask, float("-inf"))
         target = widest if bool(mask[0, widest]) else RUN
         total = total + torch.where(alive, torch.log_softmax(logits, dim=1)[:, target], torch.zeros_like(total))
-        action = logits.detach().argmax(dim=1)
+        action = routed.choose(scores.detach(), mask)
         alive = alive & (action != EXIT)
         if not bool(alive.any()):
             break

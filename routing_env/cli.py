@@ -207,7 +207,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     env = evaluation_env(config["env"], config["env_kwargs"], args.split, run=run)
     agent = load_agent(run, env, allow_code=args.allow_code)
     if not hasattr(agent, "policy_module") or not hasattr(env.core.executor, "inputs"):
-        raise ValueError(f"attack needs a reinforce policy on routing_env/DynamicResNet-v0; {run} holds {agent.name!r} on {config['env']}")
+        raise ValueError(f"attack needs a policy with a policy_module (reinforce, ppo, maskable-ppo, a2c, dqn) on routing_env/DynamicResNet-v0; {run} holds {agent.name!r} on {config['env']}")
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     routed = RoutedModel(env.core.backbone, agent.policy_module(), max_macs=args.max_macs,

@@ -34,8 +34,10 @@ class RoutedModel(nn.Module):
     Args:
         backbone: the dynamic ResNet (its network is used frozen, in ``eval()`` mode).
         policy: an ``nn.Module`` mapping a batched observation dict of tensors (``features``,
-            ``probs``, ``position``, ``cost``, ``action_mask``) to action logits ``(B, A)``; the
-            action taken is the argmax over the valid ones (e.g. ``ReinforceAgent.policy_module()``).
+            ``probs``, ``position``, ``cost``, ``action_mask``) to action scores ``(B, A)`` (e.g.
+            ``Agent.policy_module()``); the move is their argmax, and an invalid argmax takes the
+            environment's fallback (:func:`~routing_env.core.fallback_order`), as it would stepping
+            the environment (a policy that masks its own scores never needs it).
         allow_skip: offer SKIP where a block can be skipped (the environment's default: yes).
         max_macs: hard budget as a fraction of the full network's MACs, as the environment's option:
             moves after which no prediction would fit are masked.
@@ -80,6 +82,9 @@ class RoutedModel(nn.Module):
         self.has_head = [bool(v) for v in tables.has_head]
         self.costs_head0 = float(costs.head[0])
         self.register_buffer("valid_now", torch.tensor(tables.valid_now), persistent=False)
+        self.register_buffer("fallback_ranks", torch.tensor(tables.fallback_ranks), persistent=False)
+        self.fallback_lists = [np.argsort(row, kind="stable").tolist() for row in tables.fallback_ranks]
+        """Per action, the moves in the order the fallback tries them (the action itself first)."""
         self.register_buffer("act_cost", torch.tensor(tables.act_cost), persistent=False)
         self.register_buffer("need", torch.tensor(tables.need), persistent=False)
         self.register_buffer("price_cost", torch.tensor(priced.act_cost), persistent=False)
@@ -102,6 +107,16 @@ class RoutedModel(nn.Module):
                      mask: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"features": features, "probs": probs, "position": self.onehot[position].to(features.dtype).expand(len(features), -1),
                 "cost": (macs / self.price_reference).to(features.dtype)[:, None], "action_mask": mask.to(torch.int8)}
+
+    def choose(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each row's move: the argmax of ``scores``, or where that is not in ``mask``, the first valid
+        move of its fallback order (``ActionTables.fallback``'s rule, in torch)."""
+        raw = scores.argmax(dim=1)
+        ok = mask.gather(1, raw[:, None])[:, 0]
+        if bool(ok.all()):
+            return raw
+        ranks = self.fallback_ranks[raw].masked_fill(~mask, torch.iinfo(torch.int64).max)
+        return torch.where(ok, raw, ranks.argmin(dim=1))
 
     def _mask(self, k: int, has_probs: bool, macs: torch.Tensor) -> torch.Tensor:
         """The batch's valid moves at point k: :class:`~routing_env.core.ActionTables`' rows, and its
@@ -133,8 +148,7 @@ class RoutedModel(nn.Module):
         probs = F.softmax(logits, dim=1) if has_probs else torch.zeros_like(logits)
         for k in range(self.num_stages + 1):
             mask = self._mask(k, has_probs, macs)
-            scores = self.policy(self._observation(pooled, probs, k, priced, mask)).masked_fill(~mask, float("-inf"))
-            action = scores.argmax(dim=1)
+            action = self.choose(self.policy(self._observation(pooled, probs, k, priced, mask)), mask)
             done = action == EXIT
             if bool(done.any()):
                 ended = rows[done]
@@ -175,7 +189,10 @@ class RoutedModel(nn.Module):
             observation = {"features": pooled, "probs": probs, "position": self.onehot[k : k + 1].to(dtype),
                            "cost": torch.full((1, 1), priced / self.price_reference, dtype=dtype, device=device),
                            "action_mask": mask.to(torch.int8)}
-            action = int(self.policy(observation).masked_fill(~mask, float("-inf")).argmax(dim=1))
+            action = int(self.policy(observation).argmax(dim=1))
+            if not bool(mask[0, action]):
+                valid = mask[0].tolist()
+                action = next(a for a in self.fallback_lists[action] if valid[a])
             if action == EXIT:
                 return (logits, torch.tensor([macs], dtype=torch.float64, device=device),
                         torch.tensor([exit_at], device=device), torch.tensor([k + 1], device=device))

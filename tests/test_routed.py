@@ -105,3 +105,28 @@ def test_a_fixed_route_exports_and_bad_routes_are_refused() -> None:
         routed.route_module(bad)
     with pytest.raises(ValueError, match="carries no head"):
         routed.route_module(choices, exit_position=1 if 1 not in model.exit_positions else 0)
+
+
+@pytest.mark.parametrize("name", ["ppo", "maskable-ppo", "dqn"])
+def test_an_sb3_policy_deploys_through_routed_model_as_it_steps_the_environment(name: str) -> None:
+    """SB3 agents expose their scores (``policy_module``); an unmasked argmax that is invalid takes
+    the environment's fallback in ``RoutedModel`` as it does in ``step``, so both walks agree."""
+    env = RoutingVectorEnv(num_envs=64, backbone="tiny-dynamic-resnet", split="test", lam=0.3)
+    agent = make_agent(name, env, seed=0)
+    agent.learn(3000)
+    records = route_split(agent, env)
+    routed = RoutedModel(env.core.backbone, agent.policy_module())
+    x = env.core.executor.inputs
+    assert_equal_to_env(routed(x), records, env.core.labels)
+    single = [routed(x[i : i + 1]) for i in range(16)]  # the batch-1 walk applies the same fallback
+    assert [int(s[3][0]) for s in single] == records.decisions[:16].tolist()
+    assert [float(s[1][0]) for s in single] == pytest.approx(records.macs[:16].tolist())
+
+
+def test_an_invalid_argmax_takes_the_environments_fallback() -> None:
+    env, agent = trained()
+    routed = RoutedModel(env.core.backbone, agent.policy_module())
+    mask = torch.tensor([[True, False, True, True, False, False]] * 2)
+    scores = torch.tensor([[0.0, 5.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 9.0]])
+    # SKIP invalid -> the narrowest RUN; RUN(1.0) invalid -> the narrower RUNs first
+    assert routed.choose(scores, mask).tolist() == [2, 3]
