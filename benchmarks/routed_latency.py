@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +19,14 @@ import torch
 
 from agents import load_agent
 from routing_env.experiments import evaluation_env
+from routing_env.latency import median_seconds
 from routing_env.routed import RoutedModel
 
 
 def routed_latency_ms(routed: torch.nn.Module, images: torch.Tensor, repeats: int) -> float:
     """Median over images of the median over ``repeats`` of one batch-1 forward, in ms."""
-    medians = []
     with torch.inference_mode():
-        for x in images:
-            x = x[None]
-            routed(x)  # warm-up
-            times = []
-            for _ in range(repeats):
-                began = time.perf_counter()
-                routed(x)
-                times.append(time.perf_counter() - began)
-            medians.append(float(np.median(times)))
+        medians = [median_seconds(lambda x=x[None]: routed(x), repeats) for x in images]
     return 1e3 * float(np.median(medians))
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import copy
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .backbones.dynamic import DynamicResNetBackbone, pooled_features
 from .backbones.resnet import SKIP_CHOICE, DynamicResNet, inference_copy
-from .core import EXIT, ActionTables, fits
+from .core import EXIT, ActionTables, fallback_order, fits
 from .costs import count_macs
 from .latency import cost_table
 
@@ -83,8 +82,8 @@ class RoutedModel(nn.Module):
         self.costs_head0 = float(costs.head[0])
         self.register_buffer("valid_now", torch.tensor(tables.valid_now), persistent=False)
         self.register_buffer("fallback_ranks", torch.tensor(tables.fallback_ranks), persistent=False)
-        self.fallback_lists = [np.argsort(row, kind="stable").tolist() for row in tables.fallback_ranks]
-        """Per action, the moves in the order the fallback tries them (the action itself first)."""
+        self.fallback_lists = [fallback_order(a, len(spec.widths)) for a in range(spec.num_actions)]
+        """Per action, its replacements in the order the fallback tries them (:func:`~routing_env.core.fallback_order`)."""
         self.register_buffer("act_cost", torch.tensor(tables.act_cost), persistent=False)
         self.register_buffer("need", torch.tensor(tables.need), persistent=False)
         self.register_buffer("price_cost", torch.tensor(priced.act_cost), persistent=False)
@@ -206,12 +205,11 @@ class RoutedModel(nn.Module):
         raise AssertionError("the last decision point offers only EXIT")  # ActionTables guarantees it
 
     def _mask_one(self, k: int, has_probs: bool, macs: float, device: torch.device) -> torch.Tensor:
-        """:meth:`_mask` for one input whose spend is the float ``macs``."""
-        mask = self.valid_now[k, int(has_probs)][None]
+        """:meth:`_mask` for one input whose spend is the float ``macs`` (a tensor only when a budget
+        needs checking)."""
         if self.budget == float("inf"):
-            return mask
-        committed = self._macs_tables["act_cost" if has_probs else "need"][k]
-        return mask & torch.from_numpy(fits(np.array([macs]), committed, self.budget)).to(device)
+            return self.valid_now[k, int(has_probs)][None]
+        return self._mask(k, has_probs, torch.tensor([macs], dtype=torch.float64, device=device))
 
     def route_module(self, choices: Sequence[int], exit_position: int | None = None) -> RouteModule:
         """One fixed route (per block a width index or ``SKIP_CHOICE``; exit at ``exit_position``,
