@@ -92,6 +92,11 @@ class PretrainArgs:
     monitor: int = 1000
     """Dynamic backbones: every epoch, each static route's accuracy on the first ``monitor`` ``val``
     images goes to tensorboard (``val_routes/…``) and the log, so each route is measured as it trains."""
+    teacher: str | None = None
+    """Dynamic backbones: a plain CIFAR ResNet's state_dict (its depth is read from its keys, e.g. the
+    shipped ResNet-56) whose logits every route distils from, instead of the full path's own: the
+    full path, which shares its weights with every narrower route, gets a target stronger than itself
+    (:func:`~routing_env.backbones.resnet.sandwich_loss`). Costs one teacher forward per batch."""
 
     def __post_init__(self) -> None:
         if self.backbone not in MODELS:
@@ -111,6 +116,8 @@ class PretrainArgs:
             raise ValueError(f"ema must be a decay in (0, 1), got {self.ema}")
         if self.sandwich < 0 or not 0.0 <= self.skip_rate <= 1.0:
             raise ValueError(f"sandwich must be >= 0 and skip_rate in [0, 1], got {self.sandwich} and {self.skip_rate}")
+        if self.teacher is not None and not self.dynamic:
+            raise ValueError(f"teacher is for dynamic backbones, got it for {self.backbone!r}")
         if not 0.0 <= self.uniform_routes <= 1.0 or self.recalibrate < 0 or self.monitor < 0:
             raise ValueError(
                 f"uniform_routes must be in [0, 1] and recalibrate, monitor >= 0, got {self.uniform_routes}, "
@@ -143,6 +150,30 @@ def build_model(args: PretrainArgs, num_classes: int) -> nn.Module:
             raise ValueError(f"{args.init} does not fit {args.backbone}: {e}") from None
     return model
 
+
+
+def build_teacher(path: str, num_classes: int) -> nn.Module:
+    """The plain CIFAR ResNet stored at ``path``, frozen in eval mode; its depth is read from the
+    state_dict (``layer1.{i}`` blocks per stage), so any shipped member can teach."""
+    state = load_state_dict(path)
+    per_stage = len({key.split(".")[1] for key in state if key.startswith("layer1.")})
+    name = f"resnet{6 * per_stage + 2}"
+    if name not in CLASSIFIERS:
+        raise ValueError(f"teacher {path} is not a plain CIFAR ResNet state_dict (read depth {6 * per_stage + 2}); expected one of {sorted(CLASSIFIERS)}")
+    teacher = CLASSIFIERS[name](num_classes)
+    try:
+        teacher.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"teacher {path} does not fit {name}: {e}") from None
+    return teacher.eval().requires_grad_(False)
+
+
+def same_arguments(saved: str, args: PretrainArgs) -> bool:
+    """Whether a checkpoint's arguments (JSON) are ``args``; fields added since it was written count
+    as their defaults, so a run started before a new option existed still resumes."""
+    stored = json.loads(saved)
+    defaults = {f.name: f.default for f in dataclasses.fields(args) if f.name not in stored}
+    return {**defaults, **stored} == json.loads(json.dumps(asdict(args)))
 
 
 def make_scheduler(args: PretrainArgs, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -216,6 +247,7 @@ def pretrain(
     torch.backends.cudnn.benchmark = where.type == "cuda"
     torch.manual_seed(args.seed)
     model = build_model(args, train.num_classes).to(where, memory_format=torch.channels_last)
+    teacher = build_teacher(args.teacher, train.num_classes).to(where, memory_format=torch.channels_last) if args.teacher else None
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -232,7 +264,7 @@ def pretrain(
     start_epoch, elapsed, history = 0, 0.0, []
     if resume and checkpoint_path.exists():
         state = load_state_dict(checkpoint_path)
-        if state["args"] != json.dumps(asdict(args), sort_keys=True):
+        if not same_arguments(state["args"], args):
             raise ValueError(f"{checkpoint_path} was written with other arguments: {state['args']}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -262,7 +294,13 @@ def pretrain(
             y = labels[batch]
             with autocast:
                 if args.dynamic:
-                    loss, logits = sandwich_loss(model, x, y, criterion, generator, args.sandwich, args.skip_rate, args.uniform_routes)
+                    taught = None
+                    if teacher is not None:
+                        with torch.no_grad():
+                            taught = teacher(x.contiguous(memory_format=torch.channels_last))
+                    loss, logits = sandwich_loss(
+                        model, x, y, criterion, generator, args.sandwich, args.skip_rate, args.uniform_routes, taught
+                    )
                 else:
                     logits = model(x)
                     loss = criterion(logits.float(), y)
@@ -392,6 +430,7 @@ def write_model_card(
             num_blocks=model.num_blocks,
             widths=list(model.widths),
             init_sha256=file_sha256(args.init) if args.init else None,
+            teacher_sha256=file_sha256(args.teacher) if args.teacher else None,
             routes_on_test=route_report(model, test),
             recalibration=recalibration,
         )

@@ -100,3 +100,58 @@ def test_dynamic_pretraining_starts_from_a_plain_resnet_and_reports_routes(cifar
     assert "random skip 0.5" in (tmp_path / "dyn" / "MODEL_CARD.md").read_text()
     with pytest.raises(ValueError, match="does not fit resnet56-dynamic"):
         build_model(PretrainArgs(backbone="resnet56-dynamic", init=str(tmp_path / "plain.pt")), 10)
+
+
+def test_a_teacher_replaces_the_full_paths_target(tmp_path: Path) -> None:
+    """With teacher logits, a route's distillation loss is its cross-entropy against the teacher's
+    softmax, and the full path's loss mixes labels and teacher half and half."""
+    import torch.nn.functional as F
+
+    from routing_env.backbones.resnet import resnet20_dynamic, sandwich_loss
+
+    torch.manual_seed(0)
+    model = resnet20_dynamic().eval()
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    teacher_logits = torch.randn(8, 10) * 3
+    criterion = torch.nn.CrossEntropyLoss()
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    with torch.no_grad():
+        loss, logits = sandwich_loss(model, x, y, criterion, gen(), sandwich=0, teacher_logits=teacher_logits)
+        full = model.forward_exits(x, [3] * model.num_blocks)
+        narrow = model.forward_exits(x, [0] * model.num_blocks)
+        p = F.softmax(teacher_logits, dim=1)
+        soft = lambda z: -(p * F.log_softmax(z, dim=1)).sum(1).mean()  # noqa: E731
+        expected = sum(0.5 * criterion(z, y) + 0.5 * soft(z) for z in full) / len(full) + sum(soft(z) for z in narrow) / len(narrow)
+        assert torch.allclose(logits, full[-1])
+        assert torch.allclose(loss, expected, atol=1e-5)
+        plain, _ = sandwich_loss(model, x, y, criterion, gen(), sandwich=0)
+        assert not torch.allclose(plain, loss)
+
+
+def test_teacher_is_read_from_a_plain_resnet_and_refused_otherwise(tmp_path: Path) -> None:
+    from routing_env.backbones.resnet import resnet20_dynamic, resnet56
+    from routing_env.checkpoints import save_state_dict
+    from routing_env.pretrain import build_teacher
+
+    save_state_dict(resnet56().state_dict(), tmp_path / "r56.pt")
+    teacher = build_teacher(str(tmp_path / "r56.pt"), 10)
+    assert sum(p.numel() for p in teacher.parameters()) == sum(p.numel() for p in resnet56().parameters())
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    save_state_dict(resnet20_dynamic().state_dict(), tmp_path / "dyn.pt")
+    with pytest.raises(ValueError, match="is not a plain CIFAR ResNet"):
+        build_teacher(str(tmp_path / "dyn.pt"), 10)
+    with pytest.raises(ValueError, match="teacher is for dynamic backbones, got it for 'resnet8'"):
+        PretrainArgs(backbone="resnet8", teacher=str(tmp_path / "r56.pt"))
+
+
+def test_a_checkpoint_from_before_an_option_existed_still_resumes() -> None:
+    from dataclasses import asdict
+
+    from routing_env.pretrain import same_arguments
+
+    args = PretrainArgs(backbone="resnet20-dynamic", epochs=30)
+    old = asdict(args)
+    del old["teacher"]
+    assert same_arguments(json.dumps(old, sort_keys=True), args)
+    assert not same_arguments(json.dumps(old, sort_keys=True), PretrainArgs(backbone="resnet20-dynamic", epochs=30, teacher="t.pt"))
+    assert not same_arguments(json.dumps({**old, "epochs": 31}), args)

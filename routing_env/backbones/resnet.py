@@ -474,18 +474,34 @@ def sandwich_loss(
     sandwich: int = 2,
     skip_rate: float = 0.5,
     uniform: float = 0.0,
+    teacher_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Deep supervision on the full path's exits, plus the narrowest and ``sandwich`` random routes
     (:func:`random_route` with ``uniform``) distilled from the full path's last exit (the sandwich rule
-    with in-place distillation, Yu & Huang 2019). Returns the loss and the full path's last logits."""
+    with in-place distillation, Yu & Huang 2019). Returns the loss and the full path's last logits.
+
+    With ``teacher_logits`` (a stronger network's, e.g. ResNet-56's, on the same batch) every route
+    distils from the teacher instead, and the full path's exits learn half from the labels and half
+    from the teacher (Hinton et al.'s knowledge distillation at temperature 1): the full path shares
+    its weights with every narrower route, and a target stronger than itself is what it lacks."""
     full = model.forward_exits(x, [len(model.widths) - 1] * model.num_blocks)
-    loss = sum(criterion(logits.float(), y) for logits in full) / len(full)
-    teacher = F.softmax(full[-1].detach().float(), dim=1)
+    if teacher_logits is None:
+        loss = sum(criterion(logits.float(), y) for logits in full) / len(full)
+        teacher = F.softmax(full[-1].detach().float(), dim=1)
+    else:
+        teacher = F.softmax(teacher_logits.detach().float(), dim=1)
+        loss = sum(0.5 * criterion(logits.float(), y) + 0.5 * soft_cross_entropy(logits, teacher) for logits in full) / len(full)
     routes = [[0] * model.num_blocks] + [random_route(model, skip_rate, generator, uniform) for _ in range(sandwich)]
     for route in routes:
         exits = model.forward_exits(x, route)
-        loss = loss + sum(-(teacher * F.log_softmax(logits.float(), dim=1)).sum(1).mean() for logits in exits) / len(exits)
+        loss = loss + sum(soft_cross_entropy(logits, teacher) for logits in exits) / len(exits)
     return loss, full[-1]
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` against the probability rows ``target`` (distillation's loss;
+    it differs from the KL divergence by the target's entropy, a constant)."""
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
 @torch.no_grad()
