@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from routing_env.backbones.resnet import CLASSIFIERS
+from routing_env.backbones.resnet import CLASSIFIERS, exact_batchnorm_statistics
 from routing_env.checkpoints import load_state_dict
 from routing_env.data import augment, load_split
 from routing_env.experiments.joint import split_members
@@ -22,16 +22,11 @@ MEMBERS = ("resnet8", "resnet20", "resnet56")
 """The shipped cascade's members, in order (``cifar10-resnet-cascade``)."""
 
 
-@torch.no_grad()
 def recalibrate(model: torch.nn.Module, images: torch.Tensor, batches: int, generator: torch.Generator) -> None:
     """Exact BatchNorm statistics over ``batches`` augmented batches of 256 (cumulative average)."""
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    for _ in range(batches):
-        model(augment(images[torch.randint(len(images), (256,), generator=generator)], generator))
-    model.eval()
+    with exact_batchnorm_statistics(model):
+        for _ in range(batches):
+            model(augment(images[torch.randint(len(images), (256,), generator=generator)], generator))
 
 
 def main() -> None:

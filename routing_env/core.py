@@ -209,6 +209,7 @@ class RoutingCore:
         data_root: root of the image data, where the backbone needs it.
         live: run the backbone's own network (trainable, e.g. by
             :class:`~routing_env.cotraining.BackboneTrainer`) instead of a frozen copy or cache.
+        augment: a live backbone reads fresh crop-and-flip views of the images (``backbone_augment``).
         track_heads: keep every exit head's softmax per episode (the ``heads`` observation of
             ``obs_mode="heads"``); off by default, since the plain observation does not need it.
         ascent: a :class:`~routing_env.budget.DualAscent` the reward reads λ from, updated here from the
@@ -230,6 +231,7 @@ class RoutingCore:
         allow_skip: bool = False,
         data_root: str | None = None,
         live: bool = False,
+        augment: bool = False,
         track_heads: bool = False,
         ascent: Any = None,
         price: CostTable | None = None,
@@ -252,6 +254,8 @@ class RoutingCore:
         self.live = live
         self.ascent = ascent
         self.executor = backbone.executor(dataset, split, num_slots, data_root, live)
+        if augment:
+            self.executor.augment(seed=0)
         self.labels = self.executor.labels
         self.num_instances = len(self.labels)
         self.num_stages = n = spec.num_stages
@@ -324,6 +328,11 @@ class RoutingCore:
             obs["heads"] = self.head_probs[slots]
             obs["heads_mask"] = self.head_seen[slots].astype(np.int8)
         return obs
+
+    def seed_views(self, seed: int) -> None:
+        """Seed the fresh views of an augmenting executor (``backbone_augment``); nothing otherwise."""
+        if self.executor.views is not None:
+            self.executor.views.generator.manual_seed(seed)
 
     # --- transitions --------------------------------------------------------------------------
     def reset(self, slots: np.ndarray, indices: np.ndarray) -> None:

@@ -256,6 +256,23 @@ def augment(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> to
     return crops.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
+class FreshViews:
+    """A fresh crop-and-flip view (:func:`augment`) of a split's images at every read, from one seeded
+    CPU generator: co-training's data augmentation. Joint training sees each ``train`` image many
+    times; without new views the members fit the images they have memorised, and the policy learns
+    from confidences on images the members know by heart (``backbone_augment``)."""
+
+    def __init__(self, inputs: torch.Tensor, seed: int = 0) -> None:
+        if inputs.ndim != 4:
+            raise ValueError(f"augmented views need images (N, C, H, W); these inputs have shape {tuple(inputs.shape)}")
+        self.inputs = inputs
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        """A new view of each of the images ``rows`` (channels-first contiguous, as the inputs are)."""
+        return augment(self.inputs.index_select(0, rows), self.generator).contiguous()
+
+
 def augmented_views(split: Split, views: int = VAL_AUG_VIEWS, seed: int = VAL_AUG_SEED) -> Split:
     """``split`` followed by ``views - 1`` seeded augmented copies (4-pixel crops and flips, as in
     training): instance ``v·n + i`` is view ``v`` of image ``i`` (view 0 the image itself), so every

@@ -77,6 +77,11 @@ class EnvConfig:
     """Co-training: learning rate of the backbone's SGD (momentum 0.9)."""
     backbone_update_every: int = 32
     """Co-training: one optimizer step per this many ended episodes."""
+    backbone_augment: bool = False
+    """Co-training: every episode reads a fresh crop-and-flip view of its image, and the backbone's
+    loss another (:class:`~routing_env.data.FreshViews`); ``reset(seed=...)`` seeds them. Joint
+    training revisits each ``train`` image for many epochs, and without new views the members
+    memorise them. Needs ``train_backbone=True`` and image data."""
     backbone_weights: str | None = None
     """A state_dict file to load over the backbone's weights, e.g. the ``backbone.pt`` a co-trained
     ``train`` run writes (evaluating it: the same backbone name, these weights, frozen)."""
@@ -128,6 +133,8 @@ class EnvConfig:
         every = self.backbone_update_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"backbone_update_every must be an integer >= 1, got {every!r}")
+        if not isinstance(self.backbone_augment, bool) or (self.backbone_augment and not self.train_backbone):
+            raise ValueError(f"backbone_augment must be true or false, and true only with train_backbone=True, got {self.backbone_augment!r}")
         if self.train_backbone and self.split == "test":
             raise ValueError(
                 "train_backbone=True on split='test' would train on the test labels; co-train on 'train' or 'val', "
@@ -170,6 +177,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
         allow_skip=allow_skip,
         data_root=config.data_root,
         live=config.train_backbone,
+        augment=config.backbone_augment,
         track_heads=config.obs_mode == "heads",
         ascent=ascent,
         price=price,
@@ -262,7 +270,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     See :class:`EnvConfig`: ``backbone``, ``dataset``, ``split``, ``lam``, ``reward``, ``max_macs``,
     ``target_macs``, ``target_lr``, ``cost``, ``invalid_action``, ``invalid_penalty``, ``allow_skip``,
     ``obs_mode``, ``train_backbone``,
-    ``backbone_lr``, ``backbone_update_every``, ``backbone_weights``, ``device``, ``data_root``.
+    ``backbone_lr``, ``backbone_update_every``, ``backbone_augment``, ``backbone_weights``, ``device``, ``data_root``.
 
     ## Version History
     * v0: initial release (``DynamicResNet-v0`` and co-training since routing-env 0.2.0).
@@ -301,6 +309,8 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
+        if seed is not None:
+            self.core.seed_views(seed)
         options = options or {}
         if "index" in options:
             index = check_index(options["index"], self.num_instances)
@@ -462,6 +472,8 @@ class RoutingVectorEnv(VectorEnv):
             return self._partial_reset(options)
         if seed is not None or self._np_random is None:
             self._np_random, self._np_random_seed = seeding.np_random(seed)
+        if seed is not None:
+            self.core.seed_views(seed)
         if "index" in options:
             indices = np.asarray(options["index"])
             if indices.shape != (self.num_envs,):

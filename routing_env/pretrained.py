@@ -16,10 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .backbones.cascade import Cascade
 from .backbones.dynamic import DynamicResNetBackbone
-from .backbones.resnet import CLASSIFIERS, DYNAMIC
+from .backbones.resnet import CLASSIFIERS, DYNAMIC, exact_batchnorm_statistics
 from .checkpoints import atomic_write_text, file_sha256, load_state_dict, save_state_dict
+from .data import augment, load_split
 
 
 def root() -> Path:
@@ -149,12 +152,23 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
 
 
 def package_cotrained(
-    name: str, base: str, backbone: str | Path, data_root: str | None = None, out: str | Path | None = None, note: str = ""
+    name: str,
+    base: str,
+    backbone: str | Path,
+    data_root: str | None = None,
+    out: str | Path | None = None,
+    note: str = "",
+    recalibrate: int = 0,
 ) -> Path:
     """Assemble ``pretrained/<name>/`` from a co-trained cascade: the members of the pretrained cascade
     ``base`` with the weights of ``backbone`` (a ``backbone.pt`` that ``train`` or ``joint`` wrote),
     frozen, with a new manifest (sha256 of each member) and ``val``/``test`` feature caches; ``note``
-    (how it was trained) goes into the manifest."""
+    (how it was trained) goes into the manifest.
+
+    ``recalibrate``: re-estimate each member's BatchNorm statistics over this many augmented ``train``
+    batches of 256 (seeded) first. Co-training updates the members in eval mode (an episode's few
+    instances make no batch statistics), so their running statistics are those of the weights they
+    started from."""
     from .experiments.joint import split_members
 
     manifests = available()
@@ -164,16 +178,24 @@ def package_cotrained(
     folder = Path(out) if out is not None else root() / name
     folder.mkdir(parents=True, exist_ok=True)
     states = split_members(load_state_dict(backbone), len(manifest["members"]))
+    images = load_split(manifest["dataset"], "train", data_root).inputs if recalibrate else None
+    generator = torch.Generator().manual_seed(0)
     members, models = [], []
     for member, state in zip(manifest["members"], states):
         model = CLASSIFIERS[member["model"]](manifest["num_classes"])
         model.load_state_dict(state)
+        if images is not None:
+            with exact_batchnorm_statistics(model):
+                for _ in range(recalibrate):
+                    model(augment(images[torch.randint(len(images), (256,), generator=generator)], generator))
+        model.eval()
         path = folder / Path(member["weights"]).name  # the base's file names: unique within a cascade
         save_state_dict(model.state_dict(), path)
         members.append({"model": member["model"], "weights": path.name, "sha256": file_sha256(path), "macs": member.get("macs")})
         models.append(model)
     new = {"name": name, "kind": "cascade", "dataset": manifest["dataset"], "num_classes": manifest["num_classes"],
-           "members": members, "cotrained_from": base, "backbone_sha256": file_sha256(backbone), "note": note}
+           "members": members, "cotrained_from": base, "backbone_sha256": file_sha256(backbone), "note": note,
+           "batchnorm_recalibrated_on": f"{recalibrate} augmented train batches of 256" if recalibrate else None}
     atomic_write_text(folder / "manifest.json", json.dumps(new, indent=2) + "\n")
     cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
     for split in ("val", "test"):

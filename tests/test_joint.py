@@ -105,9 +105,84 @@ def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path,
         cotrained[1].fc.bias.add_(0.5)
     save_state_dict(cotrained.state_dict(), tmp_path / "backbone.pt")
     folder = pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=cifar_root,
-                                          note="a test")
+                                          note="a test", recalibrate=2)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["cotrained_from"] == "base-cascade" and manifest["note"] == "a test"
-    loaded = pretrained.load("joint-cascade")
-    assert all(torch.equal(a, b) for a, b in zip(loaded.module.state_dict().values(), cotrained.state_dict().values()))
+    assert manifest["batchnorm_recalibrated_on"] == "2 augmented train batches of 256"
+    loaded, original = pretrained.load("joint-cascade").module.state_dict(), cotrained.state_dict()
+    # the weights are the co-trained ones; only the BatchNorm statistics were re-estimated
+    assert all(torch.equal(loaded[k], original[k]) for k in original if "running" not in k and "num_batches" not in k)
+    assert not torch.allclose(loaded["0.bn1.running_mean"], original["0.bn1.running_mean"])
     assert sorted(p.name.split("-")[-2] for p in folder.glob("*.npz")) == ["test", "val"]
+
+
+# --- backbone_augment: fresh views of the train images while co-training --------------------------
+def _features_at(env_kwargs: dict, seed: int, index: list[int]) -> np.ndarray:
+    from routing_env.env import RoutingVectorEnv
+
+    env = RoutingVectorEnv(num_envs=len(index), backbone="tiny-dynamic-resnet", split="train", **env_kwargs)
+    obs, _ = env.reset(seed=seed, options={"index": np.array(index)})
+    return obs["features"]
+
+
+def test_augmenting_executors_read_fresh_seeded_views() -> None:
+    live = {"train_backbone": True}
+    index = list(range(16))
+    plain = _features_at(live, 0, index)
+    a = _features_at({**live, "backbone_augment": True}, 0, index)
+    b = _features_at({**live, "backbone_augment": True}, 0, index)
+    c = _features_at({**live, "backbone_augment": True}, 1, index)
+    assert np.array_equal(a, b)  # reset(seed=...) seeds the views
+    assert not np.allclose(a, plain, atol=1e-4) and not np.allclose(a, c, atol=1e-4)
+
+
+def test_augmented_loss_reads_another_view_of_the_same_instances() -> None:
+    from routing_env.env import RoutingVectorEnv
+
+    env = RoutingVectorEnv(num_envs=4, backbone="tiny-dynamic-resnet", split="train", train_backbone=True, backbone_augment=True)
+    env.reset(seed=0)
+    executor = env.core.executor
+    indices = np.arange(32)
+    routes = np.full((32, env.core.num_stages), len(env.core.backbone.spec.widths) - 1)  # the widest width everywhere
+    exits = np.full(32, env.core.num_stages)
+    with torch.no_grad():
+        first = executor.loss(indices, routes, exits)
+        second = executor.loss(indices, routes, exits)
+    assert float(first) != float(second)  # a fresh view each call, where a fixed image gives one loss
+    executor.views = None
+    with torch.no_grad():
+        assert float(executor.loss(indices, routes, exits)) == float(executor.loss(indices, routes, exits))
+
+
+def test_augmentation_is_refused_where_there_is_nothing_to_crop() -> None:
+    from routing_env.env import EnvConfig, RoutingVectorEnv
+
+    with pytest.raises(ValueError, match="true only with train_backbone=True"):
+        EnvConfig(backbone="tiny-dynamic-resnet", backbone_augment=True)
+    with pytest.raises(ValueError, match=r"augmented views need images \(N, C, H, W\); these inputs have shape \(20000, 16\)"):
+        RoutingVectorEnv(num_envs=2, backbone="tiny-cascade", split="train", train_backbone=True, backbone_augment=True)
+    with pytest.raises(ValueError, match="set by the joint run itself"):
+        JointSpec(env_kwargs={"backbone_augment": True})
+
+
+def test_a_killed_augmented_joint_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = JointSpec(backbone="tiny-dynamic-resnet", lam=0.05, epochs=2, num_envs=64, backbone_lr=0.005, backbone_update_every=64, augment=True)
+    joint_train(spec, tmp_path / "whole")
+    calls = {"n": 0}
+    flush = joint.flush
+
+    def dies_in_epoch_two(env):  # noqa: ANN001
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        flush(env)
+
+    monkeypatch.setattr(joint, "flush", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        joint_train(spec, tmp_path / "killed")
+    monkeypatch.setattr(joint, "flush", flush)
+    joint_train(spec, tmp_path / "killed", resume=True)
+    whole = torch.load(tmp_path / "whole" / "backbone.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "backbone.pt", weights_only=True)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert "views_rng" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)

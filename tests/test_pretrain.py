@@ -155,3 +155,17 @@ def test_a_checkpoint_from_before_an_option_existed_still_resumes() -> None:
     assert same_arguments(json.dumps(old, sort_keys=True), args)
     assert not same_arguments(json.dumps(old, sort_keys=True), PretrainArgs(backbone="resnet20-dynamic", epochs=30, teacher="t.pt"))
     assert not same_arguments(json.dumps({**old, "epochs": 31}), args)
+
+
+def test_exact_batchnorm_statistics_average_the_passes_and_restore_the_mode() -> None:
+    from routing_env.backbones.resnet import exact_batchnorm_statistics, resnet8
+
+    model = resnet8().eval()
+    batches = [torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8) for _ in range(2)]
+    with exact_batchnorm_statistics(model):
+        for x in batches:
+            model(x)
+    assert not model.training and model.bn1.momentum == 0.1
+    with torch.no_grad():  # the stem's BatchNorm holds the mean of the two batches' channel means
+        stem = [model.conv1(model.normalize(x)).mean(dim=(0, 2, 3)) for x in batches]
+    assert torch.allclose(model.bn1.running_mean, (stem[0] + stem[1]) / 2, atol=1e-4)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import state_dict_sha256
+from ..data import FreshViews
 
 SKIP_CHOICE = -1
 """In a route, the choice of a skipped stage; otherwise the choice is a width index."""
@@ -117,6 +118,14 @@ class Executor(abc.ABC):
     def head(self, slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Evaluate, for each of ``slots``, the exit head at its entry of ``positions`` (the point
         the slot is at; one call per step for every slot that reached a head); return logits."""
+
+    views: FreshViews | None = None
+    """Where a live executor draws fresh views of its images (:meth:`augment`); ``None``: the images as stored."""
+
+    def augment(self, seed: int) -> None:
+        """Live executors: from now on read a fresh crop-and-flip view of each instance when its episode
+        begins, and another for :meth:`loss` (:class:`~routing_env.data.FreshViews`, seeded with ``seed``)."""
+        raise TypeError(f"{type(self).__name__} serves fixed features: augmentation needs a live backbone (train_backbone=True)")
 
     def loss(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> torch.Tensor:
         """Live executors: the mean cross-entropy of ended episodes (instances ``indices`` of the split,

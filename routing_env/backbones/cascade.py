@@ -23,7 +23,7 @@ from torch import nn
 
 from ..checkpoints import atomic_write, file_sha256, state_dict_sha256
 from ..costs import count_macs
-from ..data import SYNTHETIC_CLASSES, SYNTHETIC_DIM, Split, cache_root, load_split
+from ..data import SYNTHETIC_CLASSES, SYNTHETIC_DIM, FreshViews, Split, cache_root, load_split
 from .base import BackboneSpec, CostTable, Executor, RoutableBackbone
 
 
@@ -231,17 +231,31 @@ class LiveCascadeExecutor(Executor):
         self.index = np.zeros(num_slots, dtype=np.int64)
         self.features_now = np.zeros((num_slots, self.feature_dim), dtype=np.float32)
         self.logits = np.zeros((num_slots, cascade.spec.num_classes), dtype=np.float32)
+        self.views: FreshViews | None = None
+        self.view = self.inputs[:0]
+        """Each slot's view of its instance while augmenting (every member of an episode sees the same one)."""
+
+    def augment(self, seed: int) -> None:
+        self.views = FreshViews(self.inputs, seed)
+        self.view = torch.zeros(len(self.index), *self.inputs.shape[1:], dtype=self.inputs.dtype, device=self.device)
+
+    def _images(self, slots: np.ndarray) -> torch.Tensor:
+        if self.views is not None:
+            return self.view[torch.from_numpy(slots).to(self.device)]
+        return self.inputs[torch.from_numpy(self.index[slots]).to(self.device)]
 
     @torch.inference_mode()
     def _classify(self, slots: np.ndarray, member: int) -> None:
         classifier = self.classifiers[member]
-        f = classifier.features(self.inputs[torch.from_numpy(self.index[slots]).to(self.device)])
+        f = classifier.features(self._images(slots))
         self.logits[slots] = classifier.head(f).float().cpu().numpy()
         self.features_now[slots] = 0.0
         self.features_now[slots, : f.shape[1]] = f.float().cpu().numpy()
 
     def begin(self, slots: np.ndarray, indices: np.ndarray) -> None:
         self.index[slots] = indices
+        if self.views is not None:
+            self.view[torch.from_numpy(slots).to(self.device)] = self.views(torch.from_numpy(indices).to(self.device))
         self._classify(slots, 0)
 
     def run(self, slots: np.ndarray, stage: int, width: int) -> None:
@@ -258,12 +272,15 @@ class LiveCascadeExecutor(Executor):
         return self.logits[slots]
 
     def loss(self, indices: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> torch.Tensor:
-        """Mean cross-entropy of the classifiers exited at, recomputed with gradients."""
+        """Mean cross-entropy of the classifiers exited at, recomputed with gradients (on fresh views
+        of the instances while augmenting)."""
         total = torch.zeros((), device=self.device)
         for member in np.unique(exits).tolist():
             chosen = indices[exits == member]
             classifier = self.classifiers[member]
-            logits = classifier.head(classifier.features(self.inputs[torch.from_numpy(chosen).to(self.device)]))
+            rows = torch.from_numpy(chosen).to(self.device)
+            images = self.views(rows) if self.views is not None else self.inputs[rows]
+            logits = classifier.head(classifier.features(images))
             labels = torch.from_numpy(self.labels[chosen]).to(self.device)
             total = total + nn.functional.cross_entropy(logits, labels, reduction="sum")
         return total / len(indices)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..costs import count_macs
-from ..data import SYNTHETIC_CLASSES, SYNTHETIC_IMAGE_SIZE, Split, load_split
+from ..data import SYNTHETIC_CLASSES, SYNTHETIC_IMAGE_SIZE, FreshViews, Split, load_split
 from .base import SKIP_CHOICE, BackboneSpec, CostTable, Executor, RoutableBackbone
 from .resnet import DynamicResNet, global_pool, inference_copy, sandwich_loss
 
@@ -140,6 +140,17 @@ class DynamicExecutor(Executor):
         joins share one buffer)."""
         self.pooled = torch.zeros(num_slots, self.feature_dim, device=self.device)
         """Pooled features of each slot's current map (the observation's, and what heads read)."""
+        self.views: FreshViews | None = None
+
+    def augment(self, seed: int) -> None:
+        if not self.live:
+            super().augment(seed)
+        self.views = FreshViews(self.inputs, seed)
+
+    def _images(self, indices: np.ndarray) -> torch.Tensor:
+        """The instances' images, or fresh views of them while augmenting."""
+        rows = self._rows(indices)
+        return self.views(rows) if self.views is not None else self.inputs.index_select(0, rows)
 
     def _choices(self, width: int, count: int) -> torch.Tensor:
         return torch.full((count,), width, dtype=torch.long, device=self.device)
@@ -160,7 +171,7 @@ class DynamicExecutor(Executor):
     @torch.inference_mode()
     def begin(self, slots: np.ndarray, indices: np.ndarray) -> None:
         rows = self._rows(slots)
-        h = self.model.stem(self.inputs.index_select(0, self._rows(indices)))
+        h = self.model.stem(self._images(indices))
         self._store(0, rows, h)
         self._pool(rows, h)
 
@@ -197,8 +208,7 @@ class DynamicExecutor(Executor):
         """Mean cross-entropy of the exits taken, replaying the routes with gradients (live only)."""
         if not self.live:
             return super().loss(indices, routes, exits)
-        rows = torch.from_numpy(indices).to(self.device)
-        logits = self.model.forward_routes(self.inputs[rows], torch.from_numpy(routes).to(self.device), torch.from_numpy(exits).to(self.device))
+        logits = self.model.forward_routes(self._images(indices), torch.from_numpy(routes).to(self.device), torch.from_numpy(exits).to(self.device))
         return F.cross_entropy(logits, torch.from_numpy(self.labels[indices]).to(self.device))
 
 

@@ -6,8 +6,9 @@ the new channels. Factories ``resnet8`` … ``resnet110`` give depth ``6n + 2``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -504,12 +505,11 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
-@torch.no_grad()
-def recalibrate_batchnorm(model: DynamicResNet, runs: Iterable[tuple[torch.Tensor, Sequence[int]]]) -> None:
-    """Re-estimate every BatchNorm's statistics as the exact mean over ``runs``, each a batch and the
-    route it is run along (Slimmable Networks' post-training recalibration). During training a width's statistics
-    are a running average of routes whose upstream blocks kept changing; after it, one pass with the
-    final weights gives each (block, width) the statistics of the inputs it now sees."""
+@contextlib.contextmanager
+def exact_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
+    """Within the block, forward passes (in train mode, without gradients) set every BatchNorm's
+    statistics to the exact mean over them: the statistics are reset and averaged cumulatively. Mode
+    and momenta are restored after."""
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
@@ -518,12 +518,22 @@ def recalibrate_batchnorm(model: DynamicResNet, runs: Iterable[tuple[torch.Tenso
     was_training = model.training
     model.train()
     try:
-        for x, route in runs:
-            model.forward_exits(x, route)
+        with torch.no_grad():
+            yield
     finally:
         for bn, momentum in zip(bns, momenta):
             bn.momentum = momentum
         model.train(was_training)
+
+
+def recalibrate_batchnorm(model: DynamicResNet, runs: Iterable[tuple[torch.Tensor, Sequence[int]]]) -> None:
+    """Re-estimate every BatchNorm's statistics as the exact mean over ``runs``, each a batch and the
+    route it is run along (Slimmable Networks' post-training recalibration). During training a width's statistics
+    are a running average of routes whose upstream blocks kept changing; after it, one pass with the
+    final weights gives each (block, width) the statistics of the inputs it now sees."""
+    with exact_batchnorm_statistics(model):
+        for x, route in runs:
+            model.forward_exits(x, route)
 
 
 def resnet20_dynamic(num_classes: int = 10, exits: str = "stage") -> DynamicResNet:

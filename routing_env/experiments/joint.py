@@ -6,7 +6,9 @@ cross-entropy of the instances the policy exited at it, REINFORCE updates the po
 λ·compute of the same episodes. An epoch is ``len(train)`` instance-steps; after each, the policy, the
 backbone, both optimizers and every random state are written atomically (``checkpoint.pt``, a plain
 dict loadable with ``weights_only=True``), so ``resume=True`` after a kill goes on from the last whole
-epoch. TensorBoard (``tb/``) has ``charts/accuracy_at_exit_<p>`` (each member's accuracy on the
+epoch. With ``augment`` every episode reads a fresh crop-and-flip view of its image and the members'
+loss another, as in any CIFAR training; without it the members memorise the ``train`` images they
+revisit every epoch. TensorBoard (``tb/``) has ``charts/accuracy_at_exit_<p>`` (each member's accuracy on the
 instances routed to it) beside the usual keys. The result is ``backbone.pt`` (the co-trained members,
 a ``train_backbone`` run's weights: ``evaluate --run`` and ``backbone_weights=`` read it) and the policy.
 
@@ -45,6 +47,9 @@ class JointSpec:
     seed: int = 0
     backbone_lr: float = 0.01
     backbone_update_every: int = 32
+    augment: bool = False
+    """Fresh crop-and-flip views of the ``train`` images, for the routing and for the members' loss
+    (the environment's ``backbone_augment``)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Further environment options (``reward``, ``data_root``, ``device`` …)."""
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -55,7 +60,7 @@ class JointSpec:
             raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
         if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {self.num_envs!r}")
-        reserved = {"backbone", "lam", "split", "train_backbone", "backbone_lr", "backbone_update_every", "backbone_weights"}
+        reserved = {"backbone", "lam", "split", "train_backbone", "backbone_lr", "backbone_update_every", "backbone_augment", "backbone_weights"}
         clash = sorted(reserved & set(self.env_kwargs))
         if clash:
             raise ValueError(f"env_kwargs {clash} are set by the joint run itself; pass them as its own options")
@@ -64,7 +69,8 @@ class JointSpec:
 
     def env_options(self) -> dict[str, Any]:
         return {**self.env_kwargs, "backbone": self.backbone, "lam": self.lam, "split": "train", "train_backbone": True,
-                "backbone_lr": self.backbone_lr, "backbone_update_every": self.backbone_update_every}
+                "backbone_lr": self.backbone_lr, "backbone_update_every": self.backbone_update_every,
+                "backbone_augment": self.augment}
 
 
 def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progress: bool = False) -> dict[str, Any]:
@@ -93,6 +99,8 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
         env.trainer.updates = int(state["backbone_updates"])
         env.reset(seed=spec.seed)  # sets up the episodes; the instance stream then goes on from the saved state
         env.unwrapped.np_random.bit_generator.state = json.loads(state["env_rng"])
+        if "views_rng" in state:
+            env.unwrapped.core.executor.views.generator.set_state(state["views_rng"])
         epoch, history = int(state["epoch"]), json.loads(state["history"])
     # what `evaluate --run` needs: a train_backbone run is evaluated on its backbone.pt, frozen
     write_json(out / "config.json", {"env": "routing_env/Cascade-v0", "env_kwargs": spec.env_options(), "agent": "reinforce",
@@ -109,7 +117,9 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
         history.append({"epoch": epoch, "seconds": round(time.time() - began, 1), "backbone_updates": env.trainer.updates,
                         "backbone_loss": env.trainer.last_loss})
         backbone = env.backbone_state_dict()
+        views = env.unwrapped.core.executor.views
         save_state_dict({  # one atomic file holds the whole epoch; backbone.pt and the policy follow from it
+            **({"views_rng": views.generator.get_state()} if views is not None else {}),
             "spec": written,
             "backbone": backbone,
             "agent": agent.training_state(),
