@@ -22,8 +22,8 @@ class RunLogger:
         self.writer.add_scalar("charts/episodic_return", float(np.mean(returns)), step)
         self.writer.add_scalar("charts/accuracy", float(np.mean(correct)), step)
         self.writer.add_scalar("charts/macs_fraction", float(np.mean(macs_fraction)), step)
-        self.writer.add_histogram("charts/exit_histogram", np.asarray(exits), step)
-        exits = np.asarray(exits)
+        exits = np.asarray(exits).astype(np.int64)  # positions; a float array (an empty float chunk) would name tags "1.0"
+        self.writer.add_histogram("charts/exit_histogram", exits, step)
         for position in np.unique(exits).tolist():  # each head's accuracy on the instances routed to it
             self.writer.add_scalar(f"charts/accuracy_at_exit_{position}", float(np.mean(np.asarray(correct)[exits == position])), step)
 

@@ -1,4 +1,4 @@
-"""Each co-trained cascade member's `test` accuracy as saved, and after re-estimating its BatchNorm
+"""Each co-trained cascade member's `val` and `test` accuracy as saved, and after re-estimating its BatchNorm
 statistics on augmented `train` batches (issue 13: how much of what joint training costs the members
 is stale normalisation). Prints JSON.
 
@@ -34,15 +34,16 @@ def main() -> None:
     parser.add_argument("backbone", help="a co-trained cascade's backbone.pt (written by `routing-env joint`)")
     parser.add_argument("--batches", type=int, default=50)
     args = parser.parse_args()
-    test, train = load_split("cifar10", "test"), load_split("cifar10", "train")
+    val, test, train = load_split("cifar10", "val"), load_split("cifar10", "test"), load_split("cifar10", "train")
     generator = torch.Generator().manual_seed(0)
     rows = []
     for name, state in zip(MEMBERS, split_members(load_state_dict(args.backbone), len(MEMBERS))):
         model = CLASSIFIERS[name](10)
         model.load_state_dict(state)
-        saved = accuracy(model, test)
+        saved = {"val_accuracy": accuracy(model, val), "test_accuracy": accuracy(model, test)}
         recalibrate(model, train.inputs, args.batches, generator)
-        rows.append({"member": name, "test_accuracy": saved, "test_accuracy_recalibrated": accuracy(model, test)})
+        rows.append({"member": name, **saved, "val_accuracy_recalibrated": accuracy(model, val),
+                     "test_accuracy_recalibrated": accuracy(model, test)})
     print(json.dumps({"backbone": args.backbone, "batches": args.batches, "members": rows}, indent=1))
 
 

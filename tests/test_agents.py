@@ -122,3 +122,20 @@ def test_threshold_below_the_cheapest_cost_takes_the_cheapest(val) -> None:
     assert agent.tau == 0.0
     records = route_split(agent, RoutingVectorEnv(backbone="tiny-cascade", num_envs=256, split="val"))
     assert (records.exit_position == 0).all()
+
+
+def test_run_logger_names_each_exit_by_its_integer_position(tmp_path) -> None:
+    """Ended-episode chunks concatenated with an empty float chunk arrive as floats; the tags stay ``_1``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from agents import RunLogger
+
+    logger = RunLogger(tmp_path)
+    exits = np.concatenate([np.array([1, 2, 2]), np.zeros(0)])
+    logger.episodes(10, np.ones(3), np.array([1.0, 0.0, 1.0]), np.full(3, 0.5), exits)
+    logger.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = [t for t in events.Tags()["scalars"] if t.startswith("charts/accuracy_at_exit_")]
+    assert sorted(tags) == ["charts/accuracy_at_exit_1", "charts/accuracy_at_exit_2"]
+    assert events.Scalars("charts/accuracy_at_exit_2")[0].value == 0.5
