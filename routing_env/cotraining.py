@@ -25,21 +25,46 @@ import torch
 from gymnasium.vector import VectorWrapper
 from torch import nn
 
-from .env import RoutingEnv, RoutingVectorEnv, terminal_info
+from .backbones.base import SKIP_CHOICE
+from .env import BACKBONE_TARGETS, RoutingEnv, RoutingVectorEnv, terminal_info
 
 
 @dataclass(frozen=True)
 class CoTraining:
-    """How the backbone is co-trained (the ``backbone_lr`` and ``backbone_update_every`` options)."""
+    """How the backbone is co-trained (the ``backbone_lr``, ``backbone_update_every`` and
+    ``backbone_targets`` options)."""
 
     lr: float = 0.01
     """Learning rate of the backbone's SGD (momentum 0.9)."""
     update_every: int = 32
     """One optimizer step per this many ended episodes, however many end in one environment step."""
+    targets: str = "exit"
+    """One of :data:`~routing_env.env.BACKBONE_TARGETS`. Under ``exit`` a cascade's first member only ever learns from the
+    instances it keeps, the easy ones, and unlearns being unsure of the rest, which is the signal the
+    policy routes on; under ``heads`` every member learns from every instance that reached it."""
 
     def __post_init__(self) -> None:
         if not self.lr > 0 or isinstance(self.update_every, bool) or not isinstance(self.update_every, int) or self.update_every < 1:
             raise ValueError(f"backbone_lr must be > 0 and backbone_update_every an integer >= 1, got {self.lr!r} and {self.update_every!r}")
+        if self.targets not in BACKBONE_TARGETS:
+            raise ValueError(f"unknown backbone_targets {self.targets!r}; expected one of {BACKBONE_TARGETS}")
+
+
+def heads_on_route(
+    instances: np.ndarray, routes: np.ndarray, exits: np.ndarray, head_positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ended episodes as one (instance, route, exit) row per head their route evaluated up to their exit:
+    a head at point ``p`` when ``p <= exit`` and the block before it ran (heads are not evaluated after
+    a SKIP), so the loss of the rows is the cross-entropy of every head the episode passed."""
+    rows, positions = [], []
+    for p in np.asarray(head_positions).tolist():
+        evaluated = exits >= p
+        if p > 0:
+            evaluated &= routes[:, p - 1] != SKIP_CHOICE
+        rows.append(np.flatnonzero(evaluated))
+        positions.append(np.full(int(evaluated.sum()), p, dtype=exits.dtype))
+    order = np.concatenate(rows)
+    return instances[order], routes[order], np.concatenate(positions)
 
 
 class BackboneTrainer:
@@ -53,10 +78,19 @@ class BackboneTrainer:
         config: learning rate and cadence.
     """
 
-    def __init__(self, module: nn.Module, loss: Callable[[np.ndarray, np.ndarray, np.ndarray], torch.Tensor], config: CoTraining) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        loss: Callable[[np.ndarray, np.ndarray, np.ndarray], torch.Tensor],
+        config: CoTraining,
+        head_positions: np.ndarray | None = None,
+    ) -> None:
+        if config.targets == "heads" and head_positions is None:
+            raise ValueError("backbone_targets='heads' needs the backbone's head positions")
         self.module = module
         self.loss = loss
         self.config = config
+        self.head_positions = head_positions
         self.parameters = list(module.parameters())
         self.optimizer = torch.optim.SGD(self.parameters, lr=config.lr, momentum=0.9)
         self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -70,8 +104,8 @@ class BackboneTrainer:
         if not env.config.train_backbone:
             raise ValueError("co-training needs an environment built with train_backbone=True (the live, trainable backbone)")
         core = env.core
-        config = config or CoTraining(env.config.backbone_lr, env.config.backbone_update_every)
-        return cls(core.backbone.module, core.executor.loss, config)
+        config = config or CoTraining(env.config.backbone_lr, env.config.backbone_update_every, env.config.backbone_targets)
+        return cls(core.backbone.module, core.executor.loss, config, core.head_positions)
 
     @property
     def num_pending(self) -> int:
@@ -92,6 +126,8 @@ class BackboneTrainer:
 
     def update(self, instances: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> None:
         """One optimizer step on these episodes."""
+        if self.config.targets == "heads":
+            instances, routes, exits = heads_on_route(instances, routes, exits, self.head_positions)
         for p in self.parameters:
             p.requires_grad_(True)
         try:

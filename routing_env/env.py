@@ -28,6 +28,11 @@ OBS_MODES = ("vector", "heads")
 exit head evaluated so far in the episode (zeros where a head has not run), and ``heads_mask`` (H,):
 whether two cascade members agree is a signal the latest head alone does not carry."""
 
+BACKBONE_TARGETS = ("exit", "heads")
+"""What co-training's cross-entropy covers (``backbone_targets``): ``exit``, the head each episode
+exited at (Guan et al.'s joint objective); ``heads``, every head on the episode's route up to its exit
+(deep supervision along the route the policy took; :func:`~routing_env.cotraining.heads_on_route`)."""
+
 
 @dataclass(frozen=True)
 class EnvConfig:
@@ -77,6 +82,9 @@ class EnvConfig:
     """Co-training: learning rate of the backbone's SGD (momentum 0.9)."""
     backbone_update_every: int = 32
     """Co-training: one optimizer step per this many ended episodes."""
+    backbone_targets: str = "exit"
+    """Co-training: the heads whose cross-entropy the backbone descends, ``exit`` (the one each episode
+    exited at: Guan et al.) or ``heads`` (every head on its route up to the exit; :data:`BACKBONE_TARGETS`)."""
     backbone_augment: bool = False
     """Co-training: every episode reads a fresh crop-and-flip view of its image, and the backbone's
     loss another (:class:`~routing_env.data.FreshViews`); ``reset(seed=...)`` seeds them. Joint
@@ -133,6 +141,8 @@ class EnvConfig:
         every = self.backbone_update_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"backbone_update_every must be an integer >= 1, got {every!r}")
+        if self.backbone_targets not in BACKBONE_TARGETS:
+            raise ValueError(f"unknown backbone_targets {self.backbone_targets!r}; expected one of {BACKBONE_TARGETS}")
         if not isinstance(self.backbone_augment, bool) or (self.backbone_augment and not self.train_backbone):
             raise ValueError(f"backbone_augment must be true or false, and true only with train_backbone=True, got {self.backbone_augment!r}")
         if self.train_backbone and self.split == "test":
@@ -270,7 +280,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     See :class:`EnvConfig`: ``backbone``, ``dataset``, ``split``, ``lam``, ``reward``, ``max_macs``,
     ``target_macs``, ``target_lr``, ``cost``, ``invalid_action``, ``invalid_penalty``, ``allow_skip``,
     ``obs_mode``, ``train_backbone``,
-    ``backbone_lr``, ``backbone_update_every``, ``backbone_augment``, ``backbone_weights``, ``device``, ``data_root``.
+    ``backbone_lr``, ``backbone_update_every``, ``backbone_targets``, ``backbone_augment``, ``backbone_weights``, ``device``, ``data_root``.
 
     ## Version History
     * v0: initial release (``DynamicResNet-v0`` and co-training since routing-env 0.2.0).

@@ -186,3 +186,40 @@ def test_a_killed_augmented_joint_run_resumes_exactly(tmp_path: Path, monkeypatc
     resumed = torch.load(tmp_path / "killed" / "backbone.pt", weights_only=True)
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     assert "views_rng" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+
+
+# --- backbone_targets="heads": every head on the route learns ----------------------------------
+def test_heads_on_route_lists_every_evaluated_head_up_to_the_exit() -> None:
+    from routing_env.backbones.base import SKIP_CHOICE
+    from routing_env.cotraining import heads_on_route
+    from routing_env.core import NOT_REACHED
+
+    instances = np.array([10, 11, 12, 13])
+    routes = np.array([[NOT_REACHED, NOT_REACHED], [0, NOT_REACHED], [0, 0], [SKIP_CHOICE, 0]])
+    exits = np.array([0, 1, 2, 2])
+    rows, kept_routes, positions = heads_on_route(instances, routes, exits, np.array([0, 1, 2]))
+    assert sorted(zip(rows.tolist(), positions.tolist())) == [
+        (10, 0), (11, 0), (11, 1), (12, 0), (12, 1), (12, 2), (13, 0), (13, 2)]  # 13 skipped member 1
+    assert all((kept_routes[i] == routes[instances.tolist().index(r)]).all() for i, r in enumerate(rows.tolist()))
+
+
+def test_heads_targets_train_the_first_member_on_every_instance() -> None:
+    """Under ``exit`` a member learns only from the episodes that exited at it; under ``heads`` the
+    first member learns from every episode, so it changes even when no episode exits there."""
+    from routing_env.cotraining import CoTrainBackbone
+    from routing_env.env import RoutingVectorEnv
+
+    changed = {}
+    for targets in ("exit", "heads"):
+        env = CoTrainBackbone(RoutingVectorEnv(num_envs=32, backbone="tiny-cascade", split="train", train_backbone=True,
+                                               backbone_lr=0.05, backbone_update_every=32, backbone_targets=targets))
+        first = {k: v.clone() for k, v in env.unwrapped.core.backbone.module[0].state_dict().items()}
+        env.reset(seed=0)
+        env.step(np.full(32, 2))  # RUN(1), then EXIT at the second member: no episode exits at the first
+        env.step(np.full(32, 0))
+        assert env.trainer.updates == 1
+        after = env.unwrapped.core.backbone.module[0].state_dict()
+        changed[targets] = any(not torch.equal(first[k], after[k]) for k in first)
+    assert changed == {"exit": False, "heads": True}
+    with pytest.raises(ValueError, match="unknown backbone_targets 'all'; expected one of \\('exit', 'heads'\\)"):
+        RoutingVectorEnv(num_envs=2, backbone="tiny-cascade", split="train", train_backbone=True, backbone_targets="all")

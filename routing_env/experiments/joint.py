@@ -47,6 +47,9 @@ class JointSpec:
     seed: int = 0
     backbone_lr: float = 0.01
     backbone_update_every: int = 32
+    targets: str = "exit"
+    """The heads the members learn from: ``exit`` (Guan et al.) or ``heads`` (every head on the route;
+    the environment's ``backbone_targets``)."""
     augment: bool = False
     """Fresh crop-and-flip views of the ``train`` images, for the routing and for the members' loss
     (the environment's ``backbone_augment``)."""
@@ -60,7 +63,7 @@ class JointSpec:
             raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
         if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {self.num_envs!r}")
-        reserved = {"backbone", "lam", "split", "train_backbone", "backbone_lr", "backbone_update_every", "backbone_augment", "backbone_weights"}
+        reserved = {"backbone", "lam", "split", "train_backbone", "backbone_lr", "backbone_update_every", "backbone_targets", "backbone_augment", "backbone_weights"}
         clash = sorted(reserved & set(self.env_kwargs))
         if clash:
             raise ValueError(f"env_kwargs {clash} are set by the joint run itself; pass them as its own options")
@@ -70,7 +73,7 @@ class JointSpec:
     def env_options(self) -> dict[str, Any]:
         return {**self.env_kwargs, "backbone": self.backbone, "lam": self.lam, "split": "train", "train_backbone": True,
                 "backbone_lr": self.backbone_lr, "backbone_update_every": self.backbone_update_every,
-                "backbone_augment": self.augment}
+                "backbone_targets": self.targets, "backbone_augment": self.augment}
 
 
 def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progress: bool = False) -> dict[str, Any]:
