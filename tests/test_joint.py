@@ -49,8 +49,14 @@ def test_joint_training_changes_the_members_lowers_the_routed_loss_and_the_polic
     assert records.reward.mean() > route_split(untrained, env).reward.mean() + 0.02
 
 
-def test_a_killed_joint_run_resumes_exactly_where_its_last_epoch_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    joint_train(SPEC, tmp_path / "whole")
+AUGMENTED = JointSpec(backbone="tiny-dynamic-resnet", lam=0.05, epochs=2, num_envs=64, backbone_lr=0.005,
+                      backbone_update_every=64, augment=True)
+"""A joint run whose random state includes the fresh views' generator (``backbone_augment``)."""
+
+
+@pytest.mark.parametrize("spec", [SPEC, AUGMENTED], ids=["cascade", "augmented-dynamic"])
+def test_a_killed_joint_run_resumes_exactly_where_its_last_epoch_ended(spec: JointSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    joint_train(spec, tmp_path / "whole")
     calls = {"n": 0}
     flush = joint.flush
 
@@ -62,12 +68,13 @@ def test_a_killed_joint_run_resumes_exactly_where_its_last_epoch_ended(tmp_path:
 
     monkeypatch.setattr(joint, "flush", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        joint_train(SPEC, tmp_path / "killed")
+        joint_train(spec, tmp_path / "killed")
     monkeypatch.setattr(joint, "flush", flush)
     with pytest.raises(ValueError, match="pass --resume"):
-        joint_train(SPEC, tmp_path / "killed")
-    summary = joint_train(SPEC, tmp_path / "killed", resume=True)
+        joint_train(spec, tmp_path / "killed")
+    summary = joint_train(spec, tmp_path / "killed", resume=True)
     assert summary["epochs"] == 2
+    assert ("views_rng" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)) == spec.augment
     for name in ("backbone.pt", "policy.pt"):
         whole = torch.load(tmp_path / "whole" / name, weights_only=True)
         resumed = torch.load(tmp_path / "killed" / name, weights_only=True)
@@ -163,29 +170,6 @@ def test_augmentation_is_refused_where_there_is_nothing_to_crop() -> None:
         RoutingVectorEnv(num_envs=2, backbone="tiny-cascade", split="train", train_backbone=True, backbone_augment=True)
     with pytest.raises(ValueError, match="set by the joint run itself"):
         JointSpec(env_kwargs={"backbone_augment": True})
-
-
-def test_a_killed_augmented_joint_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = JointSpec(backbone="tiny-dynamic-resnet", lam=0.05, epochs=2, num_envs=64, backbone_lr=0.005, backbone_update_every=64, augment=True)
-    joint_train(spec, tmp_path / "whole")
-    calls = {"n": 0}
-    flush = joint.flush
-
-    def dies_in_epoch_two(env):  # noqa: ANN001
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        flush(env)
-
-    monkeypatch.setattr(joint, "flush", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        joint_train(spec, tmp_path / "killed")
-    monkeypatch.setattr(joint, "flush", flush)
-    joint_train(spec, tmp_path / "killed", resume=True)
-    whole = torch.load(tmp_path / "whole" / "backbone.pt", weights_only=True)
-    resumed = torch.load(tmp_path / "killed" / "backbone.pt", weights_only=True)
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-    assert "views_rng" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
 
 
 # --- backbone_targets="heads": every head on the route learns ----------------------------------
