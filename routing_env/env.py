@@ -460,6 +460,13 @@ class RoutingVectorEnv(VectorEnv):
         """A copy of the weights of the backbone this environment runs (a co-trained one's current weights)."""
         return backbone_state_dict(self.core)
 
+    @property
+    def views_generator(self) -> torch.Generator | None:
+        """The generator of the fresh views under ``backbone_augment`` (part of a run's random state,
+        which a checkpoint keeps), else ``None``."""
+        views = self.core.executor.views
+        return None if views is None else views.generator
+
     def sampled_cost(self) -> tuple[int, float]:
         """The episodes that have ended under ``target_macs`` and their total cost (a window's mean is the
         difference of two readings): what the dual ascent holds at the target."""

@@ -103,7 +103,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
         env.reset(seed=spec.seed)  # sets up the episodes; the instance stream then goes on from the saved state
         env.unwrapped.np_random.bit_generator.state = json.loads(state["env_rng"])
         if "views_rng" in state:
-            env.unwrapped.core.executor.views.generator.set_state(state["views_rng"])
+            env.unwrapped.views_generator.set_state(state["views_rng"])
         epoch, history = int(state["epoch"]), json.loads(state["history"])
     # what `evaluate --run` needs: a train_backbone run is evaluated on its backbone.pt, frozen
     write_json(out / "config.json", {"env": "routing_env/Cascade-v0", "env_kwargs": spec.env_options(), "agent": "reinforce",
@@ -120,9 +120,9 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
         history.append({"epoch": epoch, "seconds": round(time.time() - began, 1), "backbone_updates": env.trainer.updates,
                         "backbone_loss": env.trainer.last_loss})
         backbone = env.backbone_state_dict()
-        views = env.unwrapped.core.executor.views
+        views = env.unwrapped.views_generator
         save_state_dict({  # one atomic file holds the whole epoch; backbone.pt and the policy follow from it
-            **({"views_rng": views.generator.get_state()} if views is not None else {}),
+            **({"views_rng": views.get_state()} if views is not None else {}),
             "spec": written,
             "backbone": backbone,
             "agent": agent.training_state(),
