@@ -12,21 +12,14 @@ import json
 
 import torch
 
-from routing_env.backbones.resnet import CLASSIFIERS, exact_batchnorm_statistics
+from routing_env.backbones.resnet import CLASSIFIERS, recalibrate_on_images
 from routing_env.checkpoints import load_state_dict
-from routing_env.data import augment, load_split
+from routing_env.data import load_split
 from routing_env.experiments.joint import split_members
 from routing_env.pretrain import accuracy
 
 MEMBERS = ("resnet8", "resnet20", "resnet56")
 """The shipped cascade's members, in order (``cifar10-resnet-cascade``)."""
-
-
-def recalibrate(model: torch.nn.Module, images: torch.Tensor, batches: int, generator: torch.Generator) -> None:
-    """Exact BatchNorm statistics over ``batches`` augmented batches of 256 (cumulative average)."""
-    with exact_batchnorm_statistics(model):
-        for _ in range(batches):
-            model(augment(images[torch.randint(len(images), (256,), generator=generator)], generator))
 
 
 def main() -> None:
@@ -41,7 +34,7 @@ def main() -> None:
         model = CLASSIFIERS[name](10)
         model.load_state_dict(state)
         saved = {"val_accuracy": accuracy(model, val), "test_accuracy": accuracy(model, test)}
-        recalibrate(model, train.inputs, args.batches, generator)
+        recalibrate_on_images(model, train.inputs, args.batches, generator)
         rows.append({"member": name, **saved, "val_accuracy_recalibrated": accuracy(model, val),
                      "test_accuracy_recalibrated": accuracy(model, test)})
     print(json.dumps({"backbone": args.backbone, "batches": args.batches, "members": rows}, indent=1))

@@ -297,7 +297,7 @@ def pretrain(
                     taught = None
                     if teacher is not None:
                         with torch.no_grad():
-                            taught = teacher(x.contiguous(memory_format=torch.channels_last))
+                            taught = teacher(x)  # augment gives channels-last batches
                     loss, logits = sandwich_loss(
                         model, x, y, criterion, generator, args.sandwich, args.skip_rate, args.uniform_routes, taught
                     )

@@ -20,9 +20,9 @@ import torch
 
 from .backbones.cascade import Cascade
 from .backbones.dynamic import DynamicResNetBackbone
-from .backbones.resnet import CLASSIFIERS, DYNAMIC, exact_batchnorm_statistics
+from .backbones.resnet import CLASSIFIERS, DYNAMIC, recalibrate_on_images
 from .checkpoints import atomic_write_text, file_sha256, load_state_dict, save_state_dict
-from .data import augment, load_split
+from .data import load_split
 
 
 def root() -> Path:
@@ -185,10 +185,7 @@ def package_cotrained(
         model = CLASSIFIERS[member["model"]](manifest["num_classes"])
         model.load_state_dict(state)
         if images is not None:
-            with exact_batchnorm_statistics(model):
-                for _ in range(recalibrate):
-                    model(augment(images[torch.randint(len(images), (256,), generator=generator)], generator))
-        model.eval()
+            recalibrate_on_images(model, images, recalibrate, generator)
         path = folder / Path(member["weights"]).name  # the base's file names: unique within a cascade
         save_state_dict(model.state_dict(), path)
         members.append({"model": member["model"], "weights": path.name, "sha256": file_sha256(path), "macs": member.get("macs")})

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import augment
 from .base import SKIP_CHOICE
 
 
@@ -524,6 +525,15 @@ def exact_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
         for bn, momentum in zip(bns, momenta):
             bn.momentum = momentum
         model.train(was_training)
+
+
+def recalibrate_on_images(model: nn.Module, images: torch.Tensor, batches: int, generator: torch.Generator, batch_size: int = 256) -> None:
+    """Re-estimate a plain classifier's BatchNorm statistics as the exact mean over ``batches``
+    augmented batches of ``batch_size`` images drawn from ``images`` with ``generator`` (a co-trained
+    member's statistics go stale: co-training updates it in eval mode)."""
+    with exact_batchnorm_statistics(model):
+        for _ in range(batches):
+            model(augment(images[torch.randint(len(images), (batch_size,), generator=generator)], generator))
 
 
 def recalibrate_batchnorm(model: DynamicResNet, runs: Iterable[tuple[torch.Tensor, Sequence[int]]]) -> None:
