@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -79,3 +81,12 @@ def load_state_dict(path: str | os.PathLike[str], sha256: str | None = None) -> 
         if actual != sha256:
             raise ValueError(f"checkpoint {path} is corrupted: sha256 {actual} does not match the expected {sha256}")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def same_arguments(saved: str, args: Any) -> bool:
+    """Whether a checkpoint's arguments (a dataclass written as JSON) are ``args``; fields added since
+    it was written count as their defaults, so a run started before a new option existed still resumes."""
+    stored = json.loads(saved)
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                for f in dataclasses.fields(args) if f.name not in stored}
+    return {**defaults, **stored} == json.loads(json.dumps(dataclasses.asdict(args)))

@@ -258,6 +258,7 @@ def cmd_joint(args: argparse.Namespace) -> int:
         seed=args.seed,
         backbone_lr=args.backbone_lr,
         backbone_update_every=args.backbone_update_every,
+        backbone_lr_schedule=args.backbone_lr_schedule,
         targets=args.targets,
         augment=args.augment,
         env_kwargs=parse_kwargs(args.env_kwargs, "--env-kwargs"),
@@ -425,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone-lr", type=float, default=0.01, help="the members' SGD learning rate")
     p.add_argument("--backbone-update-every", type=int, default=32, help="ended episodes per member update")
+    p.add_argument("--backbone-lr-schedule", default="constant", help="constant (Guan et al.) or cosine (from --backbone-lr towards 0, set per epoch)")
     p.add_argument("--targets", default="exit", help="the heads the members learn from: exit (Guan et al.) or heads (every head on the route)")
     p.add_argument("--augment", action="store_true", help="fresh crop-and-flip views of the train images (backbone_augment)")
     p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="further environment options")

@@ -39,7 +39,7 @@ from .backbones.resnet import (
     recalibrate_batchnorm,
     sandwich_loss,
 )
-from .checkpoints import atomic_write_text, file_sha256, load_state_dict, save_state_dict
+from .checkpoints import atomic_write_text, file_sha256, load_state_dict, same_arguments, save_state_dict
 from .costs import module_macs
 from .data import Split, augment, load_split
 from .env import torch_device
@@ -166,14 +166,6 @@ def build_teacher(path: str, num_classes: int) -> nn.Module:
     except RuntimeError as e:
         raise ValueError(f"teacher {path} does not fit {name}: {e}") from None
     return teacher.eval().requires_grad_(False)
-
-
-def same_arguments(saved: str, args: PretrainArgs) -> bool:
-    """Whether a checkpoint's arguments (JSON) are ``args``; fields added since it was written count
-    as their defaults, so a run started before a new option existed still resumes."""
-    stored = json.loads(saved)
-    defaults = {f.name: f.default for f in dataclasses.fields(args) if f.name not in stored}
-    return {**defaults, **stored} == json.loads(json.dumps(asdict(args)))
 
 
 def make_scheduler(args: PretrainArgs, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:

@@ -50,8 +50,9 @@ def test_joint_training_changes_the_members_lowers_the_routed_loss_and_the_polic
 
 
 AUGMENTED = JointSpec(backbone="tiny-dynamic-resnet", lam=0.05, epochs=2, num_envs=64, backbone_lr=0.005,
-                      backbone_update_every=64, augment=True)
-"""A joint run whose random state includes the fresh views' generator (``backbone_augment``)."""
+                      backbone_update_every=64, augment=True, backbone_lr_schedule="cosine")
+"""A joint run whose random state includes the fresh views' generator (``backbone_augment``), and whose
+members' learning rate follows the epoch (``backbone_lr_schedule``)."""
 
 
 @pytest.mark.parametrize("spec", [SPEC, AUGMENTED], ids=["cascade", "augmented-dynamic"])
@@ -74,11 +75,35 @@ def test_a_killed_joint_run_resumes_exactly_where_its_last_epoch_ended(spec: Joi
         joint_train(spec, tmp_path / "killed")
     summary = joint_train(spec, tmp_path / "killed", resume=True)
     assert summary["epochs"] == 2
+    lrs = [h["backbone_lr"] for h in summary["history"]]
+    assert lrs == ([spec.backbone_lr, spec.backbone_lr / 2] if spec.backbone_lr_schedule == "cosine" else [spec.backbone_lr] * 2)
     assert ("views_rng" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)) == spec.augment
     for name in ("backbone.pt", "policy.pt"):
         whole = torch.load(tmp_path / "whole" / name, weights_only=True)
         resumed = torch.load(tmp_path / "killed" / name, weights_only=True)
         assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
+
+
+def test_the_cosine_schedule_falls_from_backbone_lr_towards_zero_and_bad_names_are_refused() -> None:
+    spec = JointSpec(epochs=10, backbone_lr=0.002, backbone_lr_schedule="cosine")
+    lrs = [joint.backbone_lr_at(spec, e) for e in range(10)]
+    assert lrs[0] == 0.002 and all(a > b > 0 for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.03 * 0.002
+    assert joint.backbone_lr_at(JointSpec(backbone_lr=0.002), 9) == 0.002
+    with pytest.raises(ValueError, match="unknown backbone_lr_schedule 'step'; expected one of"):
+        JointSpec(backbone_lr_schedule="step")
+
+
+def test_a_checkpoint_from_before_the_schedule_existed_still_resumes(tmp_path: Path) -> None:
+    spec = JointSpec(backbone="tiny-cascade", lam=0.05, epochs=1, num_envs=64, backbone_lr=0.005, backbone_update_every=64)
+    joint_train(spec, tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    old = json.loads(state["spec"])
+    del old["backbone_lr_schedule"]
+    torch.save({**state, "spec": json.dumps(old, sort_keys=True)}, tmp_path / "checkpoint.pt")
+    longer = JointSpec(**{**old, "epochs": 2})
+    with pytest.raises(ValueError, match="was written for another run"):
+        joint_train(longer, tmp_path, resume=True)
+    assert joint_train(spec, tmp_path, resume=True)["epochs"] == 1
 
 
 def test_joint_cli_and_evaluate_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

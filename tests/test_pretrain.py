@@ -147,7 +147,7 @@ def test_teacher_is_read_from_a_plain_resnet_and_refused_otherwise(tmp_path: Pat
 def test_a_checkpoint_from_before_an_option_existed_still_resumes() -> None:
     from dataclasses import asdict
 
-    from routing_env.pretrain import same_arguments
+    from routing_env.checkpoints import same_arguments
 
     args = PretrainArgs(backbone="resnet20-dynamic", epochs=30)
     old = asdict(args)

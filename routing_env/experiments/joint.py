@@ -20,6 +20,7 @@ final policy and the threshold on ``val`` with ``routing-env sweep --backbone <t
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,11 +30,14 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checkpoints import load_state_dict, save_state_dict
+from ..checkpoints import load_state_dict, same_arguments, save_state_dict
 from ..cotraining import CoTrainBackbone
 from ..env import RoutingVectorEnv
 from ..provenance import provenance
 from .train import write_json
+
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ class JointSpec:
     augment: bool = False
     """Fresh crop-and-flip views of the ``train`` images, for the routing and for the members' loss
     (the environment's ``backbone_augment``)."""
+    backbone_lr_schedule: str = "constant"
+    """``constant`` (Guan et al.) or ``cosine``: the members' learning rate falls from ``backbone_lr``
+    towards 0 along a half cosine, set at the start of each epoch, as in any CIFAR training's last
+    epochs; fine-tuning at a constant rate keeps the members noisy to the end."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Further environment options (``reward``, ``data_root``, ``device`` …)."""
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +71,8 @@ class JointSpec:
             raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
         if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {self.num_envs!r}")
+        if self.backbone_lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown backbone_lr_schedule {self.backbone_lr_schedule!r}; expected one of {LR_SCHEDULES}")
         reserved = {"backbone", "lam", "split", "train_backbone", "backbone_lr", "backbone_update_every", "backbone_targets", "backbone_augment", "backbone_weights"}
         clash = sorted(reserved & set(self.env_kwargs))
         if clash:
@@ -87,7 +97,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     out.mkdir(parents=True, exist_ok=True)
     state = load_state_dict(checkpoint) if resume and checkpoint.exists() else None
     written = json.dumps(asdict(spec), sort_keys=True)
-    if state is not None and state["spec"] != written:
+    if state is not None and not same_arguments(state["spec"], spec):
         raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")
     options = spec.env_options()
     if state is not None:  # the members of the checkpoint's epoch, whatever backbone.pt a kill left behind
@@ -114,11 +124,14 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     steps = env.num_instances
     while epoch < spec.epochs:
         began = time.time()
+        lr = backbone_lr_at(spec, epoch)
+        for group in env.trainer.optimizer.param_groups:
+            group["lr"] = lr
         agent.learn(steps, logger=logger, progress=progress)
         flush(env)
         epoch += 1
         history.append({"epoch": epoch, "seconds": round(time.time() - began, 1), "backbone_updates": env.trainer.updates,
-                        "backbone_loss": env.trainer.last_loss})
+                        "backbone_loss": env.trainer.last_loss, "backbone_lr": lr})
         backbone = env.backbone_state_dict()
         views = env.unwrapped.views_generator
         save_state_dict({  # one atomic file holds the whole epoch; backbone.pt and the policy follow from it
@@ -139,6 +152,13 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     summary = {"spec": asdict(spec), "epochs": epoch, "history": history, "backbone": str(out / "backbone.pt")}
     write_json(out / "joint.json", summary)
     return summary
+
+
+def backbone_lr_at(spec: JointSpec, epoch: int) -> float:
+    """The members' learning rate during epoch ``epoch`` (0-based) under ``spec.backbone_lr_schedule``."""
+    if spec.backbone_lr_schedule == "cosine":
+        return spec.backbone_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / spec.epochs))
+    return spec.backbone_lr
 
 
 def flush(env: CoTrainBackbone) -> None:
