@@ -20,13 +20,13 @@ ENV_IDS = ("routing_env/Cascade-v0", "routing_env/DynamicResNet-v0")
 
 register(
     id="routing_env/Cascade-v0",
-    entry_point="routing_env.env:make_env",
-    vector_entry_point="routing_env.env:make_vector_env",
+    entry_point="routing_env.env:make_cascade_env",
+    vector_entry_point="routing_env.env:make_cascade_vector_env",
 )
 register(
     id="routing_env/DynamicResNet-v0",
-    entry_point="routing_env.env:make_env",
-    vector_entry_point="routing_env.env:make_vector_env",
+    entry_point="routing_env.env:make_dynamic_env",
+    vector_entry_point="routing_env.env:make_dynamic_vector_env",
     kwargs={"backbone": DYNAMIC_BACKBONE},
 )
 

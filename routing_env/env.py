@@ -594,6 +594,25 @@ def spread(values: np.ndarray, active: np.ndarray, num_envs: int) -> np.ndarray:
     return column
 
 
+def registered_id(env: RoutingEnv | RoutingVectorEnv) -> str:
+    """The registered id that builds an environment like ``env``: ``DynamicResNet-v0`` for a dynamic
+    ResNet, ``Cascade-v0`` for anything else (a cascade, a custom family)."""
+    from .backbones import DynamicResNetBackbone
+
+    return "routing_env/DynamicResNet-v0" if isinstance(env.core.backbone, DynamicResNetBackbone) else "routing_env/Cascade-v0"
+
+
+def refuse_other_family(env: RoutingEnv | RoutingVectorEnv, env_id: str) -> None:
+    """Refuse a built-in backbone family that is not the registered id's: ``Cascade-v0`` with a dynamic
+    ResNet (or the reverse) would run, under a name that says otherwise. Custom families pass."""
+    from .backbones import Cascade, DynamicResNetBackbone
+
+    other = {"routing_env/Cascade-v0": (DynamicResNetBackbone, "a dynamic ResNet", "routing_env/DynamicResNet-v0"),
+             "routing_env/DynamicResNet-v0": (Cascade, "a cascade", "routing_env/Cascade-v0")}[env_id]
+    if isinstance(env.core.backbone, other[0]):
+        raise ValueError(f"{env_id} got backbone {env.config.backbone!r}, which is {other[1]}; use {other[2]} for it")
+
+
 def make_env(**options: Any) -> gym.Env:
     """The registered ids' entry point: a :class:`RoutingEnv`, wrapped in
     :class:`~routing_env.cotraining.CoTrainBackboneEnv` when ``train_backbone=True``."""
@@ -610,3 +629,31 @@ def make_vector_env(num_envs: int = 1, autoreset_mode: str | AutoresetMode = Aut
 
     env = RoutingVectorEnv(num_envs, autoreset_mode, **options)
     return CoTrainBackbone(env) if env.config.train_backbone else env
+
+
+def make_cascade_env(**options: Any) -> gym.Env:
+    """``routing_env/Cascade-v0``: :func:`make_env` for a cascade (a dynamic ResNet is refused)."""
+    env = make_env(**options)
+    refuse_other_family(env.unwrapped, "routing_env/Cascade-v0")
+    return env
+
+
+def make_dynamic_env(**options: Any) -> gym.Env:
+    """``routing_env/DynamicResNet-v0``: :func:`make_env` for a dynamic ResNet (a cascade is refused)."""
+    env = make_env(**options)
+    refuse_other_family(env.unwrapped, "routing_env/DynamicResNet-v0")
+    return env
+
+
+def make_cascade_vector_env(num_envs: int = 1, autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **options: Any) -> VectorEnv:
+    """``routing_env/Cascade-v0``'s vector entry point: :func:`make_vector_env`, checked as :func:`make_cascade_env`."""
+    env = make_vector_env(num_envs, autoreset_mode, **options)
+    refuse_other_family(env.unwrapped, "routing_env/Cascade-v0")
+    return env
+
+
+def make_dynamic_vector_env(num_envs: int = 1, autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **options: Any) -> VectorEnv:
+    """``routing_env/DynamicResNet-v0``'s vector entry point: :func:`make_vector_env`, checked as :func:`make_dynamic_env`."""
+    env = make_vector_env(num_envs, autoreset_mode, **options)
+    refuse_other_family(env.unwrapped, "routing_env/DynamicResNet-v0")
+    return env

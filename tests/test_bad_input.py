@@ -50,6 +50,26 @@ def test_bad_environment_options(options: dict, message: str) -> None:
         gym.make("routing_env/Cascade-v0", **{**TINY, **options})
 
 
+@pytest.mark.parametrize("env_id,backbone,message", [
+    ("routing_env/DynamicResNet-v0", "tiny-cascade", "routing_env/DynamicResNet-v0 got backbone 'tiny-cascade', which is a cascade; use routing_env/Cascade-v0"),
+    ("routing_env/Cascade-v0", "tiny-dynamic-resnet", "which is a dynamic ResNet; use routing_env/DynamicResNet-v0"),
+])
+@pytest.mark.parametrize("vector", [False, True], ids=["make", "make_vec"])
+def test_an_id_refuses_the_other_familys_backbone(env_id: str, backbone: str, message: str, vector: bool) -> None:
+    with pytest.raises(ValueError, match=message):
+        if vector:
+            gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", backbone=backbone)
+        else:
+            gym.make(env_id, backbone=backbone)
+
+
+def test_the_cli_refuses_the_other_familys_backbone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--env", "routing_env/DynamicResNet-v0", "--backbone", "tiny-cascade", "--agent", "reinforce", "--steps", "64", "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "which is a cascade; use routing_env/Cascade-v0" in err and "Traceback" not in err and not out.exists()
+
+
 # --- reset options and actions --------------------------------------------------------------------
 @pytest.mark.parametrize("options,message", [
     ({"index": -1}, "options\\['index'\\] must be an integer"),

@@ -15,11 +15,15 @@ from routing_env.core import EXIT, RUN, SKIP
 from helpers import assert_same, rollout
 
 
+TINY_OF = {"routing_env/Cascade-v0": "tiny-cascade", "routing_env/DynamicResNet-v0": "tiny-dynamic-resnet"}
+"""Each registered id with the built-in tiny backbone of its family."""
+
+
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_gymnasium_and_sb3_checkers_pass_without_warnings(env_id: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        env = gym.make(env_id, backbone="tiny-cascade")
+        env = gym.make(env_id, backbone=TINY_OF[env_id])
         check_env(env.unwrapped, skip_render_check=True)
         sb3_check_env(env.unwrapped, warn=True)
 
@@ -28,7 +32,7 @@ def test_gymnasium_and_sb3_checkers_pass_without_warnings(env_id: str) -> None:
 def test_checkers_pass_with_skip_budget_and_penalties(env_id: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        env = gym.make(env_id, backbone="tiny-cascade", allow_skip=True, max_macs=0.5, invalid_action="penalize", reward="cross-entropy-per-step")
+        env = gym.make(env_id, backbone=TINY_OF[env_id], allow_skip=True, max_macs=0.5, invalid_action="penalize", reward="cross-entropy-per-step")
         check_env(env.unwrapped, skip_render_check=True)
         sb3_check_env(env.unwrapped, warn=True)
 

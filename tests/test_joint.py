@@ -78,6 +78,8 @@ def test_a_killed_joint_run_resumes_exactly_where_its_last_epoch_ended(spec: Joi
     lrs = [h["backbone_lr"] for h in summary["history"]]
     assert lrs == ([spec.backbone_lr, spec.backbone_lr / 2] if spec.backbone_lr_schedule == "cosine" else [spec.backbone_lr] * 2)
     assert ("views_rng" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)) == spec.augment
+    config = json.loads((tmp_path / "killed" / "config.json").read_text())
+    assert config["env"] == ("routing_env/DynamicResNet-v0" if spec.backbone == "tiny-dynamic-resnet" else "routing_env/Cascade-v0")
     for name in ("backbone.pt", "policy.pt"):
         whole = torch.load(tmp_path / "whole" / name, weights_only=True)
         resumed = torch.load(tmp_path / "killed" / name, weights_only=True)

@@ -32,7 +32,7 @@ import torch
 from .. import __version__
 from ..checkpoints import load_state_dict, same_arguments, save_state_dict
 from ..cotraining import CoTrainBackbone
-from ..env import RoutingVectorEnv
+from ..env import RoutingVectorEnv, registered_id
 from ..provenance import provenance
 from .train import write_json
 
@@ -116,7 +116,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
             env.unwrapped.views_generator.set_state(state["views_rng"])
         epoch, history = int(state["epoch"]), json.loads(state["history"])
     # what `evaluate --run` needs: a train_backbone run is evaluated on its backbone.pt, frozen
-    write_json(out / "config.json", {"env": "routing_env/Cascade-v0", "env_kwargs": spec.env_options(), "agent": "reinforce",
+    write_json(out / "config.json", {"env": registered_id(env.unwrapped), "env_kwargs": spec.env_options(), "agent": "reinforce",
                                      "agent_kwargs": spec.agent_kwargs, "seed": spec.seed, "steps_per_epoch": env.num_instances,
                                      "num_envs": spec.num_envs, "joint": asdict(spec), "routing_env_version": __version__,
                                      "provenance": provenance()})
