@@ -155,16 +155,24 @@ class ThresholdAgent(Agent):
 class OracleAgent(Agent):
     """UPPER BOUND, uses labels: exit at the cheapest head along the full path that is correct.
 
-    Where no head is right it exits at the first one. It reads the labels of the environment it acts
-    in, so its numbers are an upper bound on early-exit routing, never a policy.
+    Where no head is right, ``when_wrong`` says where it exits: ``first`` (the default: the cheapest
+    wrong answer, so the oracle's cost is the least any router could spend for its accuracy) or
+    ``last`` (the full path, as a router that cannot tell would). It reads the labels of the
+    environment it acts in, so its numbers are an upper bound on early-exit routing, never a policy.
     """
 
     name = "oracle"
     uses_labels = True
 
-    def __init__(self, env: VectorEnv, *, seed: int = 0) -> None:
+    def __init__(self, env: VectorEnv, *, seed: int = 0, when_wrong: str = "first") -> None:
         super().__init__(env, seed=seed)
+        if when_wrong not in ("first", "last"):
+            raise ValueError(f"oracle when_wrong must be 'first' or 'last', got {when_wrong!r}")
+        self.when_wrong = when_wrong
         self._targets: dict[tuple[str, ...], np.ndarray] = {}
+
+    def options(self) -> dict[str, Any]:
+        return {"when_wrong": self.when_wrong}
 
     def _target_positions(self, env: VectorEnv) -> np.ndarray:
         key = routing_key(env)  # frozen environments only
@@ -173,7 +181,7 @@ class OracleAgent(Agent):
             table = exit_table(RoutingVectorEnv.from_config(env.unwrapped.config, num_envs=256))
             cost = np.where(table.correct, table.macs_fraction, np.inf)
             best = cost.argmin(axis=0)
-            best[~table.correct.any(axis=0)] = 0
+            best[~table.correct.any(axis=0)] = 0 if self.when_wrong == "first" else len(table.positions) - 1
             self._targets[key] = table.positions[best]
         return self._targets[key]
 

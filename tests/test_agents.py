@@ -62,6 +62,18 @@ def test_oracle_is_an_upper_bound_on_early_exit(val, test_env) -> None:
     assert oracle.macs.mean() < full.macs.mean()
 
 
+def test_the_oracle_exits_where_told_on_the_images_no_head_gets_right(val, test_env) -> None:
+    first = route_split(make_agent("oracle", val), test_env)
+    last = route_split(make_agent("oracle", val, when_wrong="last"), test_env)
+    hopeless = ~first.correct
+    assert hopeless.any() and (first.exit_position[hopeless] == 0).all() and (last.exit_position[hopeless] == 2).all()
+    np.testing.assert_array_equal(first.correct, last.correct)
+    np.testing.assert_array_equal(first.exit_position[~hopeless], last.exit_position[~hopeless])
+    assert last.macs.mean() > first.macs.mean()
+    with pytest.raises(ValueError, match="when_wrong must be 'first' or 'last', got 'middle'"):
+        make_agent("oracle", val, when_wrong="middle")
+
+
 def test_threshold_tuning_respects_a_target_cost(val) -> None:
     agent = ThresholdAgent(val, target_macs_fraction=0.2)
     agent.learn(0)
