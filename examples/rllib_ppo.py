@@ -46,6 +46,7 @@ import numpy as np
 from agents import Agent
 from routing_env import __version__
 from routing_env.costs import count_macs
+from routing_env.experiments import write_json
 from routing_env.wrappers import FlatObservation, FlatObservationVector
 
 ENV_ID = "routing_env/Cascade-v0"
@@ -176,8 +177,8 @@ def write_run_folder(out: Path, env_config: dict[str, Any], args: argparse.Names
     config = {"env": ENV_ID, "env_kwargs": {"split": "val", **env_config}, "agent": AGENT, "agent_kwargs": {},
               "seed": args.seed, "library": "ray[rllib]", "args": vars(args), "iterations": iterations,
               "train_seconds": round(seconds, 2), "routing_env_version": __version__, "provenance": provenance()}
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (out / "agent.json").write_text(json.dumps({"agent": AGENT, "seed": args.seed, "options": {}}, indent=2) + "\n")
+    write_json(out / "config.json", config)
+    write_json(out / "agent.json", {"agent": AGENT, "seed": args.seed, "options": {}})
 
 
 def rl_module_path(path: str | Path) -> Path:

@@ -64,6 +64,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str | bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON file's content; a file that is not JSON (truncated, edited by hand) is a ``ValueError``
+    naming it, not a bare ``JSONDecodeError``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it, or delete it to have it written again") from None
+
+
 def save_state_dict(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write a plain state_dict (tensors, numbers, strings) atomically."""
     buffer = io.BytesIO()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .checkpoints import read_json
 from .experiments import (
     StudySpec,
     SweepSpec,
@@ -85,7 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         config_path = run / "config.json"
         if not config_path.is_file():
             raise ValueError(f"--run {run}: {config_path} does not exist (is it a directory written by `train`?)")
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path)
         env_id = config["env"]
         env = evaluation_env(env_id, config["env_kwargs"], args.split, run=run)
         agent = load_agent(run, env, allow_code=args.allow_code)
@@ -203,7 +204,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     config_path = run / "config.json"
     if not config_path.is_file():
         raise ValueError(f"--run {run}: {config_path} does not exist (is it a directory written by `train`?)")
-    config = json.loads(config_path.read_text())
+    config = read_json(config_path)
     env = evaluation_env(config["env"], config["env_kwargs"], args.split, run=run)
     agent = load_agent(run, env, allow_code=args.allow_code)
     if not hasattr(agent, "policy_module") or not hasattr(env.core.executor, "inputs"):

@@ -164,5 +164,25 @@ def test_a_truncated_policy_file_is_one_line(tmp_path: Path, capsys: pytest.Capt
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_truncated_config_or_finished_trial_names_its_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = trained_run(tmp_path)
+    capsys.readouterr()
+    (run / "config.json").write_text('{"env": "routing_env/Casc')
+    assert main(["evaluate", "--run", str(run), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'config.json'} is not valid JSON" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    sweep = ["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lams", "0.1", "--seeds", "0", "--steps", "64",
+             "--out", str(tmp_path / "sweep"), "--quiet"]
+    assert main(sweep) == 0
+    done = tmp_path / "sweep" / "runs" / "reinforce-lam0.1-seed0" / "test.json"
+    done.write_text(done.read_text()[:40])
+    capsys.readouterr()
+    assert main(sweep) == 2
+    err = capsys.readouterr().err
+    assert f"{done} is not valid JSON" in err and "delete it to have it written again" in err and "Traceback" not in err
+    done.unlink()
+    assert main(sweep) == 0  # deleted, the trial runs again
+
+
 def test_the_battery_has_forty_cases_or_more() -> None:
     assert len(OPTIONS) + 4 + 7 + 5 + len(CLI) + 2 >= 40

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
+
+from ..checkpoints import atomic_write_text
+
 
 def run_name(agent: str, lam: float, seed: int) -> str:
     return f"{agent.replace(':', '_').replace('.', '_')}-lam{lam:g}-seed{seed}"
 
 
+def save_figure(fig: Any, path: Path) -> None:
+    """``fig.savefig(path)``, atomically (the format from the suffix)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip("."))
+    atomic_write_text(path, buffer.getvalue())
+
+
 def write_pareto_csv(path: Path, results: dict[str, Any]) -> None:
-    """One row per point of the Pareto plot: kind, label, agent, lam, seed, accuracy, macs_fraction."""
-    with path.open("w", newline="") as f:
+    """One row per point of the Pareto plot: kind, label, agent, lam, seed, accuracy, macs_fraction;
+    written atomically."""
+    with io.StringIO(newline="") as f:
         w = csv.writer(f)
         w.writerow(["kind", "label", "agent", "lam", "seed", "accuracy", "macs_fraction", "macs_fraction_with_policy"])
         for s in results["singles"]:
@@ -30,6 +42,7 @@ def write_pareto_csv(path: Path, results: dict[str, Any]) -> None:
             s = r.get("random_skip_at_val_cost")
             if s is not None:
                 w.writerow(["random-skip", s["label"], "random-skip", r["lam"], r["seed"], s["accuracy"], s["macs_fraction"], s["macs_fraction"]])
+        atomic_write_text(path, f.getvalue())
 
 
 def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
@@ -73,7 +86,7 @@ def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 

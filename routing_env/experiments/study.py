@@ -26,6 +26,7 @@ from ..env import EnvConfig
 from ..rewards import REWARD_DESCRIPTIONS, REWARD_SPECS
 from ..provenance import provenance
 from .engines import check_engine, run_trials
+from .report import save_figure
 from .sweep import SweepSpec, group_runs, sweep_run
 from .train import write_json
 
@@ -438,7 +439,7 @@ def plot_fronts(path: Path, study: dict[str, Any]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -475,7 +476,7 @@ def plot_learning_curves(path: Path, study: dict[str, Any], curves: dict[str, tu
     for ax in list(axes.flat)[len(entries):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -492,5 +493,5 @@ def plot_hypervolume(path: Path, study: dict[str, Any]) -> None:
     ax.set_title("hypervolume per reward (mean ± std over seeds)", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)

@@ -5,7 +5,6 @@ into a Pareto front (docs/design.md §10). Policies (and the threshold's τ) are
 
 from __future__ import annotations
 
-import json
 import sys
 from functools import partial
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ import numpy as np
 
 from .baselines import hull_accuracy, oracle_row, random_skip_row, static_hull, static_rows, threshold_curve, threshold_row
 from .report import plot_pareto, run_name, write_pareto_csv
+from ..checkpoints import read_json
 from ..provenance import provenance
 from .engines import check_engine, run_trials
 from .train import evaluation_env, evaluation_json, train_run, write_json
@@ -46,7 +46,7 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
     setting = {"env": spec.env_id, "env_kwargs": spec.env_kwargs, "steps": spec.steps, "num_envs": spec.num_envs,
                "agent_kwargs": spec.agent_kwargs}
     if done.is_file():
-        record = json.loads(done.read_text())
+        record = read_json(done)
         if record["setting"] != setting:
             raise ValueError(f"{done} was made with {record['setting']}, not {setting}: choose another --out")
         return record
