@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,10 @@ ENV_NAME = "routing_env_cascade_flat"
 AGENT = "rllib_ppo:RLlibAgent"  # what agent.json names: this file's class, with examples/ on PYTHONPATH
 
 
-def env_creator(cfg: dict) -> gym.Env:
-    """RLlib's env creator: ``cfg`` (an ``EnvContext``, a dict) holds the environment options."""
-    return FlatObservation(gym.make(f"routing_env:{ENV_ID}", **cfg))
+def env_creator(cfg: dict, sort_probs: bool = False) -> gym.Env:
+    """RLlib's env creator: ``cfg`` (an ``EnvContext``, a dict) holds the environment options;
+    ``sort_probs`` is :class:`FlatObservation`'s (bound with ``functools.partial`` by ``--sort-probs``)."""
+    return FlatObservation(gym.make(f"routing_env:{ENV_ID}", **cfg), sort_probs=sort_probs)
 
 
 def on_episode_end(*, episode, metrics_logger, **kwargs) -> None:  # noqa: ANN001
@@ -82,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--entropy-coeff", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sort-probs", action="store_true", help="the softmax in decreasing order, as our own agents read it")
     p.add_argument("--out", default="runs/rllib-ppo", help="run folder: tb/, checkpoint/, config.json, agent.json")
     p.add_argument("--address", default=None, help="join a running Ray cluster (default: start Ray here)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the Ray started here (default: all)")
@@ -104,13 +107,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env_config: dict[str, Any] = {"lam": args.lam}  # split: the environment's default, val (as `routing-env train`)
     if args.backbone is not None:
         env_config["backbone"] = args.backbone
-    env_creator(env_config).close()  # a bad option fails here, before Ray starts or anything is written
+    creator = partial(env_creator, sort_probs=args.sort_probs)
+    creator(env_config).close()  # a bad option fails here, before Ray starts or anything is written
 
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus,
                  include_dashboard=False, log_to_driver=False)
-    register_env(ENV_NAME, env_creator)
+    register_env(ENV_NAME, creator)
     config = (
         PPOConfig()
         .environment(ENV_NAME, env_config=env_config)
@@ -178,7 +182,7 @@ def write_run_folder(out: Path, env_config: dict[str, Any], args: argparse.Names
               "seed": args.seed, "library": "ray[rllib]", "args": vars(args), "iterations": iterations,
               "train_seconds": round(seconds, 2), "routing_env_version": __version__, "provenance": provenance()}
     write_json(out / "config.json", config)
-    write_json(out / "agent.json", {"agent": AGENT, "seed": args.seed, "options": {}})
+    write_json(out / "agent.json", {"agent": AGENT, "seed": args.seed, "options": {"sort_probs": args.sort_probs}})
 
 
 def rl_module_path(path: str | Path) -> Path:
@@ -202,10 +206,11 @@ class RLlibAgent(Agent):
 
     name = "rllib-ppo"
 
-    def __init__(self, env: gym.vector.VectorEnv, *, seed: int = 0, checkpoint: str | None = None) -> None:
+    def __init__(self, env: gym.vector.VectorEnv, *, seed: int = 0, checkpoint: str | None = None,
+                 sort_probs: bool = False) -> None:
         super().__init__(env, seed=seed)
-        self.flat = FlatObservationVector(env)  # the training env's flattening, on a batch
-        self.checkpoint = checkpoint
+        self.flat = FlatObservationVector(env, sort_probs=sort_probs)  # the training env's flattening, on a batch
+        self.checkpoint, self.sort_probs = checkpoint, sort_probs
         self.module = None
         if checkpoint is not None:
             self._load(rl_module_path(checkpoint))
@@ -226,7 +231,7 @@ class RLlibAgent(Agent):
             self._load(rl_module_path(directory))
 
     def options(self) -> dict[str, Any]:
-        return {} if self.checkpoint is None else {"checkpoint": str(Path(self.checkpoint).resolve())}
+        return {"sort_probs": self.sort_probs, **({} if self.checkpoint is None else {"checkpoint": str(Path(self.checkpoint).resolve())})}
 
     def logits(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         import torch

@@ -51,8 +51,10 @@ def _flat_space(space: spaces.Dict, obs_key: str, mask_key: str, mask_dtype: Any
 
 
 def _flatten(obs: dict[str, np.ndarray], keys: list[str], batched: bool, obs_key: str, mask_key: str,
-             mask_dtype: np.dtype) -> dict[str, np.ndarray]:
+             mask_dtype: np.dtype, sort_probs: bool) -> dict[str, np.ndarray]:
     lead = (obs["features"].shape[0],) if batched else ()
+    if sort_probs:
+        obs = {**obs, "probs": -np.sort(-np.asarray(obs["probs"]), axis=-1)}
     flat = np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(*lead, -1) for k in keys], axis=-1)
     return {obs_key: flat, mask_key: obs["action_mask"].astype(mask_dtype, copy=False)}
 
@@ -66,18 +68,21 @@ class FlatObservation(gym.ObservationWrapper):
         mask_key: where the action mask goes (``"action_mask"``: RLlib, torchrl; ``"mask"``: tianshou).
         mask_dtype: the mask's dtype: ``np.int8`` (ours, a ``MultiBinary``) or another, in a ``Box(0, 1)``
             of that dtype (``bool`` for tianshou, whose masked policies take ``~mask``).
+        sort_probs: put ``probs`` in decreasing order, as our own agents read them
+            (:mod:`agents.features`): the exit head's confidence, margin and entropy then sit in fixed
+            slots of the vector, which an MLP reads far more easily than a softmax in class order.
     """
 
     def __init__(self, env: gym.Env, obs_key: str = "observations", mask_key: str = "action_mask",
-                 mask_dtype: Any = np.int8) -> None:
+                 mask_dtype: Any = np.int8, sort_probs: bool = False) -> None:
         super().__init__(env)
-        self.obs_key, self.mask_key = obs_key, mask_key
+        self.obs_key, self.mask_key, self.sort_probs = obs_key, mask_key, sort_probs
         self.keys = _flat_keys(env.observation_space, obs_key, mask_key)
         self.observation_space = _flat_space(env.observation_space, obs_key, mask_key, mask_dtype)
         self.mask_dtype = self.observation_space[mask_key].dtype
 
     def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _flatten(observation, self.keys, False, self.obs_key, self.mask_key, self.mask_dtype)
+        return _flatten(observation, self.keys, False, self.obs_key, self.mask_key, self.mask_dtype, self.sort_probs)
 
     def action_masks(self) -> Any:
         return self.env.unwrapped.action_masks()
@@ -87,16 +92,16 @@ class FlatObservationVector(VectorObservationWrapper):
     """:class:`FlatObservation` for a vector environment (every row flattened alike)."""
 
     def __init__(self, env: VectorEnv, obs_key: str = "observations", mask_key: str = "action_mask",
-                 mask_dtype: Any = np.int8) -> None:
+                 mask_dtype: Any = np.int8, sort_probs: bool = False) -> None:
         super().__init__(env)
-        self.obs_key, self.mask_key = obs_key, mask_key
+        self.obs_key, self.mask_key, self.sort_probs = obs_key, mask_key, sort_probs
         self.keys = _flat_keys(env.single_observation_space, obs_key, mask_key)
         self.single_observation_space = _flat_space(env.single_observation_space, obs_key, mask_key, mask_dtype)
         self.observation_space = batch_space(self.single_observation_space, env.num_envs)
         self.mask_dtype = self.single_observation_space[mask_key].dtype
 
     def observations(self, observations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _flatten(observations, self.keys, True, self.obs_key, self.mask_key, self.mask_dtype)
+        return _flatten(observations, self.keys, True, self.obs_key, self.mask_key, self.mask_dtype, self.sort_probs)
 
     def action_masks(self) -> Any:
         return self.env.unwrapped.action_masks()

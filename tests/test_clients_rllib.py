@@ -32,7 +32,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     result = load("rllib_ppo").main([
         "--backbone", "tiny-cascade", "--lam", "0.05", "--iterations", "1", "--num-env-runners", "1",
         "--num-cpus", "2", "--train-batch-size", "400", "--minibatch-size", "100", "--num-epochs", "2",
-        "--out", str(out),
+        "--sort-probs", "--out", str(out),
     ])
     return out, result
 
@@ -54,7 +54,7 @@ def test_one_iteration_with_one_remote_env_runner_writes_a_checkpoint_and_tensor
     tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
     assert {"charts/episode_return_mean", "charts/episode_len_mean", "charts/accuracy", "charts/macs_fraction",
             "losses/total_loss", "losses/policy_loss", "losses/vf_loss"} <= set(tags)
-    assert json.loads((out / "agent.json").read_text())["agent"] == "rllib_ppo:RLlibAgent"
+    assert json.loads((out / "agent.json").read_text()) == {"agent": "rllib_ppo:RLlibAgent", "seed": 0, "options": {"sort_probs": True}}
     assert json.loads((out / "config.json").read_text())["env_kwargs"] == {"split": "val", **OPTIONS}
 
 
@@ -62,7 +62,7 @@ def test_routing_env_evaluate_scores_the_checkpoint(run) -> None:  # noqa: ANN00
     out, _ = run
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "routing_env", "evaluate", "--backbone", "tiny-cascade", "--lam", "0.05",
-           "--agent", "rllib_ppo:RLlibAgent", "--agent-kwargs", f"checkpoint={out}", "--split", "test", "--json"]
+           "--agent", "rllib_ppo:RLlibAgent", "--agent-kwargs", f"checkpoint={out}", "sort_probs=true", "--split", "test", "--json"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)

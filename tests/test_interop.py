@@ -97,6 +97,23 @@ def test_flat_observation_puts_the_mask_where_the_library_wants_it(obs_key: str,
         FlatObservation(base, obs_key="x", mask_key="x")
 
 
+def test_flat_observation_can_sort_probs_as_our_agents_read_them() -> None:
+    plain = FlatObservationVector(gym.make_vec(ID, num_envs=4, vectorization_mode="vector_entry_point", backbone="tiny-cascade"))
+    ranked = FlatObservationVector(gym.make_vec(ID, num_envs=4, vectorization_mode="vector_entry_point", backbone="tiny-cascade"),
+                                   sort_probs=True)
+    a, _ = plain.reset(seed=0)
+    b, _ = ranked.reset(seed=0)
+    features = plain.unwrapped.single_observation_space["features"].shape[0]
+    classes = plain.unwrapped.single_observation_space["probs"].shape[0]
+    probs = slice(features, features + classes)
+    assert not np.array_equal(a["observations"][:, probs], b["observations"][:, probs])  # class order differs from rank order
+    np.testing.assert_array_equal(b["observations"][:, probs], -np.sort(-a["observations"][:, probs], axis=1))
+    np.testing.assert_array_equal(np.delete(a["observations"], probs, axis=1), np.delete(b["observations"], probs, axis=1))
+    single = FlatObservation(gym.make(ID, backbone="tiny-cascade"), sort_probs=True)
+    obs, _ = single.reset(seed=0)
+    assert (np.diff(obs["observations"][probs]) <= 0).all() and single.observation_space.contains(obs)
+
+
 def test_flat_observation_gives_tianshou_a_bool_mask() -> None:
     # tianshou's masked policies take ``~obs.mask``: on our int8 mask that is -2/-1 (fancy indexing that
     # masks the wrong actions), so its recipe asks for a bool mask.
