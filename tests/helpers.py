@@ -34,3 +34,14 @@ def assert_same(a: object, b: object) -> None:
         np.testing.assert_array_equal(a, b)
     else:
         assert a == b
+
+
+def readme_block(marker: str) -> str:
+    """The fenced Python block after ``<!-- marker -->`` in the README, exactly as written there."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(rf"<!-- {re.escape(marker)} -->\s*```python\n(.*?)```", text, re.S)
+    assert block, f"the README lost its {marker} block"
+    return block.group(1)

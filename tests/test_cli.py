@@ -9,6 +9,8 @@ import pytest
 
 from routing_env.cli import main
 
+from helpers import readme_block
+
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_KEYS = {"policy", "env", "split", "n", "accuracy", "macs_mean", "macs_fraction",
              "reference_accuracy", "reference_macs", "exit_histogram"}
@@ -68,10 +70,7 @@ def test_evaluate_baselines_reproduce_single_exit_accuracy(capsys: pytest.Captur
 
 
 def test_custom_agent_from_the_readme(tmp_path: Path) -> None:
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- custom-agent-example -->\s*```python\n(.*?)```", text, re.S)
-    assert block, "the README lost its custom agent example"
-    (tmp_path / "my_agents.py").write_text(block.group(1))
+    (tmp_path / "my_agents.py").write_text(readme_block("custom-agent-example"))
     done = run_cli("evaluate", "--backbone", "tiny-cascade", "--agent", "my_agents:ConfidentExit", "--split", "test", "--json", pythonpath=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

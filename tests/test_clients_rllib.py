@@ -20,6 +20,7 @@ pytestmark = pytest.mark.clients
 
 pytest.importorskip("ray.rllib")
 
+from helpers import readme_block  # noqa: E402
 from test_examples import EXAMPLES, load  # noqa: E402
 
 ENV = "routing_env/Cascade-v0"
@@ -101,3 +102,15 @@ def test_the_checkpoint_agent_takes_no_invalid_action(run, monkeypatch: pytest.M
     records = route_split(Checked(), env)
     assert len(records.correct) == env.unwrapped.num_instances
     assert checked["decisions"] >= env.unwrapped.num_instances and checked["invalid"] == 0
+
+
+def test_the_readme_recipe_runs_as_written() -> None:
+    import ray
+
+    namespace: dict = {}
+    try:
+        exec(compile(readme_block("rllib-recipe"), "README.md: rllib-recipe", "exec"), namespace)
+    finally:
+        ray.shutdown()
+    runners = namespace["result"]["env_runners"]
+    assert runners["num_env_steps_sampled_lifetime"] > 0 and -1.0 < runners["episode_return_mean"] <= 1.0

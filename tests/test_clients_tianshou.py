@@ -23,6 +23,8 @@ from tianshou.utils.torch_utils import policy_within_training_step  # noqa: E402
 
 from routing_env.wrappers import FlatObservation  # noqa: E402
 
+from helpers import readme_block  # noqa: E402
+
 
 def make_env() -> gym.Env:
     """The README's recipe: the flat vector under ``obs``, the mask, as bools, under ``mask``."""
@@ -71,3 +73,12 @@ def test_dqn_collects_with_the_mask_and_updates() -> None:
     with policy_within_training_step(algorithm.policy):
         update = algorithm.update(buffer=collector.buffer, sample_size=64)
     assert np.isfinite(update.loss)
+
+
+def test_the_readme_recipe_runs_as_written() -> None:
+    namespace: dict = {}
+    exec(compile(readme_block("tianshou-recipe"), "README.md: tianshou-recipe", "exec"), namespace)
+    stats = namespace["stats"]
+    assert stats.n_collected_episodes == 100 and np.isfinite(stats.returns).all()
+    steps, invalid = collected(namespace["collector"])
+    assert steps == stats.n_collected_steps and invalid == 0

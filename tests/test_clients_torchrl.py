@@ -16,6 +16,8 @@ torch = pytest.importorskip("torch")
 from torchrl.envs import ActionMask, GymEnv, GymWrapper, TransformedEnv  # noqa: E402
 from torchrl.envs.utils import check_env_specs  # noqa: E402
 
+from helpers import readme_block  # noqa: E402
+
 ID = "routing_env:routing_env/Cascade-v0"
 OBS_KEYS = {"features", "probs", "position", "cost", "action_mask"}
 
@@ -68,3 +70,11 @@ def test_gym_wrapper_over_the_native_vector_env(mode: str) -> None:
         # torchrl restarts the ended slots itself (reset with reset_mask); the terminal observation is
         # the true one (under SameStep torchrl 0.14 zero-fills a Dict observation's terminal step)
         assert (td["next", "position"][done].sum(-1) == 1).all()
+
+
+def test_the_readme_recipe_runs_as_written() -> None:
+    namespace: dict = {}
+    exec(compile(readme_block("torchrl-recipe"), "README.md: torchrl-recipe", "exec"), namespace)
+    td = namespace["td"]
+    assert td.batch_size == torch.Size([16, 100]) and invalid_actions(td) == 0
+    check_env_specs(namespace["env"])
