@@ -197,6 +197,20 @@ def test_budget_and_cost_options_are_validated_up_front() -> None:
     assert ascent.lam == LAM_LIMIT
 
 
+@pytest.mark.parametrize("agent", ["reinforce", "ppo"])
+def test_every_agent_logs_the_adapted_price_and_trains_under_a_target(agent: str, tmp_path) -> None:  # noqa: ANN001
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / agent
+    assert main(["train", "--backbone", "tiny-cascade", "--agent", agent, "--steps", "4096", "--lam", "0.5",
+                 "--env-kwargs", "target_macs=0.05", "target_lr=0.01", "--out", str(out), "--quiet"]) == 0
+    events = EventAccumulator(str(out / "tb")).Reload()
+    lams = [e.value for e in events.Scalars("charts/lam")]
+    # the target is below what the untrained policy spends, so dual ascent raises λ above where it started
+    assert len(lams) >= 2 and lams[-1] > 0.5
+    assert json.loads((out / "config.json").read_text())["env_kwargs"]["target_macs"] == 0.05
+
+
 def test_the_threshold_tunes_to_the_environments_budget() -> None:
     from agents import make_agent
 
