@@ -201,6 +201,11 @@ def test_a_target_study_prices_compute_by_dual_ascent_from_zero(tmp_path: Path, 
         assert Path(r["run"]).parent.parent.name == f"target_macs{r['target_macs']:g}"
     with (out / "study.csv").open() as f:
         assert [(r["knob"], r["value"]) for r in csv.DictReader(f)] == [("target_macs", "0.3"), ("target_macs", "0.6")]
+    for r in entry["runs"]:  # and the greedy policy calibrated on val to each budget
+        c = r["test_calibrated"]
+        assert c["target"] == r["target_macs"] and c["val_macs_fraction"] <= r["target_macs"] + 1e-9 and "bias" in c
+    assert all("calibrated_macs_fraction_mean" in g for g in entry["front"])
+    assert "| reward | agent | target | test MACs, as trained | test MACs, calibrated on val |" in (out / "study.md").read_text()
 
 
 GRID = ["study", "--backbone", "tiny-cascade", "--agent", "reinforce", "--seeds", "0", "--steps", "100", "--quiet"]

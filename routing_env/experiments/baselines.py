@@ -90,6 +90,20 @@ def threshold_row(
     return {**evaluation_json(agent, env, env_id), "label": f"threshold tau={agent.tau:.4f}", "tau": agent.tau}
 
 
+def calibrated_row(env_id: str, env_kwargs: dict[str, Any], run: Path, agent: str, target: float, split: str = "test") -> dict[str, Any]:
+    """The run's policy with its EXIT score biased so that its greedy MACs fraction on ``val`` is
+    within ``target`` (:func:`agents.calibration.calibrate_exit_bias`), evaluated on ``split``: what
+    a ``target_macs`` run spends once the budget is met by the greedy policy rather than the sampled one."""
+    from agents import load_agent
+    from agents.calibration import calibrate_exit_bias, greedy_cost
+
+    val = evaluation_env(env_id, env_kwargs, "val", run)
+    calibrated = calibrate_exit_bias(load_agent(run, val, allow_code=":" in agent), val, target)
+    env = evaluation_env(env_id, env_kwargs, split, run)
+    return {**evaluation_json(calibrated, env, env_id), "label": f"exit bias {calibrated.bias:+.4f}",
+            "bias": calibrated.bias, "val_macs_fraction": greedy_cost(calibrated, val), "target": target}
+
+
 def threshold_curve(
     env_id: str, env_kwargs: dict[str, Any], points: int = 41, split: str = "test", run: Path | None = None
 ) -> list[dict[str, float]]:

@@ -381,6 +381,22 @@ def rewards_markdown(study: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def budget_markdown(study: dict[str, Any]) -> str:
+    """A target study's budgets: per (reward, agent, target) the greedy policy's test MACs fraction and
+    accuracy as trained, and calibrated on val to the budget (``test_calibrated``), mean ± std over seeds."""
+    lines = ["| reward | agent | target | test MACs, as trained | test MACs, calibrated on val | accuracy, as trained | accuracy, calibrated |",
+             "|---|---|---|---|---|---|---|"]
+    for reward, e in study["rewards"].items():
+        for g in sorted(e["front"], key=lambda g: (g["agent"], g["target_macs"])):
+            if "calibrated_macs_fraction_mean" not in g:
+                continue
+            lines.append(
+                f"| {reward} | {g['agent']} | {g['target_macs']:g} | {g['macs_fraction_mean']:.3f} ± {g['macs_fraction_std']:.3f} | "
+                f"{g['calibrated_macs_fraction_mean']:.3f} ± {g['calibrated_macs_fraction_std']:.3f} | "
+                f"{g['accuracy_mean']:.4f} ± {g['accuracy_std']:.4f} | {g['calibrated_accuracy_mean']:.4f} ± {g['calibrated_accuracy_std']:.4f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def study_markdown(study: dict[str, Any]) -> str:
     """``study.md``: the setting, the table of rewards, what each figure is, and the plots."""
     spec, ref = study["spec"], study["reference"]
@@ -394,6 +410,7 @@ def study_markdown(study: dict[str, Any]) -> str:
         "",
         rewards_markdown(study),
         "",
+        *([budget_markdown(study), ""] if budget_markdown(study) else []),
         *(f"- **{name}**: {rule}" for name, rule in study["rules"].items()),
         "",
         "![test fronts](fronts.png) ![learning curves](learning_curves.png) ![hypervolume](hypervolume.png)",

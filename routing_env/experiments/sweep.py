@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .baselines import hull_accuracy, oracle_row, random_skip_row, static_hull, static_rows, threshold_curve, threshold_row
+from .baselines import calibrated_row, hull_accuracy, oracle_row, random_skip_row, static_hull, static_rows, threshold_curve, threshold_row
 from .report import plot_pareto, run_name, write_pareto_csv
 from ..checkpoints import read_json
 from ..provenance import provenance
@@ -75,6 +75,9 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
         "threshold_at_val_cost": threshold_row(spec.env_id, env_kwargs, cost, run=directory),
         "random_skip_at_val_cost": random_skip_row(spec.env_id, env_kwargs, cost, run=directory),
     }
+    target = env_kwargs.get("target_macs")
+    if target is not None and env_kwargs.get("cost", "macs") == "macs" and hasattr(policy, "policy_module"):
+        record["test_calibrated"] = calibrated_row(spec.env_id, env_kwargs, directory, agent, target)
     write_json(done, record)
     return record
 
@@ -109,6 +112,11 @@ def group_runs(records: Sequence[dict[str, Any]], hull: list[dict[str, float]] |
             "val_macs_fraction_mean": float(np.mean([r["val"]["macs_fraction"] for r in runs])),
             "val_reference_accuracy": float(runs[0]["val"]["reference_accuracy"]),
         })
+        calibrated = [r.get("test_calibrated") for r in runs]
+        if all(c is not None for c in calibrated):  # target_macs runs: the greedy policy calibrated to the budget on val
+            for key in ("accuracy", "macs_fraction"):
+                values = np.array([c[key] for c in calibrated])
+                rows[-1][f"calibrated_{key}_mean"], rows[-1][f"calibrated_{key}_std"] = float(values.mean()), float(values.std())
         skips = [r.get("random_skip_at_val_cost") for r in runs]
         if all(s is not None for s in skips):
             rows[-1]["random_skip_accuracy_mean"] = float(np.mean([s["accuracy"] for s in skips]))

@@ -1,0 +1,38 @@
+"""A learned policy's greedy cost calibrated to a budget on ``val`` by one bias on its EXIT score
+(``agents.calibration``, issue 14's budget targets)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents import make_agent
+from agents.calibration import ExitBias, calibrate_exit_bias, greedy_cost
+from routing_env import RoutingVectorEnv
+
+
+@pytest.fixture(scope="module")
+def val() -> RoutingVectorEnv:
+    return RoutingVectorEnv(backbone="tiny-cascade", num_envs=256, split="val", lam=0.05)
+
+
+@pytest.mark.parametrize("name", ["reinforce", "ppo", "dqn"])
+def test_no_bias_acts_as_the_policy_and_a_larger_one_never_costs_more(name: str, val: RoutingVectorEnv) -> None:
+    policy = make_agent(name, RoutingVectorEnv(backbone="tiny-cascade", num_envs=8, split="val", lam=0.05), seed=0)
+    policy.learn(2048)
+    obs, _ = val.reset(seed=0)
+    np.testing.assert_array_equal(ExitBias(val, policy=policy).predict(obs, val), policy.predict(obs, val))
+    costs = [greedy_cost(ExitBias(val, policy=policy, bias=b), val) for b in (-30.0, -2.0, 0.0, 2.0, 30.0)]
+    assert all(a >= b for a, b in zip(costs, costs[1:])) and costs[0] > costs[-1]
+
+
+def test_calibration_meets_the_budget_on_val_as_closely_as_the_routes_allow(val: RoutingVectorEnv) -> None:
+    policy = make_agent("reinforce", RoutingVectorEnv(backbone="tiny-cascade", num_envs=8, split="val", lam=0.05), seed=0)
+    policy.learn(2048)
+    for target in (0.2, 0.5):
+        calibrated = calibrate_exit_bias(policy, val, target)
+        assert greedy_cost(calibrated, val) <= target
+        # the bias found is the smallest that fits: a little less and the policy spends more than the budget
+        assert greedy_cost(ExitBias(val, policy=policy, bias=calibrated.bias - 1e-4), val) > target
+    with pytest.raises(ValueError, match="has no policy_module"):
+        ExitBias(val, policy=make_agent("threshold", val))
