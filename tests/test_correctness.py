@@ -511,6 +511,51 @@ def test_a_cotrained_train_killed_with_sigkill_runs_again_from_the_start_and_lea
     assert main(["evaluate", "--run", str(out), "--split", "test", "--json"]) == 0
 
 
+def test_a_joint_run_killed_with_sigkill_resumes_to_the_uninterrupted_runs_weights(tmp_path: Path) -> None:
+    """kill -9 at any moment after the first epoch's checkpoint, then ``--resume``: the run ends with
+    the weights of a run never killed, bit for bit (one torch thread for both)."""
+    import os
+    import subprocess
+    import sys
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "routing_env", "joint", "--backbone", "tiny-cascade", "--lam", "0.05", "--epochs", "4",
+                "--backbone-lr", "0.005", "--out", str(out), "--quiet"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(command(tmp_path / "whole"), env=env, capture_output=True).returncode == 0
+    killed = tmp_path / "killed"
+    _kill_when(command(killed), lambda: (killed / "checkpoint.pt").is_file())
+    assert not (killed / "joint.json").exists()
+    _assert_no_partial_file(killed)
+    assert subprocess.run(command(killed), env=env, capture_output=True).returncode != 0  # refuses to start over silently
+    assert subprocess.run([*command(killed), "--resume"], env=env, capture_output=True).returncode == 0
+    for name in ("backbone.pt", "policy.pt"):
+        whole, resumed = (torch.load(d / name, weights_only=True) for d in (tmp_path / "whole", killed))
+        assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole), name
+
+
+def test_a_pretraining_killed_with_sigkill_resumes_from_its_last_epoch(tmp_path: Path, cifar_root: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "pretrain"
+    script = ("import sys; from routing_env.pretrain import PretrainArgs, pretrain; "
+              "pretrain(PretrainArgs(backbone='resnet8', subset=1024, batch_size=64, epochs=4), sys.argv[1], "
+              "resume=sys.argv[2] == 'resume', data_root=sys.argv[3], progress=False)")
+    command = [sys.executable, "-c", script, str(out), "new", cifar_root]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    _kill_when(command, lambda: (out / "checkpoint.pt").is_file())
+    assert not (out / "model_card.json").exists() and not list(out.rglob(".*.tmp"))
+    done = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 1 <= done <= 4
+    assert subprocess.run([sys.executable, "-c", script, str(out), "resume", cifar_root], env=env, capture_output=True).returncode == 0
+    card = json.loads((out / "model_card.json").read_text())
+    segments = [(h["first_epoch"], h["last_epoch"]) for h in card["history"]]
+    assert segments[0] == (1, done) and segments[-1][1] == 4, segments
+
+
 def test_an_attack_raises_a_policys_compute_and_the_hard_budget_still_holds() -> None:
     from routing_env.attack import attack_report
 
