@@ -21,7 +21,7 @@ import torch
 from .backbones.cascade import Cascade
 from .backbones.dynamic import DynamicResNetBackbone
 from .backbones.resnet import CLASSIFIERS, DYNAMIC, recalibrate_on_images
-from .checkpoints import atomic_write_text, file_sha256, load_state_dict, save_state_dict
+from .checkpoints import atomic_write_text, file_sha256, load_state_dict, read_json, save_state_dict
 from .data import load_split
 
 
@@ -31,11 +31,18 @@ def root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "pretrained"
 
 
+MANIFEST_KEYS = ("name", "kind", "dataset", "num_classes")
+"""What every ``manifest.json`` names (a cascade adds ``members``, a dynamic ResNet ``model``, ``weights``, ``sha256``)."""
+
+
 def available() -> dict[str, dict[str, Any]]:
     """Manifests of every pretrained model found, by name."""
     found = {}
     for manifest in sorted(root().glob("*/manifest.json")):
-        data = json.loads(manifest.read_text())
+        data = read_json(manifest)
+        missing = [key for key in MANIFEST_KEYS if not isinstance(data, dict) or key not in data]
+        if missing:
+            raise ValueError(f"{manifest} lacks {missing}; a manifest names at least {list(MANIFEST_KEYS)}")
         found[data["name"]] = data
     return found
 

@@ -184,5 +184,20 @@ def test_a_truncated_config_or_finished_trial_names_its_file(tmp_path: Path, cap
     assert main(sweep) == 0  # deleted, the trial runs again
 
 
+@pytest.mark.parametrize("layout", ["empty", "garbage"])
+def test_an_unusable_data_root_is_one_line_and_writes_nothing(layout: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "data"
+    (root / "cifar-10-batches-py").mkdir(parents=True)
+    if layout == "garbage":
+        for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+            (root / "cifar-10-batches-py" / name).write_bytes(b"\x80\x04 not a pickle")
+    out = tmp_path / "run"
+    assert main(["train", "--env", "routing_env/DynamicResNet-v0", "--backbone", "cifar10-resnet20-dynamic", "--agent", "reinforce",
+                 "--steps", "10", "--data-root", str(root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cifar10 data at {root}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
 def test_the_battery_has_forty_cases_or_more() -> None:
     assert len(OPTIONS) + 4 + 7 + 5 + len(CLI) + 2 >= 40

@@ -61,6 +61,32 @@ def test_missing_data_without_a_cache_says_how_to_point_at_it(fake_pretrained: P
         RoutingEnv(backbone="toy-cascade", split="val")
 
 
+def test_a_broken_manifest_or_cache_is_refused_naming_the_file(fake_pretrained: Path) -> None:
+    manifest = fake_pretrained / "manifest.json"
+    good = manifest.read_text()
+    manifest.write_text(good[:30])
+    with pytest.raises(ValueError, match=f"{manifest} is not valid JSON"):
+        pretrained.load("toy-cascade")
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "kind"}))
+    with pytest.raises(ValueError, match=r"manifest.json lacks \['kind'\]"):
+        pretrained.load("toy-cascade")
+    manifest.write_text(good)
+    cascade = pretrained.load("toy-cascade")
+    cache = fake_pretrained / cascade.cache_name("cifar10", "test")
+    rng = np.random.default_rng(0)
+    FeatureCache(rng.random((3, 50, 64), dtype=np.float32), rng.normal(size=(3, 50, 10)).astype(np.float32),
+                 rng.integers(0, 10, 50)).save(cache)  # a cache of three members for a cascade of two
+    with pytest.raises(ValueError, match=f"feature cache {cache} holds 3 members and 10 classes; 'toy-cascade' has 2 and 10"):
+        RoutingEnv(backbone="toy-cascade", split="test")
+    FeatureCache(rng.random((2, 50, 64), dtype=np.float32), rng.normal(size=(2, 49, 10)).astype(np.float32),
+                 rng.integers(0, 10, 50)).save(cache)
+    with pytest.raises(ValueError, match=r"holds features \(2, 50, 64\), logits \(2, 49, 10\) and labels \(50,\)"):
+        RoutingEnv(backbone="toy-cascade", split="test")
+    cache.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match=f"feature cache {cache} cannot be read"):
+        RoutingEnv(backbone="toy-cascade", split="test")
+
+
 def test_unknown_pretrained_name(fake_pretrained: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown pretrained model 'nope'; expected one of \['toy-cascade'\]"):
         pretrained.load("nope")

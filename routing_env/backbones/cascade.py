@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -53,8 +54,17 @@ class FeatureCache:
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureCache:
-        with np.load(path) as data:
-            return cls(features=data["features"], logits=data["logits"], labels=data["labels"])
+        """A saved cache; one that is not a readable ``.npz`` of three arrays that agree on the number
+        of members and instances is a ``ValueError`` naming the file."""
+        try:
+            with np.load(path) as data:
+                cache = cls(features=data["features"], logits=data["logits"], labels=data["labels"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise ValueError(f"feature cache {path} cannot be read ({type(e).__name__}: {e}); delete it to have it rebuilt") from None
+        f, lg, lb = cache.features.shape, cache.logits.shape, cache.labels.shape
+        if len(f) != 3 or len(lg) != 3 or len(lb) != 1 or f[:2] != lg[:2] or lg[1] != lb[0]:
+            raise ValueError(f"feature cache {path} holds features {f}, logits {lg} and labels {lb}; expected (M, n, D), (M, n, C) and (n,)")
+        return cache
 
 
 class Cascade(RoutableBackbone):
@@ -158,6 +168,9 @@ class Cascade(RoutableBackbone):
                 cache = FeatureCache.load(path)
                 if cache.features.shape[0] == len(self.classifiers) and cache.logits.shape[2] == self.spec.num_classes:
                     return cache
+                if path.parent == self.shipped_dir:  # a stale cache of our own is rebuilt; a shipped one is wrong
+                    raise ValueError(f"feature cache {path} holds {cache.features.shape[0]} members and {cache.logits.shape[2]} classes; "
+                                     f"{self.name!r} has {len(self.classifiers)} and {self.spec.num_classes}")
         data = load_split(dataset, split, data_root)
         if data.num_classes != self.spec.num_classes:
             raise ValueError(
