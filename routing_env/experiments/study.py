@@ -384,6 +384,8 @@ def rewards_markdown(study: dict[str, Any]) -> str:
 def budget_markdown(study: dict[str, Any]) -> str:
     """A target study's budgets: per (reward, agent, target) the greedy policy's test MACs fraction and
     accuracy as trained, and calibrated on val to the budget (``test_calibrated``), mean ± std over seeds."""
+    if study["knob"] != "target_macs":
+        return ""
     lines = ["| reward | agent | target | test MACs, as trained | test MACs, calibrated on val | accuracy, as trained | accuracy, calibrated |",
              "|---|---|---|---|---|---|---|"]
     for reward, e in study["rewards"].items():
