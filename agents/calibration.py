@@ -29,7 +29,9 @@ BIAS_RANGE = 30.0
 class ExitBias(Agent):
     """``policy``'s greedy decisions with ``bias`` added to the EXIT score (its ``policy_module``'s
     scores, whose argmax its ``predict`` takes; an invalid argmax takes the environment's fallback, as
-    stepping the environment would). At ``bias=0`` it acts as ``policy`` does."""
+    stepping the environment would). At ``bias=0`` it acts as ``policy`` does. It is not saved as an
+    agent of its own: :func:`~routing_env.experiments.baselines.calibrated_row` recreates it from a
+    run's policy and records the bias."""
 
     name = "exit-bias"
 
@@ -43,7 +45,10 @@ class ExitBias(Agent):
     @torch.no_grad()
     def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         scores = self.module({k: torch.as_tensor(v) for k, v in obs.items()}).clone()
-        scores[:, EXIT] += self.bias
+        # only where EXIT is allowed: an invalid EXIT falls back to a RUN, so biasing it there would
+        # lengthen routes (an unmasked policy's scores, before the first head, on a dynamic ResNet)
+        exit_valid = torch.as_tensor(obs["action_mask"][:, EXIT]).bool()
+        scores[:, EXIT] += self.bias * exit_valid
         return scores.argmax(dim=1).numpy().astype(np.int64)
 
     def policy_macs(self) -> float:

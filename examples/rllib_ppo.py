@@ -178,7 +178,7 @@ def write_run_folder(out: Path, env_config: dict[str, Any], args: argparse.Names
     """``config.json`` and ``agent.json`` as ``routing-env train`` writes them, so ``evaluate --run`` works."""
     from routing_env.provenance import provenance
 
-    config = {"env": ENV_ID, "env_kwargs": {"split": "val", **env_config}, "agent": AGENT, "agent_kwargs": {},
+    config = {"env": ENV_ID, "env_kwargs": {"split": "val", **env_config}, "agent": AGENT, "agent_kwargs": {"sort_probs": args.sort_probs},
               "seed": args.seed, "library": "ray[rllib]", "args": vars(args), "iterations": iterations,
               "train_seconds": round(seconds, 2), "routing_env_version": __version__, "provenance": provenance()}
     write_json(out / "config.json", config)

@@ -69,7 +69,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     naming it, not a bare ``JSONDecodeError``."""
     try:
         return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}); restore it, or delete it to have it written again") from None
 
 
@@ -96,6 +96,14 @@ def same_arguments(saved: str, args: Any) -> bool:
     """Whether a checkpoint's arguments (a dataclass written as JSON) are ``args``; fields added since
     it was written count as their defaults, so a run started before a new option existed still resumes."""
     stored = json.loads(saved)
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-                for f in dataclasses.fields(args) if f.name not in stored}
-    return {**defaults, **stored} == json.loads(json.dumps(dataclasses.asdict(args)))
+    defaults = {}
+    for f in dataclasses.fields(args):
+        if f.name in stored:
+            continue
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+        else:
+            return False  # a required field the checkpoint predates: not the same run
+    return {**json.loads(json.dumps(defaults)), **stored} == json.loads(json.dumps(dataclasses.asdict(args)))

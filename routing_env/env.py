@@ -610,6 +610,7 @@ def refuse_other_family(env: RoutingEnv | RoutingVectorEnv, env_id: str) -> None
     other = {"routing_env/Cascade-v0": (DynamicResNetBackbone, "a dynamic ResNet", "routing_env/DynamicResNet-v0"),
              "routing_env/DynamicResNet-v0": (Cascade, "a cascade", "routing_env/Cascade-v0")}[env_id]
     if isinstance(env.core.backbone, other[0]):
+        env.close()
         raise ValueError(f"{env_id} got backbone {env.config.backbone!r}, which is {other[1]}; use {other[2]} for it")
 
 

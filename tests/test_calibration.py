@@ -26,6 +26,19 @@ def test_no_bias_acts_as_the_policy_and_a_larger_one_never_costs_more(name: str,
     assert all(a >= b for a, b in zip(costs, costs[1:])) and costs[0] > costs[-1]
 
 
+@pytest.mark.parametrize("name", ["ppo", "dqn"])
+def test_on_a_dynamic_resnet_the_bias_never_lengthens_a_route(name: str) -> None:
+    # before the first exit head EXIT is invalid: an unmasked policy's biased EXIT there would fall back to a RUN
+    env = RoutingVectorEnv(backbone="tiny-dynamic-resnet", num_envs=64, split="val", lam=0.05)
+    costs = {}
+    for seed in (1, 2):
+        policy = make_agent(name, RoutingVectorEnv(backbone="tiny-dynamic-resnet", num_envs=8, split="val", lam=0.05), seed=seed)
+        costs[seed] = [greedy_cost(ExitBias(env, policy=policy, bias=b), env) for b in (-30.0, -1.0, 0.0, 1.0, 2.0, 30.0)]
+        assert all(a >= b - 1e-12 for a, b in zip(costs[seed], costs[seed][1:])), (seed, costs[seed])
+    calibrated = calibrate_exit_bias(policy, env, 0.3)
+    assert greedy_cost(calibrated, env) <= 0.3
+
+
 def test_calibration_meets_the_budget_on_val_as_closely_as_the_routes_allow(val: RoutingVectorEnv) -> None:
     policy = make_agent("reinforce", RoutingVectorEnv(backbone="tiny-cascade", num_envs=8, split="val", lam=0.05), seed=0)
     policy.learn(2048)

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -59,7 +60,7 @@ class FeatureCache:
         try:
             with np.load(path) as data:
                 cache = cls(features=data["features"], logits=data["logits"], labels=data["labels"])
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        except (OSError, EOFError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error) as e:
             raise ValueError(f"feature cache {path} cannot be read ({type(e).__name__}: {e}); delete it to have it rebuilt") from None
         f, lg, lb = cache.features.shape, cache.logits.shape, cache.labels.shape
         if len(f) != 3 or len(lg) != 3 or len(lb) != 1 or f[:2] != lg[:2] or lg[1] != lb[0]:

@@ -412,7 +412,7 @@ def study_markdown(study: dict[str, Any]) -> str:
         "",
         rewards_markdown(study),
         "",
-        *([budget_markdown(study), ""] if budget_markdown(study) else []),
+        *([budget, ""] if (budget := budget_markdown(study)) else []),
         *(f"- **{name}**: {rule}" for name, rule in study["rules"].items()),
         "",
         "![test fronts](fronts.png) ![learning curves](learning_curves.png) ![hypervolume](hypervolume.png)",
