@@ -30,14 +30,19 @@ def test_no_info_key_reuses_an_observation_key_with_another_meaning() -> None:
         assert np.shape(obs[key]) == np.shape(info[key]), key
 
 
+FAMILIES = [("routing_env/Cascade-v0", "tiny-cascade"), ("routing_env/DynamicResNet-v0", "tiny-dynamic-resnet")]
+"""Each registered id with its family's tiny backbone."""
+
+
 @pytest.mark.parametrize("wrap", [
     lambda e: gym.wrappers.RecordEpisodeStatistics(e),
     lambda e: gym.wrappers.TimeLimit(e, max_episode_steps=2),
     lambda e: gym.wrappers.FlattenObservation(e),
     lambda e: gym.wrappers.NormalizeReward(e),
 ])
-def test_gymnasium_wrappers_work_on_a_single_env(wrap) -> None:  # noqa: ANN001
-    env = wrap(gym.make(ID, backbone="tiny-cascade"))
+@pytest.mark.parametrize("env_id,backbone", FAMILIES)
+def test_gymnasium_wrappers_work_on_a_single_env(wrap, env_id: str, backbone: str) -> None:  # noqa: ANN001
+    env = wrap(gym.make(env_id, backbone=backbone))
     obs, info = env.reset(seed=0)
     episodes, rng = 0, np.random.default_rng(0)
     for _ in range(30):
@@ -49,9 +54,10 @@ def test_gymnasium_wrappers_work_on_a_single_env(wrap) -> None:  # noqa: ANN001
     assert episodes > 0
 
 
+@pytest.mark.parametrize("env_id,backbone", FAMILIES)
 @pytest.mark.parametrize("mode", ["vector_entry_point", "sync", "async"])
-def test_gymnasium_vector_wrappers_work_under_every_vectorization_mode(mode: str) -> None:
-    env = gym.make_vec(ID, num_envs=3, vectorization_mode=mode, backbone="tiny-cascade")
+def test_gymnasium_vector_wrappers_work_under_every_vectorization_mode(mode: str, env_id: str, backbone: str) -> None:
+    env = gym.make_vec(env_id, num_envs=3, vectorization_mode=mode, backbone=backbone)
     env = gym.wrappers.vector.RecordEpisodeStatistics(gym.wrappers.vector.NormalizeReward(gym.wrappers.vector.FlattenObservation(env)))
     obs, _ = env.reset(seed=0)
     ended, recorded = 0, 0
@@ -61,6 +67,22 @@ def test_gymnasium_vector_wrappers_work_under_every_vectorization_mode(mode: str
         ended += int(terminated.sum())
         recorded += int(info["_episode"].sum()) if "episode" in info else 0
     assert ended > 0 and recorded == ended
+    env.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_make_vec_time_limit_truncates_long_episodes(mode: str) -> None:
+    # TimeLimit inside each sub-environment (make_vec's max_episode_steps): a dynamic ResNet route of
+    # 9 decisions on tiny-dynamic-resnet is cut at 2, reported as truncated, and the slot starts again
+    env = gym.make_vec("routing_env/DynamicResNet-v0", num_envs=2, vectorization_mode=mode, max_episode_steps=2,
+                       backbone="tiny-dynamic-resnet")
+    env.reset(seed=0)
+    truncated_any = False
+    for _ in range(6):
+        _, _, terminated, truncated, _ = env.step(np.array([RUN, RUN]))
+        truncated_any |= bool(truncated.any())
+        assert not (terminated & truncated).any()
+    assert truncated_any
     env.close()
 
 
