@@ -73,6 +73,11 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise ValueError(f"{path} is not valid JSON ({e}); restore it, or delete it to have it written again") from None
 
 
+def write_json(path: str | os.PathLike[str], payload: Any) -> None:
+    """Write ``payload`` as JSON, atomically (a reader never sees a partial file); :func:`read_json` reads it."""
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
 def save_state_dict(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write a plain state_dict (tensors, numbers, strings) atomically."""
     buffer = io.BytesIO()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -602,16 +603,19 @@ def registered_id(env: RoutingEnv | RoutingVectorEnv) -> str:
     return "routing_env/DynamicResNet-v0" if isinstance(env.core.backbone, DynamicResNetBackbone) else "routing_env/Cascade-v0"
 
 
+FAMILY_NAMES = {"routing_env/Cascade-v0": "a cascade", "routing_env/DynamicResNet-v0": "a dynamic ResNet"}
+"""What each registered id routes, as an error message names it."""
+
+
 def refuse_other_family(env: RoutingEnv | RoutingVectorEnv, env_id: str) -> None:
     """Refuse a built-in backbone family that is not the registered id's: ``Cascade-v0`` with a dynamic
     ResNet (or the reverse) would run, under a name that says otherwise. Custom families pass."""
     from .backbones import Cascade, DynamicResNetBackbone
 
-    other = {"routing_env/Cascade-v0": (DynamicResNetBackbone, "a dynamic ResNet", "routing_env/DynamicResNet-v0"),
-             "routing_env/DynamicResNet-v0": (Cascade, "a cascade", "routing_env/Cascade-v0")}[env_id]
-    if isinstance(env.core.backbone, other[0]):
+    own = registered_id(env)
+    if own != env_id and isinstance(env.core.backbone, (Cascade, DynamicResNetBackbone)):
         env.close()
-        raise ValueError(f"{env_id} got backbone {env.config.backbone!r}, which is {other[1]}; use {other[2]} for it")
+        raise ValueError(f"{env_id} got backbone {env.config.backbone!r}, which is {FAMILY_NAMES[own]}; use {own} for it")
 
 
 def make_env(**options: Any) -> gym.Env:
@@ -632,29 +636,16 @@ def make_vector_env(num_envs: int = 1, autoreset_mode: str | AutoresetMode = Aut
     return CoTrainBackbone(env) if env.config.train_backbone else env
 
 
-def make_cascade_env(**options: Any) -> gym.Env:
-    """``routing_env/Cascade-v0``: :func:`make_env` for a cascade (a dynamic ResNet is refused)."""
-    env = make_env(**options)
-    refuse_other_family(env.unwrapped, "routing_env/Cascade-v0")
+def of_family(make: Callable[..., Any], env_id: str, *args: Any, **options: Any) -> Any:
+    """``make(*args, **options)`` (:func:`make_env` or :func:`make_vector_env`), refused by
+    :func:`refuse_other_family` unless its backbone is ``env_id``'s family."""
+    env = make(*args, **options)
+    refuse_other_family(env.unwrapped, env_id)
     return env
 
 
-def make_dynamic_env(**options: Any) -> gym.Env:
-    """``routing_env/DynamicResNet-v0``: :func:`make_env` for a dynamic ResNet (a cascade is refused)."""
-    env = make_env(**options)
-    refuse_other_family(env.unwrapped, "routing_env/DynamicResNet-v0")
-    return env
-
-
-def make_cascade_vector_env(num_envs: int = 1, autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **options: Any) -> VectorEnv:
-    """``routing_env/Cascade-v0``'s vector entry point: :func:`make_vector_env`, checked as :func:`make_cascade_env`."""
-    env = make_vector_env(num_envs, autoreset_mode, **options)
-    refuse_other_family(env.unwrapped, "routing_env/Cascade-v0")
-    return env
-
-
-def make_dynamic_vector_env(num_envs: int = 1, autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **options: Any) -> VectorEnv:
-    """``routing_env/DynamicResNet-v0``'s vector entry point: :func:`make_vector_env`, checked as :func:`make_dynamic_env`."""
-    env = make_vector_env(num_envs, autoreset_mode, **options)
-    refuse_other_family(env.unwrapped, "routing_env/DynamicResNet-v0")
-    return env
+# the registered ids' entry points (routing_env/__init__.py), single and vector
+make_cascade_env = partial(of_family, make_env, "routing_env/Cascade-v0")
+make_dynamic_env = partial(of_family, make_env, "routing_env/DynamicResNet-v0")
+make_cascade_vector_env = partial(of_family, make_vector_env, "routing_env/Cascade-v0")
+make_dynamic_vector_env = partial(of_family, make_vector_env, "routing_env/DynamicResNet-v0")

@@ -30,11 +30,10 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checkpoints import load_state_dict, same_arguments, save_state_dict
+from ..checkpoints import load_state_dict, same_arguments, save_state_dict, write_json
 from ..cotraining import CoTrainBackbone
 from ..env import RoutingVectorEnv, registered_id
 from ..provenance import provenance
-from .train import write_json
 
 
 LR_SCHEDULES = ("constant", "cosine")

@@ -21,14 +21,13 @@ import numpy as np
 
 from .. import ENV_IDS
 from ..backbones import backbone_names
-from ..checkpoints import atomic_write_text
+from ..checkpoints import atomic_write_text, write_json
 from ..env import EnvConfig
 from ..rewards import REWARD_DESCRIPTIONS, REWARD_SPECS
 from ..provenance import provenance
 from .engines import check_engine, run_trials
 from .report import save_figure
 from .sweep import SweepSpec, group_runs, sweep_run
-from .train import write_json
 
 Point = tuple[float, float]
 """``(macs_fraction, accuracy)``: cost first, as on the plots' x axis; accuracy is maximised, cost minimised."""

@@ -15,10 +15,10 @@ import numpy as np
 
 from .baselines import calibrated_row, hull_accuracy, oracle_row, random_skip_row, static_hull, static_rows, threshold_curve, threshold_row
 from .report import plot_pareto, run_name, write_pareto_csv
-from ..checkpoints import read_json
+from ..checkpoints import read_json, write_json
 from ..provenance import provenance
 from .engines import check_engine, run_trials
-from .train import evaluation_env, evaluation_json, train_run, write_json
+from .train import evaluation_env, evaluation_json, train_run
 
 
 @dataclass(frozen=True)

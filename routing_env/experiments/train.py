@@ -7,7 +7,6 @@ it scores.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 
 from .. import ENV_IDS, __version__
-from ..checkpoints import atomic_write_text, save_state_dict
+from ..checkpoints import save_state_dict, write_json
 from ..env import RoutingVectorEnv
 from ..evaluation import route_split, summarize
 from ..provenance import provenance
@@ -64,11 +63,6 @@ def evaluation_json(agent: Any, env: RoutingVectorEnv, env_id: str, progress: bo
     records = route_split(agent, env, progress=progress)
     summary = summarize(records, env, agent.policy_macs())
     return {"policy": agent.name, "uses_labels": bool(getattr(agent, "uses_labels", False)), "env": env_id, **summary}
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write ``payload`` as JSON, atomically (a reader never sees a partial file)."""
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def train_run(
