@@ -308,6 +308,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         recalibrate=args.recalibrate,
         monitor=args.monitor,
         teacher=args.teacher,
+        rescale=args.rescale,
     )
     card = pretrain(
         pargs,
@@ -469,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recalibrate", type=int, default=100, help="dynamic backbones: BatchNorm recalibration batches after training (0: none)")
     p.add_argument("--monitor", type=int, default=1000, help="dynamic backbones: val images each static route is scored on every epoch (0: none)")
     p.add_argument("--teacher", help="dynamic backbones: a plain CIFAR ResNet state_dict every route distils from (e.g. the shipped resnet56.pt)")
+    p.add_argument("--rescale", action="store_true", help="dynamic backbones: LC-Net's learned rescaling of narrowed and skipped blocks")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
     return parser

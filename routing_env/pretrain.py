@@ -92,6 +92,10 @@ class PretrainArgs:
     monitor: int = 1000
     """Dynamic backbones: every epoch, each static route's accuracy on the first ``monitor`` ``val``
     images goes to tensorboard (``val_routes/…``) and the log, so each route is measured as it trains."""
+    rescale: bool = False
+    """Dynamic backbones: LC-Net's learned rescaling of narrowed and skipped blocks' outputs
+    (:class:`~routing_env.backbones.resnet.DynamicBasicBlock`); its scales start at 1 when ``init``
+    has none."""
     teacher: str | None = None
     """Dynamic backbones: a plain CIFAR ResNet's state_dict (its depth is read from its keys, e.g. the
     shipped ResNet-56) whose logits every route distils from, instead of the full path's own: the
@@ -116,8 +120,9 @@ class PretrainArgs:
             raise ValueError(f"ema must be a decay in (0, 1), got {self.ema}")
         if self.sandwich < 0 or not 0.0 <= self.skip_rate <= 1.0:
             raise ValueError(f"sandwich must be >= 0 and skip_rate in [0, 1], got {self.sandwich} and {self.skip_rate}")
-        if self.teacher is not None and not self.dynamic:
-            raise ValueError(f"teacher is for dynamic backbones, got it for {self.backbone!r}")
+        for option in ("teacher", "rescale"):
+            if getattr(self, option) not in (None, False) and not self.dynamic:
+                raise ValueError(f"{option} is for dynamic backbones, got it for {self.backbone!r}")
         if not 0.0 <= self.uniform_routes <= 1.0 or self.recalibrate < 0 or self.monitor < 0:
             raise ValueError(
                 f"uniform_routes must be in [0, 1] and recalibrate, monitor >= 0, got {self.uniform_routes}, "
@@ -134,7 +139,7 @@ MODELS = {**CLASSIFIERS, **DYNAMIC}
 
 def build_model(args: PretrainArgs, num_classes: int) -> nn.Module:
     """The model ``args.backbone`` for ``num_classes``, started from ``args.init`` where given."""
-    model = MODELS[args.backbone](num_classes)
+    model = MODELS[args.backbone](num_classes, rescale=args.rescale) if args.dynamic else MODELS[args.backbone](num_classes)
     if args.init is not None:
         state = load_state_dict(args.init)
         try:
@@ -142,7 +147,11 @@ def build_model(args: PretrainArgs, num_classes: int) -> nn.Module:
                 if args.order_channels:
                     state = order_channels(state)
                 result = model.load_state_dict(dynamic_from_plain(state, model.depth, model.widths), strict=False)
-                if result.unexpected_keys or any(not key.startswith("heads.") for key in result.missing_keys):
+                if result.unexpected_keys or any(not key.startswith("heads.") and not is_scale(key) for key in result.missing_keys):
+                    raise RuntimeError(str(result))
+            elif isinstance(model, DynamicResNet) and model.rescale and not any(is_scale(key) for key in state):
+                result = model.load_state_dict(state, strict=False)  # a dynamic ResNet without scales: they start at 1
+                if result.unexpected_keys or any(not is_scale(key) for key in result.missing_keys):
                     raise RuntimeError(str(result))
             else:
                 model.load_state_dict(state)
@@ -150,6 +159,11 @@ def build_model(args: PretrainArgs, num_classes: int) -> nn.Module:
             raise ValueError(f"{args.init} does not fit {args.backbone}: {e}") from None
     return model
 
+
+
+def is_scale(key: str) -> bool:
+    """Whether a state_dict key is one of LC-Net's rescaling parameters (``blocks.K.scale_*``)."""
+    return key.rsplit(".", 1)[-1] in ("scale_width", "scale_skip")
 
 
 def build_teacher(path: str, num_classes: int) -> nn.Module:
@@ -242,7 +256,7 @@ def pretrain(
     teacher = build_teacher(args.teacher, train.num_classes).to(where, memory_format=torch.channels_last) if args.teacher else None
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        (no_decay if p.ndim <= 1 or is_scale(name) else decay).append(p)  # scales, like BatchNorm's, are not decayed
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr,

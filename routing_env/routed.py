@@ -239,6 +239,5 @@ class RouteModule(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         h = self.model.stem(x)
         for k, c in enumerate(self.choices):
-            if c != SKIP_CHOICE:
-                h = self.model.blocks[k](h, c)
+            h = self.model.blocks[k].skip(h) if c == SKIP_CHOICE else self.model.blocks[k](h, c)
         return self.model.head(self.exit_position, h)

@@ -30,7 +30,9 @@ from .resnet import DynamicResNet, global_pool, inference_copy, sandwich_loss
 
 def dynamic_costs(model: DynamicResNet, input_shape: tuple[int, ...]) -> CostTable:
     """MACs of the stem, of each block at each width, and of each exit head (FlopCounterMode);
-    the reference is the full network: stem, every block at width 1, the last head."""
+    the reference is the full network: stem, every block at width 1, the last head. With LC-Net's
+    rescaling (``model.rescale``) a narrowed or skipped block also pays one multiply per output
+    element, which FlopCounterMode does not see."""
     model = model.eval()
     n, w = model.num_blocks, len(model.widths)
     with torch.no_grad():
@@ -38,14 +40,18 @@ def dynamic_costs(model: DynamicResNet, input_shape: tuple[int, ...]) -> CostTab
         prefix = count_macs(model.stem, x)
         h = model.stem(x)
         stage = np.zeros((n, w))
+        skip = np.zeros(n)
         head = np.zeros(n + 1)
         for k, block in enumerate(model.blocks):
             for j in range(w):
                 stage[k, j] = count_macs(block, h, j)
             h = block(h)
+            if model.rescale:
+                stage[k, :-1] += h[0].numel()
+                skip[k] = h[0].numel() if block.skippable else 0.0
             if k + 1 in model.exit_positions:
                 head[k + 1] = count_macs(model.head, k + 1, h)
-    return CostTable(prefix=float(prefix), stage=stage, skip=np.zeros(n), head=head, reference=float(prefix + stage[:, -1].sum() + head[n]))
+    return CostTable(prefix=float(prefix), stage=stage, skip=skip, head=head, reference=float(prefix + stage[:, -1].sum() + head[n]))
 
 
 def pooled_features(h: torch.Tensor, dim: int) -> torch.Tensor:
@@ -184,10 +190,15 @@ class DynamicExecutor(Executor):
         self._store(stage + 1, rows, h)
         self._pool(rows, h)
 
+    @torch.inference_mode()
     def skip(self, slots: np.ndarray, stage: int) -> None:
-        # a skippable block keeps the shape, so points stage and stage + 1 share one buffer, and the
-        # pooled features stay as they are
-        pass
+        # a skippable block keeps the shape, so points stage and stage + 1 share one buffer; without
+        # rescaling the map and its pooled features stay as they are
+        if self.model.rescale:
+            rows = self._rows(slots)
+            h = self.model.blocks[stage].skip(self._gather(stage, rows))
+            self._store(stage + 1, rows, h)
+            self._pool(rows, h)
 
     def features(self, slots: np.ndarray) -> np.ndarray:
         return self.pooled[self._rows(slots)].float().cpu().numpy()

@@ -191,9 +191,17 @@ class DynamicBasicBlock(nn.Module):
     really shrinks); the output keeps the full width for the residual sum.
 
     ``skippable`` blocks (same input and output shape) can be replaced by their shortcut (identity).
+
+    With ``rescale``, LC-Net's rescaling of what is kept (Xia et al.): a learned per-channel scale on
+    the block's output at each narrower width (``scale_width``, one row per width but the full one)
+    and, for a skippable block, on its skip (``scale_skip``), all starting at 1, so that a narrowed or
+    skipped block's output can match the full block's in magnitude. The full width is never scaled:
+    the full path stays the plain ResNet. (A scale *inside* the residual branch would add nothing:
+    each width's own ``bn2`` already has per-channel affine parameters. This one acts after the
+    residual sum and the ReLU, where switchable BatchNorm cannot.)
     """
 
-    def __init__(self, in_planes: int, planes: int, stride: int, widths: Sequence[float]) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, widths: Sequence[float], rescale: bool = False) -> None:
         super().__init__()
         self.stride = stride
         self.inner = [inner_channels(w, planes) for w in widths]
@@ -203,6 +211,11 @@ class DynamicBasicBlock(nn.Module):
         self.bn2 = SwitchableBatchNorm2d([planes] * len(widths))
         self.skippable = stride == 1 and in_planes == planes
         self.shortcut: nn.Module = nn.Identity() if self.skippable else PadShortcut(in_planes, planes, stride)
+        self.rescale = rescale
+        if rescale:
+            self.scale_width = nn.Parameter(torch.ones(len(widths) - 1, planes))
+            if self.skippable:
+                self.scale_skip = nn.Parameter(torch.ones(planes))
 
     def forward(self, x: torch.Tensor, width: int = -1) -> torch.Tensor:
         c = self.inner[width]
@@ -211,8 +224,17 @@ class DynamicBasicBlock(nn.Module):
         out = F.relu(out)
         out = F.conv2d(out, self.conv2.weight[:, :c], padding=1)
         out = self.bn2(out, width)
-        out = out + self.shortcut(x)
-        return F.relu(out)
+        out = F.relu(out + self.shortcut(x))
+        j = width % len(self.inner)
+        if self.rescale and j < len(self.inner) - 1:
+            out = out * self.scale_width[j].view(1, -1, 1, 1)
+        return out
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The block skipped: its input (identity shortcut), rescaled where ``rescale`` is on."""
+        if not self.skippable:
+            raise ValueError("this block changes the feature map's shape and cannot be skipped")
+        return x * self.scale_skip.view(1, -1, 1, 1) if self.rescale else x
 
 
 class FoldedBlock(nn.Module):
@@ -223,6 +245,11 @@ class FoldedBlock(nn.Module):
     def __init__(self, block: DynamicBasicBlock, memory_format: torch.memory_format = torch.contiguous_format) -> None:
         super().__init__()
         self.stride, self.inner, self.skippable, self.shortcut = block.stride, block.inner, block.skippable, block.shortcut
+        self.rescale = block.rescale
+        if block.rescale:
+            self.register_buffer("scale_width", block.scale_width.detach().clone())
+            if block.skippable:
+                self.register_buffer("scale_skip", block.scale_skip.detach().clone())
         for j, c in enumerate(block.inner):
             w1, b1 = fold(block.conv1.weight[:c], block.bn1.bn[j])
             w2, b2 = fold(block.conv2.weight[:, :c], block.bn2.bn[j])
@@ -233,7 +260,12 @@ class FoldedBlock(nn.Module):
         j = width % len(self.inner)
         w1, b1, w2, b2 = (getattr(self, f"{name}_{j}") for name in ("w1", "b1", "w2", "b2"))
         out = F.relu(F.conv2d(x, w1, b1, stride=self.stride, padding=1))
-        return F.relu(F.conv2d(out, w2, b2, padding=1) + self.shortcut(x))
+        out = F.relu(F.conv2d(out, w2, b2, padding=1) + self.shortcut(x))
+        if self.rescale and j < len(self.inner) - 1:
+            out = out * self.scale_width[j].view(1, -1, 1, 1)
+        return out
+
+    skip = DynamicBasicBlock.skip
 
 
 def fold(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,10 +323,17 @@ class DynamicResNet(nn.Module):
         widths: increasing width fractions ending at 1.0.
         exits: ``"stage"`` (a head after each of the three stages) or ``"block"`` (after every block).
         base_width: channels of the first stage (16 in He et al.; the later stages double it).
+        rescale: LC-Net's learned rescaling of narrowed and skipped blocks (:class:`DynamicBasicBlock`).
     """
 
     def __init__(
-        self, depth: int, num_classes: int = 10, widths: Sequence[float] = WIDTHS, exits: str = "stage", base_width: int = 16
+        self,
+        depth: int,
+        num_classes: int = 10,
+        widths: Sequence[float] = WIDTHS,
+        exits: str = "stage",
+        base_width: int = 16,
+        rescale: bool = False,
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
@@ -305,7 +344,7 @@ class DynamicResNet(nn.Module):
         if exits not in EXIT_PLACEMENTS:
             raise ValueError(f"unknown exits {exits!r}; expected one of {EXIT_PLACEMENTS}")
         n = (depth - 2) // 6
-        self.depth, self.widths, self.exits = depth, widths, exits
+        self.depth, self.widths, self.exits, self.rescale = depth, widths, exits, rescale
         self.normalize = Normalize()
         self.conv1 = conv3x3(3, base_width)
         self.bn1 = nn.BatchNorm2d(base_width)
@@ -313,7 +352,7 @@ class DynamicResNet(nn.Module):
         for stage in range(3):
             planes = base_width * 2**stage
             for i in range(n):
-                blocks.append(DynamicBasicBlock(in_planes, planes, 2 if stage > 0 and i == 0 else 1, widths))
+                blocks.append(DynamicBasicBlock(in_planes, planes, 2 if stage > 0 and i == 0 else 1, widths, rescale))
                 channels.append(planes)
                 in_planes = planes
         self.blocks = nn.ModuleList(blocks)
@@ -356,8 +395,7 @@ class DynamicResNet(nn.Module):
         x = self.stem(x)
         logits = []
         for k, block in enumerate(self.blocks):
-            if choices[k] != SKIP_CHOICE:
-                x = block(x, choices[k])
+            x = block.skip(x) if choices[k] == SKIP_CHOICE else block(x, choices[k])
             if k + 1 in self.exit_positions:
                 logits.append(self.head(k + 1, x))
         return logits
@@ -371,15 +409,16 @@ class DynamicResNet(nn.Module):
         co-training replay (:meth:`forward_routes`) and :class:`~routing_env.routed.RoutedModel` all run
         blocks through it (the rules of the walk — masks, budget, fallback, costs — are
         :class:`~routing_env.core.ActionTables`')."""
+        block = self.blocks[k]
         if isinstance(choice, int):
-            return h if choice == SKIP_CHOICE else self.blocks[k](h, choice)
+            return block.skip(h) if choice == SKIP_CHOICE else block(h, choice)
         first = int(choice[0])
         if bool((choice == first).all()):  # one group (always at batch 1): no gather, no reorder
-            return h if first == SKIP_CHOICE else self.blocks[k](h, first)
+            return block.skip(h) if first == SKIP_CHOICE else block(h, first)
         pieces, where = [], []
         for c in torch.unique(choice).tolist():
             group = (choice == c).nonzero().squeeze(1)
-            pieces.append(h[group] if c == SKIP_CHOICE else self.blocks[k](h[group], c))
+            pieces.append(block.skip(h[group]) if c == SKIP_CHOICE else block(h[group], c))
             where.append(group)
         return torch.cat(pieces)[torch.argsort(torch.cat(where))]
 
@@ -546,12 +585,12 @@ def recalibrate_batchnorm(model: DynamicResNet, runs: Iterable[tuple[torch.Tenso
             model.forward_exits(x, route)
 
 
-def resnet20_dynamic(num_classes: int = 10, exits: str = "stage") -> DynamicResNet:
-    return DynamicResNet(20, num_classes, exits=exits)
+def resnet20_dynamic(num_classes: int = 10, exits: str = "stage", rescale: bool = False) -> DynamicResNet:
+    return DynamicResNet(20, num_classes, exits=exits, rescale=rescale)
 
 
-def resnet56_dynamic(num_classes: int = 10, exits: str = "stage") -> DynamicResNet:
-    return DynamicResNet(56, num_classes, exits=exits)
+def resnet56_dynamic(num_classes: int = 10, exits: str = "stage", rescale: bool = False) -> DynamicResNet:
+    return DynamicResNet(56, num_classes, exits=exits, rescale=rescale)
 
 
 DYNAMIC = {"resnet20-dynamic": resnet20_dynamic, "resnet56-dynamic": resnet56_dynamic}
