@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .backbones.base import SKIP_CHOICE, BackboneSpec, CostTable, RoutableBackbone
+from . import kernels
+from .backbones.base import BackboneSpec, CostTable, RoutableBackbone
 from .rewards import InvalidActionPenalty, Outcome, RewardFn
 
 EXIT = 0
@@ -30,8 +31,9 @@ index is a run)."""
 
 
 def fits(macs: Any, committed: Any, budget: float) -> Any:
-    """Whether spending ``committed`` more MACs after ``macs`` stays within ``budget``: the one budget
-    rule, for numpy arrays (the environment) and torch tensors (:class:`~routing_env.routed.RoutedModel`)."""
+    """Whether spending ``committed`` more MACs after ``macs`` stays within ``budget``: the budget rule,
+    for numpy arrays and torch tensors (:class:`~routing_env.routed.RoutedModel`). The environment's
+    compiled mask (:func:`routing_env.kernels.update_masks`) applies it row by row; a test holds the two equal."""
     return macs[:, None] + committed <= budget * (1 + BUDGET_TOLERANCE)
 
 
@@ -81,16 +83,6 @@ def row_max(x: np.ndarray) -> np.ndarray:
     """``x.max(axis=1)`` of a 2-D array, the same values ~8x faster for short rows (numpy reduces a
     short last axis slowly; the transposed contiguous copy reduces along the long axis)."""
     return np.ascontiguousarray(x.T).max(axis=0)
-
-
-def softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row softmax of 2-D ``logits`` and each row's largest probability, ``exp(0) / sum = 1 / sum``
-    (the same value as the max over the row, without another reduction)."""
-    e = logits - row_max(logits)[:, None]
-    np.exp(e, out=e)
-    total = e.sum(axis=-1, keepdims=True)
-    e /= total
-    return e, 1.0 / total[:, 0]
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -172,24 +164,6 @@ class ActionTables:
             )
         return budget
 
-    def mask(self, position: np.ndarray, has_probs: np.ndarray, macs: np.ndarray, budget: float) -> np.ndarray:
-        """(B, A) bool: the valid moves of B episodes at ``position`` having spent ``macs``, under
-        ``budget`` MACs (``inf`` for none): a move is valid if the cheapest prediction after it fits."""
-        mask = self.valid_now[position, has_probs.astype(np.intp)]
-        if np.isfinite(budget):
-            mask &= fits(macs, self.committed(position, has_probs), budget)
-        return mask
-
-    def committed(self, position: np.ndarray, has_probs: np.ndarray) -> np.ndarray:
-        """(B, A): the MACs each move commits to: its own cost with a prediction in hand, else also
-        the cheapest way on to one."""
-        return np.where(has_probs[:, None], self.act_cost[position], self.need[position])
-
-    def fallback(self, actions: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Each row's valid replacement of ``actions`` (invalid ones) under ``mask`` (B, A): the first
-        valid move of :func:`fallback_order`."""
-        ranks = self.fallback_ranks[actions]
-        return np.ascontiguousarray(np.where(mask, ranks, np.iinfo(np.int64).max).T).argmin(axis=0)  # row argmin, as row_max
 
 
 class RoutingCore:
@@ -295,9 +269,10 @@ class RoutingCore:
         self.head_slot[self.head_positions] = np.arange(len(self.head_positions))
         """Per decision point, its row in ``head_probs`` (-1 where there is no head)."""
         self.track_heads = track_heads
-        self.head_probs = np.zeros((b, len(self.head_positions), self.num_classes), dtype=np.float32) if track_heads else None
+        tracked = b if track_heads else 0  # untracked: empty arrays, so the compiled kernels see one type
+        self.head_probs = np.zeros((tracked, len(self.head_positions), self.num_classes), dtype=np.float32)
         """(B, H, C): each head's softmax on the episode's input, zeros where it has not run."""
-        self.head_seen = np.zeros((b, len(self.head_positions)), dtype=bool) if track_heads else None
+        self.head_seen = np.zeros((tracked, len(self.head_positions)), dtype=bool)
         self.onehot = np.eye(n + 1, dtype=np.float32)
 
     # --- static tables ------------------------------------------------------------------------
@@ -311,8 +286,10 @@ class RoutingCore:
         return self.mask[slots]
 
     def _update_mask(self, slots: np.ndarray) -> None:
-        """Recompute the valid actions of ``slots`` from their state (after every transition)."""
-        self.mask[slots] = self.tables.mask(self.position[slots], self.has_probs[slots], self.macs[slots], self.budget)
+        """Recompute the valid actions of ``slots`` from their state (after every transition): a move
+        is valid if the cheapest prediction after it fits in the budget."""
+        t = self.tables
+        kernels.update_masks(slots, self.position, self.has_probs, self.macs, t.valid_now, self.budget, t.act_cost, t.need, self.mask)
 
     def observation(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """The observation arrays (docs/design.md §2) of ``slots``, freshly allocated; with
@@ -363,72 +340,54 @@ class RoutingCore:
     def _evaluate_heads(self, slots: np.ndarray, positions: np.ndarray) -> None:
         """Evaluate the head at each slot's ``positions`` (one executor call for all of them; the move
         that arrived there has charged it)."""
-        logits = self.executor.head(slots, positions)
-        self.logits[slots] = logits
-        self.probs[slots], self.potential[slots] = softmax(logits)
-        if self.track_heads:
-            self.head_probs[slots, self.head_slot[positions]] = self.probs[slots]
-            self.head_seen[slots, self.head_slot[positions]] = True
-        self.has_probs[slots] = True
-        self.exit_position[slots] = positions
+        kernels.absorb_heads(
+            slots, self.executor.head(slots, positions), self.logits, self.probs, self.potential, self.has_probs,
+            self.exit_position, self.position, self.track_heads, self.head_probs, self.head_seen, self.head_slot,
+        )
 
-    def resolve(self, slots: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Replace invalid actions (per ``invalid_action``): ``(actions, invalid)``."""
-        mask = self.action_mask(slots)
-        invalid = ~mask[np.arange(len(slots)), actions]
-        if not invalid.any():
-            return actions, invalid
-        if self.invalid_action == "raise":
-            i = int(np.flatnonzero(invalid)[0])
-            valid = [self.action_names[c] for c in np.flatnonzero(mask[i])]
-            raise ValueError(
-                f"action {int(actions[i])} ({self.action_names[actions[i]]}) is invalid at decision point "
-                f"{int(self.position[slots[i]])}; valid actions now: {valid}"
-            )
-        bad = np.flatnonzero(invalid)
-        actions = actions.copy()
-        actions[bad] = self.tables.fallback(actions[bad], mask[bad])
-        return actions, invalid
+    def invalid_error(self, slot: int, action: int) -> ValueError:
+        """The error ``invalid_action="raise"`` raises for ``action`` in ``slot``, naming the valid ones."""
+        valid = [self.action_names[c] for c in np.flatnonzero(self.mask[slot])]
+        return ValueError(
+            f"action {action} ({self.action_names[action]}) is invalid at decision point "
+            f"{int(self.position[slot])}; valid actions now: {valid}"
+        )
 
     def step(self, slots: np.ndarray, actions: np.ndarray) -> StepResult:
-        """Apply ``actions`` (valid codes in the action space) to the episodes in ``slots``."""
-        actions, invalid = self.resolve(slots, np.asarray(actions, dtype=np.int64))
+        """Apply ``actions`` (valid codes in the action space) to the episodes in ``slots``: invalid
+        ones are replaced (per ``invalid_action``), the moving episodes advance, the executor runs
+        each (point, move) group once, heads reached on arrival are read, and the masks are renewed."""
+        requested = np.asarray(actions, dtype=np.int64)
         potential_before = self.potential[slots]
         probs_before = self.probs[slots] if self.uses_probs else None
+        price = self.price_tables.act_cost if self.price_tables is not None else self.act_cost
+        actions, invalid, group_slots, group_keys, group_starts, evaluated = kernels.resolve_and_advance(
+            slots, requested, self.mask, self.tables.fallback_ranks, self.invalid_action == "raise",
+            self.position, self.route, self.macs, self.act_cost, self.priced, price, self.price_tables is not None, self.evaluates,
+        )
+        if self.invalid_action == "raise" and invalid.any():  # nothing has changed
+            i = int(np.flatnonzero(invalid)[0])
+            raise self.invalid_error(int(slots[i]), int(requested[i]))
         done = actions == EXIT
-        moving = slots[~done]
-        evaluated = moving[self.evaluates[self.position[moving], actions[~done]]]
-        keys = self.position[moving] * self.num_actions + actions[~done]
-        for key in np.flatnonzero(np.bincount(keys)) if len(keys) > 1 else keys:  # the distinct keys, ascending
-            group = moving[keys == key]
-            k, a = divmod(int(key), self.num_actions)
+        for g, key in enumerate(group_keys.tolist()):  # the distinct (point, move) keys, ascending
+            group = group_slots[group_starts[g] : group_starts[g + 1]]
+            k, a = divmod(key, self.num_actions)
             if a == SKIP:
                 self.executor.skip(group, k)
-                self.route[group, k] = SKIP_CHOICE
             else:
                 self.executor.run(group, k, a - RUN)
-                self.route[group, k] = a - RUN
-            self.macs[group] += self.act_cost[k, a]  # the move and the head it evaluates on arrival
-            if self.price_tables is not None:
-                self.priced[group] += self.price_tables.act_cost[k, a]
-            self.position[group] = k + 1
-        if len(moving):
-            self.features[moving] = self.executor.features(moving)
+        if len(group_slots):
+            self.features[group_slots] = self.executor.features(group_slots)
         if len(evaluated):  # heads reached on arrival, all groups at once
             self._evaluate_heads(evaluated, self.position[evaluated])
         self._update_mask(slots)
-        labels = self.labels[self.index[slots]]
-        logits = self.logits[slots]
-        prediction = logits.argmax(axis=1)
+        prediction, labels, correct, macs, step_macs = kernels.settle(slots, self.logits, self.index, self.labels, self.macs, self.charged)
         if self.uses_cross_entropy:
             entropy = np.zeros(len(slots))
             if done.any():  # only the terminal steps' cross-entropy is meaningful (and computed)
-                entropy[done] = cross_entropy(logits[done], labels[done])
+                entropy[done] = cross_entropy(self.logits[slots[done]], labels[done])
         else:
             entropy = np.full(len(slots), np.nan)
-        macs = self.macs[slots]
-        step_macs = macs - self.charged[slots]
-        self.charged[slots] = macs
         macs_fraction, step_macs_fraction = macs / self.reference_macs, step_macs / self.reference_macs
         if self.price is None:
             cost_fraction, step_cost_fraction = macs_fraction, step_macs_fraction
@@ -439,7 +398,7 @@ class RoutingCore:
             self.priced_charged[slots] = priced
         outcome = Outcome(
             terminated=done,
-            correct=prediction == labels,
+            correct=correct,
             cross_entropy=entropy,
             macs_fraction=macs_fraction,
             step_macs_fraction=step_macs_fraction,

@@ -433,6 +433,7 @@ def write_model_card(
     if isinstance(model, DynamicResNet):
         card.update(
             exits=model.exits,
+            rescale=model.rescale,
             num_blocks=model.num_blocks,
             widths=list(model.widths),
             init_sha256=file_sha256(args.init) if args.init else None,

@@ -72,7 +72,7 @@ def load(name: str) -> Cascade | DynamicResNetBackbone:
     if manifest["kind"] == "dynamic-resnet":
         if manifest["model"] not in DYNAMIC:
             raise ValueError(f"{folder / 'manifest.json'}: unknown model {manifest['model']!r}; expected one of {sorted(DYNAMIC)}")
-        model = DYNAMIC[manifest["model"]](manifest["num_classes"], exits=manifest.get("exits", "stage"))
+        model = DYNAMIC[manifest["model"]](manifest["num_classes"], exits=manifest.get("exits", "stage"), rescale=bool(manifest.get("rescale", False)))
         model.load_state_dict(load_state_dict(inside(folder, manifest["weights"]), sha256=manifest["sha256"]))
         return DynamicResNetBackbone(model, name)
     members = []
@@ -149,6 +149,7 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
         "num_classes": int(num_classes),
         "model": model,
         "exits": card["exits"],
+        "rescale": bool(card.get("rescale", False)),
         "weights": f"{model}.pt",
         "sha256": card["sha256"],
         "test_accuracy": card["test_accuracy"],

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from agents import make_agent
-from routing_env import RoutingEnv, RoutingVectorEnv
+from routing_env import RoutingEnv, RoutingVectorEnv, kernels
 from routing_env.backbones import make_backbone
 from routing_env.checkpoints import file_sha256, save_state_dict
 from routing_env.cli import main
@@ -239,8 +239,33 @@ def test_the_fallback_takes_the_first_valid_move_of_the_documented_order() -> No
         if mask[0, action]:
             continue
         want = next(m for m in fallback_order(action, len(backbone.spec.widths)) if mask[0, m])
-        assert tables.fallback(np.array([action]), mask)[0] == want
+        resolved, invalid, *_ = kernels.resolve_and_advance(
+            np.zeros(1, dtype=np.int64), np.array([action]), mask, tables.fallback_ranks, True,
+            np.zeros(1, dtype=np.int64), np.zeros((1, backbone.spec.num_stages), dtype=np.int64), np.zeros(1),
+            tables.act_cost, np.zeros(1), tables.act_cost, False, tables.evaluates,
+        )
+        assert resolved[0] == want and invalid[0]
     assert fallback_order(EXIT, 4) == [5, 4, 3, 2, 1]  # no prediction yet: the widest RUN first
+
+
+def test_the_compiled_mask_applies_the_budget_rule_of_fits() -> None:
+    from routing_env.core import BUDGET_TOLERANCE, ActionTables, fits
+
+    assert kernels.BUDGET_TOLERANCE == BUDGET_TOLERANCE
+    backbone = make_backbone(TINY_DYNAMIC)
+    tables = ActionTables.build(backbone.spec, backbone.costs, allow_skip=True)
+    rng = np.random.default_rng(0)
+    b, n = 512, backbone.spec.num_stages
+    position = rng.integers(0, n + 1, b)
+    has_probs = rng.random(b) < 0.5
+    macs = rng.uniform(0.0, 1.0, b) * backbone.costs.reference
+    for budget in (np.inf, 0.6 * backbone.costs.reference, 0.9 * backbone.costs.reference):
+        mask = np.zeros((b, backbone.spec.num_actions), dtype=bool)
+        kernels.update_masks(np.arange(b), position, has_probs, macs, tables.valid_now, budget, tables.act_cost, tables.need, mask)
+        committed = np.where(has_probs[:, None], tables.act_cost[position], tables.need[position])
+        want = tables.valid_now[position, has_probs.astype(int)] & fits(macs, committed, budget)
+        np.testing.assert_array_equal(mask, want)
+        assert 0 < mask.sum() < mask.size
 
 
 def test_partial_reset_restarts_only_the_masked_slots() -> None:
@@ -440,14 +465,15 @@ def test_a_sweep_killed_with_sigkill_resumes_and_leaves_no_partial_file(tmp_path
 
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "routing_env", "sweep", "--backbone", "tiny-cascade", "--agent", "reinforce",
-               "--lams", "0.05", "--seeds", "0,1,2", "--steps", "4000", "--out", str(out), "--quiet"]
-    _kill_when(command, lambda: bool(list(out.glob("runs/*/test.json"))))  # the first run has finished
+               "--lams", "0.05", "--seeds", "0,1,2,3,4", "--steps", "4000", "--out", str(out), "--quiet"]
+    # the first run has finished; the other four take seconds more, time enough to be killed on a loaded CPU
+    _kill_when(command, lambda: bool(list(out.glob("runs/*/test.json"))))
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/test.json")}
     assert finished and not (out / "results.json").exists()
     _assert_no_partial_file(out)
     assert subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True).returncode == 0
     results = json.loads((out / "results.json").read_text())
-    assert len(results["runs"]) == 3
+    assert len(results["runs"]) == 5
     for name, mtime in finished.items():  # reused, not retrained
         assert (out / "runs" / name / "test.json").stat().st_mtime_ns == mtime
 

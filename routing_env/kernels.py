@@ -1,0 +1,211 @@
+"""The routing core's bookkeeping as compiled loops (numba), one pass over the stepped slots each.
+
+Why: a transition is a few dozen small array operations (resolve, advance, masks, softmax, rewards'
+inputs). In numpy each costs its dispatch, 0.5–3 µs whatever B is, so a single environment's step
+was ~40 dispatches, and at B = 1024 the step was a few percent of the look-up ceiling (``routing-env
+bench``). These kernels do the same work in one call each, for any B: the core keeps one
+implementation of the transition for B = 1 and B = 1024 (:class:`~routing_env.core.RoutingCore`
+calls them; nothing else does).
+
+Each kernel mutates the core's state arrays in place (indexed by slot) and returns per-row results
+(indexed by the position of a slot in ``slots``). Compiled on first use and cached on disk
+(``cache=True``), so only the first process on a machine pays the compilation.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .backbones.base import SKIP_CHOICE
+
+EXIT, SKIP, RUN = 0, 1, 2  # the action codes of routing_env.core (imported from there would be circular)
+BUDGET_TOLERANCE = 1e-9  # routing_env.core.BUDGET_TOLERANCE, checked equal in the tests
+
+NO_ACTION = np.iinfo(np.int64).max
+
+
+@numba.njit(cache=True)
+def resolve_and_advance(
+    slots: np.ndarray,
+    actions: np.ndarray,
+    mask: np.ndarray,
+    fallback_ranks: np.ndarray,
+    stop_if_invalid: bool,
+    position: np.ndarray,
+    route: np.ndarray,
+    macs: np.ndarray,
+    act_cost: np.ndarray,
+    priced: np.ndarray,
+    price_act_cost: np.ndarray,
+    priced_separately: bool,
+    evaluates: np.ndarray,
+):
+    """Replace invalid actions (the first valid one in ``fallback_ranks`` order) and advance the
+    episodes that do not EXIT: route, MACs (and priced cost), position.
+
+    Returns ``(actions, invalid, group_slots, group_keys, group_starts, evaluated)``: the moving slots
+    sorted by ``key = position · A + action`` (stable), the distinct keys ascending and where each
+    group starts in ``group_slots`` (one executor call per group), and the moving slots whose move
+    evaluates the head on arrival (in ``slots`` order). With ``stop_if_invalid`` and an invalid action,
+    nothing is changed and the groups are empty (the caller raises)."""
+    b, num_actions = len(slots), mask.shape[1]
+    resolved = actions.copy()
+    invalid = np.zeros(b, dtype=np.bool_)
+    any_invalid = False
+    for i in range(b):
+        s, a = slots[i], actions[i]
+        if not mask[s, a]:
+            invalid[i] = True
+            any_invalid = True
+            best = NO_ACTION
+            for c in range(num_actions):
+                if mask[s, c] and fallback_ranks[a, c] < best:
+                    best = fallback_ranks[a, c]
+                    resolved[i] = c
+    keys = np.empty(b, dtype=np.int64)
+    evaluated = np.empty(b, dtype=np.int64)
+    if stop_if_invalid and any_invalid:
+        return resolved, invalid, keys[:0], keys[:0], keys[:0], evaluated[:0]
+    moving = 0
+    num_evaluated = 0
+    for i in range(b):
+        a = resolved[i]
+        if a == EXIT:
+            continue
+        s = slots[i]
+        k = position[s]
+        keys[moving] = k * num_actions + a
+        moving += 1
+        if evaluates[k, a]:
+            evaluated[num_evaluated] = s
+            num_evaluated += 1
+        route[s, k] = SKIP_CHOICE if a == SKIP else a - RUN
+        macs[s] += act_cost[k, a]
+        if priced_separately:
+            priced[s] += price_act_cost[k, a]
+        position[s] = k + 1
+    moving_slots = np.empty(moving, dtype=np.int64)
+    j = 0
+    for i in range(b):
+        if resolved[i] != EXIT:
+            moving_slots[j] = slots[i]
+            j += 1
+    order = np.argsort(keys[:moving], kind="mergesort")
+    group_slots = moving_slots[order]
+    sorted_keys = keys[:moving][order]
+    group_keys = np.empty(moving, dtype=np.int64)
+    group_starts = np.empty(moving + 1, dtype=np.int64)
+    groups = 0
+    for i in range(moving):
+        if i == 0 or sorted_keys[i] != sorted_keys[i - 1]:
+            group_keys[groups] = sorted_keys[i]
+            group_starts[groups] = i
+            groups += 1
+    group_starts[groups] = moving
+    return resolved, invalid, group_slots, group_keys[:groups], group_starts[: groups + 1], evaluated[:num_evaluated]
+
+
+@numba.njit(cache=True)
+def absorb_heads(
+    slots: np.ndarray,
+    head_logits: np.ndarray,
+    logits: np.ndarray,
+    probs: np.ndarray,
+    potential: np.ndarray,
+    has_probs: np.ndarray,
+    exit_position: np.ndarray,
+    position: np.ndarray,
+    track_heads: bool,
+    head_probs: np.ndarray,
+    head_seen: np.ndarray,
+    head_slot: np.ndarray,
+) -> None:
+    """Each slot's head output (row ``i`` of ``head_logits``) becomes its logits, softmax
+    ``probs``, ``potential`` (the largest probability, exactly as ``probs`` holds it),
+    and its prediction's exit position (the slot's position); with ``track_heads`` also that head's
+    row of ``head_probs``."""
+    num_classes = head_logits.shape[1]
+    for i in range(len(slots)):
+        s = slots[i]
+        best = 0
+        for c in range(1, num_classes):
+            if head_logits[i, c] > head_logits[i, best]:
+                best = c
+        top = head_logits[i, best]
+        total = 0.0
+        for c in range(num_classes):
+            logits[s, c] = head_logits[i, c]
+            e = np.exp(head_logits[i, c] - top)
+            probs[s, c] = e
+            total += e
+        for c in range(num_classes):
+            probs[s, c] = probs[s, c] / total
+        potential[s] = probs[s, best]  # exp(0) / total, rounded as the observation's probabilities are
+        has_probs[s] = True
+        exit_position[s] = position[s]
+        if track_heads:
+            h = head_slot[position[s]]
+            head_probs[s, h, :] = probs[s, :]
+            head_seen[s, h] = True
+
+
+@numba.njit(cache=True)
+def update_masks(
+    slots: np.ndarray,
+    position: np.ndarray,
+    has_probs: np.ndarray,
+    macs: np.ndarray,
+    valid_now: np.ndarray,
+    budget: float,
+    act_cost: np.ndarray,
+    need: np.ndarray,
+    mask: np.ndarray,
+) -> None:
+    """Each slot's valid moves (:meth:`~routing_env.core.ActionTables.valid_now` at its point, with or
+    without a prediction) and, under a finite ``budget``, only those whose committed MACs fit: a
+    move's own cost with a prediction in hand, else also the cheapest way on to one (the budget rule
+    of :func:`routing_env.core.fits`, with its tolerance)."""
+    limit = budget * (1 + BUDGET_TOLERANCE)
+    check = np.isfinite(budget)
+    for i in range(len(slots)):
+        s = slots[i]
+        p, hp = position[s], has_probs[s]
+        for c in range(mask.shape[1]):
+            ok = valid_now[p, 1 if hp else 0, c]
+            if ok and check:
+                ok = macs[s] + (act_cost[p, c] if hp else need[p, c]) <= limit
+            mask[s, c] = ok
+
+
+@numba.njit(cache=True)
+def settle(
+    slots: np.ndarray,
+    logits: np.ndarray,
+    index: np.ndarray,
+    labels: np.ndarray,
+    macs: np.ndarray,
+    charged: np.ndarray,
+):
+    """What a step reports per row: the prediction (first largest logit, as ``argmax``), the label,
+    whether they agree, the MACs spent so far and the MACs this step charged (``charged`` becomes the
+    spend, so each MAC is charged once)."""
+    b = len(slots)
+    prediction = np.empty(b, dtype=np.int64)
+    label = np.empty(b, dtype=labels.dtype)
+    correct = np.empty(b, dtype=np.bool_)
+    spent = np.empty(b, dtype=np.float64)
+    step = np.empty(b, dtype=np.float64)
+    for i in range(b):
+        s = slots[i]
+        best = 0
+        for c in range(1, logits.shape[1]):
+            if logits[s, c] > logits[s, best]:
+                best = c
+        prediction[i] = best
+        label[i] = labels[index[s]]
+        correct[i] = best == label[i]
+        spent[i] = macs[s]
+        step[i] = macs[s] - charged[s]
+        charged[s] = macs[s]
+    return prediction, label, correct, spent, step
