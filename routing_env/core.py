@@ -85,6 +85,16 @@ def row_max(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.T).max(axis=0)
 
 
+def softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row softmax of 2-D ``logits`` and each row's largest probability, ``exp(0) / sum = 1 / sum``
+    (the same value as the max over the row, without another reduction)."""
+    e = logits - row_max(logits)[:, None]
+    np.exp(e, out=e)
+    total = e.sum(axis=-1, keepdims=True)
+    e /= total
+    return e, 1.0 / total[:, 0]
+
+
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)
     m = row_max(z)
@@ -340,8 +350,10 @@ class RoutingCore:
     def _evaluate_heads(self, slots: np.ndarray, positions: np.ndarray) -> None:
         """Evaluate the head at each slot's ``positions`` (one executor call for all of them; the move
         that arrived there has charged it)."""
+        logits = self.executor.head(slots, positions)
+        probs, potential = softmax(logits)
         kernels.absorb_heads(
-            slots, self.executor.head(slots, positions), self.logits, self.probs, self.potential, self.has_probs,
+            slots, logits, probs, potential, self.logits, self.probs, self.potential, self.has_probs,
             self.exit_position, self.position, self.track_heads, self.head_probs, self.head_seen, self.head_slot,
         )
 

@@ -3,9 +3,11 @@
 Why: a transition is a few dozen small array operations (resolve, advance, masks, softmax, rewards'
 inputs). In numpy each costs its dispatch, 0.5–3 µs whatever B is, so a single environment's step
 was ~40 dispatches, and at B = 1024 the step was a few percent of the look-up ceiling (``routing-env
-bench``). These kernels do the same work in one call each, for any B: the core keeps one
+bench``). These kernels do that work in one call each, for any B: the core keeps one
 implementation of the transition for B = 1 and B = 1024 (:class:`~routing_env.core.RoutingCore`
-calls them; nothing else does).
+calls them; nothing else does). Every value is computed as numpy computed it, bit for bit: the
+softmax stays numpy's (a compiled ``exp`` and sum round differently in the last bit, and a trained
+policy's figures move with them), and the float64 sums add in the same order.
 
 Each kernel mutates the core's state arrays in place (indexed by slot) and returns per-row results
 (indexed by the position of a slot in ``slots``). Compiled on first use and cached on disk
@@ -110,6 +112,8 @@ def resolve_and_advance(
 def absorb_heads(
     slots: np.ndarray,
     head_logits: np.ndarray,
+    head_probs_now: np.ndarray,
+    head_potential: np.ndarray,
     logits: np.ndarray,
     probs: np.ndarray,
     potential: np.ndarray,
@@ -121,32 +125,21 @@ def absorb_heads(
     head_seen: np.ndarray,
     head_slot: np.ndarray,
 ) -> None:
-    """Each slot's head output (row ``i`` of ``head_logits``) becomes its logits, softmax
-    ``probs``, ``potential`` (the largest probability, exactly as ``probs`` holds it),
-    and its prediction's exit position (the slot's position); with ``track_heads`` also that head's
-    row of ``head_probs``."""
-    num_classes = head_logits.shape[1]
+    """Each slot's head output (row ``i``: logits, their softmax and its largest value) becomes its
+    ``logits``, ``probs`` and ``potential``, and its prediction's exit position is the slot's position;
+    with ``track_heads`` also that head's row of ``head_probs``. (The softmax itself stays numpy's,
+    :func:`routing_env.core.softmax`: a compiled one rounds differently in the last bit, and every
+    trained policy's figures would move with it.)"""
     for i in range(len(slots)):
         s = slots[i]
-        best = 0
-        for c in range(1, num_classes):
-            if head_logits[i, c] > head_logits[i, best]:
-                best = c
-        top = head_logits[i, best]
-        total = 0.0
-        for c in range(num_classes):
-            logits[s, c] = head_logits[i, c]
-            e = np.exp(head_logits[i, c] - top)
-            probs[s, c] = e
-            total += e
-        for c in range(num_classes):
-            probs[s, c] = probs[s, c] / total
-        potential[s] = probs[s, best]  # exp(0) / total, rounded as the observation's probabilities are
+        logits[s, :] = head_logits[i, :]
+        probs[s, :] = head_probs_now[i, :]
+        potential[s] = head_potential[i]
         has_probs[s] = True
         exit_position[s] = position[s]
         if track_heads:
             h = head_slot[position[s]]
-            head_probs[s, h, :] = probs[s, :]
+            head_probs[s, h, :] = head_probs_now[i, :]
             head_seen[s, h] = True
 
 

@@ -175,6 +175,8 @@ def test_observations_are_fresh_arrays(env: RoutingEnv) -> None:
 def test_heads_observation_holds_every_head_evaluated_so_far() -> None:
     from gymnasium.utils.env_checker import check_env
 
+    from routing_env.core import softmax
+
     env = RoutingEnv(backbone="tiny-cascade", obs_mode="heads", allow_skip=True)
     check_env(env, skip_render_check=True)
     h, c = env.observation_space["heads"].shape
@@ -183,19 +185,18 @@ def test_heads_observation_holds_every_head_evaluated_so_far() -> None:
     obs, info = env.reset(seed=3, options={"index": 7})
 
     def expected(member: int) -> np.ndarray:
-        e = np.exp(cache.logits[member, 7].astype(np.float64) - cache.logits[member, 7].max())
-        return e / e.sum()
+        return softmax(cache.logits[member, 7][None].astype(np.float32).copy())[0][0]
 
     np.testing.assert_array_equal(obs["heads_mask"], [1, 0, 0])
-    np.testing.assert_allclose(obs["heads"][0], expected(0), rtol=1e-5)
+    np.testing.assert_allclose(obs["heads"][0], expected(0), rtol=1e-6)
     np.testing.assert_array_equal(obs["heads"][1:], 0.0)
     obs, *_ = env.step(SKIP)  # a skipped member's head is not evaluated
     np.testing.assert_array_equal(obs["heads_mask"], [1, 0, 0])
     obs, *_ = env.step(RUN)
     np.testing.assert_array_equal(obs["heads_mask"], [1, 0, 1])
-    np.testing.assert_allclose(obs["heads"][2], expected(2), rtol=1e-5)
+    np.testing.assert_allclose(obs["heads"][2], expected(2), rtol=1e-6)
     np.testing.assert_allclose(obs["heads"][2], obs["probs"])
-    np.testing.assert_allclose(obs["heads"][0], expected(0), rtol=1e-5)
+    np.testing.assert_allclose(obs["heads"][0], expected(0), rtol=1e-6)
     np.testing.assert_array_equal(obs["heads"][1], 0.0)
     obs, _ = env.reset(options={"index": 8})  # a new episode starts clean
     np.testing.assert_array_equal(obs["heads_mask"], [1, 0, 0])
