@@ -155,7 +155,7 @@ def update_masks(
     need: np.ndarray,
     mask: np.ndarray,
 ) -> None:
-    """Each slot's valid moves (:meth:`~routing_env.core.ActionTables.valid_now` at its point, with or
+    """Each slot's valid moves (:attr:`~routing_env.core.ActionTables.valid_now` at its point, with or
     without a prediction) and, under a finite ``budget``, only those whose committed MACs fit: a
     move's own cost with a prediction in hand, else also the cheapest way on to one (the budget rule
     of :func:`routing_env.core.fits`, with its tolerance)."""
