@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("routing-env", "torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib")
+PACKAGES = ("routing-env", "torch", "numpy", "numba", "gymnasium", "stable-baselines3", "sb3-contrib")
 
 
 def cpu_model() -> str:
