@@ -354,7 +354,7 @@ class RoutingCore:
         probs, potential = softmax(logits)
         kernels.absorb_heads(
             slots, logits, probs, potential, self.logits, self.probs, self.potential, self.has_probs,
-            self.exit_position, self.position, self.track_heads, self.head_probs, self.head_seen, self.head_slot,
+            self.exit_position, positions, self.track_heads, self.head_probs, self.head_seen, self.head_slot,
         )
 
     def invalid_error(self, slot: int, action: int) -> ValueError:
@@ -370,6 +370,12 @@ class RoutingCore:
         ones are replaced (per ``invalid_action``), the moving episodes advance, the executor runs
         each (point, move) group once, heads reached on arrival are read, and the masks are renewed."""
         requested = np.asarray(actions, dtype=np.int64)
+        bad = kernels.check_rows(slots, requested, self.num_slots, self.num_actions)
+        if bad >= 0:  # the environments check first; a direct caller gets this instead of corrupted state
+            raise ValueError(
+                f"row {bad}: slot {int(slots[bad])} (of 0..{self.num_slots - 1}, each once) or action "
+                f"{int(requested[bad])} (of 0..{self.num_actions - 1}) is out of range or repeated"
+            )
         potential_before = self.potential[slots]
         probs_before = self.probs[slots] if self.uses_probs else None
         price = self.price_tables.act_cost if self.price_tables is not None else self.act_cost

@@ -50,7 +50,11 @@ def resolve_and_advance(
     sorted by ``key = position · A + action`` (stable), the distinct keys ascending and where each
     group starts in ``group_slots`` (one executor call per group), and the moving slots whose move
     evaluates the head on arrival (in ``slots`` order). With ``stop_if_invalid`` and an invalid action,
-    nothing is changed and the groups are empty (the caller raises)."""
+    nothing is changed and the groups are empty (the caller raises). A row whose mask has no valid
+    move (a slot never reset) EXITs, as numpy's argmin over all-excluded ranks did.
+
+    numba does not check bounds, so the caller passes slots in ``0..len(position)-1``, each once, and
+    actions in ``0..A-1`` (:func:`check_rows` says which are not)."""
     b, num_actions = len(slots), mask.shape[1]
     resolved = actions.copy()
     invalid = np.zeros(b, dtype=np.bool_)
@@ -61,6 +65,7 @@ def resolve_and_advance(
             invalid[i] = True
             any_invalid = True
             best = NO_ACTION
+            resolved[i] = EXIT
             for c in range(num_actions):
                 if mask[s, c] and fallback_ranks[a, c] < best:
                     best = fallback_ranks[a, c]
@@ -109,6 +114,19 @@ def resolve_and_advance(
 
 
 @numba.njit(cache=True)
+def check_rows(slots: np.ndarray, actions: np.ndarray, num_slots: int, num_actions: int) -> int:
+    """The first row whose slot is outside ``0..num_slots-1`` or repeated, or whose action is outside
+    ``0..num_actions-1``; -1 when every row is fine (the kernels' precondition, checked in one pass)."""
+    seen = np.zeros(num_slots, dtype=np.bool_)
+    for i in range(len(slots)):
+        s, a = slots[i], actions[i]
+        if s < 0 or s >= num_slots or seen[s] or a < 0 or a >= num_actions:
+            return i
+        seen[s] = True
+    return -1
+
+
+@numba.njit(cache=True)
 def absorb_heads(
     slots: np.ndarray,
     head_logits: np.ndarray,
@@ -119,14 +137,14 @@ def absorb_heads(
     potential: np.ndarray,
     has_probs: np.ndarray,
     exit_position: np.ndarray,
-    position: np.ndarray,
+    positions: np.ndarray,
     track_heads: bool,
     head_probs: np.ndarray,
     head_seen: np.ndarray,
     head_slot: np.ndarray,
 ) -> None:
     """Each slot's head output (row ``i``: logits, their softmax and its largest value) becomes its
-    ``logits``, ``probs`` and ``potential``, and its prediction's exit position is the slot's position;
+    ``logits``, ``probs`` and ``potential``, and its prediction's exit position is ``positions[i]``;
     with ``track_heads`` also that head's row of ``head_probs``. (The softmax itself stays numpy's,
     :func:`routing_env.core.softmax`: a compiled one rounds differently in the last bit, and every
     trained policy's figures would move with it.)"""
@@ -136,9 +154,9 @@ def absorb_heads(
         probs[s, :] = head_probs_now[i, :]
         potential[s] = head_potential[i]
         has_probs[s] = True
-        exit_position[s] = position[s]
+        exit_position[s] = positions[i]
         if track_heads:
-            h = head_slot[position[s]]
+            h = head_slot[positions[i]]
             head_probs[s, h, :] = head_probs_now[i, :]
             head_seen[s, h] = True
 
@@ -180,7 +198,7 @@ def settle(
     macs: np.ndarray,
     charged: np.ndarray,
 ):
-    """What a step reports per row: the prediction (first largest logit, as ``argmax``), the label,
+    """What a step reports per row: the prediction (``argmax``: the first largest logit or NaN), the label,
     whether they agree, the MACs spent so far and the MACs this step charged (``charged`` becomes the
     spend, so each MAC is charged once)."""
     b = len(slots)
@@ -191,8 +209,11 @@ def settle(
     step = np.empty(b, dtype=np.float64)
     for i in range(b):
         s = slots[i]
-        best = 0
-        for c in range(1, logits.shape[1]):
+        best = 0  # numpy's argmax: the first largest value, or the first NaN
+        for c in range(logits.shape[1]):
+            if np.isnan(logits[s, c]):
+                best = c
+                break
             if logits[s, c] > logits[s, best]:
                 best = c
         prediction[i] = best

@@ -1,8 +1,8 @@
 """Cost models: what the reward charges for compute. MACs by default; a measured latency table instead.
 
 A routing policy trades accuracy against what its reward charges. MACs are a proxy: on a CPU at batch 1
-a narrow block keeps most of its fixed cost while a skipped one costs nothing, so a policy priced in
-MACs may save MACs and no time. ``routing-env profile --backbone NAME --batch B`` measures, on the
+a narrow block keeps most of its fixed cost while a skipped one costs nothing (unless LC-Net's
+rescaling multiplies it), so a policy priced in MACs may save MACs and no time. ``routing-env profile --backbone NAME --batch B`` measures, on the
 user's machine, the latency of every piece a route can run (the prefix, each stage at each width, each
 head) and writes it as JSON; the environment option ``cost=`` takes that file (``"latency"`` for the
 default file at batch 1, or a path), or a table given as a dict with the same keys. The hard budget
@@ -59,7 +59,7 @@ def profile(backbone: RoutableBackbone, batch: int = 1, repeats: int = 50) -> di
         raise ValueError(f"profile needs batch >= 1 and repeats >= 1, got {batch} and {repeats}")
     spec = backbone.spec
     n, w = spec.num_stages, len(spec.widths)
-    stage, head = np.zeros((n, w)), np.zeros(n + 1)
+    stage, head, skip = np.zeros((n, w)), np.zeros(n + 1), np.zeros(n)
     ms = lambda fn: 1000 * median_seconds(fn, repeats, warmup=3)  # noqa: E731
     if isinstance(backbone, DynamicResNetBackbone):
         model = inference_copy(backbone.model)  # what the frozen environment and RoutedModel run
@@ -70,6 +70,8 @@ def profile(backbone: RoutableBackbone, batch: int = 1, repeats: int = 50) -> di
         for k, block in enumerate(model.blocks):
             for j in range(w):
                 stage[k, j] = ms(lambda: block(h, j))
+            if model.rescale and block.skippable:  # a rescaled skip multiplies; a plain one is free
+                skip[k] = ms(lambda: block.skip(h))
             h = block(h, w - 1)
             if k + 1 in model.exit_positions:
                 pooled = h.mean(dim=(2, 3))
@@ -89,7 +91,7 @@ def profile(backbone: RoutableBackbone, batch: int = 1, repeats: int = 50) -> di
         "unit": "milliseconds (median)",
         "prefix": prefix,
         "stage": stage.tolist(),
-        "skip": [0.0] * n,
+        "skip": skip.tolist(),
         "head": head.tolist(),
         "reference": reference if reference is not None else float(prefix + stage[:, -1].sum() + head[n]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",

@@ -249,9 +249,9 @@ def test_the_fallback_takes_the_first_valid_move_of_the_documented_order() -> No
 
 
 def test_the_compiled_mask_applies_the_budget_rule_of_fits() -> None:
-    from routing_env.core import BUDGET_TOLERANCE, ActionTables, fits
+    from routing_env.core import BUDGET_TOLERANCE, SKIP, ActionTables, fits
 
-    assert kernels.BUDGET_TOLERANCE == BUDGET_TOLERANCE
+    assert kernels.BUDGET_TOLERANCE == BUDGET_TOLERANCE and (kernels.EXIT, kernels.SKIP, kernels.RUN) == (EXIT, SKIP, RUN)
     backbone = make_backbone(TINY_DYNAMIC)
     tables = ActionTables.build(backbone.spec, backbone.costs, allow_skip=True)
     rng = np.random.default_rng(0)
@@ -627,3 +627,31 @@ def test_the_point_that_matches_the_reference_is_chosen_on_val_not_on_test() -> 
     dear, cheap = group(0.01, 0.91, 0.93, 0.6), group(0.03, 0.90, 0.921, 0.4)
     assert reaching_reference([lucky_on_test, dear, cheap]) is cheap
     assert reaching_reference([lucky_on_test]) is None
+
+
+def test_the_core_refuses_rows_the_kernels_cannot_take_and_changes_nothing() -> None:
+    """numba checks no bounds: a direct ``RoutingCore.step`` with a slot out of range or repeated, or an
+    action out of range, is a ValueError naming the row, and the state is untouched."""
+    env = RoutingVectorEnv(num_envs=3, backbone="tiny-cascade")
+    env.reset(seed=0)
+    core = env.unwrapped.core
+    before = (core.position.copy(), core.macs.copy(), core.route.copy())
+    for slots, actions in (([0, 3], [RUN, RUN]), ([1, 1], [RUN, RUN]), ([0, 1], [RUN, 7]), ([-1], [RUN])):
+        with pytest.raises(ValueError, match="out of range or repeated"):
+            core.step(np.array(slots), np.array(actions))
+    for saved, now in zip(before, (core.position, core.macs, core.route)):
+        np.testing.assert_array_equal(saved, now)
+
+
+def test_a_slot_with_no_valid_move_exits_and_nan_logits_predict_as_argmax() -> None:
+    tables_slots = np.zeros(1, dtype=np.int64)
+    mask = np.zeros((1, 3), dtype=bool)  # a slot never reset: nothing valid
+    ranks = np.tile(np.arange(3), (3, 1))
+    resolved, invalid, groups, *_ = kernels.resolve_and_advance(
+        tables_slots, np.array([RUN]), mask, ranks, False, np.zeros(1, dtype=np.int64), np.zeros((1, 2), dtype=np.int64),
+        np.zeros(1), np.zeros((3, 3)), np.zeros(1), np.zeros((3, 3)), False, np.zeros((3, 3), dtype=bool),
+    )
+    assert resolved[0] == EXIT and invalid[0] and len(groups) == 0
+    logits = np.array([[1.0, np.nan, 3.0, np.nan], [2.0, 5.0, 5.0, 1.0], [np.nan, 9.0, 0.0, 0.0]], dtype=np.float32)
+    prediction, *_ = kernels.settle(np.arange(3), logits, np.arange(3), np.zeros(3, dtype=np.int64), np.zeros(3), np.zeros(3))
+    np.testing.assert_array_equal(prediction, logits.argmax(axis=1))

@@ -122,3 +122,14 @@ def test_pretrain_adds_scales_at_one_to_weights_without_them(tmp_path: Path) -> 
     assert scales and all(bool((v == 1).all()) for v in scales)
     with pytest.raises(ValueError, match="rescale is for dynamic backbones"):
         PretrainArgs(backbone="resnet20", rescale=True)
+
+
+def test_a_latency_profile_prices_a_rescaled_skip_and_leaves_a_plain_one_free() -> None:
+    from routing_env.latency import profile
+
+    plain, scaled = rescaled_tiny()
+    shape = (3, SYNTHETIC_IMAGE_SIZE, SYNTHETIC_IMAGE_SIZE)
+    skippable = [b.skippable for b in scaled.blocks]
+    priced = profile(DynamicResNetBackbone(scaled, "rescaled", shape), repeats=3)["skip"]
+    assert all((t > 0) == s for t, s in zip(priced, skippable))
+    assert profile(DynamicResNetBackbone(plain, "plain", shape), repeats=3)["skip"] == [0.0] * len(skippable)
