@@ -309,6 +309,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         monitor=args.monitor,
         teacher=args.teacher,
         rescale=args.rescale,
+        exits=args.exits,
+        heads_only=args.heads_only,
     )
     card = pretrain(
         pargs,
@@ -471,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor", type=int, default=1000, help="dynamic backbones: val images each static route is scored on every epoch (0: none)")
     p.add_argument("--teacher", help="dynamic backbones: a plain CIFAR ResNet state_dict every route distils from (e.g. the shipped resnet56.pt)")
     p.add_argument("--rescale", action="store_true", help="dynamic backbones: LC-Net's learned rescaling of narrowed and skipped blocks")
+    p.add_argument("--exits", default="stage", help="dynamic backbones: exit heads after each stage (stage) or after every block (block)")
+    p.add_argument(
+        "--heads-only",
+        action="store_true",
+        help="dynamic backbones: train only the exit heads --init lacks, the rest frozen (e.g. --exits block from a stage-exit model)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
     return parser

@@ -32,6 +32,7 @@ from .backbones.dynamic import route_report
 from .backbones.resnet import (
     CLASSIFIERS,
     DYNAMIC,
+    EXIT_PLACEMENTS,
     DynamicResNet,
     dynamic_from_plain,
     order_channels,
@@ -96,6 +97,13 @@ class PretrainArgs:
     """Dynamic backbones: LC-Net's learned rescaling of narrowed and skipped blocks' outputs
     (:class:`~routing_env.backbones.resnet.DynamicBasicBlock`); its scales start at 1 when ``init``
     has none."""
+    exits: str = "stage"
+    """Dynamic backbones: exit heads after each stage (``"stage"``) or after every block (``"block"``)."""
+    heads_only: bool = False
+    """Dynamic backbones: train only the exit heads that ``init`` lacks, with everything else frozen
+    (BatchNorm in eval mode, no recalibration), so every route ``init`` offered keeps its accuracy
+    bit for bit. With ``exits="block"`` and a stage-exit ``init`` this adds a head after every block:
+    a per-block confidence for policies to read, for a few epochs of heads' training."""
     teacher: str | None = None
     """Dynamic backbones: a plain CIFAR ResNet's state_dict (its depth is read from its keys, e.g. the
     shipped ResNet-56) whose logits every route distils from, instead of the full path's own: the
@@ -120,9 +128,15 @@ class PretrainArgs:
             raise ValueError(f"ema must be a decay in (0, 1), got {self.ema}")
         if self.sandwich < 0 or not 0.0 <= self.skip_rate <= 1.0:
             raise ValueError(f"sandwich must be >= 0 and skip_rate in [0, 1], got {self.sandwich} and {self.skip_rate}")
-        for option in ("teacher", "rescale"):
+        if self.exits not in EXIT_PLACEMENTS:
+            raise ValueError(f"unknown exits {self.exits!r}; expected one of {EXIT_PLACEMENTS}")
+        if self.heads_only and self.init is None:
+            raise ValueError("heads_only trains the heads that init lacks: pass init (a dynamic ResNet's state_dict)")
+        for option in ("teacher", "rescale", "heads_only"):
             if getattr(self, option) not in (None, False) and not self.dynamic:
                 raise ValueError(f"{option} is for dynamic backbones, got it for {self.backbone!r}")
+        if self.exits != "stage" and not self.dynamic:
+            raise ValueError(f"exits is for dynamic backbones, got {self.exits!r} for {self.backbone!r}")
         if not 0.0 <= self.uniform_routes <= 1.0 or self.recalibrate < 0 or self.monitor < 0:
             raise ValueError(
                 f"uniform_routes must be in [0, 1] and recalibrate, monitor >= 0, got {self.uniform_routes}, "
@@ -139,7 +153,7 @@ MODELS = {**CLASSIFIERS, **DYNAMIC}
 
 def build_model(args: PretrainArgs, num_classes: int) -> nn.Module:
     """The model ``args.backbone`` for ``num_classes``, started from ``args.init`` where given."""
-    model = MODELS[args.backbone](num_classes, rescale=args.rescale) if args.dynamic else MODELS[args.backbone](num_classes)
+    model = MODELS[args.backbone](num_classes, exits=args.exits, rescale=args.rescale) if args.dynamic else MODELS[args.backbone](num_classes)
     if args.init is not None:
         state = load_state_dict(args.init)
         try:
@@ -149,16 +163,32 @@ def build_model(args: PretrainArgs, num_classes: int) -> nn.Module:
                 result = model.load_state_dict(dynamic_from_plain(state, model.depth, model.widths), strict=False)
                 if result.unexpected_keys or any(not key.startswith("heads.") and not is_scale(key) for key in result.missing_keys):
                     raise RuntimeError(str(result))
-            elif isinstance(model, DynamicResNet) and model.rescale and not any(is_scale(key) for key in state):
-                result = model.load_state_dict(state, strict=False)  # a dynamic ResNet without scales: they start at 1
-                if result.unexpected_keys or any(not is_scale(key) for key in result.missing_keys):
+            elif isinstance(model, DynamicResNet):
+                # a dynamic ResNet without scales (they start at 1) or with fewer exit heads (new ones start fresh)
+                result = model.load_state_dict(state, strict=False)
+                if result.unexpected_keys or any(not is_scale(key) and not key.startswith("heads.") for key in result.missing_keys):
                     raise RuntimeError(str(result))
+                if any(is_scale(key) for key in state) and any(is_scale(key) for key in result.missing_keys):
+                    raise RuntimeError(f"missing scales: {result.missing_keys}")
             else:
                 model.load_state_dict(state)
         except RuntimeError as e:
             raise ValueError(f"{args.init} does not fit {args.backbone}: {e}") from None
     return model
 
+
+
+def freeze_all_but_new_heads(model: DynamicResNet, init: dict[str, torch.Tensor]) -> list[str]:
+    """Freeze every parameter of ``model`` but those of the exit heads the state_dict ``init`` lacks
+    (``heads_only``); return those heads' positions. A head reads its block's map and changes nothing
+    upstream, so every route ``init`` offered keeps its logits."""
+    new = [p for p in model.heads if f"heads.{p}.fc.weight" not in init]
+    if not new:
+        raise ValueError(f"heads_only: init already has every exit head of this model ({list(model.heads)}); nothing to train")
+    model.requires_grad_(False)
+    for p in new:
+        model.heads[p].requires_grad_(True)
+    return new
 
 
 def is_scale(key: str) -> bool:
@@ -254,8 +284,12 @@ def pretrain(
     torch.manual_seed(args.seed)
     model = build_model(args, train.num_classes).to(where, memory_format=torch.channels_last)
     teacher = build_teacher(args.teacher, train.num_classes).to(where, memory_format=torch.channels_last) if args.teacher else None
+    if args.heads_only:
+        freeze_all_but_new_heads(model, load_state_dict(args.init))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim <= 1 or is_scale(name) else decay).append(p)  # scales, like BatchNorm's, are not decayed
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -289,7 +323,7 @@ def pretrain(
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     for epoch in range(start_epoch, args.epochs):
         began = time.time()
-        model.train()
+        model.train(not args.heads_only)  # heads only: the trunk's BatchNorm statistics stay as they are
         order = torch.randperm(len(train), generator=generator)
         total_loss = torch.zeros((), device=where)
         right = torch.zeros((), dtype=torch.long, device=where)
@@ -358,7 +392,7 @@ def pretrain(
     writer.close()
     final = ema.module if ema is not None else model
     recalibration = None
-    if args.dynamic and args.recalibrate:
+    if args.dynamic and args.recalibrate and not args.heads_only:
         final, recalibration = recalibrated(final, args, inputs, val)
     if segment["last_epoch"] >= segment["first_epoch"]:
         history.append(segment)

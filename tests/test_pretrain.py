@@ -169,3 +169,50 @@ def test_exact_batchnorm_statistics_average_the_passes_and_restore_the_mode() ->
     with torch.no_grad():  # the stem's BatchNorm holds the mean of the two batches' channel means
         stem = [model.conv1(model.normalize(x)).mean(dim=(0, 2, 3)) for x in batches]
     assert torch.allclose(model.bn1.running_mean, (stem[0] + stem[1]) / 2, atol=1e-4)
+
+
+def test_heads_only_adds_block_exits_and_leaves_every_other_weight_as_it_was(cifar_root: str, tmp_path: Path) -> None:
+    """``--exits block --heads-only`` from a stage-exit model trains the six new heads and nothing else:
+    the trunk, its BatchNorm statistics and the stage heads are the init's, so every old route keeps
+    its logits; the new heads moved and predict better than chance after a little training."""
+    from routing_env.backbones.resnet import resnet20_dynamic
+    from routing_env.checkpoints import save_state_dict
+
+    torch.manual_seed(0)
+    stage = resnet20_dynamic().eval()
+    save_state_dict(stage.state_dict(), tmp_path / "stage.pt")
+    args = PretrainArgs(backbone="resnet20-dynamic", init=str(tmp_path / "stage.pt"), exits="block", heads_only=True,
+                        epochs=1, batch_size=32, subset=64, sandwich=1, monitor=0, seed=1)
+    card = pretrain(args, tmp_path / "heads", data_root=cifar_root, progress=False)
+    assert card["exits"] == "block" and card["recalibration"] is None
+    trained = load_state_dict(tmp_path / "heads" / "weights.pt")
+    before = load_state_dict(tmp_path / "stage.pt")
+    assert set(trained) - set(before) == {f"heads.{p}.fc.{t}" for p in (1, 2, 4, 5, 7, 8) for t in ("weight", "bias")}
+    assert all(torch.equal(trained[k], before[k]) for k in before)  # trunk, BatchNorm buffers, stage heads
+    from routing_env.pretrain import build_model
+
+    torch.manual_seed(args.seed)
+    fresh = build_model(args, 10).state_dict()  # pretrain's model before its first step
+    assert all(not torch.equal(trained[f"heads.{p}.fc.weight"], fresh[f"heads.{p}.fc.weight"]) for p in (1, 2, 4, 5, 7, 8))
+    exits = {r["route"] for r in card["routes_on_test"] if r["route"].startswith("exit")}
+    assert exits == {f"exit after block {p}" for p in range(1, 9)}
+
+
+def test_heads_only_needs_an_init_with_fewer_heads(tmp_path: Path) -> None:
+    from routing_env.backbones.resnet import resnet20_dynamic
+    from routing_env.checkpoints import save_state_dict
+    from routing_env.pretrain import build_model, freeze_all_but_new_heads
+
+    with pytest.raises(ValueError, match="heads_only trains the heads that init lacks: pass init"):
+        PretrainArgs(backbone="resnet20-dynamic", exits="block", heads_only=True)
+    with pytest.raises(ValueError, match="unknown exits 'layer'"):
+        PretrainArgs(backbone="resnet20-dynamic", exits="layer")
+    with pytest.raises(ValueError, match="heads_only is for dynamic backbones"):
+        PretrainArgs(backbone="resnet8", init="x.pt", heads_only=True)
+    save_state_dict(resnet20_dynamic().state_dict(), tmp_path / "stage.pt")
+    model = build_model(PretrainArgs(backbone="resnet20-dynamic", init=str(tmp_path / "stage.pt")), 10)
+    with pytest.raises(ValueError, match="init already has every exit head"):
+        freeze_all_but_new_heads(model, load_state_dict(tmp_path / "stage.pt"))
+    save_state_dict(resnet20_dynamic(exits="block").state_dict(), tmp_path / "block.pt")
+    with pytest.raises(ValueError, match="does not fit resnet20-dynamic"):
+        build_model(PretrainArgs(backbone="resnet20-dynamic", init=str(tmp_path / "block.pt")), 10)
