@@ -160,8 +160,8 @@ def test_rebuilding_a_whole_shipped_cache_matches_it(split: str, cifar_root: str
     assert (rebuilt.logits.argmax(2) == shipped.logits.argmax(2)).all()
 
 
-def shipped_dynamic_card() -> dict:
-    folder = pretrained.root() / "cifar10-resnet20-dynamic"
+def shipped_dynamic_card(name: str = "cifar10-resnet20-dynamic") -> dict:
+    folder = pretrained.root() / name
     manifest = json.loads((folder / "manifest.json").read_text())
     return json.loads((folder / f"{manifest['model']}.model_card.json").read_text())
 
@@ -201,3 +201,23 @@ def test_dynamic_card_routes_reproduce(cifar_root: str, capsys: pytest.CaptureFi
     for p in (3, 6):
         result = evaluate_json(capsys, "--agent", "fixed", "--agent-kwargs", f"position={p}")
         assert result["accuracy"] == pytest.approx(routes[f"exit after block {p}"]["accuracy"], abs=3e-4)
+
+
+def test_block_exit_model_is_the_stage_exit_model_plus_six_heads() -> None:
+    """``cifar10-resnet20-dynamic-exits`` was trained with ``--heads-only``: every weight and BatchNorm
+    statistic of the default dynamic model is in it unchanged, so each route of the default keeps its
+    accuracy on its card, and the card lists an exit after every block."""
+    stage = pretrained.load("cifar10-resnet20-dynamic").model.state_dict()
+    block = pretrained.load("cifar10-resnet20-dynamic-exits").model.state_dict()
+    assert set(block) - set(stage) == {f"heads.{p}.fc.{t}" for p in (1, 2, 4, 5, 7, 8) for t in ("weight", "bias")}
+    assert all(torch.equal(stage[k], block[k]) for k in stage)
+    old = {r["route"]: r for r in shipped_dynamic_card()["routes_on_test"]}
+    new = {r["route"]: r for r in shipped_dynamic_card("cifar10-resnet20-dynamic-exits")["routes_on_test"]}
+    assert set(new) - set(old) == {f"exit after block {p}" for p in (1, 2, 4, 5, 7, 8)}
+    assert all(new[name]["accuracy"] == old[name]["accuracy"] for name in old)
+
+
+def test_block_exit_card_reproduces_at_an_added_head(cifar_root: str, capsys: pytest.CaptureFixture) -> None:
+    routes = {r["route"]: r for r in shipped_dynamic_card("cifar10-resnet20-dynamic-exits")["routes_on_test"]}
+    result = evaluate_json(capsys, "--backbone", "cifar10-resnet20-dynamic-exits", "--agent", "fixed", "--agent-kwargs", "position=4")
+    assert result["accuracy"] == pytest.approx(routes["exit after block 4"]["accuracy"], abs=3e-4)
