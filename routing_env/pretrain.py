@@ -178,17 +178,16 @@ def build_model(args: PretrainArgs, num_classes: int) -> nn.Module:
 
 
 
-def freeze_all_but_new_heads(model: DynamicResNet, init: dict[str, torch.Tensor]) -> list[str]:
+def freeze_all_but_new_heads(model: DynamicResNet, init: dict[str, torch.Tensor]) -> None:
     """Freeze every parameter of ``model`` but those of the exit heads the state_dict ``init`` lacks
-    (``heads_only``); return those heads' positions. A head reads its block's map and changes nothing
-    upstream, so every route ``init`` offered keeps its logits."""
+    (``heads_only``). A head reads its block's map and changes nothing upstream, so every route
+    ``init`` offered keeps its logits."""
     new = [p for p in model.heads if f"heads.{p}.fc.weight" not in init]
     if not new:
         raise ValueError(f"heads_only: init already has every exit head of this model ({list(model.heads)}); nothing to train")
     model.requires_grad_(False)
     for p in new:
         model.heads[p].requires_grad_(True)
-    return new
 
 
 def is_scale(key: str) -> bool:
