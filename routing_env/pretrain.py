@@ -164,18 +164,25 @@ def build_model(args: PretrainArgs, num_classes: int) -> nn.Module:
                 if result.unexpected_keys or any(not key.startswith("heads.") and not is_scale(key) for key in result.missing_keys):
                     raise RuntimeError(str(result))
             elif isinstance(model, DynamicResNet):
-                # a dynamic ResNet without scales (they start at 1) or with fewer exit heads (new ones start fresh)
                 result = model.load_state_dict(state, strict=False)
-                if result.unexpected_keys or any(not is_scale(key) and not key.startswith("heads.") for key in result.missing_keys):
+                if result.unexpected_keys or not all(starts_fresh(key, model, state) for key in result.missing_keys):
                     raise RuntimeError(str(result))
-                if any(is_scale(key) for key in state) and any(is_scale(key) for key in result.missing_keys):
-                    raise RuntimeError(f"missing scales: {result.missing_keys}")
             else:
                 model.load_state_dict(state)
         except RuntimeError as e:
             raise ValueError(f"{args.init} does not fit {args.backbone}: {e}") from None
     return model
 
+
+
+def starts_fresh(key: str, model: DynamicResNet, init: dict[str, torch.Tensor]) -> bool:
+    """Whether a key of ``model`` that the dynamic ResNet state_dict ``init`` lacks may start from its
+    initial value: a scale when ``init`` has none (they start at 1: ``rescale`` added), or a head inside
+    a stage (``exits="block"`` from a stage-exit model). A stage exit or a block weight never may."""
+    if is_scale(key):
+        return not any(is_scale(k) for k in init)
+    n = model.num_blocks // 3
+    return key.startswith("heads.") and key.split(".")[1] not in {str(n), str(2 * n), str(3 * n)}
 
 
 def freeze_all_but_new_heads(model: DynamicResNet, init: dict[str, torch.Tensor]) -> None:
