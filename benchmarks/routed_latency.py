@@ -40,7 +40,7 @@ def main() -> None:
     for run in map(Path, args.runs):
         config = json.loads((run / "config.json").read_text())
         env = evaluation_env(config["env"], config["env_kwargs"], "test", run=run)
-        routed = RoutedModel(env.unwrapped.core.backbone, load_agent(run, env).policy_module(), cost=env.unwrapped.config.cost)
+        routed = RoutedModel.from_env(env, load_agent(run, env).policy_module())
         test = json.loads((run / "test.json").read_text())["test"]
         rows.append({"run": str(run), "cost": config["env_kwargs"].get("cost", "macs"), "test_accuracy": test["accuracy"],
                      "test_macs_fraction": test["macs_fraction"],

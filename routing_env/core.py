@@ -6,6 +6,8 @@ views over this one implementation; nothing here knows about Gymnasium.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +55,19 @@ def fallback_order(action: int, num_widths: int) -> list[int]:
         return runs + [EXIT]
     j = action - RUN
     return runs[:j][::-1] + runs[j + 1 :] + [SKIP, EXIT]
+
+
+def offered_widths(backbone_widths: tuple[float, ...], widths: Sequence[float] | None) -> tuple[bool, ...]:
+    """Per backbone width, whether RUN offers it: all for ``None``, else those in ``widths``, which must
+    be a non-empty subset of ``backbone_widths`` (``ValueError`` naming the first that is not)."""
+    if widths is None:
+        return (True,) * len(backbone_widths)
+    if len(widths) == 0:
+        raise ValueError(f"widths must name at least one of the backbone's widths {list(backbone_widths)}, got []")
+    for w in widths:
+        if not any(math.isclose(w, b) for b in backbone_widths):
+            raise ValueError(f"width {w!r} is not one of the backbone's widths {list(backbone_widths)}")
+    return tuple(any(math.isclose(w, b) for w in widths) for b in backbone_widths)
 
 
 def action_names(widths: tuple[float, ...]) -> tuple[str, ...]:
@@ -125,8 +140,11 @@ class ActionTables:
     """(A, A): for invalid action a, the preference of each replacement (lower first; :func:`fallback_order`)."""
 
     @classmethod
-    def build(cls, spec: BackboneSpec, costs: CostTable, allow_skip: bool) -> ActionTables:
+    def build(cls, spec: BackboneSpec, costs: CostTable, allow_skip: bool, widths: Sequence[float] | None = None) -> ActionTables:
+        """The tables of a backbone with ``spec`` and ``costs``, offering SKIP where ``allow_skip`` and
+        the backbone allow it, and RUN at ``widths`` (a subset of the backbone's; ``None``: all)."""
         n, a = spec.num_stages, spec.num_actions
+        offered = offered_widths(spec.widths, widths)
         has_head = np.zeros(n + 1, dtype=bool)
         has_head[list(spec.head_positions)] = True
         static_valid = np.zeros((n + 1, a), dtype=bool)
@@ -139,7 +157,7 @@ class ActionTables:
                 evaluates[k, SKIP] = bool(has_head[k + 1] and spec.head_after_skip)
                 act_cost[k, SKIP] = costs.skip[k] + costs.head[k + 1] * evaluates[k, SKIP]
             for j, ok in enumerate(spec.width_supported[k]):
-                if ok:
+                if ok and offered[j]:
                     static_valid[k, RUN + j] = True
                     evaluates[k, RUN + j] = bool(has_head[k + 1])
                     act_cost[k, RUN + j] = costs.stage[k, j] + costs.head[k + 1] * has_head[k + 1]
@@ -190,6 +208,7 @@ class RoutingCore:
         invalid_action: ``"fallback"``, ``"penalize"`` or ``"raise"`` (docs/design.md §5).
         invalid_penalty: penalty per invalid action under ``"penalize"``.
         allow_skip: offer ``SKIP`` where the backbone can skip.
+        widths: the widths ``RUN`` offers, a subset of the backbone's (``None``: all).
         data_root: root of the image data, where the backbone needs it.
         live: run the backbone's own network (trainable, e.g. by
             :class:`~routing_env.cotraining.BackboneTrainer`) instead of a frozen copy or cache.
@@ -213,6 +232,7 @@ class RoutingCore:
         invalid_action: str = "fallback",
         invalid_penalty: float = 0.1,
         allow_skip: bool = False,
+        widths: Sequence[float] | None = None,
         data_root: str | None = None,
         live: bool = False,
         augment: bool = False,
@@ -248,10 +268,10 @@ class RoutingCore:
         self.feature_dim = spec.feature_dim
         self.action_names = action_names(spec.widths)
         self.reference_macs = costs.reference
-        self._build_tables(allow_skip)
+        self._build_tables(allow_skip, widths)
         self.budget = self.tables.budget(costs, max_macs)
         self.price = price
-        self.price_tables = ActionTables.build(spec, price, allow_skip) if price is not None else None
+        self.price_tables = ActionTables.build(spec, price, allow_skip, widths) if price is not None else None
         priced, priced_tables = (price, self.price_tables) if price is not None else (costs, self.tables)
         self.max_cost_fraction = float(
             (priced.prefix + priced.head[0] * self.has_head[0] + np.nan_to_num(priced_tables.act_cost[:n, 1:], posinf=0.0).max(axis=1).sum())
@@ -286,8 +306,8 @@ class RoutingCore:
         self.onehot = np.eye(n + 1, dtype=np.float32)
 
     # --- static tables ------------------------------------------------------------------------
-    def _build_tables(self, allow_skip: bool) -> None:
-        self.tables = tables = ActionTables.build(self.backbone.spec, self.backbone.costs, allow_skip)
+    def _build_tables(self, allow_skip: bool, widths: Sequence[float] | None) -> None:
+        self.tables = tables = ActionTables.build(self.backbone.spec, self.backbone.costs, allow_skip, widths)
         self.has_head, self.static_valid, self.act_cost, self.evaluates = tables.has_head, tables.static_valid, tables.act_cost, tables.evaluates
 
     # --- queries ------------------------------------------------------------------------------

@@ -71,6 +71,12 @@ class EnvConfig:
     """The reward penalty per invalid action under ``invalid_action="penalize"``."""
     allow_skip: bool | None = None
     """Offer SKIP; ``None`` takes the backbone's default (off for cascades)."""
+    widths: tuple[float, ...] | None = None
+    """The widths ``RUN`` offers, a subset of the backbone's (``None``: all). The action space keeps a
+    ``RUN`` per backbone width; the others are masked and, chosen anyway, follow ``invalid_action``
+    (``fallback``: the nearest offered width). With ``allow_skip=False``, ``widths=[1.0]`` leaves a
+    dynamic ResNet only early exit on the full network: a smaller problem for the dearer λ, where the
+    exit-when-sure threshold lies above every mixture of fixed routes."""
     obs_mode: str = "vector"
     """Observation mode: ``vector`` (docs/design.md §2), or ``heads`` (also every head's softmax so far;
     :data:`OBS_MODES`)."""
@@ -121,6 +127,13 @@ class EnvConfig:
             raise ValueError(f"invalid_penalty must be a finite number >= 0 (a penalty; a negative one would reward invalid actions), got {penalty!r}")
         if self.allow_skip is not None and not isinstance(self.allow_skip, bool):
             raise ValueError(f"allow_skip must be true, false or None (the backbone's default), got {self.allow_skip!r}")
+        if self.widths is not None:
+            widths = self.widths
+            if isinstance(widths, (str, bytes)) or not isinstance(widths, (list, tuple)) or not widths or any(
+                isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= 1 for w in widths
+            ):
+                raise ValueError(f"widths must be a non-empty list of widths in (0, 1] (a subset of the backbone's), or None for all, got {widths!r}")
+            object.__setattr__(self, "widths", tuple(float(w) for w in widths))
         if self.split not in SPLITS:
             raise ValueError(f"unknown split {self.split!r}; expected one of {SPLITS}")
         if self.invalid_action not in INVALID_ACTION_MODES:
@@ -186,6 +199,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
         invalid_action=config.invalid_action,
         invalid_penalty=config.invalid_penalty,
         allow_skip=allow_skip,
+        widths=config.widths,
         data_root=config.data_root,
         live=config.train_backbone,
         augment=config.backbone_augment,
@@ -280,7 +294,7 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Arguments
     See :class:`EnvConfig`: ``backbone``, ``dataset``, ``split``, ``lam``, ``reward``, ``max_macs``,
     ``target_macs``, ``target_lr``, ``cost``, ``invalid_action``, ``invalid_penalty``, ``allow_skip``,
-    ``obs_mode``, ``train_backbone``,
+    ``widths``, ``obs_mode``, ``train_backbone``,
     ``backbone_lr``, ``backbone_update_every``, ``backbone_targets``, ``backbone_augment``, ``backbone_weights``, ``device``, ``data_root``.
 
     ## Version History

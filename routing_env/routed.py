@@ -14,7 +14,7 @@ the policy itself and any fixed route (:meth:`RoutedModel.route_module`, ``torch
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ class RoutedModel(nn.Module):
             environment's fallback (:func:`~routing_env.core.fallback_order`), as it would stepping
             the environment (a policy that masks its own scores never needs it).
         allow_skip: offer SKIP where a block can be skipped (the environment's default: yes).
+        widths: the widths RUN offers, as the environment's option (``None``: all).
         max_macs: hard budget as a fraction of the full network's MACs, as the environment's option:
             moves after which no prediction would fit are masked.
         optimize: run an inference copy of the network (:func:`~routing_env.backbones.resnet.inference_copy`:
@@ -52,7 +53,8 @@ class RoutedModel(nn.Module):
     """
 
     def __init__(self, backbone: DynamicResNetBackbone, policy: nn.Module, allow_skip: bool = True,
-                 max_macs: float | None = None, optimize: bool = True, cost: str | dict = "macs") -> None:
+                 max_macs: float | None = None, optimize: bool = True, cost: str | dict = "macs",
+                 widths: Sequence[float] | None = None) -> None:
         super().__init__()
         spec, costs = backbone.spec, backbone.costs
         if not spec.head_after_skip:
@@ -63,13 +65,13 @@ class RoutedModel(nn.Module):
         self.policy = copy.deepcopy(policy).eval()
         self.num_stages, self.num_actions = spec.num_stages, spec.num_actions
         self.feature_dim, self.num_classes = spec.feature_dim, spec.num_classes
-        tables = ActionTables.build(spec, costs, allow_skip)
+        tables = ActionTables.build(spec, costs, allow_skip, widths)
         self.budget = tables.budget(costs, max_macs)
         self.prefix, self.reference = float(costs.prefix), float(costs.reference)
         # the observation's `cost` is the priced spend under a cost model (as in the environment); the
         # budget and the returned MACs stay in MACs
         price = cost_table(cost, backbone, backbone.name)
-        priced = ActionTables.build(spec, price, allow_skip) if price is not None else tables
+        priced = ActionTables.build(spec, price, allow_skip, widths) if price is not None else tables
         self.price_prefix = float((price or costs).prefix + ((price or costs).head[0] if tables.has_head[0] else 0.0))
         self.price_reference = float((price or costs).reference)
         # Every move out of point k evaluates the head at k + 1 if there is one (a dynamic ResNet
@@ -95,6 +97,19 @@ class RoutedModel(nn.Module):
                                     torch.zeros(1, dtype=torch.float64), self.valid_now[0, 1][None])
         self.policy_macs_per_decision = float(count_macs(self.policy, example))
         """MACs of one policy decision (report them beside the backbone's: ``decisions`` per input)."""
+
+    @classmethod
+    def from_env(cls, env: Any, policy: nn.Module, **overrides: Any) -> RoutedModel:
+        """The routed model of a policy trained on ``env`` (a dynamic ResNet environment, wrapped or
+        not): its backbone, and the options that decide which moves are valid and what the
+        observation's ``cost`` says (``allow_skip``, ``widths``, ``max_macs``, ``cost``), so that the
+        policy meets the environment it learned in; ``overrides`` replace any of them (e.g. a
+        ``max_macs`` of its own)."""
+        base = env.unwrapped
+        config, backbone = base.config, base.core.backbone
+        allow_skip = backbone.spec.skip_by_default if config.allow_skip is None else config.allow_skip
+        options = {"allow_skip": allow_skip, "widths": config.widths, "max_macs": config.max_macs, "cost": config.cost}
+        return cls(backbone, policy, **{**options, **overrides})
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         super()._apply(fn, recurse)

@@ -145,6 +145,35 @@ def test_invalid_skip_falls_back_to_the_narrowest_width() -> None:
     assert env.core.macs[0] == costs.prefix + costs.stage[:k, 0].sum() + costs.stage[k, 0] + costs.head[: k + 2].sum()
 
 
+def test_widths_option_leaves_only_early_exit_on_the_full_network() -> None:
+    """``widths=[1.0], allow_skip=False``: the mask offers RUN(1.0) and EXIT alone, every route runs
+    full width, and a masked width falls back to the offered one (issue 12's exit-only setting)."""
+    env = RoutingEnv(backbone=TINY, widths=[1.0], allow_skip=False)
+    spec, costs = env.core.backbone.spec, env.core.backbone.costs
+    full = RUN + len(spec.widths) - 1
+    rng = np.random.default_rng(0)
+    for episode in range(20):
+        obs, _ = env.reset(seed=episode)
+        position, has_probs, done, info = 0, False, False, {}
+        while not done:
+            mask = np.zeros(len(obs["action_mask"]), dtype=bool)
+            mask[EXIT] = has_probs
+            mask[full] = position < spec.num_stages
+            np.testing.assert_array_equal(obs["action_mask"].astype(bool), mask)
+            action = int(rng.integers(len(mask)))  # any action, masked ones included
+            obs, _, done, _, info = env.step(action)
+            assert info["invalid_action"] == (not mask[action])
+            if not done:
+                position += 1
+                has_probs = has_probs or position in spec.head_positions
+        route = env.core.route[0][:position]  # EXIT may come after a block with no head: the latest one predicts
+        assert (route == len(spec.widths) - 1).all() and info["exit_position"] <= position
+        want = costs.prefix + costs.stage[:position, -1].sum() + costs.head[: position + 1].sum()
+        assert env.core.macs[0] == pytest.approx(want)
+    with pytest.raises(ValueError, match=r"width 0.3 is not one of the backbone's widths \[0.25, 0.5, 0.75, 1.0\]"):
+        RoutingEnv(backbone=TINY, widths=[0.3])
+
+
 def test_checkers_pass() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -57,6 +57,22 @@ def test_routed_model_applies_the_hard_budget_like_the_environment() -> None:
         RoutedModel(env.core.backbone, agent.policy_module(), max_macs=1e-6)
 
 
+def test_from_env_deploys_a_policy_with_the_environments_move_set() -> None:
+    """A policy trained where only EXIT and RUN(1.0) are offered (``widths=[1.0], allow_skip=False``)
+    routes through ``RoutedModel.from_env`` as it stepped the environment: full width, no skip."""
+    env = RoutingVectorEnv(num_envs=64, backbone="tiny-dynamic-resnet", split="test", lam=0.3, widths=[1.0], allow_skip=False)
+    agent = make_agent("reinforce", env, seed=0)
+    agent.learn(2000)
+    records = route_split(agent, env)
+    routed = RoutedModel.from_env(env, agent.policy_module(), optimize=False)
+    assert_equal_to_env(routed(env.core.executor.inputs), records, env.core.labels)
+    assert len(np.unique(records.exit_position)) > 1  # the policy exits at more than one head
+    costs = env.core.backbone.costs  # each input's MACs: the full-width path through the blocks it ran, every head passed
+    ran = records.decisions - 1  # one RUN per block, then EXIT (with the latest head, which may lie behind)
+    full_width = [costs.prefix + costs.stage[:k, -1].sum() + costs.head[: k + 1].sum() for k in ran]
+    np.testing.assert_allclose(records.macs, full_width)
+
+
 @pytest.mark.parametrize("max_macs", [None, 0.5])
 def test_each_input_is_routed_alone_as_in_a_batch(max_macs: float | None) -> None:
     """Batch 1 takes its own lean walk (issue 20); it must make the batched walk's decisions."""
