@@ -47,6 +47,10 @@ class FixedAgent(Agent):
             raise ValueError(f"fixed agent: position must be an integer in 0..{n}, got {position!r}")
         if width is not None and (isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not 0 <= width < len(widths)):
             raise ValueError(f"fixed agent: width must be an index into the widths {widths} (0..{len(widths) - 1}), got {width!r}")
+        offered = env.unwrapped.routing.offered_widths
+        if width is not None and not offered[width]:
+            raise ValueError(f"fixed agent: width {width} ({widths[width]:g}) is not offered here (the environment's widths option "
+                             f"offers {[w for w, ok in zip(widths, offered) if ok]})")
         self.position = int(position)
         self.width = None if width is None else int(width)
 

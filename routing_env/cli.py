@@ -211,7 +211,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         raise ValueError(f"attack needs a policy with a policy_module (reinforce, ppo, maskable-ppo, a2c, dqn) on routing_env/DynamicResNet-v0; {run} holds {agent.name!r} on {config['env']}")
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    routed = RoutedModel.from_env(env, agent.policy_module(), max_macs=args.max_macs)
+    budget = {} if args.max_macs is None else {"max_macs": args.max_macs}  # else the one the policy was trained under
+    routed = RoutedModel.from_env(env, agent.policy_module(), **budget)
     n = min(args.n, env.num_instances)
     report = attack_report(routed, env.core.executor.inputs[:n], env.core.labels[:n], args.eps, args.steps)
     print(json.dumps({"run": str(run), "split": args.split, **report}, indent=None if args.json else 1))

@@ -62,8 +62,10 @@ def offered_widths(backbone_widths: tuple[float, ...], widths: Sequence[float] |
     be a non-empty subset of ``backbone_widths`` (``ValueError`` naming the first that is not)."""
     if widths is None:
         return (True,) * len(backbone_widths)
-    if len(widths) == 0:
-        raise ValueError(f"widths must name at least one of the backbone's widths {list(backbone_widths)}, got []")
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) == 0 or any(
+        isinstance(w, bool) or not isinstance(w, (int, float)) for w in widths
+    ):
+        raise ValueError(f"widths must be a non-empty list of the backbone's widths {list(backbone_widths)}, got {widths!r}")
     for w in widths:
         if not any(math.isclose(w, b) for b in backbone_widths):
             raise ValueError(f"width {w!r} is not one of the backbone's widths {list(backbone_widths)}")
@@ -507,6 +509,8 @@ class RoutingView:
         self.num_stages: int = spec.num_stages
         self.num_actions: int = spec.num_actions
         self.widths: tuple[float, ...] = spec.widths
+        self.offered_widths: tuple[bool, ...] = tuple(bool(v) for v in tables.static_valid[:-1, RUN:].any(axis=0))
+        """Per width, whether ``RUN`` offers it anywhere (the ``widths`` option)."""
         self.action_names: tuple[str, ...] = core.action_names
         self.head_positions: tuple[int, ...] = tuple(sorted(spec.head_positions))
         self.reference_macs: float = float(costs.reference)

@@ -74,7 +74,7 @@ class EnvConfig:
     widths: tuple[float, ...] | None = None
     """The widths ``RUN`` offers, a subset of the backbone's (``None``: all). The action space keeps a
     ``RUN`` per backbone width; the others are masked and, chosen anyway, follow ``invalid_action``
-    (``fallback``: the nearest offered width). With ``allow_skip=False``, ``widths=[1.0]`` leaves a
+    (``fallback``: the next narrower offered width, else the next wider). With ``allow_skip=False``, ``widths=[1.0]`` leaves a
     dynamic ResNet only early exit on the full network: a smaller problem for the dearer λ, where the
     exit-when-sure threshold lies above every mixture of fixed routes."""
     obs_mode: str = "vector"

@@ -368,6 +368,29 @@ def test_sweep_on_the_dynamic_backbone_compares_with_its_baselines(tmp_path: Pat
     assert (tmp_path / "pareto.png").stat().st_size > 0
 
 
+def test_a_policy_offered_fewer_moves_meets_every_static_route_of_the_backbone(tmp_path: Path) -> None:
+    """``widths=[1.0], allow_skip=False`` narrows what the policy may do, not what it is compared with:
+    the static rows are the backbone's slimmed networks (not the full path relabelled), random skipping
+    is there, and the sweep resumes from a Python tuple as from the CLI's JSON list."""
+    from routing_env.experiments import SweepSpec, run_sweep
+
+    kwargs = {"backbone": TINY, "widths": (1.0,), "allow_skip": False}
+    spec = SweepSpec("routing_env/DynamicResNet-v0", kwargs, ("reinforce",), (0.1,), (0,), steps=600)
+    results = run_sweep(spec, tmp_path)
+    singles = {s["label"]: s for s in results["singles"]}
+    full = singles["exit 6 (full path)"]
+    for w in (0.25, 0.5, 0.75):
+        assert singles[f"width {w:g} (every block)"]["macs_fraction"] < full["macs_fraction"] * (w + 0.3)
+    assert results["runs"][0]["random_skip_at_val_cost"] is not None
+    assert run_sweep(spec, tmp_path)["runs"][0] == json.loads(json.dumps(results["runs"][0]))  # read back, not refused
+    env = RoutingVectorEnv(num_envs=4, **kwargs)
+    assert env.routing.offered_widths == (False, False, False, True)
+    from agents import make_agent
+
+    with pytest.raises(ValueError, match=r"width 0 \(0.25\) is not offered here"):
+        make_agent("fixed", env, width=0)
+
+
 def test_a_policy_trained_on_val_aug_is_matched_to_its_cost_on_plain_val(tmp_path: Path) -> None:
     """The threshold and random skipping are tuned to the policy's cost on ``val``, never on the
     training split (``val-aug`` repeats ``val``'s images, augmented, so its cost differs)."""

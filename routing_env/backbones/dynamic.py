@@ -158,9 +158,6 @@ class DynamicExecutor(Executor):
         rows = self._rows(indices)
         return self.views(rows) if self.views is not None else self.inputs.index_select(0, rows)
 
-    def _choices(self, width: int, count: int) -> torch.Tensor:
-        return torch.full((count,), width, dtype=torch.long, device=self.device)
-
     def _rows(self, slots: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(slots).to(self.device)
 
@@ -186,7 +183,7 @@ class DynamicExecutor(Executor):
         # through block_routes, the one function that runs a batch through a block along its choices:
         # RoutedModel and the co-training replay (forward_routes) run blocks through it too
         rows = self._rows(slots)
-        h = self.model.block_routes(stage, self._gather(stage, rows), self._choices(width, len(slots)))
+        h = self.model.block_routes(stage, self._gather(stage, rows), int(width))  # one choice for the group
         self._store(stage + 1, rows, h)
         self._pool(rows, h)
 

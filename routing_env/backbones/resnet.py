@@ -402,7 +402,8 @@ class DynamicResNet(nn.Module):
 
     def block_routes(self, k: int, h: torch.Tensor, choice: torch.Tensor | int) -> torch.Tensor:
         """Block ``k`` on each row of ``h`` at that row's ``choice`` (width index or ``SKIP_CHOICE``; an
-        ``int`` is every row's, as :class:`~routing_env.routed.RoutedModel` at batch 1 passes it);
+        ``int`` is every row's, as the environment's executor and :class:`~routing_env.routed.RoutedModel`
+        at batch 1 pass it);
         the rows with the same choice run as one call, and the result keeps the rows' order.
 
         The one place a batch walks a block along its choices: the environment's executor, the

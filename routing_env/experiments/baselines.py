@@ -14,8 +14,19 @@ import numpy as np
 from ..evaluation import exit_table
 from .train import evaluation_env, evaluation_json
 
+def backbone_moves(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` without the restrictions of the move set a policy is offered (``widths``, and
+    ``allow_skip=False``): the static routes and random skipping a policy is compared with are the
+    backbone's, so that a policy offered fewer moves still meets every fixed route the network has."""
+    out = {k: v for k, v in env_kwargs.items() if k != "widths"}
+    if out.get("allow_skip") is False:
+        del out["allow_skip"]
+    return out
+
+
 def static_rows(env_id: str, env_kwargs: dict[str, Any], split: str = "test", run: Path | None = None) -> list[dict[str, Any]]:
-    """Every single model evaluated on ``split``, cheapest first.
+    """Every single model evaluated on ``split``, cheapest first: the backbone's, whatever move set
+    ``env_kwargs`` offers a policy (:func:`backbone_moves`).
 
     The predictions are those of agent ``fixed`` exiting at each head. For a cascade, head ``k`` is
     member ``k``'s own, so the row is that member alone: its MACs are the member's, not those of the
@@ -24,7 +35,7 @@ def static_rows(env_id: str, env_kwargs: dict[str, Any], split: str = "test", ru
     """
     from agents import make_agent
 
-    env = evaluation_env(env_id, env_kwargs, split, run)
+    env = evaluation_env(env_id, backbone_moves(env_kwargs), split, run)
     view = env.routing
     rows = []
     for position in view.head_positions:
@@ -50,11 +61,12 @@ def random_skip_row(
     env_id: str, env_kwargs: dict[str, Any], target_macs_fraction: float, split: str = "test", run: Path | None = None
 ) -> dict[str, Any] | None:
     """Random skipping (agent ``random-skip``) at the rate whose expected cost is ``target_macs_fraction``
-    (computed from the cost table, so nothing is tuned on ``split``), evaluated on ``split``; ``None``
-    for backbones that offer no SKIP."""
+    (computed from the cost table, so nothing is tuned on ``split``), evaluated on ``split`` with the
+    backbone's moves (:func:`backbone_moves`); ``None`` for backbones that cannot skip (or where the
+    environment leaves SKIP off by default, as for cascades)."""
     from agents import make_agent
 
-    env = evaluation_env(env_id, env_kwargs, split, run)
+    env = evaluation_env(env_id, backbone_moves(env_kwargs), split, run)
     view = env.routing
     n = view.num_stages
     skippable = view.static_valid[:n, 1]

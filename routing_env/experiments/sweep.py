@@ -5,6 +5,7 @@ into a Pareto front (docs/design.md §10). Policies (and the threshold's τ) are
 
 from __future__ import annotations
 
+import json
 import sys
 from functools import partial
 from dataclasses import asdict, dataclass, field
@@ -47,7 +48,7 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
                "agent_kwargs": spec.agent_kwargs}
     if done.is_file():
         record = read_json(done)
-        if record["setting"] != setting:
+        if record["setting"] != json.loads(json.dumps(setting)):  # as stored: tuples read back as lists
             raise ValueError(f"{done} was made with {record['setting']}, not {setting}: choose another --out")
         return record
     env_kwargs = {**spec.env_kwargs, "lam": lam}
