@@ -57,16 +57,22 @@ def fallback_order(action: int, num_widths: int) -> list[int]:
     return runs[:j][::-1] + runs[j + 1 :] + [SKIP, EXIT]
 
 
+def check_widths(widths: Any) -> tuple[float, ...]:
+    """``widths`` (the option) as a tuple of floats; ``ValueError`` naming it unless it is a non-empty
+    list of numbers in (0, 1]. Whether they are the backbone's is :func:`offered_widths`' check."""
+    if not isinstance(widths, (list, tuple)) or len(widths) == 0 or any(
+        isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= 1 for w in widths
+    ):
+        raise ValueError(f"widths must be a non-empty list of widths in (0, 1] (a subset of the backbone's), or None for all, got {widths!r}")
+    return tuple(float(w) for w in widths)
+
+
 def offered_widths(backbone_widths: tuple[float, ...], widths: Sequence[float] | None) -> tuple[bool, ...]:
     """Per backbone width, whether RUN offers it: all for ``None``, else those in ``widths``, which must
     be a non-empty subset of ``backbone_widths`` (``ValueError`` naming the first that is not)."""
     if widths is None:
         return (True,) * len(backbone_widths)
-    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) == 0 or any(
-        isinstance(w, bool) or not isinstance(w, (int, float)) for w in widths
-    ):
-        raise ValueError(f"widths must be a non-empty list of the backbone's widths {list(backbone_widths)}, got {widths!r}")
-    for w in widths:
+    for w in check_widths(widths):
         if not any(math.isclose(w, b) for b in backbone_widths):
             raise ValueError(f"width {w!r} is not one of the backbone's widths {list(backbone_widths)}")
     return tuple(any(math.isclose(w, b) for w in widths) for b in backbone_widths)

@@ -16,8 +16,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .backbones import DEFAULT_BACKBONE, backbone_dataset, make_backbone
-from .core import INVALID_ACTION_MODES, RoutingCore, RoutingView
+from .backbones import DEFAULT_BACKBONE, BackboneSpec, backbone_dataset, make_backbone
+from .core import INVALID_ACTION_MODES, RoutingCore, RoutingView, check_widths
 from .budget import DualAscent, LagrangianPenalty
 from .checkpoints import load_state_dict
 from .latency import check_cost_spec, cost_table
@@ -105,6 +105,10 @@ class EnvConfig:
     data_root: str | None = None
     """Root of the image data (else ``$ROUTING_ENV_DATA``); not needed where a feature cache exists."""
 
+    def skip_offered(self, spec: BackboneSpec) -> bool:
+        """Whether SKIP is offered on a backbone with ``spec``: ``allow_skip``, else the backbone's default."""
+        return spec.skip_by_default if self.allow_skip is None else bool(self.allow_skip)
+
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> EnvConfig:
         """Build from keyword options. An unknown name raises the ``TypeError`` Python itself raises for an
@@ -128,12 +132,7 @@ class EnvConfig:
         if self.allow_skip is not None and not isinstance(self.allow_skip, bool):
             raise ValueError(f"allow_skip must be true, false or None (the backbone's default), got {self.allow_skip!r}")
         if self.widths is not None:
-            widths = self.widths
-            if isinstance(widths, (str, bytes)) or not isinstance(widths, (list, tuple)) or not widths or any(
-                isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= 1 for w in widths
-            ):
-                raise ValueError(f"widths must be a non-empty list of widths in (0, 1] (a subset of the backbone's), or None for all, got {widths!r}")
-            object.__setattr__(self, "widths", tuple(float(w) for w in widths))
+            object.__setattr__(self, "widths", check_widths(self.widths))
         if self.split not in SPLITS:
             raise ValueError(f"unknown split {self.split!r}; expected one of {SPLITS}")
         if self.invalid_action not in INVALID_ACTION_MODES:
@@ -182,7 +181,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
         backbone.load_weights(load_state_dict(config.backbone_weights))
     backbone.to(torch_device(config.device))
     dataset = config.dataset or backbone_dataset(config.backbone)
-    allow_skip = backbone.spec.skip_by_default if config.allow_skip is None else bool(config.allow_skip)
+    allow_skip = config.skip_offered(backbone.spec)
     price = cost_table(config.cost, backbone, config.backbone)
     reward = make_reward(config.reward, config.lam)
     ascent = None

@@ -107,8 +107,7 @@ class RoutedModel(nn.Module):
         ``max_macs`` of its own)."""
         base = env.unwrapped
         config, backbone = base.config, base.core.backbone
-        allow_skip = backbone.spec.skip_by_default if config.allow_skip is None else config.allow_skip
-        options = {"allow_skip": allow_skip, "widths": config.widths, "max_macs": config.max_macs, "cost": config.cost}
+        options = {"allow_skip": config.skip_offered(backbone.spec), "widths": config.widths, "max_macs": config.max_macs, "cost": config.cost}
         return cls(backbone, policy, **{**options, **overrides})
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
