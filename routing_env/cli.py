@@ -304,6 +304,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         sandwich=args.sandwich,
         skip_rate=args.skip_rate,
         uniform_routes=args.uniform_routes,
+        full_width_routes=args.full_width_routes,
         order_channels=not args.no_order_channels,
         recalibrate=args.recalibrate,
         monitor=args.monitor,
@@ -468,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sandwich", type=int, default=2, help="dynamic backbones: random routes per batch")
     p.add_argument("--skip-rate", type=float, default=0.5, help="dynamic backbones: largest random skip probability")
     p.add_argument("--uniform-routes", type=float, default=0.5, help="dynamic backbones: probability that a random route runs every block at one width")
+    p.add_argument(
+        "--full-width-routes",
+        type=float,
+        default=0.0,
+        help="dynamic backbones: probability that a random route runs every kept block at full width (trains skip patterns)",
+    )
     p.add_argument("--no-order-channels", action="store_true", help="dynamic backbones: keep a plain --init's channel order")
     p.add_argument("--recalibrate", type=int, default=100, help="dynamic backbones: BatchNorm recalibration batches after training (0: none)")
     p.add_argument("--monitor", type=int, default=1000, help="dynamic backbones: val images each static route is scored on every epoch (0: none)")

@@ -83,6 +83,10 @@ class PretrainArgs:
     uniform_routes: float = 0.5
     """Dynamic backbones: the probability that a random route runs every block at one width (else each
     block draws its own), so the uniformly slimmed networks are trained as often as mixed routes."""
+    full_width_routes: float = 0.0
+    """Dynamic backbones: the probability that a random route runs every kept block at full width, so
+    skip patterns are trained at the width that skip-only and exit-only routes use (else a skipped
+    block's neighbours mostly run narrowed). ``uniform_routes + full_width_routes`` is at most 1."""
     order_channels: bool = True
     """Dynamic backbones started from a plain ResNet: sort each block's inner channels by importance
     first (:func:`~routing_env.backbones.resnet.order_channels`), so narrow widths keep the strongest."""
@@ -141,6 +145,11 @@ class PretrainArgs:
             raise ValueError(
                 f"uniform_routes must be in [0, 1] and recalibrate, monitor >= 0, got {self.uniform_routes}, "
                 f"{self.recalibrate} and {self.monitor}"
+            )
+        if not 0.0 <= self.full_width_routes <= 1.0 - self.uniform_routes:
+            raise ValueError(
+                f"full_width_routes must be in [0, 1 - uniform_routes] = [0, {1.0 - self.uniform_routes:g}], "
+                f"got {self.full_width_routes}"
             )
 
     @property
@@ -345,7 +354,8 @@ def pretrain(
                         with torch.no_grad():
                             taught = teacher(x)  # augment gives channels-last batches
                     loss, logits = sandwich_loss(
-                        model, x, y, criterion, generator, args.sandwich, args.skip_rate, args.uniform_routes, taught
+                        model, x, y, criterion, generator, args.sandwich, args.skip_rate, args.uniform_routes, taught,
+                        args.full_width_routes,
                     )
                 else:
                     logits = model(x)
@@ -416,7 +426,10 @@ def recalibrated(model: DynamicResNet, args: PretrainArgs, inputs: torch.Tensor,
         for _ in range(args.recalibrate):
             batch = torch.randint(len(inputs), (args.batch_size,), generator=generator).to(inputs.device)
             x = augment(inputs[batch], generator).contiguous(memory_format=torch.channels_last)
-            for route in widths + [random_route(candidate, args.skip_rate, generator, args.uniform_routes) for _ in range(args.sandwich)]:
+            for route in widths + [
+                random_route(candidate, args.skip_rate, generator, args.uniform_routes, args.full_width_routes)
+                for _ in range(args.sandwich)
+            ]:
                 yield x, route
 
     recalibrate_batchnorm(candidate, batches_and_routes())

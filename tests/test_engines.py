@@ -1,15 +1,25 @@
-"""Where trials run: the local engine and Ray give the same per-run figures (issue 15)."""
+"""Where trials run: the local engine and Ray give the same per-run figures (issue 15), and a local
+pool's workers end with their parent."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from routing_env.cli import main
 
-ray = pytest.importorskip("ray", reason="the Ray engine is the optional extra routing-env[ray] (make test installs it)")
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="the Ray engine is the optional extra routing-env[ray] (make test installs it)"
+)
 
 
 def sweep(out: Path, *engine: str) -> dict:
@@ -18,6 +28,7 @@ def sweep(out: Path, *engine: str) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
+@needs_ray
 def test_a_ray_sweep_gives_the_local_engines_figures(tmp_path: Path) -> None:
     local = sweep(tmp_path / "local")
     on_ray = sweep(tmp_path / "ray", "--engine", "ray", "--workers", "2")
@@ -29,6 +40,7 @@ def test_a_ray_sweep_gives_the_local_engines_figures(tmp_path: Path) -> None:
     assert (tmp_path / "ray" / "pareto.png").stat().st_size > 0
 
 
+@needs_ray
 @pytest.mark.expensive  # two studies and a rerun on Ray: about a minute on a quiet 2-core VM
 def test_a_ray_study_matches_the_local_one_and_a_rerun_reuses_its_trials(tmp_path: Path) -> None:
     def study(out: Path, *engine: str) -> dict:
@@ -54,3 +66,44 @@ def test_bad_engines_are_refused(capsys: pytest.CaptureFixture, tmp_path: Path) 
     assert main(["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lams", "0.1", "--seeds", "0", "--steps", "10",
                  "--out", str(tmp_path / "y"), "--address", "auto"]) == 2
     assert "needs --engine ray" in capsys.readouterr().err
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_killed_sweeps_workers_do_not_outlive_it(tmp_path: Path) -> None:
+    """``pkill`` on a sweep used to leave its pool workers running their trials as orphans."""
+    script = tmp_path / "pool.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        from routing_env.experiments.engines import run_trials
+
+        def trial(k):
+            Path({str(tmp_path)!r}, f"worker-{{k}}").write_text(str(os.getpid()))
+            time.sleep(120)
+
+        if __name__ == "__main__":
+            run_trials(trial, [0, 1], workers=2, progress=False)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("worker-*"))) < 2 or any(p.stat().st_size == 0 for p in tmp_path.glob("worker-*")):
+            assert time.monotonic() < deadline and parent.poll() is None, "the workers never started"
+            time.sleep(0.2)
+        workers = [int(p.read_text()) for p in tmp_path.glob("worker-*")]
+        assert all(alive(pid) for pid in workers)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers), f"workers {workers} outlived their killed parent"

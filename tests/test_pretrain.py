@@ -221,3 +221,37 @@ def test_heads_only_needs_an_init_with_fewer_heads(tmp_path: Path) -> None:
     for exits in ("stage", "block"):  # only the heads inside a stage may be new, never a stage exit
         with pytest.raises(ValueError, match="does not fit resnet20-dynamic"):
             build_model(PretrainArgs(backbone="resnet20-dynamic", init=str(tmp_path / "no-head-6.pt"), exits=exits), 10)
+
+
+def test_full_width_routes_train_skip_patterns_at_full_width() -> None:
+    from routing_env.backbones.resnet import SKIP_CHOICE, random_route, resnet20_dynamic
+
+    model = resnet20_dynamic()
+    full = len(model.widths) - 1
+
+    def draw(uniform: float, full_width: float, seed: int) -> list[int]:
+        return random_route(model, 0.5, torch.Generator().manual_seed(seed), uniform, full_width)
+
+    # full_width=1: every kept block at full width, and skips still drawn
+    routes = [draw(0.0, 1.0, seed) for seed in range(200)]
+    assert all(c in (full, SKIP_CHOICE) for route in routes for c in route)
+    assert any(SKIP_CHOICE in route for route in routes)
+    # full_width=0 leaves the random stream as it was: the same routes as before the option existed
+    assert [draw(0.5, 0.0, seed) for seed in range(50)] == [random_route(model, 0.5, torch.Generator().manual_seed(seed), 0.5) for seed in range(50)]
+    # the three kinds in their proportions: mixed, uniform, full width
+    generator = torch.Generator().manual_seed(0)
+    kinds = {"uniform": 0, "full": 0, "mixed": 0}
+    for _ in range(2000):
+        kept = {c for c in random_route(model, 0.0, generator, 0.3, 0.4)}
+        kinds["full" if kept == {full} else "uniform" if len(kept) == 1 else "mixed"] += 1
+    # a uniform route at full width counts as full: expected 0.4 + 0.3/4, 0.3 * 3/4, 0.3
+    assert abs(kinds["full"] / 2000 - 0.475) < 0.04
+    assert abs(kinds["uniform"] / 2000 - 0.225) < 0.04
+    assert abs(kinds["mixed"] / 2000 - 0.3) < 0.04
+    with pytest.raises(ValueError, match="0.7 and 0.4"):
+        random_route(model, 0.5, generator, 0.7, 0.4)
+
+
+def test_full_width_routes_must_leave_room_for_uniform_routes() -> None:
+    with pytest.raises(ValueError, match=r"full_width_routes must be in \[0, 1 - uniform_routes\] = \[0, 0.5\], got 0.6"):
+        PretrainArgs(backbone="resnet20-dynamic", uniform_routes=0.5, full_width_routes=0.6)

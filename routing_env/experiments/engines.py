@@ -11,6 +11,9 @@ torch thread, so the same trial gives the same figures wherever it runs.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence, TypeVar
 
@@ -44,7 +47,8 @@ def run_trials(
     started with *spawn* (no forked copy of torch's thread pools or of this process's state), each
     limited to one torch thread so that K workers use K cores, not K × all of them, and a trial gives
     the figures it gives alone at one thread. A failed trial raises at once and the trials not yet
-    started are cancelled (those running finish, so what they write is kept)."""
+    started are cancelled (those running finish, so what they write is kept). Workers end with
+    this process, even when it is killed by a signal."""
     check_engine(workers, engine, address)
     if engine == "ray":
         return _run_on_ray(fn, trials, workers, progress, address)
@@ -63,7 +67,7 @@ def run_trials(
                 torch.set_num_threads(threads)
             return results
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_torch_thread) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
             futures = [pool.submit(fn, trial) for trial in trials]
             try:
                 for future in as_completed(futures):
@@ -75,11 +79,24 @@ def run_trials(
             return [future.result() for future in futures]
 
 
-def _one_torch_thread() -> None:
-    """A worker's initializer: one torch thread (see :func:`run_trials`)."""
+def _init_worker() -> None:
+    """A worker's initializer: one torch thread (see :func:`run_trials`), and exit when the parent
+    does. A parent killed by a signal runs no clean-up, and its workers would otherwise finish their
+    trials as orphans, holding the cores a resumed sweep needs; a trial writes atomically, so one cut
+    short is simply run again on resume."""
     import torch
 
     torch.set_num_threads(1)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True, name="exit-with-parent").start()
+
+
+def _exit_with(sentinel: int) -> None:
+    """Block until ``sentinel`` (the parent process's) is ready, that is until the parent has died,
+    then end this process at once."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def _one_thread_call(fn: Callable[[T], R], trial: T) -> R:
