@@ -146,10 +146,10 @@ class PretrainArgs:
                 f"uniform_routes must be in [0, 1] and recalibrate, monitor >= 0, got {self.uniform_routes}, "
                 f"{self.recalibrate} and {self.monitor}"
             )
-        if not 0.0 <= self.full_width_routes <= 1.0 - self.uniform_routes:
+        if not (0.0 <= self.full_width_routes and self.uniform_routes + self.full_width_routes <= 1.0):
             raise ValueError(
-                f"full_width_routes must be in [0, 1 - uniform_routes] = [0, {1.0 - self.uniform_routes:g}], "
-                f"got {self.full_width_routes}"
+                "full_width_routes must be >= 0 and uniform_routes + full_width_routes must be at most 1, "
+                f"got {self.uniform_routes} + {self.full_width_routes}"
             )
 
     @property

@@ -69,11 +69,16 @@ def test_bad_engines_are_refused(capsys: pytest.CaptureFixture, tmp_path: Path) 
 
 
 def alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (exited, not yet reaped by whoever adopted it) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True  # no /proc (macOS): the signal check is all there is
+    return state != "Z"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")

@@ -47,8 +47,8 @@ def run_trials(
     started with *spawn* (no forked copy of torch's thread pools or of this process's state), each
     limited to one torch thread so that K workers use K cores, not K × all of them, and a trial gives
     the figures it gives alone at one thread. A failed trial raises at once and the trials not yet
-    started are cancelled (those running finish, so what they write is kept). Workers end with
-    this process, even when it is killed by a signal."""
+    started are cancelled (those running finish, so what they write is kept). The pool's workers
+    end with this process, even when it is killed by a signal."""
     check_engine(workers, engine, address)
     if engine == "ray":
         return _run_on_ray(fn, trials, workers, progress, address)
