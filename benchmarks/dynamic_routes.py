@@ -1,10 +1,11 @@
 """Every static route of a dynamic ResNet: accuracy and MACs on a split, as JSON, so that anyone can
 check a model card's ``routes_on_test``.
 
-    python benchmarks/dynamic_routes.py [--backbone cifar10-resnet20-dynamic] [--split test] > routes.json
+    python benchmarks/dynamic_routes.py [--backbone cifar10-resnet20-dynamic] [--split test] [--single-skips] > routes.json
 
 Routes (:func:`routing_env.backbones.dynamic.static_routes`): the full path, every block at each
-width, each exit on the full-width path, and random skipping at 25% and 50% (per image, seed 0).
+width, each exit on the full-width path, and random skipping at 25% and 50% (per image, seed 0);
+with ``--single-skips`` also the full path with each skippable block skipped alone.
 MACs: FlopCounterMode, the head read at the exit included. Needs CIFAR-10 (``ROUTING_ENV_DATA``).
 """
 
@@ -26,13 +27,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="cifar10-resnet20-dynamic", help="a pretrained dynamic ResNet's name")
     parser.add_argument("--split", default="test", choices=("val", "test"))
+    parser.add_argument("--single-skips", action="store_true", help="also the full path with each skippable block skipped alone")
     args = parser.parse_args()
     backbone = pretrained.load(args.backbone)
     if not isinstance(backbone, DynamicResNetBackbone):
         raise SystemExit(f"{args.backbone!r} is not a dynamic ResNet")
     manifest = pretrained.available()[args.backbone]
     began = time.time()
-    routes = route_report(backbone.model, load_split(manifest["dataset"], args.split))
+    routes = route_report(backbone.model, load_split(manifest["dataset"], args.split), single_skips=args.single_skips)
     print(json.dumps({
         "backbone": args.backbone,
         "weights_sha256": manifest["sha256"],

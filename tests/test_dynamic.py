@@ -487,3 +487,21 @@ def test_a_stock_sb3_agent_cotrains_without_knowing_it() -> None:
     original = tiny_dynamic_model().state_dict()
     trained = env.backbone_state_dict()
     assert any(not torch.equal(trained[k], original[k]) for k in original)
+
+
+def test_single_skip_routes_skip_one_block_each_and_cost_what_the_environment_charges() -> None:
+    env = RoutingEnv(backbone=TINY)
+    model = env.core.backbone.model
+    routes = static_routes(model, 3, single_skips=True)
+    skippable = [k for k, block in enumerate(model.blocks) if block.skippable]
+    assert [name for name in routes if name.startswith("skip block")] == [f"skip block {k}" for k in skippable]
+    assert not any(name.startswith("skip block") for name in static_routes(model, 3))  # off by default
+    for k in skippable:
+        choices, exits = routes[f"skip block {k}"]
+        assert (choices[:, k] == SKIP_CHOICE).all() and (np.delete(choices, k, axis=1) == len(model.widths) - 1).all()
+        env.reset(seed=0, options={"index": 0})
+        for c in choices[0]:
+            env.step(SKIP if c == SKIP_CHOICE else RUN + int(c))
+        _, _, done, _, info = env.step(EXIT)
+        intermediate = sum(env.core.backbone.costs.head[p] for p in model.exit_positions[:-1] if p <= model.num_blocks)
+        assert done and info["macs"] == pytest.approx(route_macs(env.core.backbone.costs, choices, exits)[0] + intermediate)

@@ -284,10 +284,14 @@ def route_correct(model: DynamicResNet, split: Split, routes: np.ndarray, exits:
     return right
 
 
-def static_routes(model: DynamicResNet, num: int, skip_rates: tuple[float, ...] = (0.25, 0.5), seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def static_routes(
+    model: DynamicResNet, num: int, skip_rates: tuple[float, ...] = (0.25, 0.5), seed: int = 0, single_skips: bool = False
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Named route sets for ``num`` inputs: the full path; every block at each width; each exit on the
     full-width path; and random skipping (each skippable block skipped with probability r, per input,
-    seeded) at full width."""
+    seeded) at full width. With ``single_skips``, also the full path with one block skipped, for each
+    skippable block (``skip block k``): random skipping's cost is the sum of these, and it shows
+    which blocks a network cannot do without."""
     n, last = model.num_blocks, len(model.widths) - 1
     full_exit = np.full(num, n, dtype=np.int64)
     out = {"full": (np.full((num, n), last, dtype=np.int64), full_exit)}
@@ -301,14 +305,20 @@ def static_routes(model: DynamicResNet, num: int, skip_rates: tuple[float, ...] 
         routes = np.full((num, n), last, dtype=np.int64)
         routes[(rng.random((num, n)) < rate) & skippable[None, :]] = SKIP_CHOICE
         out[f"random skip {rate:g}"] = (routes, full_exit)
+    for k in np.flatnonzero(skippable) if single_skips else ():
+        routes = np.full((num, n), last, dtype=np.int64)
+        routes[:, k] = SKIP_CHOICE
+        out[f"skip block {k}"] = (routes, full_exit)
     return out
 
 
-def route_report(model: DynamicResNet, split: Split, input_shape: tuple[int, ...] = (3, 32, 32)) -> list[dict[str, float | str]]:
+def route_report(
+    model: DynamicResNet, split: Split, input_shape: tuple[int, ...] = (3, 32, 32), single_skips: bool = False
+) -> list[dict[str, float | str]]:
     """Accuracy and mean MACs (and fraction of the full network's) of each of :func:`static_routes` on ``split``."""
     costs = dynamic_costs(model, input_shape)
     rows = []
-    for name, (routes, exits) in static_routes(model, len(split)).items():
+    for name, (routes, exits) in static_routes(model, len(split), single_skips=single_skips).items():
         macs = route_macs(costs, routes, exits)
         rows.append(
             {
