@@ -290,8 +290,9 @@ def static_routes(
     """Named route sets for ``num`` inputs: the full path; every block at each width; each exit on the
     full-width path; and random skipping (each skippable block skipped with probability r, per input,
     seeded) at full width. With ``single_skips``, also the full path with one block skipped, for each
-    skippable block (``skip block k``): random skipping's cost is the sum of these, and it shows
-    which blocks a network cannot do without."""
+    skippable block (``skip block k``): which blocks a network cannot do without. At rate r random
+    skipping saves r times their MACs in expectation; its accuracy loss is r times theirs only to
+    first order, since skips interact."""
     n, last = model.num_blocks, len(model.widths) - 1
     full_exit = np.full(num, n, dtype=np.int64)
     out = {"full": (np.full((num, n), last, dtype=np.int64), full_exit)}
@@ -315,7 +316,8 @@ def static_routes(
 def route_report(
     model: DynamicResNet, split: Split, input_shape: tuple[int, ...] = (3, 32, 32), single_skips: bool = False
 ) -> list[dict[str, float | str]]:
-    """Accuracy and mean MACs (and fraction of the full network's) of each of :func:`static_routes` on ``split``."""
+    """Accuracy and mean MACs (and fraction of the full network's) of each of :func:`static_routes` on
+    ``split`` (with ``single_skips``, its one-block skips too)."""
     costs = dynamic_costs(model, input_shape)
     rows = []
     for name, (routes, exits) in static_routes(model, len(split), single_skips=single_skips).items():
