@@ -32,6 +32,7 @@ from routing_env.env import terminal_info
 
 from .base import Agent
 from .features import input_dim, policy_input, policy_input_np
+from .fused import MLPDecision
 from .logger import RunLogger
 
 @dataclass
@@ -225,6 +226,10 @@ class _TorchPolicy(nn.Module):
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.net.logits(policy_input(obs), obs["action_mask"].bool())
+
+    def fused_decision(self) -> MLPDecision | None:
+        """The same decision for one input in one compiled call (:class:`~agents.fused.MLPDecision`)."""
+        return MLPDecision.of(list(self.net.actor), norm=self.net.norm, masked=True)
 
 
 def _sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

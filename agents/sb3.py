@@ -30,6 +30,7 @@ from routing_env.env import RoutingVectorEnv
 
 from .base import Agent
 from .features import RoutingExtractor
+from .fused import MLPDecision
 from .logger import RunLogger
 
 
@@ -275,3 +276,14 @@ class _SB3Scores(nn.Module):
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         scores = self.policy.q_net(obs) if self.q_values else self.policy.get_distribution(obs).distribution.logits
         return scores.masked_fill(~obs["action_mask"].bool(), float("-inf")) if self.masked else scores
+
+    def fused_decision(self) -> MLPDecision | None:
+        """The same decision for one input in one compiled call (:class:`~agents.fused.MLPDecision`)
+        where the policy is SB3's default MLP on :class:`~agents.features.RoutingExtractor`'s input;
+        ``None`` for other architectures."""
+        if self.q_values:
+            extractor, layers = self.policy.q_net.features_extractor, list(self.policy.q_net.q_net)
+        else:
+            extractor = self.policy.pi_features_extractor
+            layers = [*self.policy.mlp_extractor.policy_net, self.policy.action_net]
+        return MLPDecision.of(layers, masked=self.masked) if type(extractor) is RoutingExtractor else None

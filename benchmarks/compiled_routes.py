@@ -4,8 +4,8 @@
 
 The shipped dynamic ResNet-20's inference copy (RoutedModel.route_module) along the full path, width
 0.5 and width 0.25 on every block, each eager and ``torch.compile``d (``dynamic=False``), and a policy
-network of the agents' default size (PolicyNet, hidden 64) on one observation, eager and compiled;
-medians of interleaved rounds (routing_env.bench.interleaved_medians) on a random uint8 image.
+network of the agents' default size (PolicyNet, hidden 64) on one observation, eager, compiled, and
+as its numba decision (``policy_fused``: agents.fused.MLPDecision, what RoutedModel runs at batch 1); medians of interleaved rounds (routing_env.bench.interleaved_medians) on a random uint8 image.
 """
 import argparse
 import json
@@ -26,17 +26,20 @@ from routing_env.provenance import provenance  # noqa: E402
 from routing_env.routed import RoutedModel  # noqa: E402
 
 backbone = load("cifar10-resnet20-dynamic")
-routed = RoutedModel(backbone, HalfWidthPolicy())
 n, last = backbone.spec.num_stages, len(backbone.spec.widths) - 1
+routed = RoutedModel(backbone, HalfWidthPolicy(n))
 full, half, quarter = routed.route_module([last] * n), routed.route_module([1] * n), routed.route_module([0] * n)
 example = routed._observation(torch.zeros(1, routed.feature_dim), torch.zeros(1, routed.num_classes), 0,
                               torch.zeros(1, dtype=torch.float64), routed.valid_now[0, 1][None])
 torch.manual_seed(0)
 mlp = _TorchPolicy(PolicyNet(policy_input(example).shape[1], routed.num_actions, 64)).eval()
 x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+fused = mlp.fused_decision()  # agents.fused.MLPDecision: the same decision in one numba call
+features, probs, mask = example["features"][0].numpy(), example["probs"][0].numpy(), example["action_mask"][0].numpy().astype(bool)
 out = {"threads": torch.get_num_threads(), "provenance": provenance()}
 with torch.inference_mode():
-    fns = {"full": lambda: full(x), "half": lambda: half(x), "quarter": lambda: quarter(x), "policy": lambda: mlp(example)}
+    fns = {"full": lambda: full(x), "half": lambda: half(x), "quarter": lambda: quarter(x), "policy": lambda: mlp(example),
+           "policy_fused": lambda: fused(features, probs, 0, 0.0, mask)}
     t0 = time.time()
     cfull, chalf, cquarter = (torch.compile(m, dynamic=False) for m in (full, half, quarter))
     cmlp = torch.compile(mlp, dynamic=False)
@@ -52,4 +55,5 @@ out["half_over_full_compiled"] = s["half_compiled"] / s["full_compiled"]
 out["quarter_over_full_compiled"] = s["quarter_compiled"] / s["full_compiled"]
 out["policy_decisions_9_over_half_route"] = 9 * s["policy"] / s["half"]
 out["policy_decisions_9_over_half_route_compiled"] = 9 * s["policy_compiled"] / s["half_compiled"]
+out["policy_decisions_9_over_half_route_fused"] = 9 * s["policy_fused"] / s["half"]
 print(json.dumps(out, indent=1))

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -246,22 +247,35 @@ class HalfWidthPolicy(nn.Module):
     :func:`~agents.features.policy_input`) and adds its logits times zero, so the route stays the
     same while each decision pays what a learned policy pays."""
 
-    def __init__(self, mlp: nn.Module | None = None) -> None:
+    def __init__(self, last: int, mlp: nn.Module | None = None) -> None:
         super().__init__()
-        self.mlp = mlp
+        self.last, self.mlp = last, mlp
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = torch.zeros(obs["action_mask"].shape)
         logits[:, RUN + 1] = 1.0
-        logits[:, EXIT] = 2.0 * (obs["position"][:, -1] > 0)
+        logits[:, EXIT] = 2.0 * (obs["position"][:, self.last] > 0)
         return logits if self.mlp is None else logits + 0.0 * self.mlp(obs)
+
+    def fused_decision(self) -> Callable[..., int]:
+        """The same rule for one input (:class:`~routing_env.routed.RoutedModel` at batch 1), after the
+        network's compiled decision (:class:`~agents.fused.MLPDecision`) when there is one."""
+        mlp = self.mlp.fused_decision() if self.mlp is not None else None
+
+        def decide(features: np.ndarray, probs: np.ndarray, position: int, cost: float, mask: np.ndarray) -> int:
+            if mlp is not None:
+                mlp(features, probs, position, cost, mask)
+            return EXIT if position == self.last else RUN + 1
+        return decide
 
 
 def routed_figures(repeats: int) -> dict[str, Any]:
     """Routed inference against the full network, both in RoutedModel's inference form (BatchNorm
     folded, channels-last); also the plain network as trained and the same route with no policy.
     ``policy_overhead`` is the routed latency over the fixed route's, minus 1: what the decisions
-    cost (``_mlp``: with a learned policy's network, see :class:`HalfWidthPolicy`)."""
+    cost (``_mlp``: with a learned policy's network, see :class:`HalfWidthPolicy`). At batch 1 the
+    decisions are compiled (``policy.fused_decision()``); ``_eager`` is the same walk with the torch
+    decisions (``RoutedModel(fused=False)``), measured in the same rounds."""
     from agents.features import policy_input
     from agents.reinforce import PolicyNet, _TorchPolicy
 
@@ -269,28 +283,35 @@ def routed_figures(repeats: int) -> dict[str, Any]:
     from .routed import RoutedModel
 
     backbone = load("cifar10-resnet20-dynamic")
-    routed = RoutedModel(backbone, HalfWidthPolicy())
+    n, last = backbone.spec.num_stages, len(backbone.spec.widths) - 1
+    routed = RoutedModel(backbone, HalfWidthPolicy(n))
     example = routed._observation(torch.zeros(1, routed.feature_dim), torch.zeros(1, routed.num_classes), 0,
                                   torch.zeros(1, dtype=torch.float64), routed.valid_now[0, 1][None])
     torch.manual_seed(0)
     mlp = _TorchPolicy(PolicyNet(policy_input(example).shape[1], routed.num_actions, 64))
-    routed_mlp = RoutedModel(backbone, HalfWidthPolicy(mlp))
-    n, last = backbone.spec.num_stages, len(backbone.spec.widths) - 1
+    routed_mlp = RoutedModel(backbone, HalfWidthPolicy(n, mlp))
+    eager = {"routed_eager": RoutedModel(backbone, HalfWidthPolicy(n), fused=False),
+             "routed_mlp_eager": RoutedModel(backbone, HalfWidthPolicy(n, mlp), fused=False)}
     full, fixed = routed.route_module([last] * n), routed.route_module([1] * n)
     out: dict[str, Any] = {"policy": "every block at width 0.5 (fixed), exit at the end",
                            "policy_mlp": "the same decisions, each after a PolicyNet (hidden 64) forward",
                            "full": "the same inference copy along the full path (RoutedModel.route_module)"}
     for b, repeats_b in ((1, repeats * 5), (64, repeats)):
         x = torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8)
+        runs = {"full": lambda: full(x), "routed": lambda: routed(x), "routed_mlp": lambda: routed_mlp(x),
+                "fixed_route": lambda: fixed(x), "plain_full": lambda: backbone.model(x)}
+        if b == 1:
+            runs.update({name: functools.partial(model, x) for name, model in eager.items()})
         with torch.inference_mode():
-            seconds = interleaved_medians({"full": lambda: full(x), "routed": lambda: routed(x), "routed_mlp": lambda: routed_mlp(x),
-                                           "fixed_route": lambda: fixed(x), "plain_full": lambda: backbone.model(x)}, repeats_b)
+            seconds = interleaved_medians(runs, repeats_b)
         macs = float(routed(x)[1].mean())
         out[f"batch{b}"] = {"latency_ratio": seconds["routed"] / seconds["full"], "latency_ratio_mlp": seconds["routed_mlp"] / seconds["full"],
                             "macs_ratio": macs / backbone.costs.reference, "fixed_route_ratio": seconds["fixed_route"] / seconds["full"],
                             "policy_overhead": seconds["routed"] / seconds["fixed_route"] - 1.0,
                             "policy_overhead_mlp": seconds["routed_mlp"] / seconds["fixed_route"] - 1.0,
                             **{f"{name}_ms": value * 1e3 for name, value in seconds.items()}}
+        if b == 1:
+            out["batch1"].update({f"policy_overhead{tag}_eager": seconds[f"routed{tag}_eager"] / seconds["fixed_route"] - 1.0 for tag in ("", "_mlp")})
     return out
 
 

@@ -1,6 +1,6 @@
 """Routed inference for deployment: a trained policy and a dynamic ResNet in one ``nn.Module``.
 
-No Gymnasium, no numpy: the batch walks the blocks in lock-step, the policy decides for every input
+No Gymnasium: the batch walks the blocks in lock-step, the policy decides for every input
 still running, and inputs that take the same action run as one call (grouped by route; a batch that
 agrees, and every batch of one, runs the block directly). The observation the policy reads is the
 environment's (docs/design.md §2) and the valid moves come from the same :class:`~routing_env.core.ActionTables`
@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,6 +48,10 @@ class RoutedModel(nn.Module):
             the environment's up to float rounding (which also differs between batch sizes).
         cost: the cost model the policy was trained with (the environment's ``cost=``): the
             observation's ``cost`` is that priced spend, as in training.
+        fused: at batch 1 on the CPU, decide through the policy's compiled decision where its
+            module offers one (``policy.fused_decision()``, e.g. :class:`~agents.fused.MLPDecision`:
+            one call instead of ~15 eager ops a decision, issue 20); ``False`` keeps the torch path
+            (the batched walk always takes it).
 
     ``macs`` counts the backbone (stem, blocks as run, heads evaluated); the policy's own cost is
     ``policy_macs_per_decision`` times ``decisions``.
@@ -54,7 +59,7 @@ class RoutedModel(nn.Module):
 
     def __init__(self, backbone: DynamicResNetBackbone, policy: nn.Module, allow_skip: bool = True,
                  max_macs: float | None = None, optimize: bool = True, cost: str | dict = "macs",
-                 widths: Sequence[float] | None = None) -> None:
+                 widths: Sequence[float] | None = None, fused: bool = True) -> None:
         super().__init__()
         spec, costs = backbone.spec, backbone.costs
         if not spec.head_after_skip:
@@ -97,6 +102,10 @@ class RoutedModel(nn.Module):
                                     torch.zeros(1, dtype=torch.float64), self.valid_now[0, 1][None])
         self.policy_macs_per_decision = float(count_macs(self.policy, example))
         """MACs of one policy decision (report them beside the backbone's: ``decisions`` per input)."""
+        self.valid_now_np, self.act_cost_np, self.need_np = tables.valid_now, tables.act_cost, tables.need
+        self.fused = fused
+        self.decision = self._fused_decision()
+        """The policy's compiled decision for one input, or ``None`` (the torch path)."""
 
     @classmethod
     def from_env(cls, env: Any, policy: nn.Module, **overrides: Any) -> RoutedModel:
@@ -114,7 +123,20 @@ class RoutedModel(nn.Module):
         super()._apply(fn, recurse)
         for name, table in self._macs_tables.items():
             self._buffers[name] = torch.tensor(table, device=self._buffers[name].device)
+        self.decision = self._fused_decision()  # its weights are views: rebuilt (or dropped) after a move or a cast
         return self
+
+    def _fused_decision(self) -> Any:
+        """The policy's decision for one input when ``fused`` and the policy offers one: a callable
+        ``(features (F,), probs (C,), position, cost, mask (A,) bool) -> action`` on numpy, or ``None``.
+        Where it states the length of the input it reads (``input_dim``), it must be this model's
+        ``F + C + P + 1``."""
+        offer = getattr(self.policy, "fused_decision", None)
+        decision = offer() if self.fused and offer is not None else None
+        width = self.feature_dim + self.num_classes + self.num_stages + 2
+        if getattr(decision, "input_dim", width) != width:
+            raise ValueError(f"the policy reads inputs of length {decision.input_dim}; this model's observation gives {width}")
+        return decision
 
     def _observation(self, features: torch.Tensor, probs: torch.Tensor, position: int, macs: torch.Tensor,
                      mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -197,14 +219,19 @@ class RoutedModel(nn.Module):
         logits = self.model.head_pooled(0, pooled) if has_probs else pooled.new_zeros(1, self.num_classes)
         probs = F.softmax(logits, dim=1) if has_probs else torch.zeros_like(logits)
         act_cost, price_cost = self._macs_tables["act_cost"], self._macs_tables["price_cost"]
+        decision = self.decision if device.type == "cpu" else None
         for k in range(self.num_stages + 1):
-            mask = self._mask_one(k, has_probs, macs, device)
-            observation = {"features": pooled, "probs": probs, "position": self.onehot[k : k + 1].to(dtype),
-                           "cost": torch.full((1, 1), priced / self.price_reference, dtype=dtype, device=device),
-                           "action_mask": mask.to(torch.int8)}
-            action = int(self.policy(observation).argmax(dim=1))
-            if not bool(mask[0, action]):
-                valid = mask[0].tolist()
+            if decision is not None:
+                valid = self._mask_np(k, has_probs, macs)
+                action = decision(pooled.numpy()[0], probs.numpy()[0], k, priced / self.price_reference, valid)
+            else:
+                mask = self._mask_one(k, has_probs, macs, device)
+                observation = {"features": pooled, "probs": probs, "position": self.onehot[k : k + 1].to(dtype),
+                               "cost": torch.full((1, 1), priced / self.price_reference, dtype=dtype, device=device),
+                               "action_mask": mask.to(torch.int8)}
+                action = int(self.policy(observation).argmax(dim=1))
+                valid = mask[0].numpy(force=True)
+            if not valid[action]:
                 action = next(a for a in self.fallback_lists[action] if valid[a])
             if action == EXIT:
                 return (logits, torch.tensor([macs], dtype=torch.float64, device=device),
@@ -217,6 +244,13 @@ class RoutedModel(nn.Module):
                 probs = F.softmax(logits, dim=1)
                 has_probs, exit_at = True, k + 1
         raise AssertionError("the last decision point offers only EXIT")  # ActionTables guarantees it
+
+    def _mask_np(self, k: int, has_probs: bool, macs: float) -> np.ndarray:
+        """:meth:`_mask` for one input as a numpy row (the compiled decision's input)."""
+        row = self.valid_now_np[k, int(has_probs)]
+        if self.budget == float("inf"):
+            return row
+        return row & fits(np.array([macs]), self.act_cost_np[k] if has_probs else self.need_np[k], self.budget)[0]
 
     def _mask_one(self, k: int, has_probs: bool, macs: float, device: torch.device) -> torch.Tensor:
         """:meth:`_mask` for one input whose spend is the float ``macs`` (a tensor only when a budget

@@ -146,3 +146,51 @@ def test_an_invalid_argmax_takes_the_environments_fallback() -> None:
     scores = torch.tensor([[0.0, 5.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 9.0]])
     # SKIP invalid -> the narrowest RUN; RUN(1.0) invalid -> the narrower RUNs first
     assert routed.choose(scores, mask).tolist() == [2, 3]
+
+
+@pytest.mark.parametrize("name", ["reinforce", "ppo", "maskable-ppo", "dqn"])
+def test_the_compiled_decision_is_the_policy_modules_argmax(name: str) -> None:
+    """``fused_decision()`` (issue 20) reads the observation as ``policy_input`` does and takes the
+    argmax of the module's scores (among the valid moves where the module masks them), on observations
+    the environment produced and on random ones with random masks."""
+    env = RoutingVectorEnv(num_envs=64, backbone="tiny-dynamic-resnet", split="test", lam=0.3)
+    agent = make_agent(name, env, seed=0)
+    agent.learn(500)
+    module = agent.policy_module().eval()
+    decision = module.fused_decision()
+    assert decision is not None
+    obs, _ = env.reset(seed=0)
+    generator = np.random.default_rng(0)
+    random_obs = {"features": generator.normal(size=obs["features"].shape).astype(np.float32),
+                  "probs": generator.dirichlet(np.ones(obs["probs"].shape[1]), size=len(obs["probs"])).astype(np.float32),
+                  "position": np.eye(obs["position"].shape[1], dtype=np.float32)[generator.integers(0, obs["position"].shape[1], len(obs["probs"]))],
+                  "cost": generator.uniform(0, 1, obs["cost"].shape).astype(np.float32),
+                  "action_mask": (generator.random(obs["action_mask"].shape) < 0.6).astype(np.int8)}
+    random_obs["action_mask"][:, 0] = 1  # at least one valid move
+    for batch in (obs, random_obs):
+        with torch.no_grad():
+            scores = module({k: torch.as_tensor(v) for k, v in batch.items()})
+        want = scores.argmax(dim=1).numpy()
+        got = [decision(batch["features"][i], batch["probs"][i], int(batch["position"][i].argmax()), float(batch["cost"][i, 0]),
+                        batch["action_mask"][i].astype(bool)) for i in range(len(want))]
+        np.testing.assert_array_equal(got, want)
+    assert decision.masked == (name in ("reinforce", "maskable-ppo"))
+
+
+def test_the_compiled_decision_is_used_at_batch_one_on_the_cpu_float32_only() -> None:
+    env, agent = trained()
+    routed = RoutedModel(env.core.backbone, agent.policy_module())
+    assert routed.decision is not None
+    assert RoutedModel(env.core.backbone, agent.policy_module(), fused=False).decision is None
+    x = env.core.executor.inputs[:8]
+    want = [routed(x[i : i + 1]) for i in range(len(x))]
+    routed.double()  # a cast replaces the parameters the decision viewed: it falls back to the torch path
+    assert routed.decision is None
+    got = [routed(x[i : i + 1].double()) for i in range(len(x))]
+    assert [int(g[3][0]) for g in got] == [int(w[3][0]) for w in want]
+    routed.float()
+    assert routed.decision is not None
+    routed.policy.net.load_state_dict({k: torch.zeros_like(v) for k, v in routed.policy.net.state_dict().items()})
+    # the decision reads the module's parameters, not a copy: all-zero scores now pick the first valid move
+    assert routed.decision(np.ones(routed.feature_dim, np.float32), np.ones(routed.num_classes, np.float32), 1, 0.1,
+                           np.array([False, True, True, True, True, True])) == 1
