@@ -275,7 +275,8 @@ def routed_figures(repeats: int) -> dict[str, Any]:
     ``policy_overhead`` is the routed latency over the fixed route's, minus 1: what the decisions
     cost (``_mlp``: with a learned policy's network, see :class:`HalfWidthPolicy`). At batch 1 the
     decisions are compiled (``policy.fused_decision()``); ``_eager`` is the same walk with the torch
-    decisions (``RoutedModel(fused=False)``), measured in the same rounds."""
+    decisions (``RoutedModel(fused=False)``), ``_head`` the same route decided only at the start and
+    after each exit head (``decide_at="head"``: 4 decisions instead of 10), measured in the same rounds."""
     from agents.features import policy_input
     from agents.reinforce import PolicyNet, _TorchPolicy
 
@@ -290,8 +291,10 @@ def routed_figures(repeats: int) -> dict[str, Any]:
     torch.manual_seed(0)
     mlp = _TorchPolicy(PolicyNet(policy_input(example).shape[1], routed.num_actions, 64))
     routed_mlp = RoutedModel(backbone, HalfWidthPolicy(n, mlp))
-    eager = {"routed_eager": RoutedModel(backbone, HalfWidthPolicy(n), fused=False),
-             "routed_mlp_eager": RoutedModel(backbone, HalfWidthPolicy(n, mlp), fused=False)}
+    batch1 = {"routed_eager": RoutedModel(backbone, HalfWidthPolicy(n), fused=False),
+              "routed_mlp_eager": RoutedModel(backbone, HalfWidthPolicy(n, mlp), fused=False),
+              "routed_head": RoutedModel(backbone, HalfWidthPolicy(n), decide_at="head"),
+              "routed_mlp_head": RoutedModel(backbone, HalfWidthPolicy(n, mlp), decide_at="head")}
     full, fixed = routed.route_module([last] * n), routed.route_module([1] * n)
     out: dict[str, Any] = {"policy": "every block at width 0.5 (fixed), exit at the end",
                            "policy_mlp": "the same decisions, each after a PolicyNet (hidden 64) forward",
@@ -301,7 +304,7 @@ def routed_figures(repeats: int) -> dict[str, Any]:
         runs = {"full": lambda: full(x), "routed": lambda: routed(x), "routed_mlp": lambda: routed_mlp(x),
                 "fixed_route": lambda: fixed(x), "plain_full": lambda: backbone.model(x)}
         if b == 1:
-            runs.update({name: functools.partial(model, x) for name, model in eager.items()})
+            runs.update({name: functools.partial(model, x) for name, model in batch1.items()})
         with torch.inference_mode():
             seconds = interleaved_medians(runs, repeats_b)
         macs = float(routed(x)[1].mean())
@@ -311,7 +314,8 @@ def routed_figures(repeats: int) -> dict[str, Any]:
                             "policy_overhead_mlp": seconds["routed_mlp"] / seconds["fixed_route"] - 1.0,
                             **{f"{name}_ms": value * 1e3 for name, value in seconds.items()}}
         if b == 1:
-            out["batch1"].update({f"policy_overhead{tag}_eager": seconds[f"routed{tag}_eager"] / seconds["fixed_route"] - 1.0 for tag in ("", "_mlp")})
+            out["batch1"].update({f"policy_overhead{tag}_{mode}": seconds[f"routed{tag}_{mode}"] / seconds["fixed_route"] - 1.0
+                                  for tag in ("", "_mlp") for mode in ("eager", "head")})
     return out
 
 

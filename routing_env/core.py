@@ -24,6 +24,30 @@ RUN = 2
 
 INVALID_ACTION_MODES = ("fallback", "penalize", "raise")
 
+DECIDE_AT = ("block", "head")
+"""Where the policy decides: before every block (``block``), or only at the start and where an exit
+head has just been read (``head``; in between, the move decided last repeats). See :func:`decision_points`."""
+
+
+def decision_points(has_head: np.ndarray, decide_at: str) -> np.ndarray:
+    """(N+1,) bool: the points where the policy is asked for a move under ``decide_at``.
+
+    ``head`` asks at point 0 and at every point with an exit head, and repeats the move decided last
+    at the points between (each repeat resolved by the usual fallback where it is invalid there: a
+    SKIP at a block that cannot be skipped runs it at the narrowest width). On a dynamic ResNet with a
+    head after each stage that is one width-or-skip choice per stage and one exit choice per head,
+    four decisions instead of ten: at batch 1 each decision costs its observation (pooled features,
+    numpy views, mask) and the policy's forward, which with ten of them cost half as much again as
+    the blocks (issue 20). Where every point has a head (a cascade, or a head after every block) both
+    modes are the same."""
+    if decide_at not in DECIDE_AT:
+        raise ValueError(f"unknown decide_at {decide_at!r}; expected one of {DECIDE_AT}")
+    if decide_at == "block":
+        return np.ones(len(has_head), dtype=bool)
+    points = np.asarray(has_head, dtype=bool).copy()
+    points[0] = True
+    return points
+
 BUDGET_TOLERANCE = 1e-9
 """Relative slack of the hard budget, so that a route costing exactly ``max_macs`` fits despite rounding."""
 
@@ -226,6 +250,8 @@ class RoutingCore:
         ascent: a :class:`~routing_env.budget.DualAscent` the reward reads λ from, updated here from the
             cost of the episodes that end (``target_macs``).
         price: the cost model the reward charges (:mod:`routing_env.latency`); ``None``: the MACs.
+        decide_at: ``block`` or ``head`` (:func:`decision_points`): under ``head`` one step applies
+            the move at a decision point and repeats it up to the next one (or the end of the episode).
     """
 
     def __init__(
@@ -247,6 +273,7 @@ class RoutingCore:
         track_heads: bool = False,
         ascent: Any = None,
         price: CostTable | None = None,
+        decide_at: str = "block",
     ) -> None:
         if invalid_action not in INVALID_ACTION_MODES:
             raise ValueError(f"unknown invalid_action {invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
@@ -312,6 +339,9 @@ class RoutingCore:
         """(B, H, C): each head's softmax on the episode's input, zeros where it has not run."""
         self.head_seen = np.zeros((tracked, len(self.head_positions)), dtype=bool)
         self.onehot = np.eye(n + 1, dtype=np.float32)
+        self.decide_at = decide_at
+        self.decides = decision_points(self.has_head, decide_at)
+        """Per point, whether the policy decides there (:func:`decision_points`)."""
 
     # --- static tables ------------------------------------------------------------------------
     def _build_tables(self, allow_skip: bool, widths: Sequence[float] | None) -> None:
@@ -415,18 +445,10 @@ class RoutingCore:
             i = int(np.flatnonzero(invalid)[0])
             raise self.invalid_error(int(slots[i]), int(requested[i]))
         done = actions == EXIT
-        for g, key in enumerate(group_keys.tolist()):  # the distinct (point, move) keys, ascending
-            group = group_slots[group_starts[g] : group_starts[g + 1]]
-            k, a = divmod(key, self.num_actions)
-            if a == SKIP:
-                self.executor.skip(group, k)
-            else:
-                self.executor.run(group, k, a - RUN)
-        if len(group_slots):
-            self.features[group_slots] = self.executor.features(group_slots)
-        if len(evaluated):  # heads reached on arrival, all groups at once
-            self._evaluate_heads(evaluated, self.position[evaluated])
+        self._execute(group_slots, group_keys, group_starts, evaluated)
         self._update_mask(slots)
+        if not self.decides.all():
+            self._repeat_to_decision_points(slots, actions, done, price)
         prediction, labels, correct, macs, step_macs = kernels.settle(slots, self.logits, self.index, self.labels, self.macs, self.charged)
         if self.uses_cross_entropy:
             entropy = np.zeros(len(slots))
@@ -472,6 +494,41 @@ class RoutingCore:
             instance=self.index[slots],
             route=self.route[slots],
         )
+
+    def _execute(self, group_slots: np.ndarray, group_keys: np.ndarray, group_starts: np.ndarray, evaluated: np.ndarray) -> None:
+        """Run each (point, move) group once, store the moved slots' features, read the heads reached."""
+        for g, key in enumerate(group_keys.tolist()):  # the distinct (point, move) keys, ascending
+            group = group_slots[group_starts[g] : group_starts[g + 1]]
+            k, a = divmod(key, self.num_actions)
+            if a == SKIP:
+                self.executor.skip(group, k)
+            else:
+                self.executor.run(group, k, a - RUN)
+        if len(group_slots):
+            self.features[group_slots] = self.executor.features(group_slots)
+        if len(evaluated):  # heads reached on arrival, all groups at once
+            self._evaluate_heads(evaluated, self.position[evaluated])
+
+    def _repeat_to_decision_points(self, slots: np.ndarray, actions: np.ndarray, done: np.ndarray, price: np.ndarray) -> None:
+        """``decide_at="head"``: advance each moving slot with the move it just made (the fallback
+        where that is invalid at a point; never an invalid-action penalty or error, the policy did
+        not choose it there) until it stands at a decision point; a slot whose fallback is EXIT ends,
+        and ``done`` says so."""
+        rows = np.flatnonzero(~done)
+        while True:
+            rows = rows[~self.decides[self.position[slots[rows]]]]
+            if not len(rows):
+                return
+            moving = slots[rows]
+            resolved, _, group_slots, group_keys, group_starts, evaluated = kernels.resolve_and_advance(
+                moving, actions[rows], self.mask, self.tables.fallback_ranks, False,
+                self.position, self.route, self.macs, self.act_cost, self.priced, price, self.price_tables is not None, self.evaluates,
+            )
+            self._execute(group_slots, group_keys, group_starts, evaluated)
+            self._update_mask(moving)
+            ended = resolved == EXIT
+            done[rows[ended]] = True
+            rows = rows[~ended]
 
     def info(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """The per-step info arrays (docs/design.md §3) shared by every step."""

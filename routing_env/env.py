@@ -17,7 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .backbones import DEFAULT_BACKBONE, BackboneSpec, backbone_dataset, make_backbone
-from .core import INVALID_ACTION_MODES, RoutingCore, RoutingView, check_widths
+from .core import DECIDE_AT, INVALID_ACTION_MODES, RoutingCore, RoutingView, check_widths
 from .budget import DualAscent, LagrangianPenalty
 from .checkpoints import load_state_dict
 from .latency import check_cost_spec, cost_table
@@ -77,6 +77,11 @@ class EnvConfig:
     (``fallback``: the next narrower offered width, else the next wider). With ``allow_skip=False``, ``widths=[1.0]`` leaves a
     dynamic ResNet only early exit on the full network: a smaller problem for the dearer λ, where the
     exit-when-sure threshold lies above every mixture of fixed routes."""
+    decide_at: str = "block"
+    """Where the policy decides (:data:`~routing_env.core.DECIDE_AT`): before every block, or ``head``:
+    at the start and after each exit head, the move repeating in between (one step per decision, so
+    fewer steps per episode; :func:`~routing_env.core.decision_points`). Fewer decisions cost less at
+    batch 1 (:class:`~routing_env.routed.RoutedModel` takes the same option)."""
     obs_mode: str = "vector"
     """Observation mode: ``vector`` (docs/design.md §2), or ``heads`` (also every head's softmax so far;
     :data:`OBS_MODES`)."""
@@ -137,6 +142,8 @@ class EnvConfig:
             raise ValueError(f"unknown split {self.split!r}; expected one of {SPLITS}")
         if self.invalid_action not in INVALID_ACTION_MODES:
             raise ValueError(f"unknown invalid_action {self.invalid_action!r}; expected one of {INVALID_ACTION_MODES}")
+        if self.decide_at not in DECIDE_AT:
+            raise ValueError(f"unknown decide_at {self.decide_at!r}; expected one of {DECIDE_AT}")
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; expected one of {OBS_MODES}")
         for name in ("target_macs", "target_lr"):
@@ -205,6 +212,7 @@ def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
         track_heads=config.obs_mode == "heads",
         ascent=ascent,
         price=price,
+        decide_at=config.decide_at,
     )
 
 
@@ -288,12 +296,13 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     the mandatory prefix (a cascade's first classifier, a ResNet's stem) has run and is charged.
 
     ## Episode End
-    Terminates on EXIT (only EXIT is valid after the last stage): at most ``N + 1`` steps. Never truncates.
+    Terminates on EXIT (only EXIT is valid after the last stage): at most ``N + 1`` steps (with
+    ``decide_at="head"``, at most one per decision point). Never truncates.
 
     ## Arguments
     See :class:`EnvConfig`: ``backbone``, ``dataset``, ``split``, ``lam``, ``reward``, ``max_macs``,
     ``target_macs``, ``target_lr``, ``cost``, ``invalid_action``, ``invalid_penalty``, ``allow_skip``,
-    ``widths``, ``obs_mode``, ``train_backbone``,
+    ``widths``, ``decide_at``, ``obs_mode``, ``train_backbone``,
     ``backbone_lr``, ``backbone_update_every``, ``backbone_targets``, ``backbone_augment``, ``backbone_weights``, ``device``, ``data_root``.
 
     ## Version History

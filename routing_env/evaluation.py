@@ -99,7 +99,7 @@ FIXED_ROUTES_CACHED = 64
 _FIXED_ROUTES: OrderedDict[tuple[str, ...], Records] = OrderedDict()
 
 
-ROUTE_OPTIONS = ("backbone", "dataset", "split", "max_macs", "allow_skip", "widths", "device")
+ROUTE_OPTIONS = ("backbone", "dataset", "split", "max_macs", "allow_skip", "widths", "decide_at", "device")
 """The options a fixed route's path depends on (besides the weights): which inputs, which moves are
 valid, where it runs. The reward, λ and the rest change only its reward, which the cache leaves out."""
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from .backbones.dynamic import DynamicResNetBackbone, pooled_features
 from .backbones.resnet import SKIP_CHOICE, DynamicResNet, inference_copy
-from .core import EXIT, ActionTables, fallback_order, fits
+from .core import EXIT, ActionTables, decision_points, fallback_order, fits
 from .costs import count_macs
 from .latency import cost_table
 
@@ -48,6 +48,9 @@ class RoutedModel(nn.Module):
             the environment's up to float rounding (which also differs between batch sizes).
         cost: the cost model the policy was trained with (the environment's ``cost=``): the
             observation's ``cost`` is that priced spend, as in training.
+        decide_at: where the policy decides, as the environment's option (``block`` or ``head``:
+            :func:`~routing_env.core.decision_points`); between decision points the move decided last
+            repeats, resolved by the fallback where it is invalid, and the observation is not built.
         fused: at batch 1 on the CPU, decide through the policy's compiled decision where its
             module offers one (``policy.fused_decision()``, e.g. :class:`~agents.fused.MLPDecision`:
             one call instead of ~15 eager ops a decision, issue 20); ``False`` keeps the torch path
@@ -59,7 +62,7 @@ class RoutedModel(nn.Module):
 
     def __init__(self, backbone: DynamicResNetBackbone, policy: nn.Module, allow_skip: bool = True,
                  max_macs: float | None = None, optimize: bool = True, cost: str | dict = "macs",
-                 widths: Sequence[float] | None = None, fused: bool = True) -> None:
+                 widths: Sequence[float] | None = None, decide_at: str = "block", fused: bool = True) -> None:
         super().__init__()
         spec, costs = backbone.spec, backbone.costs
         if not spec.head_after_skip:
@@ -86,6 +89,13 @@ class RoutedModel(nn.Module):
         # float64 under .to(dtype) (counts, not activations: see _apply).
         self._macs_tables = {"act_cost": tables.act_cost, "need": tables.need, "price_cost": priced.act_cost}
         self.has_head = [bool(v) for v in tables.has_head]
+        points = decision_points(tables.has_head, decide_at)
+        self.decides = [bool(v) for v in points]
+        """Per point, whether the policy decides there (else the last decision's move repeats)."""
+        self.decisions_by = [int(v) for v in np.cumsum(points)]
+        """Per point k, the decisions made by an input that exits there (``decisions`` of the output)."""
+        self.observed = [self.decides[k] or self.has_head[k] for k in range(len(points))]
+        """Per point, whether anything reads its pooled features (a decision or a head)."""
         self.costs_head0 = float(costs.head[0])
         self.register_buffer("valid_now", torch.tensor(tables.valid_now), persistent=False)
         self.register_buffer("fallback_ranks", torch.tensor(tables.fallback_ranks), persistent=False)
@@ -111,12 +121,13 @@ class RoutedModel(nn.Module):
     def from_env(cls, env: Any, policy: nn.Module, **overrides: Any) -> RoutedModel:
         """The routed model of a policy trained on ``env`` (a dynamic ResNet environment, wrapped or
         not): its backbone, and the options that decide which moves are valid and what the
-        observation's ``cost`` says (``allow_skip``, ``widths``, ``max_macs``, ``cost``), so that the
+        observation's ``cost`` says (``allow_skip``, ``widths``, ``max_macs``, ``cost``, ``decide_at``), so that the
         policy meets the environment it learned in; ``overrides`` replace any of them (e.g. a
         ``max_macs`` of its own)."""
         base = env.unwrapped
         config, backbone = base.config, base.core.backbone
-        options = {"allow_skip": config.skip_offered(backbone.spec), "widths": config.widths, "max_macs": config.max_macs, "cost": config.cost}
+        options = {"allow_skip": config.skip_offered(backbone.spec), "widths": config.widths, "max_macs": config.max_macs, "cost": config.cost,
+                   "decide_at": config.decide_at}
         return cls(backbone, policy, **{**options, **overrides})
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
@@ -146,7 +157,10 @@ class RoutedModel(nn.Module):
     def choose(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each row's move: the argmax of ``scores``, or where that is not in ``mask``, the first valid
         move of its fallback order (``ActionTables.fallback``'s rule, in torch)."""
-        raw = scores.argmax(dim=1)
+        return self._resolve(scores.argmax(dim=1), mask)
+
+    def _resolve(self, raw: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each row's move ``raw`` where ``mask`` allows it, else the first valid move of its fallback order."""
         ok = mask.gather(1, raw[:, None])[:, 0]
         if bool(ok.all()):
             return raw
@@ -181,21 +195,26 @@ class RoutedModel(nn.Module):
         macs += self.costs_head0 if has_probs else 0.0
         priced = torch.full((b,), self.price_prefix, dtype=torch.float64, device=device)
         probs = F.softmax(logits, dim=1) if has_probs else torch.zeros_like(logits)
+        segment = torch.zeros(b, dtype=torch.long, device=device)  # the move decided last, repeated until the next decision
         for k in range(self.num_stages + 1):
             mask = self._mask(k, has_probs, macs)
-            action = self.choose(self.policy(self._observation(pooled, probs, k, priced, mask)), mask)
+            if self.decides[k]:
+                action = segment = self.choose(self.policy(self._observation(pooled, probs, k, priced, mask)), mask)
+            else:
+                action = self._resolve(segment, mask)
             done = action == EXIT
             if bool(done.any()):
                 ended = rows[done]
                 out_logits[ended], out_macs[ended], out_exit[ended] = logits[done], macs[done], exit_at
-                out_decisions[ended] = k + 1
+                out_decisions[ended] = self.decisions_by[k]
                 keep = ~done
                 if not bool(keep.any()):
                     break
-                rows, h, pooled, action, macs, priced, logits, probs = (
-                    t[keep] for t in (rows, h, pooled, action, macs, priced, logits, probs))
+                rows, h, pooled, action, segment, macs, priced, logits, probs = (
+                    t[keep] for t in (rows, h, pooled, action, segment, macs, priced, logits, probs))
             h = self.model.block_routes(k, h, self.choice_of[action])
-            pooled = pooled_features(h, self.feature_dim)
+            if self.observed[k + 1]:
+                pooled = pooled_features(h, self.feature_dim)
             macs = macs + self.act_cost[k][action]
             priced = priced + self.price_cost[k][action]
             if self.has_head[k + 1]:
@@ -220,8 +239,11 @@ class RoutedModel(nn.Module):
         probs = F.softmax(logits, dim=1) if has_probs else torch.zeros_like(logits)
         act_cost, price_cost = self._macs_tables["act_cost"], self._macs_tables["price_cost"]
         decision = self.decision if device.type == "cpu" else None
+        segment = EXIT  # the move decided last (point 0 is always a decision point)
         for k in range(self.num_stages + 1):
-            if decision is not None:
+            if not self.decides[k]:
+                action, valid = segment, self._mask_np(k, has_probs, macs)
+            elif decision is not None:
                 valid = self._mask_np(k, has_probs, macs)
                 action = decision(pooled.numpy()[0], probs.numpy()[0], k, priced / self.price_reference, valid)
             else:
@@ -233,11 +255,14 @@ class RoutedModel(nn.Module):
                 valid = mask[0].numpy(force=True)
             if not valid[action]:
                 action = next(a for a in self.fallback_lists[action] if valid[a])
+            if self.decides[k]:
+                segment = action  # the resolved move repeats, as the environment repeats it
             if action == EXIT:
                 return (logits, torch.tensor([macs], dtype=torch.float64, device=device),
-                        torch.tensor([exit_at], device=device), torch.tensor([k + 1], device=device))
+                        torch.tensor([exit_at], device=device), torch.tensor([self.decisions_by[k]], device=device))
             h = self.model.block_routes(k, h, self.choice_list[action])
-            pooled = pooled_features(h, self.feature_dim)
+            if self.observed[k + 1]:
+                pooled = pooled_features(h, self.feature_dim)
             macs, priced = macs + float(act_cost[k, action]), priced + float(price_cost[k, action])
             if self.has_head[k + 1]:
                 logits = self.model.head_pooled(k + 1, pooled)

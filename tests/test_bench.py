@@ -31,7 +31,7 @@ def test_bench_dynamic_figures(cifar_root: str) -> None:
     routed = routed_figures(repeats=2)
     assert routed["batch1"]["macs_ratio"] == pytest.approx(0.5055, abs=1e-3)
     assert routed["batch64"]["latency_ratio"] > 0
-    assert {"policy_overhead_eager", "policy_overhead_mlp_eager", "routed_mlp_eager_ms"} <= set(routed["batch1"])
+    assert {"policy_overhead_eager", "policy_overhead_mlp_eager", "routed_mlp_eager_ms", "policy_overhead_head", "policy_overhead_mlp_head"} <= set(routed["batch1"])
 
 
 @pytest.mark.parametrize("args", [["--seconds", "0"], ["--ppo-steps", "0"]])

@@ -18,8 +18,9 @@ from routing_env.backbones.dynamic import DynamicResNetBackbone, dynamic_costs, 
 from routing_env.backbones.resnet import SKIP_CHOICE, WIDTHS, DynamicResNet, dynamic_from_plain, resnet20, resnet20_dynamic
 from routing_env.checkpoints import file_sha256, save_state_dict
 from routing_env.cotraining import CoTrainBackbone, CoTrainBackboneEnv
-from routing_env.core import EXIT, RUN, SKIP
+from routing_env.core import EXIT, RUN, SKIP, decision_points
 from routing_env.data import load_split
+from routing_env.env import terminal_info
 
 from helpers import assert_same, rollout
 
@@ -505,3 +506,37 @@ def test_single_skip_routes_skip_one_block_each_and_cost_what_the_environment_ch
         _, _, done, _, info = env.step(EXIT)
         intermediate = sum(env.core.backbone.costs.head[p] for p in model.exit_positions[:-1] if p <= model.num_blocks)
         assert done and info["macs"] == pytest.approx(route_macs(env.core.backbone.costs, choices, exits)[0] + intermediate)
+
+
+@pytest.mark.parametrize("max_macs", [None, 0.6])
+def test_decide_at_head_repeats_each_decision_up_to_the_next_decision_point(max_macs: float | None) -> None:
+    """``decide_at="head"`` is block-by-block routing in which the move decided at the start and after
+    each head repeats until the next decision point (resolved by the fallback where it is invalid):
+    the same routes, MACs, exits and predictions as ``block`` stepped that way, in fewer steps."""
+    outcomes, steps_taken = {}, {}
+    for mode in ("block", "head"):
+        env = RoutingVectorEnv(num_envs=32, backbone=TINY, split="test", lam=0.3, max_macs=max_macs, decide_at=mode)
+        points = decision_points(env.core.has_head, "head")
+        assert not points.all() and points[0]
+        obs, _ = env.reset(options={"index": np.arange(32)})
+        live, moves, steps, result = np.ones(32, dtype=bool), np.zeros(32, dtype=np.int64), np.zeros(32, dtype=np.int64), {}
+        while live.any():
+            for i in np.flatnonzero(points[obs["position"].argmax(axis=1)]):  # a decision: a valid move drawn from the observation
+                valid = np.flatnonzero(obs["action_mask"][i])
+                moves[i] = valid[int(np.abs(obs["features"][i]).sum() * 1e3) % len(valid)]
+            obs, _, terminated, _, info = env.step(moves.copy())
+            info = terminal_info(info)
+            steps += live
+            for i in np.flatnonzero(live & terminated):
+                result[i] = (info["macs"][i], info["correct"][i], info["exit_position"][i], info["route"][i].tolist())
+            live &= ~terminated
+        outcomes[mode], steps_taken[mode] = result, steps
+    assert outcomes["head"] == outcomes["block"]
+    assert (steps_taken["head"] <= steps_taken["block"]).all() and (steps_taken["head"] < steps_taken["block"]).any()
+    routes = np.array([r[3] for r in outcomes["head"].values()])
+    assert len({tuple(r) for r in routes}) > 1  # the draws differ between inputs
+
+
+def test_decide_at_is_checked() -> None:
+    with pytest.raises(ValueError, match="unknown decide_at 'stage'; expected one of"):
+        RoutingVectorEnv(num_envs=2, backbone=TINY, decide_at="stage")

@@ -194,3 +194,23 @@ def test_the_compiled_decision_is_used_at_batch_one_on_the_cpu_float32_only() ->
     # the decision reads the module's parameters, not a copy: all-zero scores now pick the first valid move
     assert routed.decision(np.ones(routed.feature_dim, np.float32), np.ones(routed.num_classes, np.float32), 1, 0.1,
                            np.array([False, True, True, True, True, True])) == 1
+
+
+@pytest.mark.parametrize("max_macs", [None, 0.6])
+def test_a_policy_deciding_at_heads_deploys_as_it_stepped_the_environment(max_macs: float | None) -> None:
+    """``decide_at="head"`` (issue 20: fewer decisions at batch 1): ``RoutedModel.from_env`` repeats
+    the move between decision points as the environment does, batched and at batch 1, and counts the
+    decisions the policy made (the environment's steps)."""
+    env = RoutingVectorEnv(num_envs=64, backbone="tiny-dynamic-resnet", split="test", lam=0.3, decide_at="head", max_macs=max_macs)
+    agent = make_agent("reinforce", env, seed=0)
+    agent.learn(3000)
+    records = route_split(agent, env)
+    routed = RoutedModel.from_env(env, agent.policy_module())
+    assert routed.decides == env.core.decides.tolist() and not all(routed.decides)
+    x = env.core.executor.inputs
+    assert_equal_to_env(routed(x), records, env.core.labels)
+    single = [routed(x[i : i + 1]) for i in range(32)]
+    assert [int(s[3][0]) for s in single] == records.decisions[:32].tolist()
+    assert [float(s[1][0]) for s in single] == pytest.approx(records.macs[:32].tolist())
+    assert records.decisions.max() <= int(np.sum(routed.decides))
+    assert len(np.unique(records.macs)) > 1  # the inputs take different routes
