@@ -106,7 +106,13 @@ class MLPDecision:
 
     def __call__(self, features: np.ndarray, probs: np.ndarray, position: int, cost: float, mask: np.ndarray) -> int:
         """``features`` ``(F,)``, ``probs`` ``(C,)`` (unsorted, as observed), ``position`` the decision
-        point, ``cost`` the observation's spend, ``mask`` ``(A,)`` bool."""
+        point, ``cost`` the observation's spend, ``mask`` ``(A,)`` bool. The kernel does not check
+        bounds, so the shapes are checked here (``ValueError``)."""
+        head = len(features) + len(probs) + 1
+        if not (0 <= position < self.input_dim - head and len(mask) == len(self.biases[-1])):
+            raise ValueError(f"an input of {len(features)} features, {len(probs)} probabilities, position {position} and "
+                             f"{len(mask)} mask entries does not fit a policy reading {self.input_dim} inputs and scoring "
+                             f"{len(self.biases[-1])} actions")
         return _decide(features, probs, position, cost, mask, self.masked, self.norm_weight, self.norm_bias, self.eps,
                        self.weights, self.biases, self.activation)
 

@@ -33,13 +33,15 @@ def decision_points(has_head: np.ndarray, decide_at: str) -> np.ndarray:
     """(N+1,) bool: the points where the policy is asked for a move under ``decide_at``.
 
     ``head`` asks at point 0 and at every point with an exit head, and repeats the move decided last
-    at the points between (each repeat resolved by the usual fallback where it is invalid there: a
-    SKIP at a block that cannot be skipped runs it at the narrowest width). On a dynamic ResNet with a
-    head after each stage that is one width-or-skip choice per stage and one exit choice per head,
-    four decisions instead of ten: at batch 1 each decision costs its observation (pooled features,
-    numpy views, mask) and the policy's forward, which with ten of them cost half as much again as
-    the blocks (issue 20). Where every point has a head (a cascade, or a head after every block) both
-    modes are the same."""
+    (as resolved at its decision point) at the points between, each repeat resolved again by the
+    usual fallback where it is invalid there (over the budget: a narrower width, or EXIT). On a
+    dynamic ResNet with a head after each stage that is one move per stage and the exit choice at
+    each head, four decisions instead of ten: at batch 1 each decision costs its observation (pooled
+    features, numpy views, mask) and the policy's forward, which with ten of them cost half as much
+    again as the blocks (issue 20). A stage whose first block cannot be skipped (a downsampling one)
+    cannot be skipped either: SKIP is masked at its decision point, so on the CIFAR ResNets only stage
+    1 can be skipped, whole. Where every point has a head (a cascade, or a head after every block)
+    both modes are the same."""
     if decide_at not in DECIDE_AT:
         raise ValueError(f"unknown decide_at {decide_at!r}; expected one of {DECIDE_AT}")
     if decide_at == "block":

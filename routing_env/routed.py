@@ -114,8 +114,9 @@ class RoutedModel(nn.Module):
         """MACs of one policy decision (report them beside the backbone's: ``decisions`` per input)."""
         self.valid_now_np, self.act_cost_np, self.need_np = tables.valid_now, tables.act_cost, tables.need
         self.fused = fused
-        self.decision = self._fused_decision()
-        """The policy's compiled decision for one input, or ``None`` (the torch path)."""
+        self._decision: Any = None
+        self._decision_of: tuple[int, ...] | None = None  # the parameters' storage it was built on
+        self.decision  # built now, so that a policy reading another input length is refused here
 
     @classmethod
     def from_env(cls, env: Any, policy: nn.Module, **overrides: Any) -> RoutedModel:
@@ -134,20 +135,25 @@ class RoutedModel(nn.Module):
         super()._apply(fn, recurse)
         for name, table in self._macs_tables.items():
             self._buffers[name] = torch.tensor(table, device=self._buffers[name].device)
-        self.decision = self._fused_decision()  # its weights are views: rebuilt (or dropped) after a move or a cast
         return self
 
-    def _fused_decision(self) -> Any:
+    @property
+    def decision(self) -> Any:
         """The policy's decision for one input when ``fused`` and the policy offers one: a callable
-        ``(features (F,), probs (C,), position, cost, mask (A,) bool) -> action`` on numpy, or ``None``.
-        Where it states the length of the input it reads (``input_dim``), it must be this model's
-        ``F + C + P + 1``."""
-        offer = getattr(self.policy, "fused_decision", None)
-        decision = offer() if self.fused and offer is not None else None
-        width = self.feature_dim + self.num_classes + self.num_stages + 2
-        if getattr(decision, "input_dim", width) != width:
-            raise ValueError(f"the policy reads inputs of length {decision.input_dim}; this model's observation gives {width}")
-        return decision
+        ``(features (F,), probs (C,), position, cost, mask (A,) bool) -> action`` on numpy, or ``None``
+        (the torch path). It reads views of the policy's parameters, so it is built again whenever
+        they are no longer the storage it was built on (a move, a cast, ``load_state_dict(assign=True)``,
+        a copy); where it states the length of the input it reads (``input_dim``), that must be this
+        model's ``F + C + P + 1``."""
+        storage = tuple(p.data_ptr() for p in self.policy.parameters())
+        if storage != self._decision_of:
+            offer = getattr(self.policy, "fused_decision", None)
+            decision = offer() if self.fused and offer is not None else None
+            width = self.feature_dim + self.num_classes + self.num_stages + 2
+            if getattr(decision, "input_dim", width) != width:
+                raise ValueError(f"the policy reads inputs of length {decision.input_dim}; this model's observation gives {width}")
+            self._decision, self._decision_of = decision, storage
+        return self._decision
 
     def _observation(self, features: torch.Tensor, probs: torch.Tensor, position: int, macs: torch.Tensor,
                      mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -227,7 +233,8 @@ class RoutedModel(nn.Module):
         """:meth:`forward` at batch 1, where the walk's bookkeeping, not the blocks, costs the time (issue
         20): the spend is Python floats (the same float64 sums), the mask rows and position one-hots
         are the precomputed tables' views, the action is read once, and the block runs directly. The
-        same decisions and outputs as the batched walk (a test checks both against each other)."""
+        same decisions and outputs as the batched walk (up to float rounding; with a compiled decision,
+        up to rounding between near-tied scores: a test checks both walks against each other)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         h = self.model.stem(x)

@@ -508,27 +508,33 @@ def test_single_skip_routes_skip_one_block_each_and_cost_what_the_environment_ch
         assert done and info["macs"] == pytest.approx(route_macs(env.core.backbone.costs, choices, exits)[0] + intermediate)
 
 
-@pytest.mark.parametrize("max_macs", [None, 0.6])
-def test_decide_at_head_repeats_each_decision_up_to_the_next_decision_point(max_macs: float | None) -> None:
+@pytest.mark.parametrize(("max_macs", "invalid_action", "reward"), [(None, "fallback", "accuracy"), (0.6, "raise", "dense"),
+                                                                     (0.6, "penalize", "accuracy-entropy-shaped")])
+def test_decide_at_head_repeats_each_decision_up_to_the_next_decision_point(max_macs: float | None, invalid_action: str, reward: str) -> None:
     """``decide_at="head"`` is block-by-block routing in which the move decided at the start and after
-    each head repeats until the next decision point (resolved by the fallback where it is invalid):
-    the same routes, MACs, exits and predictions as ``block`` stepped that way, in fewer steps."""
+    each head repeats until the next decision point (resolved by the fallback where it is invalid,
+    never raised or penalised: the policy did not choose it there): the same routes, MACs, exits,
+    predictions and undiscounted returns (per-step and shaped rewards summed) as ``block`` stepped that
+    way with the fallback, in fewer steps."""
     outcomes, steps_taken = {}, {}
     for mode in ("block", "head"):
-        env = RoutingVectorEnv(num_envs=32, backbone=TINY, split="test", lam=0.3, max_macs=max_macs, decide_at=mode)
+        env = RoutingVectorEnv(num_envs=32, backbone=TINY, split="test", lam=0.3, max_macs=max_macs, decide_at=mode, reward=reward,
+                               invalid_action=invalid_action if mode == "head" else "fallback")
         points = decision_points(env.core.has_head, "head")
         assert not points.all() and points[0]
         obs, _ = env.reset(options={"index": np.arange(32)})
         live, moves, steps, result = np.ones(32, dtype=bool), np.zeros(32, dtype=np.int64), np.zeros(32, dtype=np.int64), {}
+        returns = np.zeros(32)
         while live.any():
             for i in np.flatnonzero(points[obs["position"].argmax(axis=1)]):  # a decision: a valid move drawn from the observation
                 valid = np.flatnonzero(obs["action_mask"][i])
                 moves[i] = valid[int(np.abs(obs["features"][i]).sum() * 1e3) % len(valid)]
-            obs, _, terminated, _, info = env.step(moves.copy())
+            obs, rewards, terminated, _, info = env.step(moves.copy())
             info = terminal_info(info)
             steps += live
+            returns += np.where(live, rewards, 0.0)
             for i in np.flatnonzero(live & terminated):
-                result[i] = (info["macs"][i], info["correct"][i], info["exit_position"][i], info["route"][i].tolist())
+                result[i] = (info["macs"][i], info["correct"][i], info["exit_position"][i], info["route"][i].tolist(), round(returns[i], 9))
             live &= ~terminated
         outcomes[mode], steps_taken[mode] = result, steps
     assert outcomes["head"] == outcomes["block"]

@@ -190,10 +190,18 @@ def test_the_compiled_decision_is_used_at_batch_one_on_the_cpu_float32_only() ->
     assert [int(g[3][0]) for g in got] == [int(w[3][0]) for w in want]
     routed.float()
     assert routed.decision is not None
-    routed.policy.net.load_state_dict({k: torch.zeros_like(v) for k, v in routed.policy.net.state_dict().items()})
+    zeros = {k: torch.zeros_like(v) for k, v in routed.policy.net.state_dict().items()}
+    features, probs, mask = np.ones(routed.feature_dim, np.float32), np.ones(routed.num_classes, np.float32), np.array([False, True, True, True, True, True])
+    routed.policy.net.load_state_dict(zeros)
     # the decision reads the module's parameters, not a copy: all-zero scores now pick the first valid move
-    assert routed.decision(np.ones(routed.feature_dim, np.float32), np.ones(routed.num_classes, np.float32), 1, 0.1,
-                           np.array([False, True, True, True, True, True])) == 1
+    assert routed.decision(features, probs, 1, 0.1, mask) == 1
+    copy, agent_net = __import__("copy").deepcopy(routed), agent.policy_module().net
+    for model in (routed, copy):  # new storage (assigned, or copied): the decision follows it
+        model.policy.net.load_state_dict(agent_net.state_dict(), assign=True)
+        batch = model(x)
+        assert [int(model(x[i : i + 1])[3][0]) for i in range(len(x))] == batch[3].tolist()
+    with pytest.raises(ValueError, match="does not fit a policy reading"):
+        routed.decision(features, probs, routed.num_stages + 1, 0.1, mask)
 
 
 @pytest.mark.parametrize("max_macs", [None, 0.6])

@@ -15,10 +15,11 @@ from ..evaluation import exit_table
 from .train import evaluation_env, evaluation_json
 
 def backbone_moves(env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``env_kwargs`` without the restrictions of the move set a policy is offered (``widths``, and
-    ``allow_skip=False``): the static routes and random skipping a policy is compared with are the
-    backbone's, so that a policy offered fewer moves still meets every fixed route the network has."""
-    out = {k: v for k, v in env_kwargs.items() if k != "widths"}
+    """``env_kwargs`` without the restrictions of the move set a policy is offered (``widths``,
+    ``allow_skip=False``, and ``decide_at``): the static routes and random skipping a policy is
+    compared with are the backbone's, decided per block, so that a policy offered fewer moves or
+    fewer decisions still meets every fixed route the network has."""
+    out = {k: v for k, v in env_kwargs.items() if k not in ("widths", "decide_at")}
     if out.get("allow_skip") is False:
         del out["allow_skip"]
     return out
