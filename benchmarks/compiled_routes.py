@@ -18,9 +18,7 @@ parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--repeats", type=int, default=500)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
-from agents.features import policy_input  # noqa: E402
-from agents.reinforce import PolicyNet, _TorchPolicy  # noqa: E402
-from routing_env.bench import HalfWidthPolicy, interleaved_medians  # noqa: E402
+from routing_env.bench import HalfWidthPolicy, interleaved_medians, latency_policy_net  # noqa: E402
 from routing_env.pretrained import load  # noqa: E402
 from routing_env.provenance import provenance  # noqa: E402
 from routing_env.routed import RoutedModel  # noqa: E402
@@ -29,10 +27,7 @@ backbone = load("cifar10-resnet20-dynamic")
 n, last = backbone.spec.num_stages, len(backbone.spec.widths) - 1
 routed = RoutedModel(backbone, HalfWidthPolicy(n))
 full, half, quarter = routed.route_module([last] * n), routed.route_module([1] * n), routed.route_module([0] * n)
-example = routed._observation(torch.zeros(1, routed.feature_dim), torch.zeros(1, routed.num_classes), 0,
-                              torch.zeros(1, dtype=torch.float64), routed.valid_now[0, 1][None])
-torch.manual_seed(0)
-mlp = _TorchPolicy(PolicyNet(policy_input(example).shape[1], routed.num_actions, 64)).eval()
+example, mlp = latency_policy_net(routed)
 x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
 fused = mlp.fused_decision()  # agents.fused.MLPDecision: the same decision in one numba call
 features, probs, mask = example["features"][0].numpy(), example["probs"][0].numpy(), example["action_mask"][0].numpy().astype(bool)

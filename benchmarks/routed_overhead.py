@@ -36,21 +36,15 @@ torch.set_num_threads(args.threads)
 
 import torch.nn.functional as F  # noqa: E402
 
-from agents.features import policy_input  # noqa: E402
-from agents.reinforce import PolicyNet, _TorchPolicy  # noqa: E402
 from routing_env.backbones.dynamic import pooled_features  # noqa: E402
-from routing_env.bench import HalfWidthPolicy, interleaved_medians  # noqa: E402
+from routing_env.bench import HalfWidthPolicy, interleaved_medians, latency_policy_net  # noqa: E402
 from routing_env.pretrained import load  # noqa: E402
 from routing_env.provenance import provenance  # noqa: E402
 from routing_env.routed import RoutedModel  # noqa: E402
 
 backbone = load("cifar10-resnet20-dynamic")
 n = backbone.spec.num_stages
-probe = RoutedModel(backbone, HalfWidthPolicy(n))
-example = probe._observation(torch.zeros(1, probe.feature_dim), torch.zeros(1, probe.num_classes), 0,
-                             torch.zeros(1, dtype=torch.float64), probe.valid_now[0, 1][None])
-torch.manual_seed(0)
-mlp = _TorchPolicy(PolicyNet(policy_input(example).shape[1], probe.num_actions, 64)).eval()
+_, mlp = latency_policy_net(RoutedModel(backbone, HalfWidthPolicy(n)))
 routed, eager = RoutedModel(backbone, HalfWidthPolicy(n, mlp)), RoutedModel(backbone, HalfWidthPolicy(n, mlp), fused=False)
 at_heads = RoutedModel(backbone, HalfWidthPolicy(n, mlp), decide_at="head")
 model, fixed, decision = routed.model, routed.route_module([1] * n), mlp.fused_decision()

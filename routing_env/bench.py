@@ -269,6 +269,19 @@ class HalfWidthPolicy(nn.Module):
         return decide
 
 
+def latency_policy_net(routed: Any) -> tuple[dict[str, torch.Tensor], nn.Module]:
+    """An example observation of ``routed`` (a :class:`~routing_env.routed.RoutedModel`) and a policy
+    network of the agents' default size on it (``PolicyNet``, hidden 64, seed 0, untrained): what a
+    learned policy's decision costs, for the latency figures."""
+    from agents.features import policy_input
+    from agents.reinforce import PolicyNet, _TorchPolicy
+
+    example = routed._observation(torch.zeros(1, routed.feature_dim), torch.zeros(1, routed.num_classes), 0,
+                                  torch.zeros(1, dtype=torch.float64), routed.valid_now[0, 1][None])
+    torch.manual_seed(0)
+    return example, _TorchPolicy(PolicyNet(policy_input(example).shape[1], routed.num_actions, 64)).eval()
+
+
 def routed_figures(repeats: int) -> dict[str, Any]:
     """Routed inference against the full network, both in RoutedModel's inference form (BatchNorm
     folded, channels-last); also the plain network as trained and the same route with no policy.
@@ -277,19 +290,13 @@ def routed_figures(repeats: int) -> dict[str, Any]:
     decisions are compiled (``policy.fused_decision()``); ``_eager`` is the same walk with the torch
     decisions (``RoutedModel(fused=False)``), ``_head`` the same route decided only at the start and
     after each exit head (``decide_at="head"``: 4 decisions instead of 10), measured in the same rounds."""
-    from agents.features import policy_input
-    from agents.reinforce import PolicyNet, _TorchPolicy
-
     from .pretrained import load
     from .routed import RoutedModel
 
     backbone = load("cifar10-resnet20-dynamic")
     n, last = backbone.spec.num_stages, len(backbone.spec.widths) - 1
     routed = RoutedModel(backbone, HalfWidthPolicy(n))
-    example = routed._observation(torch.zeros(1, routed.feature_dim), torch.zeros(1, routed.num_classes), 0,
-                                  torch.zeros(1, dtype=torch.float64), routed.valid_now[0, 1][None])
-    torch.manual_seed(0)
-    mlp = _TorchPolicy(PolicyNet(policy_input(example).shape[1], routed.num_actions, 64))
+    _, mlp = latency_policy_net(routed)
     routed_mlp = RoutedModel(backbone, HalfWidthPolicy(n, mlp))
     batch1 = {"routed_eager": RoutedModel(backbone, HalfWidthPolicy(n), fused=False),
               "routed_mlp_eager": RoutedModel(backbone, HalfWidthPolicy(n, mlp), fused=False),
