@@ -232,7 +232,8 @@ class RoutedModel(nn.Module):
     def _forward_one(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`forward` at batch 1, where the walk's bookkeeping, not the blocks, costs the time (issue
         20): the spend is Python floats (the same float64 sums), the mask rows and position one-hots
-        are the precomputed tables' views, the action is read once, and the block runs directly. The
+        are the precomputed tables' views, the action is read once, a forced move (one valid) asks no
+        policy (its ``decisions`` still count it, as the environment's steps do), and the block runs directly. The
         same decisions and outputs as the batched walk (up to float rounding; with a compiled decision,
         up to rounding between near-tied scores: a test checks both walks against each other)."""
         if self.channels_last:
@@ -248,18 +249,18 @@ class RoutedModel(nn.Module):
         decision = self.decision if device.type == "cpu" else None
         segment = EXIT  # the move decided last (point 0 is always a decision point)
         for k in range(self.num_stages + 1):
+            valid = self._mask_np(k, has_probs, macs)
             if not self.decides[k]:
-                action, valid = segment, self._mask_np(k, has_probs, macs)
+                action = segment
+            elif np.count_nonzero(valid) == 1:  # a forced move (the last point's EXIT): whatever the policy says, this
+                action = int(valid.argmax())
             elif decision is not None:
-                valid = self._mask_np(k, has_probs, macs)
                 action = decision(pooled.numpy()[0], probs.numpy()[0], k, priced / self.price_reference, valid)
             else:
-                mask = self._mask_one(k, has_probs, macs, device)
                 observation = {"features": pooled, "probs": probs, "position": self.onehot[k : k + 1].to(dtype),
                                "cost": torch.full((1, 1), priced / self.price_reference, dtype=dtype, device=device),
-                               "action_mask": mask.to(torch.int8)}
+                               "action_mask": torch.tensor(valid[None], dtype=torch.int8, device=device)}
                 action = int(self.policy(observation).argmax(dim=1))
-                valid = mask[0].numpy(force=True)
             if not valid[action]:
                 action = next(a for a in self.fallback_lists[action] if valid[a])
             if self.decides[k]:
@@ -278,18 +279,11 @@ class RoutedModel(nn.Module):
         raise AssertionError("the last decision point offers only EXIT")  # ActionTables guarantees it
 
     def _mask_np(self, k: int, has_probs: bool, macs: float) -> np.ndarray:
-        """:meth:`_mask` for one input as a numpy row (the compiled decision's input)."""
+        """:meth:`_mask` for one input whose spend is the float ``macs``, as a numpy row (the batch-1 walk's)."""
         row = self.valid_now_np[k, int(has_probs)]
         if self.budget == float("inf"):
             return row
         return row & fits(np.array([macs]), self.act_cost_np[k] if has_probs else self.need_np[k], self.budget)[0]
-
-    def _mask_one(self, k: int, has_probs: bool, macs: float, device: torch.device) -> torch.Tensor:
-        """:meth:`_mask` for one input whose spend is the float ``macs`` (a tensor only when a budget
-        needs checking)."""
-        if self.budget == float("inf"):
-            return self.valid_now[k, int(has_probs)][None]
-        return self._mask(k, has_probs, torch.tensor([macs], dtype=torch.float64, device=device))
 
     def route_module(self, choices: Sequence[int], exit_position: int | None = None) -> RouteModule:
         """One fixed route (per block a width index or ``SKIP_CHOICE``; exit at ``exit_position``,

@@ -73,11 +73,14 @@ def test_from_env_deploys_a_policy_with_the_environments_move_set() -> None:
     np.testing.assert_allclose(records.macs, full_width)
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("max_macs", [None, 0.5])
-def test_each_input_is_routed_alone_as_in_a_batch(max_macs: float | None) -> None:
-    """Batch 1 takes its own lean walk (issue 20); it must make the batched walk's decisions."""
+def test_each_input_is_routed_alone_as_in_a_batch(max_macs: float | None, fused: bool) -> None:
+    """Batch 1 takes its own lean walk (issue 20), with the compiled decision or the torch one; it
+    must make the batched walk's decisions."""
     env, agent = trained()
-    routed = RoutedModel(env.core.backbone, agent.policy_module(), max_macs=max_macs)
+    routed = RoutedModel(env.core.backbone, agent.policy_module(), max_macs=max_macs, fused=fused)
+    assert (routed.decision is not None) == fused
     x = env.core.executor.inputs[:32]
     batch = routed(x)
     assert len(set(batch[1].tolist())) > 1  # the inputs take different routes
