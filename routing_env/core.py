@@ -343,6 +343,7 @@ class RoutingCore:
         self.onehot = np.eye(n + 1, dtype=np.float32)
         self.decide_at = decide_at
         self.decides = decision_points(self.has_head, decide_at)
+        self.decides.flags.writeable = False  # shared with RoutingView
         """Per point, whether the policy decides there (:func:`decision_points`)."""
 
     # --- static tables ------------------------------------------------------------------------
@@ -588,6 +589,8 @@ class RoutingView:
         """(N+1, A): the MACs each move charges, the head it evaluates included (inf where impossible)."""
         self.budget: float = float(core.budget)
         """The hard budget in MACs (``inf`` without ``max_macs``)."""
+        self.decision_points: np.ndarray = core.decides
+        """(N+1,) bool: where the policy is asked for a move (``decide_at``; :func:`decision_points`)."""
         members = getattr(core.backbone, "member_names", None)
         self.member_names: tuple[str, ...] | None = tuple(members) if members is not None else None
         """A cascade's classifiers, by head position (``None`` for other backbones)."""

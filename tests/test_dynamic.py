@@ -522,6 +522,7 @@ def test_decide_at_head_repeats_each_decision_up_to_the_next_decision_point(max_
                                invalid_action=invalid_action if mode == "head" else "fallback")
         points = decision_points(env.core.has_head, "head")
         assert not points.all() and points[0]
+        assert env.routing.decision_points.tolist() == (points if mode == "head" else np.ones_like(points)).tolist()
         obs, _ = env.reset(options={"index": np.arange(32)})
         live, moves, steps, result = np.ones(32, dtype=bool), np.zeros(32, dtype=np.int64), np.zeros(32, dtype=np.int64), {}
         returns = np.zeros(32)
