@@ -344,6 +344,8 @@ class RoutingCore:
         self.decide_at = decide_at
         self.decides = decision_points(self.has_head, decide_at)
         self.decides.flags.writeable = False  # shared with RoutingView
+        self.repeats = not self.decides.all()
+        """Whether a step may repeat its move past a point (``decide_at="head"`` with points between heads)."""
         """Per point, whether the policy decides there (:func:`decision_points`)."""
 
     # --- static tables ------------------------------------------------------------------------
@@ -450,7 +452,7 @@ class RoutingCore:
         done = actions == EXIT
         self._execute(group_slots, group_keys, group_starts, evaluated)
         self._update_mask(slots)
-        if not self.decides.all():
+        if self.repeats:
             self._repeat_to_decision_points(slots, actions, done, price)
         prediction, labels, correct, macs, step_macs = kernels.settle(slots, self.logits, self.index, self.labels, self.macs, self.charged)
         if self.uses_cross_entropy:
