@@ -225,3 +225,29 @@ def test_a_policy_deciding_at_heads_deploys_as_it_stepped_the_environment(max_ma
     assert [float(s[1][0]) for s in single] == pytest.approx(records.macs[:32].tolist())
     assert records.decisions.max() <= int(np.sum(routed.decides))
     assert len(np.unique(records.macs)) > 1  # the inputs take different routes
+
+
+def test_the_compiled_decision_declines_what_its_kernel_does_not_compute() -> None:
+    """``MLPDecision.of`` returns ``None`` (the torch path) for layers it does not compute, and a
+    decision for Linear/Tanh or Linear/ReLU stacks of any depth, equal to the stack's argmax."""
+    from torch import nn
+
+    from agents.fused import MLPDecision
+
+    torch.manual_seed(0)
+    assert MLPDecision.of([nn.Linear(8, 4), nn.GELU(), nn.Linear(4, 3)]) is None
+    assert MLPDecision.of([nn.Linear(8, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3)]) is None  # mixed
+    assert MLPDecision.of([nn.Linear(8, 4), nn.Linear(4, 3)]) is None  # no activation between
+    assert MLPDecision.of([nn.Linear(8, 3)], norm=nn.LayerNorm(8, elementwise_affine=False)) is None
+    assert MLPDecision.of([nn.Linear(8, 3).double()]) is None
+    for layers in ([nn.Linear(8, 3)], [nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 3)]):
+        decision = MLPDecision.of(layers)
+        assert decision is not None and decision.input_dim == 8
+        generator = np.random.default_rng(1)
+        for _ in range(50):  # input: 3 features, 2 probabilities, a position one-hot of 2, the cost
+            features, probs = generator.normal(size=3).astype(np.float32), generator.dirichlet([1, 1]).astype(np.float32)
+            position, cost = int(generator.integers(0, 2)), float(generator.uniform())
+            x = torch.tensor(np.concatenate([features, np.sort(probs)[::-1], np.eye(2)[position], [cost]]), dtype=torch.float32)
+            with torch.no_grad():
+                want = int(nn.Sequential(*layers)(x).argmax())
+            assert decision(features, probs, position, cost, np.ones(3, dtype=bool)) == want
