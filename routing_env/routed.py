@@ -112,7 +112,7 @@ class RoutedModel(nn.Module):
                                     torch.zeros(1, dtype=torch.float64), self.valid_now[0, 1][None])
         self.policy_macs_per_decision = float(count_macs(self.policy, example))
         """MACs of one policy decision (report them beside the backbone's: ``decisions`` per input)."""
-        self.valid_now_np, self.act_cost_np, self.need_np = tables.valid_now, tables.act_cost, tables.need
+        self.valid_now_np = tables.valid_now
         self.fused = fused
         self._decision: Any = None
         self._decision_of: tuple[int, ...] | None = None  # the parameters' storage it was built on
@@ -283,7 +283,8 @@ class RoutedModel(nn.Module):
         row = self.valid_now_np[k, int(has_probs)]
         if self.budget == float("inf"):
             return row
-        return row & fits(np.array([macs]), self.act_cost_np[k] if has_probs else self.need_np[k], self.budget)[0]
+        committed = self._macs_tables["act_cost" if has_probs else "need"][k]
+        return row & fits(np.array([macs]), committed, self.budget)[0]
 
     def route_module(self, choices: Sequence[int], exit_position: int | None = None) -> RouteModule:
         """One fixed route (per block a width index or ``SKIP_CHOICE``; exit at ``exit_position``,
