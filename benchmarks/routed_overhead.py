@@ -10,11 +10,13 @@ each adding one part of what :class:`~routing_env.routed.RoutedModel` does at ba
 - ``blocks``: the same stem, blocks and last head called in a plain loop;
 - ``+pool``: and the observation's pooled features after every block (``pooled_features``);
 - ``+heads``: and the heads at every head position with their softmax (the observation's ``probs``);
-- ``+decide``: and per decision point the numpy views, the mask row and the compiled decision of a
+- ``compiled_observe``: ``blocks`` and the same observation as ``+heads`` in one compiled call a point
+  (:func:`~routing_env.kernels.observe_one`, what ``RoutedModel`` runs at batch 1);
+- ``+decide``: and per decision point the mask row and the compiled decision of a
   ``PolicyNet`` (hidden 64; :class:`~agents.fused.MLPDecision`), result discarded;
 - ``routed_fused``: ``RoutedModel`` with that policy (the same decisions, see
   :class:`~routing_env.bench.HalfWidthPolicy`), batch-1 walk, compiled decision;
-- ``routed_eager``: the same with ``fused=False`` (the torch decision);
+- ``routed_eager``: the same with ``fused=False`` (the torch observation and decision);
 - ``routed_fused_head``: the compiled decisions, taken only at the start and after each exit head
   (``decide_at="head"``: 4 instead of 10; the route is the same).
 
@@ -52,25 +54,30 @@ heads = [k for k in range(n + 1) if routed.has_head[k]]
 x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
 
 
-def walk(pool: bool, heads_too: bool, decide: bool) -> torch.Tensor:
+def walk(pool: bool, heads_too: bool, decide: bool = False, compiled: bool = False) -> torch.Tensor:
     h = model.stem(x)
+    observation = routed._observation_one(h) if compiled else None
+    if compiled:
+        observation.update(0, h)
     pooled = pooled_features(h, routed.feature_dim) if pool else None
-    probs = torch.zeros(1, routed.num_classes)
     for k in range(n + 1):
         if decide:
-            decision(pooled.numpy()[0], probs.numpy()[0], k, 0.5, routed._mask_np(k, bool(k), 1.0))
+            decision(observation.features_np, observation.probs_np, k, 0.5, routed._mask_np(k, bool(k), 1.0))
         if k == n:
             break
         h = model.blocks[k](h, 1)
+        if compiled:
+            observation.update(k + 1, h)
         if pool:
             pooled = pooled_features(h, routed.feature_dim)
         if heads_too and k + 1 in heads:
-            probs = F.softmax(model.head_pooled(k + 1, pooled), dim=1)
+            F.softmax(model.head_pooled(k + 1, pooled), dim=1)
     return model.head(n, h)
 
 
-runs = {"fixed_route": lambda: fixed(x), "blocks": lambda: walk(False, False, False), "+pool": lambda: walk(True, False, False),
-        "+heads": lambda: walk(True, True, False), "+decide": lambda: walk(True, True, True),
+runs = {"fixed_route": lambda: fixed(x), "blocks": lambda: walk(False, False), "+pool": lambda: walk(True, False),
+        "+heads": lambda: walk(True, True), "compiled_observe": lambda: walk(False, False, compiled=True),
+        "+decide": lambda: walk(False, False, decide=True, compiled=True),
         "routed_fused": lambda: routed(x), "routed_eager": lambda: eager(x), "routed_fused_head": lambda: at_heads(x)}
 with torch.inference_mode():
     seconds = interleaved_medians(runs, args.repeats)

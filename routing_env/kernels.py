@@ -5,13 +5,16 @@ inputs). In numpy each costs its dispatch, 0.5–3 µs whatever B is, so a singl
 was ~40 dispatches, and at B = 1024 the step was a few percent of the look-up ceiling (``routing-env
 bench``). These kernels do that work in one call each, for any B: the core keeps one
 implementation of the transition for B = 1 and B = 1024 (:class:`~routing_env.core.RoutingCore`
-calls them; nothing else does). Every value is computed as numpy computed it, bit for bit: the
+calls them). Every value is computed as numpy computed it, bit for bit: the
 softmax stays numpy's (a compiled ``exp`` and sum round differently in the last bit, and a trained
 policy's figures move with them), and the float64 sums add in the same order.
 
 Each kernel mutates the core's state arrays in place (indexed by slot) and returns per-row results
 (indexed by the position of a slot in ``slots``). Compiled on first use and cached on disk
 (``cache=True``), so only the first process on a machine pays the compilation.
+
+:func:`observe_one` is the one kernel outside the core: :class:`~routing_env.routed.RoutedModel`'s
+batch-1 observation (pooling and an exit head), for the same reason at deployment.
 """
 
 from __future__ import annotations
@@ -223,3 +226,42 @@ def settle(
         step[i] = macs[s] - charged[s]
         charged[s] = macs[s]
     return prediction, label, correct, spent, step
+
+
+@numba.njit(cache=True)
+def observe_one(h: np.ndarray, pooled: np.ndarray, weight: np.ndarray, bias: np.ndarray, logits: np.ndarray,
+                probs: np.ndarray) -> None:
+    """One input's observation after a block, in place: ``pooled`` (F,) the global average of the map
+    ``h`` (1, C, H, W), any strides (channels-last is read in memory order), zero beyond C (the
+    environment's padding); where there is an exit head (``weight`` (K, C') non-empty, C' <= C), its
+    ``logits`` (K,) = ``weight @ pooled[:C'] + bias`` and their softmax ``probs``.
+
+    Why: at batch 1, ``pooled_features``, the head's linear layer and the softmax are four eager torch
+    ops, ~25 µs at every head of a routed walk, for ~20k multiply-adds (issue 20). The sums run in
+    float64 and round once to float32, so the values equal torch's up to float32 rounding (the
+    batch-1 and batched walks are tested to decide alike)."""
+    c, height, width = h.shape[1], h.shape[2], h.shape[3]
+    total = np.zeros(c, np.float64)
+    for y in range(height):
+        for x in range(width):
+            for j in range(c):
+                total[j] += h[0, j, y, x]
+    area = height * width
+    for j in range(c):
+        pooled[j] = total[j] / area
+    pooled[c:] = 0.0
+    if weight.shape[0] == 0:
+        return
+    largest = -np.inf
+    for r in range(weight.shape[0]):
+        acc = 0.0
+        for j in range(weight.shape[1]):
+            acc += weight[r, j] * np.float64(pooled[j])
+        logits[r] = acc + bias[r]
+        largest = max(largest, np.float64(logits[r]))
+    exps = np.empty(weight.shape[0], np.float64)
+    for r in range(weight.shape[0]):
+        exps[r] = np.exp(np.float64(logits[r]) - largest)
+    norm = exps.sum()
+    for r in range(weight.shape[0]):
+        probs[r] = exps[r] / norm

@@ -23,6 +23,7 @@ from torch import nn
 
 from .backbones.dynamic import DynamicResNetBackbone, pooled_features
 from .backbones.resnet import SKIP_CHOICE, DynamicResNet, inference_copy
+from . import kernels
 from .core import EXIT, ActionTables, decision_points, fallback_order, fits
 from .costs import count_macs
 from .latency import cost_table
@@ -53,8 +54,10 @@ class RoutedModel(nn.Module):
             repeats, resolved by the fallback where it is invalid, and the observation is not built.
         fused: at batch 1 on the CPU, decide through the policy's compiled decision where its
             module offers one (``policy.fused_decision()``, e.g. :class:`~agents.fused.MLPDecision`:
-            one call instead of ~15 eager ops a decision, issue 20); ``False`` keeps the torch path
-            (the batched walk always takes it).
+            one call instead of ~15 eager ops a decision, issue 20), and in float32 compute the
+            observation (pooled features, exit head, softmax) in one compiled call a point
+            (:func:`~routing_env.kernels.observe_one`); ``False`` keeps the torch path (the batched
+            walk always takes it).
 
     ``macs`` counts the backbone (stem, blocks as run, heads evaluated); the policy's own cost is
     ``policy_macs_per_decision`` times ``decisions``.
@@ -116,6 +119,9 @@ class RoutedModel(nn.Module):
         self.fused = fused
         self._decision: Any = None
         self._decision_of: tuple[int, ...] | None = None  # the parameters' storage it was built on
+        self._heads: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._heads_of: tuple[int, ...] | None = None
+        self._policy_storage, self._heads_storage = ParameterStorage(), ParameterStorage()
         self.decision  # built now, so that a policy reading another input length is refused here
 
     @classmethod
@@ -145,7 +151,7 @@ class RoutedModel(nn.Module):
         they are no longer the storage it was built on (a move, a cast, ``load_state_dict(assign=True)``,
         a copy); where it states the length of the input it reads (``input_dim``), that must be this
         model's ``F + C + P + 1``."""
-        storage = tuple(p.data_ptr() for p in self.policy.parameters())
+        storage = self._policy_storage(self.policy)
         if storage != self._decision_of:
             offer = getattr(self.policy, "fused_decision", None)
             decision = offer() if self.fused and offer is not None else None
@@ -233,18 +239,20 @@ class RoutedModel(nn.Module):
         """:meth:`forward` at batch 1, where the walk's bookkeeping, not the blocks, costs the time (issue
         20): the spend is Python floats (the same float64 sums), the mask rows and position one-hots
         are the precomputed tables' views, the action is read once, a forced move (one valid) asks no
-        policy (its ``decisions`` still count it, as the environment's steps do), and the block runs directly. The
-        same decisions and outputs as the batched walk (up to float rounding; with a compiled decision,
-        up to rounding between near-tied scores: a test checks both walks against each other)."""
+        policy (its ``decisions`` still count it, as the environment's steps do), the block runs
+        directly, and with ``fused`` the observation is one compiled call per point
+        (:class:`_CompiledObservation`). The same decisions and outputs as the batched walk (up to
+        float rounding; with compiled calls, up to rounding between near-tied scores: a test checks
+        both walks against each other)."""
+        model = self.model  # a submodule: each attribute read of it costs a module lookup
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        h = self.model.stem(x)
-        pooled = pooled_features(h, self.feature_dim)
-        dtype, device = pooled.dtype, pooled.device
+        h = model.stem(x)
+        observation = self._observation_one(h)
+        observation.update(0, h)
+        device = h.device
         has_probs, exit_at = self.has_head[0], 0
         macs, priced = self.prefix + (self.costs_head0 if has_probs else 0.0), self.price_prefix
-        logits = self.model.head_pooled(0, pooled) if has_probs else pooled.new_zeros(1, self.num_classes)
-        probs = F.softmax(logits, dim=1) if has_probs else torch.zeros_like(logits)
         act_cost, price_cost = self._macs_tables["act_cost"], self._macs_tables["price_cost"]
         decision = self.decision if device.type == "cpu" else None
         segment = EXIT  # the move decided last (point 0 is always a decision point)
@@ -255,28 +263,51 @@ class RoutedModel(nn.Module):
             elif np.count_nonzero(valid) == 1:  # a forced move (the last point's EXIT): whatever the policy says, this
                 action = int(valid.argmax())
             elif decision is not None:
-                action = decision(pooled.numpy()[0], probs.numpy()[0], k, priced / self.price_reference, valid)
+                action = decision(observation.features_np, observation.probs_np, k, priced / self.price_reference, valid)
             else:
-                observation = {"features": pooled, "probs": probs, "position": self.onehot[k : k + 1].to(dtype),
-                               "cost": torch.full((1, 1), priced / self.price_reference, dtype=dtype, device=device),
-                               "action_mask": torch.tensor(valid[None], dtype=torch.int8, device=device)}
-                action = int(self.policy(observation).argmax(dim=1))
+                features = observation.features
+                action = int(self.policy({
+                    "features": features, "probs": observation.probs, "position": self.onehot[k : k + 1].to(features.dtype),
+                    "cost": torch.full((1, 1), priced / self.price_reference, dtype=features.dtype, device=device),
+                    "action_mask": torch.tensor(valid[None], dtype=torch.int8, device=device)}).argmax(dim=1))
             if not valid[action]:
                 action = next(a for a in self.fallback_lists[action] if valid[a])
             if self.decides[k]:
                 segment = action  # the resolved move repeats, as the environment repeats it
             if action == EXIT:
-                return (logits, torch.tensor([macs], dtype=torch.float64, device=device),
+                return (observation.logits, torch.tensor([macs], dtype=torch.float64, device=device),
                         torch.tensor([exit_at], device=device), torch.tensor([self.decisions_by[k]], device=device))
-            h = self.model.block_routes(k, h, self.choice_list[action])
+            h = model.block_routes(k, h, self.choice_list[action])
             if self.observed[k + 1]:
-                pooled = pooled_features(h, self.feature_dim)
+                observation.update(k + 1, h)
             macs, priced = macs + float(act_cost[k, action]), priced + float(price_cost[k, action])
             if self.has_head[k + 1]:
-                logits = self.model.head_pooled(k + 1, pooled)
-                probs = F.softmax(logits, dim=1)
                 has_probs, exit_at = True, k + 1
         raise AssertionError("the last decision point offers only EXIT")  # ActionTables guarantees it
+
+    def _observation_one(self, h: torch.Tensor) -> _TorchObservation | _CompiledObservation:
+        """The batch-1 walk's observation of the map ``h``: compiled where ``fused`` and the network
+        runs in float32 on the CPU, else in torch."""
+        if self.fused and h.device.type == "cpu" and h.dtype == torch.float32:
+            heads = self._compiled_heads
+            if heads is not None:
+                return _CompiledObservation(heads, self.feature_dim, self.num_classes)
+        return _TorchObservation(self.model, self.has_head, self.feature_dim, h.new_zeros(1, self.num_classes))
+
+    @property
+    def _compiled_heads(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Per point, its exit head's ``(weight, bias)`` as numpy views of the parameters (empty arrays
+        where there is none), for :func:`~routing_env.kernels.observe_one`; ``None`` unless they are
+        float32 on the CPU. Built again when the parameters' storage changes (as :attr:`decision`)."""
+        storage = self._heads_storage(self.model.heads)
+        if storage != self._heads_of:
+            fcs = {p: self.model.heads[str(p)].fc for p in range(self.num_stages + 1) if self.has_head[p]}
+            usable = all(t.dtype == torch.float32 and t.device.type == "cpu" for fc in fcs.values() for t in (fc.weight, fc.bias))
+            none = (np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
+            self._heads = [(fcs[p].weight.detach().numpy(), fcs[p].bias.detach().numpy()) if p in fcs else none
+                           for p in range(self.num_stages + 1)] if usable else None
+            self._heads_of = storage
+        return self._heads
 
     def _mask_np(self, k: int, has_probs: bool, macs: float) -> np.ndarray:
         """:meth:`_mask` for one input whose spend is the float ``macs``, as a numpy row (the batch-1 walk's)."""
@@ -290,6 +321,81 @@ class RoutedModel(nn.Module):
         """One fixed route (per block a width index or ``SKIP_CHOICE``; exit at ``exit_position``,
         default the last) as a plain module with no data-dependent control flow, for ``torch.export``."""
         return RouteModule(self.model, choices, self.num_stages if exit_position is None else exit_position, self.channels_last)
+
+
+class ParameterStorage:
+    """Where a module's parameters live now: ``storage(module) -> (data_ptr, …)``, one per parameter.
+
+    A compiled call that reads numpy views of parameters must be rebuilt when they move to new
+    storage (a move, a cast, ``load_state_dict(assign=True)``, a copy of the owner). Walking
+    ``module.parameters()`` to find out costs 20–35 µs, more than a compiled decision, at every
+    batch-1 forward (issue 20); this lists the (submodule, name) slots once per module and reads
+    each one. A submodule *replaced* inside the module is not seen (its old parameters are read):
+    build a new :class:`RoutedModel` after changing the policy's structure."""
+
+    def __init__(self) -> None:
+        self.module: nn.Module | None = None
+        self.slots: list[tuple[dict[str, Any], str]] = []
+        """Per parameter, the dict that holds it (``nn.Module._parameters``: ``getattr`` on a module costs ~1 µs) and its name."""
+
+    def __call__(self, module: nn.Module) -> tuple[int, ...]:
+        if module is not self.module:
+            self.module = module
+            self.slots = [(m._parameters, name) for m in module.modules() for name, p in m._parameters.items() if p is not None]
+        return tuple(parameters[name].data_ptr() for parameters, name in self.slots)
+
+
+class _TorchObservation:
+    """The batch-1 walk's running observation in torch (any device and dtype): the latest map's pooled
+    features and the latest exit head's logits and softmax, ``(1, ·)`` tensors."""
+
+    def __init__(self, model: DynamicResNet, has_head: list[bool], feature_dim: int, zeros: torch.Tensor) -> None:
+        self.model, self.has_head, self.feature_dim = model, has_head, feature_dim
+        self.features, self.logits, self.probs = zeros.new_zeros(1, feature_dim), zeros, zeros
+
+    def update(self, position: int, h: torch.Tensor) -> None:
+        """Observe the map ``h`` at ``position`` (and its head, where it has one)."""
+        self.features = pooled_features(h, self.feature_dim)
+        if self.has_head[position]:
+            self.logits = self.model.head_pooled(position, self.features)
+            self.probs = F.softmax(self.logits, dim=1)
+
+    @property
+    def features_np(self) -> np.ndarray:
+        return self.features.numpy()[0]
+
+    @property
+    def probs_np(self) -> np.ndarray:
+        return self.probs.numpy()[0]
+
+
+class _CompiledObservation:
+    """The same observation as :class:`_TorchObservation`, one compiled call a point
+    (:func:`~routing_env.kernels.observe_one`) into numpy buffers, float32 on the CPU (issue 20: in
+    torch, pooling, head and softmax are ~25 µs at every head of a batch-1 walk). The tensors are views
+    of the buffers, which a walk owns: the logits it returns are not written again."""
+
+    def __init__(self, heads: list[tuple[np.ndarray, np.ndarray]], feature_dim: int, num_classes: int) -> None:
+        self.heads = heads
+        self.features_np = np.zeros(feature_dim, np.float32)
+        self.logits_np, self.probs_np = np.zeros(num_classes, np.float32), np.zeros(num_classes, np.float32)
+
+    def update(self, position: int, h: torch.Tensor) -> None:
+        """Observe the map ``h`` at ``position`` (and its head, where it has one)."""
+        weight, bias = self.heads[position]
+        kernels.observe_one(h.numpy(), self.features_np, weight, bias, self.logits_np, self.probs_np)
+
+    @property
+    def features(self) -> torch.Tensor:
+        return torch.from_numpy(self.features_np)[None]
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return torch.from_numpy(self.logits_np)[None]
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return torch.from_numpy(self.probs_np)[None]
 
 
 class RouteModule(nn.Module):

@@ -106,6 +106,38 @@ def test_inference_copy_equals_the_network_on_random_routes() -> None:
     assert all(not p.requires_grad for p in fast.parameters())
 
 
+@pytest.mark.parametrize("optimize", [False, True])
+def test_the_compiled_observation_equals_the_torch_one(optimize: bool) -> None:
+    """Batch 1's compiled observation (``kernels.observe_one``: pooling, exit head, softmax in one call)
+    gives the torch path's values along random routes, channels-first and channels-last, zero-padded
+    past the map's channels; it is taken only where ``fused`` and the network is float32 on the CPU."""
+    from routing_env.routed import _CompiledObservation, _TorchObservation
+
+    env, agent = trained()
+    routed = RoutedModel(env.core.backbone, agent.policy_module(), optimize=optimize)
+    model, generator = routed.model, torch.Generator().manual_seed(0)
+    checked = 0
+    with torch.inference_mode():
+        for i in range(4):
+            h = model.stem(env.core.executor.inputs[i : i + 1].contiguous(memory_format=torch.channels_last if optimize else torch.contiguous_format))
+            compiled, eager = routed._observation_one(h), _TorchObservation(model, routed.has_head, routed.feature_dim, h.new_zeros(1, routed.num_classes))
+            assert isinstance(compiled, _CompiledObservation)
+            for k, choice in enumerate([*random_route(model, 0.5, generator), None]):
+                compiled.update(k, h)
+                eager.update(k, h)
+                torch.testing.assert_close(compiled.features, eager.features, rtol=1e-6, atol=1e-7)
+                assert not compiled.features_np[h.shape[1] :].any()
+                if routed.has_head[k]:
+                    torch.testing.assert_close(compiled.logits, eager.logits, rtol=1e-5, atol=1e-6)
+                    torch.testing.assert_close(compiled.probs, eager.probs, rtol=1e-5, atol=1e-7)
+                    checked += 1
+                if choice is not None:
+                    h = model.block_routes(k, h, choice)
+        assert checked >= 4 and h.shape[1] > routed.model.channels[0]  # heads compared, maps of more than one width
+        assert isinstance(RoutedModel(env.core.backbone, agent.policy_module(), fused=False)._observation_one(h), _TorchObservation)
+        assert isinstance(routed.double()._observation_one(h.double()), _TorchObservation)
+
+
 def test_a_fixed_route_exports_and_bad_routes_are_refused() -> None:
     env, agent = trained()
     routed = RoutedModel(env.core.backbone, agent.policy_module())
@@ -251,3 +283,26 @@ def test_the_compiled_decision_declines_what_its_kernel_does_not_compute() -> No
             with torch.no_grad():
                 want = int(nn.Sequential(*layers)(x).argmax())
             assert decision(features, probs, position, cost, np.ones(3, dtype=bool)) == want
+
+
+def test_parameter_storage_follows_what_moves_a_modules_parameters() -> None:
+    """``ParameterStorage`` (how batch 1 knows its compiled calls' views are stale) changes with
+    ``load_state_dict(assign=True)``, a cast, a copy and a new module, and not with an in-place load."""
+    import copy
+
+    from torch import nn
+
+    from routing_env.routed import ParameterStorage
+
+    storage, net = ParameterStorage(), nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    before = storage(net)
+    assert len(before) == 6 and storage(net) == before
+    net.load_state_dict({k: torch.zeros_like(v) for k, v in net.state_dict().items()})  # copies into the same storage
+    assert storage(net) == before
+    net.load_state_dict({k: torch.ones_like(v) for k, v in net.state_dict().items()}, assign=True)
+    assigned = storage(net)
+    assert assigned != before
+    net.double()
+    assert storage(net) != assigned
+    twin = copy.deepcopy(net)
+    assert storage(twin) != storage(net)
