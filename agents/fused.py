@@ -12,8 +12,9 @@ torch path otherwise.
 
 The input is :func:`~agents.features.policy_input`'s layout (``features``, ``probs`` sorted in
 decreasing order, the ``position`` one-hot, ``cost``); a test holds the two equal. The sums run in
-float64, so the scores equal the module's up to float32 rounding: an argmax between two scores that
-agree to ~1e-6 can differ (the batched walk and the batch-1 walk are tested to decide alike).
+float64 (reassociated, so that they vectorise), so the scores equal the module's up to float32
+rounding: an argmax between two scores that agree to ~1e-6 can differ (the batched walk and the
+batch-1 walk are tested to decide alike).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ACTIVATIONS = {nn.Tanh: 0, nn.ReLU: 1}
 """The hidden activations the kernel computes (code passed to it)."""
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})  # vectorised dot products: 12 -> 5 µs a decision
 def _decide(features: np.ndarray, probs: np.ndarray, position: int, cost: float, mask: np.ndarray, masked: bool,
             norm_weight: np.ndarray, norm_bias: np.ndarray, eps: float, weights: tuple, biases: tuple,
             activation: int) -> int:

@@ -231,21 +231,22 @@ def settle(
 @numba.njit(cache=True)
 def observe_one(h: np.ndarray, pooled: np.ndarray, weight: np.ndarray, bias: np.ndarray, logits: np.ndarray,
                 probs: np.ndarray) -> None:
-    """One input's observation after a block, in place: ``pooled`` (F,) the global average of the map
-    ``h`` (1, C, H, W), any strides (channels-last is read in memory order), zero beyond C (the
-    environment's padding); where there is an exit head (``weight`` (K, C') non-empty, C' <= C), its
-    ``logits`` (K,) = ``weight @ pooled[:C'] + bias`` and their softmax ``probs``.
+    """One input's observation after a block, in place: ``pooled`` (F,) the global average of its map
+    ``h`` given as ``(H, W, C)`` (a channels-last map's memory order: then contiguous, and the sums run
+    along memory; any strides work), zero beyond C (the environment's padding); where there is an
+    exit head (``weight`` (K, C') non-empty, C' <= C), its ``logits`` (K,) = ``weight @ pooled[:C'] +
+    bias`` and their softmax ``probs``.
 
     Why: at batch 1, ``pooled_features``, the head's linear layer and the softmax are four eager torch
-    ops, ~25 µs at every head of a routed walk, for ~20k multiply-adds (issue 20). The sums run in
+    ops, ~25 µs at every head of a routed walk, for ~20k additions (issue 20). The sums run in
     float64 and round once to float32, so the values equal torch's up to float32 rounding (the
     batch-1 and batched walks are tested to decide alike)."""
-    c, height, width = h.shape[1], h.shape[2], h.shape[3]
+    height, width, c = h.shape
     total = np.zeros(c, np.float64)
     for y in range(height):
         for x in range(width):
             for j in range(c):
-                total[j] += h[0, j, y, x]
+                total[j] += h[y, x, j]
     area = height * width
     for j in range(c):
         pooled[j] = total[j] / area

@@ -383,7 +383,7 @@ class _CompiledObservation:
     def update(self, position: int, h: torch.Tensor) -> None:
         """Observe the map ``h`` at ``position`` (and its head, where it has one)."""
         weight, bias = self.heads[position]
-        kernels.observe_one(h.numpy(), self.features_np, weight, bias, self.logits_np, self.probs_np)
+        kernels.observe_one(h.numpy()[0].transpose(1, 2, 0), self.features_np, weight, bias, self.logits_np, self.probs_np)
 
     @property
     def features(self) -> torch.Tensor:
