@@ -322,6 +322,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         command=command_line(),
         device=args.device,
+        time_limit=args.time_limit,
     )
     print(json.dumps(card))
     return 0
@@ -485,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--heads-only",
         action="store_true",
         help="dynamic backbones: train only the exit heads --init lacks, the rest frozen (e.g. --exits block from a stage-exit model)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        help="minutes: start an epoch only if it should end within them (the last epoch's time as the estimate), "
+        "then stop with the checkpoint written; go on with --resume",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)

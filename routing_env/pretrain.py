@@ -277,12 +277,21 @@ def pretrain(
     progress: bool = True,
     command: str | None = None,
     device: str = "cpu",
+    time_limit: float | None = None,
 ) -> dict[str, Any]:
     """Train ``args.backbone`` on the ``train`` split; return the model card (also written to ``out``).
 
     ``device`` only says where the work runs: the images live there and are augmented there, while the
     random numbers come from one CPU generator, so a checkpoint resumes on either.
+
+    ``time_limit`` (minutes) starts an epoch only if it is expected to end within that time of this
+    call (the last epoch's duration is the estimate): a run that must be done by a deadline (a
+    session that ends, a device lent for minutes) stops on a whole epoch instead of being killed in
+    the middle of one. Stopped before the last epoch, it writes no card and returns
+    ``{"stopped": True, "epoch": E, "epochs": N, "checkpoint": path}``: go on with ``resume=True``.
+    It is not one of the run's arguments (a resumed run may set another).
     """
+    started = time.time()
     from torch.utils.tensorboard import SummaryWriter
 
     out = Path(out)
@@ -292,6 +301,8 @@ def pretrain(
     where = torch_device(device)  # a bad device is refused before anything is written
     if where.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device!r}: this machine has no CUDA device")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
     out.mkdir(parents=True, exist_ok=True)
     train = subset(load_split(args.dataset, "train", data_root, download), args.subset)
     val = subset(load_split(args.dataset, "val", data_root), args.subset)
@@ -336,8 +347,14 @@ def pretrain(
     labels = torch.from_numpy(train.labels).to(where)
     autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    last_epoch_seconds = elapsed / start_epoch if start_epoch else 0.0  # resumed: the run's mean training epoch so far
     for epoch in range(start_epoch, args.epochs):
         began = time.time()
+        if time_limit is not None and began + last_epoch_seconds > started + 60 * time_limit:
+            writer.close()
+            print(f"{args.backbone}: stopped after epoch {epoch} of {args.epochs} (--time-limit {time_limit:g} min); "
+                  f"go on with --resume", file=sys.stderr, flush=True)
+            return {"stopped": True, "epoch": epoch, "epochs": args.epochs, "checkpoint": str(checkpoint_path)}
         model.train(not args.heads_only)  # heads only: the trunk's BatchNorm statistics stay as they are
         order = torch.randperm(len(train), generator=generator)
         total_loss = torch.zeros((), device=where)
@@ -405,6 +422,7 @@ def pretrain(
             file=sys.stderr,
             flush=True,
         )
+        last_epoch_seconds = time.time() - began  # evaluation and checkpoint included: what the next epoch will take
     writer.close()
     final = ema.module if ema is not None else model
     recalibration = None

@@ -264,3 +264,33 @@ def test_full_width_routes_must_leave_room_for_uniform_routes() -> None:
     # sums of exactly 1 are accepted (as random_route accepts them), whatever the float rounding
     for uniform, full_width in ((0.55, 0.45), (0.34, 0.66), (0.07, 0.93)):
         PretrainArgs(backbone="resnet20-dynamic", uniform_routes=uniform, full_width_routes=full_width)
+
+
+def test_a_time_limit_stops_on_a_whole_epoch_and_the_run_resumes(cifar_root: str, tmp_path: Path, monkeypatch) -> None:
+    """``time_limit`` starts an epoch only if the last one's duration says it ends in time: the run
+    stops with its checkpoint written and no card, and ``resume`` goes on to the same weights as an
+    uninterrupted run. The clock is pretrain's own (each read advances it 10 s)."""
+    import types
+
+    import routing_env.pretrain as module
+
+    args = PretrainArgs(epochs=3, **SMOKE)
+    full = pretrain(args, tmp_path / "full", data_root=cifar_root, progress=False)
+    clock = {"t": 0.0}
+
+    def tick() -> float:
+        clock["t"] += 10.0
+        return clock["t"]
+
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(time=tick))
+    # start at 10 s; epoch 1 begins at 20 s (no estimate yet) and, read at 30 and 40 s, takes 20 s;
+    # epoch 2 would begin at 50 s and end at 70 s, past the limit of 60 s: stop after epoch 1
+    stopped = pretrain(args, tmp_path / "cut", data_root=cifar_root, progress=False, time_limit=50 / 60)
+    assert stopped == {"stopped": True, "epoch": 1, "epochs": 3, "checkpoint": str(tmp_path / "cut" / "checkpoint.pt")}
+    assert load_state_dict(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 1
+    assert not (tmp_path / "cut" / "model_card.json").exists()
+    monkeypatch.setattr(module, "time", __import__("time"))
+    resumed = pretrain(args, tmp_path / "cut", resume=True, data_root=cifar_root, progress=False, time_limit=60)
+    assert resumed["sha256"] == full["sha256"]
+    with pytest.raises(ValueError, match="time_limit must be a positive number of minutes, got -1"):
+        pretrain(args, tmp_path / "bad", data_root=cifar_root, progress=False, time_limit=-1)
