@@ -9,10 +9,16 @@
 - SB3 PPO on the cached cascade against the same PPO on a trivial env with the same spaces;
 - routed inference (:class:`~routing_env.routed.RoutedModel`): latency at batch 1 and 64 against the
   full network, beside the MACs ratio of the same routes.
+
+On an accelerator (``bench(device="cuda")``, ``routing-env bench --device cuda``) only the figures
+whose work runs there: the dynamic ResNet at B = 256 / 1024 / 4096 with its routing overhead at 256
+and 1024, and routed inference at batch 1 / 64 / 256 (the cascade's step and SB3 are CPU work).
+Every timed call waits for the device's queued work (:func:`synchronized`).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import platform
@@ -50,6 +56,20 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, roun
         for name, fn in fns.items():
             times[name].append(median_seconds(fn, max(1, repeats // rounds), warmup=2))
     return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def synchronized(fn: Callable[[], object], device: str | torch.device) -> Callable[[], object]:
+    """``fn`` followed by a wait for ``device``'s queued work: CUDA runs kernels asynchronously, so a
+    timer that does not wait measures only their launch. ``fn`` itself on the CPU."""
+    where = torch.device(device)
+    if where.type != "cuda":
+        return fn
+
+    def run() -> object:
+        out = fn()
+        torch.cuda.synchronize(where)
+        return out
+    return run
 
 
 def random_actions(rng: np.random.Generator, shape: tuple[int, ...], num_actions: int) -> np.ndarray:
@@ -123,22 +143,32 @@ def cascade_figures(seconds: float) -> dict[str, Any]:
     return out
 
 
-def dynamic_figures(seconds: float, rounds: int = 5) -> dict[str, Any]:
+def dynamic_figures(seconds: float, rounds: int = 5, device: str = "cpu", batch_sizes: tuple[int, ...] = (64, 256),
+                    overhead_batches: tuple[int, ...] = (256,)) -> dict[str, Any]:
+    """The dynamic ResNet's vector instance-steps/s at ``batch_sizes`` under a random policy, and its
+    routing overhead at each of ``overhead_batches`` (``routing_overhead``: the first one's; every
+    one's under ``routing_overhead_at``), on ``device``."""
     rng = np.random.default_rng(0)
-    out: dict[str, Any] = {"vector_steps_per_s": {}}
-    envs = {b: RoutingVectorEnv(num_envs=b, backbone="cifar10-resnet20-dynamic") for b in (64, 256)}
-    for b, venv in envs.items():
+    out: dict[str, Any] = {"vector_steps_per_s": {}, "routing_overhead_at": {}}
+    envs = {b: RoutingVectorEnv(num_envs=b, backbone="cifar10-resnet20-dynamic", device=device)
+            for b in dict.fromkeys(batch_sizes + overhead_batches)}
+    for b in batch_sizes:
+        venv = envs[b]
         venv.reset(seed=0)
 
         def vector(venv: RoutingVectorEnv = venv, b: int = b) -> int:
-            venv.step(random_valid(rng, venv.action_masks()))
+            venv.step(random_valid(rng, venv.action_masks()))  # reads the features back: waits for the device
             return b
 
         out["vector_steps_per_s"][str(b)] = rate(vector, seconds)
-    overheads = [routing_overhead(envs[256], rng, steps=20) for _ in range(rounds)]
-    out["routing_overhead"] = float(np.median(overheads))
-    out["routing_overhead_rounds"] = overheads
-    out["overhead_measured_on"] = f"B=256, median of {rounds} rounds of 20 steps, each against a replay of its backbone calls"
+    for b in overhead_batches:
+        envs[b].reset(seed=0)
+        overheads = [routing_overhead(envs[b], rng, steps=20) for _ in range(rounds)]
+        out["routing_overhead_at"][str(b)] = {"median": float(np.median(overheads)), "rounds": overheads}
+    first = str(overhead_batches[0])
+    out["routing_overhead"] = out["routing_overhead_at"][first]["median"]
+    out["routing_overhead_rounds"] = out["routing_overhead_at"][first]["rounds"]
+    out["overhead_measured_on"] = f"B={first}, median of {rounds} rounds of 20 steps, each against a replay of its backbone calls"
     return out
 
 
@@ -193,6 +223,7 @@ def replay(venv: RoutingVectorEnv, calls: list[tuple[str, int, int, int]]) -> fl
             model.blocks[k](executor.maps[k][:n], j)
         else:
             model.head(k, executor.maps[k][:n])
+    synchronized(lambda: None, executor.inputs.device)()
     return time.perf_counter() - began
 
 
@@ -252,7 +283,7 @@ class HalfWidthPolicy(nn.Module):
         self.last, self.mlp = last, mlp
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = torch.zeros(obs["action_mask"].shape)
+        logits = torch.zeros(obs["action_mask"].shape, device=obs["action_mask"].device)
         logits[:, RUN + 1] = 1.0
         logits[:, EXIT] = 2.0 * (obs["position"][:, self.last] > 0)
         return logits if self.mlp is None else logits + 0.0 * self.mlp(obs)
@@ -282,14 +313,15 @@ def latency_policy_net(routed: Any) -> tuple[dict[str, torch.Tensor], nn.Module]
     return example, _TorchPolicy(PolicyNet(policy_input(example).shape[1], routed.num_actions, 64)).eval()
 
 
-def routed_figures(repeats: int) -> dict[str, Any]:
+def routed_figures(repeats: int, device: str = "cpu", batch_sizes: tuple[int, ...] = (1, 64)) -> dict[str, Any]:
     """Routed inference against the full network, both in RoutedModel's inference form (BatchNorm
     folded, channels-last); also the plain network as trained and the same route with no policy.
     ``policy_overhead`` is the routed latency over the fixed route's, minus 1: what the decisions
     cost (``_mlp``: with a learned policy's network, see :class:`HalfWidthPolicy`). At batch 1 the
     decisions are compiled (``policy.fused_decision()``); ``_eager`` is the same walk with the torch
     decisions (``RoutedModel(fused=False)``), ``_head`` the same route decided only at the start and
-    after each exit head (``decide_at="head"``: 4 decisions instead of 10), measured in the same rounds."""
+    after each exit head (``decide_at="head"``: 4 decisions instead of 10), measured in the same rounds.
+    Off the CPU the decisions are the torch ones (``_eager`` then repeats ``routed``)."""
     from .pretrained import load
     from .routed import RoutedModel
 
@@ -302,18 +334,23 @@ def routed_figures(repeats: int) -> dict[str, Any]:
               "routed_mlp_eager": RoutedModel(backbone, HalfWidthPolicy(n, mlp), fused=False),
               "routed_head": RoutedModel(backbone, HalfWidthPolicy(n), decide_at="head"),
               "routed_mlp_head": RoutedModel(backbone, HalfWidthPolicy(n, mlp), decide_at="head")}
+    for model in (routed, routed_mlp, *batch1.values()):
+        model.to(device)
     full, fixed = routed.route_module([last] * n), routed.route_module([1] * n)
+    plain = copy.deepcopy(backbone.model).to(device)
     out: dict[str, Any] = {"policy": "every block at width 0.5 (fixed), exit at the end",
                            "policy_mlp": "the same decisions, each after a PolicyNet (hidden 64) forward",
-                           "full": "the same inference copy along the full path (RoutedModel.route_module)"}
-    for b, repeats_b in ((1, repeats * 5), (64, repeats)):
-        x = torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8)
+                           "full": "the same inference copy along the full path (RoutedModel.route_module)",
+                           "device": str(device)}
+    for b in batch_sizes:
+        repeats_b = repeats * 5 if b == 1 else repeats
+        x = torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8, device=device)
         runs = {"full": lambda: full(x), "routed": lambda: routed(x), "routed_mlp": lambda: routed_mlp(x),
-                "fixed_route": lambda: fixed(x), "plain_full": lambda: backbone.model(x)}
+                "fixed_route": lambda: fixed(x), "plain_full": lambda: plain(x)}
         if b == 1:
             runs.update({name: functools.partial(model, x) for name, model in batch1.items()})
         with torch.inference_mode():
-            seconds = interleaved_medians(runs, repeats_b)
+            seconds = interleaved_medians({name: synchronized(fn, device) for name, fn in runs.items()}, repeats_b)
         macs = float(routed(x)[1].mean())
         out[f"batch{b}"] = {"latency_ratio": seconds["routed"] / seconds["full"], "latency_ratio_mlp": seconds["routed_mlp"] / seconds["full"],
                             "macs_ratio": macs / backbone.costs.reference, "fixed_route_ratio": seconds["fixed_route"] / seconds["full"],
@@ -326,8 +363,11 @@ def routed_figures(repeats: int) -> dict[str, Any]:
     return out
 
 
-def bench(seconds: float = 5.0, ppo_steps: int = 16384, repeats: int = 30, dynamic: bool = True) -> dict[str, Any]:
-    """All figures as one JSON-ready dict; ``dynamic=False`` skips those that need CIFAR-10."""
+def bench(seconds: float = 5.0, ppo_steps: int = 16384, repeats: int = 30, dynamic: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """All figures as one JSON-ready dict; ``dynamic=False`` skips those that need CIFAR-10. Off the
+    CPU, the accelerator's figures only (:func:`device_figures`)."""
+    if torch.device(device).type != "cpu":
+        return device_figures(device, seconds, repeats)
     result: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
         "torch_threads": torch.get_num_threads(),
@@ -338,3 +378,19 @@ def bench(seconds: float = 5.0, ppo_steps: int = 16384, repeats: int = 30, dynam
         result["dynamic"] = dynamic_figures(seconds)
         result["routed_inference"] = routed_figures(repeats)
     return result
+
+
+def device_figures(device: str, seconds: float = 5.0, repeats: int = 30, env_batches: tuple[int, ...] = (256, 1024, 4096),
+                   overhead_batches: tuple[int, ...] = (256, 1024), routed_batches: tuple[int, ...] = (1, 64, 256)) -> dict[str, Any]:
+    """The figures whose work runs on ``device`` (issue 20's GPU rows): the dynamic ResNet's vector env
+    at ``env_batches`` with its routing overhead at ``overhead_batches``, and routed inference at
+    ``routed_batches``. The cascade's step and SB3's PPO are CPU work: ``bench()`` without a device."""
+    where = torch.device(device)
+    name = torch.cuda.get_device_name(where) if where.type == "cuda" else str(where)
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "device": name,
+        "torch_threads": torch.get_num_threads(),
+        "dynamic": dynamic_figures(seconds, device=device, batch_sizes=env_batches, overhead_batches=overhead_batches),
+        "routed_inference": routed_figures(repeats, device=device, batch_sizes=routed_batches),
+    }

@@ -275,11 +275,20 @@ def cmd_joint(args: argparse.Namespace) -> int:
 
 # --- bench ----------------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
     from .bench import bench
+    from .env import torch_device
 
     if not args.seconds > 0 or args.ppo_steps < 1:
         raise ValueError(f"bench needs --seconds > 0 and --ppo-steps >= 1, got {args.seconds} and {args.ppo_steps}")
-    result = bench(seconds=args.seconds, ppo_steps=args.ppo_steps, dynamic=not args.no_dynamic)
+    device = torch_device(args.device)
+    if device.type != "cpu":
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device!r}: this machine has no CUDA device")
+        if args.no_dynamic:
+            raise ValueError(f"--device {args.device!r} measures only the dynamic ResNet and routed inference; --no-dynamic leaves nothing")
+    result = bench(seconds=args.seconds, ppo_steps=args.ppo_steps, dynamic=not args.no_dynamic, device=args.device)
     print(json.dumps(result, indent=None if args.json else 1))
     return 0
 
@@ -447,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=5.0, help="measuring time per throughput figure (the median of 5 rounds)")
     p.add_argument("--ppo-steps", type=int, default=16384, help="timesteps of each PPO run")
     p.add_argument("--no-dynamic", action="store_true", help="skip the figures that need CIFAR-10")
+    p.add_argument("--device", default="cpu", help="e.g. cuda: only the figures whose work runs there (dynamic env at B = 256/1024/4096, "
+                   "routing overhead, routed inference at batch 1/64/256)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("pretrain", help="train a backbone on the train split; checkpoints, --resume, model card")

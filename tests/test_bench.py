@@ -38,3 +38,30 @@ def test_bench_dynamic_figures(cifar_root: str) -> None:
 def test_bench_refuses_empty_measurements(args: list[str], capsys: pytest.CaptureFixture) -> None:
     assert main(["bench", "--no-dynamic", *args]) == 2
     assert "--seconds > 0 and --ppo-steps >= 1" in capsys.readouterr().err
+
+
+def test_device_figures_measure_what_runs_on_the_device(cifar_root: str) -> None:
+    """``bench(device=...)``'s figures (issue 20's GPU rows), exercised on the CPU at small sizes: the
+    dynamic env at each batch, the routing overhead at each of its batches, routed inference at each
+    batch size, and nothing of the cascade or SB3 (CPU work)."""
+    from routing_env.bench import device_figures
+
+    result = device_figures("cpu", seconds=0.05, repeats=2, env_batches=(8, 16), overhead_batches=(16,), routed_batches=(1, 4))
+    assert result["device"] == "cpu" and "cascade" not in result and "sb3_ppo" not in result
+    dynamic = result["dynamic"]
+    assert set(dynamic["vector_steps_per_s"]) == {"8", "16"} and all(v > 0 for v in dynamic["vector_steps_per_s"].values())
+    assert set(dynamic["routing_overhead_at"]) == {"16"} and dynamic["routing_overhead"] == dynamic["routing_overhead_at"]["16"]["median"]
+    routed = result["routed_inference"]
+    assert {"batch1", "batch4"} <= set(routed) and routed["device"] == "cpu"
+    assert routed["batch4"]["macs_ratio"] == pytest.approx(0.5055, abs=1e-3) and routed["batch4"]["latency_ratio"] > 0
+
+
+def test_bench_on_a_missing_device_is_refused_by_name(capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    assert main(["bench", "--device", "cuda"]) == 2
+    assert "--device 'cuda': this machine has no CUDA device" in capsys.readouterr().err
+    assert main(["bench", "--device", "nonsense"]) == 2
+    assert "invalid device 'nonsense'" in capsys.readouterr().err
