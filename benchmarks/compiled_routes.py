@@ -1,6 +1,6 @@
 """Issue 20: does ``torch.compile`` cut the batch-1 latency of fixed routes, or of a policy's decision?
 
-    python benchmarks/compiled_routes.py [--threads N]   # prints one JSON object
+    python benchmarks/compiled_routes.py [--threads N] [--no-compile]   # prints one JSON object
 
 The shipped dynamic ResNet-20's inference copy (RoutedModel.route_module) along the full path, width
 0.5 and width 0.25 on every block, each eager and ``torch.compile``d (``dynamic=False``), and a policy
@@ -16,6 +16,7 @@ import torch
 parser = argparse.ArgumentParser()
 parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--repeats", type=int, default=500)
+parser.add_argument("--no-compile", action="store_true", help="only the eager and numba rows (no torch.compile: minutes less)")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 from routing_env.bench import HalfWidthPolicy, interleaved_medians, latency_policy_net  # noqa: E402
@@ -35,20 +36,22 @@ out = {"threads": torch.get_num_threads(), "provenance": provenance()}
 with torch.inference_mode():
     fns = {"full": lambda: full(x), "half": lambda: half(x), "quarter": lambda: quarter(x), "policy": lambda: mlp(example),
            "policy_fused": lambda: fused(features, probs, 0, 0.0, mask)}
-    t0 = time.time()
-    cfull, chalf, cquarter = (torch.compile(m, dynamic=False) for m in (full, half, quarter))
-    cmlp = torch.compile(mlp, dynamic=False)
-    for f in (lambda: cfull(x), lambda: chalf(x), lambda: cquarter(x), lambda: cmlp(example)):
-        f(); f()
-    out["compile_seconds"] = time.time() - t0
-    fns.update({"full_compiled": lambda: cfull(x), "half_compiled": lambda: chalf(x), "quarter_compiled": lambda: cquarter(x),
-                "policy_compiled": lambda: cmlp(example)})
+    if not args.no_compile:
+        t0 = time.time()
+        cfull, chalf, cquarter = (torch.compile(m, dynamic=False) for m in (full, half, quarter))
+        cmlp = torch.compile(mlp, dynamic=False)
+        for f in (lambda: cfull(x), lambda: chalf(x), lambda: cquarter(x), lambda: cmlp(example)):
+            f(); f()
+        out["compile_seconds"] = time.time() - t0
+        fns.update({"full_compiled": lambda: cfull(x), "half_compiled": lambda: chalf(x), "quarter_compiled": lambda: cquarter(x),
+                    "policy_compiled": lambda: cmlp(example)})
     s = interleaved_medians(fns, args.repeats)
 out.update({f"{k}_ms": v * 1e3 for k, v in s.items()})
 out["half_over_full"] = s["half"] / s["full"]
-out["half_over_full_compiled"] = s["half_compiled"] / s["full_compiled"]
-out["quarter_over_full_compiled"] = s["quarter_compiled"] / s["full_compiled"]
 out["policy_decisions_9_over_half_route"] = 9 * s["policy"] / s["half"]
-out["policy_decisions_9_over_half_route_compiled"] = 9 * s["policy_compiled"] / s["half_compiled"]
 out["policy_decisions_9_over_half_route_fused"] = 9 * s["policy_fused"] / s["half"]
+if not args.no_compile:
+    out["half_over_full_compiled"] = s["half_compiled"] / s["full_compiled"]
+    out["quarter_over_full_compiled"] = s["quarter_compiled"] / s["full_compiled"]
+    out["policy_decisions_9_over_half_route_compiled"] = 9 * s["policy_compiled"] / s["half_compiled"]
 print(json.dumps(out, indent=1))
