@@ -148,6 +148,8 @@ def dynamic_figures(seconds: float, rounds: int = 5, device: str = "cpu", batch_
     """The dynamic ResNet's vector instance-steps/s at ``batch_sizes`` under a random policy, and its
     routing overhead at each of ``overhead_batches`` (``routing_overhead``: the first one's; every
     one's under ``routing_overhead_at``), on ``device``."""
+    if not overhead_batches:
+        raise ValueError("overhead_batches must name at least one batch size (routing_overhead is the first one's)")
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {"vector_steps_per_s": {}, "routing_overhead_at": {}}
     envs = {b: RoutingVectorEnv(num_envs=b, backbone="cifar10-resnet20-dynamic", device=device)
@@ -367,6 +369,8 @@ def bench(seconds: float = 5.0, ppo_steps: int = 16384, repeats: int = 30, dynam
     """All figures as one JSON-ready dict; ``dynamic=False`` skips those that need CIFAR-10. Off the
     CPU, the accelerator's figures only (:func:`device_figures`)."""
     if torch.device(device).type != "cpu":
+        if not dynamic:
+            raise ValueError(f"device {device!r}: only the dynamic ResNet and routed inference are measured there; dynamic=False leaves nothing")
         return device_figures(device, seconds, repeats)
     result: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",

@@ -14,7 +14,8 @@ Each kernel mutates the core's state arrays in place (indexed by slot) and retur
 (``cache=True``), so only the first process on a machine pays the compilation.
 
 :func:`observe_one` is the one kernel outside the core: :class:`~routing_env.routed.RoutedModel`'s
-batch-1 observation (pooling and an exit head), for the same reason at deployment.
+batch-1 observation (pooling and an exit head), for the same reason at deployment. It is not bit for
+bit torch's (its sums run in float64), only equal up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def observe_one(h: np.ndarray, pooled: np.ndarray, weight: np.ndarray, bias: np.
     """One input's observation after a block, in place: ``pooled`` (F,) the global average of its map
     ``h`` given as ``(H, W, C)`` (a channels-last map's memory order: then contiguous, and the sums run
     along memory; any strides work), zero beyond C (the environment's padding); where there is an
-    exit head (``weight`` (K, C') non-empty, C' <= C), its ``logits`` (K,) = ``weight @ pooled[:C'] +
+    exit head (``weight`` (K, C') non-empty, C' <= F), its ``logits`` (K,) = ``weight @ pooled[:C'] +
     bias`` and their softmax ``probs``.
 
     Why: at batch 1, ``pooled_features``, the head's linear layer and the softmax are four eager torch

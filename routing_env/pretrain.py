@@ -285,11 +285,13 @@ def pretrain(
     random numbers come from one CPU generator, so a checkpoint resumes on either.
 
     ``time_limit`` (minutes) starts an epoch only if it is expected to end within that time of this
-    call (the last epoch's duration is the estimate): a run that must be done by a deadline (a
+    call, the estimate being the last epoch this call trained (its evaluation and checkpoint
+    included; the first epoch of a call always runs): a run that must be done by a deadline (a
     session that ends, a device lent for minutes) stops on a whole epoch instead of being killed in
-    the middle of one. Stopped before the last epoch, it writes no card and returns
-    ``{"stopped": True, "epoch": E, "epochs": N, "checkpoint": path}``: go on with ``resume=True``.
-    It is not one of the run's arguments (a resumed run may set another).
+    the middle of one. The final recalibration and card are not counted. Stopped before the last
+    epoch, it writes no card and returns ``{"stopped": True, "epoch": E, "epochs": N, "checkpoint":
+    path}``: go on with ``resume=True``. It is not one of the run's arguments (a resumed run may set
+    another).
     """
     started = time.time()
     from torch.utils.tensorboard import SummaryWriter
@@ -347,10 +349,10 @@ def pretrain(
     labels = torch.from_numpy(train.labels).to(where)
     autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    last_epoch_seconds = elapsed / start_epoch if start_epoch else 0.0  # resumed: the run's mean training epoch so far
+    last_epoch_seconds = 0.0  # this call's own estimate (a checkpoint's epochs may be another machine's)
     for epoch in range(start_epoch, args.epochs):
         began = time.time()
-        if time_limit is not None and began + last_epoch_seconds > started + 60 * time_limit:
+        if time_limit is not None and epoch > start_epoch and began + last_epoch_seconds > started + 60 * time_limit:
             writer.close()
             print(f"{args.backbone}: stopped after epoch {epoch} of {args.epochs} (--time-limit {time_limit:g} min); "
                   f"go on with --resume", file=sys.stderr, flush=True)

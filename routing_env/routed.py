@@ -121,7 +121,6 @@ class RoutedModel(nn.Module):
         self._decision_of: tuple[int, ...] | None = None  # the parameters' storage it was built on
         self._heads: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._heads_of: tuple[int, ...] | None = None
-        self._policy_storage, self._heads_storage = ParameterStorage(), ParameterStorage()
         self.decision  # built now, so that a policy reading another input length is refused here
 
     @classmethod
@@ -149,9 +148,9 @@ class RoutedModel(nn.Module):
         ``(features (F,), probs (C,), position, cost, mask (A,) bool) -> action`` on numpy, or ``None``
         (the torch path). It reads views of the policy's parameters, so it is built again whenever
         they are no longer the storage it was built on (a move, a cast, ``load_state_dict(assign=True)``,
-        a copy); where it states the length of the input it reads (``input_dim``), that must be this
-        model's ``F + C + P + 1``."""
-        storage = self._policy_storage(self.policy)
+        a copy, a replaced layer: :func:`parameter_storage`); where it states the length of the input
+        it reads (``input_dim``), that must be this model's ``F + C + P + 1``."""
+        storage = parameter_storage(self.policy)
         if storage != self._decision_of:
             offer = getattr(self.policy, "fused_decision", None)
             decision = offer() if self.fused and offer is not None else None
@@ -298,8 +297,9 @@ class RoutedModel(nn.Module):
     def _compiled_heads(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Per point, its exit head's ``(weight, bias)`` as numpy views of the parameters (empty arrays
         where there is none), for :func:`~routing_env.kernels.observe_one`; ``None`` unless they are
-        float32 on the CPU. Built again when the parameters' storage changes (as :attr:`decision`)."""
-        storage = self._heads_storage(self.model.heads)
+        float32 on the CPU. Built again when the heads' parameters or modules change (:func:`parameter_storage`,
+        as :attr:`decision`)."""
+        storage = parameter_storage(self.model.heads)
         if storage != self._heads_of:
             fcs = {p: self.model.heads[str(p)].fc for p in range(self.num_stages + 1) if self.has_head[p]}
             usable = all(t.dtype == torch.float32 and t.device.type == "cpu" for fc in fcs.values() for t in (fc.weight, fc.bias))
@@ -323,26 +323,27 @@ class RoutedModel(nn.Module):
         return RouteModule(self.model, choices, self.num_stages if exit_position is None else exit_position, self.channels_last)
 
 
-class ParameterStorage:
-    """Where a module's parameters live now: ``storage(module) -> (data_ptr, …)``, one per parameter.
+def parameter_storage(module: nn.Module) -> tuple[int, ...]:
+    """Where ``module``'s parameters live now, and which submodules hold them: per submodule (depth
+    first) its ``id`` and the ``data_ptr`` of each of its parameters.
 
     A compiled call that reads numpy views of parameters must be rebuilt when they move to new
-    storage (a move, a cast, ``load_state_dict(assign=True)``, a copy of the owner). Walking
-    ``module.parameters()`` to find out costs 20–35 µs, more than a compiled decision, at every
-    batch-1 forward (issue 20); this lists the (submodule, name) slots once per module and reads
-    each one. A submodule *replaced* inside the module is not seen (its old parameters are read):
-    build a new :class:`RoutedModel` after changing the policy's structure."""
-
-    def __init__(self) -> None:
-        self.module: nn.Module | None = None
-        self.slots: list[tuple[dict[str, Any], str]] = []
-        """Per parameter, the dict that holds it (``nn.Module._parameters``: ``getattr`` on a module costs ~1 µs) and its name."""
-
-    def __call__(self, module: nn.Module) -> tuple[int, ...]:
-        if module is not self.module:
-            self.module = module
-            self.slots = [(m._parameters, name) for m in module.modules() for name, p in m._parameters.items() if p is not None]
-        return tuple(parameters[name].data_ptr() for parameters, name in self.slots)
+    storage (a move, a cast, ``load_state_dict(assign=True)``, a copy of the owner) or when a
+    submodule is replaced (the views keep the old storage alive, so new parameters cannot reuse its
+    addresses). ``module.parameters()`` finds the same out in 20–35 µs, more than a compiled decision,
+    at every batch-1 forward (issue 20); this walks the tree's dicts directly (~3 µs for a policy MLP)."""
+    key: list[int] = []
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        key.append(id(m))
+        for p in m._parameters.values():
+            if p is not None:
+                key.append(p.data_ptr())
+        for child in m._modules.values():
+            if child is not None:
+                stack.append(child)
+    return tuple(key)
 
 
 class _TorchObservation:

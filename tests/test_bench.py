@@ -65,3 +65,6 @@ def test_bench_on_a_missing_device_is_refused_by_name(capsys: pytest.CaptureFixt
     assert "--device 'cuda': this machine has no CUDA device" in capsys.readouterr().err
     assert main(["bench", "--device", "nonsense"]) == 2
     assert "invalid device 'nonsense'" in capsys.readouterr().err
+    assert main(["bench", "--device", "meta"]) == 2
+    assert "the CPU or a CUDA device" in capsys.readouterr().err
+    assert main(["bench", "--device", "cuda", "--no-dynamic"]) == 2  # refused before anything else: no CUDA here

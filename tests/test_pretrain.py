@@ -290,6 +290,9 @@ def test_a_time_limit_stops_on_a_whole_epoch_and_the_run_resumes(cifar_root: str
     assert load_state_dict(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 1
     assert not (tmp_path / "cut" / "model_card.json").exists()
     monkeypatch.setattr(module, "time", __import__("time"))
+    # a resumed call has no estimate of its own yet: its first epoch runs whatever the limit, then it stops
+    again = pretrain(args, tmp_path / "cut", resume=True, data_root=cifar_root, progress=False, time_limit=1e-5)
+    assert again["stopped"] and again["epoch"] == 2
     resumed = pretrain(args, tmp_path / "cut", resume=True, data_root=cifar_root, progress=False, time_limit=60)
     assert resumed["sha256"] == full["sha256"]
     with pytest.raises(ValueError, match="time_limit must be a positive number of minutes, got -1"):

@@ -111,6 +111,8 @@ def test_the_compiled_observation_equals_the_torch_one(optimize: bool) -> None:
     """Batch 1's compiled observation (``kernels.observe_one``: pooling, exit head, softmax in one call)
     gives the torch path's values along random routes, channels-first and channels-last, zero-padded
     past the map's channels; it is taken only where ``fused`` and the network is float32 on the CPU."""
+    from routing_env import kernels
+    from routing_env.kernels import observe_one
     from routing_env.routed import _CompiledObservation, _TorchObservation
 
     env, agent = trained()
@@ -134,8 +136,18 @@ def test_the_compiled_observation_equals_the_torch_one(optimize: bool) -> None:
                 if choice is not None:
                     h = model.block_routes(k, h, choice)
         assert checked >= 4 and h.shape[1] > routed.model.channels[0]  # heads compared, maps of more than one width
+        calls = []
+        with pytest.MonkeyPatch.context() as patch:  # the batch-1 walk takes the compiled path, and only under fused
+            patch.setattr(kernels, "observe_one", lambda *a: (calls.append(1), observe_one(*a)))
+            routed(env.core.executor.inputs[:1])
+            assert calls
+            calls.clear()
+            RoutedModel(env.core.backbone, agent.policy_module(), optimize=optimize, fused=False)(env.core.executor.inputs[:1])
+            assert not calls
         assert isinstance(RoutedModel(env.core.backbone, agent.policy_module(), fused=False)._observation_one(h), _TorchObservation)
-        assert isinstance(routed.double()._observation_one(h.double()), _TorchObservation)
+        routed.double()
+        assert routed._compiled_heads is None  # float64 heads: the kernel's views would be of another type
+        assert isinstance(routed._observation_one(h.double()), _TorchObservation)
 
 
 def test_a_fixed_route_exports_and_bad_routes_are_refused() -> None:
@@ -286,23 +298,52 @@ def test_the_compiled_decision_declines_what_its_kernel_does_not_compute() -> No
 
 
 def test_parameter_storage_follows_what_moves_a_modules_parameters() -> None:
-    """``ParameterStorage`` (how batch 1 knows its compiled calls' views are stale) changes with
-    ``load_state_dict(assign=True)``, a cast, a copy and a new module, and not with an in-place load."""
+    """``parameter_storage`` (how batch 1 knows its compiled calls' views are stale) changes with
+    ``load_state_dict(assign=True)``, a cast, a copy and a replaced layer, and not with an in-place load."""
     import copy
 
     from torch import nn
 
-    from routing_env.routed import ParameterStorage
+    from routing_env.routed import parameter_storage
 
-    storage, net = ParameterStorage(), nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
-    before = storage(net)
-    assert len(before) == 6 and storage(net) == before
+    net = nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    before = parameter_storage(net)
+    assert parameter_storage(net) == before
     net.load_state_dict({k: torch.zeros_like(v) for k, v in net.state_dict().items()})  # copies into the same storage
-    assert storage(net) == before
+    assert parameter_storage(net) == before
     net.load_state_dict({k: torch.ones_like(v) for k, v in net.state_dict().items()}, assign=True)
-    assigned = storage(net)
+    assigned = parameter_storage(net)
     assert assigned != before
     net.double()
-    assert storage(net) != assigned
-    twin = copy.deepcopy(net)
-    assert storage(twin) != storage(net)
+    cast = parameter_storage(net)
+    assert cast != assigned and parameter_storage(copy.deepcopy(net)) != cast
+    net[2] = nn.ReLU()  # no parameters, another module
+    assert parameter_storage(net) != cast
+
+
+def test_batch_one_follows_a_replaced_head_or_policy_layer() -> None:
+    """The compiled observation and decision read views of the parameters: a head layer or a policy
+    layer replaced after the first forward must be what batch 1 uses next, as the batched walk does."""
+    from torch import nn
+
+    env, agent = trained()
+    routed = RoutedModel(env.core.backbone, agent.policy_module())
+    x = env.core.executor.inputs[:8]
+    with torch.inference_mode():
+        [routed(x[i : i + 1]) for i in range(len(x))]  # the compiled calls are built
+        last = str(routed.num_stages)
+        old = routed.model.heads[last].fc
+        routed.model.heads[last].fc = nn.Linear(old.in_features, old.out_features)
+        batch = routed(x)
+        for i in range(len(x)):
+            torch.testing.assert_close(routed(x[i : i + 1])[0][0], batch[0][i], rtol=1e-4, atol=1e-5)
+        actor = routed.policy.net.actor  # reinforce's PolicyNet: its last layer scores the moves
+        before = batch[3].tolist()
+        exit_first = nn.Linear(actor[-1].in_features, actor[-1].out_features)
+        nn.init.zeros_(exit_first.weight)
+        with torch.no_grad():
+            exit_first.bias.copy_(torch.tensor([10.0] + [0.0] * (actor[-1].out_features - 1)))  # EXIT wherever valid
+        actor[len(actor) - 1] = exit_first
+        batch = routed(x)
+        assert batch[3].tolist() != before  # the batched walk follows the new layer
+        assert [int(routed(x[i : i + 1])[3][0]) for i in range(len(x))] == batch[3].tolist()
