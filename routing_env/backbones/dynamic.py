@@ -169,7 +169,7 @@ class DynamicExecutor(Executor):
 
     def _pool(self, rows: torch.Tensor, h: torch.Tensor) -> None:
         """Pool ``h`` (the maps of ``rows``) once: what the observation and the heads read."""
-        self.pooled[rows] = pooled_features(h, self.feature_dim)
+        self.pooled.index_copy_(0, rows, pooled_features(h, self.feature_dim))  # index_copy_: cheaper than indexed assignment
 
     @torch.inference_mode()
     def begin(self, slots: np.ndarray, indices: np.ndarray) -> None:
@@ -198,12 +198,12 @@ class DynamicExecutor(Executor):
             self._pool(rows, h)
 
     def features(self, slots: np.ndarray) -> np.ndarray:
-        return self.pooled[self._rows(slots)].float().cpu().numpy()
+        return self.pooled.index_select(0, self._rows(slots)).float().cpu().numpy()
 
     @torch.inference_mode()
     def head(self, slots: np.ndarray, positions: np.ndarray) -> np.ndarray:
         # a head reads the pooled features of the map its slot is at (pooled when the map was made)
-        pooled = self.pooled[self._rows(slots)]
+        pooled = self.pooled.index_select(0, self._rows(slots))
         if (positions == positions[0]).all():
             return self.model.head_pooled(int(positions[0]), pooled).float().cpu().numpy()
         logits = np.zeros((len(slots), self.num_classes), dtype=np.float32)
