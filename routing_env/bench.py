@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .core import EXIT, RUN
-from .env import RoutingEnv, RoutingVectorEnv
+from .env import RoutingEnv, RoutingVectorEnv, present_device
 from .latency import median_seconds
 
 
@@ -58,16 +58,22 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, roun
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
-def synchronized(fn: Callable[[], object], device: str | torch.device) -> Callable[[], object]:
-    """``fn`` followed by a wait for ``device``'s queued work: CUDA runs kernels asynchronously, so a
-    timer that does not wait measures only their launch. ``fn`` itself on the CPU."""
+def wait_for(device: str | torch.device) -> None:
+    """Wait for ``device``'s queued work: CUDA runs kernels asynchronously, so a timer that does not
+    wait measures only their launch. Nothing to wait for on the CPU."""
     where = torch.device(device)
-    if where.type != "cuda":
+    if where.type == "cuda":
+        torch.cuda.synchronize(where)
+
+
+def synchronized(fn: Callable[[], object], device: str | torch.device) -> Callable[[], object]:
+    """``fn`` followed by :func:`wait_for` ``device`` (``fn`` itself on the CPU)."""
+    if torch.device(device).type != "cuda":
         return fn
 
     def run() -> object:
         out = fn()
-        torch.cuda.synchronize(where)
+        wait_for(device)
         return out
     return run
 
@@ -225,7 +231,7 @@ def replay(venv: RoutingVectorEnv, calls: list[tuple[str, int, int, int]]) -> fl
             model.blocks[k](executor.maps[k][:n], j)
         else:
             model.head(k, executor.maps[k][:n])
-    synchronized(lambda: None, executor.inputs.device)()
+    wait_for(executor.inputs.device)
     return time.perf_counter() - began
 
 
@@ -368,7 +374,10 @@ def routed_figures(repeats: int, device: str = "cpu", batch_sizes: tuple[int, ..
 def bench(seconds: float = 5.0, ppo_steps: int = 16384, repeats: int = 30, dynamic: bool = True, device: str = "cpu") -> dict[str, Any]:
     """All figures as one JSON-ready dict; ``dynamic=False`` skips those that need CIFAR-10. Off the
     CPU, the accelerator's figures only (:func:`device_figures`)."""
-    if torch.device(device).type != "cpu":
+    where = present_device(device)
+    if where.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device!r}: bench measures the CPU or a CUDA device (its timers wait for CUDA's queue only)")
+    if where.type != "cpu":
         if not dynamic:
             raise ValueError(f"device {device!r}: only the dynamic ResNet and routed inference are measured there; dynamic=False leaves nothing")
         return device_figures(device, seconds, repeats)

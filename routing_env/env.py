@@ -181,6 +181,15 @@ def torch_device(name: str) -> torch.device:
         raise ValueError(f"invalid device {name!r}: {e}") from None
 
 
+def present_device(name: str) -> torch.device:
+    """:func:`torch_device`, and a ``ValueError`` naming ``name`` where it is CUDA and this machine has
+    none: what a command that runs work there checks before it writes anything."""
+    device = torch_device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: this machine has no CUDA device")
+    return device
+
+
 def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
     """The routing core an environment with ``config`` steps, for ``num_slots`` episodes."""
     backbone = make_backbone(config.backbone)  # a fresh object: no module is shared between environments

@@ -43,7 +43,7 @@ from .backbones.resnet import (
 from .checkpoints import atomic_write_text, file_sha256, load_state_dict, same_arguments, save_state_dict
 from .costs import module_macs
 from .data import Split, augment, load_split
-from .env import torch_device
+from .env import present_device
 from .provenance import provenance
 
 SCHEDULES = ("cosine", "onecycle")
@@ -300,9 +300,7 @@ def pretrain(
     checkpoint_path = out / "checkpoint.pt"
     if checkpoint_path.exists() and not resume:
         raise ValueError(f"{checkpoint_path} exists: pass --resume to go on from it, or choose another --out")
-    where = torch_device(device)  # a bad device is refused before anything is written
-    if where.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device!r}: this machine has no CUDA device")
+    where = present_device(device)  # a bad or absent device is refused before anything is written
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
     out.mkdir(parents=True, exist_ok=True)
