@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from . import __version__
 from .checkpoints import read_json
 from .experiments import (
+    EarlyStopping,
     StudySpec,
     SweepSpec,
     evaluation_env,
@@ -64,10 +65,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _, result = train_run(
         args.env, env_kwargs_from(args), args.agent, parse_kwargs(args.agent_kwargs, "--agent-kwargs"), args.seed,
-        args.steps, args.num_envs, out, progress=not args.quiet,
+        args.steps, args.num_envs, out, progress=not args.quiet, early_stopping=early_stopping_from(args),
     )
+    stopped = result.get("early_stopping")
+    learned = (f"{stopped['stopped_at']} of {args.steps} steps (kept the policy of step {stopped['best_steps']}, best on val-holdout)"
+               if stopped else f"{args.steps} steps")
     print(
-        f"trained {args.agent} for {args.steps} steps in {result['train_seconds']} s; "
+        f"trained {args.agent} for {learned} in {result['train_seconds']} s; "
         f"{result['split']}: accuracy {result['accuracy']:.4f} at {result['macs_fraction']:.4f} of the "
         f"reference MACs; tensorboard --logdir {out / 'tb'}",
         file=sys.stderr,
@@ -153,6 +157,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.steps,
         args.num_envs,
         parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
+        early_stopping_from(args),
     )
     results = run_sweep(spec, args.out, progress=not args.quiet, workers=args.workers, engine=args.engine, address=args.address)
     print(groups_markdown(results))
@@ -184,6 +189,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         targets=parse_list(args.targets, float, "--targets") if args.targets is not None else (),
         num_envs=args.num_envs,
         agent_kwargs=parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
+        early_stopping=early_stopping_from(args),
     )
     study = run_study(spec, args.out, workers=args.workers, progress=not args.quiet, engine=args.engine, address=args.address)
     out = Path(args.out)
@@ -329,6 +335,17 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 # --- parser ---------------------------------------------------------------------------------------
+def add_early_stopping_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--holdout-every", type=int, metavar="STEPS",
+                   help="early stopping: score the policy on val-holdout every STEPS instance-steps and keep the best "
+                        "(learn on split=val-fit or val-aug-fit)")
+    p.add_argument("--patience", type=int, default=5, help="with --holdout-every: stop after this many scorings without a better one")
+
+
+def early_stopping_from(args: argparse.Namespace) -> EarlyStopping | None:
+    return None if args.holdout_every is None else EarlyStopping(args.holdout_every, args.patience)
+
+
 def add_grid_options(p: argparse.ArgumentParser, unit: str, folder: str) -> None:
     """What a sweep and a study share: the agents and seeds of their grid, the steps per ``unit`` (a
     sweep's run, a study's trial), where the units execute, and the ``folder`` they are kept in."""
@@ -341,6 +358,7 @@ def add_grid_options(p: argparse.ArgumentParser, unit: str, folder: str) -> None
     p.add_argument("--address", help="with --engine ray: join the Ray cluster at this address (default: start Ray here)")
     p.add_argument("--out", required=True, help=f"{folder} directory (finished {unit}s are kept and reused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_early_stopping_options(p)
 
 
 def add_env_options(p: argparse.ArgumentParser, default_split: str | None = None) -> None:
@@ -366,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, required=True, help="environment instance-steps to learn for")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_early_stopping_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a trained run or a baseline on a split")

@@ -17,12 +17,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SPLITS = ("train", "val", "test", "val-aug")
+SPLITS = ("train", "val", "test", "val-aug", "val-fit", "val-holdout", "val-aug-fit")
 """``val-aug`` is ``val`` seen :data:`VAL_AUG_VIEWS` times (:func:`augmented_views`): more data for a
-policy without touching ``test``; image data sets only."""
+policy without touching ``test``; image data sets only. ``val-fit`` and ``val-holdout`` split ``val``
+in two (:func:`split_rows`): a policy learns on the first (or on ``val-aug-fit``, the ``val-aug``
+views of its images) and is early-stopped on the second, which it never sees."""
 
 VAL_AUG_VIEWS = 8
 VAL_AUG_SEED = 2024
+HOLDOUT_FRACTION = 0.2
+"""The share of ``val`` that ``val-holdout`` keeps apart (1,000 of CIFAR's 5,000 images)."""
+HOLDOUT_SEED = 2025
+
+PARTS = {"val-fit": "val", "val-holdout": "val", "val-aug-fit": "val-aug"}
+"""Splits that are rows of another split (:func:`split_rows`), by the split they are taken from."""
+
+
+def split_rows(split: str, whole: int) -> np.ndarray:
+    """The rows of ``PARTS[split]`` that make ``split``, sorted, where that split has ``whole`` instances.
+
+    ``val-holdout`` is a seeded :data:`HOLDOUT_FRACTION` of ``val``, ``val-fit`` the rest, and
+    ``val-aug-fit`` every ``val-aug`` view of a ``val-fit`` image (view ``v`` of image ``i`` is row
+    ``v·num_val + i``), so no view of a held-out image is fitted on. Rows, not copies: a cascade's
+    ``val`` feature cache serves all three."""
+    if split not in PARTS:
+        raise ValueError(f"split {split!r} is not a part of another split; expected one of {sorted(PARTS)}")
+    num_val = whole // VAL_AUG_VIEWS if PARTS[split] == "val-aug" else whole
+    held = np.zeros(num_val, dtype=bool)
+    held[np.random.default_rng(HOLDOUT_SEED).permutation(num_val)[: round(HOLDOUT_FRACTION * num_val)]] = True
+    if split == "val-holdout":
+        return np.flatnonzero(held)
+    fit = np.flatnonzero(~held)
+    if split == "val-fit":
+        return fit
+    return (np.arange(VAL_AUG_VIEWS)[:, None] * num_val + fit).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -218,12 +246,16 @@ DATASETS = ("synthetic", "synthetic-image", *CIFAR)
 def load_split(
     dataset: str, split: str, root: str | os.PathLike[str] | None = None, download: bool = False
 ) -> Split:
-    """Load ``split`` (one of ``train``, ``val``, ``test``) of ``dataset``.
+    """Load ``split`` (one of :data:`SPLITS`) of ``dataset``.
 
     CIFAR inputs are uint8 tensors ``(N, 3, 32, 32)``; models normalise them themselves.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if split in PARTS:
+        whole = load_split(dataset, PARTS[split], root, download)
+        rows = split_rows(split, len(whole))
+        return Split(whole.dataset, split, whole.inputs[torch.from_numpy(rows)], whole.labels[rows], whole.num_classes)
     if split == "val-aug":
         if dataset == "synthetic":
             raise ValueError(f"split 'val-aug' needs images (crops and flips); data set {dataset!r} has vectors")

@@ -63,7 +63,8 @@ def test_val_indices_are_fixed_and_the_right_size() -> None:
 def test_cifar10_splits_have_the_documented_sizes_and_are_disjoint(cifar_root: str) -> None:
     splits = {s: load_split("cifar10", s, cifar_root) for s in ("train", "val", "test")}
     assert [len(splits[s]) for s in ("train", "val", "test")] == [45_000, 5_000, 10_000]
-    assert SPLITS == ("train", "val", "test", "val-aug")
+    assert SPLITS == ("train", "val", "test", "val-aug", "val-fit", "val-holdout", "val-aug-fit")
+    assert [len(load_split("cifar10", s, cifar_root)) for s in ("val-fit", "val-holdout")] == [4_000, 1_000]
     for s in splits.values():
         assert s.inputs.dtype == torch.uint8 and s.inputs.shape[1:] == (3, 32, 32) and s.num_classes == 10
     train, val = splits["train"].inputs.reshape(45_000, -1), splits["val"].inputs.reshape(5_000, -1)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..checkpoints import atomic_write, file_sha256, state_dict_sha256
 from ..costs import count_macs
-from ..data import SYNTHETIC_CLASSES, SYNTHETIC_DIM, FreshViews, Split, cache_root, load_split
+from ..data import PARTS, SYNTHETIC_CLASSES, SYNTHETIC_DIM, FreshViews, Split, cache_root, load_split, split_rows
 from .base import BackboneSpec, CostTable, Executor, RoutableBackbone
 
 
@@ -66,6 +66,10 @@ class FeatureCache:
         if len(f) != 3 or len(lg) != 3 or len(lb) != 1 or f[:2] != lg[:2] or lg[1] != lb[0]:
             raise ValueError(f"feature cache {path} holds features {f}, logits {lg} and labels {lb}; expected (M, n, D), (M, n, C) and (n,)")
         return cache
+
+    def rows(self, rows: np.ndarray) -> FeatureCache:
+        """The cache of the instances ``rows`` (a split that is part of this one, :data:`~routing_env.data.PARTS`)."""
+        return FeatureCache(self.features[:, rows], self.logits[:, rows], self.labels[rows])
 
 
 class Cascade(RoutableBackbone):
@@ -157,7 +161,11 @@ class Cascade(RoutableBackbone):
         return FeatureCache(features, logits, split.labels.copy())
 
     def feature_cache(self, dataset: str, split: str, data_root: str | None = None) -> FeatureCache:
-        """The cache of ``split``: shipped, else previously computed, else computed now and written atomically."""
+        """The cache of ``split``: shipped, else previously computed, else computed now and written
+        atomically; a split that is part of another (``val-fit`` …) is that one's rows."""
+        if split in PARTS:
+            whole = self.feature_cache(dataset, PARTS[split], data_root)
+            return whole.rows(split_rows(split, len(whole.labels)))
         candidates = [self.cache_path(dataset, split)]
         if self.shipped_dir is not None:
             candidates.insert(0, self.shipped_dir / self.cache_name(dataset, split))

@@ -6,10 +6,11 @@ from .engines import run_trials
 from .report import groups_markdown, plot_pareto, run_name, write_pareto_csv
 from .study import StudySpec, Trial, check_study, front_auc, hypervolume, pareto_front, rewards_markdown, run_study, steps_to_reach
 from .sweep import SweepSpec, group_runs, reaching_reference, run_sweep, sweep_run
-from .train import EVAL_BATCH, evaluation_env, evaluation_json, evaluation_kwargs, make_vector_env, train_run, write_json
+from .train import EVAL_BATCH, EarlyStopping, evaluation_env, evaluation_json, evaluation_kwargs, make_vector_env, train_run, write_json
 
 __all__ = [
     "EVAL_BATCH",
+    "EarlyStopping",
     "StudySpec",
     "SweepSpec",
     "Trial",

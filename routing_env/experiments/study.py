@@ -28,6 +28,7 @@ from ..provenance import provenance
 from .engines import check_engine, run_trials
 from .report import save_figure
 from .sweep import SweepSpec, group_runs, sweep_run
+from .train import EarlyStopping
 
 Point = tuple[float, float]
 """``(macs_fraction, accuracy)``: cost first, as on the plots' x axis; accuracy is maximised, cost minimised."""
@@ -74,6 +75,7 @@ class StudySpec:
     targets: tuple[float, ...] = ()
     num_envs: int = 16
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    early_stopping: EarlyStopping | None = None
 
     @property
     def knob(self) -> str:
@@ -114,7 +116,7 @@ def trial_sweep(spec: StudySpec, trial: Trial) -> SweepSpec:
     if trial.knob == "target_macs":
         env_kwargs["target_macs"] = trial.value
     return SweepSpec(spec.env_id, env_kwargs, (trial.agent,), (trial.lam,), (trial.seed,), spec.steps, spec.num_envs,
-                     spec.agent_kwargs)
+                     spec.agent_kwargs, spec.early_stopping)
 
 
 def run_trial(spec: StudySpec, out: Path, trial: Trial) -> dict[str, Any]:
@@ -152,6 +154,8 @@ def check_study(spec: StudySpec) -> None:
         raise ValueError(f"num_envs must be a positive integer, got {spec.num_envs!r}")
     if spec.env_id not in ENV_IDS:
         raise ValueError(f"unknown environment id {spec.env_id!r}; expected one of {list(ENV_IDS)}")
+    if spec.early_stopping is not None:
+        spec.early_stopping.check({"split": "val", **spec.env_kwargs})
     backbone = spec.env_kwargs.get("backbone")
     if backbone is not None and backbone not in backbone_names():
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {backbone_names()}")

@@ -19,7 +19,7 @@ from .report import plot_pareto, run_name, write_pareto_csv
 from ..checkpoints import read_json, write_json
 from ..provenance import provenance
 from .engines import check_engine, run_trials
-from .train import evaluation_env, evaluation_json, train_run
+from .train import EarlyStopping, evaluation_env, evaluation_json, train_run
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class SweepSpec:
     steps: int
     num_envs: int = 16
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    early_stopping: EarlyStopping | None = None
+    """Keep each run's best policy on ``val-holdout`` (:class:`~routing_env.experiments.train.EarlyStopping`)."""
 
 
 def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, progress: bool = False) -> dict[str, Any]:
@@ -45,7 +47,8 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
     directory = out / "runs" / run_name(agent, lam, seed)
     done = directory / "test.json"
     setting = {"env": spec.env_id, "env_kwargs": spec.env_kwargs, "steps": spec.steps, "num_envs": spec.num_envs,
-               "agent_kwargs": spec.agent_kwargs}
+               "agent_kwargs": spec.agent_kwargs,
+               **({"early_stopping": asdict(spec.early_stopping)} if spec.early_stopping is not None else {})}
     if done.is_file():
         record = read_json(done)
         if record["setting"] != json.loads(json.dumps(setting)):  # as stored: tuples read back as lists
@@ -53,7 +56,7 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
         return record
     env_kwargs = {**spec.env_kwargs, "lam": lam}
     policy, val_result = train_run(
-        spec.env_id, env_kwargs, agent, spec.agent_kwargs, seed, spec.steps, spec.num_envs, directory, progress
+        spec.env_id, env_kwargs, agent, spec.agent_kwargs, seed, spec.steps, spec.num_envs, directory, progress, spec.early_stopping
     )
     from agents import load_agent
 
@@ -156,6 +159,8 @@ def check_sweep(spec: SweepSpec) -> None:
         EnvConfig.from_options({k: v for k, v in {**spec.env_kwargs, "lam": lam}.items() if k != "backbone_weights"})
     if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 0 or spec.num_envs < 1:
         raise ValueError(f"a sweep needs steps >= 0 and num_envs >= 1, got {spec.steps!r} and {spec.num_envs!r}")
+    if spec.early_stopping is not None:
+        spec.early_stopping.check({"split": "val", **spec.env_kwargs})
 
 
 def _sweep_trial(spec: SweepSpec, out: Path, progress: bool, trial: tuple[str, float, int]) -> dict[str, Any]:

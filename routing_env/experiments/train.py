@@ -7,10 +7,12 @@ it scores.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import gymnasium as gym
 
@@ -21,7 +23,7 @@ from ..evaluation import route_split, summarize
 from ..provenance import provenance
 
 if TYPE_CHECKING:
-    from agents import Agent
+    from agents import Agent, RunLogger
 
 EVAL_BATCH = 256
 
@@ -65,6 +67,66 @@ def evaluation_json(agent: Any, env: RoutingVectorEnv, env_id: str, progress: bo
     return {"policy": agent.name, "uses_labels": bool(getattr(agent, "uses_labels", False)), "env": env_id, **summary}
 
 
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Early stopping on ``val-holdout``: every ``every`` instance-steps the policy is scored there
+    (greedy, frozen, :func:`evaluation_json`); the run keeps the policy with the best mean reward —
+    the objective it learns, on images it never sees — and stops after ``patience`` scorings without
+    a better one. The policy must learn on ``val-fit`` or ``val-aug-fit``, which hold none of them."""
+
+    every: int
+    patience: int
+
+    FIT_SPLITS: ClassVar[tuple[str, ...]] = ("val-fit", "val-aug-fit")
+
+    def __post_init__(self) -> None:
+        for name, flag in (("every", "--holdout-every"), ("patience", "--patience")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"early stopping needs {name} ({flag}) >= 1, an integer; got {value!r}")
+
+    def check(self, env_kwargs: dict[str, Any]) -> None:
+        """Refuse options under which the held-out score would not be held out, or not of this policy."""
+        if env_kwargs.get("split") not in self.FIT_SPLITS:
+            raise ValueError(f"early stopping scores on 'val-holdout'; learn on one of {self.FIT_SPLITS}, which hold none "
+                             f"of its images, not split={env_kwargs.get('split')!r}")
+        if env_kwargs.get("train_backbone"):
+            raise ValueError("early stopping keeps the best policy, but a co-trained backbone has moved on since; "
+                             "use it with a frozen backbone (train_backbone=False)")
+
+
+def learn_with_early_stopping(agent: Agent, stopping: EarlyStopping, steps: int, score: Callable[[Agent], dict[str, Any]],
+                              out: Path, logger: RunLogger | None = None, progress: bool = False) -> dict[str, Any]:
+    """``agent.learn`` in rounds of ``stopping.every`` steps, each followed by ``score(agent)`` (an
+    evaluation object with ``reward_mean``, ``accuracy`` and ``macs_fraction``: :func:`evaluation_json`
+    on ``val-holdout``); the best policy so far is saved in ``out/best`` and, at the end, copied into
+    ``out``, so that ``out`` holds the policy that scored best. Returns the scorings, the best one's
+    steps and the steps learned."""
+    history: list[dict[str, Any]] = []
+    best = -1
+    done = 0
+    while done < steps:
+        chunk = min(stopping.every, steps - done)
+        agent.learn(chunk, logger=logger, progress=progress)
+        done += chunk
+        scored = score(agent)
+        history.append({"steps": done, **{key: scored[key] for key in ("reward_mean", "accuracy", "macs_fraction")}})
+        if logger is not None:
+            for key in ("reward_mean", "accuracy", "macs_fraction"):
+                logger.scalar(f"holdout/{key}", scored[key], done)
+        if best < 0 or history[-1]["reward_mean"] > history[best]["reward_mean"]:
+            best = len(history) - 1
+            agent.save(out / "best")
+        elif len(history) - 1 - best >= stopping.patience:
+            break
+    if best >= 0:
+        shutil.copytree(out / "best", out, dirs_exist_ok=True)
+    else:  # nothing learned (steps = 0), nothing scored: the policy as made
+        agent.save(out)
+    return {"every": stopping.every, "patience": stopping.patience, "best_steps": history[best]["steps"] if best >= 0 else 0,
+            "stopped_at": done, "history": history}
+
+
 def train_run(
     env_id: str,
     env_kwargs: dict[str, Any],
@@ -75,21 +137,27 @@ def train_run(
     num_envs: int,
     out: Path,
     progress: bool = False,
+    early_stopping: EarlyStopping | None = None,
 ) -> tuple[Agent, dict[str, Any]]:
     """Train ``agent_name`` on ``env_kwargs['split']`` (``val`` unless given); write ``config.json``,
     tensorboard events under ``tb/``, the policy, a co-trained run's ``backbone.pt``, and ``eval.json``
     (on the training split, frozen, with the run's backbone, by the saved agent loaded afresh: what
-    ``evaluate --run`` gives). Returns the trained agent and ``eval.json``."""
+    ``evaluate --run`` gives). With ``early_stopping`` the saved policy is the one that scored best
+    on ``val-holdout`` (:class:`EarlyStopping`), and ``holdout.json`` holds the scorings. Returns the
+    trained agent (as learning left it) and ``eval.json``."""
     from agents import RunLogger, load_agent, make_agent
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0 or isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"train needs --steps >= 0 and --num-envs >= 1, got {steps!r} and {num_envs!r}")
     env_kwargs = {"split": "val", **env_kwargs}
+    if early_stopping is not None:
+        early_stopping.check(env_kwargs)
     env = make_vector_env(env_id, num_envs, **env_kwargs)  # bad options fail here, before anything is written
     agent = make_agent(agent_name, env, seed=seed, **agent_kwargs)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "tb").exists():  # a killed run's curves would be drawn beside this one's
-        shutil.rmtree(out / "tb")
+    for stale in ("tb", "best"):  # a killed run's curves would be drawn beside this one's, its best policy kept
+        if (out / stale).exists():
+            shutil.rmtree(out / stale)
     config = {
         "env": env_id,
         "env_kwargs": env_kwargs,
@@ -98,22 +166,35 @@ def train_run(
         "seed": seed,
         "steps": steps,
         "num_envs": num_envs,
+        **({"early_stopping": dataclasses.asdict(early_stopping)} if early_stopping is not None else {}),
         "routing_env_version": __version__,
         "provenance": provenance(),
     }
     write_json(out / "config.json", config)
     logger = RunLogger(out / "tb")
     start = time.time()
+    stopped = None
     try:
-        agent.learn(steps, logger=logger, progress=progress)
+        if early_stopping is None:
+            agent.learn(steps, logger=logger, progress=progress)
+        else:
+            holdout = evaluation_env(env_id, env_kwargs, "val-holdout")
+            stopped = learn_with_early_stopping(agent, early_stopping, steps, lambda a: evaluation_json(a, holdout, env_id),
+                                                out, logger, progress)
+            holdout.close()
     finally:
         logger.close()
-    agent.save(out)
+    if stopped is None:
+        agent.save(out)
+    else:
+        write_json(out / "holdout.json", stopped)
     if env_kwargs.get("train_backbone"):
         save_state_dict(env.unwrapped.backbone_state_dict(), out / "backbone.pt")
     env.close()
     evaluated = evaluation_env(env_id, env_kwargs, env_kwargs["split"], run=out)
     result = evaluation_json(load_agent(out, evaluated, allow_code=":" in agent_name), evaluated, env_id)  # the caller named that code
     result["train_seconds"] = round(time.time() - start, 2)
+    if stopped is not None:
+        result["early_stopping"] = {key: stopped[key] for key in ("best_steps", "stopped_at")}
     write_json(out / "eval.json", result)
     return agent, result
