@@ -7,7 +7,7 @@ import importlib
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -51,6 +51,16 @@ class Agent(abc.ABC):
         ``logger`` receives TensorBoard scalars; ``progress`` shows a progress bar on stderr.
         """
 
+    def learn_rounds(self, total_steps: int, every: int, after_round: AfterRound, logger: RunLogger | None = None,
+                     progress: bool = False) -> None:
+        """:meth:`learn` for ``total_steps``, calling ``after_round(steps)`` (the steps learned so far)
+        after every ``every`` of them and after the last, shorter round; learning stops when it returns
+        ``False`` (early stopping). By default each round is its own :meth:`learn` call
+        (:func:`learn_in_rounds`), which is right for an agent whose learning has no schedule over
+        ``total_steps``; one with a schedule (an exploration rate decaying over the run) overrides this
+        to call back from inside one :meth:`learn`, as the SB3 agents do."""
+        learn_in_rounds(self, total_steps, every, after_round, logger, progress)
+
     def policy_macs(self) -> float:
         """MACs of one decision of the policy itself (0 for rule-based baselines)."""
         return 0.0
@@ -69,6 +79,23 @@ class Agent(abc.ABC):
 
     def load_state(self, directory: Path) -> None:
         """Restore what ``save`` wrote beyond ``agent.json`` (nothing by default)."""
+
+
+AfterRound = Callable[[int], bool]
+"""Called with the steps learned so far in a :meth:`Agent.learn_rounds` call; ``False`` stops learning."""
+
+
+def learn_in_rounds(agent: Any, total_steps: int, every: int, after_round: AfterRound, logger: RunLogger | None = None,
+                    progress: bool = False) -> None:
+    """``agent.learn`` in rounds of ``every`` steps (the last one shorter), ``after_round`` after each:
+    :meth:`Agent.learn_rounds` of any object with ``learn`` (a custom agent need not subclass :class:`Agent`)."""
+    done = 0
+    while done < total_steps:
+        chunk = min(every, total_steps - done)
+        agent.learn(chunk, logger=logger, progress=progress)
+        done += chunk
+        if not after_round(done):
+            return
 
 
 def _registry() -> dict[str, type[Agent]]:

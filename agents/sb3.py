@@ -9,7 +9,7 @@ and MACs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from routing_env.checkpoints import load_state_dict, save_state_dict
 from routing_env.costs import count_macs
 from routing_env.env import RoutingVectorEnv
 
-from .base import Agent
+from .base import AfterRound, Agent
 from .features import RoutingExtractor
 from .fused import MLPDecision
 from .logger import RunLogger
@@ -141,6 +141,32 @@ class RoutingCallback(BaseCallback):
         return True
 
 
+class RoundCallback(BaseCallback):
+    """``after_round(steps)`` each time another ``every`` timesteps have been learned in this ``learn``
+    call (steps counted from its start; the policy scored is the one acting now), stopping learning
+    when it returns ``False``; :meth:`finish` calls it once more for a last, shorter round."""
+
+    def __init__(self, every: int, after_round: AfterRound) -> None:
+        super().__init__()
+        self.every, self.after_round = every, after_round
+        self.start = self.called_at = 0
+        self.stopped = False
+
+    def _on_training_start(self) -> None:
+        self.start = self.called_at = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.called_at < self.every:
+            return True
+        self.called_at = self.num_timesteps
+        self.stopped = not self.after_round(self.num_timesteps - self.start)
+        return not self.stopped
+
+    def finish(self) -> None:
+        if not self.stopped and self.num_timesteps > self.called_at:
+            self.after_round(self.num_timesteps - self.start)
+
+
 class ProgressCallback(BaseCallback):
     """A tqdm progress bar over SB3's timesteps."""
 
@@ -187,13 +213,23 @@ class SB3Agent(Agent):
     def options(self) -> dict[str, Any]:
         return dict(self.kwargs)
 
-    def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False) -> None:
+    def learn(self, total_steps: int, logger: RunLogger | None = None, progress: bool = False,
+              callbacks: Sequence[BaseCallback] = ()) -> None:
         if logger is not None and self._logged_to != logger.directory:  # one events file per run
             self.model.set_logger(configure(str(logger.directory), ["tensorboard"]))
             self._logged_to = logger.directory
-        callbacks = [RoutingCallback()] + ([ProgressCallback(total_steps, self.name)] if progress else [])
+        every = [RoutingCallback()] + ([ProgressCallback(total_steps, self.name)] if progress else []) + list(callbacks)
         # a later call goes on (its steps, its episodes, its TensorBoard step) where this one stopped
-        self.model.learn(total_timesteps=total_steps, callback=CallbackList(callbacks), reset_num_timesteps=self.model.num_timesteps == 0)
+        self.model.learn(total_timesteps=total_steps, callback=CallbackList(every), reset_num_timesteps=self.model.num_timesteps == 0)
+
+    def learn_rounds(self, total_steps: int, every: int, after_round: AfterRound, logger: RunLogger | None = None,
+                     progress: bool = False) -> None:
+        """Rounds inside one SB3 ``learn`` (:class:`RoundCallback`): SB3's schedules (DQN's
+        exploration rate, any learning-rate schedule) run over ``total_steps`` as in one :meth:`learn`,
+        where separate calls would restart them."""
+        rounds = RoundCallback(every, after_round)
+        self.learn(total_steps, logger, progress, callbacks=[rounds])
+        rounds.finish()
 
     def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:
         kwargs = {"action_masks": obs["action_mask"].astype(bool)} if self.masked else {}

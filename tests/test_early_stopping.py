@@ -138,3 +138,35 @@ def test_cli_train_with_early_stopping(tmp_path: Path, capsys: pytest.CaptureFix
                  "--holdout-every", "1000", "--patience", "1", "--out", str(out), "--quiet"]) == 0
     assert "best on val-holdout" in capsys.readouterr().err
     assert (out / "holdout.json").is_file()
+
+
+def tiny_vector_env(split: str = "val-fit") -> Any:
+    from routing_env.experiments import make_vector_env
+
+    return make_vector_env("routing_env/Cascade-v0", 16, backbone="tiny-cascade", split=split, lam=0.05)
+
+
+def test_sb3_rounds_run_inside_one_learn_so_schedules_span_the_run() -> None:
+    from agents import make_agent
+
+    agent = make_agent("dqn", tiny_vector_env(), exploration_fraction=0.5, learning_starts=100)
+    seen: list[tuple[int, float]] = []
+
+    def after_round(steps: int) -> bool:
+        seen.append((steps, agent.model.exploration_rate))
+        return True
+
+    agent.learn_rounds(4000, 1000, after_round)
+    assert [steps for steps, _ in seen] == [1008, 2016, 3024, 4000]  # 16 instance-steps a step; the last round shorter
+    # one learn over 4000 steps: ε falls from 1 to 0.05 over the first 2000 (separate learn calls would
+    # restart the schedule over each round and reach 0.05 within the first 500 steps)
+    assert seen[0][1] == pytest.approx(1 - 0.95 * 1008 / 2000, abs=0.01) and seen[-1][1] == pytest.approx(0.05)
+
+
+def test_sb3_rounds_stop_learning_when_told() -> None:
+    from agents import make_agent
+
+    agent = make_agent("ppo", tiny_vector_env())
+    calls: list[int] = []
+    agent.learn_rounds(10_240, 2048, lambda steps: bool(calls.append(steps)) or len(calls) < 2)
+    assert calls == [2048, 4096] and agent.model.num_timesteps < 10_240

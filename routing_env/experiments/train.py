@@ -97,18 +97,19 @@ class EarlyStopping:
 
 def learn_with_early_stopping(agent: Agent, stopping: EarlyStopping, steps: int, score: Callable[[Agent], dict[str, Any]],
                               out: Path, logger: RunLogger | None = None, progress: bool = False) -> dict[str, Any]:
-    """``agent.learn`` in rounds of ``stopping.every`` steps, each followed by ``score(agent)`` (an
-    evaluation object with ``reward_mean``, ``accuracy`` and ``macs_fraction``: :func:`evaluation_json`
-    on ``val-holdout``); the best policy so far is saved in ``out/best`` and, at the end, copied into
+    """The agent learns in rounds of ``stopping.every`` steps (``agent.learn_rounds``, or separate
+    ``learn`` calls for an agent without it), each followed by ``score(agent)`` (an evaluation object
+    with ``reward_mean``, ``accuracy`` and ``macs_fraction``: :func:`evaluation_json` on
+    ``val-holdout``); the best policy so far is saved in ``out/best`` and, at the end, copied into
     ``out``, so that ``out`` holds the policy that scored best. Returns the scorings, the best one's
     steps and the steps learned."""
+    from agents import learn_in_rounds
+
     history: list[dict[str, Any]] = []
     best = -1
-    done = 0
-    while done < steps:
-        chunk = min(stopping.every, steps - done)
-        agent.learn(chunk, logger=logger, progress=progress)
-        done += chunk
+
+    def after_round(done: int) -> bool:
+        nonlocal best
         scored = score(agent)
         history.append({"steps": done, **{key: scored[key] for key in ("reward_mean", "accuracy", "macs_fraction")}})
         if logger is not None:
@@ -117,14 +118,19 @@ def learn_with_early_stopping(agent: Agent, stopping: EarlyStopping, steps: int,
         if best < 0 or history[-1]["reward_mean"] > history[best]["reward_mean"]:
             best = len(history) - 1
             agent.save(out / "best")
-        elif len(history) - 1 - best >= stopping.patience:
-            break
+        return len(history) - 1 - best < stopping.patience
+
+    rounds = getattr(agent, "learn_rounds", None)
+    if rounds is not None:
+        rounds(steps, stopping.every, after_round, logger=logger, progress=progress)
+    else:
+        learn_in_rounds(agent, steps, stopping.every, after_round, logger=logger, progress=progress)
     if best >= 0:
         shutil.copytree(out / "best", out, dirs_exist_ok=True)
     else:  # nothing learned (steps = 0), nothing scored: the policy as made
         agent.save(out)
     return {"every": stopping.every, "patience": stopping.patience, "best_steps": history[best]["steps"] if best >= 0 else 0,
-            "stopped_at": done, "history": history}
+            "stopped_at": history[-1]["steps"] if history else 0, "history": history}
 
 
 def train_run(
