@@ -88,12 +88,14 @@ AfterRound = Callable[[int], bool]
 def learn_in_rounds(agent: Any, total_steps: int, every: int, after_round: AfterRound, logger: RunLogger | None = None,
                     progress: bool = False) -> None:
     """``agent.learn`` in rounds of ``every`` steps (the last one shorter), ``after_round`` after each:
-    :meth:`Agent.learn_rounds` of any object with ``learn`` (a custom agent need not subclass :class:`Agent`)."""
+    :meth:`Agent.learn_rounds` of any object with ``learn`` (a custom agent need not subclass :class:`Agent`).
+    Where the agent counts the steps it learned (``steps_done``: ``reinforce`` learns in whole updates,
+    so a round can run a little longer than asked), the rounds and ``after_round`` use its count."""
+    first = getattr(agent, "steps_done", None)
     done = 0
     while done < total_steps:
-        chunk = min(every, total_steps - done)
-        agent.learn(chunk, logger=logger, progress=progress)
-        done += chunk
+        agent.learn(min(every, total_steps - done), logger=logger, progress=progress)
+        done = done + min(every, total_steps - done) if first is None else agent.steps_done - first
         if not after_round(done):
             return
 

@@ -339,11 +339,15 @@ def add_early_stopping_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout-every", type=int, metavar="STEPS",
                    help="early stopping: score the policy on val-holdout every STEPS instance-steps and keep the best "
                         "(learn on split=val-fit or val-aug-fit)")
-    p.add_argument("--patience", type=int, default=5, help="with --holdout-every: stop after this many scorings without a better one")
+    p.add_argument("--patience", type=int, help="with --holdout-every: stop after this many scorings without a better one (default 5)")
 
 
 def early_stopping_from(args: argparse.Namespace) -> EarlyStopping | None:
-    return None if args.holdout_every is None else EarlyStopping(args.holdout_every, args.patience)
+    if args.holdout_every is None:
+        if args.patience is not None:
+            raise ValueError(f"--patience {args.patience} needs --holdout-every STEPS (early stopping)")
+        return None
+    return EarlyStopping(args.holdout_every, 5 if args.patience is None else args.patience)
 
 
 def add_grid_options(p: argparse.ArgumentParser, unit: str, folder: str) -> None:

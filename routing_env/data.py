@@ -42,6 +42,8 @@ def split_rows(split: str, whole: int) -> np.ndarray:
     ``val`` feature cache serves all three."""
     if split not in PARTS:
         raise ValueError(f"split {split!r} is not a part of another split; expected one of {sorted(PARTS)}")
+    if PARTS[split] == "val-aug" and whole % VAL_AUG_VIEWS:
+        raise ValueError(f"a val-aug of {whole} instances is not {VAL_AUG_VIEWS} views of val (a stale cache?); cannot take {split!r}")
     num_val = whole // VAL_AUG_VIEWS if PARTS[split] == "val-aug" else whole
     held = np.zeros(num_val, dtype=bool)
     held[np.random.default_rng(HOLDOUT_SEED).permutation(num_val)[: round(HOLDOUT_FRACTION * num_val)]] = True

@@ -94,9 +94,11 @@ def test_no_steps_saves_the_policy_as_made(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"split": "val"}, "learn on one of .*'val-fit', 'val-aug-fit'.*not split='val'"),
+    ({"split": "val"}, "learn on the rest of val, one of .*'val-fit', 'val-aug-fit'.*not split='val'"),
     ({"split": "val-holdout"}, "not split='val-holdout'"),
     ({"split": "val-fit", "train_backbone": True}, "co-trained backbone"),
+    ({"split": "val-fit", "target_macs": 0.4}, "target_macs adapts lam"),
+    ({"split": "train"}, "learn on the rest of val"),
 ])
 def test_refuses_a_holdout_that_is_not_held_out(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -114,7 +116,7 @@ def test_train_run_writes_the_best_policy_and_its_scorings(tmp_path: Path) -> No
     _, result = train_run("routing_env/Cascade-v0", {"backbone": "tiny-cascade", "split": "val-fit", "lam": 0.05}, "reinforce", {},
                           0, 6000, 16, out, early_stopping=EarlyStopping(every=1500, patience=10))
     stopped = json.loads((out / "holdout.json").read_text())
-    assert [row["steps"] for row in stopped["history"]] == [1500, 3000, 4500, 6000]
+    assert len(stopped["history"]) == 4 and stopped["history"][-1]["steps"] >= 6000
     best = max(stopped["history"], key=lambda row: row["reward_mean"])
     assert stopped["best_steps"] == best["steps"] == result["early_stopping"]["best_steps"]
     assert (out / "policy.pt").read_bytes() == (out / "best" / "policy.pt").read_bytes()
@@ -170,3 +172,33 @@ def test_sb3_rounds_stop_learning_when_told() -> None:
     calls: list[int] = []
     agent.learn_rounds(10_240, 2048, lambda steps: bool(calls.append(steps)) or len(calls) < 2)
     assert calls == [2048, 4096] and agent.model.num_timesteps < 10_240
+
+
+def test_cli_refuses_patience_without_early_stopping(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--backbone", "tiny-cascade", "--agent", "random", "--steps", "10", "--patience", "3", "--out", str(tmp_path)]) != 0
+    assert "--patience 3 needs --holdout-every" in capsys.readouterr().err
+
+
+def test_a_run_without_early_stopping_leaves_no_stale_scorings(tmp_path: Path) -> None:
+    options = {"backbone": "tiny-cascade", "split": "val-fit", "lam": 0.05}
+    train_run("routing_env/Cascade-v0", options, "threshold", {}, 0, 2000, 16, tmp_path, early_stopping=EarlyStopping(1000, 1))
+    assert (tmp_path / "holdout.json").is_file() and (tmp_path / "best").is_dir()
+    train_run("routing_env/Cascade-v0", options, "threshold", {}, 0, 0, 16, tmp_path)
+    assert not (tmp_path / "holdout.json").exists() and not (tmp_path / "best").exists()
+
+
+def test_no_steps_still_tunes_what_learns_without_steps(tmp_path: Path) -> None:
+    options = {"backbone": "tiny-cascade", "split": "val-fit", "lam": 0.05}
+    _, plain = train_run("routing_env/Cascade-v0", options, "threshold", {}, 0, 0, 16, tmp_path / "plain")
+    _, stopped = train_run("routing_env/Cascade-v0", options, "threshold", {}, 0, 0, 16, tmp_path / "stopped",
+                           early_stopping=EarlyStopping(1000, 1))
+    assert json.loads((tmp_path / "stopped" / "agent.json").read_text())["options"] == json.loads((tmp_path / "plain" / "agent.json").read_text())["options"]
+    assert stopped["accuracy"] == plain["accuracy"] and stopped["macs_fraction"] == plain["macs_fraction"]
+
+
+def test_reinforce_rounds_count_the_steps_it_learned(tmp_path: Path) -> None:
+    _, result = train_run("routing_env/Cascade-v0", {"backbone": "tiny-cascade", "split": "val-fit", "lam": 0.05}, "reinforce", {},
+                          0, 3000, 16, tmp_path, early_stopping=EarlyStopping(every=1000, patience=10))
+    steps = [row["steps"] for row in json.loads((tmp_path / "holdout.json").read_text())["history"]]
+    assert steps == sorted(steps) and all(s >= 1000 * (k + 1) for k, s in enumerate(steps)) and steps[-1] >= 3000
+    assert steps[0] > 1000  # whole updates: the first round ran past 1,000 and says so

@@ -88,11 +88,14 @@ class EarlyStopping:
     def check(self, env_kwargs: dict[str, Any]) -> None:
         """Refuse options under which the held-out score would not be held out, or not of this policy."""
         if env_kwargs.get("split") not in self.FIT_SPLITS:
-            raise ValueError(f"early stopping scores on 'val-holdout'; learn on one of {self.FIT_SPLITS}, which hold none "
-                             f"of its images, not split={env_kwargs.get('split')!r}")
+            raise ValueError(f"early stopping scores on 'val-holdout', a fifth of val; learn on the rest of val, one of "
+                             f"{self.FIT_SPLITS}, not split={env_kwargs.get('split')!r}")
         if env_kwargs.get("train_backbone"):
             raise ValueError("early stopping keeps the best policy, but a co-trained backbone has moved on since; "
                              "use it with a frozen backbone (train_backbone=False)")
+        if env_kwargs.get("target_macs") is not None:
+            raise ValueError("early stopping scores the reward at the environment's lam, but target_macs adapts lam while "
+                             "learning, so the best-scoring policy would be the earliest, over-budget one; use a fixed lam")
 
 
 def learn_with_early_stopping(agent: Agent, stopping: EarlyStopping, steps: int, score: Callable[[Agent], dict[str, Any]],
@@ -127,7 +130,8 @@ def learn_with_early_stopping(agent: Agent, stopping: EarlyStopping, steps: int,
         learn_in_rounds(agent, steps, stopping.every, after_round, logger=logger, progress=progress)
     if best >= 0:
         shutil.copytree(out / "best", out, dirs_exist_ok=True)
-    else:  # nothing learned (steps = 0), nothing scored: the policy as made
+    else:  # steps = 0: nothing scored; learn(0) still tunes what needs no steps (the threshold's τ)
+        agent.learn(0, logger=logger, progress=progress)
         agent.save(out)
     return {"every": stopping.every, "patience": stopping.patience, "best_steps": history[best]["steps"] if best >= 0 else 0,
             "stopped_at": history[-1]["steps"] if history else 0, "history": history}
@@ -161,9 +165,10 @@ def train_run(
     env = make_vector_env(env_id, num_envs, **env_kwargs)  # bad options fail here, before anything is written
     agent = make_agent(agent_name, env, seed=seed, **agent_kwargs)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("tb", "best"):  # a killed run's curves would be drawn beside this one's, its best policy kept
+    for stale in ("tb", "best"):  # an earlier run's curves would be drawn beside this one's, its best policy kept
         if (out / stale).exists():
             shutil.rmtree(out / stale)
+    (out / "holdout.json").unlink(missing_ok=True)  # an earlier run's scorings are not this one's
     config = {
         "env": env_id,
         "env_kwargs": env_kwargs,
@@ -185,9 +190,11 @@ def train_run(
             agent.learn(steps, logger=logger, progress=progress)
         else:
             holdout = evaluation_env(env_id, env_kwargs, "val-holdout")
-            stopped = learn_with_early_stopping(agent, early_stopping, steps, lambda a: evaluation_json(a, holdout, env_id),
-                                                out, logger, progress)
-            holdout.close()
+            try:
+                stopped = learn_with_early_stopping(agent, early_stopping, steps, lambda a: evaluation_json(a, holdout, env_id),
+                                                    out, logger, progress)
+            finally:
+                holdout.close()
     finally:
         logger.close()
     if stopped is None:
