@@ -94,8 +94,9 @@ def learn_in_rounds(agent: Any, total_steps: int, every: int, after_round: After
     first = getattr(agent, "steps_done", None)
     done = 0
     while done < total_steps:
-        agent.learn(min(every, total_steps - done), logger=logger, progress=progress)
-        done = done + min(every, total_steps - done) if first is None else agent.steps_done - first
+        chunk = min(every, total_steps - done)
+        agent.learn(chunk, logger=logger, progress=progress)
+        done = done + chunk if first is None else agent.steps_done - first
         if not after_round(done):
             return
 

@@ -98,6 +98,10 @@ class EarlyStopping:
                              "learning, so the best-scoring policy would be the earliest, over-budget one; use a fixed lam")
 
 
+HOLDOUT_KEYS = ("reward_mean", "accuracy", "macs_fraction")
+"""What each ``val-holdout`` scoring keeps (``holdout.json``, ``holdout/*`` in TensorBoard); the first decides."""
+
+
 def learn_with_early_stopping(agent: Agent, stopping: EarlyStopping, steps: int, score: Callable[[Agent], dict[str, Any]],
                               out: Path, logger: RunLogger | None = None, progress: bool = False) -> dict[str, Any]:
     """The agent learns in rounds of ``stopping.every`` steps (``agent.learn_rounds``, or separate
@@ -114,9 +118,9 @@ def learn_with_early_stopping(agent: Agent, stopping: EarlyStopping, steps: int,
     def after_round(done: int) -> bool:
         nonlocal best
         scored = score(agent)
-        history.append({"steps": done, **{key: scored[key] for key in ("reward_mean", "accuracy", "macs_fraction")}})
+        history.append({"steps": done, **{key: scored[key] for key in HOLDOUT_KEYS}})
         if logger is not None:
-            for key in ("reward_mean", "accuracy", "macs_fraction"):
+            for key in HOLDOUT_KEYS:
                 logger.scalar(f"holdout/{key}", scored[key], done)
         if best < 0 or history[-1]["reward_mean"] > history[best]["reward_mean"]:
             best = len(history) - 1
