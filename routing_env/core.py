@@ -195,6 +195,11 @@ class ActionTables:
                     static_valid[k, RUN + j] = True
                     evaluates[k, RUN + j] = bool(has_head[k + 1])
                     act_cost[k, RUN + j] = costs.stage[k, j] + costs.head[k + 1] * has_head[k + 1]
+            if not static_valid[k].any():
+                supported = [w for w, ok in zip(spec.widths, spec.width_supported[k]) if ok]
+                raise ValueError(f"stage {k} would have no valid move: it runs only at widths {supported}, none of the offered "
+                                 f"{[w for w, ok in zip(spec.widths, offered) if ok]}, and cannot be skipped "
+                                 f"(allow_skip={allow_skip}, skippable={spec.skippable[k]})")
         min_to_head = np.full(n + 1, np.inf)
         for k in range(n - 1, -1, -1):
             rest = np.where(evaluates[k], 0.0, min_to_head[k + 1])

@@ -51,15 +51,18 @@ class CoTraining:
 
 
 def heads_on_route(
-    instances: np.ndarray, routes: np.ndarray, exits: np.ndarray, head_positions: np.ndarray
+    instances: np.ndarray, routes: np.ndarray, exits: np.ndarray, head_positions: np.ndarray,
+    head_after_skip: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ended episodes as one (instance, route, exit) row per head their route evaluated up to their exit:
-    a head at point ``p`` when ``p <= exit`` and the block before it ran (heads are not evaluated after
-    a SKIP), so the loss of the rows is the cross-entropy of every head the episode passed."""
+    a head at point ``p`` when ``p <= exit`` and, unless the backbone evaluates heads after a SKIP too
+    (``spec.head_after_skip``: a dynamic ResNet; a cascade's head belongs to the member it skipped), the
+    block before it ran. The loss of the rows is the cross-entropy of every head the episode passed,
+    its exit head included."""
     rows, positions = [], []
     for p in np.asarray(head_positions).tolist():
         evaluated = exits >= p
-        if p > 0:
+        if p > 0 and not head_after_skip:
             evaluated &= routes[:, p - 1] != SKIP_CHOICE
         rows.append(np.flatnonzero(evaluated))
         positions.append(np.full(int(evaluated.sum()), p, dtype=exits.dtype))
@@ -84,6 +87,7 @@ class BackboneTrainer:
         loss: Callable[[np.ndarray, np.ndarray, np.ndarray], torch.Tensor],
         config: CoTraining,
         head_positions: np.ndarray | None = None,
+        head_after_skip: bool = False,
     ) -> None:
         if config.targets == "heads" and head_positions is None:
             raise ValueError("backbone_targets='heads' needs the backbone's head positions")
@@ -91,6 +95,7 @@ class BackboneTrainer:
         self.loss = loss
         self.config = config
         self.head_positions = head_positions
+        self.head_after_skip = head_after_skip
         self.parameters = list(module.parameters())
         self.optimizer = torch.optim.SGD(self.parameters, lr=config.lr, momentum=0.9)
         self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -105,7 +110,7 @@ class BackboneTrainer:
             raise ValueError("co-training needs an environment built with train_backbone=True (the live, trainable backbone)")
         core = env.core
         config = config or CoTraining(env.config.backbone_lr, env.config.backbone_update_every, env.config.backbone_targets)
-        return cls(core.backbone.module, core.executor.loss, config, core.head_positions)
+        return cls(core.backbone.module, core.executor.loss, config, core.head_positions, core.backbone.spec.head_after_skip)
 
     @property
     def num_pending(self) -> int:
@@ -127,7 +132,7 @@ class BackboneTrainer:
     def update(self, instances: np.ndarray, routes: np.ndarray, exits: np.ndarray) -> None:
         """One optimizer step on these episodes."""
         if self.config.targets == "heads":
-            instances, routes, exits = heads_on_route(instances, routes, exits, self.head_positions)
+            instances, routes, exits = heads_on_route(instances, routes, exits, self.head_positions, self.head_after_skip)
         for p in self.parameters:
             p.requires_grad_(True)
         try:

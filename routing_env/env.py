@@ -57,6 +57,8 @@ class EnvConfig:
     a spec reward is built with λ = 0 and priced instead by a λ the environment adapts by dual ascent
     (:mod:`routing_env.budget`), starting from ``lam``, so that the mean cost converges to it;
     ``info["lam"]`` reports the current λ. A ``RewardFn`` object is used as given, plus that price.
+    The adapted λ is the environment's training state, not an episode's: ``reset(seed=…)`` leaves it
+    where it is, so a reseeded environment replays the episodes but not their rewards.
     Evaluation environments leave it out (λ must not drift while a policy is scored)."""
     cost: str | dict[str, Any] = "macs"
     """What the reward charges for compute (:mod:`routing_env.latency`): ``"macs"``; ``"latency"``, the
@@ -350,10 +352,10 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        options = check_reset_options(options, ("index",))
         super().reset(seed=seed)
         if seed is not None:
             self.core.seed_views(seed)
-        options = options or {}
         if "index" in options:
             index = check_index(options["index"], self.num_instances)
         else:
@@ -420,6 +422,16 @@ def terminal_info(info: dict[str, Any]) -> dict[str, Any]:
     """The info dict that holds a vector step's terminal keys, whatever the autoreset mode: under
     ``SameStep`` they are in ``info["final_info"]`` (the top level then describes the new episodes)."""
     return info["final_info"] if "final_info" in info else info
+
+
+def check_reset_options(options: dict[str, Any] | None, known: tuple[str, ...]) -> dict[str, Any]:
+    """``reset``'s ``options`` (``{}`` for ``None``), refused before anything changes if a key is not one
+    of ``known``: a misspelt ``index`` must not silently route a random instance."""
+    options = options or {}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown reset options {unknown}; expected some of {list(known)}")
+    return options
 
 
 def check_index(index: Any, num_instances: int) -> int:
@@ -514,7 +526,7 @@ class RoutingVectorEnv(VectorEnv):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if isinstance(seed, list):
             seed = seed[0]
-        options = options or {}
+        options = check_reset_options(options, ("index", "reset_mask"))
         if "reset_mask" in options:
             if seed is not None:
                 raise ValueError("reset(seed=...) cannot be combined with options['reset_mask']: a partial reset goes on with the current random stream")
@@ -578,7 +590,8 @@ class RoutingVectorEnv(VectorEnv):
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and terminated.any():
             ended = self._slots[terminated]
             final_obs = self.core.observation(ended)
-            final_info = info
+            # Gymnasium's rule: final_info covers the slots that ended, so every key's mask is cut to them
+            final_info = {k: v & terminated if k.startswith("_") else v for k, v in info.items()}
             self.core.reset(ended, self._draw(len(ended)))
             info = self._info(invalid & ~terminated, None)  # the slots that go on keep their flag
             info["final_obs"] = np.full(b, None, dtype=object)

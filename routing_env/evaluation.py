@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 from .env import RoutingVectorEnv, terminal_info
 
@@ -40,6 +41,7 @@ class Records:
 def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -> Records:
     """Route every instance of ``env``'s split once, in order, in chunks of ``env.num_envs``."""
     n, b = env.unwrapped.num_instances, env.num_envs
+    disabled = env.metadata.get("autoreset_mode") == AutoresetMode.DISABLED
     out = {k: np.zeros(n) for k in Records.__dataclass_fields__}
     starts = range(0, n, b)
     if progress:
@@ -72,6 +74,8 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
                 out["decisions"][j] = steps[i]
                 out["reward"][j] = ret[i]
             live &= ~terminated
+            if disabled and terminated.any() and live.any():  # ended slots wait for a reset before the next step
+                obs, _ = env.reset(options={"reset_mask": terminated})
     return Records(
         correct=out["correct"].astype(bool),
         macs=out["macs"],
@@ -104,26 +108,34 @@ ROUTE_OPTIONS = ("backbone", "dataset", "split", "max_macs", "allow_skip", "widt
 valid, where it runs. The reward, λ and the rest change only its reward, which the cache leaves out."""
 
 
-def routing_key(env: Any) -> tuple[str, ...]:
+def routing_key(env: Any, config: Any = None) -> tuple[str, ...]:
     """What routing a split with a deterministic rule depends on: the weights by content (sha256, not
-    the path they were loaded from) and :data:`ROUTE_OPTIONS`. Frozen environments only."""
+    the path they were loaded from) and :data:`ROUTE_OPTIONS` (of ``config`` where given, a variant of
+    the environment's own). Frozen environments only."""
     base = env.unwrapped
     if base.routing.live:
         raise ValueError("fixed routes and exit tables are measured on frozen environments; this one trains its backbone "
                          "(train_backbone=True): use routing_env.experiments.evaluation_env, or a saved backbone_weights")
-    options = {name: getattr(base.config, name) for name in ROUTE_OPTIONS}
+    options = {name: getattr(config or base.config, name) for name in ROUTE_OPTIONS}
     return (base.routing.weights_sha256, json.dumps(options, sort_keys=True, default=str))
 
 
-def fixed_route_records(env: RoutingVectorEnv, position: int) -> Records:
+def fixed_route_records(env: RoutingVectorEnv, position: int, budget: bool = True) -> Records:
     """``route_split(FixedRoute(position), env)`` for a frozen ``env``, kept for the
     :data:`FIXED_ROUTES_CACHED` most recent (:func:`routing_key`, position); ``reward`` is left out
     (NaN), since it depends on options the key does not hold. Reports need the same fixed routes many
-    times: the reference in every summary, the exit table of every threshold."""
-    key = (*routing_key(env), str(position))
+    times: the reference in every summary, the exit table of every threshold. ``budget=False`` routes
+    it as if ``env`` had no ``max_macs`` (in an environment built for that, only when not cached):
+    the reference path, which a budget would cut short."""
+    config = env.unwrapped.config
+    if not budget and config.max_macs is not None:
+        config = dataclasses.replace(config, max_macs=None)
+    key = (*routing_key(env, config), str(position))
     if key in _FIXED_ROUTES:
         _FIXED_ROUTES.move_to_end(key)
         return _FIXED_ROUTES[key]
+    if config is not env.unwrapped.config:
+        env = RoutingVectorEnv.from_config(config, env.num_envs)
     records = dataclasses.replace(route_split(FixedRoute(position), env), reward=np.full(env.unwrapped.num_instances, np.nan))
     _FIXED_ROUTES[key] = records
     while len(_FIXED_ROUTES) > FIXED_ROUTES_CACHED:
@@ -168,7 +180,7 @@ def exit_table(env: RoutingVectorEnv) -> ExitTable:
 def summarize(records: Records, env: RoutingVectorEnv, policy_macs: float = 0.0) -> dict[str, Any]:
     """The evaluation JSON fields (docs/design.md §10) for ``records``; MACs are multiply-accumulates."""
     view = env.unwrapped.routing
-    reference = fixed_route_records(env, view.num_stages)
+    reference = fixed_route_records(env, view.num_stages, budget=False)
     n_positions = view.num_stages + 1
     histogram = np.bincount(records.exit_position, minlength=n_positions)
     mean_decisions = float(records.decisions.mean())

@@ -65,7 +65,6 @@ def profile(backbone: RoutableBackbone, batch: int = 1, repeats: int = 50) -> di
         model = inference_copy(backbone.model)  # what the frozen environment and RoutedModel run
         x = torch.zeros(batch, *backbone.input_shape).contiguous(memory_format=torch.channels_last)
         prefix = ms(lambda: model.stem(x))
-        reference = None
         h = model.stem(x)
         for k, block in enumerate(model.blocks):
             for j in range(w):
@@ -82,7 +81,6 @@ def profile(backbone: RoutableBackbone, batch: int = 1, repeats: int = 50) -> di
         feature = [ms(lambda: m.features(x)) for m in members]
         head = np.array([ms(lambda: m.head(m.features(x))) - f for m, f in zip(members, feature)]).clip(min=0.0)
         prefix, stage[:, 0] = feature[0], feature[1:]
-        reference = max(f + h for f, h in zip(feature, head))  # as the MACs: the largest member alone
     else:
         raise TypeError(f"no latency profile for {type(backbone).__name__}")
     return {
@@ -93,7 +91,7 @@ def profile(backbone: RoutableBackbone, batch: int = 1, repeats: int = 50) -> di
         "stage": stage.tolist(),
         "skip": skip.tolist(),
         "head": head.tolist(),
-        "reference": reference if reference is not None else float(prefix + stage[:, -1].sum() + head[n]),
+        "reference": backbone.reference_cost(prefix, stage, head),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "repeats": repeats,
     }
@@ -110,7 +108,9 @@ def check_cost_spec(spec: Any) -> None:
 def cost_table(spec: str | dict[str, Any], backbone: RoutableBackbone, backbone_name: str) -> CostTable | None:
     """The priced cost table of ``cost=spec`` for ``backbone`` (``None`` for MACs, the default): a
     profile from ``"latency"`` (the default file at batch 1), a path, or a dict with ``prefix``,
-    ``stage``, ``skip``, ``head`` and optionally ``reference`` (default: the full path's cost)."""
+    ``stage``, ``skip``, ``head`` and optionally ``reference`` (default: the reference path's cost by the
+    backbone's rule, :meth:`~routing_env.backbones.base.RoutableBackbone.reference_cost`: a dynamic
+    ResNet's full path, a cascade's largest member alone)."""
     if isinstance(spec, str):
         if spec == "macs":
             return None
@@ -121,6 +121,9 @@ def cost_table(spec: str | dict[str, Any], backbone: RoutableBackbone, backbone_
         spec = json.loads(path.read_text())
     if not isinstance(spec, dict):
         raise TypeError(f"cost must be one of {COST_MODELS}, a path or a dict, got {spec!r}")
+    if "backbone" in spec and spec["backbone"] != backbone.name:  # a profile names what it measured
+        raise ValueError(f"the cost table was measured on {spec['backbone']!r}, not on {backbone.name!r} (whose heads and "
+                         f"blocks it would misprice); run `routing-env profile --backbone {backbone_name}`")
     n, w = backbone.spec.num_stages, len(backbone.spec.widths)
     try:
         prefix = float(spec["prefix"])
@@ -131,5 +134,5 @@ def cost_table(spec: str | dict[str, Any], backbone: RoutableBackbone, backbone_
         raise ValueError(f"cost table for {backbone_name!r} needs prefix, stage ({n}×{w}), skip ({n}) and head ({n + 1}): {e}") from None
     if min(prefix, stage.min(), skip.min(), head.min()) < 0 or not np.isfinite([prefix, *stage.ravel(), *skip, *head]).all():
         raise ValueError(f"cost table for {backbone_name!r} must hold finite costs >= 0")
-    reference = float(spec.get("reference", prefix + stage[:, -1].sum() + head[n]))
+    reference = float(spec["reference"]) if "reference" in spec else backbone.reference_cost(prefix, stage, head)
     return CostTable(prefix=prefix, stage=stage, skip=skip, head=head, reference=reference)

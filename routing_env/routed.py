@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones.base import CostTable
 from .backbones.dynamic import DynamicResNetBackbone, pooled_features
 from .backbones.resnet import SKIP_CHOICE, DynamicResNet, inference_copy
 from . import kernels
@@ -47,8 +48,9 @@ class RoutedModel(nn.Module):
             BatchNorm folded into the convolutions, channels-last; what the frozen environment runs),
             else the network as trained (channels-first, BatchNorm apart). Either way the outputs equal
             the environment's up to float rounding (which also differs between batch sizes).
-        cost: the cost model the policy was trained with (the environment's ``cost=``): the
-            observation's ``cost`` is that priced spend, as in training.
+        cost: the cost model the policy was trained with (the environment's ``cost=``, or the
+            :class:`~routing_env.backbones.base.CostTable` it resolved to, which :meth:`from_env`
+            passes): the observation's ``cost`` is that priced spend, as in training.
         decide_at: where the policy decides, as the environment's option (``block`` or ``head``:
             :func:`~routing_env.core.decision_points`); between decision points the move decided last
             repeats, resolved by the fallback where it is invalid, and the observation is not built.
@@ -64,7 +66,7 @@ class RoutedModel(nn.Module):
     """
 
     def __init__(self, backbone: DynamicResNetBackbone, policy: nn.Module, allow_skip: bool = True,
-                 max_macs: float | None = None, optimize: bool = True, cost: str | dict = "macs",
+                 max_macs: float | None = None, optimize: bool = True, cost: str | dict | CostTable = "macs",
                  widths: Sequence[float] | None = None, decide_at: str = "block", fused: bool = True) -> None:
         super().__init__()
         spec, costs = backbone.spec, backbone.costs
@@ -81,7 +83,7 @@ class RoutedModel(nn.Module):
         self.prefix, self.reference = float(costs.prefix), float(costs.reference)
         # the observation's `cost` is the priced spend under a cost model (as in the environment); the
         # budget and the returned MACs stay in MACs
-        price = cost_table(cost, backbone, backbone.name)
+        price = cost if isinstance(cost, CostTable) else cost_table(cost, backbone, backbone.name)
         priced = ActionTables.build(spec, price, allow_skip, widths) if price is not None else tables
         self.price_prefix = float((price or costs).prefix + ((price or costs).head[0] if tables.has_head[0] else 0.0))
         self.price_reference = float((price or costs).reference)
@@ -132,8 +134,8 @@ class RoutedModel(nn.Module):
         ``max_macs`` of its own)."""
         base = env.unwrapped
         config, backbone = base.config, base.core.backbone
-        options = {"allow_skip": config.skip_offered(backbone.spec), "widths": config.widths, "max_macs": config.max_macs, "cost": config.cost,
-                   "decide_at": config.decide_at}
+        options = {"allow_skip": config.skip_offered(backbone.spec), "widths": config.widths, "max_macs": config.max_macs,
+                   "cost": base.core.price or "macs", "decide_at": config.decide_at}  # the table the environment resolved
         return cls(backbone, policy, **{**options, **overrides})
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
@@ -191,6 +193,9 @@ class RoutedModel(nn.Module):
         if len(x) == 1:
             return self._forward_one(x)
         b, device = len(x), x.device
+        if b == 0:  # nothing to route: the outputs' shapes and dtypes, empty
+            return (torch.zeros(0, self.num_classes, device=device), torch.zeros(0, dtype=torch.float64, device=device),
+                    torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.long, device=device))
         rows = torch.arange(b, device=device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -175,6 +175,23 @@ def test_widths_option_leaves_only_early_exit_on_the_full_network() -> None:
         RoutingEnv(backbone=TINY, widths=[0.3])
 
 
+def test_a_stage_left_without_a_move_is_refused() -> None:
+    """A custom backbone whose stage runs only at widths the ``widths`` option leaves out, and may not
+    be skipped, would end every episode there with no prediction: refused, naming the stage."""
+    import dataclasses
+
+    from routing_env.backbones import make_backbone
+    from routing_env.core import ActionTables
+
+    backbone = make_backbone(TINY)
+    supported = list(backbone.spec.width_supported)
+    supported[0] = (False, False, False, True)  # stage 0 runs at full width only
+    spec = dataclasses.replace(backbone.spec, width_supported=tuple(supported))
+    assert ActionTables.build(spec, backbone.costs, allow_skip=True, widths=[0.25]).valid_now[0, 0, SKIP]
+    with pytest.raises(ValueError, match=r"stage 0 would have no valid move: it runs only at widths \[1.0\], none of the offered \[0.25\]"):
+        ActionTables.build(spec, backbone.costs, allow_skip=False, widths=[0.25])
+
+
 def test_checkers_pass() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -415,6 +432,21 @@ def test_fixed_routes_are_routed_once_per_frozen_configuration() -> None:
     live = RoutingVectorEnv(num_envs=64, backbone=TINY, split="val", train_backbone=True)
     with pytest.raises(ValueError, match="measured on frozen environments"):
         fixed_route_records(live, 6)
+
+
+def test_the_summary_reference_is_the_full_path_whatever_the_budget() -> None:
+    """``reference_accuracy`` is the widest offered path to the last point with no ``max_macs`` (the
+    budget would cut it short, and ``reference_macs`` is the full network's): the same under a budget."""
+    from routing_env.evaluation import FixedRoute, fixed_route_records, route_split, summarize
+
+    free = RoutingVectorEnv(num_envs=64, backbone=TINY, split="test")
+    tight = RoutingVectorEnv(num_envs=64, backbone=TINY, split="test", max_macs=0.3)
+    cut = fixed_route_records(tight, 6)
+    assert cut.macs_fraction.max() <= 0.3 and (cut.exit_position < 6).any()  # the budget does cut the path
+    for env in (free, tight):
+        summary = summarize(route_split(FixedRoute(1), env), env)
+        assert summary["reference_accuracy"] == float(fixed_route_records(free, 6).correct.mean())
+    assert fixed_route_records(tight, 6, budget=False) is fixed_route_records(free, 6)
 
 
 def test_episodes_taking_the_same_block_and_width_run_as_one_call() -> None:

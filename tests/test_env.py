@@ -77,6 +77,8 @@ def test_reset_index_option_routes_that_instance(env: RoutingEnv) -> None:
     assert info["label"] == env.core.labels[5]
     with pytest.raises(ValueError, match="index"):
         env.reset(options={"index": env.unwrapped.num_instances})
+    with pytest.raises(ValueError, match=r"unknown reset options \['indx'\]; expected some of \['index'\]"):
+        env.reset(options={"indx": 5})  # a typo must not route a random instance
 
 
 def test_terminal_info_has_every_key(env: RoutingEnv) -> None:

@@ -212,6 +212,32 @@ def test_heads_on_route_lists_every_evaluated_head_up_to_the_exit() -> None:
     assert sorted(zip(rows.tolist(), positions.tolist())) == [
         (10, 0), (11, 0), (11, 1), (12, 0), (12, 1), (12, 2), (13, 0), (13, 2)]  # 13 skipped member 1
     assert all((kept_routes[i] == routes[instances.tolist().index(r)]).all() for i, r in enumerate(rows.tolist()))
+    # a dynamic ResNet evaluates the head after a skipped block too: 13's head at 1 is on its route
+    rows, _, positions = heads_on_route(instances, routes, exits, np.array([0, 1, 2]), head_after_skip=True)
+    assert sorted(zip(rows.tolist(), positions.tolist())) == [
+        (10, 0), (11, 0), (11, 1), (12, 0), (12, 1), (12, 2), (13, 0), (13, 1), (13, 2)]
+
+
+def test_heads_targets_train_the_exit_head_reached_by_a_skip() -> None:
+    """A dynamic ResNet's episode that skips the block before its exit head still trains that head
+    under ``heads`` (an update made only of such episodes once had no rows and crashed)."""
+    from routing_env.backbones.base import SKIP_CHOICE
+    from routing_env.cotraining import BackboneTrainer, CoTraining
+    from routing_env.core import NOT_REACHED
+    from routing_env.env import RoutingVectorEnv
+
+    env = RoutingVectorEnv(num_envs=2, backbone="tiny-dynamic-resnet", split="train", train_backbone=True)
+    spec = env.core.backbone.spec
+    k = next(k for k in range(spec.num_stages) if spec.skippable[k] and k + 1 in spec.head_positions)
+    route = np.full(spec.num_stages, NOT_REACHED)
+    route[:k] = 0
+    route[k] = SKIP_CHOICE
+    trainer = BackboneTrainer.of(env, CoTraining(lr=0.5, update_every=2, targets="heads"))
+    head = env.core.backbone.module.heads[str(k + 1)]
+    before = {n: t.clone() for n, t in head.state_dict().items()}
+    trainer.record(np.array([0, 1]), np.stack([route, route]), np.array([k + 1, k + 1]))
+    assert trainer.updates == 1 and np.isfinite(trainer.last_loss)
+    assert any(not torch.equal(before[n], t) for n, t in head.state_dict().items())
 
 
 def test_heads_targets_train_the_first_member_on_every_instance() -> None:

@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from routing_env import RoutingEnv, RoutingVectorEnv
+from routing_env.backbones import make_backbone
 from routing_env.cli import main
 from routing_env.core import EXIT
 from routing_env.rewards import (
@@ -135,7 +137,6 @@ def test_budget_options_are_checked() -> None:
 
 # cost models: the reward charges a measured latency table instead of MACs
 def test_a_latency_table_prices_compute_and_macs_stay_reported(tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    from routing_env.backbones import make_backbone
     from routing_env.latency import default_profile_path, profile
 
     table = profile(make_backbone("tiny-dynamic-resnet"), batch=1, repeats=3)
@@ -168,8 +169,32 @@ def test_a_latency_table_prices_compute_and_macs_stay_reported(tmp_path, monkeyp
     env = RoutingEnv(backbone="tiny-dynamic-resnet", cost="latency")
     obs, _ = env.reset(seed=0)
     assert obs["cost"][0] == pytest.approx(table["prefix"] / (table["prefix"] + sum(s[-1] for s in table["stage"]) + table["head"][-1]), rel=1e-5)
+    # the routed model prices as the environment does, though the backbone's own name is "tiny-dynamic-resnet-s0"
+    from routing_env.routed import RoutedModel
+
+    class MaskPolicy(torch.nn.Module):
+        def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+            return obs["action_mask"].float()
+
+    routed = RoutedModel.from_env(env, MaskPolicy())
+    assert routed.price_reference == env.core.price.reference and routed.price_prefix == pytest.approx(obs["cost"][0] * env.core.price.reference)
     with pytest.raises(ValueError, match="needs prefix, stage"):
         RoutingEnv(backbone="tiny-dynamic-resnet", cost={"prefix": 1.0, "stage": [[1.0]], "head": [0.0]})
+    with pytest.raises(ValueError, match="measured on 'tiny-dynamic-resnet-s1', not on 'tiny-dynamic-resnet-s0'"):
+        RoutingEnv(backbone="tiny-dynamic-resnet", cost={**table, "backbone": "tiny-dynamic-resnet-s1"})
+
+
+@pytest.mark.parametrize("backbone", ["tiny-cascade", "tiny-dynamic-resnet"])
+def test_a_cost_table_without_reference_uses_the_backbones_reference_rule(backbone: str) -> None:
+    """The MACs table given as a priced dict without ``reference`` prices exactly as the MACs: its
+    default reference is the backbone's (a cascade's largest member alone, not the whole cascade)."""
+    costs = make_backbone(backbone).costs
+    table = {"prefix": costs.prefix, "stage": costs.stage.tolist(), "skip": costs.skip.tolist(), "head": costs.head.tolist()}
+    env = RoutingEnv(backbone=backbone, cost=table)
+    assert env.core.price.reference == pytest.approx(costs.reference)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(2)
+    assert info["cost_fraction"] == pytest.approx(info["macs_fraction"])
 
 
 def test_profile_cli_writes_what_cost_latency_reads(tmp_path, monkeypatch) -> None:  # noqa: ANN001

@@ -41,6 +41,15 @@ def test_routed_model_equals_the_environment_on_the_same_policy(optimize: bool) 
     assert routed.policy_macs_per_decision == agent.policy_macs()
 
 
+def test_an_empty_batch_gives_empty_outputs_of_the_same_kinds() -> None:
+    env, agent = trained()
+    routed = RoutedModel(env.core.backbone, agent.policy_module())
+    full = routed(env.core.executor.inputs[:2])
+    empty = routed(env.core.executor.inputs[:0])
+    for one, none in zip(full, empty):
+        assert none.shape == (0, *one.shape[1:]) and none.dtype == one.dtype
+
+
 def test_routed_model_applies_the_hard_budget_like_the_environment() -> None:
     env, agent = trained()
     free = RoutedModel(env.core.backbone, agent.policy_module(), optimize=False)(env.core.executor.inputs)[1]

@@ -79,6 +79,9 @@ def test_same_step_autoreset_returns_final_observations() -> None:
     assert info["_final_obs"].tolist() == [False, True]
     assert info["final_obs"][1]["position"].argmax() == 0
     assert info["final_info"]["_correct"][1]
+    masks = [k for k in info["final_info"] if k.startswith("_")]
+    assert "_macs" in masks and all(info["final_info"][k].tolist() == [False, True] for k in masks)  # only the slot that ended
+    assert info["_macs"].tolist() == [True, True]
     assert obs["position"][1].argmax() == 0 and obs["position"][0].argmax() == 1
 
 

@@ -159,6 +159,12 @@ class RoutableBackbone(abc.ABC):
         """The sha256 of the network's weights (what caches of its outputs are keyed on)."""
         return state_dict_sha256(self.module)
 
+    def reference_cost(self, prefix: float, stage: np.ndarray, head: np.ndarray) -> float:
+        """The reference's cost under a table of priced pieces, by the rule ``costs.reference`` follows
+        for MACs, so that a cost model's fractions mean what ``macs_fraction`` means: the full path
+        (prefix, every stage at its widest width, the last head). A cascade overrides it."""
+        return float(prefix + stage[:, -1].sum() + head[-1])
+
     @abc.abstractmethod
     def executor(self, dataset: str, split: str, num_slots: int, data_root: str | None = None, live: bool = False) -> Executor:
         """An executor over ``split`` of ``dataset`` for ``num_slots`` concurrent episodes; ``live``

@@ -138,6 +138,10 @@ class Cascade(RoutableBackbone):
             reference=max(self.member_macs),
         )
 
+    def reference_cost(self, prefix: float, stage: np.ndarray, head: np.ndarray) -> float:
+        """The largest member alone (its features and its head), as ``costs.reference`` is for MACs."""
+        return float(max(prefix + head[0], *(stage[:, 0] + head[1:])))
+
     def cache_name(self, dataset: str, split: str) -> str:
         return f"{self.name}-{dataset}-{split}-{self.sha256[:16]}.npz"
 
