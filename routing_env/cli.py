@@ -85,6 +85,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if (args.run is None) == (args.agent is None):
         raise ValueError("evaluate needs exactly one of --run DIR or --agent NAME")
+    if args.steps < 0:
+        raise ValueError(f"evaluate needs --steps >= 0, got {args.steps}")
     if args.run is not None:
         run = Path(args.run)
         config_path = run / "config.json"
@@ -97,6 +99,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         env_id = args.env
         env_kwargs = env_kwargs_from(args)
+        if "target_macs" in env_kwargs:  # evaluation environments hold λ still, so the budget would be dropped silently
+            raise ValueError("evaluate --agent tunes on a frozen environment, without target_macs: learn a budgeted policy with "
+                             "`train --env-kwargs target_macs=F`, or give the threshold --agent-kwargs target_macs_fraction=F")
         tune_env = evaluation_env(env_id, env_kwargs, "val", num_envs=args.num_envs)  # frozen too
         agent = make_agent(args.agent, tune_env, seed=args.seed, **parse_kwargs(args.agent_kwargs, "--agent-kwargs"))
         agent.learn(args.steps, progress=not args.json)

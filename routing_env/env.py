@@ -17,6 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .backbones import DEFAULT_BACKBONE, BackboneSpec, backbone_dataset, make_backbone
+from .backbones.base import RoutableBackbone
 from .core import DECIDE_AT, INVALID_ACTION_MODES, RoutingCore, RoutingView, check_widths
 from .budget import DualAscent, LagrangianPenalty
 from .checkpoints import load_state_dict
@@ -192,12 +193,18 @@ def present_device(name: str) -> torch.device:
     return device
 
 
-def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
-    """The routing core an environment with ``config`` steps, for ``num_slots`` episodes."""
-    backbone = make_backbone(config.backbone)  # a fresh object: no module is shared between environments
+def build_backbone(config: EnvConfig) -> RoutableBackbone:
+    """The backbone an environment with ``config`` routes: a fresh object (no module is shared between
+    environments), with ``backbone_weights`` loaded, on ``device``."""
+    backbone = make_backbone(config.backbone)
     if config.backbone_weights is not None:
         backbone.load_weights(load_state_dict(config.backbone_weights))
-    backbone.to(torch_device(config.device))
+    return backbone.to(torch_device(config.device))
+
+
+def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
+    """The routing core an environment with ``config`` steps, for ``num_slots`` episodes."""
+    backbone = build_backbone(config)
     dataset = config.dataset or backbone_dataset(config.backbone)
     allow_skip = config.skip_offered(backbone.spec)
     price = cost_table(config.cost, backbone, config.backbone)

@@ -303,9 +303,11 @@ def pretrain(
     where = present_device(device)  # a bad or absent device is refused before anything is written
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
-    out.mkdir(parents=True, exist_ok=True)
     train = subset(load_split(args.dataset, "train", data_root, download), args.subset)
     val = subset(load_split(args.dataset, "val", data_root), args.subset)
+    if len(train) < args.batch_size:  # an epoch would take no step
+        raise ValueError(f"batch_size {args.batch_size} is larger than the train split ({len(train)} images)")
+    out.mkdir(parents=True, exist_ok=True)
     torch.backends.cudnn.benchmark = where.type == "cuda"
     torch.manual_seed(args.seed)
     model = build_model(args, train.num_classes).to(where, memory_format=torch.channels_last)

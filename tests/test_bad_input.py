@@ -122,6 +122,14 @@ CLI = [
     (["pretrain", "--backbone", "resnet8", "--epochs", "0"], "epochs and batch_size must be >= 1"),
     (["pretrain", "--backbone", "resnet8", "--device", "gpu:7"], "invalid device"),
     (["profile", "--backbone", "tiny-cascade", "--batch", "0"], "batch >= 1"),
+    ([*TRAIN, "--steps", "10", "--env-kwargs", "split=test"], "only evaluated on test"),
+    (["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lams", "0.1", "--steps", "10", "--env-kwargs", "split=test"],
+     "only evaluated on test"),
+    (["study", "--backbone", "tiny-cascade", "--rewards", "accuracy", "--agent", "reinforce", "--lams", "0.1", "--steps", "10",
+      "--env-kwargs", "split=test"], "only evaluated on test"),
+    (["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lams", "0.1,0.10", "--steps", "10"], "repeat the runs"),
+    (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--steps", "-5"], "--steps >= 0"),
+    (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--env-kwargs", "target_macs=0.3"], "without target_macs"),
 ]
 
 

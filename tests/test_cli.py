@@ -138,6 +138,21 @@ def test_sweep_trains_every_point_resumes_and_refuses_other_settings(tmp_path: P
     capsys.readouterr()
     assert main([*args[:-5], "--steps", "200", "--out", str(out), "--quiet"]) == 2
     assert "choose another --out" in capsys.readouterr().err
+    # the same name, other weights (a re-packaged model, a rewritten weights file): the runs are not reused
+    import torch
+
+    from routing_env.backbones import make_backbone
+    from routing_env.checkpoints import save_state_dict
+
+    module = make_backbone("tiny-cascade").module
+    with torch.no_grad():
+        next(module.parameters()).add_(1.0)
+    save_state_dict(module.state_dict(), tmp_path / "other.pt")
+    assert main([*args[:-1], "--env-kwargs", f"backbone_weights={tmp_path / 'other.pt'}", "--quiet"]) == 2
+    assert "choose another --out" in capsys.readouterr().err
+    # two trials that would share one run folder are refused before anything trains
+    assert main([*args[:7], "--seeds", "0,1,0", "--steps", "100", "--out", str(tmp_path / "again"), "--quiet"]) == 2
+    assert "repeat the runs" in capsys.readouterr().err and not (tmp_path / "again" / "runs").exists()
 
 
 def test_console_script_and_module_agree() -> None:

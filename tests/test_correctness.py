@@ -215,6 +215,17 @@ def test_cotraining_cadence_does_not_depend_on_num_envs(num_envs: int) -> None:
 
 
 # the reference a learned router must beat: the best mixture of static routes
+def test_static_rows_are_the_whole_routes_under_a_budget() -> None:
+    """Under ``max_macs`` the static rows stay the backbone's whole routes: a "member alone" row is that
+    member's accuracy at its MACs, not a budget-cut route's accuracy beside the member's MACs."""
+    from routing_env.experiments.baselines import static_rows
+
+    free = static_rows("routing_env/Cascade-v0", {"backbone": "tiny-cascade"})
+    budgeted = static_rows("routing_env/Cascade-v0", {"backbone": "tiny-cascade", "max_macs": 0.6})
+    assert [(r["label"], r["accuracy"], r["macs_fraction"]) for r in budgeted] == [
+        (r["label"], r["accuracy"], r["macs_fraction"]) for r in free]
+
+
 def test_static_hull_is_the_upper_concave_envelope() -> None:
     from routing_env.experiments import hull_accuracy, static_hull
 

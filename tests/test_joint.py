@@ -4,6 +4,7 @@ on ``train``, with checkpoints that resume exactly."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,13 +74,43 @@ def test_a_killed_joint_run_resumes_exactly_where_its_last_epoch_ended(spec: Joi
     monkeypatch.setattr(joint, "flush", flush)
     with pytest.raises(ValueError, match="pass --resume"):
         joint_train(spec, tmp_path / "killed")
-    summary = joint_train(spec, tmp_path / "killed", resume=True)
+    with pytest.raises(ValueError, match="written for another run"):
+        joint_train(replace(spec, lam=spec.lam * 2), tmp_path / "killed", resume=True)
+    # where it runs is not what it computes: another machine's device may resume it
+    summary = joint_train(replace(spec, env_kwargs={**spec.env_kwargs, "device": "cpu"}), tmp_path / "killed", resume=True)
     assert summary["epochs"] == 2
     lrs = [h["backbone_lr"] for h in summary["history"]]
     assert lrs == ([spec.backbone_lr, spec.backbone_lr / 2] if spec.backbone_lr_schedule == "cosine" else [spec.backbone_lr] * 2)
     assert ("views_rng" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)) == spec.augment
     config = json.loads((tmp_path / "killed" / "config.json").read_text())
     assert config["env"] == ("routing_env/DynamicResNet-v0" if spec.backbone == "tiny-dynamic-resnet" else "routing_env/Cascade-v0")
+    for name in ("backbone.pt", "policy.pt"):
+        whole = torch.load(tmp_path / "whole" / name, weights_only=True)
+        resumed = torch.load(tmp_path / "killed" / name, weights_only=True)
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
+
+
+def test_a_kill_between_the_last_checkpoint_and_the_policy_leaves_no_mismatched_pair(tmp_path: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the last epoch's checkpoint but before its policy is saved, ``--resume`` has no
+    epoch left to run: it must still write the checkpoint's policy beside the checkpoint's members."""
+    from agents.reinforce import ReinforceAgent
+
+    spec = JointSpec(backbone="tiny-cascade", lam=0.05, epochs=2, num_envs=64, backbone_lr=0.005, backbone_update_every=64)
+    joint_train(spec, tmp_path / "whole")
+    save, calls = ReinforceAgent.save, {"n": 0}
+
+    def dies_saving_epoch_two(self, directory):  # noqa: ANN001
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # after epoch 2's checkpoint.pt and backbone.pt
+        save(self, directory)
+
+    monkeypatch.setattr(ReinforceAgent, "save", dies_saving_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        joint_train(spec, tmp_path / "killed")
+    monkeypatch.setattr(ReinforceAgent, "save", save)
+    joint_train(spec, tmp_path / "killed", resume=True)
     for name in ("backbone.pt", "policy.pt"):
         whole = torch.load(tmp_path / "whole" / name, weights_only=True)
         resumed = torch.load(tmp_path / "killed" / name, weights_only=True)

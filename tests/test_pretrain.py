@@ -71,6 +71,12 @@ def test_bad_pretrain_arguments(kwargs: dict, match: str) -> None:
         PretrainArgs(**kwargs)
 
 
+def test_a_batch_larger_than_the_train_split_is_refused_before_anything_is_written(cifar_root: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"batch_size 128 is larger than the train split \(96 images\)"):
+        pretrain(PretrainArgs(epochs=1, **{**SMOKE, "batch_size": 128}), tmp_path / "e", data_root=cifar_root, progress=False)
+    assert not (tmp_path / "e").exists()
+
+
 def test_an_invalid_device_is_named_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="invalid device 'gpu7'"):
         pretrain(PretrainArgs(epochs=1, **SMOKE), tmp_path / "d", data_root=str(tmp_path / "no-data"), device="gpu7")

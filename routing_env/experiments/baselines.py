@@ -16,10 +16,12 @@ from .train import evaluation_env, evaluation_json
 
 def backbone_moves(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """``env_kwargs`` without the restrictions of the move set a policy is offered (``widths``,
-    ``allow_skip=False``, and ``decide_at``): the static routes and random skipping a policy is
-    compared with are the backbone's, decided per block, so that a policy offered fewer moves or
-    fewer decisions still meets every fixed route the network has."""
-    out = {k: v for k, v in env_kwargs.items() if k not in ("widths", "decide_at")}
+    ``allow_skip=False``, ``decide_at`` and the hard budget ``max_macs``): the static routes and random
+    skipping a policy is compared with are the backbone's, decided per block, so that a policy offered
+    fewer moves or fewer decisions still meets every fixed route the network has (under a budget the
+    routes above it are listed too, whole: cut short by the budget, a "member alone" row would pair
+    one route's accuracy with another's cost)."""
+    out = {k: v for k, v in env_kwargs.items() if k not in ("widths", "decide_at", "max_macs")}
     if out.get("allow_skip") is False:
         del out["allow_skip"]
     return out

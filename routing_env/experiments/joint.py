@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     out.mkdir(parents=True, exist_ok=True)
     state = load_state_dict(checkpoint) if resume and checkpoint.exists() else None
     written = json.dumps(asdict(spec), sort_keys=True)
-    if state is not None and not same_arguments(state["spec"], spec):
+    if state is not None and not same_arguments(*portable(state["spec"], spec)):
         raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")
     options = spec.env_options()
     if state is not None:  # the members of the checkpoint's epoch, whatever backbone.pt a kill left behind
@@ -114,6 +114,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
         if "views_rng" in state:
             env.unwrapped.views_generator.set_state(state["views_rng"])
         epoch, history = int(state["epoch"]), json.loads(state["history"])
+        agent.save(out)  # the checkpoint's policy beside its members, whatever policy a kill left behind
     # what `evaluate --run` needs: a train_backbone run is evaluated on its backbone.pt, frozen
     write_json(out / "config.json", {"env": registered_id(env.unwrapped), "env_kwargs": spec.env_options(), "agent": "reinforce",
                                      "agent_kwargs": spec.agent_kwargs, "seed": spec.seed, "steps_per_epoch": env.num_instances,
@@ -151,6 +152,21 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     summary = {"spec": asdict(spec), "epochs": epoch, "history": history, "backbone": str(out / "backbone.pt")}
     write_json(out / "joint.json", summary)
     return summary
+
+
+PLACEMENT_OPTIONS = ("device", "data_root")
+"""Environment options that say where a run executes, not what it computes: a run resumes on another
+machine (another GPU, the data elsewhere), as ``pretrain --resume`` does."""
+
+
+def portable(saved: str, spec: JointSpec) -> tuple[str, JointSpec]:
+    """A checkpoint's spec (as written) and ``spec``, both without :data:`PLACEMENT_OPTIONS`."""
+    def strip(options: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in options.items() if k not in PLACEMENT_OPTIONS}
+
+    stored = json.loads(saved)
+    stored["env_kwargs"] = strip(stored.get("env_kwargs", {}))
+    return json.dumps(stored), replace(spec, env_kwargs=strip(spec.env_kwargs))
 
 
 def backbone_lr_at(spec: JointSpec, epoch: int) -> float:

@@ -28,7 +28,7 @@ from ..provenance import provenance
 from .engines import check_engine, run_trials
 from .report import save_figure
 from .sweep import SweepSpec, group_runs, sweep_run
-from .train import EarlyStopping
+from .train import EarlyStopping, check_learning_split
 
 Point = tuple[float, float]
 """``(macs_fraction, accuracy)``: cost first, as on the plots' x axis; accuracy is maximised, cost minimised."""
@@ -154,6 +154,7 @@ def check_study(spec: StudySpec) -> None:
         raise ValueError(f"num_envs must be a positive integer, got {spec.num_envs!r}")
     if spec.env_id not in ENV_IDS:
         raise ValueError(f"unknown environment id {spec.env_id!r}; expected one of {list(ENV_IDS)}")
+    check_learning_split(spec.env_kwargs)
     if spec.early_stopping is not None:
         spec.early_stopping.check({"split": "val", **spec.env_kwargs})
     backbone = spec.env_kwargs.get("backbone")

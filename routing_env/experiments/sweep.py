@@ -19,7 +19,8 @@ from .report import plot_pareto, run_name, write_pareto_csv
 from ..checkpoints import read_json, write_json
 from ..provenance import provenance
 from .engines import check_engine, run_trials
-from .train import EarlyStopping, evaluation_env, evaluation_json, train_run
+from .train import EarlyStopping, check_learning_split, evaluation_env, evaluation_json, train_run
+from ..env import EnvConfig, build_backbone
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,20 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
     run's saved one), frozen; a run whose ``test.json`` exists is read back instead (sweeps resume)."""
     directory = out / "runs" / run_name(agent, lam, seed)
     done = directory / "test.json"
+    env_kwargs = {**spec.env_kwargs, "lam": lam}
+    # the weights by content: a model re-packaged under the same name, or a rewritten backbone_weights
+    # file, must not reuse runs trained on the old one beside baselines measured on the new one
+    weights = build_backbone(EnvConfig.from_options(env_kwargs)).weights_sha256
     setting = {"env": spec.env_id, "env_kwargs": spec.env_kwargs, "steps": spec.steps, "num_envs": spec.num_envs,
-               "agent_kwargs": spec.agent_kwargs,
+               "agent_kwargs": spec.agent_kwargs, "backbone_sha256": weights,
                **({"early_stopping": asdict(spec.early_stopping)} if spec.early_stopping is not None else {})}
     if done.is_file():
         record = read_json(done)
-        if record["setting"] != json.loads(json.dumps(setting)):  # as stored: tuples read back as lists
-            raise ValueError(f"{done} was made with {record['setting']}, not {setting}: choose another --out")
+        stored = (record.get("setting"), record.get("agent"), record.get("lam"), record.get("seed"))
+        if stored != (json.loads(json.dumps(setting)), agent, lam, seed):  # as stored: tuples read back as lists
+            raise ValueError(f"{done} was made with {stored[0]} ({stored[1]}, λ {stored[2]}, seed {stored[3]}), not {setting} "
+                             f"({agent}, λ {lam}, seed {seed}): choose another --out")
         return record
-    env_kwargs = {**spec.env_kwargs, "lam": lam}
     policy, val_result = train_run(
         spec.env_id, env_kwargs, agent, spec.agent_kwargs, seed, spec.steps, spec.num_envs, directory, progress, spec.early_stopping
     )
@@ -149,16 +155,20 @@ def check_sweep(spec: SweepSpec) -> None:
     the first runs have trained)."""
     from agents import agent_class
 
-    from ..env import EnvConfig
-
     if not spec.agents or not spec.lams or not spec.seeds:
         raise ValueError(f"a sweep needs agents, lams and seeds, got {spec.agents}, {spec.lams} and {spec.seeds}")
+    names = [run_name(a, lam, s) for a in spec.agents for lam in spec.lams for s in spec.seeds]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # two trials in one folder: the later would read the first one's results back as its own
+        raise ValueError(f"agents {list(spec.agents)}, lams {list(spec.lams)} and seeds {list(spec.seeds)} repeat the runs "
+                         f"{repeated} (as the run folders name them, λ to 6 significant digits)")
     for agent in spec.agents:
         agent_class(agent)
     for lam in spec.lams:
         EnvConfig.from_options({k: v for k, v in {**spec.env_kwargs, "lam": lam}.items() if k != "backbone_weights"})
     if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 0 or spec.num_envs < 1:
         raise ValueError(f"a sweep needs steps >= 0 and num_envs >= 1, got {spec.steps!r} and {spec.num_envs!r}")
+    check_learning_split(spec.env_kwargs)
     if spec.early_stopping is not None:
         spec.early_stopping.check({"split": "val", **spec.env_kwargs})
 

@@ -38,6 +38,13 @@ def make_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gym.vector.Vec
     return env
 
 
+def check_learning_split(env_kwargs: dict[str, Any]) -> None:
+    """Refuse a policy (or a threshold's τ) fitted on ``test``: it is only ever evaluated there, or
+    its figures measure what it memorised, not how it routes unseen images."""
+    if env_kwargs.get("split", "val") == "test":
+        raise ValueError("split='test': policies learn on val (or val-aug, val-fit, train) and are only evaluated on test")
+
+
 def evaluation_kwargs(env_kwargs: dict[str, Any], split: str, run: Path | None = None) -> dict[str, Any]:
     """The options of an environment that evaluates on ``split``: always frozen, with no budget
     targeting (rewards then use ``lam``; routes and costs do not depend on it). For co-trained
@@ -164,6 +171,7 @@ def train_run(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0 or isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"train needs --steps >= 0 and --num-envs >= 1, got {steps!r} and {num_envs!r}")
     env_kwargs = {"split": "val", **env_kwargs}
+    check_learning_split(env_kwargs)
     if early_stopping is not None:
         early_stopping.check(env_kwargs)
     env = make_vector_env(env_id, num_envs, **env_kwargs)  # bad options fail here, before anything is written
