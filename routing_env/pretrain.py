@@ -81,8 +81,10 @@ class PretrainArgs:
     """Dynamic backbones: a random route skips each skippable block with a probability drawn from
     ``U(0, skip_rate)`` (stochastic depth)."""
     uniform_routes: float = 0.5
-    """Dynamic backbones: the probability that a random route runs every block at one width (else each
-    block draws its own), so the uniformly slimmed networks are trained as often as mixed routes."""
+    """Dynamic backbones: the probability that a random route runs every kept block at one width (else
+    each block draws its own), so the uniformly slimmed networks are trained as often as mixed routes.
+    Such a route still skips blocks at ``skip_rate`` (:func:`~routing_env.backbones.resnet.random_route`),
+    so with ResNet-20's 7 skippable blocks only about a quarter of them run the whole slimmed network."""
     full_width_routes: float = 0.0
     """Dynamic backbones: the probability that a random route runs every kept block at full width, so
     skip patterns are trained at the width that skip-only and exit-only routes use (else a skipped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -113,6 +114,11 @@ def test_inference_copy_equals_the_network_on_random_routes() -> None:
             for want, got in zip(model.forward_exits(x, choices), fast.forward_exits(x, choices)):
                 torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert all(not p.requires_grad for p in fast.parameters())
+    double = copy.deepcopy(model).double()  # a copy: the cached environment's network stays float32
+    wide = inference_copy(double)  # built where the model is: every parameter, the stem's too
+    assert {p.dtype for p in wide.parameters()} == {torch.float64}
+    with torch.inference_mode():
+        torch.testing.assert_close(wide.forward_exits(x.double(), choices)[-1], double.forward_exits(x.double(), choices)[-1])
 
 
 @pytest.mark.parametrize("optimize", [False, True])
