@@ -194,7 +194,7 @@ class RoutedModel(nn.Module):
             return self._forward_one(x)
         b, device = len(x), x.device
         if b == 0:  # nothing to route: the outputs' shapes and dtypes, empty
-            return (torch.zeros(0, self.num_classes, device=device), torch.zeros(0, dtype=torch.float64, device=device),
+            return (torch.zeros(0, self.num_classes, dtype=self.model.conv1.weight.dtype, device=device), torch.zeros(0, dtype=torch.float64, device=device),
                     torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.long, device=device))
         rows = torch.arange(b, device=device)
         if self.channels_last:
