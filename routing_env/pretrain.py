@@ -332,10 +332,12 @@ def pretrain(
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
     generator = torch.Generator().manual_seed(args.seed)
     start_epoch, elapsed, history = 0, 0.0, []
+    inputs_sha256 = input_files_sha256(args)
     if resume and checkpoint_path.exists():
         state = load_state_dict(checkpoint_path)
         if not same_arguments(state["args"], args):
             raise ValueError(f"{checkpoint_path} was written with other arguments: {state['args']}")
+        check_same_inputs(checkpoint_path, state, inputs_sha256)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -416,6 +418,7 @@ def pretrain(
             "epoch": epoch + 1,
             "elapsed": elapsed,
             "history": json.dumps([*history, segment]),
+            "inputs_sha256": json.dumps(inputs_sha256, sort_keys=True),
         }
         if ema is not None:
             state["ema"] = ema.state_dict()
@@ -435,6 +438,27 @@ def pretrain(
     if segment["last_epoch"] >= segment["first_epoch"]:
         history.append(segment)
     return write_model_card(args, final, out, elapsed, data_root, command, history, recalibration)
+
+
+def input_files_sha256(args: PretrainArgs) -> dict[str, str]:
+    """The sha256 of the files a run reads besides its data (``init``, ``teacher``), by argument name.
+    The arguments hold their paths only: a file replaced under the same path would resume silently."""
+    return {name: file_sha256(path) for name, path in (("init", args.init), ("teacher", args.teacher)) if path}
+
+
+def check_same_inputs(checkpoint_path: Path, state: dict[str, Any], inputs_sha256: dict[str, str]) -> None:
+    """Refuse to resume from ``checkpoint_path`` if an ``init`` or ``teacher`` file changed since it was
+    written. Checkpoints from before the record (no ``inputs_sha256``) resume unchecked."""
+    if "inputs_sha256" not in state:
+        return
+    saved = json.loads(state["inputs_sha256"])
+    changed = [name for name in sorted(set(saved) | set(inputs_sha256)) if saved.get(name) != inputs_sha256.get(name)]
+    if changed:
+        raise ValueError(
+            f"{checkpoint_path} was written with other {' and '.join(changed)} weights: sha256 "
+            + ", ".join(f"{name} {saved.get(name)} then, {inputs_sha256.get(name)} now" for name in changed)
+            + "; restore those files or start a new --out"
+        )
 
 
 def recalibrated(model: DynamicResNet, args: PretrainArgs, inputs: torch.Tensor, val: Split) -> tuple[DynamicResNet, dict[str, Any]]:

@@ -48,6 +48,23 @@ def test_interrupted_run_resumes_to_the_same_weights(cifar_root: str, tmp_path: 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_refuses_an_init_file_replaced_under_the_same_path(cifar_root: str, tmp_path: Path) -> None:
+    """The arguments hold the init's path only; the checkpoint records its sha256, and a resume from
+    other weights under that path is refused, naming both hashes, with the checkpoint untouched."""
+    init = tmp_path / "init.pt"
+    torch.save(resnet8().state_dict(), init)
+    args = PretrainArgs(epochs=1, init=str(init), **SMOKE)
+    pretrain(args, tmp_path / "run", data_root=cifar_root, progress=False)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    before = file_sha256(checkpoint)
+    first = file_sha256(init)
+    torch.manual_seed(1)
+    torch.save(resnet8().state_dict(), init)
+    with pytest.raises(ValueError, match=f"other init weights: sha256 init {first} then, {file_sha256(init)} now"):
+        pretrain(args, tmp_path / "run", resume=True, data_root=cifar_root, progress=False)
+    assert file_sha256(checkpoint) == before
+
+
 def test_model_card_fields(cifar_root: str, tmp_path: Path) -> None:
     card = pretrain(PretrainArgs(epochs=1, ema=0.9, schedule="onecycle", **SMOKE), tmp_path / "c", data_root=cifar_root,
                     progress=False, command="routing-env pretrain ...")
