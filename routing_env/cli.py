@@ -316,6 +316,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         skip_rate=args.skip_rate,
         uniform_routes=args.uniform_routes,
         full_width_routes=args.full_width_routes,
+        whole_uniform_routes=args.whole_uniform_routes,
         order_channels=not args.no_order_channels,
         recalibrate=args.recalibrate,
         monitor=args.monitor,
@@ -505,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="dynamic backbones: probability that a random route runs every kept block at full width (trains skip patterns)",
+    )
+    p.add_argument(
+        "--whole-uniform-routes",
+        action="store_true",
+        help="dynamic backbones: a uniform random route skips no block (trains each slimmed network whole more often)",
     )
     p.add_argument("--no-order-channels", action="store_true", help="dynamic backbones: keep a plain --init's channel order")
     p.add_argument("--recalibrate", type=int, default=100, help="dynamic backbones: BatchNorm recalibration batches after training (0: none)")

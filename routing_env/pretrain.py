@@ -89,6 +89,10 @@ class PretrainArgs:
     """Dynamic backbones: the probability that a random route runs every kept block at full width, so
     skip patterns are trained at the width that skip-only and exit-only routes use (else a skipped
     block's neighbours mostly run narrowed). ``uniform_routes + full_width_routes`` is at most 1."""
+    whole_uniform_routes: bool = False
+    """Dynamic backbones: a uniform route skips nothing, so widths 0.5 and 0.75 are trained whole in
+    ``uniform_routes / len(widths)`` of the random routes (about 4× as often as with skips drawn; v2's
+    mix: ``benchmarks/route_mix.py``). Skip patterns are then trained by the mixed and full-width routes."""
     order_channels: bool = True
     """Dynamic backbones started from a plain ResNet: sort each block's inner channels by importance
     first (:func:`~routing_env.backbones.resnet.order_channels`), so narrow widths keep the strongest."""
@@ -378,7 +382,7 @@ def pretrain(
                             taught = teacher(x)  # augment gives channels-last batches
                     loss, logits = sandwich_loss(
                         model, x, y, criterion, generator, args.sandwich, args.skip_rate, args.uniform_routes, taught,
-                        args.full_width_routes,
+                        args.full_width_routes, args.whole_uniform_routes,
                     )
                 else:
                     logits = model(x)
@@ -473,7 +477,7 @@ def recalibrated(model: DynamicResNet, args: PretrainArgs, inputs: torch.Tensor,
             batch = torch.randint(len(inputs), (args.batch_size,), generator=generator).to(inputs.device)
             x = augment(inputs[batch], generator).contiguous(memory_format=torch.channels_last)
             for route in widths + [
-                random_route(candidate, args.skip_rate, generator, args.uniform_routes, args.full_width_routes)
+                random_route(candidate, args.skip_rate, generator, args.uniform_routes, args.full_width_routes, args.whole_uniform_routes)
                 for _ in range(args.sandwich)
             ]:
                 yield x, route

@@ -281,6 +281,30 @@ def test_full_width_routes_train_skip_patterns_at_full_width() -> None:
         random_route(model, 0.5, generator, 0.7, 0.4)
 
 
+def test_whole_uniform_routes_train_each_slimmed_network_whole() -> None:
+    """``whole_uniform``: a uniform route skips nothing, the other routes are the ones drawn without it,
+    and the random stream is the same (so the option changes which blocks run, not what is drawn)."""
+    from routing_env.backbones.resnet import SKIP_CHOICE, random_route, resnet20_dynamic
+
+    model = resnet20_dynamic()
+    before, after = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    whole = {w: 0 for w in range(len(model.widths))}
+    for _ in range(2000):
+        old = random_route(model, 0.5, before, 0.5, 0.3)
+        new = random_route(model, 0.5, after, 0.5, 0.3, whole_uniform=True)
+        kept = {c for c in new if c != SKIP_CHOICE}
+        if SKIP_CHOICE not in new and len(kept) == 1:
+            whole[kept.pop()] += 1
+        if new != old:  # only a skipping route of one width can change, and only by losing its skips
+            assert SKIP_CHOICE in old and SKIP_CHOICE not in new
+            assert len({c for c in old if c != SKIP_CHOICE}) == 1
+            assert all(c == n for c, n in zip(old, new) if c != SKIP_CHOICE)
+    assert torch.equal(before.get_state(), after.get_state())
+    # uniform routes 0.5 / 4 widths = 0.125 whole each (v2's mix, with skips: about 0.03 for 0.5 and 0.75)
+    for w in (0, 1, 2):
+        assert abs(whole[w] / 2000 - 0.125) < 0.03, whole
+
+
 def test_full_width_routes_must_leave_room_for_uniform_routes() -> None:
     with pytest.raises(ValueError, match=r"uniform_routes \+ full_width_routes must be at most 1, got 0.5 \+ 0.6"):
         PretrainArgs(backbone="resnet20-dynamic", uniform_routes=0.5, full_width_routes=0.6)

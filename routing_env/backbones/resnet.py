@@ -500,7 +500,12 @@ def order_channels(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def random_route(
-    model: DynamicResNet, skip_rate: float, generator: torch.Generator, uniform: float = 0.0, full_width: float = 0.0
+    model: DynamicResNet,
+    skip_rate: float,
+    generator: torch.Generator,
+    uniform: float = 0.0,
+    full_width: float = 0.0,
+    whole_uniform: bool = False,
 ) -> list[int]:
     """Per block a uniformly drawn width index, or ``SKIP_CHOICE`` (skippable blocks, with a probability
     drawn from ``U(0, skip_rate)``, whatever the route's kind below: a uniform or full-width route skips
@@ -510,7 +515,10 @@ def random_route(
     baselines read) with BatchNorm inputs they never see, so the middle widths fall behind. With
     probability ``full_width`` every kept block runs at full width: the skip patterns that exit-only
     and skip-only policies (and the card's random-skip routes) take, which mixed widths reach with
-    probability ``(1/len(widths))`` per block only. ``uniform + full_width`` must be at most 1."""
+    probability ``(1/len(widths))`` per block only. ``uniform + full_width`` must be at most 1.
+    ``whole_uniform``: a uniform route skips nothing, so each slimmed network is trained whole in
+    ``uniform / len(widths)`` of the routes instead of about a quarter of that (the skips are still drawn,
+    so the random stream is the same either way)."""
     if not (0.0 <= uniform and 0.0 <= full_width and uniform + full_width <= 1.0):
         raise ValueError(f"uniform and full_width must be probabilities summing to at most 1, got {uniform} and {full_width}")
     rate = float(torch.rand((), generator=generator)) * skip_rate
@@ -521,6 +529,8 @@ def random_route(
     elif kind < uniform + full_width:
         widths = [len(model.widths) - 1] * model.num_blocks
     skips = (torch.rand(model.num_blocks, generator=generator) < rate).tolist()
+    if whole_uniform and kind < uniform:
+        skips = [False] * model.num_blocks
     return [SKIP_CHOICE if skip and block.skippable else w for w, skip, block in zip(widths, skips, model.blocks)]
 
 
@@ -535,9 +545,10 @@ def sandwich_loss(
     uniform: float = 0.0,
     teacher_logits: torch.Tensor | None = None,
     full_width: float = 0.0,
+    whole_uniform: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Deep supervision on the full path's exits, plus the narrowest and ``sandwich`` random routes
-    (:func:`random_route` with ``uniform`` and ``full_width``) distilled from the full path's last exit (the sandwich rule
+    (:func:`random_route` with ``uniform``, ``full_width`` and ``whole_uniform``) distilled from the full path's last exit (the sandwich rule
     with in-place distillation, Yu & Huang 2019). Returns the loss and the full path's last logits.
 
     With ``teacher_logits`` (a stronger network's, e.g. ResNet-56's, on the same batch) every route
@@ -551,7 +562,7 @@ def sandwich_loss(
     else:
         teacher = F.softmax(teacher_logits.detach().float(), dim=1)
         loss = sum(0.5 * criterion(logits.float(), y) + 0.5 * soft_cross_entropy(logits, teacher) for logits in full) / len(full)
-    routes = [[0] * model.num_blocks] + [random_route(model, skip_rate, generator, uniform, full_width) for _ in range(sandwich)]
+    routes = [[0] * model.num_blocks] + [random_route(model, skip_rate, generator, uniform, full_width, whole_uniform) for _ in range(sandwich)]
     for route in routes:
         exits = model.forward_exits(x, route)
         loss = loss + sum(soft_cross_entropy(logits, teacher) for logits in exits) / len(exits)
