@@ -352,7 +352,9 @@ def pretrain(
         history = json.loads(state.get("history", "[]"))
     # this run's segment; it joins the history once it has trained an epoch
     segment = {"first_epoch": start_epoch + 1, "last_epoch": start_epoch, "hours": 0.0, "machine": machine_description(where)}
-    writer = SummaryWriter(str(out / "tb"))
+    # purge_step: a run killed after logging an epoch but before its checkpoint logs that epoch again on
+    # resume; TensorBoard then drops the first copy instead of drawing both
+    writer = SummaryWriter(str(out / "tb"), purge_step=start_epoch + 1 if start_epoch else None)
     inputs = train.inputs.to(where)
     labels = torch.from_numpy(train.labels).to(where)
     autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")

@@ -65,6 +65,35 @@ def test_resume_refuses_an_init_file_replaced_under_the_same_path(cifar_root: st
     assert file_sha256(checkpoint) == before
 
 
+def test_an_epoch_logged_again_after_a_kill_appears_once_in_tensorboard(cifar_root: str, tmp_path: Path, monkeypatch) -> None:
+    """Killed after logging epoch 2 but before its checkpoint, the run logs epoch 2 again on resume;
+    the reader (TensorBoard's EventAccumulator) keeps one point per epoch, the resumed run's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import routing_env.pretrain as module
+
+    args = PretrainArgs(epochs=3, **SMOKE)
+    real = module.save_state_dict
+    calls = {"n": 0}
+
+    def killed_before_second_checkpoint(state, path):
+        if Path(path).name == "checkpoint.pt":
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+        real(state, path)
+
+    monkeypatch.setattr(module, "save_state_dict", killed_before_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(args, tmp_path / "run", data_root=cifar_root, progress=False)
+    monkeypatch.setattr(module, "save_state_dict", real)
+    card = pretrain(args, tmp_path / "run", resume=True, data_root=cifar_root, progress=False)
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/accuracy")] == [1, 2, 3]
+    assert events.Scalars("val/accuracy")[-1].value == pytest.approx(card["val_accuracy"], abs=1e-6)
+
+
 def test_model_card_fields(cifar_root: str, tmp_path: Path) -> None:
     card = pretrain(PretrainArgs(epochs=1, ema=0.9, schedule="onecycle", **SMOKE), tmp_path / "c", data_root=cifar_root,
                     progress=False, command="routing-env pretrain ...")
