@@ -84,7 +84,8 @@ class PretrainArgs:
     """Dynamic backbones: the probability that a random route runs every kept block at one width (else
     each block draws its own), so the uniformly slimmed networks are trained as often as mixed routes.
     Such a route still skips blocks at ``skip_rate`` (:func:`~routing_env.backbones.resnet.random_route`),
-    so with ResNet-20's 7 skippable blocks only about a quarter of them run the whole slimmed network."""
+    so with ResNet-20's 7 skippable blocks only about a quarter of them run the whole slimmed network,
+    unless ``whole_uniform_routes``."""
     full_width_routes: float = 0.0
     """Dynamic backbones: the probability that a random route runs every kept block at full width, so
     skip patterns are trained at the width that skip-only and exit-only routes use (else a skipped
@@ -142,7 +143,7 @@ class PretrainArgs:
             raise ValueError(f"unknown exits {self.exits!r}; expected one of {EXIT_PLACEMENTS}")
         if self.heads_only and self.init is None:
             raise ValueError("heads_only trains the heads that init lacks: pass init (a dynamic ResNet's state_dict)")
-        for option in ("teacher", "rescale", "heads_only"):
+        for option in ("teacher", "rescale", "heads_only", "whole_uniform_routes"):
             if getattr(self, option) not in (None, False) and not self.dynamic:
                 raise ValueError(f"{option} is for dynamic backbones, got it for {self.backbone!r}")
         if self.exits != "stage" and not self.dynamic:
@@ -152,6 +153,8 @@ class PretrainArgs:
                 f"uniform_routes must be in [0, 1] and recalibrate, monitor >= 0, got {self.uniform_routes}, "
                 f"{self.recalibrate} and {self.monitor}"
             )
+        if self.whole_uniform_routes and self.uniform_routes == 0.0:
+            raise ValueError("whole_uniform_routes changes the uniform routes, and uniform_routes is 0: there are none")
         if not (0.0 <= self.full_width_routes and self.uniform_routes + self.full_width_routes <= 1.0):
             raise ValueError(
                 "full_width_routes must be >= 0 and uniform_routes + full_width_routes must be at most 1, "
@@ -309,6 +312,14 @@ def pretrain(
     where = present_device(device)  # a bad or absent device is refused before anything is written
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
+    inputs_sha256 = input_files_sha256(args)
+    state = None
+    if resume and checkpoint_path.exists():  # checked before the inputs are read: a replaced init fails here, clearly
+        state = load_state_dict(checkpoint_path)
+        if not same_arguments(state["args"], args):
+            raise ValueError(f"{checkpoint_path} was written with other arguments: {state['args']}")
+        check_same_inputs(checkpoint_path, state, inputs_sha256)
+    code = provenance()  # the code that trains this segment, not whatever HEAD is when the card is written
     train = subset(load_split(args.dataset, "train", data_root, download), args.subset)
     val = subset(load_split(args.dataset, "val", data_root), args.subset)
     if len(train) < args.batch_size:  # an epoch would take no step
@@ -336,12 +347,7 @@ def pretrain(
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
     generator = torch.Generator().manual_seed(args.seed)
     start_epoch, elapsed, history = 0, 0.0, []
-    inputs_sha256 = input_files_sha256(args)
-    if resume and checkpoint_path.exists():
-        state = load_state_dict(checkpoint_path)
-        if not same_arguments(state["args"], args):
-            raise ValueError(f"{checkpoint_path} was written with other arguments: {state['args']}")
-        check_same_inputs(checkpoint_path, state, inputs_sha256)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -351,10 +357,11 @@ def pretrain(
         start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
         history = json.loads(state.get("history", "[]"))
     # this run's segment; it joins the history once it has trained an epoch
-    segment = {"first_epoch": start_epoch + 1, "last_epoch": start_epoch, "hours": 0.0, "machine": machine_description(where)}
+    segment = {"first_epoch": start_epoch + 1, "last_epoch": start_epoch, "hours": 0.0, "machine": machine_description(where),
+               "git_commit": code["git_commit"]}
     # purge_step: a run killed after logging an epoch but before its checkpoint logs that epoch again on
     # resume; TensorBoard then drops the first copy instead of drawing both
-    writer = SummaryWriter(str(out / "tb"), purge_step=start_epoch + 1 if start_epoch else None)
+    writer = SummaryWriter(str(out / "tb"), purge_step=start_epoch + 1)
     inputs = train.inputs.to(where)
     labels = torch.from_numpy(train.labels).to(where)
     autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
@@ -443,7 +450,7 @@ def pretrain(
         final, recalibration = recalibrated(final, args, inputs, val)
     if segment["last_epoch"] >= segment["first_epoch"]:
         history.append(segment)
-    return write_model_card(args, final, out, elapsed, data_root, command, history, recalibration)
+    return write_model_card(args, final, out, elapsed, data_root, command, history, recalibration, code)
 
 
 def input_files_sha256(args: PretrainArgs) -> dict[str, str]:
@@ -508,10 +515,12 @@ def write_model_card(
     command: str | None,
     history: list[dict[str, Any]] | None = None,
     recalibration: dict[str, Any] | None = None,
+    code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the weights and the model card (JSON and Markdown); ``history`` lists the machines that
-    trained which epochs where a run was resumed elsewhere, ``recalibration`` what BatchNorm
-    recalibration did on ``val``."""
+    trained which epochs where a run was resumed elsewhere (and, since 0.4.0, at which commit),
+    ``recalibration`` what BatchNorm recalibration did on ``val``, ``code`` the provenance taken when
+    this call started (by default, now)."""
     weights = out / "weights.pt"
     save_state_dict(model.state_dict(), weights)
     val = subset(load_split(args.dataset, "val", data_root), args.subset)
@@ -530,7 +539,7 @@ def write_model_card(
         "wall_time_hours": round(elapsed / 3600, 3),
         "machine": machine_description(next(model.parameters()).device),
         "history": history or [],
-        "provenance": provenance(),
+        "provenance": code or provenance(),
         "command": command or "",
         "weights": weights.name,
         "sha256": file_sha256(weights),
@@ -567,6 +576,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         + ("Trained in segments (resumed from the checkpoint):\n\n" if card.get("history") else "")
         + "".join(
             f"- epochs {h['first_epoch']}–{h['last_epoch']}: {h['hours']} h on {h['machine']}"
+            + (f", commit {h['git_commit']}" if h.get("git_commit") else "")
             + (f": `{h['command']}`" if h.get("command") else "")
             + "\n"
             for h in card.get("history", [])

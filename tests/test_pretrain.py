@@ -1,4 +1,5 @@
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,7 @@ def test_interrupted_run_resumes_to_the_same_weights(cifar_root: str, tmp_path: 
         pretrain(args, tmp_path / "cut", data_root=cifar_root, progress=False)
     resumed = pretrain(args, tmp_path / "cut", resume=True, data_root=cifar_root, progress=False)
     assert [(h["first_epoch"], h["last_epoch"]) for h in resumed["history"]] == [(1, 1), (2, 2)]
+    assert all(h["git_commit"] == resumed["provenance"]["git_commit"] for h in resumed["history"])
     assert "epochs 2–2" in (tmp_path / "cut" / "MODEL_CARD.md").read_text()
     a = load_state_dict(tmp_path / "full" / "weights.pt")
     b = load_state_dict(tmp_path / "cut" / "weights.pt")
@@ -61,6 +63,10 @@ def test_resume_refuses_an_init_file_replaced_under_the_same_path(cifar_root: st
     torch.manual_seed(1)
     torch.save(resnet8().state_dict(), init)
     with pytest.raises(ValueError, match=f"other init weights: sha256 init {first} then, {file_sha256(init)} now"):
+        pretrain(args, tmp_path / "run", resume=True, data_root=cifar_root, progress=False)
+    # checked before the init is read: weights that no longer fit are named as replaced, not as unfit
+    torch.save({"stem.weight": torch.zeros(1)}, init)
+    with pytest.raises(ValueError, match="other init weights"):
         pretrain(args, tmp_path / "run", resume=True, data_root=cifar_root, progress=False)
     assert file_sha256(checkpoint) == before
 
@@ -87,6 +93,7 @@ def test_an_epoch_logged_again_after_a_kill_appears_once_in_tensorboard(cifar_ro
     with pytest.raises(KeyboardInterrupt):
         pretrain(args, tmp_path / "run", data_root=cifar_root, progress=False)
     monkeypatch.setattr(module, "save_state_dict", real)
+    time.sleep(1.1)  # event files sort by their creation second: the resumed run's must sort last
     card = pretrain(args, tmp_path / "run", resume=True, data_root=cifar_root, progress=False)
     events = EventAccumulator(str(tmp_path / "run" / "tb"))
     events.Reload()
@@ -332,6 +339,27 @@ def test_whole_uniform_routes_train_each_slimmed_network_whole() -> None:
     # uniform routes 0.5 / 4 widths = 0.125 whole each (v2's mix, with skips: about 0.03 for 0.5 and 0.75)
     for w in (0, 1, 2):
         assert abs(whole[w] / 2000 - 0.125) < 0.03, whole
+
+
+def test_whole_uniform_routes_reach_the_sandwich_and_are_refused_where_they_do_nothing(cifar_root: str, tmp_path: Path, monkeypatch) -> None:
+    import routing_env.pretrain as module
+
+    seen = []
+    real = module.sandwich_loss
+
+    def recording(*args, **kwargs):
+        seen.append(args[10])  # whole_uniform, after full_width
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "sandwich_loss", recording)
+    args = PretrainArgs(backbone="resnet20-dynamic", epochs=1, batch_size=32, subset=64, recalibrate=0, monitor=0,
+                        whole_uniform_routes=True)
+    pretrain(args, tmp_path / "run", data_root=cifar_root, progress=False)
+    assert seen == [True, True]
+    with pytest.raises(ValueError, match="whole_uniform_routes is for dynamic backbones"):
+        PretrainArgs(backbone="resnet8", whole_uniform_routes=True)
+    with pytest.raises(ValueError, match="uniform_routes is 0"):
+        PretrainArgs(backbone="resnet20-dynamic", uniform_routes=0.0, whole_uniform_routes=True)
 
 
 def test_full_width_routes_must_leave_room_for_uniform_routes() -> None:
