@@ -545,13 +545,14 @@ def write_model_card(
         "sha256": file_sha256(weights),
     }
     if isinstance(model, DynamicResNet):
+        inputs_sha256 = input_files_sha256(args)
         card.update(
             exits=model.exits,
             rescale=model.rescale,
             num_blocks=model.num_blocks,
             widths=list(model.widths),
-            init_sha256=file_sha256(args.init) if args.init else None,
-            teacher_sha256=file_sha256(args.teacher) if args.teacher else None,
+            init_sha256=inputs_sha256.get("init"),
+            teacher_sha256=inputs_sha256.get("teacher"),
             routes_on_test=route_report(model, test),
             recalibration=recalibration,
         )

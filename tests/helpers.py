@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
-from routing_env import RoutingEnv
+from routing_env import RoutingEnv, pretrained
 
 
 def rollout(env: RoutingEnv, actions: list[int], seed: int) -> list[tuple]:
@@ -45,3 +47,10 @@ def readme_block(marker: str) -> str:
     block = re.search(rf"<!-- {re.escape(marker)} -->\s*```python\n(.*?)```", text, re.S)
     assert block, f"the README lost its {marker} block"
     return block.group(1)
+
+
+def shipped_dynamic_card(name: str = "cifar10-resnet20-dynamic") -> dict:
+    """The model card of the shipped dynamic ResNet ``name`` (the figures the tests compare against)."""
+    folder = pretrained.root() / name
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return json.loads((folder / f"{manifest['model']}.model_card.json").read_text())

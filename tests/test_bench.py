@@ -8,13 +8,13 @@ import pytest
 
 from routing_env.cli import main
 
+from helpers import shipped_dynamic_card
+
 
 def width_half_macs_fraction() -> float:
     """The shipped dynamic ResNet-20's width-0.5 route, as its card prices it (with LC-Net's scales)."""
-    from routing_env import pretrained
+    return next(r["macs_fraction"] for r in shipped_dynamic_card()["routes_on_test"] if r["route"] == "width 0.5")
 
-    card = json.loads((pretrained.root() / "cifar10-resnet20-dynamic" / "resnet20-dynamic.model_card.json").read_text())
-    return next(r["macs_fraction"] for r in card["routes_on_test"] if r["route"] == "width 0.5")
 
 def test_bench_prints_the_documented_keys(capsys: pytest.CaptureFixture) -> None:
     assert main(["bench", "--json", "--seconds", "0.05", "--ppo-steps", "256", "--no-dynamic"]) == 0

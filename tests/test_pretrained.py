@@ -12,6 +12,8 @@ from routing_env.backbones.cascade import FeatureCache
 from routing_env.backbones.resnet import resnet8
 from routing_env.checkpoints import file_sha256, save_state_dict
 
+from helpers import shipped_dynamic_card
+
 
 @pytest.fixture
 def fake_pretrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -158,12 +160,6 @@ def test_rebuilding_a_whole_shipped_cache_matches_it(split: str, cifar_root: str
     np.testing.assert_array_equal(rebuilt.labels, shipped.labels)
     np.testing.assert_allclose(rebuilt.logits, shipped.logits, atol=1e-4)
     assert (rebuilt.logits.argmax(2) == shipped.logits.argmax(2)).all()
-
-
-def shipped_dynamic_card(name: str = "cifar10-resnet20-dynamic") -> dict:
-    folder = pretrained.root() / name
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return json.loads((folder / f"{manifest['model']}.model_card.json").read_text())
 
 
 def test_shipped_dynamic_resnet_is_the_dynamic_default() -> None:
