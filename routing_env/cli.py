@@ -260,18 +260,21 @@ def cmd_rewards(args: argparse.Namespace) -> int:
 
 # --- joint ----------------------------------------------------------------------------------------
 def cmd_joint(args: argparse.Namespace) -> int:
+    if args.from_scratch:
+        return joint_from_scratch_command(args)
     from .experiments.joint import JointSpec, joint_train
 
+    refuse_options(args, SCRATCH_ONLY, "are options of --from-scratch")
     spec = JointSpec(
         backbone=args.backbone,
         lam=args.lam,
-        epochs=args.epochs,
+        epochs=args.epochs if args.epochs is not None else 10,
         num_envs=args.num_envs,
         seed=args.seed,
-        backbone_lr=args.backbone_lr,
+        backbone_lr=args.backbone_lr if args.backbone_lr is not None else 0.01,
         backbone_update_every=args.backbone_update_every,
         backbone_lr_schedule=args.backbone_lr_schedule,
-        targets=args.targets,
+        targets=args.targets or "exit",
         augment=args.augment,
         env_kwargs=parse_kwargs(args.env_kwargs, "--env-kwargs"),
         agent_kwargs=parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
@@ -281,6 +284,36 @@ def cmd_joint(args: argparse.Namespace) -> int:
     print(f"joint training: {summary['epochs']} epochs, {last.get('backbone_updates', 0)} backbone updates; "
           f"co-trained members in {summary['backbone']}; evaluate with `routing-env evaluate --run {args.out}`, "
           f"tensorboard --logdir {Path(args.out) / 'tb'}", file=sys.stderr)
+    return 0
+
+
+SCRATCH_ONLY = {"batch_size": None, "dense_epochs": None, "warmup_epochs": None, "precision": None, "device": None, "time_limit": None}
+"""``joint`` options that only the batched from-scratch run has (their unset values)."""
+ENVIRONMENT_ONLY = {"num_envs": 64, "backbone_update_every": 32, "backbone_lr_schedule": "constant", "augment": False,
+                    "env_kwargs": None, "agent_kwargs": None}
+"""``joint`` options that only the environment-driven fine-tuning run has (their defaults)."""
+
+
+def refuse_options(args: argparse.Namespace, options: dict[str, object], why: str) -> None:
+    """Exit with a clear error when any of ``options`` was given a value other than its default."""
+    given = sorted(f"--{k.replace('_', '-')}" for k, unset in options.items() if getattr(args, k) != unset)
+    if given:
+        raise SystemExit(f"routing-env joint: {', '.join(given)} {why}")
+
+
+def joint_from_scratch_command(args: argparse.Namespace) -> int:
+    from .experiments.joint_scratch import ScratchJointSpec, joint_from_scratch
+
+    refuse_options(args, ENVIRONMENT_ONLY, "are options of the environment-driven run, not of --from-scratch")
+    given = {"epochs": args.epochs, "lr": args.backbone_lr, "batch_size": args.batch_size, "dense_epochs": args.dense_epochs,
+             "warmup_epochs": args.warmup_epochs, "precision": args.precision, "targets": args.targets}
+    spec = ScratchJointSpec(backbone=args.backbone, lam=args.lam, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    summary = joint_from_scratch(spec, args.out, resume=args.resume, device=args.device or "cpu", time_limit=args.time_limit,
+                                 progress=not args.quiet)
+    state = "stopped at the time limit; go on with --resume" if summary["stopped"] else "done"
+    print(f"joint training from scratch: {summary['epochs']} of {spec.epochs} epochs, {state}; members in {summary['backbone']}; "
+          f"freeze them with routing_env.pretrained.package_cotrained(..., recalibrate=0); tensorboard --logdir {Path(args.out) / 'tb'}",
+          file=sys.stderr)
     return 0
 
 
@@ -454,18 +487,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rewards)
 
     p = sub.add_parser("joint", help="train a cascade and its REINFORCE selection module together on train (Guan et al.); checkpoints, --resume")
-    p.add_argument("--backbone", default="cifar10-resnet-cascade", help="the cascade to co-train")
+    p.add_argument("--backbone", default="cifar10-resnet-cascade", help="the cascade to co-train (with --from-scratch: whose members' architectures to train)")
     p.add_argument("--lam", type=float, default=0.03, help="price of compute λ")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the train split (instance-steps = epochs × its size)")
-    p.add_argument("--num-envs", type=int, default=64, help="episodes stepped together")
+    p.add_argument("--epochs", type=int, help="passes over the train split (default 10; 60 with --from-scratch)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backbone-lr", type=float, default=0.01, help="the members' SGD learning rate")
+    p.add_argument("--backbone-lr", type=float, help="the members' SGD learning rate (default 0.01; with --from-scratch the peak rate, 0.2)")
+    p.add_argument("--targets", help="the heads the members learn from: exit (Guan et al.; the default) or heads (every head on the route; the default with --from-scratch)")
+    p.add_argument("--num-envs", type=int, default=64, help="episodes stepped together")
     p.add_argument("--backbone-update-every", type=int, default=32, help="ended episodes per member update")
     p.add_argument("--backbone-lr-schedule", default="constant", help="constant (Guan et al.) or cosine (from --backbone-lr towards 0, set per epoch)")
-    p.add_argument("--targets", default="exit", help="the heads the members learn from: exit (Guan et al.) or heads (every head on the route)")
     p.add_argument("--augment", action="store_true", help="fresh crop-and-flip views of the train images (backbone_augment)")
     p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="further environment options")
     p.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="reinforce options")
+    p.add_argument("--from-scratch", action="store_true", help="members from random weights, batched on a device (Guan et al.'s setting; experiments/joint_scratch.py)")
+    p.add_argument("--batch-size", type=int, help="--from-scratch: images per step (default 512)")
+    p.add_argument("--dense-epochs", type=int, help="--from-scratch: first epochs in which every member learns from every instance (default 0)")
+    p.add_argument("--warmup-epochs", type=int, help="--from-scratch: linear warm-up of the members' rate (default 2)")
+    p.add_argument("--precision", help="--from-scratch: fp32, or bf16 autocast (the default)")
+    p.add_argument("--device", help="--from-scratch: where to train, e.g. cuda (default cpu)")
+    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="--from-scratch: start an epoch only if it ends within this many minutes; --resume goes on")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, backbone.pt, the policy, tb/)")
     p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true")

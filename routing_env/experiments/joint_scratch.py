@@ -1,0 +1,359 @@
+"""Joint training from random weights (Guan et al., IJCAI 2018's own setting), batched for a GPU.
+
+:func:`routing_env.experiments.joint.joint_train` co-trains *pretrained* members through the
+environment, a few episodes per update with BatchNorm frozen; the README measures why that cannot
+specialise them: a rate that moves the members out of their pretrained minimum costs their accuracy,
+and one that keeps it moves nothing. Here the members start from random weights, as in the paper,
+so there is no minimum to leave, and the loop is batched so that a GPU trains all of them at once.
+
+Per batch of ``batch_size`` augmented ``train`` images every member runs (train-mode BatchNorm, bf16
+autocast, channels_last). The selection module (:class:`SelectionModule`) decides after each member,
+per instance, whether to stop there, by sampling; the last member always stops. Then:
+
+- each member descends the cross-entropy of the instances the sampled routes brought to it
+  (``targets="heads"``: every member on the route learns, the variant the fine-tuning runs found
+  best) or exited at it (``targets="exit"``: Guan et al.'s), averaged over those instances;
+- the selection module ascends accuracy − λ·compute (compute: the MACs of the members run, over the
+  largest member's, the cascade environment's ``macs_fraction``) by REINFORCE, the batch's mean
+  reward as baseline, with an entropy bonus.
+
+During the first ``dense_epochs`` every member learns from every instance, whatever the routes: from
+random weights a member's confidence means nothing yet, so routes sampled on it would starve the deep
+members of data they need to become worth routing to. The selection module learns throughout.
+
+Every epoch writes ``checkpoint.pt`` atomically (a plain dict of state_dicts and tensors, loadable with
+``weights_only=True``), ``backbone.pt`` (the members as one ``ModuleList`` state_dict, what
+:func:`routing_env.pretrained.package_cotrained` reads), ``policy.pt`` and ``joint.json``; ``resume=True``
+goes on from the last whole epoch, on CPU or GPU (every random number comes from one CPU generator).
+TensorBoard (``tb/``) has ``charts/accuracy_at_exit_<k>`` (each member's accuracy on the instances that
+exited at it), ``charts/exit_fraction_<k>``, and on ``val`` each member's accuracy and the greedy
+policy's accuracy and cost. Freeze the result with ``package_cotrained(..., recalibrate=0)``: its
+BatchNorm statistics are already those of the batches it trained on.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .. import __version__
+from ..checkpoints import load_state_dict, same_arguments, save_state_dict, write_json
+from ..costs import module_macs
+from ..data import Split, augment, load_split
+from ..env import present_device
+from ..provenance import provenance
+
+TARGETS = ("heads", "exit")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class ScratchJointSpec:
+    """A from-scratch joint run: the members' architectures, λ, the members' SGD and the selection
+    module's REINFORCE. Where a run executes (``device``) and when it stops (``time_limit``) are not
+    part of it: a run resumes on another machine."""
+
+    backbone: str = "cifar10-resnet-cascade"
+    """A cascade backbone (``cifar10-resnet-cascade``, ``tiny-cascade`` …) whose members' architectures,
+    not weights, are trained."""
+    lam: float = 0.03
+    epochs: int = 60
+    batch_size: int = 512
+    lr: float = 0.2
+    """Peak learning rate of the members' SGD (Nesterov momentum 0.9), reached after ``warmup_epochs``
+    of linear warm-up, then a cosine to 0 at the last step."""
+    warmup_epochs: int = 2
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    dense_epochs: int = 0
+    """Epochs at the start in which every member learns from every instance (see the module docstring)."""
+    targets: str = "heads"
+    policy_lr: float = 1e-3
+    policy_hidden: int = 64
+    entropy_coef: float = 0.01
+    precision: str = "bf16"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("warmup_epochs", "dense_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= self.epochs:
+                raise ValueError(f"{name} must be an integer in [0, epochs={self.epochs}], got {value!r}")
+        if self.targets not in TARGETS:
+            raise ValueError(f"unknown targets {self.targets!r}; expected one of {TARGETS}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
+        for name in ("lam", "weight_decay", "entropy_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("lr", "policy_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+
+
+class SelectionModule(nn.Module):
+    """Guan et al.'s selection module, one network for every decision: after member ``k``, the logit of
+    stopping, from the softmax of every member evaluated so far (zeros for the others: whether two
+    members agree is a signal a confidence threshold does not have) and a one-hot of ``k``."""
+
+    def __init__(self, num_members: int, num_classes: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.num_members = num_members
+        self.net = nn.Sequential(nn.Linear(num_members * (num_classes + 1), hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, probs: torch.Tensor, k: int) -> torch.Tensor:
+        """``probs``: (B, K, C) softmax of every member; returns (B,) stop logits after member ``k``."""
+        b, members, _ = probs.shape
+        seen = probs * (torch.arange(members, device=probs.device) <= k)[None, :, None]
+        position = F.one_hot(torch.full((b,), k, device=probs.device), members).to(probs.dtype)
+        return self.net(torch.cat([seen.flatten(1), position], dim=1)).squeeze(1)
+
+
+def route(policy: SelectionModule, probs: torch.Tensor, uniform: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exits of B instances: stop after member ``k`` when ``uniform[:, k] < P(stop)`` (sampling), or when
+    ``P(stop) > 0.5`` if ``uniform`` is None (greedy). Returns the exits (B,), the log-probability of
+    the decisions taken (B,) and their summed entropy (B,); the last member always stops."""
+    b, members, _ = probs.shape
+    exits = torch.full((b,), members - 1, dtype=torch.long, device=probs.device)
+    alive = torch.ones(b, dtype=torch.bool, device=probs.device)
+    logp = torch.zeros(b, device=probs.device)
+    entropy = torch.zeros(b, device=probs.device)
+    for k in range(members - 1):
+        logit = policy(probs, k)
+        p = torch.sigmoid(logit)
+        stop = (uniform[:, k] < p) if uniform is not None else (p > 0.5)
+        taken = torch.where(stop, F.logsigmoid(logit), F.logsigmoid(-logit))
+        logp = logp + torch.where(alive, taken, torch.zeros_like(taken))
+        h = -(p * F.logsigmoid(logit) + (1 - p) * F.logsigmoid(-logit))
+        entropy = entropy + torch.where(alive, h, torch.zeros_like(h))
+        exits = torch.where(alive & stop, torch.full_like(exits, k), exits)
+        alive = alive & ~stop
+    return exits, logp, entropy
+
+
+def member_weights(exits: torch.Tensor, members: int, targets: str, dense: bool) -> torch.Tensor:
+    """(B, K) 0/1: which member learns from which instance; every one of them while ``dense``."""
+    k = torch.arange(members, device=exits.device)[None, :]
+    if dense:
+        return torch.ones(len(exits), members, device=exits.device)
+    reached = k <= exits[:, None] if targets == "heads" else k == exits[:, None]
+    return reached.float()
+
+
+def cumulative_cost(member_macs: list[int]) -> torch.Tensor:
+    """(K,) the MACs of exiting after member ``k`` (every member up to it runs) over the largest
+    member's: the cascade environment's ``macs_fraction``."""
+    macs = torch.tensor(member_macs, dtype=torch.float64)
+    return (macs.cumsum(0) / macs.max()).float()
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then a half cosine to 0 at step ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def build_members(spec: ScratchJointSpec) -> tuple[nn.ModuleList, list[str], int, str]:
+    """Fresh members of the cascade ``spec.backbone``: its classifiers' architectures with every layer
+    re-initialised (seeded); their names, class count and data set. Its weights are never trained here."""
+    from ..backbones import backbone_dataset, make_backbone
+    from ..backbones.cascade import Cascade
+
+    cascade = make_backbone(spec.backbone)
+    if not isinstance(cascade, Cascade):
+        raise ValueError(f"joint training from scratch needs a cascade backbone, got {spec.backbone!r} ({type(cascade).__name__})")
+    members = copy.deepcopy(cascade.classifiers).requires_grad_(True)
+    torch.manual_seed(spec.seed)
+    for module in members.modules():
+        if module is not members and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return members, list(cascade.member_names), cascade.spec.num_classes, backbone_dataset(spec.backbone)
+
+
+@torch.inference_mode()
+def evaluate(members: nn.ModuleList, policy: SelectionModule, split: Split, costs: torch.Tensor, batch_size: int = 1000) -> dict[str, Any]:
+    """Each member's accuracy on ``split`` and the greedy policy's routed accuracy and mean cost (fp32, eval mode)."""
+    members.eval()
+    device = costs.device
+    right = torch.zeros(len(members), device=device)
+    routed_right, routed_cost = 0.0, 0.0
+    for start in range(0, len(split), batch_size):
+        x = split.inputs[start : start + batch_size].to(device)
+        x = x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+        y = torch.from_numpy(split.labels[start : start + batch_size]).to(device)
+        probs = torch.stack([m(x).float().softmax(-1) for m in members], dim=1)
+        predictions = probs.argmax(-1)
+        right += (predictions == y[:, None]).sum(0)
+        exits, _, _ = route(policy, probs, None)
+        routed_right += float((predictions.gather(1, exits[:, None]).squeeze(1) == y).sum())
+        routed_cost += float(costs[exits].sum())
+    n = len(split)
+    return {"members": [round(float(r) / n, 4) for r in right], "routed_accuracy": round(routed_right / n, 4),
+            "routed_macs_fraction": round(routed_cost / n, 4)}
+
+
+def joint_from_scratch(
+    spec: ScratchJointSpec,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    device: str = "cpu",
+    data_root: str | None = None,
+    time_limit: float | None = None,
+    subset: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) ``spec`` into ``out``; return the summary also written to ``joint.json``.
+
+    ``time_limit`` (minutes) starts an epoch only if the last one this call trained says it ends in
+    time, as ``pretrain --time-limit`` does; stopped early, the summary has ``"stopped": True``: go on
+    with ``resume=True``. ``subset`` trains and validates on the first images only (tests, smoke runs).
+    """
+    started = time.time()
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = Path(out)
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists() and not resume:
+        raise ValueError(f"{checkpoint} exists: pass --resume to go on from it, or choose another --out")
+    where = present_device(device)
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
+    written = json.dumps(asdict(spec), sort_keys=True)
+    state = load_state_dict(checkpoint) if resume and checkpoint.exists() else None
+    if state is not None and not same_arguments(state["spec"], spec):
+        raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")
+    members, names, num_classes, dataset = build_members(spec)
+    train, val = load_split(dataset, "train", data_root), load_split(dataset, "val", data_root)
+    if subset is not None:
+        train = Split(train.dataset, train.name, train.inputs[:subset], train.labels[:subset], train.num_classes)
+        val = Split(val.dataset, val.name, val.inputs[:subset], val.labels[:subset], val.num_classes)
+    if len(train) < spec.batch_size:
+        raise ValueError(f"batch_size {spec.batch_size} is larger than the train split ({len(train)} images)")
+    member_macs = [module_macs(m, tuple(train.inputs.shape[1:])) for m in members]
+    out.mkdir(parents=True, exist_ok=True)
+    torch.backends.cudnn.benchmark = where.type == "cuda"
+    members = members.to(where, memory_format=torch.channels_last)
+    policy = SelectionModule(len(members), num_classes, spec.policy_hidden).to(where)
+    decay = [p for p in members.parameters() if p.ndim > 1]
+    no_decay = [p for p in members.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=spec.lr, momentum=0.9, nesterov=True)
+    steps_per_epoch = len(train) // spec.batch_size
+    total, warmup = spec.epochs * steps_per_epoch, spec.warmup_epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total))
+    policy_optimizer = torch.optim.Adam(policy.parameters(), lr=spec.policy_lr)
+    generator = torch.Generator().manual_seed(spec.seed)
+    epoch, elapsed, history = 0, 0.0, []
+    if state is not None:
+        members.load_state_dict(state["members"])
+        policy.load_state_dict(state["policy"])
+        optimizer.load_state_dict(state["optimizer"])
+        policy_optimizer.load_state_dict(state["policy_optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        epoch, elapsed, history = int(state["epoch"]), float(state["elapsed"]), json.loads(state["history"])
+    code = provenance()
+    machine = f"{torch.cuda.get_device_name(where) if where.type == 'cuda' else 'CPU'}, torch {torch.__version__}"
+    write_json(out / "config.json", {"joint_from_scratch": asdict(spec), "members": names, "member_macs": member_macs,
+                                     "routing_env_version": __version__, "provenance": code})
+    costs = cumulative_cost(member_macs).to(where)
+    inputs, labels = train.inputs.to(where), torch.from_numpy(train.labels).to(where)
+    images = inputs.ndim == 4  # crops and flips for images; vectors (the synthetic set) as they are
+    autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
+    writer = SummaryWriter(str(out / "tb"), purge_step=epoch + 1)
+    last_epoch_seconds, stopped = 0.0, False
+    while epoch < spec.epochs:
+        began = time.time()
+        if time_limit is not None and last_epoch_seconds and began + last_epoch_seconds > started + 60 * time_limit:
+            stopped = True
+            break
+        members.train()
+        dense = epoch < spec.dense_epochs
+        order = torch.randperm(len(train), generator=generator)
+        sums = torch.zeros(4 + 2 * len(members), device=where)  # reward, correct, cost, loss, then exits and right per member
+        for step in range(steps_per_epoch):
+            batch = order[step * spec.batch_size : (step + 1) * spec.batch_size].to(where)
+            x, y = (augment(inputs[batch], generator) if images else inputs[batch]), labels[batch]
+            uniform = torch.rand(len(batch), len(members) - 1, generator=generator).to(where)
+            with autocast:
+                logits = [m(x).float() for m in members]
+            probs = torch.stack([z.detach().softmax(-1) for z in logits], dim=1)
+            exits, logp, entropy = route(policy, probs, uniform)
+            correct = (probs.argmax(-1).gather(1, exits[:, None]).squeeze(1) == y).float()
+            reward = correct - spec.lam * costs[exits]
+            policy_loss = -((reward - reward.mean()) * logp).mean() - spec.entropy_coef * entropy.mean()
+            weights = member_weights(exits, len(members), spec.targets, dense)
+            member_loss = sum((F.cross_entropy(z, y, label_smoothing=spec.label_smoothing, reduction="none") * weights[:, k]).sum()
+                              / weights[:, k].sum().clamp(min=1.0) for k, z in enumerate(logits))
+            optimizer.zero_grad(set_to_none=True)
+            policy_optimizer.zero_grad(set_to_none=True)
+            (member_loss + policy_loss).backward()
+            optimizer.step()
+            policy_optimizer.step()
+            scheduler.step()
+            counts = F.one_hot(exits, len(members)).float()
+            sums += torch.cat([torch.stack([reward.sum(), correct.sum(), costs[exits].sum(), member_loss.detach() * len(batch)]),
+                               counts.sum(0), (counts * correct[:, None]).sum(0)])
+        sums = sums.cpu().numpy()
+        seen = steps_per_epoch * spec.batch_size
+        seconds = time.time() - began
+        elapsed += seconds
+        epoch += 1
+        evaluated = evaluate(members, policy, val, costs)
+        exits_seen, right_seen = sums[4 : 4 + len(members)], sums[4 + len(members) :]
+        row = {"epoch": epoch, "seconds": round(seconds, 1), "dense": dense, "lr": round(scheduler.get_last_lr()[0], 6),
+               "train_reward": round(float(sums[0]) / seen, 4), "train_routed_accuracy": round(float(sums[1]) / seen, 4),
+               "train_macs_fraction": round(float(sums[2]) / seen, 4), "member_loss": round(float(sums[3]) / seen, 4),
+               "exit_fraction": [round(float(e) / seen, 4) for e in exits_seen],
+               "accuracy_at_exit": [round(float(r / e), 4) if e else None for r, e in zip(right_seen, exits_seen)],
+               "val": evaluated, "machine": machine, "git_commit": code["git_commit"]}
+        history.append(row)
+        for k in range(len(members)):
+            writer.add_scalar(f"charts/exit_fraction_{k}", row["exit_fraction"][k], epoch)
+            if row["accuracy_at_exit"][k] is not None:
+                writer.add_scalar(f"charts/accuracy_at_exit_{k}", row["accuracy_at_exit"][k], epoch)
+            writer.add_scalar(f"val/member_{k}_{names[k]}", evaluated["members"][k], epoch)
+        for key in ("train_reward", "train_routed_accuracy", "train_macs_fraction", "member_loss", "lr"):
+            writer.add_scalar(f"train/{key}", row[key], epoch)
+        writer.add_scalar("val/routed_accuracy", evaluated["routed_accuracy"], epoch)
+        writer.add_scalar("val/routed_macs_fraction", evaluated["routed_macs_fraction"], epoch)
+        save_state_dict({"spec": written, "members": members.state_dict(), "policy": policy.state_dict(),
+                         "optimizer": optimizer.state_dict(), "policy_optimizer": policy_optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
+                         "elapsed": elapsed, "history": json.dumps(history)}, checkpoint)
+        save_state_dict(members.state_dict(), out / "backbone.pt")
+        save_state_dict(policy.state_dict(), out / "policy.pt")
+        write_json(out / "joint.json", summary(spec, names, member_macs, epoch, elapsed, history, out, stopped=epoch < spec.epochs))
+        if progress:
+            print(f"joint from scratch epoch {epoch}/{spec.epochs}: {seconds:.1f} s, exits {row['exit_fraction']}, "
+                  f"train routed acc {row['train_routed_accuracy']:.4f} at {row['train_macs_fraction']:.3f}; val members "
+                  f"{evaluated['members']}, routed {evaluated['routed_accuracy']:.4f} at {evaluated['routed_macs_fraction']:.3f}",
+                  file=sys.stderr, flush=True)
+        last_epoch_seconds = time.time() - began
+    writer.close()
+    result = summary(spec, names, member_macs, epoch, elapsed, history, out, stopped=stopped)
+    write_json(out / "joint.json", result)
+    return result
+
+
+def summary(spec: ScratchJointSpec, names: list[str], member_macs: list[int], epoch: int, elapsed: float,
+            history: list[dict[str, Any]], out: Path, stopped: bool) -> dict[str, Any]:
+    """What ``joint.json`` holds: the spec, the members, how far the run got and each epoch's figures."""
+    return {"spec": asdict(spec), "members": names, "member_macs": member_macs, "epochs": epoch, "stopped": stopped,
+            "hours": round(elapsed / 3600, 4), "history": history, "backbone": str(out / "backbone.pt")}

@@ -1,0 +1,161 @@
+"""Joint training from random weights (Guan et al.'s setting), batched: the members learn from the
+instances the sampled routes bring them, the selection module learns by REINFORCE, and a killed run
+resumes exactly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from routing_env.backbones import make_backbone
+from routing_env.cli import main
+from routing_env.data import load_split
+from routing_env.experiments.joint_scratch import (
+    ScratchJointSpec,
+    SelectionModule,
+    cumulative_cost,
+    joint_from_scratch,
+    lr_factor,
+    member_weights,
+    route,
+)
+
+SPEC = ScratchJointSpec(backbone="tiny-cascade", lam=0.05, epochs=4, batch_size=128, lr=0.05, warmup_epochs=1,
+                        dense_epochs=1, precision="fp32")
+
+
+def test_members_start_from_random_weights_learn_and_the_policy_learns(tmp_path: Path) -> None:
+    summary = joint_from_scratch(SPEC, tmp_path)
+    assert summary["epochs"] == SPEC.epochs and not summary["stopped"]
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "policy.pt").is_file() and list((tmp_path / "tb").iterdir())
+    pretrained = make_backbone("tiny-cascade").module.state_dict()
+    trained = torch.load(tmp_path / "backbone.pt", weights_only=True)
+    assert trained.keys() == pretrained.keys()  # what package_cotrained reads: one ModuleList state_dict
+    assert all(not torch.equal(trained[k], pretrained[k]) for k in trained if trained[k].is_floating_point())
+    first, last = summary["history"][0], summary["history"][-1]
+    assert first["dense"] and not last["dense"]
+    # every member learned (chance is 1/num_classes), and the routed reward rose as the policy learned
+    classes = load_split("synthetic", "val").num_classes
+    assert all(acc > 2.0 / classes for acc in last["val"]["members"])
+    assert last["train_reward"] > first["train_reward"] + 0.05
+    assert abs(sum(last["exit_fraction"]) - 1.0) < 1e-3
+    written = json.loads((tmp_path / "joint.json").read_text())
+    assert written["epochs"] == SPEC.epochs and written["member_macs"] == summary["member_macs"]
+
+
+def test_a_killed_run_resumes_exactly_where_its_last_epoch_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = replace(SPEC, epochs=2)
+    joint_from_scratch(spec, tmp_path / "straight")
+    from routing_env.experiments import joint_scratch
+
+    real = joint_scratch.evaluate
+    calls = {"n": 0}
+
+    def killed_after_one_epoch(*args, **kwargs):  # the kill lands after epoch 1's checkpoint, in epoch 2's evaluation
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(joint_scratch, "evaluate", killed_after_one_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        joint_from_scratch(spec, tmp_path / "killed")
+    monkeypatch.setattr(joint_scratch, "evaluate", real)
+    with pytest.raises(ValueError, match="--resume"):
+        joint_from_scratch(spec, tmp_path / "killed")
+    with pytest.raises(ValueError, match="another run"):
+        joint_from_scratch(replace(spec, lam=0.1), tmp_path / "killed", resume=True)
+    summary = joint_from_scratch(spec, tmp_path / "killed", resume=True)
+    assert summary["epochs"] == 2 and [h["epoch"] for h in summary["history"]] == [1, 2]
+    a = torch.load(tmp_path / "straight" / "backbone.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "backbone.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pa = torch.load(tmp_path / "straight" / "policy.pt", weights_only=True)
+    pb = torch.load(tmp_path / "killed" / "policy.pt", weights_only=True)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_a_time_limit_stops_on_a_whole_epoch_and_resume_goes_on(tmp_path: Path) -> None:
+    spec = replace(SPEC, epochs=3)
+    summary = joint_from_scratch(spec, tmp_path, time_limit=1e-4)  # the first epoch always runs
+    assert summary["stopped"] and summary["epochs"] == 1
+    assert json.loads((tmp_path / "joint.json").read_text())["stopped"]
+    summary = joint_from_scratch(spec, tmp_path, resume=True)
+    assert not summary["stopped"] and summary["epochs"] == 3
+
+
+def test_route_samples_each_decision_and_the_last_member_always_stops() -> None:
+    torch.manual_seed(0)
+    policy = SelectionModule(num_members=3, num_classes=4, hidden=8)
+    probs = torch.softmax(torch.randn(6, 3, 4), dim=-1)
+    p0, p1 = torch.sigmoid(policy(probs, 0)), torch.sigmoid(policy(probs, 1))
+    never = torch.ones(6, 2)  # uniform 1 is never below P(stop): every instance runs to the last member
+    exits, logp, _ = route(policy, probs, never)
+    assert exits.tolist() == [2] * 6
+    assert torch.allclose(logp, torch.log1p(-p0) + torch.log1p(-p1), atol=1e-5)
+    always = torch.zeros(6, 2)  # uniform 0 is always below: every instance stops after the first member
+    exits, logp, _ = route(policy, probs, always)
+    assert exits.tolist() == [0] * 6
+    assert torch.allclose(logp, torch.log(p0), atol=1e-5)  # a stopped instance takes no later decision
+    greedy, _, _ = route(policy, probs, None)
+    expected = torch.where(p0 > 0.5, 0, torch.where(p1 > 0.5, 1, 2))
+    assert greedy.tolist() == expected.tolist()
+
+
+def test_the_policy_sees_only_the_members_evaluated_so_far() -> None:
+    policy = SelectionModule(num_members=3, num_classes=4)
+    probs = torch.softmax(torch.randn(5, 3, 4), dim=-1)
+    changed = probs.clone()
+    changed[:, 1:] = torch.softmax(torch.randn(5, 2, 4), dim=-1)
+    assert torch.equal(policy(probs, 0), policy(changed, 0))
+    assert not torch.equal(policy(probs, 1), policy(changed, 1))
+
+
+def test_member_weights_follow_the_targets() -> None:
+    exits = torch.tensor([0, 1, 2])
+    assert member_weights(exits, 3, "heads", dense=False).tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    assert member_weights(exits, 3, "exit", dense=False).tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    assert member_weights(exits, 3, "exit", dense=True).tolist() == [[1, 1, 1]] * 3
+
+
+def test_costs_are_the_cascade_environments_macs_fraction_and_the_schedule_warms_up_then_falls() -> None:
+    cascade = make_backbone("tiny-cascade")
+    costs = cumulative_cost([int(m) for m in cascade.member_macs])
+    prefix = cascade.costs.prefix + cascade.costs.head[0]
+    assert costs[0].item() == pytest.approx(prefix / cascade.costs.reference, rel=1e-6)
+    assert costs[-1].item() == pytest.approx(sum(cascade.member_macs) / cascade.costs.reference, rel=1e-6)
+    assert [lr_factor(s, 2, 10) for s in (0, 1)] == [0.5, 1.0]
+    assert lr_factor(2, 2, 10) == 1.0 and lr_factor(6, 2, 10) == pytest.approx(0.5) and lr_factor(10, 2, 10) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 0}, "epochs must be"),
+    ({"dense_epochs": 5}, r"dense_epochs must be an integer in \[0, epochs=4\]"),
+    ({"targets": "all"}, "unknown targets 'all'"),
+    ({"precision": "fp16"}, "unknown precision 'fp16'"),
+    ({"lr": 0.0}, "lr must be > 0"),
+])
+def test_bad_specs_are_refused_by_name(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        replace(SPEC, **change)
+
+
+def test_a_dynamic_backbone_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs a cascade backbone, got 'tiny-dynamic-resnet'"):
+        joint_from_scratch(replace(SPEC, backbone="tiny-dynamic-resnet"), tmp_path)
+
+
+def test_the_cli_runs_from_scratch_and_refuses_options_of_the_other_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--epochs", "1", "--warmup-epochs", "1", "--batch-size", "256",
+                 "--precision", "fp32", "--out", str(out), "--quiet"]) == 0
+    assert "1 of 1 epochs, done" in capsys.readouterr().err
+    assert json.loads((out / "joint.json").read_text())["spec"]["targets"] == "heads"
+    with pytest.raises(SystemExit, match="--augment, --num-envs are options of the environment-driven run"):
+        main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--augment", "--num-envs", "8", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="--batch-size, --device are options of --from-scratch"):
+        main(["joint", "--backbone", "tiny-cascade", "--batch-size", "64", "--device", "cpu", "--out", str(tmp_path / "y")])
