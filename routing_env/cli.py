@@ -287,7 +287,7 @@ def cmd_joint(args: argparse.Namespace) -> int:
     return 0
 
 
-SCRATCH_ONLY = {"batch_size": None, "dense_epochs": None, "warmup_epochs": None, "precision": None, "device": None, "time_limit": None}
+SCRATCH_ONLY = {"batch_size": None, "dense_epochs": None, "member_loss": None, "warmup_epochs": None, "precision": None, "device": None, "time_limit": None}
 """``joint`` options that only the batched from-scratch run has (their unset values)."""
 ENVIRONMENT_ONLY = {"num_envs": 64, "backbone_update_every": 32, "backbone_lr_schedule": "constant", "augment": False,
                     "env_kwargs": None, "agent_kwargs": None}
@@ -306,7 +306,7 @@ def joint_from_scratch_command(args: argparse.Namespace) -> int:
 
     refuse_options(args, ENVIRONMENT_ONLY, "are options of the environment-driven run, not of --from-scratch")
     given = {"epochs": args.epochs, "lr": args.backbone_lr, "batch_size": args.batch_size, "dense_epochs": args.dense_epochs,
-             "warmup_epochs": args.warmup_epochs, "precision": args.precision, "targets": args.targets}
+             "warmup_epochs": args.warmup_epochs, "precision": args.precision, "targets": args.targets, "member_loss": args.member_loss}
     spec = ScratchJointSpec(backbone=args.backbone, lam=args.lam, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     summary = joint_from_scratch(spec, args.out, resume=args.resume, device=args.device or "cpu", time_limit=args.time_limit,
                                  progress=not args.quiet)
@@ -502,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true", help="members from random weights, batched on a device (Guan et al.'s setting; experiments/joint_scratch.py)")
     p.add_argument("--batch-size", type=int, help="--from-scratch: images per step (default 512)")
     p.add_argument("--dense-epochs", type=int, help="--from-scratch: first epochs in which every member learns from every instance (default 0)")
+    p.add_argument("--member-loss", help="--from-scratch: expected (a member's routed cross-entropy over the batch size; the default) or routed-mean (over the instances routed to it)")
     p.add_argument("--warmup-epochs", type=int, help="--from-scratch: linear warm-up of the members' rate (default 2)")
     p.add_argument("--precision", help="--from-scratch: fp32, or bf16 autocast (the default)")
     p.add_argument("--device", help="--from-scratch: where to train, e.g. cuda (default cpu)")
