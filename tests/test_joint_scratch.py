@@ -28,6 +28,22 @@ SPEC = ScratchJointSpec(backbone="tiny-cascade", lam=0.05, epochs=4, batch_size=
                         dense_epochs=1, precision="fp32")
 
 
+def interrupt_at_evaluation(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """Make the ``call``-th evaluation of a run raise ``KeyboardInterrupt``: a kill after ``call - 1``
+    whole epochs, their checkpoints written (``monkeypatch.undo()`` ends it)."""
+    from routing_env.experiments import joint_scratch
+
+    real, calls = joint_scratch.evaluate, {"n": 0}
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(joint_scratch, "evaluate", evaluate)
+
+
 def test_members_start_from_random_weights_learn_and_the_policy_learns(tmp_path: Path) -> None:
     summary = joint_from_scratch(SPEC, tmp_path)
     assert summary["epochs"] == SPEC.epochs and not summary["stopped"]
@@ -50,21 +66,10 @@ def test_members_start_from_random_weights_learn_and_the_policy_learns(tmp_path:
 def test_a_killed_run_resumes_exactly_where_its_last_epoch_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = replace(SPEC, epochs=2)
     joint_from_scratch(spec, tmp_path / "straight")
-    from routing_env.experiments import joint_scratch
-
-    real = joint_scratch.evaluate
-    calls = {"n": 0}
-
-    def killed_after_one_epoch(*args, **kwargs):  # the kill lands after epoch 1's checkpoint, in epoch 2's evaluation
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(joint_scratch, "evaluate", killed_after_one_epoch)
+    interrupt_at_evaluation(monkeypatch, 2)  # the kill lands after epoch 1's checkpoint, in epoch 2's evaluation
     with pytest.raises(KeyboardInterrupt):
         joint_from_scratch(spec, tmp_path / "killed")
-    monkeypatch.setattr(joint_scratch, "evaluate", real)
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="--resume"):
         joint_from_scratch(spec, tmp_path / "killed")
     with pytest.raises(ValueError, match="another run"):
@@ -168,23 +173,13 @@ def test_the_expected_routed_loss_keeps_a_rarely_reached_member_learning_where_t
     of the instances reach the last member. Averaged over them (``routed-mean``) its rate is multiplied
     by about 6 and its accuracy falls by a third in one epoch; over the batch (``expected``) it goes on
     improving. Each run stops after its third epoch (the first routed one)."""
-    from routing_env.experiments import joint_scratch
-
     spec = replace(SPEC, epochs=6, batch_size=64, dense_epochs=2)
-    real = joint_scratch.evaluate
     last = {}
     for loss in ("routed-mean", "expected"):
-        calls = {"n": 0}
-
-        def three_epochs(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == 4:
-                raise KeyboardInterrupt
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(joint_scratch, "evaluate", three_epochs)
+        interrupt_at_evaluation(monkeypatch, 4)
         with pytest.raises(KeyboardInterrupt):
             joint_from_scratch(replace(spec, member_loss=loss), tmp_path / loss)
+        monkeypatch.undo()
         history = json.loads((tmp_path / loss / "joint.json").read_text())["history"]
         assert len(history) == 3 and not history[2]["dense"]
         assert 0.05 < history[2]["exit_fraction"][-1] < 0.5  # a rarely, not never, reached member
