@@ -151,8 +151,8 @@ def test_bad_specs_are_refused_by_name(change: dict, message: str) -> None:
 
 
 def test_a_dynamic_backbone_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="needs a cascade backbone, got 'tiny-dynamic-resnet'"):
-        joint_from_scratch(replace(SPEC, backbone="tiny-dynamic-resnet"), tmp_path)
+    with pytest.raises(ValueError, match="needs a cascade backbone, got 'cifar10-resnet20-dynamic'"):
+        joint_from_scratch(replace(SPEC, backbone="cifar10-resnet20-dynamic"), tmp_path)
 
 
 def test_the_cli_runs_from_scratch_and_refuses_options_of_the_other_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
