@@ -238,14 +238,13 @@ def joint_from_scratch(
     device: str = "cpu",
     data_root: str | None = None,
     time_limit: float | None = None,
-    subset: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) ``spec`` into ``out``; return the summary also written to ``joint.json``.
 
     ``time_limit`` (minutes) starts an epoch only if the last one this call trained says it ends in
     time, as ``pretrain --time-limit`` does; stopped early, the summary has ``"stopped": True``: go on
-    with ``resume=True``. ``subset`` trains and validates on the first images only (tests, smoke runs).
+    with ``resume=True``.
     """
     started = time.time()
     from torch.utils.tensorboard import SummaryWriter
@@ -263,9 +262,6 @@ def joint_from_scratch(
         raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")
     members, names, num_classes, dataset = build_members(spec)
     train, val = load_split(dataset, "train", data_root), load_split(dataset, "val", data_root)
-    if subset is not None:
-        train = Split(train.dataset, train.name, train.inputs[:subset], train.labels[:subset], train.num_classes)
-        val = Split(val.dataset, val.name, val.inputs[:subset], val.labels[:subset], val.num_classes)
     if len(train) < spec.batch_size:
         raise ValueError(f"batch_size {spec.batch_size} is larger than the train split ({len(train)} images)")
     member_macs = [module_macs(m, tuple(train.inputs.shape[1:])) for m in members]
