@@ -307,7 +307,10 @@ def joint_from_scratch_command(args: argparse.Namespace) -> int:
     refuse_options(args, ENVIRONMENT_ONLY, "are options of the environment-driven run, not of --from-scratch")
     given = {"epochs": args.epochs, "lr": args.backbone_lr, "batch_size": args.batch_size, "dense_epochs": args.dense_epochs,
              "warmup_epochs": args.warmup_epochs, "precision": args.precision, "targets": args.targets, "member_loss": args.member_loss}
-    spec = ScratchJointSpec(backbone=args.backbone, lam=args.lam, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in given.items() if v is not None}
+    if "epochs" in given and "warmup_epochs" not in given:  # the default warm-up, never longer than the run
+        given["warmup_epochs"] = min(ScratchJointSpec.warmup_epochs, given["epochs"])
+    spec = ScratchJointSpec(backbone=args.backbone, lam=args.lam, seed=args.seed, **given)
     summary = joint_from_scratch(spec, args.out, resume=args.resume, device=args.device or "cpu", time_limit=args.time_limit,
                                  progress=not args.quiet)
     state = "stopped at the time limit; go on with --resume" if summary["stopped"] else "done"

@@ -17,11 +17,13 @@ from routing_env.data import load_split
 from routing_env.experiments.joint_scratch import (
     ScratchJointSpec,
     SelectionModule,
+    build_networks,
     cumulative_cost,
     joint_from_scratch,
     lr_factor,
     member_weights,
     route,
+    routed_cross_entropy,
 )
 
 SPEC = ScratchJointSpec(backbone="tiny-cascade", lam=0.05, epochs=4, batch_size=128, lr=0.05, warmup_epochs=1,
@@ -157,7 +159,7 @@ def test_a_dynamic_backbone_is_refused(tmp_path: Path) -> None:
 
 def test_the_cli_runs_from_scratch_and_refuses_options_of_the_other_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
-    assert main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--epochs", "1", "--warmup-epochs", "1", "--batch-size", "256",
+    assert main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--epochs", "1", "--batch-size", "256",
                  "--precision", "fp32", "--out", str(out), "--quiet"]) == 0
     assert "1 of 1 epochs, done" in capsys.readouterr().err
     assert json.loads((out / "joint.json").read_text())["spec"]["targets"] == "heads"
@@ -188,3 +190,52 @@ def test_the_expected_routed_loss_keeps_a_rarely_reached_member_learning_where_t
     assert after >= before - 0.01
     before, after = last["routed-mean"]
     assert after < before - 0.15
+
+
+def test_members_and_policy_are_freshly_initialised_per_seed_without_touching_the_callers_random_state() -> None:
+    pretrained = make_backbone("tiny-cascade").module.state_dict()
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    first, policy, names, dataset = build_networks(SPEC)
+    assert torch.equal(torch.rand(3), before)  # the caller's random state is as it was
+    again, again_policy = build_networks(SPEC)[:2]
+    again = again.state_dict()
+    assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(), again_policy.state_dict().values()))
+    other = build_networks(replace(SPEC, seed=1))[0].state_dict()
+    weights = [k for k, v in pretrained.items() if v.is_floating_point() and v.ndim > 1]
+    assert weights and all(not torch.equal(first.state_dict()[k], pretrained[k]) for k in weights)
+    assert all(torch.equal(first.state_dict()[k], again[k]) for k in weights)
+    assert any(not torch.equal(first.state_dict()[k], other[k]) for k in weights)
+    assert dataset == "synthetic" and len(names) == len(first) == policy.num_members
+
+
+def test_the_two_member_losses_average_over_the_batch_or_over_the_routed_instances() -> None:
+    torch.manual_seed(0)
+    logits = [torch.randn(4, 3), torch.randn(4, 3)]
+    labels = torch.tensor([0, 1, 2, 0])
+    weights = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])  # member 1 reached by one instance of four
+    ce = [torch.nn.functional.cross_entropy(z, labels, reduction="none") for z in logits]
+    expected = routed_cross_entropy(logits, labels, weights, 0.0, "expected")
+    assert expected.item() == pytest.approx((ce[0].sum() / 4 + ce[1][0] / 4).item(), rel=1e-6)
+    mean = routed_cross_entropy(logits, labels, weights, 0.0, "routed-mean")
+    assert mean.item() == pytest.approx((ce[0].mean() + ce[1][0]).item(), rel=1e-6)
+    nobody = routed_cross_entropy(logits, labels, torch.tensor([[1.0, 0.0]] * 4), 0.0, "routed-mean")
+    assert nobody.item() == pytest.approx(ce[0].mean().item(), rel=1e-6)  # a member nobody reached adds nothing
+
+
+def test_the_entropy_bonus_is_each_taken_decisions_bernoulli_entropy_with_a_gradient() -> None:
+    torch.manual_seed(0)
+    policy = SelectionModule(num_members=3, num_classes=4, hidden=8)
+    probs = torch.softmax(torch.randn(5, 3, 4), dim=-1)
+    p0, p1 = torch.sigmoid(policy(probs, 0)), torch.sigmoid(policy(probs, 1))
+
+    def bernoulli(p: torch.Tensor) -> torch.Tensor:
+        return -(p * p.log() + (1 - p) * (1 - p).log())
+
+    _, _, entropy = route(policy, probs, torch.ones(5, 2))  # nobody stops: two decisions each
+    assert torch.allclose(entropy, bernoulli(p0) + bernoulli(p1), atol=1e-5)
+    _, _, entropy = route(policy, probs, torch.zeros(5, 2))  # everybody stops at once: one decision
+    assert torch.allclose(entropy, bernoulli(p0), atol=1e-5)
+    entropy.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())

@@ -25,7 +25,8 @@ members of data they need to become worth routing to. The selection module learn
 Every epoch writes ``checkpoint.pt`` atomically (a plain dict of state_dicts and tensors, loadable with
 ``weights_only=True``), ``backbone.pt`` (the members as one ``ModuleList`` state_dict, what
 :func:`routing_env.pretrained.package_cotrained` reads), ``policy.pt`` and ``joint.json``; ``resume=True``
-goes on from the last whole epoch, on CPU or GPU (every random number comes from one CPU generator).
+goes on from the last whole epoch, on CPU or GPU (every random number comes from one CPU generator,
+so the draws are the same; a GPU's kernels, cuDNN's autotuning and bf16 are not bitwise reproducible).
 TensorBoard (``tb/``) has ``charts/accuracy_at_exit_<k>`` (each member's accuracy on the instances that
 exited at it), ``charts/exit_fraction_<k>``, and on ``val`` each member's accuracy and the greedy
 policy's accuracy and cost. Freeze the result with ``package_cotrained(..., recalibrate=0)``: its
@@ -82,9 +83,10 @@ class ScratchJointSpec:
     targets: str = "heads"
     member_loss: str = "expected"
     """How a member's cross-entropy is averaged. ``expected``: summed over the instances routed to it
-    and divided by the batch size, the gradient of the expected cross-entropy of the sampled routes
-    (Guan et al.'s objective), so a member that a fraction f of the instances reach learns at f times
-    the rate. ``routed-mean``: the mean over those instances, every member at the full rate on its
+    and divided by the batch size, the gradient, with the routes held fixed, of the expected
+    cross-entropy of the sampled routes (Guan et al.'s objective under ``targets="exit"``), so a member
+    that a fraction f of the instances reach learns at f times the rate (its weight decay does not
+    shrink with f). ``routed-mean``: the mean over those instances, every member at the full rate on its
     share; that multiplies the rare members' rate by 1/f, and on CIFAR-10 it made ResNet-56 diverge in
     the first routed epoch, when 9% of the instances reached it (README, "Joint training from
     scratch")."""
@@ -191,21 +193,24 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def build_members(spec: ScratchJointSpec) -> tuple[nn.ModuleList, list[str], int, str]:
-    """Fresh members of the cascade ``spec.backbone``: its classifiers' architectures with every layer
-    re-initialised (seeded); their names, class count and data set. Its weights are never trained here."""
+def build_networks(spec: ScratchJointSpec) -> tuple[nn.ModuleList, SelectionModule, list[str], str]:
+    """Fresh members of the cascade ``spec.backbone`` (its classifiers' architectures with every layer
+    re-initialised; its weights are never trained here) and a fresh selection module, both drawn from
+    ``spec.seed``; the members' names and the data set."""
     from ..backbones import backbone_dataset, make_backbone
     from ..backbones.cascade import Cascade
 
-    cascade = make_backbone(spec.backbone)
-    if not isinstance(cascade, Cascade):
-        raise ValueError(f"joint training from scratch needs a cascade backbone, got {spec.backbone!r} ({type(cascade).__name__})")
-    members = copy.deepcopy(cascade.classifiers).requires_grad_(True)
-    torch.manual_seed(spec.seed)
-    for module in members.modules():
-        if module is not members and hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    return members, list(cascade.member_names), cascade.spec.num_classes, backbone_dataset(spec.backbone)
+    with torch.random.fork_rng(devices=[]):  # seeded, and the caller's random state left as it was
+        cascade = make_backbone(spec.backbone)
+        if not isinstance(cascade, Cascade):
+            raise ValueError(f"joint training from scratch needs a cascade backbone, got {spec.backbone!r} ({type(cascade).__name__})")
+        members = copy.deepcopy(cascade.classifiers).requires_grad_(True)
+        torch.manual_seed(spec.seed)
+        for module in members.modules():
+            if module is not members and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        policy = SelectionModule(len(members), cascade.spec.num_classes, spec.policy_hidden)
+    return members, policy, list(cascade.member_names), backbone_dataset(spec.backbone)
 
 
 @torch.inference_mode()
@@ -260,7 +265,7 @@ def joint_from_scratch(
     state = load_state_dict(checkpoint) if resume and checkpoint.exists() else None
     if state is not None and not same_arguments(state["spec"], spec):
         raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")
-    members, names, num_classes, dataset = build_members(spec)
+    members, policy, names, dataset = build_networks(spec)
     train, val = load_split(dataset, "train", data_root), load_split(dataset, "val", data_root)
     if len(train) < spec.batch_size:
         raise ValueError(f"batch_size {spec.batch_size} is larger than the train split ({len(train)} images)")
@@ -268,7 +273,7 @@ def joint_from_scratch(
     out.mkdir(parents=True, exist_ok=True)
     torch.backends.cudnn.benchmark = where.type == "cuda"
     members = members.to(where, memory_format=torch.channels_last)
-    policy = SelectionModule(len(members), num_classes, spec.policy_hidden).to(where)
+    policy = policy.to(where)
     decay = [p for p in members.parameters() if p.ndim > 1]
     no_decay = [p for p in members.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
