@@ -197,7 +197,7 @@ def test_members_and_policy_are_freshly_initialised_per_seed_without_touching_th
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
-    first, policy, names, dataset = build_networks(SPEC)
+    first, policy, names, macs, dataset = build_networks(SPEC)
     assert torch.equal(torch.rand(3), before)  # the caller's random state is as it was
     again, again_policy = build_networks(SPEC)[:2]
     again = again.state_dict()
@@ -208,6 +208,10 @@ def test_members_and_policy_are_freshly_initialised_per_seed_without_touching_th
     assert all(torch.equal(first.state_dict()[k], again[k]) for k in weights)
     assert any(not torch.equal(first.state_dict()[k], other[k]) for k in weights)
     assert dataset == "synthetic" and len(names) == len(first) == policy.num_members
+    from routing_env.costs import module_macs
+
+    shape = tuple(load_split("synthetic", "val").inputs.shape[1:])
+    assert macs == [module_macs(m, shape) for m in first]  # the cascade's MACs are the fresh members' own
 
 
 def test_the_two_member_losses_average_over_the_batch_or_over_the_routed_instances() -> None:

@@ -50,14 +50,13 @@ from torch.nn import functional as F
 
 from .. import __version__
 from ..checkpoints import load_state_dict, same_arguments, save_state_dict, write_json
-from ..costs import module_macs
 from ..data import Split, augment, load_split
 from ..env import present_device
+from ..pretrain import PRECISIONS, machine_description
 from ..provenance import provenance
 
 TARGETS = ("heads", "exit")
 MEMBER_LOSSES = ("expected", "routed-mean")
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -193,10 +192,11 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def build_networks(spec: ScratchJointSpec) -> tuple[nn.ModuleList, SelectionModule, list[str], str]:
+def build_networks(spec: ScratchJointSpec) -> tuple[nn.ModuleList, SelectionModule, list[str], list[int], str]:
     """Fresh members of the cascade ``spec.backbone`` (its classifiers' architectures with every layer
     re-initialised; its weights are never trained here) and a fresh selection module, both drawn from
-    ``spec.seed``; the members' names and the data set."""
+    ``spec.seed``; the members' names, their MACs (the cascade's, which do not depend on the weights)
+    and the data set."""
     from ..backbones import backbone_dataset, make_backbone
     from ..backbones.cascade import Cascade
 
@@ -210,7 +210,7 @@ def build_networks(spec: ScratchJointSpec) -> tuple[nn.ModuleList, SelectionModu
             if module is not members and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         policy = SelectionModule(len(members), cascade.spec.num_classes, spec.policy_hidden)
-    return members, policy, list(cascade.member_names), backbone_dataset(spec.backbone)
+    return members, policy, list(cascade.member_names), [int(m) for m in cascade.member_macs], backbone_dataset(spec.backbone)
 
 
 @torch.inference_mode()
@@ -265,11 +265,10 @@ def joint_from_scratch(
     state = load_state_dict(checkpoint) if resume and checkpoint.exists() else None
     if state is not None and not same_arguments(state["spec"], spec):
         raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")
-    members, policy, names, dataset = build_networks(spec)
+    members, policy, names, member_macs, dataset = build_networks(spec)
     train, val = load_split(dataset, "train", data_root), load_split(dataset, "val", data_root)
     if len(train) < spec.batch_size:
         raise ValueError(f"batch_size {spec.batch_size} is larger than the train split ({len(train)} images)")
-    member_macs = [module_macs(m, tuple(train.inputs.shape[1:])) for m in members]
     out.mkdir(parents=True, exist_ok=True)
     torch.backends.cudnn.benchmark = where.type == "cuda"
     members = members.to(where, memory_format=torch.channels_last)
@@ -293,7 +292,7 @@ def joint_from_scratch(
         generator.set_state(state["generator"])
         epoch, elapsed, history = int(state["epoch"]), float(state["elapsed"]), json.loads(state["history"])
     code = provenance()
-    machine = f"{torch.cuda.get_device_name(where) if where.type == 'cuda' else 'CPU'}, torch {torch.__version__}"
+    machine = machine_description(where)
     write_json(out / "config.json", {"joint_from_scratch": asdict(spec), "members": names, "member_macs": member_macs,
                                      "routing_env_version": __version__, "provenance": code})
     costs = cumulative_cost(member_macs).to(where)
@@ -301,11 +300,10 @@ def joint_from_scratch(
     images = inputs.ndim == 4  # crops and flips for images; vectors (the synthetic set) as they are
     autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
     writer = SummaryWriter(str(out / "tb"), purge_step=epoch + 1)
-    last_epoch_seconds, stopped = 0.0, False
+    last_epoch_seconds = 0.0
     while epoch < spec.epochs:
         began = time.time()
         if time_limit is not None and last_epoch_seconds and began + last_epoch_seconds > started + 60 * time_limit:
-            stopped = True
             break
         members.train()
         dense = epoch < spec.dense_epochs
@@ -362,7 +360,7 @@ def joint_from_scratch(
                          "elapsed": elapsed, "history": json.dumps(history)}, checkpoint)
         save_state_dict(members.state_dict(), out / "backbone.pt")
         save_state_dict(policy.state_dict(), out / "policy.pt")
-        write_json(out / "joint.json", summary(spec, names, member_macs, epoch, elapsed, history, out, stopped=epoch < spec.epochs))
+        write_json(out / "joint.json", summary(spec, names, member_macs, epoch, elapsed, history, out))
         if progress:
             print(f"joint from scratch epoch {epoch}/{spec.epochs}: {seconds:.1f} s, exits {row['exit_fraction']}, "
                   f"train routed acc {row['train_routed_accuracy']:.4f} at {row['train_macs_fraction']:.3f}; val members "
@@ -370,13 +368,14 @@ def joint_from_scratch(
                   file=sys.stderr, flush=True)
         last_epoch_seconds = time.time() - began
     writer.close()
-    result = summary(spec, names, member_macs, epoch, elapsed, history, out, stopped=stopped)
-    write_json(out / "joint.json", result)
+    result = summary(spec, names, member_macs, epoch, elapsed, history, out)
+    write_json(out / "joint.json", result)  # also for a resumed run that had no epoch left
     return result
 
 
 def summary(spec: ScratchJointSpec, names: list[str], member_macs: list[int], epoch: int, elapsed: float,
-            history: list[dict[str, Any]], out: Path, stopped: bool) -> dict[str, Any]:
-    """What ``joint.json`` holds: the spec, the members, how far the run got and each epoch's figures."""
-    return {"spec": asdict(spec), "members": names, "member_macs": member_macs, "epochs": epoch, "stopped": stopped,
+            history: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """What ``joint.json`` holds: the spec, the members, how far the run got (``stopped``: before its
+    last epoch, by the time limit) and each epoch's figures."""
+    return {"spec": asdict(spec), "members": names, "member_macs": member_macs, "epochs": epoch, "stopped": epoch < spec.epochs,
             "hours": round(elapsed / 3600, 4), "history": history, "backbone": str(out / "backbone.pt")}
