@@ -30,6 +30,7 @@ def test_bench_prints_the_documented_keys(capsys: pytest.CaptureFixture) -> None
     assert "dynamic" not in result
 
 
+@pytest.mark.expensive  # the default sizes; test_device_figures runs the same functions at small ones and checks the same keys
 def test_bench_dynamic_figures(cifar_root: str) -> None:
     from routing_env.bench import dynamic_figures, routed_figures
 
@@ -61,6 +62,7 @@ def test_device_figures_measure_what_runs_on_the_device(cifar_root: str) -> None
     routed = result["routed_inference"]
     assert {"batch1", "batch4"} <= set(routed) and routed["device"] == "cpu"
     assert routed["batch4"]["macs_ratio"] == pytest.approx(width_half_macs_fraction(), abs=1e-3) and routed["batch4"]["latency_ratio"] > 0
+    assert {"policy_overhead_eager", "policy_overhead_mlp_eager", "routed_mlp_eager_ms", "policy_overhead_head", "policy_overhead_mlp_head"} <= set(routed["batch1"])
 
 
 def test_bench_on_a_missing_device_is_refused_by_name(capsys: pytest.CaptureFixture) -> None:

@@ -520,6 +520,7 @@ def _assert_no_partial_file(out: Path) -> None:
         assert path.name.startswith("."), f"{path}: a temporary file not hidden as atomic_write's are"
 
 
+@pytest.mark.expensive  # the default suite keeps test_study's interrupted study and the sweep's SIGKILL above
 def test_a_study_killed_with_sigkill_resumes_and_loses_at_most_one_trial(tmp_path: Path) -> None:
     import os
     import subprocess
@@ -557,6 +558,7 @@ def test_a_cotrained_train_killed_with_sigkill_runs_again_from_the_start_and_lea
     assert main(["evaluate", "--run", str(out), "--split", "test", "--json"]) == 0
 
 
+@pytest.mark.expensive  # four joint runs in subprocesses; test_joint's killed run (in-process) stays in the default suite
 def test_a_joint_run_killed_with_sigkill_resumes_to_the_uninterrupted_runs_weights(tmp_path: Path) -> None:
     """kill -9 at any moment after the first epoch's checkpoint, then ``--resume``: the run ends with
     the weights of a run never killed, bit for bit (one torch thread for both)."""
@@ -581,6 +583,7 @@ def test_a_joint_run_killed_with_sigkill_resumes_to_the_uninterrupted_runs_weigh
         assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole), name
 
 
+@pytest.mark.expensive  # test_pretrain's time-limited stop and resume, and its killed-run TensorBoard test, stay in the default suite
 def test_a_pretraining_killed_with_sigkill_resumes_from_its_last_epoch(tmp_path: Path, cifar_root: str) -> None:
     import os
     import subprocess

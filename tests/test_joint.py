@@ -56,7 +56,7 @@ AUGMENTED = JointSpec(backbone="tiny-dynamic-resnet", lam=0.05, epochs=2, num_en
 members' learning rate follows the epoch (``backbone_lr_schedule``)."""
 
 
-@pytest.mark.parametrize("spec", [SPEC, AUGMENTED], ids=["cascade", "augmented-dynamic"])
+@pytest.mark.parametrize("spec", [SPEC, pytest.param(AUGMENTED, marks=pytest.mark.expensive)], ids=["cascade", "augmented-dynamic"])
 def test_a_killed_joint_run_resumes_exactly_where_its_last_epoch_ended(spec: JointSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     joint_train(spec, tmp_path / "whole")
     calls = {"n": 0}

@@ -213,6 +213,7 @@ def test_block_exit_model_is_the_stage_exit_model_plus_six_heads() -> None:
     assert all(new[name]["accuracy"] == old[name]["accuracy"] for name in old)
 
 
+@pytest.mark.expensive  # the default suite keeps the dynamic card's full path and that -exits is that model plus six heads
 def test_block_exit_card_reproduces_at_an_added_head(cifar_root: str, capsys: pytest.CaptureFixture) -> None:
     routes = {r["route"]: r for r in shipped_dynamic_card("cifar10-resnet20-dynamic-exits")["routes_on_test"]}
     result = evaluate_json(capsys, "--backbone", "cifar10-resnet20-dynamic-exits", "--agent", "fixed", "--agent-kwargs", "position=4")

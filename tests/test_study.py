@@ -165,6 +165,7 @@ def test_an_interrupted_study_retrains_only_the_unfinished_trial(
         assert [r["test"] for r in after["rewards"][reward]["runs"]] == [r["test"] for r in before["rewards"][reward]["runs"]]
 
 
+@pytest.mark.expensive  # a second study; test_engines keeps a pool of two Ray workers against one local worker
 def test_two_workers_give_the_same_trials_as_one(study: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     _, serial = study
     out = tmp_path / "pool"
