@@ -50,7 +50,7 @@ pack)
     mkdir -p .gpu/whl
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/whl \
-        gymnasium==1.4.0 farama_notifications stable_baselines3==2.9.2 sb3_contrib==2.9.2
+        $(grep -iE '^(gymnasium|farama-notifications|stable_baselines3|sb3_contrib)==' constraints.txt)  # the device lacks these
     tar -C "$ROUTING_ENV_DATA" -cf - cifar-10-batches-py/batches.meta $(printf 'cifar-10-batches-py/data_batch_%d ' 1 2 3 4 5) \
         | xz -T1 --delta=dist=1 --lzma2=preset=9e > .gpu/train.tar.xz
     split -n 3 -a 2 .gpu/train.tar.xz .gpu/train-
