@@ -97,15 +97,19 @@ def load_state_dict(path: str | os.PathLike[str], sha256: str | None = None) -> 
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def same_arguments(saved: str, args: Any) -> bool:
+def same_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> bool:
     """Whether a checkpoint's arguments (a dataclass written as JSON) are ``args``; fields added since
-    it was written count as their defaults, so a run started before a new option existed still resumes."""
+    it was written count as their defaults, so a run started before a new option existed still resumes.
+    ``predates`` names the fields whose default has changed since they were added: absent, they count
+    as the value the code that wrote the checkpoint used (the old default), not today's."""
     stored = json.loads(saved)
     defaults = {}
     for f in dataclasses.fields(args):
         if f.name in stored:
             continue
-        if f.default is not dataclasses.MISSING:
+        if predates is not None and f.name in predates:
+            defaults[f.name] = predates[f.name]
+        elif f.default is not dataclasses.MISSING:
             defaults[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
             defaults[f.name] = f.default_factory()

@@ -143,7 +143,7 @@ class PretrainArgs:
             raise ValueError(f"unknown exits {self.exits!r}; expected one of {EXIT_PLACEMENTS}")
         if self.heads_only and self.init is None:
             raise ValueError("heads_only trains the heads that init lacks: pass init (a dynamic ResNet's state_dict)")
-        for option in ("teacher", "rescale", "heads_only", "whole_uniform_routes"):
+        for option in ("teacher", "rescale", "heads_only", "whole_uniform_routes", "full_width_routes"):
             if getattr(self, option) not in (None, False) and not self.dynamic:
                 raise ValueError(f"{option} is for dynamic backbones, got it for {self.backbone!r}")
         if self.exits != "stage" and not self.dynamic:
@@ -207,6 +207,9 @@ def freeze_all_but_new_heads(model: DynamicResNet, init: dict[str, torch.Tensor]
     """Freeze every parameter of ``model`` but those of the exit heads the state_dict ``init`` lacks
     (``heads_only``). A head reads its block's map and changes nothing upstream, so every route
     ``init`` offered keeps its logits."""
+    if not any(key.startswith("blocks.") for key in init):
+        raise ValueError("heads_only: init is a plain network's state_dict (no blocks.* keys), so every exit head, the "
+                         "full path's too, would be new; pass a dynamic ResNet's state_dict")
     new = [p for p in model.heads if f"heads.{p}.fc.weight" not in init]
     if not new:
         raise ValueError(f"heads_only: init already has every exit head of this model ({list(model.heads)}); nothing to train")
@@ -435,6 +438,7 @@ def pretrain(
         }
         if ema is not None:
             state["ema"] = ema.state_dict()
+        writer.flush()  # the epoch's curves on disk before the checkpoint says it is done (purge_step drops later ones)
         save_state_dict(state, checkpoint_path)
         print(
             f"{args.backbone} epoch {epoch + 1}/{args.epochs}: loss {total_loss / steps_per_epoch:.4f}, "

@@ -5,7 +5,7 @@ resumes exactly."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -212,6 +212,28 @@ def test_members_and_policy_are_freshly_initialised_per_seed_without_touching_th
 
     shape = tuple(load_split("synthetic", "val").inputs.shape[1:])
     assert macs == [module_macs(m, shape) for m in first]  # the cascade's MACs are the fresh members' own
+
+
+def test_fresh_resnet_members_start_from_he_et_al_initialisation_as_their_constructors_draw_it() -> None:
+    """``reset_parameters`` alone leaves convolutions at PyTorch's default, about 2.5x narrower than the
+    separately trained members' start; a from-scratch run must start where they started."""
+    members = build_networks(replace(SPEC, backbone="cifar10-resnet-cascade"))[0]
+    convs = [m for m in members.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 3 * 1 + 2 * (3 + 9 + 27)  # a stem each, two per block of ResNet-8, -20 and -56
+    for conv in convs:
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert conv.weight.std().item() == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.15)
+
+
+def test_a_checkpoint_from_before_member_loss_resumes_under_the_loss_it_was_trained_with() -> None:
+    from routing_env.checkpoints import same_arguments
+    from routing_env.experiments.joint_scratch import WRITTEN_BEFORE_MEMBER_LOSS
+
+    old = {k: v for k, v in asdict(SPEC).items() if k != "member_loss"}  # what 95107f4 wrote
+    saved = json.dumps(old, sort_keys=True)
+    assert same_arguments(saved, replace(SPEC, member_loss="routed-mean"), predates=WRITTEN_BEFORE_MEMBER_LOSS)
+    assert not same_arguments(saved, replace(SPEC, member_loss="expected"), predates=WRITTEN_BEFORE_MEMBER_LOSS)
+    assert same_arguments(saved, replace(SPEC, member_loss="expected"))  # without predates: today's default
 
 
 def test_the_two_member_losses_average_over_the_batch_or_over_the_routed_instances() -> None:

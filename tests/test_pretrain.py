@@ -280,6 +280,12 @@ def test_heads_only_needs_an_init_with_fewer_heads(tmp_path: Path) -> None:
     for exits in ("stage", "block"):  # only the heads inside a stage may be new, never a stage exit
         with pytest.raises(ValueError, match="does not fit resnet20-dynamic"):
             build_model(PretrainArgs(backbone="resnet20-dynamic", init=str(tmp_path / "no-head-6.pt"), exits=exits), 10)
+    # a plain network's init has no dynamic heads at all: every head, the full path's too, would train
+    from routing_env.backbones.resnet import resnet20
+
+    save_state_dict(resnet20().state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="heads_only: init is a plain network's state_dict"):
+        freeze_all_but_new_heads(model, load_state_dict(tmp_path / "plain.pt"))
 
 
 def test_full_width_routes_train_skip_patterns_at_full_width() -> None:
@@ -368,6 +374,8 @@ def test_full_width_routes_must_leave_room_for_uniform_routes() -> None:
     # sums of exactly 1 are accepted (as random_route accepts them), whatever the float rounding
     for uniform, full_width in ((0.55, 0.45), (0.34, 0.66), (0.07, 0.93)):
         PretrainArgs(backbone="resnet20-dynamic", uniform_routes=uniform, full_width_routes=full_width)
+    with pytest.raises(ValueError, match="full_width_routes is for dynamic backbones, got it for 'resnet20'"):
+        PretrainArgs(backbone="resnet20", full_width_routes=0.3)  # a plain network has no routes to draw
 
 
 def test_a_time_limit_stops_on_a_whole_epoch_and_the_run_resumes(cifar_root: str, tmp_path: Path, monkeypatch) -> None:

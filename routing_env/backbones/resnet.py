@@ -77,6 +77,15 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def he_init(module: nn.Module) -> None:
+    """He et al.'s initialisation of every convolution in ``module`` (normal, fan-out, for ReLU), in place:
+    what a CIFAR ResNet starts from, and what a network re-initialised with ``reset_parameters`` (whose
+    convolutions default to a uniform draw about 2.5× narrower) must get again to start as one."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32x32 inputs (uint8, or floats in [0, 1]; normalised inside).
 
@@ -98,9 +107,7 @@ class CifarResNet(nn.Module):
         self.layer3 = self._make_layer(64, n, stride=2)
         self.fc = nn.Linear(64, num_classes)
         self.feature_dim = 64
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        he_init(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         layers = []

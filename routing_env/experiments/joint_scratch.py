@@ -57,6 +57,9 @@ from ..provenance import provenance
 
 TARGETS = ("heads", "exit")
 MEMBER_LOSSES = ("expected", "routed-mean")
+WRITTEN_BEFORE_MEMBER_LOSS = {"member_loss": "routed-mean"}
+"""A checkpoint with no ``member_loss`` was written when ``routed-mean`` was the only loss (``expected``,
+the default since, would change its run on ``--resume``)."""
 
 
 @dataclass(frozen=True)
@@ -194,11 +197,12 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 def build_networks(spec: ScratchJointSpec) -> tuple[nn.ModuleList, SelectionModule, list[str], list[int], str]:
     """Fresh members of the cascade ``spec.backbone`` (its classifiers' architectures with every layer
-    re-initialised; its weights are never trained here) and a fresh selection module, both drawn from
+    re-initialised as their constructors draw it: He et al.'s for the convolutions; its weights are never trained here) and a fresh selection module, both drawn from
     ``spec.seed``; the members' names, their MACs (the cascade's, which do not depend on the weights)
     and the data set."""
     from ..backbones import backbone_dataset, make_backbone
     from ..backbones.cascade import Cascade
+    from ..backbones.resnet import he_init
 
     with torch.random.fork_rng(devices=[]):  # seeded, and the caller's random state left as it was
         cascade = make_backbone(spec.backbone)
@@ -209,6 +213,7 @@ def build_networks(spec: ScratchJointSpec) -> tuple[nn.ModuleList, SelectionModu
         for module in members.modules():
             if module is not members and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+        he_init(members)  # the convolutions as the members' constructors draw them, not reset_parameters' default
         policy = SelectionModule(len(members), cascade.spec.num_classes, spec.policy_hidden)
     return members, policy, list(cascade.member_names), [int(m) for m in cascade.member_macs], backbone_dataset(spec.backbone)
 
@@ -263,7 +268,7 @@ def joint_from_scratch(
         raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
     written = json.dumps(asdict(spec), sort_keys=True)
     state = load_state_dict(checkpoint) if resume and checkpoint.exists() else None
-    if state is not None and not same_arguments(state["spec"], spec):
+    if state is not None and not same_arguments(state["spec"], spec, predates=WRITTEN_BEFORE_MEMBER_LOSS):
         raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")
     members, policy, names, member_macs, dataset = build_networks(spec)
     train, val = load_split(dataset, "train", data_root), load_split(dataset, "val", data_root)
@@ -354,13 +359,16 @@ def joint_from_scratch(
             writer.add_scalar(f"train/{key}", row[key], epoch)
         writer.add_scalar("val/routed_accuracy", evaluated["routed_accuracy"], epoch)
         writer.add_scalar("val/routed_macs_fraction", evaluated["routed_macs_fraction"], epoch)
+        # the outputs first and the checkpoint last: killed in between, a resume redoes this epoch and
+        # rewrites them, so they never lag behind the epoch the checkpoint says is done
+        save_state_dict(members.state_dict(), out / "backbone.pt")
+        save_state_dict(policy.state_dict(), out / "policy.pt")
+        write_json(out / "joint.json", summary(spec, names, member_macs, epoch, elapsed, history, out))
+        writer.flush()  # the epoch's curves on disk before the checkpoint says it is done (purge_step drops later ones)
         save_state_dict({"spec": written, "members": members.state_dict(), "policy": policy.state_dict(),
                          "optimizer": optimizer.state_dict(), "policy_optimizer": policy_optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
                          "elapsed": elapsed, "history": json.dumps(history)}, checkpoint)
-        save_state_dict(members.state_dict(), out / "backbone.pt")
-        save_state_dict(policy.state_dict(), out / "policy.pt")
-        write_json(out / "joint.json", summary(spec, names, member_macs, epoch, elapsed, history, out))
         if progress:
             print(f"joint from scratch epoch {epoch}/{spec.epochs}: {seconds:.1f} s, exits {row['exit_fraction']}, "
                   f"train routed acc {row['train_routed_accuracy']:.4f} at {row['train_macs_fraction']:.3f}; val members "
