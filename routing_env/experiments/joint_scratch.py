@@ -384,6 +384,7 @@ def joint_from_scratch(
 def summary(spec: ScratchJointSpec, names: list[str], member_macs: list[int], epoch: int, elapsed: float,
             history: list[dict[str, Any]], out: Path) -> dict[str, Any]:
     """What ``joint.json`` holds: the spec, the members, how far the run got (``stopped``: before its
-    last epoch, by the time limit) and each epoch's figures."""
+    last epoch, by the time limit), ``hours`` (the training loops' time: not setup, evaluation or
+    checkpoints, so a ``time_limit`` must leave room for those) and each epoch's figures."""
     return {"spec": asdict(spec), "members": names, "member_macs": member_macs, "epochs": epoch, "stopped": epoch < spec.epochs,
             "hours": round(elapsed / 3600, 4), "history": history, "backbone": str(out / "backbone.pt")}
