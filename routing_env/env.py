@@ -582,16 +582,16 @@ class RoutingVectorEnv(VectorEnv):
         b = self.num_envs
         restart = self._slots[self._autoreset]
         active = self._slots[~self._autoreset]
-        if len(restart):
-            self.core.reset(restart, self._draw(len(restart)))
         result = None
-        if len(active):
+        if len(active):  # first: if it raises (invalid_action="raise"), nothing has changed, restarts included
             result = self.core.step(active, actions[active])
             rewards = spread(result.reward, active, b)
             terminated = spread(result.terminated, active, b)
             invalid = spread(result.invalid, active, b)
         else:
             rewards, terminated, invalid = np.zeros(b), np.zeros(b, dtype=bool), np.zeros(b, dtype=bool)
+        if len(restart):  # disjoint from the stepped slots, and a step draws nothing: the same draws as before it
+            self.core.reset(restart, self._draw(len(restart)))
         truncated = np.zeros(b, dtype=bool)
         info = self._info(invalid, (active, result) if result is not None else None)
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and terminated.any():

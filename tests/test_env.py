@@ -116,6 +116,23 @@ def test_invalid_action_raise_mode_names_the_action() -> None:
         env.step(SKIP)
 
 
+def test_a_vector_step_that_raises_changes_nothing_not_even_the_pending_restarts() -> None:
+    """A caught ``invalid_action="raise"`` error leaves the episodes as they were: a slot that ended the
+    step before is not restarted on a draw that the retry would throw away."""
+    envs = [RoutingVectorEnv(backbone="tiny-cascade", num_envs=2, invalid_action="raise") for _ in range(2)]
+    for venv in envs:
+        venv.reset(seed=0)
+        venv.step(np.array([EXIT, RUN]))  # slot 0 ends; it restarts on the next step
+    failing, clean = envs
+    before = failing.routing.instances()
+    with pytest.raises(ValueError, match=r"action 1 \(SKIP\) is invalid"):
+        failing.step(np.array([EXIT, SKIP]))
+    assert np.array_equal(failing.routing.instances(), before)
+    for venv in envs:
+        venv.step(np.array([EXIT, EXIT]))
+    assert np.array_equal(failing.routing.instances(), clean.routing.instances())
+
+
 def test_invalid_action_penalize_adds_a_penalty_term() -> None:
     env = RoutingEnv(backbone="tiny-cascade", invalid_action="penalize", invalid_penalty=0.25)
     env.reset(seed=0)
