@@ -121,6 +121,9 @@ def _registry() -> dict[str, type[Agent]]:
     return {cls.name: cls for cls in agents}
 
 
+AGENT_INTERFACE = ("name", "predict", "learn", "learn_rounds", "policy_macs", "options", "save", "load_state")
+"""What the CLI and the experiments call on an agent: :class:`Agent` supplies all but ``predict``."""
+
 AGENT_NAMES = ("reinforce", "ppo", "dqn", "a2c", "maskable-ppo", "threshold", "random", "random-skip", "fixed", "oracle")
 
 
@@ -137,8 +140,12 @@ def agent_class(name: str) -> type[Agent]:
         cls = getattr(module, class_name, None)
         if cls is None:
             raise ValueError(f"custom agent {name!r}: module {module_name!r} has no attribute {class_name!r}")
-        if not (isinstance(cls, type) and callable(getattr(cls, "predict", None))):
-            raise ValueError(f"custom agent {name!r} must be a class with a predict(obs, env) method")
+        if not isinstance(cls, type):
+            raise ValueError(f"custom agent {name!r} must be a class (a subclass of agents.Agent), got a {type(cls).__name__}")
+        missing = [attribute for attribute in AGENT_INTERFACE if not hasattr(cls, attribute)]
+        if missing:  # make_agent, evaluate, train and load_agent call all of them
+            raise ValueError(f"custom agent {name!r} lacks {missing}: subclass agents.Agent, which supplies everything but "
+                             "predict(obs, env)")
         return cls
     registry = _registry()
     if name not in registry:

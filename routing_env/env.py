@@ -52,7 +52,8 @@ class EnvConfig:
     reward: str | RewardFn = "accuracy"
     """A reward spec string (``routing_env.rewards.REWARD_SPECS``) or a ``RewardFn``."""
     max_macs: float | None = None
-    """Hard budget in units of the reference MACs; the environment forces EXIT before it is exceeded."""
+    """Hard budget in units of the reference MACs: a move after which no prediction fits is masked, and
+    replaced like any invalid action (docs/design.md §5), so ``macs_fraction <= max_macs`` always holds."""
     target_macs: float | None = None
     """A budget to train toward (a fraction of the reference cost, MACs unless ``cost`` says otherwise):
     a spec reward is built with λ = 0 and priced instead by a λ the environment adapts by dual ascent

@@ -92,7 +92,8 @@ def test_threshold_tuning_respects_a_target_cost(val) -> None:
         ("no_such_module:Agent", r"cannot import module 'no_such_module'"),
         ("agents.baselines:Nope", r"has no attribute 'Nope'"),
         ("agents.baselines:", r"malformed custom agent 'agents.baselines:'"),
-        ("agents.baselines:np", r"must be a class with a predict"),
+        ("agents.baselines:np", r"must be a class \(a subclass of agents.Agent\), got a module"),
+        ("collections:OrderedDict", r"lacks \['name', 'predict', 'learn'.*subclass agents.Agent"),
     ],
 )
 def test_bad_agent_names(name: str, match: str) -> None:
