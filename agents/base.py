@@ -153,6 +153,15 @@ def agent_class(name: str) -> type[Agent]:
     return registry[name]
 
 
+def check_comparable(name: str) -> None:
+    """``ValueError`` if the agent ``name`` reads the labels (``uses_labels``, the oracle): an upper bound
+    that every sweep and study reports beside the policies, never one of the policies compared, chosen
+    or averaged (on ``test`` it would route with the ``test`` labels)."""
+    if agent_class(name).uses_labels:
+        raise ValueError(f"agent {name!r} reads the labels (uses_labels): it is an upper bound, which every sweep and "
+                         "study reports as its oracle row, not a policy to compare; leave it out of --agent")
+
+
 def make_agent(name: str, env: VectorEnv, *, seed: int = 0, **options: Any) -> Agent:
     """Construct the agent ``name`` on ``env``; unknown options raise ``TypeError`` naming the valid ones."""
     cls = agent_class(name)

@@ -20,7 +20,7 @@ import numpy as np
 
 from routing_env.experiments.baselines import hull_accuracy
 
-LINE = re.compile(r"^(?P<agent>\S+) lam=(?P<lam>[0-9.]+) seed=(?P<seed>\d+): test accuracy (?P<acc>[0-9.]+) at (?P<frac>[0-9.]+) of the reference MACs")
+LINE = re.compile(r"^(?P<agent>\S+) lam=(?P<lam>[-+0-9.eE]+) seed=(?P<seed>\d+): test accuracy (?P<acc>[0-9.]+) at (?P<frac>[0-9.]+) of the reference MACs")
 """What ``routing-env sweep`` prints when a run ends."""
 
 

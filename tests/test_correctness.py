@@ -370,6 +370,11 @@ def test_outputs_record_the_machine_versions_and_commit(tmp_path: Path) -> None:
     (["train", "--backbone", "tiny-cascade", "--agent", "random", "--steps", "10", "--env-kwargs", "allow_skip=no"], "allow_skip must be true, false"),
     (["train", "--backbone", "tiny-cascade", "--agent", "nope", "--steps", "10"], "unknown agent 'nope'"),
     (["pretrain", "--backbone", "resnet8", "--lr", "nan"], "finite numbers"),
+    # the oracle reads the labels: as a sweep's or a study's policy it would win reaching_reference on test labels
+    (["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce,oracle", "--lams", "0.01", "--seeds", "0", "--steps", "10"],
+     "agent 'oracle' reads the labels"),
+    (["study", "--backbone", "tiny-cascade", "--rewards", "accuracy", "--agent", "oracle", "--lams", "0.01", "--seeds", "0",
+      "--steps", "10"], "agent 'oracle' reads the labels"),
 ])
 def test_nonsense_is_refused_before_anything_is_written(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
@@ -673,6 +678,20 @@ def test_the_point_that_matches_the_reference_is_chosen_on_val_not_on_test() -> 
     dear, cheap = group(0.01, 0.91, 0.93, 0.6), group(0.03, 0.90, 0.921, 0.4)
     assert reaching_reference([lucky_on_test, dear, cheap]) is cheap
     assert reaching_reference([lucky_on_test]) is None
+
+
+def test_co_trained_seeds_are_held_to_their_own_backbones_mean_reference() -> None:
+    """Each co-trained seed trains its own backbone, so each run has its own reference accuracy: a
+    group is compared with their mean, not with the first seed's."""
+    from routing_env.experiments.sweep import group_runs
+
+    def run(seed: int, reference: float) -> dict:
+        figures = {"accuracy": 0.9, "macs_fraction": 0.5, "macs_fraction_with_policy": 0.5, "reference_accuracy": reference}
+        return {"agent": "ppo", "lam": 0.03, "seed": seed, "test": figures, "threshold_at_val_cost": figures,
+                "val": {"accuracy": 0.9, "macs_fraction": 0.5, "reference_accuracy": reference}}
+
+    (group,) = group_runs([run(0, 0.88), run(1, 0.92)])
+    assert group["val_reference_accuracy"] == pytest.approx(0.90) and group["reference_accuracy"] == pytest.approx(0.90)
 
 
 def test_the_core_refuses_rows_the_kernels_cannot_take_and_changes_nothing() -> None:

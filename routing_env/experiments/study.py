@@ -129,7 +129,7 @@ def run_trial(spec: StudySpec, out: Path, trial: Trial) -> dict[str, Any]:
 def check_study(spec: StudySpec) -> None:
     """Refuse a grid with a ``ValueError`` naming the bad value, before any trial runs (a mistake in
     the last reward must not cost the hours the first ones take)."""
-    from agents import agent_class
+    from agents.base import check_comparable
 
     for name in ("rewards", "agents", "seeds"):
         if not getattr(spec, name):
@@ -147,7 +147,7 @@ def check_study(spec: StudySpec) -> None:
         if reward not in REWARD_SPECS:
             raise ValueError(f"unknown reward {reward!r}; expected one of {list(REWARD_SPECS)}")
     for agent in spec.agents:
-        agent_class(agent)  # raises ValueError naming an unknown agent
+        check_comparable(agent)  # raises ValueError naming an unknown agent, or the oracle
     if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 1:
         raise ValueError(f"steps must be a positive integer, got {spec.steps!r}")
     if isinstance(spec.num_envs, bool) or not isinstance(spec.num_envs, int) or spec.num_envs < 1:
