@@ -720,3 +720,22 @@ def test_a_slot_with_no_valid_move_exits_and_nan_logits_predict_as_argmax() -> N
     logits = np.array([[1.0, np.nan, 3.0, np.nan], [2.0, 5.0, 5.0, 1.0], [np.nan, 9.0, 0.0, 0.0]], dtype=np.float32)
     prediction, *_ = kernels.settle(np.arange(3), logits, np.arange(3), np.zeros(3, dtype=np.int64), np.zeros(3), np.zeros(3))
     np.testing.assert_array_equal(prediction, logits.argmax(axis=1))
+
+
+def test_a_group_cheaper_than_every_static_route_is_marked_not_the_hull_column_dropped() -> None:
+    """``hull_accuracy`` is ``None`` below the cheapest static route, so such a group has no margin; the
+    table says so for that group and keeps the column for the others."""
+    from routing_env.experiments import groups_markdown
+
+    def group(agent: str, hull: bool) -> dict:
+        g = {"agent": agent, "lam": 0.1, "seeds": [0, 1, 2], "accuracy_mean": 0.9, "accuracy_std": 0.01, "macs_fraction_mean": 0.5,
+             "macs_fraction_std": 0.01, "macs_fraction_with_policy_mean": 0.51, "threshold_accuracy_mean": 0.89,
+             "threshold_macs_fraction_mean": 0.5}
+        return {**g, "hull_accuracy_mean": 0.88, "accuracy_minus_hull_mean": 0.02, "accuracy_minus_hull_std": 0.01} if hull else g
+
+    results = {"singles": [{"label": "exit 3 (full path)", "accuracy": 0.8, "macs_fraction": 0.4}],
+               "static_hull": [{"macs_fraction": 0.4, "accuracy": 0.8}], "groups": [group("ppo", True), group("dqn", False)],
+               "oracle": {"label": "oracle", "accuracy": 0.99, "macs_fraction": 0.3}}
+    table = groups_markdown(results)
+    assert "static mixture at the same test cost" in table
+    assert "0.8800 (+0.0200 ± 0.0100)" in table and "– (a seed is cheaper than every static route)" in table

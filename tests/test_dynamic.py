@@ -375,6 +375,14 @@ def test_sweep_on_the_dynamic_backbone_compares_with_its_baselines(tmp_path: Pat
     results = run_sweep(spec, tmp_path)
     labels = [s["label"] for s in results["singles"]]
     assert {"width 0.25 (every block)", "width 0.5 (every block)", "width 0.75 (every block)"} <= set(labels)
+    # and every earlier exit at every narrower width, each cheaper than the same width run to the end
+    singles = {s["label"]: s for s in results["singles"]}
+    heads = [p for p in RoutingVectorEnv(num_envs=1, backbone=TINY).routing.head_positions if 0 < p < 6]
+    assert heads
+    for w in (0.25, 0.5, 0.75):
+        for p in heads:
+            assert singles[f"exit {p} at width {w:g}"]["macs_fraction"] < singles[f"width {w:g} (every block)"]["macs_fraction"]
+    assert len(labels) == len(set(labels))
     skip = results["runs"][0]["random_skip_at_val_cost"]
     assert 0.0 <= skip["rate"] <= 1.0 and skip["n"] == 2000
     if 0.0 < skip["rate"] < 1.0:  # the rate was solved for the policy's val cost

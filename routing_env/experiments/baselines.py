@@ -34,7 +34,10 @@ def static_rows(env_id: str, env_kwargs: dict[str, Any], split: str = "test", ru
     The predictions are those of agent ``fixed`` exiting at each head. For a cascade, head ``k`` is
     member ``k``'s own, so the row is that member alone: its MACs are the member's, not those of the
     cascade run up to it (kept as ``cascade_route_macs_fraction``). A backbone with several widths
-    adds the uniformly slimmed networks: every stage at one width, exit at the end.
+    adds the uniformly slimmed networks, every stage at one width, exiting at the end and at every
+    earlier head: a policy is compared with every fixed route an exit and a width make (without the
+    early exits at narrow widths the hull stopped at the narrowest network's cost, and a policy cheaper
+    than that had no static route to meet).
     """
     from agents import make_agent
 
@@ -57,6 +60,10 @@ def static_rows(env_id: str, env_kwargs: dict[str, Any], split: str = "test", ru
     for j, w in enumerate(view.widths[:-1]):
         row = evaluation_json(make_agent("fixed", env, width=j), env, env_id)
         rows.append({**row, "label": f"width {w:g} (every block)", "position": view.num_stages, "width": w})
+        for position in view.head_positions:
+            if 0 < position < view.num_stages:
+                row = evaluation_json(make_agent("fixed", env, position=position, width=j), env, env_id)
+                rows.append({**row, "label": f"exit {position} at width {w:g}", "position": position, "width": w})
     return sorted(rows, key=lambda r: r["macs_mean"])
 
 
