@@ -209,6 +209,3 @@ def test_an_unusable_data_root_is_one_line_and_writes_nothing(layout: str, tmp_p
     assert f"cifar10 data at {root}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
 
-
-def test_the_battery_has_forty_cases_or_more() -> None:
-    assert len(OPTIONS) + 4 + 7 + 5 + len(CLI) + 2 >= 40

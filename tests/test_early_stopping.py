@@ -111,7 +111,7 @@ def test_refuses_bad_settings(every: Any, patience: Any) -> None:
         EarlyStopping(every, patience)
 
 
-def test_train_run_writes_the_best_policy_and_its_scorings(tmp_path: Path) -> None:
+def test_train_run_writes_the_best_policy_and_its_scorings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     _, result = train_run("routing_env/Cascade-v0", {"backbone": "tiny-cascade", "split": "val-fit", "lam": 0.05}, "reinforce", {},
                           0, 6000, 16, out, early_stopping=EarlyStopping(every=1500, patience=10))
@@ -123,7 +123,11 @@ def test_train_run_writes_the_best_policy_and_its_scorings(tmp_path: Path) -> No
     assert result["split"] == "val-fit"
     assert json.loads((out / "config.json").read_text())["early_stopping"] == {"every": 1500, "patience": 10}
     # the kept policy scores on val-holdout what the scoring said
+    capsys.readouterr()
     assert main(["evaluate", "--run", str(out), "--split", "val-holdout", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    for key in ("reward_mean", "accuracy", "macs_fraction"):
+        assert scored[key] == pytest.approx(best[key], abs=1e-9), key
 
 
 def test_sweep_refuses_early_stopping_on_val_before_any_run(tmp_path: Path) -> None:

@@ -149,6 +149,8 @@ def test_loaded_models_predict_the_shipped_logits_and_features(cifar_root: str) 
     assert (rebuilt.logits.argmax(2) == shipped.logits[:, index].argmax(2)).all()
 
 
+# the default suite rebuilds 16 test images of the cache (above) and reproduces every member's card
+# accuracy from the shipped val/test caches; the whole caches, val's included, only here
 @pytest.mark.expensive
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_rebuilding_a_whole_shipped_cache_matches_it(split: str, cifar_root: str) -> None:
@@ -188,6 +190,9 @@ def test_dynamic_card_full_path_reproduces(cifar_root: str, capsys: pytest.Captu
     assert result["accuracy"] == pytest.approx(card["test_accuracy"], abs=3e-4)
 
 
+# the default suite reproduces the card's full path (above); the narrow and early-exit routes' card
+# figures only here. Their machinery (the rescaled narrow blocks, the exits) is checked against the model's
+# own forward on the tiny backbone by default (test_rescale, test_dynamic), not on the shipped weights.
 @pytest.mark.expensive
 def test_dynamic_card_routes_reproduce(cifar_root: str, capsys: pytest.CaptureFixture) -> None:
     routes = {r["route"]: r for r in shipped_dynamic_card()["routes_on_test"]}

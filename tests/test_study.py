@@ -165,7 +165,7 @@ def test_an_interrupted_study_retrains_only_the_unfinished_trial(
         assert [r["test"] for r in after["rewards"][reward]["runs"]] == [r["test"] for r in before["rewards"][reward]["runs"]]
 
 
-@pytest.mark.expensive  # a second study; test_engines keeps a pool of two Ray workers against one local worker
+@pytest.mark.expensive  # a second study; the default suite keeps a pool of two spawned workers' trial order (below)
 def test_two_workers_give_the_same_trials_as_one(study: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     _, serial = study
     out = tmp_path / "pool"
@@ -180,7 +180,8 @@ def test_two_workers_give_the_same_trials_as_one(study: tuple[Path, dict[str, An
 
 
 def test_run_trials_keeps_trial_order_and_raises_a_failed_trial() -> None:
-    assert run_trials(operator.neg, [3, 1, 2], workers=1) == [-3, -1, -2]  # a pool's order: the workers test above
+    assert run_trials(operator.neg, [3, 1, 2], workers=1) == [-3, -1, -2]
+    assert run_trials(operator.neg, [3, 1, 2, 5, 4], workers=2) == [-3, -1, -2, -5, -4]  # two spawned workers: trial order
     with pytest.raises(ValueError, match="invalid literal"):
         run_trials(int, ["1", "x", "2"], workers=2)
     with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
