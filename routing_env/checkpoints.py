@@ -48,6 +48,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    directory = os.open(path.parent, os.O_RDONLY)  # the rename itself on disk, not only the contents
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _umask() -> int:

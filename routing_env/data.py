@@ -254,13 +254,13 @@ def load_split(
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if split in ("val-aug", "val-aug-fit") and dataset == "synthetic":
+        raise ValueError(f"split {split!r} needs images (crops and flips); data set {dataset!r} has vectors")
     if split in PARTS:
         whole = load_split(dataset, PARTS[split], root, download)
         rows = split_rows(split, len(whole))
         return Split(whole.dataset, split, whole.inputs[torch.from_numpy(rows)], whole.labels[rows], whole.num_classes)
     if split == "val-aug":
-        if dataset == "synthetic":
-            raise ValueError(f"split 'val-aug' needs images (crops and flips); data set {dataset!r} has vectors")
         return _val_aug(dataset, None if root is None else str(root), download)
     if dataset == "synthetic":
         return _synthetic(split)

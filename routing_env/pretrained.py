@@ -35,16 +35,26 @@ MANIFEST_KEYS = ("name", "kind", "dataset", "num_classes")
 """What every ``manifest.json`` names (a cascade adds ``members``, a dynamic ResNet ``model``, ``weights``, ``sha256``)."""
 
 
-def available() -> dict[str, dict[str, Any]]:
-    """Manifests of every pretrained model found, by name."""
-    found = {}
+def manifests() -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Every pretrained model found, by the name its manifest gives: its folder (which need not be
+    named after it: ``package_*(..., out=)``) and its manifest. Two folders naming the same model are
+    refused, naming both."""
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}
     for manifest in sorted(root().glob("*/manifest.json")):
         data = read_json(manifest)
         missing = [key for key in MANIFEST_KEYS if not isinstance(data, dict) or key not in data]
         if missing:
             raise ValueError(f"{manifest} lacks {missing}; a manifest names at least {list(MANIFEST_KEYS)}")
-        found[data["name"]] = data
+        if data["name"] in found:
+            raise ValueError(f"{manifest} and {found[data['name']][0] / 'manifest.json'} both name {data['name']!r}: "
+                             "rename one (its manifest's name)")
+        found[data["name"]] = (manifest.parent, data)
     return found
+
+
+def available() -> dict[str, dict[str, Any]]:
+    """Manifests of every pretrained model found, by name."""
+    return {name: data for name, (_, data) in manifests().items()}
 
 
 KINDS = ("cascade", "dynamic-resnet")
@@ -62,11 +72,10 @@ def inside(folder: Path, relative: str) -> Path:
 def load(name: str) -> Cascade | DynamicResNetBackbone:
     """The pretrained model ``name``; every weight file's sha256 is checked against the manifest, and
     so is every shipped feature cache the manifest lists (``caches``: file name → sha256)."""
-    manifests = available()
-    if name not in manifests:
-        raise ValueError(f"unknown pretrained model {name!r}; expected one of {sorted(manifests)} (in {root()})")
-    manifest = manifests[name]
-    folder = root() / name
+    found = manifests()
+    if name not in found:
+        raise ValueError(f"unknown pretrained model {name!r}; expected one of {sorted(found)} (in {root()})")
+    folder, manifest = found[name]
     if manifest["kind"] not in KINDS:
         raise ValueError(f"pretrained model {name!r} has kind {manifest['kind']!r}; this version loads {KINDS}")
     if manifest["kind"] == "dynamic-resnet":
@@ -101,10 +110,14 @@ def package_cascade(
     with the sha256 of each weight file, and builds the ``val`` and ``test`` feature caches.
     """
     folder = Path(out) if out is not None else root() / name
+    cards = [json.loads((Path(run) / "model_card.json").read_text()) for run in runs]
+    models = [card["model"] for card in cards]
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:  # each member is stored as <model>.pt: a second would overwrite the first
+        raise ValueError(f"members {models} repeat the architecture {repeated}; a cascade's members are stored by model name")
     folder.mkdir(parents=True, exist_ok=True)
     members, num_classes = [], None
-    for run in map(Path, runs):
-        card = json.loads((run / "model_card.json").read_text())
+    for run, card in zip(map(Path, runs), cards):
         if card["dataset"] != dataset:
             raise ValueError(f"{run} was trained on {card['dataset']!r}, not {dataset!r}")
         model = card["model"]
@@ -179,10 +192,10 @@ def package_cotrained(
     started from."""
     from .experiments.joint import split_members
 
-    manifests = available()
-    if base not in manifests or manifests[base]["kind"] != "cascade":
-        raise ValueError(f"unknown pretrained cascade {base!r}; expected one of {sorted(k for k, m in manifests.items() if m['kind'] == 'cascade')}")
-    manifest = manifests[base]
+    found = available()
+    if base not in found or found[base]["kind"] != "cascade":
+        raise ValueError(f"unknown pretrained cascade {base!r}; expected one of {sorted(k for k, m in found.items() if m['kind'] == 'cascade')}")
+    manifest = found[base]
     folder = Path(out) if out is not None else root() / name
     folder.mkdir(parents=True, exist_ok=True)
     states = split_members(load_state_dict(backbone), len(manifest["members"]))

@@ -94,6 +94,29 @@ def test_unknown_pretrained_name(fake_pretrained: Path) -> None:
         pretrained.load("nope")
 
 
+def test_a_model_loads_by_its_manifests_name_from_any_folder_and_two_of_a_name_are_refused(fake_pretrained: Path) -> None:
+    import shutil
+
+    elsewhere = fake_pretrained.parent / "packaged-with-out"  # package_*(..., out=) may name the folder otherwise
+    fake_pretrained.rename(elsewhere)
+    assert pretrained.load("toy-cascade").spec.num_stages == 1
+    shutil.copytree(elsewhere, fake_pretrained.parent / "twin")
+    with pytest.raises(ValueError, match="both name 'toy-cascade'"):
+        pretrained.load("toy-cascade")
+
+
+def test_package_cascade_refuses_two_members_of_one_architecture_before_writing(tmp_path: Path) -> None:
+    runs = []
+    for k in range(2):
+        run = tmp_path / f"run{k}"
+        run.mkdir()
+        (run / "model_card.json").write_text(json.dumps({"model": "resnet8", "dataset": "cifar10"}))
+        runs.append(run)
+    with pytest.raises(ValueError, match=r"repeat the architecture \['resnet8'\]"):
+        pretrained.package_cascade("two-eights", runs, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 # --- the shipped CIFAR-10 cascade -------------------------------------------------------------------
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "cifar10-resnet-cascade"
 

@@ -155,13 +155,14 @@ class Cascade(RoutableBackbone):
         m, n, d = len(self.classifiers), len(split), self.spec.feature_dim
         features = np.zeros((m, n, d), dtype=np.float32)
         logits = np.zeros((m, n, self.spec.num_classes), dtype=np.float32)
+        device = next(self.classifiers.parameters()).device  # a cascade moved to a GPU computes its caches there
         with torch.inference_mode():
             for start in range(0, n, batch_size):
-                x = split.inputs[start : start + batch_size]
+                x = split.inputs[start : start + batch_size].to(device)
                 for k, c in enumerate(self.classifiers):
                     f = c.features(x)
-                    features[k, start : start + len(x), : f.shape[1]] = f.numpy()
-                    logits[k, start : start + len(x)] = c.head(f).numpy()
+                    features[k, start : start + len(x), : f.shape[1]] = f.cpu().numpy()
+                    logits[k, start : start + len(x)] = c.head(f).cpu().numpy()
         return FeatureCache(features, logits, split.labels.copy())
 
     def feature_cache(self, dataset: str, split: str, data_root: str | None = None) -> FeatureCache:
