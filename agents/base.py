@@ -88,7 +88,8 @@ AfterRound = Callable[[int], bool]
 def learn_in_rounds(agent: Any, total_steps: int, every: int, after_round: AfterRound, logger: RunLogger | None = None,
                     progress: bool = False) -> None:
     """``agent.learn`` in rounds of ``every`` steps (the last one shorter), ``after_round`` after each:
-    :meth:`Agent.learn_rounds` of any object with ``learn`` (a custom agent need not subclass :class:`Agent`).
+    :meth:`Agent.learn_rounds`'s default, and ``train_run``'s for any object with ``learn`` passed to it
+    in Python (the CLI takes only subclasses of :class:`Agent`, or classes with all of ``AGENT_INTERFACE``).
     Where the agent counts the steps it learned (``steps_done``: ``reinforce`` learns in whole updates,
     so a round can run a little longer than asked), the rounds and ``after_round`` use its count."""
     first = getattr(agent, "steps_done", None)
@@ -157,7 +158,7 @@ def check_comparable(name: str) -> None:
     """``ValueError`` if the agent ``name`` reads the labels (``uses_labels``, the oracle): an upper bound
     that every sweep and study reports beside the policies, never one of the policies compared, chosen
     or averaged (on ``test`` it would route with the ``test`` labels)."""
-    if agent_class(name).uses_labels:
+    if getattr(agent_class(name), "uses_labels", False):
         raise ValueError(f"agent {name!r} reads the labels (uses_labels): it is an upper bound, which every sweep and "
                          "study reports as its oracle row, not a policy to compare; leave it out of --agent")
 

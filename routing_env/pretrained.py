@@ -35,26 +35,43 @@ MANIFEST_KEYS = ("name", "kind", "dataset", "num_classes")
 """What every ``manifest.json`` names (a cascade adds ``members``, a dynamic ResNet ``model``, ``weights``, ``sha256``)."""
 
 
-def manifests() -> dict[str, tuple[Path, dict[str, Any]]]:
-    """Every pretrained model found, by the name its manifest gives: its folder (which need not be
-    named after it: ``package_*(..., out=)``) and its manifest. Two folders naming the same model are
-    refused, naming both."""
-    found: dict[str, tuple[Path, dict[str, Any]]] = {}
+def manifests() -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+    """Every pretrained model found, by the name its manifest gives: each folder that holds one (which
+    need not be named after it: ``package_*(..., out=)``) and its manifest. More than one folder for a
+    name is refused where that name is loaded (:func:`folder_of`), not here, so that the others load."""
+    found: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for manifest in sorted(root().glob("*/manifest.json")):
         data = read_json(manifest)
         missing = [key for key in MANIFEST_KEYS if not isinstance(data, dict) or key not in data]
         if missing:
             raise ValueError(f"{manifest} lacks {missing}; a manifest names at least {list(MANIFEST_KEYS)}")
-        if data["name"] in found:
-            raise ValueError(f"{manifest} and {found[data['name']][0] / 'manifest.json'} both name {data['name']!r}: "
-                             "rename one (its manifest's name)")
-        found[data["name"]] = (manifest.parent, data)
+        found.setdefault(data["name"], []).append((manifest.parent, data))
     return found
 
 
 def available() -> dict[str, dict[str, Any]]:
     """Manifests of every pretrained model found, by name."""
-    return {name: data for name, (_, data) in manifests().items()}
+    return {name: entries[0][1] for name, entries in manifests().items()}
+
+
+def folder_of(name: str) -> tuple[Path, dict[str, Any]] | None:
+    """The folder and manifest of the pretrained model ``name`` (``None`` if there is none);
+    ``ValueError`` naming them when several folders claim it."""
+    entries = manifests().get(name)
+    if not entries:
+        return None
+    if len(entries) > 1:
+        raise ValueError(f"{' and '.join(str(folder / 'manifest.json') for folder, _ in entries)} all name {name!r}: "
+                         "rename all but one (its manifest's name)")
+    return entries[0]
+
+
+def check_name_free(name: str, folder: Path) -> None:
+    """``ValueError`` if another folder than ``folder`` already holds a pretrained model ``name``: a
+    package must not make a name ambiguous."""
+    for other, _ in manifests().get(name, []):
+        if other.resolve() != folder.resolve():
+            raise ValueError(f"{other / 'manifest.json'} already names {name!r}; package under another name or into that folder")
 
 
 KINDS = ("cascade", "dynamic-resnet")
@@ -72,10 +89,10 @@ def inside(folder: Path, relative: str) -> Path:
 def load(name: str) -> Cascade | DynamicResNetBackbone:
     """The pretrained model ``name``; every weight file's sha256 is checked against the manifest, and
     so is every shipped feature cache the manifest lists (``caches``: file name → sha256)."""
-    found = manifests()
-    if name not in found:
-        raise ValueError(f"unknown pretrained model {name!r}; expected one of {sorted(found)} (in {root()})")
-    folder, manifest = found[name]
+    entry = folder_of(name)
+    if entry is None:
+        raise ValueError(f"unknown pretrained model {name!r}; expected one of {sorted(manifests())} (in {root()})")
+    folder, manifest = entry
     if manifest["kind"] not in KINDS:
         raise ValueError(f"pretrained model {name!r} has kind {manifest['kind']!r}; this version loads {KINDS}")
     if manifest["kind"] == "dynamic-resnet":
@@ -110,6 +127,7 @@ def package_cascade(
     with the sha256 of each weight file, and builds the ``val`` and ``test`` feature caches.
     """
     folder = Path(out) if out is not None else root() / name
+    check_name_free(name, folder)
     cards = [json.loads((Path(run) / "model_card.json").read_text()) for run in runs]
     models = [card["model"] for card in cards]
     repeated = sorted({m for m in models if models.count(m) > 1})
@@ -146,6 +164,7 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
     (as ``<model>.pt``), model cards and ``manifest.json`` with the sha256."""
     run = Path(run)
     folder = Path(out) if out is not None else root() / name
+    check_name_free(name, folder)
     folder.mkdir(parents=True, exist_ok=True)
     card = json.loads((run / "model_card.json").read_text())
     model = card["model"]
@@ -197,6 +216,7 @@ def package_cotrained(
         raise ValueError(f"unknown pretrained cascade {base!r}; expected one of {sorted(k for k, m in found.items() if m['kind'] == 'cascade')}")
     manifest = found[base]
     folder = Path(out) if out is not None else root() / name
+    check_name_free(name, folder)
     folder.mkdir(parents=True, exist_ok=True)
     states = split_members(load_state_dict(backbone), len(manifest["members"]))
     images = load_split(manifest["dataset"], "train", data_root).inputs if recalibrate else None

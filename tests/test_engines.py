@@ -42,7 +42,9 @@ def test_a_ray_sweep_gives_the_local_engines_figures(tmp_path: Path) -> None:
 
 
 @needs_ray
-@pytest.mark.expensive  # two studies and a rerun on Ray: about a minute on a quiet 2-core VM
+@pytest.mark.expensive  # two studies and a rerun on Ray: about a minute on a quiet 2-core VM; the default suite keeps
+# the Ray sweep against the local engine (above) and an interrupted local study retraining only its
+# unfinished trial (test_study)
 def test_a_ray_study_matches_the_local_one_and_a_rerun_reuses_its_trials(tmp_path: Path) -> None:
     def study(out: Path, *engine: str) -> dict:
         assert main(["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,dense", "--agent", "reinforce",

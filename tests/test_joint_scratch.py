@@ -5,7 +5,7 @@ resumes exactly."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -225,15 +225,18 @@ def test_fresh_resnet_members_start_from_he_et_al_initialisation_as_their_constr
         assert conv.weight.std().item() == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.15)
 
 
-def test_a_checkpoint_from_before_member_loss_resumes_under_the_loss_it_was_trained_with() -> None:
-    from routing_env.checkpoints import same_arguments
-    from routing_env.experiments.joint_scratch import WRITTEN_BEFORE_MEMBER_LOSS
+def test_a_checkpoint_from_before_member_loss_resumes_under_the_loss_it_was_trained_with(tmp_path: Path) -> None:
+    from routing_env.checkpoints import save_state_dict
 
-    old = {k: v for k, v in asdict(SPEC).items() if k != "member_loss"}  # what 95107f4 wrote
-    saved = json.dumps(old, sort_keys=True)
-    assert same_arguments(saved, replace(SPEC, member_loss="routed-mean"), predates=WRITTEN_BEFORE_MEMBER_LOSS)
-    assert not same_arguments(saved, replace(SPEC, member_loss="expected"), predates=WRITTEN_BEFORE_MEMBER_LOSS)
-    assert same_arguments(saved, replace(SPEC, member_loss="expected"))  # without predates: today's default
+    old = replace(SPEC, epochs=1, member_loss="routed-mean")
+    joint_from_scratch(old, tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    spec = json.loads(state["spec"])
+    del spec["member_loss"]  # as 95107f4 wrote it, when routed-mean was the only loss
+    save_state_dict({**state, "spec": json.dumps(spec, sort_keys=True)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="written for another run"):  # today's default would change its loss
+        joint_from_scratch(replace(old, member_loss="expected"), tmp_path, resume=True)
+    assert joint_from_scratch(old, tmp_path, resume=True)["epochs"] == 1
 
 
 def test_the_two_member_losses_average_over_the_batch_or_over_the_routed_instances() -> None:

@@ -101,8 +101,13 @@ def test_a_model_loads_by_its_manifests_name_from_any_folder_and_two_of_a_name_a
     fake_pretrained.rename(elsewhere)
     assert pretrained.load("toy-cascade").spec.num_stages == 1
     shutil.copytree(elsewhere, fake_pretrained.parent / "twin")
-    with pytest.raises(ValueError, match="both name 'toy-cascade'"):
+    with pytest.raises(ValueError, match="all name 'toy-cascade'"):
         pretrained.load("toy-cascade")
+    assert "toy-cascade" in pretrained.available()  # listed, and the other names still load
+    with pytest.raises(ValueError, match="unknown pretrained model 'nope'"):
+        pretrained.load("nope")
+    with pytest.raises(ValueError, match="already names 'toy-cascade'"):  # a package may not add a third
+        pretrained.package_dynamic("toy-cascade", fake_pretrained.parent / "no-run", out=fake_pretrained.parent / "third")
 
 
 def test_package_cascade_refuses_two_members_of_one_architecture_before_writing(tmp_path: Path) -> None:

@@ -385,6 +385,7 @@ def summary(spec: ScratchJointSpec, names: list[str], member_macs: list[int], ep
             history: list[dict[str, Any]], out: Path) -> dict[str, Any]:
     """What ``joint.json`` holds: the spec, the members, how far the run got (``stopped``: before its
     last epoch, by the time limit), ``hours`` (the training loops' time: not setup, evaluation or
-    checkpoints, so a ``time_limit`` must leave room for those) and each epoch's figures."""
+    checkpoints, which ``time_limit`` does count, from the call's start; a caller's own timeout must also
+    leave room for what comes before the call, such as unpacking the data) and each epoch's figures."""
     return {"spec": asdict(spec), "members": names, "member_macs": member_macs, "epochs": epoch, "stopped": epoch < spec.epochs,
             "hours": round(elapsed / 3600, 4), "history": history, "backbone": str(out / "backbone.pt")}
