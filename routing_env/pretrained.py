@@ -66,12 +66,14 @@ def folder_of(name: str) -> tuple[Path, dict[str, Any]] | None:
     return entries[0]
 
 
-def check_name_free(name: str, folder: Path) -> None:
-    """``ValueError`` if another folder than ``folder`` already holds a pretrained model ``name``: a
-    package must not make a name ambiguous."""
+def package_folder(name: str, out: str | Path | None) -> Path:
+    """Where ``package_*`` writes the model ``name``: ``out``, else ``<root>/<name>``; ``ValueError`` if
+    another folder already holds a pretrained model ``name`` (a package must not make a name ambiguous)."""
+    folder = Path(out) if out is not None else root() / name
     for other, _ in manifests().get(name, []):
         if other.resolve() != folder.resolve():
             raise ValueError(f"{other / 'manifest.json'} already names {name!r}; package under another name or into that folder")
+    return folder
 
 
 KINDS = ("cascade", "dynamic-resnet")
@@ -126,8 +128,7 @@ def package_cascade(
     Copies each run's ``weights.pt`` (as ``<model>.pt``) and model cards, writes ``manifest.json``
     with the sha256 of each weight file, and builds the ``val`` and ``test`` feature caches.
     """
-    folder = Path(out) if out is not None else root() / name
-    check_name_free(name, folder)
+    folder = package_folder(name, out)
     cards = [json.loads((Path(run) / "model_card.json").read_text()) for run in runs]
     models = [card["model"] for card in cards]
     repeated = sorted({m for m in models if models.count(m) > 1})
@@ -163,8 +164,7 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
     """Assemble ``pretrained/<name>/`` from one ``pretrain`` run folder of a dynamic ResNet: its weights
     (as ``<model>.pt``), model cards and ``manifest.json`` with the sha256."""
     run = Path(run)
-    folder = Path(out) if out is not None else root() / name
-    check_name_free(name, folder)
+    folder = package_folder(name, out)
     folder.mkdir(parents=True, exist_ok=True)
     card = json.loads((run / "model_card.json").read_text())
     model = card["model"]
@@ -215,8 +215,7 @@ def package_cotrained(
     if base not in found or found[base]["kind"] != "cascade":
         raise ValueError(f"unknown pretrained cascade {base!r}; expected one of {sorted(k for k, m in found.items() if m['kind'] == 'cascade')}")
     manifest = found[base]
-    folder = Path(out) if out is not None else root() / name
-    check_name_free(name, folder)
+    folder = package_folder(name, out)
     folder.mkdir(parents=True, exist_ok=True)
     states = split_members(load_state_dict(backbone), len(manifest["members"]))
     images = load_split(manifest["dataset"], "train", data_root).inputs if recalibrate else None
