@@ -18,20 +18,18 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 from routing_env.experiments.baselines import hull_accuracy, static_hull, static_rows
+from routing_env.experiments.sweep import group_runs
 from routing_env.experiments.train import evaluation_env
 
 
-def margins(runs: list[dict], hull: list[dict[str, float]]) -> dict[str, float] | None:
-    """Mean ± std over seeds of a group's test accuracy minus the hull's at its test cost (``None`` if a
-    seed is cheaper than every static route)."""
-    at = [hull_accuracy(hull, r["test"]["macs_fraction"]) for r in runs]
-    if any(a is None for a in at):
+def margins(group: dict) -> dict[str, float] | None:
+    """A group's margin over the hull as the sweep computed it (:func:`group_runs`); ``None`` if a seed
+    is cheaper than every static route."""
+    if "hull_accuracy_mean" not in group:
         return None
-    margin = np.array([r["test"]["accuracy"] for r in runs]) - np.array(at)
-    return {"hull_accuracy_mean": float(np.mean(at)), "minus_hull_mean": float(margin.mean()), "minus_hull_std": float(margin.std())}
+    return {"hull_accuracy_mean": group["hull_accuracy_mean"], "minus_hull_mean": group["accuracy_minus_hull_mean"],
+            "minus_hull_std": group["accuracy_minus_hull_std"]}
 
 
 def main() -> None:
@@ -52,16 +50,14 @@ def main() -> None:
     for row in added:
         at = hull_accuracy(old_hull, row["macs_fraction"])
         row["minus_old_hull"] = None if at is None else row["accuracy"] - at
-    groups: dict[tuple[str, float], list[dict]] = {}
-    for r in results["runs"]:
-        groups.setdefault((r["agent"], r["lam"]), []).append(r)
+    old, new = group_runs(results["runs"], old_hull), group_runs(results["runs"], new_hull)
     print(json.dumps({
         "results": args.results, "env_id": env_id, "env_kwargs": env_kwargs, "backbone_sha256": sha,
         "added_routes": added,
         "added_above_old_hull": [r["label"] for r in added if r["minus_old_hull"] is not None and r["minus_old_hull"] > 0],
         "old_hull": old_hull, "new_hull": new_hull,
-        "groups": [{"agent": agent, "lam": lam, "seeds": len(runs), "test_macs_fraction_mean": float(np.mean([r["test"]["macs_fraction"] for r in runs])),
-                    "old": margins(runs, old_hull), "new": margins(runs, new_hull)} for (agent, lam), runs in groups.items()],
+        "groups": [{"agent": g["agent"], "lam": g["lam"], "seeds": len(g["seeds"]), "test_macs_fraction_mean": g["macs_fraction_mean"],
+                    "old": margins(g), "new": margins(h)} for g, h in zip(old, new)],
     }, indent=1))
 
 
