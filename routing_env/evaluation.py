@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from .backbones.base import SKIP_CHOICE
+from .core import NOT_REACHED
 from .env import RoutingVectorEnv, terminal_info
 
 
@@ -36,13 +38,16 @@ class Records:
     decisions: np.ndarray
     """Steps taken (policy decisions) per episode."""
     reward: np.ndarray
+    route: np.ndarray
+    """(n, N): each episode's choice per stage (a width index, ``SKIP_CHOICE`` or ``NOT_REACHED``)."""
 
 
 def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -> Records:
     """Route every instance of ``env``'s split once, in order, in chunks of ``env.num_envs``."""
     n, b = env.unwrapped.num_instances, env.num_envs
     disabled = env.metadata.get("autoreset_mode") == AutoresetMode.DISABLED
-    out = {k: np.zeros(n) for k in Records.__dataclass_fields__}
+    out = {k: np.zeros(n) for k in Records.__dataclass_fields__ if k != "route"}
+    route = np.full((n, env.unwrapped.routing.num_stages), NOT_REACHED, dtype=np.int64)
     starts = range(0, n, b)
     if progress:
         from tqdm import tqdm
@@ -73,6 +78,7 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
                 out["confidence"][j] = confidence[i]
                 out["decisions"][j] = steps[i]
                 out["reward"][j] = ret[i]
+                route[j] = info["route"][i]
             live &= ~terminated
             if disabled and terminated.any() and live.any():  # ended slots wait for a reset before the next step
                 obs, _ = env.reset(options={"reset_mask": terminated})
@@ -84,6 +90,7 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
         confidence=out["confidence"],
         decisions=out["decisions"].astype(np.int64),
         reward=out["reward"],
+        route=route,
     )
 
 
@@ -177,6 +184,20 @@ def exit_table(env: RoutingVectorEnv) -> ExitTable:
     )
 
 
+def stage_choices(route: np.ndarray, widths: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Per stage, how many episodes ran it at each width (``run``, keyed by the width), skipped it
+    (``skip``) or ended before it (``not_reached``): where a policy spends and where it saves, which
+    the exit histogram alone does not say once stages can be skipped or narrowed."""
+    return [
+        {
+            "run": {f"{w:g}": int((column == i).sum()) for i, w in enumerate(widths)},
+            "skip": int((column == SKIP_CHOICE).sum()),
+            "not_reached": int((column == NOT_REACHED).sum()),
+        }
+        for column in route.T
+    ]
+
+
 def summarize(records: Records, env: RoutingVectorEnv, policy_macs: float = 0.0) -> dict[str, Any]:
     """The evaluation JSON fields (docs/design.md §10) for ``records``; MACs are multiply-accumulates."""
     view = env.unwrapped.routing
@@ -195,6 +216,7 @@ def summarize(records: Records, env: RoutingVectorEnv, policy_macs: float = 0.0)
         "reference_macs": view.reference_macs,
         "exit_histogram": histogram.tolist(),
         "decisions_mean": mean_decisions,
+        "stage_choices": stage_choices(records.route, view.widths),
         "policy_macs_per_decision": float(policy_macs),
         "macs_fraction_with_policy": float(
             (records.macs.mean() + policy_macs * mean_decisions) / view.reference_macs

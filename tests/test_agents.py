@@ -4,6 +4,7 @@ import pytest
 from agents import AGENT_NAMES, agent_class, load_agent, make_agent
 from agents.baselines import ThresholdAgent
 from routing_env import RoutingVectorEnv
+from routing_env.core import EXIT, RUN, SKIP
 from routing_env.evaluation import route_split, summarize
 
 
@@ -152,3 +153,44 @@ def test_run_logger_names_each_exit_by_its_integer_position(tmp_path) -> None:
     tags = [t for t in events.Tags()["scalars"] if t.startswith("charts/accuracy_at_exit_")]
     assert sorted(tags) == ["charts/accuracy_at_exit_1", "charts/accuracy_at_exit_2"]
     assert events.Scalars("charts/accuracy_at_exit_2")[0].value == 0.5
+
+
+class SkipElseNarrowest:
+    """SKIP wherever it is valid, else RUN at the narrowest valid width, EXIT only when nothing else is
+    valid: a route whose every stage choice is known from the static tables."""
+
+    def predict(self, obs: dict[str, np.ndarray], env: RoutingVectorEnv) -> np.ndarray:
+        mask = obs["action_mask"].astype(bool)
+        run = mask[:, RUN:]
+        narrowest = RUN + np.argmax(run, axis=1)
+        return np.where(mask[:, SKIP], SKIP, np.where(run.any(axis=1), narrowest, EXIT)).astype(np.int64)
+
+
+def test_stage_choices_count_what_each_episode_did_per_stage() -> None:
+    env = RoutingVectorEnv(backbone="tiny-dynamic-resnet", num_envs=64, split="test", allow_skip=True)
+    view, n = env.routing, env.num_instances
+    summary = summarize(route_split(SkipElseNarrowest(), env), env)
+    choices = summary["stage_choices"]
+    assert len(choices) == view.num_stages
+    skippable = view.static_valid[: view.num_stages, SKIP]
+    assert skippable.any() and not skippable.all()
+    narrowest = f"{view.widths[0]:g}"
+    for k, stage in enumerate(choices):
+        assert set(stage["run"]) == {f"{w:g}" for w in view.widths}
+        expected = {"skip": n, "not_reached": 0} if skippable[k] else {"skip": 0, "not_reached": 0}
+        assert {"skip": stage["skip"], "not_reached": stage["not_reached"]} == expected
+        assert stage["run"][narrowest] == (0 if skippable[k] else n)
+        assert sum(stage["run"].values()) + stage["skip"] + stage["not_reached"] == n
+
+
+def test_stage_choices_agree_with_the_exit_histogram_on_a_cascade(test_env) -> None:
+    """A cascade runs every member up to its exit (no skips here): stage k is not reached by exactly the
+    episodes that exited at a point <= k."""
+    agent = ThresholdAgent(test_env, tau=0.8)
+    summary = summarize(route_split(agent, test_env), test_env)
+    exits = np.array(summary["exit_histogram"])
+    assert (exits[:-1] > 0).all()
+    for k, stage in enumerate(summary["stage_choices"]):
+        assert stage["not_reached"] == exits[: k + 1].sum()
+        assert stage["skip"] == 0
+        assert stage["run"]["1"] == summary["n"] - exits[: k + 1].sum()

@@ -13,7 +13,7 @@ from helpers import readme_block
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_KEYS = {"policy", "env", "split", "n", "accuracy", "macs_mean", "macs_fraction",
-             "reference_accuracy", "reference_macs", "exit_histogram"}
+             "reference_accuracy", "reference_macs", "exit_histogram", "stage_choices"}
 
 
 def run_cli(*args: str, cwd: Path | None = None, pythonpath: Path | None = None) -> subprocess.CompletedProcess:

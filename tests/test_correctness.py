@@ -148,7 +148,7 @@ def test_route_split_gives_the_same_records_under_every_autoreset_mode() -> None
     assert len(np.unique(next_step.decisions)) > 1
     for mode in ("SameStep", "Disabled"):
         other = route_split(agent, RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test", autoreset_mode=mode))
-        for field in ("correct", "macs", "exit_position", "decisions", "reward"):
+        for field in ("correct", "macs", "exit_position", "decisions", "reward", "route"):
             np.testing.assert_array_equal(getattr(next_step, field), getattr(other, field))
 
 
