@@ -239,6 +239,21 @@ def test_static_hull_is_the_upper_concave_envelope() -> None:
         assert r["accuracy"] <= hull_accuracy(hull, r["macs_fraction"]) + 1e-12
 
 
+def test_the_pareto_plot_names_every_route_while_few_and_only_the_hull_corners_beyond(tmp_path: Path) -> None:
+    from routing_env.experiments.baselines import static_hull
+    from routing_env.experiments.report import LABELLED_ROUTES, labelled_route
+
+    rng = np.random.default_rng(0)
+    many = [{"label": f"route {i}", "macs_fraction": float(f), "accuracy": float(a)}
+            for i, (f, a) in enumerate(zip(rng.uniform(0.1, 1.0, LABELLED_ROUTES + 5), rng.uniform(0.5, 0.9, LABELLED_ROUTES + 5)))]
+    hull = json.loads(json.dumps(static_hull(many)))  # as results.json stores it
+    named = [r for r in many if labelled_route(r, many, hull)]
+    assert 1 <= len(named) < len(many)
+    assert sorted((r["macs_fraction"], r["accuracy"]) for r in named) == [(p["macs_fraction"], p["accuracy"]) for p in hull]
+    few = many[:LABELLED_ROUTES]
+    assert all(labelled_route(r, few, static_hull(few)) for r in few)
+
+
 def test_the_fallback_takes_the_first_valid_move_of_the_documented_order() -> None:
     from routing_env.core import ActionTables, fallback_order
 

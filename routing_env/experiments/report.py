@@ -45,6 +45,18 @@ def write_pareto_csv(path: Path, results: dict[str, Any]) -> None:
         atomic_write_text(path, f.getvalue())
 
 
+LABELLED_ROUTES = 12
+"""Up to this many static routes the plot names each; beyond it (every exit at every width), only
+the corners of their hull, the rest drawn small and unnamed, or the labels cover the policies."""
+
+
+def labelled_route(route: dict[str, Any], singles: list[dict[str, Any]], hull: list[dict[str, Any]] | None) -> bool:
+    """Whether the Pareto plot names static ``route``: every route while there are few, else a corner of the hull."""
+    if len(singles) <= LABELLED_ROUTES:
+        return True
+    return any(p["macs_fraction"] == route["macs_fraction"] and p["accuracy"] == route["accuracy"] for p in hull or [])
+
+
 def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
     """Accuracy against mean MACs fraction: single models, threshold curve, oracle, learned policies
     (mean ± std over seeds per λ, seeds faint)."""
@@ -57,10 +69,13 @@ def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
     curve = results["threshold_curve"]
     ax.plot([p["macs_fraction"] for p in curve], [p["accuracy"] for p in curve], "-", color="0.55", lw=1.5,
             label="confidence threshold (τ grid)")
-    for s in results["singles"]:
-        ax.plot(s["macs_fraction"], s["accuracy"], "s", color="black", ms=6)
-        ax.annotate(s["label"], (s["macs_fraction"], s["accuracy"]), textcoords="offset points", xytext=(5, -10), fontsize=7)
     hull = results.get("static_hull")
+    for s in results["singles"]:
+        if labelled_route(s, results["singles"], hull):
+            ax.plot(s["macs_fraction"], s["accuracy"], "s", color="black", ms=6)
+            ax.annotate(s["label"], (s["macs_fraction"], s["accuracy"]), textcoords="offset points", xytext=(5, -10), fontsize=7)
+        else:
+            ax.plot(s["macs_fraction"], s["accuracy"], "s", color="0.6", ms=3)
     if hull and len(hull) > 1:
         ax.plot([p["macs_fraction"] for p in hull], [p["accuracy"] for p in hull], "--", color="black", lw=1,
                 label="best mixture of static routes (convex hull)")
