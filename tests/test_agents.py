@@ -194,3 +194,19 @@ def test_stage_choices_agree_with_the_exit_histogram_on_a_cascade(test_env) -> N
         assert stage["not_reached"] == exits[: k + 1].sum()
         assert stage["skip"] == 0
         assert stage["run"]["1"] == summary["n"] - exits[: k + 1].sum()
+
+
+@pytest.mark.parametrize("decide_at", ["block", "head"])
+def test_a_fixed_routes_records_hold_its_route_including_the_repeated_moves(decide_at: str) -> None:
+    """``decide_at="head"`` repeats a move between heads inside one step: the route records every stage it ran."""
+    from routing_env.core import NOT_REACHED
+    from routing_env.evaluation import FixedRoute
+
+    env = RoutingVectorEnv(backbone="tiny-dynamic-resnet", num_envs=32, split="test", decide_at=decide_at)
+    view = env.routing
+    widest = len(view.widths) - 1
+    for position in view.head_positions:
+        records = route_split(FixedRoute(position), env)
+        expected = np.array([widest] * position + [NOT_REACHED] * (view.num_stages - position))
+        assert (records.route == expected).all(), (position, records.route[:2])
+        assert (records.exit_position == position).all()

@@ -251,7 +251,26 @@ def test_the_pareto_plot_names_every_route_while_few_and_only_the_hull_corners_b
     assert 1 <= len(named) < len(many)
     assert sorted((r["macs_fraction"], r["accuracy"]) for r in named) == [(p["macs_fraction"], p["accuracy"]) for p in hull]
     few = many[:LABELLED_ROUTES]
-    assert all(labelled_route(r, few, static_hull(few)) for r in few)
+    assert all(labelled_route(r, few, []) for r in few)
+
+
+def test_a_cotrained_sweeps_plot_still_names_the_corners_of_its_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A co-trained sweep stores no hull (``static_hull: None``): the plot names the corners of its routes' own hull."""
+    from routing_env.experiments import report
+    from routing_env.experiments.baselines import static_hull
+
+    rng = np.random.default_rng(1)
+    singles = [{"label": f"route {i}", "macs_fraction": float(f), "accuracy": float(a)}
+               for i, (f, a) in enumerate(zip(rng.uniform(0.1, 1.0, 20), rng.uniform(0.5, 0.9, 20)))]
+    results = {"threshold_curve": [], "singles": singles, "static_hull": None, "runs": [], "groups": [], "split": "test",
+               "oracle": {"macs_fraction": 0.2, "accuracy": 0.95}}
+    named: list[str] = []
+    real = report.labelled_route
+    monkeypatch.setattr(report, "labelled_route", lambda r, s, h: real(r, s, h) and not named.append(r["label"]))
+    report.plot_pareto(tmp_path / "pareto.png", results, "co-trained")
+    corners = {(p["macs_fraction"], p["accuracy"]) for p in static_hull(singles)}
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+    assert sorted(named) == sorted(r["label"] for r in singles if (r["macs_fraction"], r["accuracy"]) in corners) and named
 
 
 def test_the_fallback_takes_the_first_valid_move_of_the_documented_order() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoints import atomic_write_text
+from .baselines import static_hull
 
 
 def run_name(agent: str, lam: float, seed: int) -> str:
@@ -50,11 +51,12 @@ LABELLED_ROUTES = 12
 the corners of their hull, the rest drawn small and unnamed, or the labels cover the policies."""
 
 
-def labelled_route(route: dict[str, Any], singles: list[dict[str, Any]], hull: list[dict[str, Any]] | None) -> bool:
-    """Whether the Pareto plot names static ``route``: every route while there are few, else a corner of the hull."""
+def labelled_route(route: dict[str, Any], singles: list[dict[str, Any]], hull: list[dict[str, Any]]) -> bool:
+    """Whether the Pareto plot names static ``route``: every route while there are few, else a corner
+    of ``hull`` (:func:`~routing_env.experiments.baselines.static_hull` of ``singles``)."""
     if len(singles) <= LABELLED_ROUTES:
         return True
-    return any(p["macs_fraction"] == route["macs_fraction"] and p["accuracy"] == route["accuracy"] for p in hull or [])
+    return any(p["macs_fraction"] == route["macs_fraction"] and p["accuracy"] == route["accuracy"] for p in hull)
 
 
 def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
@@ -70,8 +72,9 @@ def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
     ax.plot([p["macs_fraction"] for p in curve], [p["accuracy"] for p in curve], "-", color="0.55", lw=1.5,
             label="confidence threshold (τ grid)")
     hull = results.get("static_hull")
+    corners = hull if hull is not None else static_hull(results["singles"])  # a co-trained sweep draws no hull
     for s in results["singles"]:
-        if labelled_route(s, results["singles"], hull):
+        if labelled_route(s, results["singles"], corners):
             ax.plot(s["macs_fraction"], s["accuracy"], "s", color="black", ms=6)
             ax.annotate(s["label"], (s["macs_fraction"], s["accuracy"]), textcoords="offset points", xytext=(5, -10), fontsize=7)
         else:
