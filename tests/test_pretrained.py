@@ -123,12 +123,14 @@ def test_package_cascade_refuses_two_members_of_one_architecture_before_writing(
 
 
 # --- the shipped CIFAR-10 cascade -------------------------------------------------------------------
-SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "cifar10-resnet-cascade"
+SHIPPED_CASCADES = ("cifar10-resnet-cascade", "cifar10-resnet-cascade-5")
+"""The default three-member cascade and the five-member one (ResNet-14 and -32 added)."""
 
 
-def shipped_cards() -> list[dict]:
-    manifest = json.loads((SHIPPED / "manifest.json").read_text())
-    return [json.loads((SHIPPED / f"{m['model']}.model_card.json").read_text()) for m in manifest["members"]]
+def shipped_cards(name: str = "cifar10-resnet-cascade") -> list[dict]:
+    folder = Path(__file__).resolve().parents[1] / "pretrained" / name
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return [json.loads((folder / f"{m['model']}.model_card.json").read_text()) for m in manifest["members"]]
 
 
 def test_shipped_cascade_is_the_default_and_grows_at_least_2x_per_member() -> None:
@@ -144,29 +146,43 @@ def test_shipped_cascade_is_the_default_and_grows_at_least_2x_per_member() -> No
     assert [card["macs"] for card in shipped_cards()] == pytest.approx(macs, rel=1e-6)
 
 
-def test_shipped_cascade_routes_with_no_image_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_five_member_cascade_adds_resnet14_and_resnet32_to_the_default_ones() -> None:
+    default, five = pretrained.load("cifar10-resnet-cascade"), pretrained.load("cifar10-resnet-cascade-5")
+    assert five.member_names == ["resnet8", "resnet14", "resnet20", "resnet32", "resnet56"]
+    macs = five.member_macs
+    assert all(b > a for a, b in zip(macs, macs[1:])) and five.costs.reference == default.costs.reference == macs[-1]
+    kept = {m["model"]: m["sha256"] for m in pretrained.folder_of("cifar10-resnet-cascade")[1]["members"]}
+    added = {m["model"]: m["sha256"] for m in pretrained.folder_of("cifar10-resnet-cascade-5")[1]["members"]}
+    assert {m: added[m] for m in kept} == kept  # the shared members are the same weights
+
+
+@pytest.mark.parametrize("name", SHIPPED_CASCADES)
+def test_shipped_cascade_routes_with_no_image_data(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ROUTING_ENV_DATA", str(tmp_path / "no-data-here"))
     for split, n in (("val", 5000), ("test", 10000)):
-        env = RoutingEnv(split=split)
+        env = RoutingEnv(backbone=name, split=split)
         assert env.num_instances == n
         obs, _ = env.reset(seed=0)
         assert obs["features"].shape == (64,) and obs["probs"].shape == (10,)
 
 
+@pytest.mark.parametrize("name", SHIPPED_CASCADES)
 @pytest.mark.parametrize("split", ["val", "test"])
-def test_fixed_agent_reproduces_each_model_card(split: str, capsys: pytest.CaptureFixture) -> None:
+def test_fixed_agent_reproduces_each_model_card(name: str, split: str, capsys: pytest.CaptureFixture) -> None:
     from routing_env.cli import main
 
-    for position, card in enumerate(shipped_cards()):
-        assert main(["evaluate", "--agent", "fixed", "--agent-kwargs", f"position={position}", "--split", split, "--json"]) == 0
+    for position, card in enumerate(shipped_cards(name)):
+        assert main(["evaluate", "--backbone", name, "--agent", "fixed", "--agent-kwargs", f"position={position}",
+                     "--split", split, "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["accuracy"] == card[f"{split}_accuracy"], card["model"]
 
 
-def test_loaded_models_predict_the_shipped_logits_and_features(cifar_root: str) -> None:
+@pytest.mark.parametrize("name", SHIPPED_CASCADES)
+def test_loaded_models_predict_the_shipped_logits_and_features(name: str, cifar_root: str) -> None:
     from routing_env.data import load_split
 
-    cascade = pretrained.load("cifar10-resnet-cascade")
+    cascade = pretrained.load(name)
     shipped = cascade.feature_cache("cifar10", "test")
     test = load_split("cifar10", "test", cifar_root)
     index = np.arange(0, len(test), 625)  # 16 images spread over the split
@@ -180,11 +196,12 @@ def test_loaded_models_predict_the_shipped_logits_and_features(cifar_root: str) 
 # the default suite rebuilds 16 test images of the cache (above) and reproduces every member's card
 # accuracy from the shipped val/test caches; the whole caches, val's included, only here
 @pytest.mark.expensive
+@pytest.mark.parametrize("name", SHIPPED_CASCADES)
 @pytest.mark.parametrize("split", ["val", "test"])
-def test_rebuilding_a_whole_shipped_cache_matches_it(split: str, cifar_root: str) -> None:
+def test_rebuilding_a_whole_shipped_cache_matches_it(name: str, split: str, cifar_root: str) -> None:
     from routing_env.data import load_split
 
-    cascade = pretrained.load("cifar10-resnet-cascade")
+    cascade = pretrained.load(name)
     shipped = cascade.feature_cache("cifar10", split)
     rebuilt = cascade.compute_cache(load_split("cifar10", split, cifar_root))
     np.testing.assert_array_equal(rebuilt.labels, shipped.labels)
