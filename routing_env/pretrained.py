@@ -211,10 +211,11 @@ def package_cotrained(
     started from."""
     from .experiments.joint import split_members
 
-    found = available()
-    if base not in found or found[base]["kind"] != "cascade":
-        raise ValueError(f"unknown pretrained cascade {base!r}; expected one of {sorted(k for k, m in found.items() if m['kind'] == 'cascade')}")
-    manifest = found[base]
+    entry = folder_of(base)  # as load() finds it: two folders claiming base are refused, not picked between
+    if entry is None or entry[1]["kind"] != "cascade":
+        cascades = sorted(k for k, m in available().items() if m["kind"] == "cascade")
+        raise ValueError(f"unknown pretrained cascade {base!r}; expected one of {cascades}")
+    manifest = entry[1]
     folder = package_folder(name, out)
     folder.mkdir(parents=True, exist_ok=True)
     states = split_members(load_state_dict(backbone), len(manifest["members"]))

@@ -108,6 +108,9 @@ def test_a_model_loads_by_its_manifests_name_from_any_folder_and_two_of_a_name_a
         pretrained.load("nope")
     with pytest.raises(ValueError, match="already names 'toy-cascade'"):  # a package may not add a third
         pretrained.package_dynamic("toy-cascade", fake_pretrained.parent / "no-run", out=fake_pretrained.parent / "third")
+    with pytest.raises(ValueError, match="all name 'toy-cascade'"):  # nor be built on one of the two
+        pretrained.package_cotrained("joint-toy", "toy-cascade", fake_pretrained.parent / "no-backbone.pt", out=fake_pretrained.parent / "joint")
+    assert not (fake_pretrained.parent / "joint").exists()
 
 
 def test_package_cascade_refuses_two_members_of_one_architecture_before_writing(tmp_path: Path) -> None:
