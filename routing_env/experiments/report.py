@@ -108,6 +108,77 @@ def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
     plt.close(fig)
 
 
+def sweep_backbone(results: dict[str, Any]) -> str:
+    """The backbone a sweep ran on (its environment's ``backbone`` option; ``"default"`` if unset)."""
+    return str(results["spec"]["env_kwargs"].get("backbone", "default"))
+
+
+def policy_family(results: dict[str, Any], agent: str) -> str:
+    """How the comparison plot names a sweep's policies: the agent and the reward it learned on."""
+    return f"{agent}, reward={results['spec']['env_kwargs'].get('reward', 'accuracy')}"
+
+
+def plot_cascades(path: Path, cascades: dict[str, list[dict[str, Any]]], title: str,
+                  zoom: tuple[float, float, float, float] | None = None) -> list[str]:
+    """Several backbones' sweeps on one Pareto plot (issue 13's frozen against jointly trained cascade):
+    per backbone, in one colour, its members (or static routes), its threshold curve, its oracle and
+    every sweep's policy groups (mean ± std over seeds; one marker per agent and reward). ``cascades``
+    maps a label to the ``results.json`` of that backbone's sweeps, which must all name one backbone
+    (``ValueError`` naming them otherwise: their members, threshold and oracle are drawn once).
+    ``zoom`` = (x0, x1, y0, y1) adds a second panel on that window, where differences of a tenth of a
+    point show. Returns the legend's entries."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for label, sweeps in cascades.items():
+        names = sorted({sweep_backbone(r) for r in sweeps})
+        if len(names) != 1:
+            raise ValueError(f"{label!r}: its sweeps ran on {names or 'nothing'}; expected the sweeps of one backbone")
+    panels = 2 if zoom else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.8), dpi=120, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    families = list(dict.fromkeys(policy_family(r, g["agent"]) for sweeps in cascades.values() for r in sweeps for g in r["groups"]))
+    markers = "o^vDPX<>"
+    for ax in axes[0]:
+        for k, (label, sweeps) in enumerate(cascades.items()):
+            color, first = colors[k % len(colors)], sweeps[0]
+            curve = first["threshold_curve"]
+            ax.plot([p["macs_fraction"] for p in curve], [p["accuracy"] for p in curve], "-", color=color, lw=1, alpha=0.6,
+                    label=f"{label}: confidence threshold")
+            ax.plot([s["macs_fraction"] for s in first["singles"]], [s["accuracy"] for s in first["singles"]], "s", color=color,
+                    mfc="none", ms=6, label=f"{label}: members alone")
+            o = first["oracle"]
+            ax.plot(o["macs_fraction"], o["accuracy"], "*", color=color, mec="black", ms=11, label=f"{label}: oracle (uses labels)")
+            for results in sweeps:
+                for family in dict.fromkeys(policy_family(results, g["agent"]) for g in results["groups"]):
+                    groups = sorted((g for g in results["groups"] if policy_family(results, g["agent"]) == family),
+                                    key=lambda g: g["macs_fraction_mean"])
+                    ax.errorbar([g["macs_fraction_mean"] for g in groups], [g["accuracy_mean"] for g in groups],
+                                xerr=[g["macs_fraction_std"] for g in groups], yerr=[g["accuracy_std"] for g in groups],
+                                fmt=markers[families.index(family) % len(markers)], color=color, ms=5, capsize=2,
+                                label=f"{label}: {family} (mean ± std over seeds)")
+        ax.set_xlabel("mean MACs / reference MACs")
+        ax.set_ylabel("accuracy on test")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_xlim(0, 1.05)  # the threshold curve runs on to every member's MACs summed; past the largest it is flat
+    if zoom:
+        x0, x1, y0, y1 = zoom
+        axes[0][1].set_xlim(x0, x1)
+        axes[0][1].set_ylim(y0, y1)
+        axes[0][1].set_title("zoomed", fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    entries = list(dict.fromkeys(labels))
+    keep = [handles[labels.index(e)] for e in entries]
+    axes[0][0].legend(keep, entries, fontsize=6, loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return entries
+
+
 def groups_markdown(results: dict[str, Any]) -> str:
     """The sweep as a Markdown table (accuracy and MACs fraction on ``test``)."""
     skips = all("random_skip_accuracy_mean" in g for g in results["groups"]) and results["groups"]
