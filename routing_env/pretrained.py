@@ -202,8 +202,10 @@ def package_cotrained(
 ) -> Path:
     """Assemble ``pretrained/<name>/`` from a co-trained cascade: the members of the pretrained cascade
     ``base`` with the weights of ``backbone`` (a ``backbone.pt`` that ``train`` or ``joint`` wrote),
-    frozen, with a new manifest (sha256 of each member) and ``val``/``test`` feature caches; ``note``
-    (how it was trained) goes into the manifest.
+    frozen, with a new manifest (sha256 of each member), ``val``/``test`` feature caches and a model card
+    per member (its accuracy, where it started, and the joint run's record when ``joint.json`` and
+    ``config.json`` lie beside ``backbone``); ``note`` (how it was trained) goes into the manifest and
+    the cards.
 
     ``recalibrate``: re-estimate each member's BatchNorm statistics over this many augmented ``train``
     batches of 256 (seeded) first. Co-training updates the members in eval mode (an episode's few
@@ -236,8 +238,94 @@ def package_cotrained(
            "batchnorm_recalibrated_on": f"{recalibrate} augmented train batches of 256" if recalibrate else None}
     atomic_write_text(folder / "manifest.json", json.dumps(new, indent=2) + "\n")
     cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
-    for split in ("val", "test"):
-        cascade.feature_cache(manifest["dataset"], split, data_root)
+    caches = {split: cascade.feature_cache(manifest["dataset"], split, data_root) for split in ("val", "test")}
+    write_cotrained_cards(folder, new, entry[0], cascade, caches, Path(backbone).parent)
     new["caches"] = cache_hashes(folder)
     atomic_write_text(folder / "manifest.json", json.dumps(new, indent=2) + "\n")
     return folder
+
+
+def write_cotrained_cards(folder: Path, manifest: dict[str, Any], base_folder: Path, cascade: Cascade,
+                          caches: dict[str, Any], run: Path) -> None:
+    """A model card per member of the co-trained cascade in ``folder`` (JSON and Markdown, named as its
+    weights are, as the base's cards in ``base_folder`` are), from its ``val``/``test`` ``caches`` and
+    the record of the joint run in the folder ``run``."""
+    record = joint_run_record(run)
+    for position, (member, model) in enumerate(zip(manifest["members"], cascade.module)):
+        stem = Path(member["weights"]).stem
+        base_card = base_folder / f"{stem}.model_card.json"
+        card = cotrained_card(manifest, position, model, int(cascade.member_macs[position]), caches,
+                              read_json(base_card) if base_card.is_file() else None, record)
+        atomic_write_text(folder / f"{stem}.model_card.json", json.dumps(card, indent=2) + "\n")
+        atomic_write_text(folder / f"{stem}.MODEL_CARD.md", cotrained_card_markdown(card))
+
+
+def joint_run_record(run: Path) -> dict[str, Any]:
+    """What the run folder of a co-trained ``backbone.pt`` says about its training: ``joint.json``'s spec
+    and per-epoch history, and the provenance (machine, versions, commit) ``config.json`` took when its
+    last segment began; empty where the files are absent (a ``backbone.pt`` copied elsewhere)."""
+    record: dict[str, Any] = {}
+    if (run / "joint.json").is_file():
+        joint = read_json(run / "joint.json")
+        record.update(spec=joint.get("spec"), epochs=joint.get("epochs"), history=joint.get("history", []))
+    if (run / "config.json").is_file():
+        record["provenance"] = read_json(run / "config.json").get("provenance")
+    return record
+
+
+def cotrained_card(manifest: dict[str, Any], position: int, model: torch.nn.Module, macs: int, caches: dict[str, Any],
+                   base_card: dict[str, Any] | None, run: dict[str, Any]) -> dict[str, Any]:
+    """The model card of a co-trained cascade's member ``position``: its accuracy on each cached split
+    (what ``evaluate --agent fixed`` reproduces), where it started (the base cascade's card) and how it
+    was co-trained (the joint run's record, the packaging's note and recalibration)."""
+    from .provenance import provenance
+
+    member = manifest["members"][position]
+    accuracy = {split: float((cache.logits[position].argmax(-1) == cache.labels).mean()) for split, cache in caches.items()}
+    seconds = sum(h.get("seconds", 0.0) for h in run.get("history", []))
+    return {
+        "model": member["model"],
+        "dataset": manifest["dataset"],
+        "trained_on": f"train split (45,000 images; val = 5,000 held out, docs/design.md §8): {manifest['cotrained_from']}'s "
+                      f"{member['model']}, then co-trained with the cascade's selection module",
+        "test_accuracy": accuracy["test"],
+        "val_accuracy": accuracy["val"],
+        "macs": macs,
+        "macs_unit": "multiply-accumulates per 32x32 image, FlopCounterMode FLOPs / 2",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "cotrained_from": manifest["cotrained_from"],
+        "base_test_accuracy": (base_card or {}).get("test_accuracy"),
+        "base_val_accuracy": (base_card or {}).get("val_accuracy"),
+        "note": manifest["note"],
+        "batchnorm_recalibrated_on": manifest["batchnorm_recalibrated_on"],
+        "joint": {key: run.get(key) for key in ("spec", "epochs", "history")} if run else None,
+        "wall_time_hours": round(seconds / 3600, 3) if seconds else None,
+        "training_provenance": run.get("provenance"),
+        "provenance": provenance(),
+        "weights": member["weights"],
+        "sha256": member["sha256"],
+    }
+
+
+def cotrained_card_markdown(card: dict[str, Any]) -> str:
+    def share(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
+    trained = card.get("training_provenance") or {}
+    return (
+        f"# {card['model']} on {card['dataset']}, co-trained\n\n"
+        f"| | |\n|---|---|\n"
+        f"| test accuracy | {card['test_accuracy']:.4f} (before co-training: {share(card['base_test_accuracy'])}) |\n"
+        f"| val accuracy | {card['val_accuracy']:.4f} (before: {share(card['base_val_accuracy'])}) |\n"
+        f"| MACs | {card['macs']:,} ({card['macs_unit']}) |\n"
+        f"| parameters | {card['parameters']:,} |\n"
+        f"| co-trained from | `{card['cotrained_from']}` |\n"
+        f"| joint epochs | {(card.get('joint') or {}).get('epochs', '–')} |\n"
+        f"| wall time | {card['wall_time_hours'] if card['wall_time_hours'] is not None else '–'} h (the whole cascade's joint run) |\n"
+        f"| machine | {trained.get('cpu', '–')}, {trained.get('cpu_count', '–')} cores, {trained.get('torch_threads', '–')} torch threads, "
+        f"commit {trained.get('git_commit', '–')} |\n"
+        f"| BatchNorm | {card['batchnorm_recalibrated_on'] or 'as co-trained'} |\n"
+        f"| weights | `{card['weights']}`, sha256 `{card['sha256']}` |\n\n"
+        f"How: {card['note'] or '–'}\n\n"
+        f"Joint run: `{json.dumps((card.get('joint') or {}).get('spec'))}`\n"
+    )

@@ -153,7 +153,8 @@ def test_joint_cli_and_evaluate_run(tmp_path: Path, capsys: pytest.CaptureFixtur
         JointSpec(env_kwargs={"split": "val"})
 
 
-def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cifar_root: str) -> None:
+def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cifar_root: str,
+                                                                 capsys: pytest.CaptureFixture) -> None:
     from routing_env import pretrained
     from routing_env.backbones.resnet import resnet8
     from routing_env.checkpoints import file_sha256, save_state_dict
@@ -172,6 +173,9 @@ def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path,
     with torch.no_grad():
         cotrained[1].fc.bias.add_(0.5)
     save_state_dict(cotrained.state_dict(), tmp_path / "backbone.pt")
+    (base / "m0.model_card.json").write_text(json.dumps({"test_accuracy": 0.25, "val_accuracy": 0.5}))
+    (tmp_path / "joint.json").write_text(json.dumps({"spec": {"lam": 0.03}, "epochs": 2, "history": [{"seconds": 1800.0}, {"seconds": 1800.0}]}))
+    (tmp_path / "config.json").write_text(json.dumps({"provenance": {"cpu": "a CPU", "git_commit": "abc"}}))
     folder = pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=cifar_root,
                                           note="a test", recalibrate=2)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -182,6 +186,20 @@ def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path,
     assert all(torch.equal(loaded[k], original[k]) for k in original if "running" not in k and "num_batches" not in k)
     assert not torch.allclose(loaded["0.bn1.running_mean"], original["0.bn1.running_mean"])
     assert sorted(p.name.split("-")[-2] for p in folder.glob("*.npz")) == ["test", "val"]
+    # a card per member, named as its weights: the accuracy evaluate reproduces, where it started, how it was trained
+    from routing_env.cli import main
+
+    for position, member in enumerate(manifest["members"]):
+        card = json.loads((folder / f"m{position}.model_card.json").read_text())
+        assert card["sha256"] == member["sha256"] and card["cotrained_from"] == "base-cascade" and card["note"] == "a test"
+        for split in ("val", "test"):
+            assert main(["evaluate", "--backbone", "joint-cascade", "--agent", "fixed", "--agent-kwargs", f"position={position}",
+                         "--split", split, "--json"]) == 0
+            assert json.loads(capsys.readouterr().out)["accuracy"] == card[f"{split}_accuracy"]
+        assert card["wall_time_hours"] == 1.0 and card["joint"]["spec"] == {"lam": 0.03} and card["training_provenance"]["cpu"] == "a CPU"
+        assert "a CPU" in (folder / f"m{position}.MODEL_CARD.md").read_text()
+    assert json.loads((folder / "m0.model_card.json").read_text())["base_test_accuracy"] == 0.25
+    assert json.loads((folder / "m1.model_card.json").read_text())["base_test_accuracy"] is None  # the base has no card for it
 
 
 # --- backbone_augment: fresh views of the train images while co-training --------------------------

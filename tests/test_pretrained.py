@@ -126,8 +126,9 @@ def test_package_cascade_refuses_two_members_of_one_architecture_before_writing(
 
 
 # --- the shipped CIFAR-10 cascade -------------------------------------------------------------------
-SHIPPED_CASCADES = ("cifar10-resnet-cascade", "cifar10-resnet-cascade-5")
-"""The default three-member cascade and the five-member one (ResNet-14 and -32 added)."""
+SHIPPED_CASCADES = ("cifar10-resnet-cascade", "cifar10-resnet-cascade-5", "cifar10-resnet-cascade-5-joint")
+"""The default three-member cascade, the five-member one (ResNet-14 and -32 added) and the five
+co-trained with a selection module (issue 13's joint training)."""
 
 
 def shipped_cards(name: str = "cifar10-resnet-cascade") -> list[dict]:
@@ -157,6 +158,17 @@ def test_the_five_member_cascade_adds_resnet14_and_resnet32_to_the_default_ones(
     kept = {m["model"]: m["sha256"] for m in pretrained.folder_of("cifar10-resnet-cascade")[1]["members"]}
     added = {m["model"]: m["sha256"] for m in pretrained.folder_of("cifar10-resnet-cascade-5")[1]["members"]}
     assert {m: added[m] for m in kept} == kept  # the shared members are the same weights
+
+
+def test_the_cotrained_cascade_is_the_five_members_retrained_and_its_cards_say_from_what() -> None:
+    _, base = pretrained.folder_of("cifar10-resnet-cascade-5")
+    _, joint = pretrained.folder_of("cifar10-resnet-cascade-5-joint")
+    assert joint["cotrained_from"] == "cifar10-resnet-cascade-5" and "routing-env joint" in joint["note"]
+    assert [m["model"] for m in joint["members"]] == [m["model"] for m in base["members"]]
+    assert all(a["sha256"] != b["sha256"] for a, b in zip(joint["members"], base["members"]))  # every member moved
+    for before, after in zip(shipped_cards("cifar10-resnet-cascade-5"), shipped_cards("cifar10-resnet-cascade-5-joint")):
+        assert after["base_test_accuracy"] == before["test_accuracy"] and after["base_val_accuracy"] == before["val_accuracy"]
+        assert after["joint"]["spec"]["backbone"] == "cifar10-resnet-cascade-5" and after["wall_time_hours"] > 0
 
 
 @pytest.mark.parametrize("name", SHIPPED_CASCADES)
