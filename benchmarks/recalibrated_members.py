@@ -31,11 +31,12 @@ def main() -> None:
         parser.error(f"--base {args.base!r} is not a pretrained cascade; expected one of "
                      f"{sorted(k for k, m in pretrained.available().items() if m['kind'] == 'cascade')}")
     members = [member["model"] for member in entry[1]["members"]]
-    val, test, train = load_split("cifar10", "val"), load_split("cifar10", "test"), load_split("cifar10", "train")
+    dataset, num_classes = entry[1]["dataset"], entry[1]["num_classes"]
+    val, test, train = (load_split(dataset, split) for split in ("val", "test", "train"))
     generator = torch.Generator().manual_seed(0)
     rows = []
     for name, state in zip(members, split_members(load_state_dict(args.backbone), len(members))):
-        model = CLASSIFIERS[name](10)
+        model = CLASSIFIERS[name](num_classes)
         model.load_state_dict(state)
         saved = {"val_accuracy": accuracy(model, val), "test_accuracy": accuracy(model, test)}
         recalibrate_on_images(model, train.inputs, args.batches, generator)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .backbones.cascade import Cascade
+from .backbones.cascade import Cascade, FeatureCache
 from .backbones.dynamic import DynamicResNetBackbone
 from .backbones.resnet import CLASSIFIERS, DYNAMIC, recalibrate_on_images
 from .checkpoints import atomic_write_text, file_sha256, load_state_dict, read_json, save_state_dict
@@ -203,9 +203,9 @@ def package_cotrained(
     """Assemble ``pretrained/<name>/`` from a co-trained cascade: the members of the pretrained cascade
     ``base`` with the weights of ``backbone`` (a ``backbone.pt`` that ``train`` or ``joint`` wrote),
     frozen, with a new manifest (sha256 of each member), ``val``/``test`` feature caches and a model card
-    per member (its accuracy, where it started, and the joint run's record when ``joint.json`` and
-    ``config.json`` lie beside ``backbone``); ``note`` (how it was trained) goes into the manifest and
-    the cards.
+    per member (its accuracy, where it started, and the joint run's record when ``joint.json`` lies
+    beside ``backbone``: :func:`joint_run_record`); ``note`` (how it was trained) goes into the manifest
+    and the cards. Everything it reads is read and checked before anything is written.
 
     ``recalibrate``: re-estimate each member's BatchNorm statistics over this many augmented ``train``
     batches of 256 (seeded) first. Co-training updates the members in eval mode (an episode's few
@@ -218,9 +218,12 @@ def package_cotrained(
         cascades = sorted(k for k, m in available().items() if m["kind"] == "cascade")
         raise ValueError(f"unknown pretrained cascade {base!r}; expected one of {cascades}")
     manifest = entry[1]
+    backbone = Path(backbone)
+    states = split_members(load_state_dict(backbone), len(manifest["members"]))
+    record = joint_run_record(backbone, base)
+    base_cards = [base_card(entry[0], member) for member in manifest["members"]]
     folder = package_folder(name, out)
     folder.mkdir(parents=True, exist_ok=True)
-    states = split_members(load_state_dict(backbone), len(manifest["members"]))
     images = load_split(manifest["dataset"], "train", data_root).inputs if recalibrate else None
     generator = torch.Generator().manual_seed(0)
     members, models = [], []
@@ -239,93 +242,112 @@ def package_cotrained(
     atomic_write_text(folder / "manifest.json", json.dumps(new, indent=2) + "\n")
     cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
     caches = {split: cascade.feature_cache(manifest["dataset"], split, data_root) for split in ("val", "test")}
-    write_cotrained_cards(folder, new, entry[0], cascade, caches, Path(backbone).parent)
+    write_cotrained_cards(folder, new, cascade, caches, base_cards, record)
     new["caches"] = cache_hashes(folder)
     atomic_write_text(folder / "manifest.json", json.dumps(new, indent=2) + "\n")
     return folder
 
 
-def write_cotrained_cards(folder: Path, manifest: dict[str, Any], base_folder: Path, cascade: Cascade,
-                          caches: dict[str, Any], run: Path) -> None:
+def base_card(base_folder: Path, member: dict[str, Any]) -> dict[str, Any] | None:
+    """The model card of a base cascade's ``member`` (named as its weights are), if it has one."""
+    path = base_folder / f"{Path(member['weights']).stem}.model_card.json"
+    return read_json(path) if path.is_file() else None
+
+
+def write_cotrained_cards(folder: Path, manifest: dict[str, Any], cascade: Cascade, caches: dict[str, FeatureCache],
+                          base_cards: list[dict[str, Any] | None], record: dict[str, Any]) -> None:
     """A model card per member of the co-trained cascade in ``folder`` (JSON and Markdown, named as its
-    weights are, as the base's cards in ``base_folder`` are), from its ``val``/``test`` ``caches`` and
-    the record of the joint run in the folder ``run``."""
-    record = joint_run_record(run)
+    weights are), from its ``val``/``test`` ``caches``, the base's cards and the joint run's ``record``."""
     for position, (member, model) in enumerate(zip(manifest["members"], cascade.module)):
         stem = Path(member["weights"]).stem
-        base_card = base_folder / f"{stem}.model_card.json"
-        card = cotrained_card(manifest, position, model, int(cascade.member_macs[position]), caches,
-                              read_json(base_card) if base_card.is_file() else None, record)
+        card = cotrained_card(manifest, position, model, int(cascade.member_macs[position]), caches, base_cards[position], record)
         atomic_write_text(folder / f"{stem}.model_card.json", json.dumps(card, indent=2) + "\n")
         atomic_write_text(folder / f"{stem}.MODEL_CARD.md", cotrained_card_markdown(card))
 
 
-def joint_run_record(run: Path) -> dict[str, Any]:
-    """What the run folder of a co-trained ``backbone.pt`` says about its training: ``joint.json``'s spec
-    and per-epoch history, and the provenance (machine, versions, commit) ``config.json`` took when its
-    last segment began; empty where the files are absent (a ``backbone.pt`` copied elsewhere)."""
-    record: dict[str, Any] = {}
-    if (run / "joint.json").is_file():
-        joint = read_json(run / "joint.json")
-        record.update(spec=joint.get("spec"), epochs=joint.get("epochs"), history=joint.get("history", []))
-    if (run / "config.json").is_file():
-        record["provenance"] = read_json(run / "config.json").get("provenance")
-    return record
+def joint_run_record(backbone: Path, base: str) -> dict[str, Any]:
+    """What the run folder of a co-trained ``backbone`` says about its training: ``joint.json``'s spec,
+    per-epoch history and whether it started from random weights (``joint --from-scratch``), and the
+    provenance (machine, versions, commit) ``config.json`` took when the last segment began. Empty where
+    there is no ``joint.json`` (a ``train`` run, or a ``backbone.pt`` copied elsewhere); ``ValueError``
+    where the record is another run's: its ``backbone.pt`` is not ``backbone``, or it co-trained
+    another cascade than ``base``."""
+    run = backbone.parent
+    if not (run / "joint.json").is_file():
+        return {}
+    joint = read_json(run / "joint.json")
+    spec = joint.get("spec") or {}
+    if spec.get("backbone") != base:
+        raise ValueError(f"{run / 'joint.json'} co-trained {spec.get('backbone')!r}, not {base!r}")
+    mine = run / "backbone.pt"
+    if mine.resolve() != backbone.resolve() and (not mine.is_file() or file_sha256(mine) != file_sha256(backbone)):
+        raise ValueError(f"{run / 'joint.json'} is the record of {mine}, not of {backbone}")
+    config = read_json(run / "config.json") if (run / "config.json").is_file() else {}
+    return {"spec": spec, "epochs": joint.get("epochs"), "history": joint.get("history") or [], "hours": joint.get("hours"),
+            "from_scratch": "dense_epochs" in spec, "stopped": joint.get("stopped"), "provenance": config.get("provenance")}
 
 
-def cotrained_card(manifest: dict[str, Any], position: int, model: torch.nn.Module, macs: int, caches: dict[str, Any],
-                   base_card: dict[str, Any] | None, run: dict[str, Any]) -> dict[str, Any]:
+def cotrained_card(manifest: dict[str, Any], position: int, model: torch.nn.Module, macs: int,
+                   caches: dict[str, FeatureCache], base: dict[str, Any] | None, record: dict[str, Any]) -> dict[str, Any]:
     """The model card of a co-trained cascade's member ``position``: its accuracy on each cached split
-    (what ``evaluate --agent fixed`` reproduces), where it started (the base cascade's card) and how it
-    was co-trained (the joint run's record, the packaging's note and recalibration)."""
+    (what ``evaluate --agent fixed`` reproduces), where it started (the base cascade's card ``base``, or
+    random weights) and how it was co-trained (the joint run's ``record``, the note, the recalibration).
+    ``training_provenance`` is the joint run's machine and commit; ``card_provenance`` the process that
+    wrote this card."""
     from .provenance import provenance
 
     member = manifest["members"][position]
     accuracy = {split: float((cache.logits[position].argmax(-1) == cache.labels).mean()) for split, cache in caches.items()}
-    seconds = sum(h.get("seconds", 0.0) for h in run.get("history", []))
+    seconds = sum(h.get("seconds", 0.0) for h in record.get("history", []))
+    hours = record.get("hours") or (seconds / 3600 if seconds else None)
+    scratch = bool(record.get("from_scratch"))
+    started = (f"random weights (the architecture of {manifest['cotrained_from']}'s {member['model']})" if scratch
+               else f"{manifest['cotrained_from']}'s {member['model']}")
     return {
         "model": member["model"],
         "dataset": manifest["dataset"],
-        "trained_on": f"train split (45,000 images; val = 5,000 held out, docs/design.md §8): {manifest['cotrained_from']}'s "
-                      f"{member['model']}, then co-trained with the cascade's selection module",
+        "trained_on": "train split (45,000 images; val = 5,000 held out, docs/design.md §8), co-trained with the cascade's selection module",
+        "started_from": started,
         "test_accuracy": accuracy["test"],
         "val_accuracy": accuracy["val"],
         "macs": macs,
         "macs_unit": "multiply-accumulates per 32x32 image, FlopCounterMode FLOPs / 2",
         "parameters": sum(p.numel() for p in model.parameters()),
         "cotrained_from": manifest["cotrained_from"],
-        "base_test_accuracy": (base_card or {}).get("test_accuracy"),
-        "base_val_accuracy": (base_card or {}).get("val_accuracy"),
+        "from_scratch": scratch,
+        "base_test_accuracy": None if scratch else (base or {}).get("test_accuracy"),
+        "base_val_accuracy": None if scratch else (base or {}).get("val_accuracy"),
         "note": manifest["note"],
         "batchnorm_recalibrated_on": manifest["batchnorm_recalibrated_on"],
-        "joint": {key: run.get(key) for key in ("spec", "epochs", "history")} if run else None,
-        "wall_time_hours": round(seconds / 3600, 3) if seconds else None,
-        "training_provenance": run.get("provenance"),
-        "provenance": provenance(),
+        "joint": {key: record[key] for key in ("spec", "epochs", "history", "stopped")} if record else None,
+        "wall_time_hours": round(hours, 3) if hours else None,
+        "training_provenance": record.get("provenance"),
+        "card_provenance": provenance(),
         "weights": member["weights"],
         "sha256": member["sha256"],
     }
 
 
 def cotrained_card_markdown(card: dict[str, Any]) -> str:
-    def share(value: float | None) -> str:
-        return "–" if value is None else f"{value:.4f}"
+    def shown(value: Any, form: str = "{}") -> str:
+        return "–" if value is None else form.format(value)
 
     trained = card.get("training_provenance") or {}
+    joint = card.get("joint") or {}
     return (
         f"# {card['model']} on {card['dataset']}, co-trained\n\n"
         f"| | |\n|---|---|\n"
-        f"| test accuracy | {card['test_accuracy']:.4f} (before co-training: {share(card['base_test_accuracy'])}) |\n"
-        f"| val accuracy | {card['val_accuracy']:.4f} (before: {share(card['base_val_accuracy'])}) |\n"
+        f"| test accuracy | {card['test_accuracy']:.4f} (before co-training: {shown(card['base_test_accuracy'], '{:.4f}')}) |\n"
+        f"| val accuracy | {card['val_accuracy']:.4f} (before: {shown(card['base_val_accuracy'], '{:.4f}')}) |\n"
         f"| MACs | {card['macs']:,} ({card['macs_unit']}) |\n"
         f"| parameters | {card['parameters']:,} |\n"
-        f"| co-trained from | `{card['cotrained_from']}` |\n"
-        f"| joint epochs | {(card.get('joint') or {}).get('epochs', '–')} |\n"
-        f"| wall time | {card['wall_time_hours'] if card['wall_time_hours'] is not None else '–'} h (the whole cascade's joint run) |\n"
-        f"| machine | {trained.get('cpu', '–')}, {trained.get('cpu_count', '–')} cores, {trained.get('torch_threads', '–')} torch threads, "
-        f"commit {trained.get('git_commit', '–')} |\n"
+        f"| started from | {card['started_from']} |\n"
+        f"| joint epochs | {shown(joint.get('epochs'))} |\n"
+        f"| wall time | {shown(card['wall_time_hours'], '{} h')} (the whole cascade's joint run) |\n"
+        f"| machine | {shown(trained.get('cpu'))}, {shown(trained.get('cpu_count'))} cores, "
+        f"{shown(trained.get('torch_threads'))} torch threads, commit {shown(trained.get('git_commit'))} |\n"
         f"| BatchNorm | {card['batchnorm_recalibrated_on'] or 'as co-trained'} |\n"
         f"| weights | `{card['weights']}`, sha256 `{card['sha256']}` |\n\n"
         f"How: {card['note'] or '–'}\n\n"
-        f"Joint run: `{json.dumps((card.get('joint') or {}).get('spec'))}`\n"
+        f"Joint run: {shown(json.dumps(joint['spec']) if joint.get('spec') else None, '`{}`')}\n"
     )

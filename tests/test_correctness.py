@@ -276,23 +276,27 @@ def test_a_cotrained_sweeps_plot_still_names_the_corners_of_its_routes(tmp_path:
 def test_the_comparison_plot_draws_each_backbones_sweeps_and_refuses_a_label_mixing_backbones(tmp_path: Path) -> None:
     from routing_env.experiments.report import plot_cascades
 
-    def sweep(backbone: str, reward: str | None, shift: float) -> dict:
-        kwargs = {"backbone": backbone, **({"reward": reward} if reward else {})}
-        group = {"agent": "ppo", "accuracy_mean": 0.9 + shift, "accuracy_std": 0.001, "macs_fraction_mean": 0.3,
-                 "macs_fraction_std": 0.01}
-        return {"spec": {"env_kwargs": kwargs}, "groups": [group],
-                "singles": [{"label": "a alone", "macs_fraction": 0.1, "accuracy": 0.85}, {"label": "b alone", "macs_fraction": 1.0, "accuracy": 0.92}],
+    def sweep(backbone: str, env_kwargs: dict, member_accuracy: float) -> dict:
+        group = {"agent": "ppo", "accuracy_mean": 0.9, "accuracy_std": 0.001, "macs_fraction_mean": 0.3, "macs_fraction_std": 0.01}
+        return {"spec": {"env_kwargs": {"backbone": backbone, **env_kwargs}}, "groups": [group],
+                "singles": [{"label": "a alone", "macs_fraction": 0.1, "accuracy": member_accuracy},
+                            {"label": "b alone", "macs_fraction": 1.0, "accuracy": 0.92}],
                 "threshold_curve": [{"tau": 0.5, "macs_fraction": 0.2, "accuracy": 0.9}], "oracle": {"macs_fraction": 0.15, "accuracy": 0.97}}
 
-    entries = plot_cascades(tmp_path / "cmp.png", {"frozen": [sweep("c", "dense", 0), sweep("c", None, 0)],
-                                                   "joint": [sweep("c-joint", "dense", 0.01)]}, "t", zoom=(0.1, 0.6, 0.88, 0.93))
+    frozen = [sweep("c", {"reward": "dense"}, 0.85), sweep("c", {}, 0.85), sweep("c", {"reward": "dense", "lam": 2}, 0.85)]
+    entries = plot_cascades(tmp_path / "cmp.png", {"frozen": frozen, "joint": [sweep("c-joint", {"reward": "dense"}, 0.84)]}, "t",
+                            zoom=(0.1, 0.6, 0.88, 0.93))
     assert (tmp_path / "cmp.png").stat().st_size > 0
-    assert "frozen: ppo, reward=dense (mean ± std over seeds)" in entries and "frozen: ppo, reward=accuracy (mean ± std over seeds)" in entries
-    assert "joint: ppo, reward=dense (mean ± std over seeds)" in entries and "joint: ppo, reward=accuracy (mean ± std over seeds)" not in entries
+    assert len(entries) == len(set(entries))  # two sweeps of one family are named once
+    assert {"frozen: ppo (reward=dense) (mean ± std over seeds)", "frozen: ppo (mean ± std over seeds)",
+            "frozen: ppo (lam=2, reward=dense) (mean ± std over seeds)", "joint: ppo (reward=dense) (mean ± std over seeds)"} <= set(entries)
+    assert "joint: ppo (mean ± std over seeds)" not in entries
     for label in ("frozen", "joint"):
         assert {f"{label}: confidence threshold", f"{label}: members alone", f"{label}: oracle (uses labels)"} <= set(entries)
-    with pytest.raises(ValueError, match=r"'frozen'.*\['c', 'c-joint'\]"):
-        plot_cascades(tmp_path / "bad.png", {"frozen": [sweep("c", None, 0), sweep("c-joint", None, 0)]}, "t")
+    with pytest.raises(ValueError, match=r"'frozen'.*\['c', 'c-joint'\]"):  # another backbone's members alone differ
+        plot_cascades(tmp_path / "bad.png", {"frozen": [sweep("c", {}, 0.85), sweep("c-joint", {}, 0.84)]}, "t")
+    with pytest.raises(ValueError, match="zoom"):
+        plot_cascades(tmp_path / "bad.png", {"frozen": frozen}, "t", zoom=(0.6, 0.1, 0.88, 0.93))
     assert not (tmp_path / "bad.png").exists()
 
 

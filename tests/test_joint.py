@@ -157,7 +157,8 @@ def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
     from routing_env import pretrained
     from routing_env.backbones.resnet import resnet8
-    from routing_env.checkpoints import file_sha256, save_state_dict
+    from routing_env.checkpoints import file_sha256, load_state_dict, save_state_dict
+    from routing_env.experiments.joint import split_members
 
     base = tmp_path / "pre" / "base-cascade"
     base.mkdir(parents=True)
@@ -174,8 +175,20 @@ def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path,
         cotrained[1].fc.bias.add_(0.5)
     save_state_dict(cotrained.state_dict(), tmp_path / "backbone.pt")
     (base / "m0.model_card.json").write_text(json.dumps({"test_accuracy": 0.25, "val_accuracy": 0.5}))
-    (tmp_path / "joint.json").write_text(json.dumps({"spec": {"lam": 0.03}, "epochs": 2, "history": [{"seconds": 1800.0}, {"seconds": 1800.0}]}))
+    spec = {"backbone": "base-cascade", "lam": 0.03}
     (tmp_path / "config.json").write_text(json.dumps({"provenance": {"cpu": "a CPU", "git_commit": "abc"}}))
+    # another run's record beside the weights is refused before anything is written
+    (tmp_path / "joint.json").write_text(json.dumps({"spec": {**spec, "backbone": "other"}, "epochs": 2, "history": []}))
+    with pytest.raises(ValueError, match="co-trained 'other', not 'base-cascade'"):
+        pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=cifar_root)
+    (tmp_path / "joint.json").write_text(json.dumps({"spec": spec, "epochs": 2, "history": [{"seconds": 1800.0}, {"seconds": 1800.0}]}))
+    (tmp_path / "copy").mkdir()  # the co-trained weights copied beside another run's record and weights
+    (tmp_path / "copy" / "elsewhere.pt").write_bytes((tmp_path / "backbone.pt").read_bytes())
+    save_state_dict(pretrained.load("base-cascade").module.state_dict(), tmp_path / "copy" / "backbone.pt")
+    (tmp_path / "copy" / "joint.json").write_text((tmp_path / "joint.json").read_text())
+    with pytest.raises(ValueError, match="is the record of"):
+        pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "copy" / "elsewhere.pt", data_root=cifar_root)
+    assert not (tmp_path / "pre" / "joint-cascade").exists()
     folder = pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=cifar_root,
                                           note="a test", recalibrate=2)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -196,10 +209,30 @@ def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path,
             assert main(["evaluate", "--backbone", "joint-cascade", "--agent", "fixed", "--agent-kwargs", f"position={position}",
                          "--split", split, "--json"]) == 0
             assert json.loads(capsys.readouterr().out)["accuracy"] == card[f"{split}_accuracy"]
-        assert card["wall_time_hours"] == 1.0 and card["joint"]["spec"] == {"lam": 0.03} and card["training_provenance"]["cpu"] == "a CPU"
+        assert card["wall_time_hours"] == 1.0 and card["joint"]["spec"] == spec and card["training_provenance"]["cpu"] == "a CPU"
+        assert not card["from_scratch"] and card["started_from"] == "base-cascade's resnet8"
         assert "a CPU" in (folder / f"m{position}.MODEL_CARD.md").read_text()
     assert json.loads((folder / "m0.model_card.json").read_text())["base_test_accuracy"] == 0.25
     assert json.loads((folder / "m1.model_card.json").read_text())["base_test_accuracy"] is None  # the base has no card for it
+    # weights with no run record beside them (a train run's, or copied): a card without it, nothing made up
+    from routing_env.backbones.cascade import FeatureCache
+
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "backbone.pt").write_bytes((tmp_path / "backbone.pt").read_bytes())
+    assert pretrained.joint_run_record(tmp_path / "bare" / "backbone.pt", "base-cascade") == {}
+    caches = {split: FeatureCache(np.zeros((2, 4, 64), np.float32), np.eye(10, dtype=np.float32)[[0, 1, 2, 3]][None].repeat(2, 0),
+                                  np.array([0, 1, 2, 9])) for split in ("val", "test")}
+    card = pretrained.cotrained_card(manifest, 0, resnet8(), 1, caches, None, {})
+    assert card["test_accuracy"] == 0.75 and card["joint"] is None and card["wall_time_hours"] is None and card["training_provenance"] is None
+    assert "| joint epochs | – |" in pretrained.cotrained_card_markdown(card) and "Joint run: –" in pretrained.cotrained_card_markdown(card)
+    # a from-scratch run's members did not start from the base's weights
+    (tmp_path / "bare" / "joint.json").write_text(json.dumps({"spec": {**spec, "dense_epochs": 3}, "epochs": 4, "hours": 0.5, "history": None}))
+    record = pretrained.joint_run_record(tmp_path / "bare" / "backbone.pt", "base-cascade")
+    card = pretrained.cotrained_card(manifest, 0, resnet8(), 1, caches, {"test_accuracy": 0.25, "val_accuracy": 0.5}, record)
+    assert card["from_scratch"] and card["base_test_accuracy"] is None and card["wall_time_hours"] == 0.5
+    assert card["started_from"].startswith("random weights")
+    with pytest.raises(ValueError, match=r"holds members \[0, 1\], the cascade has 3"):
+        split_members(load_state_dict(tmp_path / "backbone.pt"), 3)
 
 
 # --- backbone_augment: fresh views of the train images while co-training --------------------------

@@ -187,6 +187,10 @@ def flush(env: CoTrainBackbone) -> None:
 
 def split_members(state: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
     """A cascade's ``backbone.pt`` (its classifiers' ``ModuleList`` state_dict) as one state_dict per member."""
+    found = sorted({int(key.partition(".")[0]) for key in state})
+    if found != list(range(count)):
+        raise ValueError(f"the backbone holds members {found}, the cascade has {count} (0..{count - 1}): "
+                         "it was co-trained from another cascade")
     members: list[dict[str, torch.Tensor]] = [{} for _ in range(count)]
     for key, value in state.items():
         index, _, rest = key.partition(".")

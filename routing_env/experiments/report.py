@@ -108,39 +108,48 @@ def plot_pareto(path: Path, results: dict[str, Any], title: str) -> None:
     plt.close(fig)
 
 
-def sweep_backbone(results: dict[str, Any]) -> str:
-    """The backbone a sweep ran on (its environment's ``backbone`` option; ``"default"`` if unset)."""
-    return str(results["spec"]["env_kwargs"].get("backbone", "default"))
-
-
 def policy_family(results: dict[str, Any], agent: str) -> str:
-    """How the comparison plot names a sweep's policies: the agent and the reward it learned on."""
-    return f"{agent}, reward={results['spec']['env_kwargs'].get('reward', 'accuracy')}"
+    """How the comparison plot names a sweep's policies: the agent and the environment options it learned
+    with (reward, skips, observation, split…), the backbone aside."""
+    options = {k: v for k, v in results["spec"]["env_kwargs"].items() if k != "backbone"}
+    return agent + (f" ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})" if options else "")
+
+
+def same_backbone(sweeps: list[dict[str, Any]]) -> bool:
+    """Whether ``sweeps`` ran on one backbone, as the comparison plot needs: the same members (or static
+    routes) alone, at the same accuracy and cost, and so the same threshold curve and oracle."""
+    def points(results: dict[str, Any]) -> list[tuple[str, float, float]]:  # what the plot draws once per backbone
+        return [(s["label"], s["accuracy"], s["macs_fraction"]) for s in [*results["singles"], {"label": "oracle", **results["oracle"]}]]
+    return all(points(r) == points(sweeps[0]) for r in sweeps)
 
 
 def plot_cascades(path: Path, cascades: dict[str, list[dict[str, Any]]], title: str,
                   zoom: tuple[float, float, float, float] | None = None) -> list[str]:
     """Several backbones' sweeps on one Pareto plot (issue 13's frozen against jointly trained cascade):
     per backbone, in one colour, its members (or static routes), its threshold curve, its oracle and
-    every sweep's policy groups (mean ± std over seeds; one marker per agent and reward). ``cascades``
-    maps a label to the ``results.json`` of that backbone's sweeps, which must all name one backbone
-    (``ValueError`` naming them otherwise: their members, threshold and oracle are drawn once).
-    ``zoom`` = (x0, x1, y0, y1) adds a second panel on that window, where differences of a tenth of a
-    point show. Returns the legend's entries."""
+    every sweep's policy groups (mean ± std over seeds; one marker per :func:`policy_family`).
+    ``cascades`` maps a label to the ``results.json`` of that backbone's sweeps, which must have run on
+    one backbone (:func:`same_backbone`; ``ValueError`` naming the label otherwise, before anything is
+    drawn). ``zoom`` = (x0, x1, y0, y1) adds a second panel on that window, where differences of a
+    tenth of a point show. Returns the legend's entries, each once."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     for label, sweeps in cascades.items():
-        names = sorted({sweep_backbone(r) for r in sweeps})
-        if len(names) != 1:
-            raise ValueError(f"{label!r}: its sweeps ran on {names or 'nothing'}; expected the sweeps of one backbone")
+        if not sweeps or not same_backbone(sweeps):
+            raise ValueError(f"{label!r}: expected the sweeps of one backbone; their static routes or oracles differ "
+                             f"(backbones {sorted({str(r['spec']['env_kwargs'].get('backbone', 'default')) for r in sweeps})})")
+    if zoom is not None and not (len(zoom) == 4 and zoom[0] < zoom[1] and zoom[2] < zoom[3]):
+        raise ValueError(f"zoom {zoom}: expected (x0, x1, y0, y1) with x0 < x1 and y0 < y1")
     panels = 2 if zoom else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.8), dpi=120, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     families = list(dict.fromkeys(policy_family(r, g["agent"]) for sweeps in cascades.values() for r in sweeps for g in r["groups"]))
-    markers = "o^vDPX<>"
+    markers = "o^sDPXv<>"
+    if len(families) > len(markers):
+        raise ValueError(f"{len(families)} policy families, more than the {len(markers)} markers to tell them apart")
     for ax in axes[0]:
         for k, (label, sweeps) in enumerate(cascades.items()):
             color, first = colors[k % len(colors)], sweeps[0]
@@ -148,17 +157,16 @@ def plot_cascades(path: Path, cascades: dict[str, list[dict[str, Any]]], title: 
             ax.plot([p["macs_fraction"] for p in curve], [p["accuracy"] for p in curve], "-", color=color, lw=1, alpha=0.6,
                     label=f"{label}: confidence threshold")
             ax.plot([s["macs_fraction"] for s in first["singles"]], [s["accuracy"] for s in first["singles"]], "s", color=color,
-                    mfc="none", ms=6, label=f"{label}: members alone")
+                    mfc="none", ms=7, label=f"{label}: members alone")
             o = first["oracle"]
             ax.plot(o["macs_fraction"], o["accuracy"], "*", color=color, mec="black", ms=11, label=f"{label}: oracle (uses labels)")
             for results in sweeps:
                 for family in dict.fromkeys(policy_family(results, g["agent"]) for g in results["groups"]):
-                    groups = sorted((g for g in results["groups"] if policy_family(results, g["agent"]) == family),
-                                    key=lambda g: g["macs_fraction_mean"])
+                    groups = [g for g in results["groups"] if policy_family(results, g["agent"]) == family]
                     ax.errorbar([g["macs_fraction_mean"] for g in groups], [g["accuracy_mean"] for g in groups],
                                 xerr=[g["macs_fraction_std"] for g in groups], yerr=[g["accuracy_std"] for g in groups],
-                                fmt=markers[families.index(family) % len(markers)], color=color, ms=5, capsize=2,
-                                label=f"{label}: {family} (mean ± std over seeds)")
+                                fmt=markers[families.index(family)], color=color, ms=7, mec="black", mew=0.5,
+                                elinewidth=0.7, capsize=2, label=f"{label}: {family} (mean ± std over seeds)")
         ax.set_xlabel("mean MACs / reference MACs")
         ax.set_ylabel("accuracy on test")
         ax.grid(alpha=0.3)
@@ -169,9 +177,8 @@ def plot_cascades(path: Path, cascades: dict[str, list[dict[str, Any]]], title: 
         axes[0][1].set_ylim(y0, y1)
         axes[0][1].set_title("zoomed", fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    entries = list(dict.fromkeys(labels))
-    keep = [handles[labels.index(e)] for e in entries]
-    axes[0][0].legend(keep, entries, fontsize=6, loc="lower right")
+    entries = list(dict.fromkeys(labels))  # a family drawn by two sweeps of one backbone is named once
+    axes[0][0].legend([handles[labels.index(e)] for e in entries], entries, fontsize=6, loc="lower right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
