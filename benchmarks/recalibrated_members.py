@@ -26,10 +26,10 @@ def main() -> None:
     parser.add_argument("--base", default="cifar10-resnet-cascade", help="the pretrained cascade it was co-trained from (its members' architectures, in order)")
     parser.add_argument("--batches", type=int, default=50)
     args = parser.parse_args()
-    entry = pretrained.folder_of(args.base)
-    if entry is None or entry[1]["kind"] != "cascade":
-        parser.error(f"--base {args.base!r} is not a pretrained cascade; expected one of "
-                     f"{sorted(k for k, m in pretrained.available().items() if m['kind'] == 'cascade')}")
+    try:
+        entry = pretrained.cascade_folder(args.base)
+    except ValueError as error:
+        parser.error(f"--base: {error}")
     members = [member["model"] for member in entry[1]["members"]]
     dataset, num_classes = entry[1]["dataset"], entry[1]["num_classes"]
     val, test, train = (load_split(dataset, split) for split in ("val", "test", "train"))

@@ -76,6 +76,17 @@ def package_folder(name: str, out: str | Path | None) -> Path:
     return folder
 
 
+def cascade_folder(name: str) -> tuple[Path, dict[str, Any]]:
+    """The folder and manifest of the pretrained cascade ``name``, found as :func:`load` finds it (two
+    folders claiming it are refused, not picked between); ``ValueError`` naming the cascades there are
+    if ``name`` is none of them."""
+    entry = folder_of(name)
+    if entry is None or entry[1]["kind"] != "cascade":
+        cascades = sorted(k for k, m in available().items() if m["kind"] == "cascade")
+        raise ValueError(f"unknown pretrained cascade {name!r}; expected one of {cascades}")
+    return entry
+
+
 KINDS = ("cascade", "dynamic-resnet")
 
 
@@ -213,10 +224,7 @@ def package_cotrained(
     started from."""
     from .experiments.joint import split_members
 
-    entry = folder_of(base)  # as load() finds it: two folders claiming base are refused, not picked between
-    if entry is None or entry[1]["kind"] != "cascade":
-        cascades = sorted(k for k, m in available().items() if m["kind"] == "cascade")
-        raise ValueError(f"unknown pretrained cascade {base!r}; expected one of {cascades}")
+    entry = cascade_folder(base)
     manifest = entry[1]
     backbone = Path(backbone)
     states = split_members(load_state_dict(backbone), len(manifest["members"]))

@@ -110,6 +110,8 @@ def test_a_model_loads_by_its_manifests_name_from_any_folder_and_two_of_a_name_a
         pretrained.package_dynamic("toy-cascade", fake_pretrained.parent / "no-run", out=fake_pretrained.parent / "third")
     with pytest.raises(ValueError, match="all name 'toy-cascade'"):  # nor be built on one of the two
         pretrained.package_cotrained("joint-toy", "toy-cascade", fake_pretrained.parent / "no-backbone.pt", out=fake_pretrained.parent / "joint")
+    with pytest.raises(ValueError, match=r"unknown pretrained cascade 'nope'; expected one of \["):
+        pretrained.package_cotrained("joint-toy", "nope", fake_pretrained.parent / "no-backbone.pt", out=fake_pretrained.parent / "joint")
     assert not (fake_pretrained.parent / "joint").exists()
 
 
