@@ -104,6 +104,7 @@ def learn_in_rounds(agent: Any, total_steps: int, every: int, after_round: After
 
 def _registry() -> dict[str, type[Agent]]:
     from .baselines import FixedAgent, OracleAgent, RandomAgent, RandomSkipAgent, ThresholdAgent
+    from .gain import GainAgent
     from .reinforce import ReinforceAgent
     from .sb3 import A2CAgent, DQNAgent, MaskablePPOAgent, PPOAgent
 
@@ -114,6 +115,7 @@ def _registry() -> dict[str, type[Agent]]:
         A2CAgent,
         MaskablePPOAgent,
         ThresholdAgent,
+        GainAgent,
         RandomAgent,
         FixedAgent,
         OracleAgent,
@@ -125,7 +127,7 @@ def _registry() -> dict[str, type[Agent]]:
 AGENT_INTERFACE = ("name", "predict", "learn", "learn_rounds", "policy_macs", "options", "save", "load_state")
 """What the CLI and the experiments call on an agent: :class:`Agent` supplies all but ``predict``."""
 
-AGENT_NAMES = ("reinforce", "ppo", "dqn", "a2c", "maskable-ppo", "threshold", "random", "random-skip", "fixed", "oracle")
+AGENT_NAMES = ("reinforce", "ppo", "dqn", "a2c", "maskable-ppo", "threshold", "gain", "random", "random-skip", "fixed", "oracle")
 
 
 def agent_class(name: str) -> type[Agent]:

@@ -35,6 +35,8 @@ class Records:
     exit_position: np.ndarray
     confidence: np.ndarray
     """Max softmax probability of the exit used."""
+    probs: np.ndarray
+    """(n, C): the softmax of the exit used (``confidence`` is its maximum)."""
     decisions: np.ndarray
     """Steps taken (policy decisions) per episode."""
     reward: np.ndarray
@@ -46,7 +48,8 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
     """Route every instance of ``env``'s split once, in order, in chunks of ``env.num_envs``."""
     n, b = env.unwrapped.num_instances, env.num_envs
     disabled = env.metadata.get("autoreset_mode") == AutoresetMode.DISABLED
-    out = {k: np.zeros(n) for k in Records.__dataclass_fields__ if k != "route"}
+    out = {k: np.zeros(n) for k in Records.__dataclass_fields__ if k not in ("route", "probs")}
+    probs = np.zeros((n, env.single_observation_space["probs"].shape[0]), dtype=np.float32)
     route = np.full((n, env.unwrapped.routing.num_stages), NOT_REACHED, dtype=np.int64)
     starts = range(0, n, b)
     if progress:
@@ -62,7 +65,8 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
         ret = np.zeros(b)
         steps = np.zeros(b)
         while live.any():
-            confidence = obs["probs"].max(axis=1)
+            before = obs["probs"]
+            confidence = before.max(axis=1)
             actions = np.asarray(policy.predict(obs, env), dtype=np.int64)
             obs, reward, terminated, truncated, info = env.step(actions)
             info = terminal_info(info)
@@ -76,6 +80,7 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
                 out["macs_fraction"][j] = info["macs_fraction"][i]
                 out["exit_position"][j] = info["exit_position"][i]
                 out["confidence"][j] = confidence[i]
+                probs[j] = before[i]
                 out["decisions"][j] = steps[i]
                 out["reward"][j] = ret[i]
                 route[j] = info["route"][i]
@@ -88,6 +93,7 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
         macs_fraction=out["macs_fraction"],
         exit_position=out["exit_position"].astype(np.int64),
         confidence=out["confidence"],
+        probs=probs,
         decisions=out["decisions"].astype(np.int64),
         reward=out["reward"],
         route=route,
@@ -170,6 +176,8 @@ class ExitTable:
     correct: np.ndarray
     macs_fraction: np.ndarray
     confidence: np.ndarray
+    probs: np.ndarray
+    """(P, n, C): each head's softmax on each instance (``confidence`` is its maximum)."""
 
 
 def exit_table(env: RoutingVectorEnv) -> ExitTable:
@@ -181,6 +189,7 @@ def exit_table(env: RoutingVectorEnv) -> ExitTable:
         correct=np.stack([r.correct for r in records]),
         macs_fraction=np.stack([r.macs_fraction for r in records]),
         confidence=np.stack([r.confidence for r in records]),
+        probs=np.stack([r.probs for r in records]),
     )
 
 

@@ -3,6 +3,7 @@ import pytest
 
 from agents import AGENT_NAMES, agent_class, load_agent, make_agent
 from agents.baselines import ThresholdAgent
+from agents.gain import continuation_gain, exit_outcomes, head_features, tune_tau
 from routing_env import RoutingVectorEnv
 from routing_env.core import EXIT, RUN, SKIP
 from routing_env.evaluation import route_split, summarize
@@ -18,8 +19,24 @@ def test_env() -> RoutingVectorEnv:
     return RoutingVectorEnv(backbone="tiny-cascade", num_envs=256, split="test", lam=0.05)
 
 
+@pytest.fixture(scope="module")
+def val_heads() -> RoutingVectorEnv:
+    return RoutingVectorEnv(backbone="tiny-cascade", num_envs=8, split="val", lam=0.05, obs_mode="heads")
+
+
+@pytest.fixture(scope="module")
+def test_heads() -> RoutingVectorEnv:
+    return RoutingVectorEnv(backbone="tiny-cascade", num_envs=256, split="test", lam=0.05, obs_mode="heads")
+
+
+READS_EVERY_HEAD = ("gain",)
+"""Agents that need ``obs_mode="heads"``."""
+
+
 @pytest.mark.parametrize("name", AGENT_NAMES)
-def test_every_agent_learns_briefly_acts_validly_and_round_trips(name: str, val, test_env, tmp_path) -> None:
+def test_every_agent_learns_briefly_acts_validly_and_round_trips(name: str, request, tmp_path) -> None:
+    heads = name in READS_EVERY_HEAD
+    val, test_env = (request.getfixturevalue(f) for f in (("val_heads", "test_heads") if heads else ("val", "test_env")))
     agent = make_agent(name, val, seed=1)
     agent.learn(600)
     obs, _ = test_env.reset(seed=0)
@@ -210,3 +227,55 @@ def test_a_fixed_routes_records_hold_its_route_including_the_repeated_moves(deci
         expected = np.array([widest] * position + [NOT_REACHED] * (view.num_stages - position))
         assert (records.route == expected).all(), (position, records.route[:2])
         assert (records.exit_position == position).all()
+
+
+def test_gain_features_read_every_head_so_far() -> None:
+    probs = np.array([[[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]])  # (B=1, 3 heads, C=3)
+    x = head_features(probs)
+    assert x.shape == (1, 3 * (3 + 2) + 2 * 2)
+    np.testing.assert_allclose(x[0, :9], probs.ravel())
+    np.testing.assert_allclose(x[0, 9:12], [0.7, 0.8, 0.6])  # each head's largest probability
+    np.testing.assert_allclose(x[0, 12:15], [-(p * np.log(p)).sum() for p in probs[0]])  # entropies
+    np.testing.assert_array_equal(x[0, 15:17], [0.0, 0.0])  # heads 0 and 1 chose classes 0 and 1, the latest class 2
+    np.testing.assert_allclose(x[0, 17:19], [0.2, 0.2])  # the latest head's probability of those classes
+    agreeing = head_features(np.array([[[0.1, 0.9], [0.3, 0.7]]]))
+    assert agreeing[0, 2 * 4] == 1.0  # one earlier head, agreeing with the latest
+
+
+def test_continuation_gain_is_what_going_on_can_add() -> None:
+    correct = np.array([[1, 0, 0, 1], [0, 0, 1, 1], [0, 1, 0, 1]], dtype=bool)  # (3 heads, 4 images)
+    np.testing.assert_array_equal(continuation_gain(correct), [[-1, 1, 1, 0], [0, 1, -1, 0]])
+
+
+def test_gain_agent_needs_every_head_and_tunes_to_a_target_cost(val, val_heads, test_heads) -> None:
+    with pytest.raises(ValueError, match="obs_mode='heads'"):
+        make_agent("gain", val)
+    with pytest.raises(ValueError, match="folds must be an integer >= 2, got 1"):
+        make_agent("gain", val_heads, folds=1)
+    unfitted = route_split(make_agent("gain", val_heads), test_heads)
+    assert (unfitted.exit_position == 2).all()  # nothing fitted: the full path
+    for target in (0.3, 0.6):
+        agent = make_agent("gain", val_heads, target_macs_fraction=target)
+        agent.learn(0)
+        assert agent.alpha in agent.alphas and len(agent.models) == 2
+        on_val = route_split(agent, val_heads)
+        assert on_val.macs_fraction.mean() <= target
+        assert len(set(on_val.exit_position.tolist())) > 1  # it routes per image
+    cheapest = make_agent("gain", val_heads, target_macs_fraction=0.0)
+    cheapest.learn(0)
+    assert (route_split(cheapest, test_heads).exit_position == 0).all()  # nothing fits: the first head
+
+
+def test_exit_outcomes_stop_at_the_first_small_gain() -> None:
+    from routing_env.evaluation import ExitTable
+
+    table = ExitTable(positions=np.arange(3), correct=np.array([[1, 0], [0, 1], [1, 1]], dtype=bool),
+                      macs_fraction=np.array([[0.1, 0.1], [0.4, 0.4], [1.0, 1.0]]), confidence=np.zeros((3, 2)),
+                      probs=np.zeros((3, 2, 2)))
+    correct, cost = exit_outcomes(np.array([[-0.5, 0.9], [0.2, -0.1]]), table, 0.0)
+    np.testing.assert_array_equal(correct, [True, True])
+    np.testing.assert_allclose(cost, [0.1, 0.4])
+    gain = np.array([[-0.5, 0.9], [0.2, -0.1]])
+    assert tune_tau(gain, table, target=0.2, lam=0.0)[1] == 0.5  # within 0.2 both exit at the first head: one right
+    tau, score = tune_tau(gain, table, target=0.3, lam=0.0)  # the second image may go on to head 1 (mean cost 0.25)
+    assert score == 1.0 and -0.1 <= tau < 0.9
