@@ -198,4 +198,4 @@ class GainAgent(Agent):
         state = load_state_dict(Path(directory) / "gain.pt")
         self.tau, self.alpha = float(state["tau"]), float(state["alpha"])
         self.models = [{k: state[f"head{h}.{k}"].numpy() for k in ("mean", "scale", "weight", "bias")}
-                       for h in range(len(self.head_positions) - 1)]
+                       for h in range(len(self.head_positions) - 1) if f"head{h}.mean" in state]  # none if saved unfitted

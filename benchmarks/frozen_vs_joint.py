@@ -3,10 +3,10 @@ confidence threshold, its oracle and the policy groups of its sweeps (mean ± st
 sweeps' ``results.json``; a second panel zooms on where the policies are.
 
     python benchmarks/frozen_vs_joint.py \
-        --cascade frozen=benchmarks/results/cifar10-resnet-cascade-5/skip-blockdrop-ppo/results.json,benchmarks/results/cifar10-resnet-cascade-5/skip-dense-ppo/results.json \
-        --cascade joint=benchmarks/results/cifar10-resnet-cascade-5-joint/skip-blockdrop-ppo/results.json,benchmarks/results/cifar10-resnet-cascade-5-joint/skip-dense-ppo/results.json \
+        --cascade frozen=benchmarks/results/cifar10-resnet-cascade-5/skip-blockdrop-ppo/results.json,benchmarks/results/cifar10-resnet-cascade-5/skip-dense-ppo/results.json,benchmarks/results/cifar10-resnet-cascade-5/gain/results.json \
+        --cascade joint=benchmarks/results/cifar10-resnet-cascade-5-joint/skip-blockdrop-ppo/results.json,benchmarks/results/cifar10-resnet-cascade-5-joint/skip-dense-ppo/results.json,benchmarks/results/cifar10-resnet-cascade-5-joint/gain/results.json \
         --out benchmarks/results/cifar10-resnet-cascade-5-joint/frozen-vs-joint.png \
-        --title "five members, frozen against co-trained (routing-env joint, lr 0.0002), ppo with skips; CIFAR-10 test"
+        --title "five members, frozen against co-trained (routing-env joint, lr 0.0002): ppo with skips, and the gain agent; CIFAR-10 test"
 """
 
 from __future__ import annotations

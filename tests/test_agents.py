@@ -279,3 +279,9 @@ def test_exit_outcomes_stop_at_the_first_small_gain() -> None:
     assert tune_tau(gain, table, target=0.2, lam=0.0)[1] == 0.5  # within 0.2 both exit at the first head: one right
     tau, score = tune_tau(gain, table, target=0.3, lam=0.0)  # the second image may go on to head 1 (mean cost 0.25)
     assert score == 1.0 and -0.1 <= tau < 0.9
+
+
+def test_an_unfitted_gain_agent_round_trips(val_heads, test_heads, tmp_path) -> None:
+    make_agent("gain", val_heads).save(tmp_path)
+    again = load_agent(tmp_path, val_heads)
+    assert again.models == [] and (route_split(again, test_heads).exit_position == 2).all()

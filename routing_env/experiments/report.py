@@ -147,7 +147,7 @@ def plot_cascades(path: Path, cascades: dict[str, list[dict[str, Any]]], title: 
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.8), dpi=120, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     families = list(dict.fromkeys(policy_family(r, g["agent"]) for sweeps in cascades.values() for r in sweeps for g in r["groups"]))
-    markers = "o^sDPXv<>"
+    markers = "o^DPXv<>ph"  # not "s": the members alone are hollow squares
     if len(families) > len(markers):
         raise ValueError(f"{len(families)} policy families, more than the {len(markers)} markers to tell them apart")
     for ax in axes[0]:

@@ -1,0 +1,46 @@
+"""benchmarks/gain_at_costs.py, the script behind the README's table of the gain agent against the threshold."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gain_at_costs.py"
+
+
+def run(*args: str) -> dict:
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def measured() -> dict:
+    return run("--backbone", "tiny-cascade", "--targets", "0.3,0.6", "--seeds", "0,1", "--curve")
+
+
+def test_each_target_scores_both_rules_chosen_on_val(measured) -> None:
+    assert measured["chosen_on"] == "val" and [r["val_target"] for r in measured["rows"]] == [0.3, 0.6]
+    for row in measured["rows"]:
+        threshold, runs = row["threshold"], row["gain"]["runs"]
+        assert [r["seed"] for r in runs] == [0, 1]
+        for r in runs:
+            assert r["minus_threshold_points"] == pytest.approx(100 * (r["test_accuracy"] - threshold["test_accuracy"]))
+            assert r["minus_threshold_curve_points"] == pytest.approx(100 * (r["test_accuracy"] - r["threshold_curve_at_same_test_cost"]))
+            assert r["macs_fraction_with_policy"] >= r["test_macs_fraction"] and r["policy_macs_per_decision"] > 0
+        assert row["gain"]["test_accuracy_mean"] == pytest.approx(sum(r["test_accuracy"] for r in runs) / 2)
+
+
+def test_merging_outputs_averages_over_backbones(measured, tmp_path) -> None:
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for p in paths:
+        p.write_text(json.dumps(measured))
+    merged = run("--merge", *map(str, paths))
+    for row, source in zip(merged["rows"], measured["rows"]):
+        assert row["gain_test_accuracy"]["mean"] == pytest.approx(source["gain"]["test_accuracy_mean"])
+        assert row["gain_test_accuracy"]["std"] == 0.0 and len(row["gain_test_accuracy"]["each"]) == 2
+    other = dict(measured, rows=measured["rows"][::-1])
+    paths[1].write_text(json.dumps(other))
+    with pytest.raises(subprocess.CalledProcessError):
+        run("--merge", *map(str, paths))  # the targets differ: refused
