@@ -9,7 +9,8 @@ oracle's reason to continue — and exits where that prediction is at most τ. T
 value of continuing fitted in one supervised step, not by reward: on the cascade, policies trained by
 reinforcement on 5,000 ``val`` images overfit them and stay level with the threshold between 0.16 and
 0.42 of ResNet-56's MACs (issue 13), where this rule, tuned the same way as the threshold (τ on
-``val`` to a target cost or for ``accuracy − λ·cost``), has 10 to 60 weights per head to fit.
+``val`` to a target cost or for ``accuracy − λ·cost``), has ``(h+1)·(C+2) + 2h`` weights at head h to
+fit (12 to 54 on the five-member cascade, up to 110 on a dynamic ResNet-20 with nine heads).
 
 It walks the full-width path like the threshold (never skips or narrows), so it applies to a cascade
 and to a dynamic ResNet's exits alike; the ridge penalty is chosen on ``val`` by cross-fitting.
@@ -85,8 +86,9 @@ def exit_outcomes(gain: np.ndarray, table: ExitTable, tau: float) -> tuple[np.nd
 def tune_tau(gain: np.ndarray, table: ExitTable, target: float | None, lam: float) -> tuple[float, float]:
     """The τ with the best ``val`` accuracy within mean cost ``target`` (or, without one, the best
     ``accuracy − lam·cost``), and that score; where no τ is cheap enough, the cheapest (exit at the
-    first head) and ``-inf``."""
-    candidates = np.unique(np.concatenate([np.quantile(gain, np.linspace(0, 1, 801)), [-np.inf, np.inf]]))
+    first head) and ``-inf``. Among equal scores the cheapest τ (the largest) wins, as the threshold's
+    tuning keeps its cheapest."""
+    candidates = np.unique(np.concatenate([np.quantile(gain, np.linspace(0, 1, 801)), [-np.inf, np.inf]]))[::-1]
     best, best_score = np.inf, -np.inf
     for tau in candidates:
         correct, cost = exit_outcomes(gain, table, float(tau))
@@ -103,9 +105,11 @@ class GainAgent(Agent):
 
     ``learn`` fits, on the agent's environment (use ``val``; it needs ``obs_mode="heads"``), one ridge
     regression per head but the last, with the penalty from ``alphas`` whose cross-fitted
-    (``folds``, split by ``seed``) rule scores best on it, then tunes τ on the refitted rule as
-    :class:`~agents.baselines.ThresholdAgent` tunes its own: the best accuracy within
-    ``target_macs_fraction``, or the best ``accuracy − lam·macs_fraction``.
+    (``folds``, split by ``seed``) rule scores best on it, then refits on all of it and tunes τ on the
+    refitted rule's predictions for it, as :class:`~agents.baselines.ThresholdAgent` tunes its own:
+    the best accuracy within ``target_macs_fraction``, or the best ``accuracy − lam·macs_fraction``.
+    τ is tuned in-sample so that the rule deployed keeps the target on ``val``, as the threshold
+    does; the penalty, chosen out of sample, is what guards against the fit's optimism.
     """
 
     name = "gain"
@@ -134,6 +138,8 @@ class GainAgent(Agent):
             raise ValueError(f"gain agent: folds must be an integer >= 2, got {folds!r}")
         self.alphas, self.folds = tuple(float(a) for a in alphas), folds
         routing = env.unwrapped.routing
+        if len(routing.head_positions) < 2:
+            raise ValueError(f"gain agent: it decides between heads, and this backbone has {len(routing.head_positions)}")
         self.head_positions = routing.head_positions
         self.num_stages = routing.num_stages
         self.num_classes = int(env.single_observation_space["probs"].shape[0])
@@ -180,8 +186,8 @@ class GainAgent(Agent):
         return actions
 
     def policy_macs(self) -> float:
-        """Multiply-adds of the dearest decision: a multiply per probability for the entropies (and a
-        log), then standardising the features and the regression, one each per feature."""
+        """Multiply-adds of the dearest decision: a multiply per probability for the entropies (their
+        logs not counted), then standardising the features and the regression, one each per feature."""
         return float(max(((h + 1) * self.num_classes + 2 * len(m["weight"]) for h, m in enumerate(self.models)), default=0))
 
     def options(self) -> dict[str, Any]:
@@ -189,13 +195,19 @@ class GainAgent(Agent):
 
     def save(self, directory: str | Path) -> None:
         super().save(directory)
-        state: dict[str, Any] = {"tau": torch.tensor(self.tau, dtype=torch.float64), "alpha": torch.tensor(self.alpha or np.nan)}
+        alpha = np.nan if self.alpha is None else self.alpha
+        state: dict[str, Any] = {"tau": torch.tensor(self.tau, dtype=torch.float64), "alpha": torch.tensor(alpha, dtype=torch.float64)}
         for h, model in enumerate(self.models):
             state.update({f"head{h}.{k}": torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in model.items()})
         save_state_dict(state, Path(directory) / "gain.pt")
 
     def load_state(self, directory: Path) -> None:
-        state = load_state_dict(Path(directory) / "gain.pt")
-        self.tau, self.alpha = float(state["tau"]), float(state["alpha"])
+        path = Path(directory) / "gain.pt"
+        state = load_state_dict(path)
+        alpha = float(state["alpha"])
+        self.tau, self.alpha = float(state["tau"]), None if np.isnan(alpha) else alpha
         self.models = [{k: state[f"head{h}.{k}"].numpy() for k in ("mean", "scale", "weight", "bias")}
                        for h in range(len(self.head_positions) - 1) if f"head{h}.mean" in state]  # none if saved unfitted
+        if len(self.models) not in (0, len(self.head_positions) - 1):
+            raise ValueError(f"{path} holds {len(self.models)} regressions; this environment's {len(self.head_positions)} heads "
+                             f"need {len(self.head_positions) - 1} (or none, unfitted)")

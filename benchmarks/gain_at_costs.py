@@ -6,7 +6,10 @@ seeds (the cross-fitting split that chooses the ridge penalty), as JSON:
     ROUTING_ENV_DATA=.data python benchmarks/gain_at_costs.py --env routing_env/DynamicResNet-v0 \\
         --backbone cifar10-resnet20-dynamic-exits --targets 0.5,0.6,0.7 --hull
 
-No operating point is read off ``test``: τ (of both rules) and the penalty are chosen on ``val``. With
+No operating point is read off ``test``: τ (of both rules) and the penalty are chosen on ``val``. Each
+run's lead over the threshold has a 95% interval from a paired bootstrap over the ``test`` images
+(:func:`paired_interval`): the spread over fold seeds is not an uncertainty, since every seed is fitted
+on the same ``val`` and scored on the same ``test``. With
 ``--curve`` each run is also compared with the threshold's best ``test`` accuracy at its ``test`` cost
 (:func:`best_below`, 401 τ from the ``val`` quantiles); with ``--hull`` (a dynamic ResNet) each run is also compared with the convex hull of the backbone's static
 routes on ``test`` at its ``test`` cost (``benchmarks/threshold_vs_hull.py``'s hull: every exit on the
@@ -25,9 +28,31 @@ import sys
 import numpy as np
 
 from agents import make_agent
-from routing_env.experiments.baselines import hull_accuracy, static_hull, static_rows, threshold_curve, threshold_row
-from routing_env.experiments.train import evaluation_env, evaluation_json
+from routing_env.evaluation import route_split, summarize
+from routing_env.experiments.baselines import hull_accuracy, static_hull, static_rows, threshold_curve
+from routing_env.experiments.train import evaluation_env
 from routing_env.provenance import provenance
+
+
+BOOTSTRAP = 2000
+"""Resamples of the test images for the paired interval of a lead."""
+
+
+def paired_interval(ours: np.ndarray, theirs: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """The 95% interval, in points, of ``mean(ours − theirs)`` (per-image correctness of two rules on
+    the same images) by a paired bootstrap over the images: how far a lead of a few tenths of a point
+    (a few dozen images of 10,000) is from chance, which the spread over fold seeds does not say."""
+    diff = ours.astype(np.float64) - theirs.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.array([diff[rng.integers(len(diff), size=len(diff))].mean() for _ in range(BOOTSTRAP)])
+    low, high = np.quantile(means, [0.025, 0.975])
+    return 100 * float(low), 100 * float(high)
+
+
+def scored(agent: object, test: object) -> tuple[dict, np.ndarray]:
+    """The agent's evaluation on ``test`` (accuracy, cost, policy MACs) and its per-image correctness."""
+    records = route_split(agent, test)
+    return summarize(records, test, agent.policy_macs()), records.correct
 
 
 def best_below(curve: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,10 +78,15 @@ def merged(paths: list[str]) -> dict[str, object]:
                   "gain_test_accuracy": [r["gain"]["test_accuracy_mean"] for r in per],
                   "gain_test_macs_fraction": [r["gain"]["test_macs_fraction_mean"] for r in per],
                   "gain_minus_threshold_points": [r["gain"]["minus_threshold_points_mean"] for r in per]}
+        intervals = [r["gain"]["runs"][0].get("minus_threshold_points_95") for r in per]
+        if all(i is not None for i in intervals):
+            values_each = {"gain_minus_threshold_points_95_first_seed": intervals}
+        else:
+            values_each = {}
         if all("minus_threshold_curve_points_mean" in r["gain"] for r in per):
             values["gain_minus_threshold_curve_points"] = [r["gain"]["minus_threshold_curve_points_mean"] for r in per]
         rows.append({"val_target": row["val_target"], **{k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "each": v}
-                                                         for k, v in values.items()}})
+                                                         for k, v in values.items()}, **values_each})
     return {"merged": paths, "backbones": [o["backbone"] for o in outputs], "std": "population, over the backbones", "rows": rows}
 
 
@@ -79,22 +109,26 @@ def main() -> None:
     val, test = evaluation_env(args.env, kwargs, "val"), evaluation_env(args.env, kwargs, "test")
     rows = []
     for target in (float(t) for t in args.targets.split(",")):
-        threshold = threshold_row(args.env, kwargs, target, "test")
+        rule = make_agent("threshold", val, target_macs_fraction=target)  # as experiments.threshold_row tunes it
+        rule.learn(0)
+        threshold, threshold_correct = scored(rule, test)
+        threshold["tau"] = rule.tau
         runs = []
         for seed in (int(s) for s in args.seeds.split(",")):
             agent = make_agent("gain", val, seed=seed, target_macs_fraction=target)
             agent.learn(0)
-            scored = evaluation_json(agent, test, args.env)
-            runs.append({"seed": seed, "alpha": agent.alpha, "tau": agent.tau, "test_accuracy": scored["accuracy"],
-                         "test_macs_fraction": scored["macs_fraction"], "macs_fraction_with_policy": scored["macs_fraction_with_policy"],
-                         "policy_macs_per_decision": scored["policy_macs_per_decision"],
-                         "minus_threshold_points": 100 * (scored["accuracy"] - threshold["accuracy"])})
+            result, correct = scored(agent, test)
+            runs.append({"seed": seed, "alpha": agent.alpha, "tau": agent.tau, "test_accuracy": result["accuracy"],
+                         "test_macs_fraction": result["macs_fraction"], "macs_fraction_with_policy": result["macs_fraction_with_policy"],
+                         "policy_macs_per_decision": result["policy_macs_per_decision"],
+                         "minus_threshold_points": 100 * (result["accuracy"] - threshold["accuracy"]),
+                         "minus_threshold_points_95": paired_interval(correct, threshold_correct)})
             if curve is not None:
-                reference = float(np.interp(scored["macs_fraction"], *curve))
-                runs[-1].update(threshold_curve_at_same_test_cost=reference, minus_threshold_curve_points=100 * (scored["accuracy"] - reference))
+                reference = float(np.interp(result["macs_fraction"], *curve))
+                runs[-1].update(threshold_curve_at_same_test_cost=reference, minus_threshold_curve_points=100 * (result["accuracy"] - reference))
             if hull is not None:
-                mixture = hull_accuracy(hull, scored["macs_fraction"])
-                runs[-1].update(hull_accuracy=mixture, minus_hull_points=None if mixture is None else 100 * (scored["accuracy"] - mixture))
+                mixture = hull_accuracy(hull, result["macs_fraction"])
+                runs[-1].update(hull_accuracy=mixture, minus_hull_points=None if mixture is None else 100 * (result["accuracy"] - mixture))
         accuracy, cost = (np.array([r[k] for r in runs]) for k in ("test_accuracy", "test_macs_fraction"))
         diff = np.array([r["minus_threshold_points"] for r in runs])
         if hull is not None:

@@ -65,7 +65,7 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
         ret = np.zeros(b)
         steps = np.zeros(b)
         while live.any():
-            before = obs["probs"]
+            before = np.array(obs["probs"])  # a copy: the step below may reuse the observation's buffers
             confidence = before.max(axis=1)
             actions = np.asarray(policy.predict(obs, env), dtype=np.int64)
             obs, reward, terminated, truncated, info = env.step(actions)

@@ -279,9 +279,19 @@ def test_exit_outcomes_stop_at_the_first_small_gain() -> None:
     assert tune_tau(gain, table, target=0.2, lam=0.0)[1] == 0.5  # within 0.2 both exit at the first head: one right
     tau, score = tune_tau(gain, table, target=0.3, lam=0.0)  # the second image may go on to head 1 (mean cost 0.25)
     assert score == 1.0 and -0.1 <= tau < 0.9
+    # equal scores: the cheapest tau wins (here every tau from -0.1 up to 0.9 exits the same way; beyond it
+    # the second image stops at head 0, wrong, and below -0.1 it runs on to head 2, dearer)
+    assert tau == max(t for t in np.unique(np.concatenate([np.quantile(gain, np.linspace(0, 1, 801)), [-np.inf, np.inf]]))
+                      if -0.1 <= t < 0.9)
 
 
-def test_an_unfitted_gain_agent_round_trips(val_heads, test_heads, tmp_path) -> None:
-    make_agent("gain", val_heads).save(tmp_path)
-    again = load_agent(tmp_path, val_heads)
-    assert again.models == [] and (route_split(again, test_heads).exit_position == 2).all()
+def test_gain_agents_round_trip_fitted_or_not(val_heads, test_heads, tmp_path) -> None:
+    make_agent("gain", val_heads).save(tmp_path / "unfitted")
+    again = load_agent(tmp_path / "unfitted", val_heads)
+    assert again.models == [] and again.alpha is None and (route_split(again, test_heads).exit_position == 2).all()
+    fitted = make_agent("gain", val_heads, target_macs_fraction=0.5, alphas=[0.3, 3.0])
+    fitted.learn(0)
+    fitted.save(tmp_path / "fitted")
+    again = load_agent(tmp_path / "fitted", val_heads)
+    assert again.alpha == fitted.alpha and again.alpha in again.alphas and again.tau == fitted.tau
+    np.testing.assert_array_equal(route_split(again, test_heads).exit_position, route_split(fitted, test_heads).exit_position)

@@ -29,6 +29,8 @@ def test_each_target_scores_both_rules_chosen_on_val(measured) -> None:
             assert r["minus_threshold_points"] == pytest.approx(100 * (r["test_accuracy"] - threshold["test_accuracy"]))
             assert r["minus_threshold_curve_points"] == pytest.approx(100 * (r["test_accuracy"] - r["threshold_curve_at_same_test_cost"]))
             assert r["macs_fraction_with_policy"] >= r["test_macs_fraction"] and r["policy_macs_per_decision"] > 0
+            low, high = r["minus_threshold_points_95"]
+            assert low <= r["minus_threshold_points"] <= high  # the paired bootstrap's interval holds the lead
         assert row["gain"]["test_accuracy_mean"] == pytest.approx(sum(r["test_accuracy"] for r in runs) / 2)
 
 
