@@ -130,6 +130,7 @@ CLI = [
     (["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lams", "0.1,0.10", "--steps", "10"], "repeat the runs"),
     (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--steps", "-5"], "--steps >= 0"),
     (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--env-kwargs", "target_macs=0.3"], "without target_macs"),
+    (["evaluate", "--agent", "gain", "--backbone", "tiny-cascade"], "obs_mode='heads'"),
 ]
 
 
