@@ -86,11 +86,7 @@ class RandomSkipAgent(Agent):
 
 def threshold_outcomes(table: ExitTable, tau: float) -> tuple[np.ndarray, np.ndarray]:
     """Per instance (correct, macs_fraction) of exiting at the first head with confidence >= ``tau``."""
-    confident = table.confidence >= tau
-    confident[-1] = True
-    first = confident.argmax(axis=0)
-    cols = np.arange(table.correct.shape[1])
-    return table.correct[first, cols], table.macs_fraction[first, cols]
+    return table.first_stop(table.confidence >= tau)
 
 
 class ThresholdAgent(Agent):

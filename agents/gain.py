@@ -77,10 +77,7 @@ def predict_ridge(model: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 def exit_outcomes(gain: np.ndarray, table: ExitTable, tau: float) -> tuple[np.ndarray, np.ndarray]:
     """Per instance (correct, macs_fraction) of exiting at the first head whose predicted ``gain``
     (``(H-1, N)``, the last head always exits) is at most ``tau``."""
-    stop = np.vstack([gain <= tau, np.ones((1, gain.shape[1]), dtype=bool)])
-    first = stop.argmax(axis=0)
-    cols = np.arange(gain.shape[1])
-    return table.correct[first, cols], table.macs_fraction[first, cols]
+    return table.first_stop(gain <= tau)
 
 
 def tune_tau(gain: np.ndarray, table: ExitTable, target: float | None, lam: float) -> tuple[float, float]:

@@ -179,6 +179,15 @@ class ExitTable:
     probs: np.ndarray
     """(P, n, C): each head's softmax on each instance (``confidence`` is its maximum)."""
 
+    def first_stop(self, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per instance (correct, macs_fraction) of exiting at the first head where ``stop`` (P or P-1
+        rows, instances as columns) holds; the last head always stops: how an exit rule on the
+        full-width path is scored without routing the split again."""
+        stop = np.vstack([stop[: len(self.positions) - 1], np.ones((1, stop.shape[1]), dtype=bool)])
+        first = stop.argmax(axis=0)
+        cols = np.arange(stop.shape[1])
+        return self.correct[first, cols], self.macs_fraction[first, cols]
+
 
 def exit_table(env: RoutingVectorEnv) -> ExitTable:
     """Route the split along the full-width path once per head position."""
