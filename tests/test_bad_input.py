@@ -131,6 +131,9 @@ CLI = [
     (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--steps", "-5"], "--steps >= 0"),
     (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--env-kwargs", "target_macs=0.3"], "without target_macs"),
     (["evaluate", "--agent", "gain", "--backbone", "tiny-cascade"], "obs_mode='heads'"),
+    (["sweep", "--backbone", "tiny-cascade", "--agent", "threshold,gain", "--lams", "0.1", "--steps", "0"], "obs_mode='heads'"),
+    (["sweep", "--backbone", "tiny-cascade", "--agent", "gain", "--env-kwargs", "obs_mode=heads", "--agent-kwargs", "folds=1",
+      "--lams", "0.1", "--steps", "0"], "folds must be an integer >= 2, got 1"),
 ]
 
 

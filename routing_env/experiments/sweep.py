@@ -19,7 +19,7 @@ from .report import plot_pareto, run_name, write_pareto_csv
 from ..checkpoints import read_json, write_json
 from ..provenance import provenance
 from .engines import check_engine, run_trials
-from .train import EarlyStopping, check_learning_split, evaluation_env, evaluation_json, train_run
+from .train import EarlyStopping, check_learning_split, evaluation_env, evaluation_json, make_vector_env, train_run
 from ..env import EnvConfig, build_backbone
 
 
@@ -175,6 +175,22 @@ def check_sweep(spec: SweepSpec) -> None:
     check_learning_split(spec.env_kwargs)
     if spec.early_stopping is not None:
         spec.early_stopping.check({"split": "val", **spec.env_kwargs})
+    check_agents(spec)
+
+
+def check_agents(spec: SweepSpec) -> None:
+    """Make every agent once with the sweep's agent options, on the environment its runs learn in (the
+    first λ): a value an agent refuses, or an observation it cannot read (``gain`` without
+    ``obs_mode="heads"``), fails here, before the output folder is written, as ``train`` fails before it
+    writes anything. Nothing learns; the environment and agents are dropped."""
+    from agents import make_agent
+
+    env = make_vector_env(spec.env_id, spec.num_envs, **{"split": "val", **spec.env_kwargs, "lam": spec.lams[0]})
+    try:
+        for agent in spec.agents:
+            make_agent(agent, env, seed=spec.seeds[0], **spec.agent_kwargs)
+    finally:
+        env.close()
 
 
 def _sweep_trial(spec: SweepSpec, out: Path, progress: bool, trial: tuple[str, float, int]) -> dict[str, Any]:
