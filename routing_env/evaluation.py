@@ -113,6 +113,10 @@ class FixedRoute:
 FIXED_ROUTES_CACHED = 64
 """How many fixed-route results :func:`fixed_route_records` keeps (least recently used go first)."""
 
+FIXED_ROUTES_BYTES = 512 * 2**20
+"""And how many bytes of arrays at most: each record holds the exit's softmax per instance (``probs``),
+(n, C) floats, so on a data set of many classes a few records, not 64, fill the cache."""
+
 _FIXED_ROUTES: OrderedDict[tuple[str, ...], Records] = OrderedDict()
 
 
@@ -133,9 +137,15 @@ def routing_key(env: Any, config: Any = None) -> tuple[str, ...]:
     return (base.routing.weights_sha256, json.dumps(options, sort_keys=True, default=str))
 
 
+def cached_bytes() -> int:
+    """The bytes of the arrays the fixed-route cache holds."""
+    return sum(getattr(r, f).nbytes for r in _FIXED_ROUTES.values() for f in Records.__dataclass_fields__)
+
+
 def fixed_route_records(env: RoutingVectorEnv, position: int, budget: bool = True) -> Records:
     """``route_split(FixedRoute(position), env)`` for a frozen ``env``, kept for the
-    :data:`FIXED_ROUTES_CACHED` most recent (:func:`routing_key`, position); ``reward`` is left out
+    :data:`FIXED_ROUTES_CACHED` most recent (:func:`routing_key`, position) within
+    :data:`FIXED_ROUTES_BYTES` (the newest always kept); ``reward`` is left out
     (NaN), since it depends on options the key does not hold. Reports need the same fixed routes many
     times: the reference in every summary, the exit table of every threshold. ``budget=False`` routes
     it as if ``env`` had no ``max_macs`` (in an environment built for that, only when not cached):
@@ -151,7 +161,7 @@ def fixed_route_records(env: RoutingVectorEnv, position: int, budget: bool = Tru
         env = RoutingVectorEnv.from_config(config, env.num_envs)
     records = dataclasses.replace(route_split(FixedRoute(position), env), reward=np.full(env.unwrapped.num_instances, np.nan))
     _FIXED_ROUTES[key] = records
-    while len(_FIXED_ROUTES) > FIXED_ROUTES_CACHED:
+    while len(_FIXED_ROUTES) > 1 and (len(_FIXED_ROUTES) > FIXED_ROUTES_CACHED or cached_bytes() > FIXED_ROUTES_BYTES):
         _FIXED_ROUTES.popitem(last=False)
     return records
 

@@ -191,6 +191,23 @@ def test_fixed_routes_follow_the_weights_not_their_path(tmp_path: Path) -> None:
     assert after is not before and not np.array_equal(after.correct, before.correct)
 
 
+def test_the_fixed_route_cache_keeps_within_its_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from routing_env import evaluation
+
+    env = RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test")
+    one = evaluation.fixed_route_records(env, 0)
+    size = sum(getattr(one, f).nbytes for f in evaluation.Records.__dataclass_fields__)
+    monkeypatch.setattr(evaluation, "FIXED_ROUTES_BYTES", int(2.5 * size))  # room for two records of this size
+    second, third = evaluation.fixed_route_records(env, 1), evaluation.fixed_route_records(env, 2)
+    assert evaluation.cached_bytes() <= 2.5 * size
+    assert evaluation.fixed_route_records(env, 2) is third and evaluation.fixed_route_records(env, 1) is second
+    assert evaluation.fixed_route_records(env, 0) is not one  # the oldest went first, and is routed again
+    monkeypatch.setattr(evaluation, "FIXED_ROUTES_BYTES", 0)
+    newest = evaluation.fixed_route_records(RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="val"), 0)
+    assert len(evaluation._FIXED_ROUTES) == 1  # over any budget the newest record is kept, and only it
+    assert evaluation.fixed_route_records(RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="val"), 0) is newest
+
+
 def test_two_tiny_cascades_share_no_module() -> None:
     a, b = make_backbone("tiny-cascade"), make_backbone("tiny-cascade")
     assert a.weights_sha256 == b.weights_sha256
