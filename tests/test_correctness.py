@@ -192,8 +192,11 @@ def test_fixed_routes_follow_the_weights_not_their_path(tmp_path: Path) -> None:
 
 
 def test_the_fixed_route_cache_keeps_within_its_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import OrderedDict
+
     from routing_env import evaluation
 
+    monkeypatch.setattr(evaluation, "_FIXED_ROUTES", OrderedDict())  # earlier tests' records would be hits here
     env = RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test")
     one = evaluation.fixed_route_records(env, 0)
     size = sum(getattr(one, f).nbytes for f in evaluation.Records.__dataclass_fields__)
