@@ -3,7 +3,7 @@ label-peeking oracle."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -89,6 +89,24 @@ def threshold_outcomes(table: ExitTable, tau: float) -> tuple[np.ndarray, np.nda
     return table.first_stop(table.confidence >= tau)
 
 
+def tune_on_table(table: ExitTable, candidates: np.ndarray, stops: Callable[[float], np.ndarray], target: float | None,
+                  lam: float) -> tuple[float, float]:
+    """The candidate value of an exit rule with the best accuracy on ``table`` within mean cost ``target``
+    (or, without one, the best ``accuracy − lam·cost``), and that score; ``stops(value)`` is the rule's
+    stop table (:meth:`~routing_env.evaluation.ExitTable.first_stop`). ``candidates`` come cheapest
+    first, so that among equal scores the cheapest wins, and where none is cheap enough the first (the
+    cheapest) is returned with ``-inf``. The threshold's τ and the ``gain`` agent's are tuned by it."""
+    best, best_score = float(candidates[0]), -np.inf
+    for value in candidates:
+        correct, cost = table.first_stop(stops(float(value)))
+        if target is not None and cost.mean() > target:
+            continue
+        score = correct.mean() if target is not None else correct.mean() - lam * cost.mean()
+        if score > best_score:
+            best, best_score = float(value), float(score)
+    return best, best_score
+
+
 class ThresholdAgent(Agent):
     """Exit at the first head whose max softmax probability is at least ``tau``.
 
@@ -123,23 +141,10 @@ class ThresholdAgent(Agent):
         if not self.tune:
             return
         table = exit_table(self.env)
-        candidates = np.unique(np.concatenate([table.confidence.ravel(), [0.0, 1.0 + 1e-9]]))
+        candidates = np.unique(np.concatenate([table.confidence.ravel(), [0.0, 1.0 + 1e-9]]))  # ascending: τ = 0 the cheapest
         if len(candidates) > 2000:
             candidates = np.quantile(candidates, np.linspace(0, 1, 2001))
-        best, best_score = 1.0 + 1e-9, -np.inf
-        for tau in candidates:
-            correct, cost = threshold_outcomes(table, tau)
-            if self.target is not None:
-                if cost.mean() > self.target:
-                    continue
-                score = correct.mean()
-            else:
-                score = correct.mean() - self.lam * cost.mean()
-            if score > best_score:
-                best, best_score = float(tau), score
-        if best_score == -np.inf:  # no threshold is cheap enough: the cheapest one (exit at the first head)
-            best = 0.0
-        self.tau = best
+        self.tau, _ = tune_on_table(table, candidates, lambda tau: table.confidence >= tau, self.target, self.lam)
         if logger is not None:
             logger.scalar("charts/threshold_tau", self.tau, 0)
 

@@ -30,6 +30,7 @@ from routing_env.core import EXIT
 from routing_env.evaluation import ExitTable, exit_table, fixed_route_actions
 
 from .base import Agent
+from .baselines import tune_on_table
 from .logger import RunLogger
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -74,27 +75,13 @@ def predict_ridge(model: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return ((x - model["mean"]) / model["scale"]) @ model["weight"] + model["bias"]
 
 
-def exit_outcomes(gain: np.ndarray, table: ExitTable, tau: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per instance (correct, macs_fraction) of exiting at the first head whose predicted ``gain``
-    (``(H-1, N)``, the last head always exits) is at most ``tau``."""
-    return table.first_stop(gain <= tau)
-
-
 def tune_tau(gain: np.ndarray, table: ExitTable, target: float | None, lam: float) -> tuple[float, float]:
-    """The τ with the best ``val`` accuracy within mean cost ``target`` (or, without one, the best
-    ``accuracy − lam·cost``), and that score; where no τ is cheap enough, the cheapest (exit at the
-    first head) and ``-inf``. Among equal scores the cheapest τ (the largest) wins, as the threshold's
-    tuning keeps its cheapest."""
+    """τ for predicted gains ``gain`` (``(H-1, N)``; exit at the first head whose gain is at most τ, the
+    last head always) and its score, tuned as the threshold's (:func:`~agents.baselines.tune_on_table`):
+    the candidates run from the largest τ, the cheapest, so that among equal scores it wins, and where
+    none is cheap enough τ = +inf (exit at the first head)."""
     candidates = np.unique(np.concatenate([np.quantile(gain, np.linspace(0, 1, 801)), [-np.inf, np.inf]]))[::-1]
-    best, best_score = np.inf, -np.inf
-    for tau in candidates:
-        correct, cost = exit_outcomes(gain, table, float(tau))
-        if target is not None and cost.mean() > target:
-            continue
-        score = correct.mean() if target is not None else correct.mean() - lam * cost.mean()
-        if score > best_score:
-            best, best_score = float(tau), float(score)
-    return best, best_score
+    return tune_on_table(table, candidates, lambda tau: gain <= tau, target, lam)
 
 
 class GainAgent(Agent):
@@ -145,10 +132,6 @@ class GainAgent(Agent):
         """Unfitted (no models), the rule never exits before the last head."""
         self.models: list[dict[str, np.ndarray]] = []
 
-    def _gains(self, models: list[dict[str, np.ndarray]], probs: np.ndarray) -> np.ndarray:
-        """(H-1, N) predicted gains of ``probs`` (H, N, C) under one model per head but the last."""
-        return np.stack([predict_ridge(m, head_features(probs[: h + 1].transpose(1, 0, 2))) for h, m in enumerate(models)])
-
     def learn(self, total_steps: int = 0, logger: RunLogger | None = None, progress: bool = False) -> None:
         table = exit_table(self.env)
         targets = continuation_gain(table.correct)
@@ -166,7 +149,7 @@ class GainAgent(Agent):
                 best_alpha, best_score = alpha, score
         self.alpha = best_alpha
         self.models = [fit_ridge(x, y, best_alpha) for x, y in zip(features, targets)]
-        self.tau, _ = tune_tau(self._gains(self.models, table.probs), table, self.target, self.lam)
+        self.tau, _ = tune_tau(np.stack([predict_ridge(m, x) for m, x in zip(self.models, features)]), table, self.target, self.lam)
         if logger is not None:
             logger.scalar("charts/gain_tau", self.tau, 0)
             logger.scalar("charts/gain_alpha", self.alpha, 0)

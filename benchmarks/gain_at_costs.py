@@ -79,14 +79,11 @@ def merged(paths: list[str]) -> dict[str, object]:
                   "gain_test_macs_fraction": [r["gain"]["test_macs_fraction_mean"] for r in per],
                   "gain_minus_threshold_points": [r["gain"]["minus_threshold_points_mean"] for r in per]}
         intervals = [r["gain"]["runs"][0].get("minus_threshold_points_95") for r in per]
-        if all(i is not None for i in intervals):
-            values_each = {"gain_minus_threshold_points_95_first_seed": intervals}
-        else:
-            values_each = {}
+        first_seed = {"gain_minus_threshold_points_95_first_seed": intervals} if None not in intervals else {}
         if all("minus_threshold_curve_points_mean" in r["gain"] for r in per):
             values["gain_minus_threshold_curve_points"] = [r["gain"]["minus_threshold_curve_points_mean"] for r in per]
         rows.append({"val_target": row["val_target"], **{k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "each": v}
-                                                         for k, v in values.items()}, **values_each})
+                                                         for k, v in values.items()}, **first_seed})
     return {"merged": paths, "backbones": [o["backbone"] for o in outputs], "std": "population, over the backbones", "rows": rows}
 
 

@@ -3,7 +3,7 @@ import pytest
 
 from agents import AGENT_NAMES, agent_class, load_agent, make_agent
 from agents.baselines import ThresholdAgent
-from agents.gain import continuation_gain, exit_outcomes, head_features, tune_tau
+from agents.gain import continuation_gain, head_features, tune_tau
 from routing_env import RoutingVectorEnv
 from routing_env.core import EXIT, RUN, SKIP
 from routing_env.evaluation import route_split, summarize
@@ -272,7 +272,7 @@ def test_exit_outcomes_stop_at_the_first_small_gain() -> None:
     table = ExitTable(positions=np.arange(3), correct=np.array([[1, 0], [0, 1], [1, 1]], dtype=bool),
                       macs_fraction=np.array([[0.1, 0.1], [0.4, 0.4], [1.0, 1.0]]), confidence=np.zeros((3, 2)),
                       probs=np.zeros((3, 2, 2)))
-    correct, cost = exit_outcomes(np.array([[-0.5, 0.9], [0.2, -0.1]]), table, 0.0)
+    correct, cost = table.first_stop(np.array([[-0.5, 0.9], [0.2, -0.1]]) <= 0.0)
     np.testing.assert_array_equal(correct, [True, True])
     np.testing.assert_allclose(cost, [0.1, 0.4])
     gain = np.array([[-0.5, 0.9], [0.2, -0.1]])
