@@ -46,3 +46,15 @@ def test_merging_outputs_averages_over_backbones(measured, tmp_path) -> None:
     paths[1].write_text(json.dumps(other))
     with pytest.raises(subprocess.CalledProcessError):
         run("--merge", *map(str, paths))  # the targets differ: refused
+
+
+def test_a_dynamic_resnet_is_compared_with_its_static_routes_hull() -> None:
+    measured = run("--env", "routing_env/DynamicResNet-v0", "--backbone", "tiny-dynamic-resnet", "--targets", "0.7",
+                   "--seeds", "0", "--hull")
+    hull, row = measured["static_hull"], measured["rows"][0]
+    assert hull and all(a["macs_fraction"] < b["macs_fraction"] for a, b in zip(hull, hull[1:]))
+    run_ = row["gain"]["runs"][0]
+    if run_["hull_accuracy"] is not None:  # None only below the cheapest static route
+        assert run_["minus_hull_points"] == pytest.approx(100 * (run_["test_accuracy"] - run_["hull_accuracy"]))
+        assert row["gain"]["minus_hull_points_mean"] == pytest.approx(run_["minus_hull_points"])
+    assert "minus_hull_points" in row["threshold"]
