@@ -34,6 +34,7 @@ from .backbones.resnet import (
     DYNAMIC,
     EXIT_PLACEMENTS,
     DynamicResNet,
+    distillation_loss,
     dynamic_from_plain,
     order_channels,
     random_route,
@@ -116,10 +117,13 @@ class PretrainArgs:
     bit for bit. With ``exits="block"`` and a stage-exit ``init`` this adds a head after every block:
     a per-block confidence for policies to read, for a few epochs of heads' training."""
     teacher: str | None = None
-    """Dynamic backbones: a plain CIFAR ResNet's state_dict (its depth is read from its keys, e.g. the
-    shipped ResNet-56) whose logits every route distils from, instead of the full path's own: the
+    """A plain CIFAR ResNet's state_dict (its depth is read from its keys, e.g. the shipped ResNet-56)
+    whose logits the model distils from (Hinton et al. at temperature 1, half labels, half teacher).
+    Dynamic backbones: every route distils from it instead of from the full path's own logits, so the
     full path, which shares its weights with every narrower route, gets a target stronger than itself
-    (:func:`~routing_env.backbones.resnet.sandwich_loss`). Costs one teacher forward per batch."""
+    (:func:`~routing_env.backbones.resnet.sandwich_loss`). Plain backbones: a small cascade member
+    learns from a large one (:func:`~routing_env.backbones.resnet.distillation_loss`). Costs one
+    teacher forward per batch."""
 
     def __post_init__(self) -> None:
         if self.backbone not in MODELS:
@@ -143,7 +147,7 @@ class PretrainArgs:
             raise ValueError(f"unknown exits {self.exits!r}; expected one of {EXIT_PLACEMENTS}")
         if self.heads_only and self.init is None:
             raise ValueError("heads_only trains the heads that init lacks: pass init (a dynamic ResNet's state_dict)")
-        for option in ("teacher", "rescale", "heads_only", "whole_uniform_routes", "full_width_routes"):
+        for option in ("rescale", "heads_only", "whole_uniform_routes", "full_width_routes"):
             if getattr(self, option) not in (None, False) and not self.dynamic:
                 raise ValueError(f"{option} is for dynamic backbones, got it for {self.backbone!r}")
         if self.exits != "stage" and not self.dynamic:
@@ -398,7 +402,12 @@ def pretrain(
                     )
                 else:
                     logits = model(x)
-                    loss = criterion(logits.float(), y)
+                    if teacher is None:
+                        loss = criterion(logits.float(), y)
+                    else:
+                        with torch.no_grad():
+                            taught = teacher(x)
+                        loss = distillation_loss(logits, y, taught, criterion)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -548,8 +557,10 @@ def write_model_card(
         "weights": weights.name,
         "sha256": file_sha256(weights),
     }
+    inputs_sha256 = input_files_sha256(args)
+    if args.teacher:
+        card["teacher_sha256"] = inputs_sha256["teacher"]
     if isinstance(model, DynamicResNet):
-        inputs_sha256 = input_files_sha256(args)
         card.update(
             exits=model.exits,
             rescale=model.rescale,

@@ -199,8 +199,20 @@ def test_teacher_is_read_from_a_plain_resnet_and_refused_otherwise(tmp_path: Pat
     save_state_dict(resnet20_dynamic().state_dict(), tmp_path / "dyn.pt")
     with pytest.raises(ValueError, match="is not a plain CIFAR ResNet"):
         build_teacher(str(tmp_path / "dyn.pt"), 10)
-    with pytest.raises(ValueError, match="teacher is for dynamic backbones, got it for 'resnet8'"):
-        PretrainArgs(backbone="resnet8", teacher=str(tmp_path / "r56.pt"))
+
+
+def test_a_plain_member_distils_from_a_teacher(cifar_root: str, tmp_path: Path) -> None:
+    """A small cascade member can learn from a large one: the teacher changes the weights it ends
+    with, and its card names the teacher's file by sha256."""
+    from routing_env.backbones.resnet import resnet20
+    from routing_env.checkpoints import save_state_dict
+
+    save_state_dict(resnet20().state_dict(), tmp_path / "r20.pt")
+    plain = pretrain(PretrainArgs(epochs=1, **SMOKE), tmp_path / "plain", data_root=cifar_root, progress=False)
+    taught = pretrain(PretrainArgs(epochs=1, teacher=str(tmp_path / "r20.pt"), **SMOKE), tmp_path / "kd", data_root=cifar_root, progress=False)
+    assert taught["sha256"] != plain["sha256"]
+    assert taught["teacher_sha256"] == file_sha256(tmp_path / "r20.pt")
+    assert "teacher_sha256" not in plain
 
 
 def test_a_checkpoint_from_before_an_option_existed_still_resumes() -> None:

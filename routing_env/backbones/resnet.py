@@ -568,12 +568,20 @@ def sandwich_loss(
         teacher = F.softmax(full[-1].detach().float(), dim=1)
     else:
         teacher = F.softmax(teacher_logits.detach().float(), dim=1)
-        loss = sum(0.5 * criterion(logits.float(), y) + 0.5 * soft_cross_entropy(logits, teacher) for logits in full) / len(full)
+        loss = sum(distillation_loss(logits, y, teacher_logits, criterion) for logits in full) / len(full)
     routes = [[0] * model.num_blocks] + [random_route(model, skip_rate, generator, uniform, full_width, whole_uniform) for _ in range(sandwich)]
     for route in routes:
         exits = model.forward_exits(x, route)
         loss = loss + sum(soft_cross_entropy(logits, teacher) for logits in exits) / len(exits)
     return loss, full[-1]
+
+
+def distillation_loss(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor, criterion: nn.Module) -> torch.Tensor:
+    """Hinton et al.'s knowledge distillation at temperature 1: half ``criterion`` on the labels, half
+    the cross-entropy against the teacher's softmax. The labels keep the student from copying the
+    teacher's mistakes; the teacher's soft targets carry how alike the classes look to it."""
+    teacher = F.softmax(teacher_logits.detach().float(), dim=1)
+    return 0.5 * criterion(logits.float(), y) + 0.5 * soft_cross_entropy(logits, teacher)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
