@@ -102,6 +102,24 @@ def load_state_dict(path: str | os.PathLike[str], sha256: str | None = None) -> 
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def resumes(checkpoint: str | os.PathLike[str], resume: bool, outputs: tuple[str, ...]) -> bool:
+    """Whether a run goes on from ``checkpoint``, refusing the starts that would lose work: without
+    ``resume``, a fresh start over an existing checkpoint; with or without it, a fresh start in a folder
+    that holds an earlier run's ``outputs`` but no checkpoint (a finished run whose checkpoint was not
+    kept, or a run moved to another machine without it), which it would overwrite. ``resume`` in a
+    folder with neither starts the run, so that one command serves every segment of a long run."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.exists():
+        if not resume:
+            raise ValueError(f"{checkpoint} exists: pass --resume to go on from it, or choose another --out")
+        return True
+    found = [name for name in outputs if (checkpoint.parent / name).exists()]
+    if found:
+        raise ValueError(f"{checkpoint.parent} holds an earlier run's {', '.join(found)} and no {checkpoint.name} to go on from: "
+                         "starting afresh would overwrite them; restore the checkpoint and pass --resume, or choose another --out")
+    return False
+
+
 def same_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> bool:
     """Whether a checkpoint's arguments (a dataclass written as JSON) are ``args``; fields added since
     it was written count as their defaults, so a run started before a new option existed still resumes.

@@ -41,7 +41,7 @@ from .backbones.resnet import (
     recalibrate_batchnorm,
     sandwich_loss,
 )
-from .checkpoints import atomic_write_text, file_sha256, load_state_dict, same_arguments, save_state_dict
+from .checkpoints import atomic_write_text, file_sha256, load_state_dict, resumes, same_arguments, save_state_dict
 from .costs import module_macs
 from .data import Split, augment, load_split
 from .env import present_device
@@ -314,14 +314,13 @@ def pretrain(
 
     out = Path(out)
     checkpoint_path = out / "checkpoint.pt"
-    if checkpoint_path.exists() and not resume:
-        raise ValueError(f"{checkpoint_path} exists: pass --resume to go on from it, or choose another --out")
+    resuming = resumes(checkpoint_path, resume, ("weights.pt", "model_card.json"))
     where = present_device(device)  # a bad or absent device is refused before anything is written
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
     inputs_sha256 = input_files_sha256(args)
     state = None
-    if resume and checkpoint_path.exists():  # checked before the inputs are read: a replaced init fails here, clearly
+    if resuming:  # checked before the inputs are read: a replaced init fails here, clearly
         state = load_state_dict(checkpoint_path)
         if not same_arguments(state["args"], args):
             raise ValueError(f"{checkpoint_path} was written with other arguments: {state['args']}")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checkpoints import load_state_dict, same_arguments, save_state_dict, write_json
+from ..checkpoints import load_state_dict, resumes, same_arguments, save_state_dict, write_json
 from ..cotraining import CoTrainBackbone
 from ..env import RoutingVectorEnv, registered_id
 from ..provenance import provenance
@@ -91,10 +91,9 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
 
     out = Path(out)
     checkpoint = out / "checkpoint.pt"
-    if checkpoint.exists() and not resume:
-        raise ValueError(f"{checkpoint} exists: pass --resume to go on from it, or choose another --out")
+    resuming = resumes(checkpoint, resume, ("backbone.pt", "joint.json"))
     out.mkdir(parents=True, exist_ok=True)
-    state = load_state_dict(checkpoint) if resume and checkpoint.exists() else None
+    state = load_state_dict(checkpoint) if resuming else None
     written = json.dumps(asdict(spec), sort_keys=True)
     if state is not None and not same_arguments(*portable(state["spec"], spec)):
         raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")

@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import __version__
-from ..checkpoints import load_state_dict, same_arguments, save_state_dict, write_json
+from ..checkpoints import load_state_dict, resumes, same_arguments, save_state_dict, write_json
 from ..data import Split, augment, load_split
 from ..env import present_device
 from ..pretrain import PRECISIONS, machine_description
@@ -261,13 +261,12 @@ def joint_from_scratch(
 
     out = Path(out)
     checkpoint = out / "checkpoint.pt"
-    if checkpoint.exists() and not resume:
-        raise ValueError(f"{checkpoint} exists: pass --resume to go on from it, or choose another --out")
+    resuming = resumes(checkpoint, resume, ("backbone.pt", "policy.pt", "joint.json"))
     where = present_device(device)
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
     written = json.dumps(asdict(spec), sort_keys=True)
-    state = load_state_dict(checkpoint) if resume and checkpoint.exists() else None
+    state = load_state_dict(checkpoint) if resuming else None
     if state is not None and not same_arguments(state["spec"], spec, predates=WRITTEN_BEFORE_MEMBER_LOSS):
         raise ValueError(f"{checkpoint} was written for another run: {state['spec']}")
     members, policy, names, member_macs, dataset = build_networks(spec)
