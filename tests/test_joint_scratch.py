@@ -24,6 +24,7 @@ from routing_env.experiments.joint_scratch import (
     member_weights,
     route,
     routed_cross_entropy,
+    step_losses,
 )
 
 SPEC = ScratchJointSpec(backbone="tiny-cascade", lam=0.05, epochs=4, batch_size=128, lr=0.05, warmup_epochs=1,
@@ -120,6 +121,41 @@ def test_the_policy_sees_only_the_members_evaluated_so_far() -> None:
     changed[:, 1:] = torch.softmax(torch.randn(5, 2, 4), dim=-1)
     assert torch.equal(policy(probs, 0), policy(changed, 0))
     assert not torch.equal(policy(probs, 1), policy(changed, 1))
+
+
+def test_each_loss_moves_only_its_own_networks() -> None:
+    """The policy reads the members' softmax detached: its REINFORCE loss has no gradient into the
+    members' logits, and the members' loss none into the policy."""
+    torch.manual_seed(0)
+    policy = SelectionModule(num_members=3, num_classes=4, hidden=8)
+    logits = [torch.randn(16, 4, requires_grad=True) for _ in range(3)]
+    y = torch.randint(0, 4, (16,))
+    spec = replace(SPEC, lam=0.1)
+    member_loss, policy_loss, *_ = step_losses(logits, y, policy, torch.rand(16, 2), cumulative_cost([1, 2, 4]), spec, dense=False)
+    assert all(g is None for g in torch.autograd.grad(policy_loss, logits, allow_unused=True))
+    assert all(g is None for g in torch.autograd.grad(member_loss, list(policy.parameters()), allow_unused=True))
+    assert all(g is not None and g.abs().sum() > 0 for g in torch.autograd.grad(member_loss, logits))
+
+
+def test_reinforce_makes_the_policy_stop_where_stopping_pays() -> None:
+    """Every instance is right at the first member, so stopping there earns 1 − λ·cost₀ and going on
+    the same accuracy at more cost: descending the policy's loss raises P(stop after the first member)."""
+    torch.manual_seed(0)
+    policy = SelectionModule(num_members=3, num_classes=4, hidden=8)
+    y = torch.randint(0, 4, (256,))
+    logits = [5 * torch.nn.functional.one_hot(y, 4).float() for _ in range(3)]  # every member right
+    costs, spec = cumulative_cost([1, 2, 4]), replace(SPEC, lam=0.3)
+    probs = torch.stack([z.softmax(-1) for z in logits], dim=1)
+    before = torch.sigmoid(policy(probs, 0)).mean()
+    optimizer = torch.optim.Adam(policy.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        _, policy_loss, _, correct, reward = step_losses(logits, y, policy, torch.rand(256, 2, generator=generator), costs, spec, dense=False)
+        optimizer.zero_grad()
+        policy_loss.backward()
+        optimizer.step()
+    assert correct.mean() == 1.0 and reward.max() == pytest.approx(1 - 0.3 * float(costs[0]))
+    assert torch.sigmoid(policy(probs, 0)).mean() > max(0.9, float(before) + 0.3)
 
 
 def test_member_weights_follow_the_targets() -> None:

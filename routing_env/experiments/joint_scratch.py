@@ -181,6 +181,24 @@ def routed_cross_entropy(logits: list[torch.Tensor], labels: torch.Tensor, weigh
     return total
 
 
+def step_losses(logits: list[torch.Tensor], y: torch.Tensor, policy: SelectionModule, uniform: torch.Tensor, costs: torch.Tensor,
+                spec: ScratchJointSpec, dense: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch's two losses from the members' ``logits``: the members' routed cross-entropy
+    (:func:`routed_cross_entropy` over :func:`member_weights`) and the selection module's REINFORCE
+    loss on the routes it sampled (reward: right at the exit − λ·cost, the batch's mean as baseline,
+    minus the entropy bonus). The policy reads the members' softmax detached, so its loss moves only
+    the policy and the members' only the members. Also the exits, whether each was right, and the
+    rewards."""
+    probs = torch.stack([z.detach().softmax(-1) for z in logits], dim=1)
+    exits, logp, entropy = route(policy, probs, uniform)
+    correct = (probs.argmax(-1).gather(1, exits[:, None]).squeeze(1) == y).float()
+    reward = correct - spec.lam * costs[exits]
+    policy_loss = -((reward - reward.mean()) * logp).mean() - spec.entropy_coef * entropy.mean()
+    weights = member_weights(exits, len(logits), spec.targets, dense)
+    member_loss = routed_cross_entropy(logits, y, weights, spec.label_smoothing, spec.member_loss)
+    return member_loss, policy_loss, exits, correct, reward
+
+
 def cumulative_cost(member_macs: list[int]) -> torch.Tensor:
     """(K,) the MACs of exiting after member ``k`` (every member up to it runs) over the largest
     member's: the cascade environment's ``macs_fraction``."""
@@ -319,13 +337,7 @@ def joint_from_scratch(
             uniform = torch.rand(len(batch), len(members) - 1, generator=generator).to(where)
             with autocast:
                 logits = [m(x).float() for m in members]
-            probs = torch.stack([z.detach().softmax(-1) for z in logits], dim=1)
-            exits, logp, entropy = route(policy, probs, uniform)
-            correct = (probs.argmax(-1).gather(1, exits[:, None]).squeeze(1) == y).float()
-            reward = correct - spec.lam * costs[exits]
-            policy_loss = -((reward - reward.mean()) * logp).mean() - spec.entropy_coef * entropy.mean()
-            weights = member_weights(exits, len(members), spec.targets, dense)
-            member_loss = routed_cross_entropy(logits, y, weights, spec.label_smoothing, spec.member_loss)
+            member_loss, policy_loss, exits, correct, reward = step_losses(logits, y, policy, uniform, costs, spec, dense)
             optimizer.zero_grad(set_to_none=True)
             policy_optimizer.zero_grad(set_to_none=True)
             (member_loss + policy_loss).backward()
