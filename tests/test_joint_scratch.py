@@ -205,12 +205,13 @@ def test_the_cli_runs_from_scratch_and_refuses_options_of_the_other_mode(tmp_pat
         main(["joint", "--backbone", "tiny-cascade", "--batch-size", "64", "--device", "cpu", "--out", str(tmp_path / "y")])
 
 
-def test_the_expected_routed_loss_keeps_a_rarely_reached_member_learning_where_the_routed_mean_breaks_it(
+def test_the_expected_routed_loss_keeps_a_rarely_reached_members_accuracy_where_the_routed_mean_breaks_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The mechanism of the CIFAR-10 run's collapse, on tiny-cascade: after two dense epochs, about 16%
     of the instances reach the last member. Averaged over them (``routed-mean``) its rate is multiplied
-    by about 6 and its accuracy falls by a third in one epoch; over the batch (``expected``) it goes on
-    improving. Each run stops after its third epoch (the first routed one)."""
+    by about 6 and its accuracy falls by a third in one epoch; over the batch (``expected``) it keeps
+    it, within a point (whether it goes on *learning* at f times its dense rate is the CIFAR-10 run's
+    question, not this test's). Each run stops after its third epoch (the first routed one)."""
     spec = replace(SPEC, epochs=6, batch_size=64, dense_epochs=2)
     last = {}
     for loss in ("routed-mean", "expected"):
