@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -390,23 +391,18 @@ def pretrain(
             x = augment(inputs[batch], generator)
             y = labels[batch]
             with autocast:
+                taught = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        taught = F.softmax(teacher(x).float(), dim=1)  # augment gives channels-last batches
                 if args.dynamic:
-                    taught = None
-                    if teacher is not None:
-                        with torch.no_grad():
-                            taught = teacher(x)  # augment gives channels-last batches
                     loss, logits = sandwich_loss(
                         model, x, y, criterion, generator, args.sandwich, args.skip_rate, args.uniform_routes, taught,
                         args.full_width_routes, args.whole_uniform_routes,
                     )
                 else:
                     logits = model(x)
-                    if teacher is None:
-                        loss = criterion(logits.float(), y)
-                    else:
-                        with torch.no_grad():
-                            taught = teacher(x)
-                        loss = distillation_loss(logits, y, taught, criterion)
+                    loss = criterion(logits.float(), y) if taught is None else distillation_loss(logits, y, taught, criterion)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

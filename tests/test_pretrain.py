@@ -162,7 +162,7 @@ def test_dynamic_pretraining_starts_from_a_plain_resnet_and_reports_routes(cifar
 
 
 def test_a_teacher_replaces_the_full_paths_target(tmp_path: Path) -> None:
-    """With teacher logits, a route's distillation loss is its cross-entropy against the teacher's
+    """With a teacher's softmax, a route's distillation loss is its cross-entropy against the teacher's
     softmax, and the full path's loss mixes labels and teacher half and half."""
     import torch.nn.functional as F
 
@@ -175,7 +175,7 @@ def test_a_teacher_replaces_the_full_paths_target(tmp_path: Path) -> None:
     criterion = torch.nn.CrossEntropyLoss()
     gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     with torch.no_grad():
-        loss, logits = sandwich_loss(model, x, y, criterion, gen(), sandwich=0, teacher_logits=teacher_logits)
+        loss, logits = sandwich_loss(model, x, y, criterion, gen(), sandwich=0, teacher=F.softmax(teacher_logits, dim=1))
         full = model.forward_exits(x, [3] * model.num_blocks)
         narrow = model.forward_exits(x, [0] * model.num_blocks)
         p = F.softmax(teacher_logits, dim=1)

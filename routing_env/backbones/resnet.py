@@ -550,7 +550,7 @@ def sandwich_loss(
     sandwich: int = 2,
     skip_rate: float = 0.5,
     uniform: float = 0.0,
-    teacher_logits: torch.Tensor | None = None,
+    teacher: torch.Tensor | None = None,
     full_width: float = 0.0,
     whole_uniform: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -558,17 +558,16 @@ def sandwich_loss(
     (:func:`random_route` with ``uniform``, ``full_width`` and ``whole_uniform``) distilled from the full path's last exit (the sandwich rule
     with in-place distillation, Yu & Huang 2019). Returns the loss and the full path's last logits.
 
-    With ``teacher_logits`` (a stronger network's, e.g. ResNet-56's, on the same batch) every route
+    With ``teacher`` (a stronger network's softmax, e.g. ResNet-56's, on the same batch) every route
     distils from the teacher instead, and the full path's exits learn half from the labels and half
     from the teacher (Hinton et al.'s knowledge distillation at temperature 1): the full path shares
     its weights with every narrower route, and a target stronger than itself is what it lacks."""
     full = model.forward_exits(x, [len(model.widths) - 1] * model.num_blocks)
-    if teacher_logits is None:
+    if teacher is None:
         loss = sum(criterion(logits.float(), y) for logits in full) / len(full)
         teacher = F.softmax(full[-1].detach().float(), dim=1)
     else:
-        teacher = F.softmax(teacher_logits.detach().float(), dim=1)
-        loss = sum(distillation_loss(logits, y, teacher_logits, criterion) for logits in full) / len(full)
+        loss = sum(distillation_loss(logits, y, teacher, criterion) for logits in full) / len(full)
     routes = [[0] * model.num_blocks] + [random_route(model, skip_rate, generator, uniform, full_width, whole_uniform) for _ in range(sandwich)]
     for route in routes:
         exits = model.forward_exits(x, route)
@@ -576,11 +575,11 @@ def sandwich_loss(
     return loss, full[-1]
 
 
-def distillation_loss(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor, criterion: nn.Module) -> torch.Tensor:
+def distillation_loss(logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor, criterion: nn.Module) -> torch.Tensor:
     """Hinton et al.'s knowledge distillation at temperature 1: half ``criterion`` on the labels, half
-    the cross-entropy against the teacher's softmax. The labels keep the student from copying the
+    the cross-entropy against the teacher's softmax ``teacher`` (computed once per batch by the caller,
+    since the sandwich rule distils every route from it). The labels keep the student from copying the
     teacher's mistakes; the teacher's soft targets carry how alike the classes look to it."""
-    teacher = F.softmax(teacher_logits.detach().float(), dim=1)
     return 0.5 * criterion(logits.float(), y) + 0.5 * soft_cross_entropy(logits, teacher)
 
 
