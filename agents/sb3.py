@@ -19,7 +19,7 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.vec_env import VecEnv
 
 from tqdm import tqdm
@@ -209,6 +209,11 @@ class SB3Agent(Agent):
             )
         except TypeError as e:
             raise TypeError(f"invalid option for agent {self.name!r}: {e}") from None
+        # Without a logger of its own, each SB3 ``learn`` configures one in a fresh, empty
+        # ``/tmp/SB3-<date>`` folder (``utils.configure_logger`` with no ``tensorboard_log``): a sweep
+        # would leave one per run. A logger with no outputs records nothing and creates nothing;
+        # ``learn`` replaces it with TensorBoard's when given a ``RunLogger``.
+        self.model.set_logger(Logger(folder=None, output_formats=[]))
 
     def options(self) -> dict[str, Any]:
         return dict(self.kwargs)

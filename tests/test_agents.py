@@ -295,3 +295,14 @@ def test_gain_agents_round_trip_fitted_or_not(val_heads, test_heads, tmp_path) -
     again = load_agent(tmp_path / "fitted", val_heads)
     assert again.alpha == fitted.alpha and again.alpha in again.alphas and again.tau == fitted.tau
     np.testing.assert_array_equal(route_split(again, test_heads).exit_position, route_split(fitted, test_heads).exit_position)
+
+
+@pytest.mark.parametrize("name", ["ppo", "dqn"])
+def test_sb3_agents_leave_no_logger_folders_behind(name: str, val, tmp_path, monkeypatch) -> None:
+    # SB3 configures a logger in a fresh /tmp/SB3-<date> folder at each learn() unless given one
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    agent = make_agent(name, val, seed=0)
+    agent.learn(64)
+    agent.learn(64)
+    assert list(tmp_path.iterdir()) == []
