@@ -169,7 +169,7 @@ class RoutedModel(nn.Module):
 
     def choose(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each row's move: the argmax of ``scores``, or where that is not in ``mask``, the first valid
-        move of its fallback order (``ActionTables.fallback``'s rule, in torch)."""
+        move of its fallback order (the rule of ``ActionTables.fallback_ranks``, in torch)."""
         return self._resolve(scores.argmax(dim=1), mask)
 
     def _resolve(self, raw: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
