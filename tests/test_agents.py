@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from agents import AGENT_NAMES, agent_class, load_agent, make_agent
 from agents.baselines import ThresholdAgent
@@ -31,6 +32,18 @@ def test_heads() -> RoutingVectorEnv:
 
 READS_EVERY_HEAD = ("gain",)
 """Agents that need ``obs_mode="heads"``."""
+LEARNED_BY_GRADIENT = ("reinforce", "ppo", "dqn", "a2c", "maskable-ppo")
+IGNORE_THE_MASK = ("ppo", "dqn", "a2c")
+"""SB3's unmasked algorithms: the environment resolves their invalid actions (``invalid_action="fallback"``)."""
+
+
+def trained_weights(agent) -> dict[str, torch.Tensor]:
+    """The weights a gradient-trained agent's ``learn`` updates (none for the others)."""
+    if hasattr(agent, "net"):
+        return dict(agent.net.state_dict())
+    if hasattr(agent, "model"):
+        return dict(agent.model.policy.state_dict())
+    return {}
 
 
 @pytest.mark.parametrize("name", AGENT_NAMES)
@@ -38,11 +51,17 @@ def test_every_agent_learns_briefly_acts_validly_and_round_trips(name: str, requ
     heads = name in READS_EVERY_HEAD
     val, test_env = (request.getfixturevalue(f) for f in (("val_heads", "test_heads") if heads else ("val", "test_env")))
     agent = make_agent(name, val, seed=1)
+    before = {k: v.clone() for k, v in trained_weights(agent).items()}
     agent.learn(600)
+    if name in LEARNED_BY_GRADIENT:  # 600 steps are enough for updates, not for a good policy
+        after = trained_weights(agent)
+        assert before and any(not torch.equal(before[k], after[k]) for k in before)
     obs, _ = test_env.reset(seed=0)
     actions = agent.predict(obs, test_env)
     assert actions.shape == (test_env.num_envs,) and actions.dtype.kind == "i"
     assert ((0 <= actions) & (actions < 3)).all()
+    if name not in IGNORE_THE_MASK:
+        assert obs["action_mask"][np.arange(len(actions)), actions].all()
     agent.save(tmp_path)
     again = load_agent(tmp_path, val)
     assert type(again) is type(agent)
@@ -53,9 +72,23 @@ def test_every_agent_learns_briefly_acts_validly_and_round_trips(name: str, requ
     assert sum(summary["exit_histogram"]) == summary["n"]
 
 
+def linear_macs(*modules) -> int:
+    return sum(m.in_features * m.out_features for module in modules for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
 @pytest.mark.parametrize("name", ["reinforce", "ppo", "dqn", "a2c", "maskable-ppo"])
 def test_learned_policies_count_their_own_macs(name: str, val) -> None:
-    assert make_agent(name, val).policy_macs() > 1000
+    """A decision's MACs are its actor's (or Q-network's) matrix products: not the critic's, which
+    acting never runs, and not nothing."""
+    agent = make_agent(name, val)
+    if name == "reinforce":
+        acting = [agent.net.actor]
+    elif name == "dqn":
+        acting = [agent.model.policy.q_net]
+    else:
+        policy = agent.model.policy
+        acting = [policy.pi_features_extractor, policy.mlp_extractor.policy_net, policy.action_net]
+    assert agent.policy_macs() == linear_macs(*acting) > 1000
 
 
 def test_fixed_agent_matches_the_single_exit_accuracy(val, test_env) -> None:

@@ -80,8 +80,17 @@ def test_augment_crops_and_flips_in_batch() -> None:
     assert out.shape == x.shape
     for i in range(2):
         assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
-    padded = augment(x, torch.Generator().manual_seed(1))
-    assert padded.shape == x.shape and padded.is_contiguous(memory_format=torch.channels_last)
+    many = 1 + torch.arange(20 * 3 * 32 * 32, dtype=torch.float32).reshape(20, 3, 32, 32)  # no pixel is a padding zero
+    out = augment(many, torch.Generator().manual_seed(1))
+    assert out.shape == many.shape and out.is_contiguous(memory_format=torch.channels_last)
+    padded = torch.nn.functional.pad(many, (4, 4, 4, 4))
+    offsets = []
+    for i in range(20):  # each view is a 32-pixel window of the zero-padded image, flipped or not
+        found = [(dy, dx) for dy in range(9) for dx in range(9) for view in (padded[i, :, dy : dy + 32, dx : dx + 32],)
+                 if torch.equal(out[i], view) or torch.equal(out[i], view.flip(-1))]
+        assert len(found) == 1, i
+        offsets += found
+    assert len(set(offsets)) > 5  # the windows move
     flips = [torch.equal(augment(x[:1], torch.Generator().manual_seed(s), padding=0)[0], x[0].flip(-1)) for s in range(20)]
     assert 0 < sum(flips) < 20
 
@@ -102,11 +111,17 @@ def test_val_aug_is_val_and_its_seeded_augmented_views() -> None:
             load_split("synthetic", split)
 
 
-def test_an_environment_learns_on_val_aug() -> None:
+def test_an_environment_on_val_aug_routes_every_view_of_each_val_image() -> None:
     from routing_env import RoutingVectorEnv
 
     env = RoutingVectorEnv(num_envs=8, backbone="tiny-dynamic-resnet", split="val-aug")
-    assert env.num_instances == 8 * len(load_split("synthetic-image", "val"))
-    obs, _ = env.reset(seed=0)
+    plain = RoutingVectorEnv(num_envs=8, backbone="tiny-dynamic-resnet", split="val")
+    n = plain.num_instances
+    assert env.num_instances == 8 * n
+    views, _ = env.reset(seed=0, options={"index": np.arange(8) * n})  # the eight views of val image 0
+    image, _ = plain.reset(seed=0, options={"index": np.zeros(8, dtype=np.int64)})
+    np.testing.assert_allclose(views["features"][0], image["features"][0], rtol=1e-5, atol=1e-6)  # view 0: the image
+    differ = [not np.allclose(views["features"][v], image["features"][0], rtol=1e-3, atol=1e-4) for v in range(1, 8)]
+    assert sum(differ) >= 6  # crops and flips (one view in 162 draws the image's own offset, unflipped)
     obs, *_ = env.step(np.full(8, 2))
     assert obs["features"].shape == (8, env.single_observation_space["features"].shape[0])

@@ -205,6 +205,8 @@ def test_seeded_dynamic_environments_are_identical() -> None:
     a = rollout(RoutingEnv(backbone=TINY), actions, seed=3)
     b = rollout(RoutingEnv(backbone=TINY), actions, seed=3)
     assert_same(a, b)
+    with pytest.raises(AssertionError):  # and the seed is what decides
+        assert_same(a, rollout(RoutingEnv(backbone=TINY), actions, seed=4))
 
 
 def test_vector_env_matches_single_envs() -> None:
@@ -593,3 +595,17 @@ def test_decide_at_head_repeats_each_decision_up_to_the_next_decision_point(max_
 def test_decide_at_is_checked() -> None:
     with pytest.raises(ValueError, match="unknown decide_at 'stage'; expected one of"):
         RoutingVectorEnv(num_envs=2, backbone=TINY, decide_at="stage")
+
+
+def test_random_skipping_is_solved_for_the_target_cost() -> None:
+    """The rate of ``random_skip_row`` comes from the cost table: between no skip and every skip, the
+    routes it samples cost the target on average."""
+    from routing_env.experiments.baselines import random_skip_row
+
+    env_id = "routing_env/DynamicResNet-v0"
+    none, every = (random_skip_row(env_id, {"backbone": TINY}, t) for t in (10.0, 0.0))
+    assert (none["rate"], every["rate"]) == (0.0, 1.0) and every["macs_fraction"] < none["macs_fraction"]
+    target = (none["macs_fraction"] + every["macs_fraction"]) / 2
+    half = random_skip_row(env_id, {"backbone": TINY}, target)
+    assert 0.0 < half["rate"] < 1.0
+    assert half["macs_fraction"] == pytest.approx(target, abs=0.02)

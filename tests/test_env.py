@@ -149,8 +149,10 @@ def test_out_of_space_actions_raise_value_error_naming_them(env: RoutingEnv, act
 
 def test_numpy_integer_actions_are_accepted(env: RoutingEnv) -> None:
     env.reset(seed=0)
-    env.step(np.int64(RUN))
-    env.step(np.array(EXIT))
+    obs, _, terminated, _, info = env.step(np.int64(RUN))  # read as RUN, not resolved from something else
+    assert not terminated and not info["invalid_action"] and obs["position"].argmax() == 1
+    _, _, terminated, _, info = env.step(np.array(EXIT))
+    assert terminated and not info["invalid_action"] and info["exit_position"] == 1
 
 
 def test_step_before_reset_and_after_the_end_needs_reset(env: RoutingEnv) -> None:

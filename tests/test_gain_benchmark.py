@@ -34,6 +34,22 @@ def test_each_target_scores_both_rules_chosen_on_val(measured) -> None:
         assert row["gain"]["test_accuracy_mean"] == pytest.approx(sum(r["test_accuracy"] for r in runs) / 2)
 
 
+def test_both_rules_are_the_ones_tuned_on_val(measured) -> None:
+    """Each row's τ (both rules) and ridge penalty are what tuning on ``val`` gives, not ``test``."""
+    from agents import make_agent
+    from routing_env.experiments.train import evaluation_env
+
+    val = evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade", "obs_mode": "heads"}, "val")
+    for row in measured["rows"]:
+        rule = make_agent("threshold", val, target_macs_fraction=row["val_target"])
+        rule.learn(0)
+        assert row["threshold"]["tau"] == pytest.approx(rule.tau)
+        for r in row["gain"]["runs"]:
+            agent = make_agent("gain", val, seed=r["seed"], target_macs_fraction=row["val_target"])
+            agent.learn(0)
+            assert (r["tau"], r["alpha"]) == pytest.approx((agent.tau, agent.alpha))
+
+
 def test_merging_outputs_averages_over_backbones(measured, tmp_path) -> None:
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for p in paths:

@@ -1,5 +1,7 @@
 """Property tests over random action sequences: cost accounting, budgets, masks."""
 
+import re
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -107,7 +109,10 @@ def test_the_hard_budget_holds_on_the_dynamic_resnet_whatever_the_actions(max_ma
     if max_macs not in DYNAMIC_ENVS:
         try:
             DYNAMIC_ENVS[max_macs] = RoutingVectorEnv(num_envs=8, backbone="tiny-dynamic-resnet", max_macs=max_macs)
-        except ValueError:  # below the cheapest route to a prediction: refused, as documented
+        except ValueError as e:  # below the cheapest route to a prediction: refused, as documented, and only then
+            cheapest = re.search(r"below the cheapest route to a prediction \(([0-9.e+-]+) of the reference MACs\)", str(e))
+            assert cheapest is not None, str(e)
+            assert max_macs < float(cheapest.group(1)) * 1.001
             return
     env = DYNAMIC_ENVS[max_macs]
     env.reset(seed=seed)

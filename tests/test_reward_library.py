@@ -204,10 +204,13 @@ def test_profile_cli_writes_what_cost_latency_reads(tmp_path, monkeypatch) -> No
     table = json.loads((tmp_path / "latency" / "tiny-dynamic-resnet-b1.json").read_text())
     assert table["batch"] == 1 and len(table["stage"]) == 6
     obs, _ = RoutingEnv(backbone="tiny-dynamic-resnet", cost="latency").reset(seed=0)
-    assert 0 < obs["cost"][0] < 1
+    full_path = table["prefix"] + sum(s[-1] for s in table["stage"]) + table["head"][-1]
+    assert obs["cost"][0] == pytest.approx(table["prefix"] / full_path, rel=1e-5)  # the stem, priced by the table
     assert main(["profile", "--backbone", "tiny-cascade", "--repeats", "2", "--out", str(tmp_path / "c.json")]) == 0
+    cascade = json.loads((tmp_path / "c.json").read_text())
     obs, _ = RoutingEnv(backbone="tiny-cascade", cost=str(tmp_path / "c.json")).reset(seed=0)
-    assert 0 < obs["cost"][0]
+    # at reset the first member and its head have run; the reference is the largest member alone
+    assert obs["cost"][0] == pytest.approx((cascade["prefix"] + cascade["head"][0]) / cascade["reference"], rel=1e-5)
 
 
 def test_budget_and_cost_options_are_validated_up_front() -> None:

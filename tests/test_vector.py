@@ -95,6 +95,8 @@ def test_seeded_vector_envs_are_identical() -> None:
         return out
 
     assert_same(trace(3), trace(3))
+    with pytest.raises(AssertionError):  # and the seed is what decides
+        assert_same(trace(3), trace(4))
 
 
 @pytest.mark.parametrize(
