@@ -76,7 +76,7 @@ def linear_macs(*modules) -> int:
     return sum(m.in_features * m.out_features for module in modules for m in module.modules() if isinstance(m, torch.nn.Linear))
 
 
-@pytest.mark.parametrize("name", ["reinforce", "ppo", "dqn", "a2c", "maskable-ppo"])
+@pytest.mark.parametrize("name", LEARNED_BY_GRADIENT)
 def test_learned_policies_count_their_own_macs(name: str, val) -> None:
     """A decision's MACs are its actor's (or Q-network's) matrix products: not the critic's, which
     acting never runs, and not nothing."""

@@ -468,6 +468,7 @@ def test_nonsense_is_refused_before_anything_is_written(argv: list[str], message
 def test_a_given_threshold_is_kept(capsys: pytest.CaptureFixture) -> None:
     from routing_env.experiments.train import evaluation_env, evaluation_json
 
+    env = evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade"}, "test")
     scored = {}
     for tau in (0.5, 0.99):
         assert main(["evaluate", "--backbone", "tiny-cascade", "--agent", "threshold", "--agent-kwargs", f"tau={tau}", "--json"]) == 0
@@ -475,7 +476,6 @@ def test_a_given_threshold_is_kept(capsys: pytest.CaptureFixture) -> None:
         agent = make_agent("threshold", RoutingVectorEnv(num_envs=4, backbone="tiny-cascade"), tau=tau)
         agent.learn(0)  # tuning keeps a given tau
         assert agent.tau == tau
-        env = evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade"}, "test")
         direct = evaluation_json(agent, env, "routing_env/Cascade-v0")
         assert (scored[tau]["accuracy"], scored[tau]["macs_fraction"]) == pytest.approx((direct["accuracy"], direct["macs_fraction"]))
     assert scored[0.5]["macs_fraction"] < scored[0.99]["macs_fraction"]  # the two taus route differently
