@@ -287,7 +287,7 @@ def cmd_joint(args: argparse.Namespace) -> int:
     return 0
 
 
-SCRATCH_ONLY = {"batch_size": None, "dense_epochs": None, "member_loss": None, "warmup_epochs": None, "precision": None, "device": None, "time_limit": None}
+SCRATCH_ONLY = {"batch_size": None, "dense_epochs": None, "member_floor": None, "member_loss": None, "warmup_epochs": None, "precision": None, "device": None, "time_limit": None}
 """``joint`` options that only the batched from-scratch run has (their unset values)."""
 ENVIRONMENT_ONLY = {"num_envs": 64, "backbone_update_every": 32, "backbone_lr_schedule": "constant", "augment": False,
                     "env_kwargs": None, "agent_kwargs": None}
@@ -306,7 +306,7 @@ def joint_from_scratch_command(args: argparse.Namespace) -> int:
 
     refuse_options(args, ENVIRONMENT_ONLY, "are options of the environment-driven run, not of --from-scratch")
     given = {"epochs": args.epochs, "lr": args.backbone_lr, "batch_size": args.batch_size, "dense_epochs": args.dense_epochs,
-             "warmup_epochs": args.warmup_epochs, "precision": args.precision, "targets": args.targets, "member_loss": args.member_loss}
+             "member_floor": args.member_floor, "warmup_epochs": args.warmup_epochs, "precision": args.precision, "targets": args.targets, "member_loss": args.member_loss}
     given = {k: v for k, v in given.items() if v is not None}
     if "epochs" in given and "warmup_epochs" not in given:  # the default warm-up, never longer than the run
         given["warmup_epochs"] = min(ScratchJointSpec.warmup_epochs, given["epochs"])
@@ -505,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true", help="members from random weights, batched on a device (Guan et al.'s setting; experiments/joint_scratch.py)")
     p.add_argument("--batch-size", type=int, help="--from-scratch: images per step (default 512)")
     p.add_argument("--dense-epochs", type=int, help="--from-scratch: first epochs in which every member learns from every instance (default 0)")
+    p.add_argument("--member-floor", type=float, help="--from-scratch: after the dense epochs, the weight of the instances a member's routes did not bring it (default 0: only those they did)")
     p.add_argument("--member-loss", help="--from-scratch: expected (a member's routed cross-entropy over the batch size; the default) or routed-mean (over the instances routed to it)")
     p.add_argument("--warmup-epochs", type=int, help="--from-scratch: linear warm-up of the members' rate (default 2)")
     p.add_argument("--precision", help="--from-scratch: fp32, or bf16 autocast (the default)")
