@@ -146,7 +146,7 @@ def test_reinforce_makes_the_policy_stop_where_stopping_pays() -> None:
     logits = [5 * torch.nn.functional.one_hot(y, 4).float() for _ in range(3)]  # every member right
     costs, spec = cumulative_cost([1, 2, 4]), replace(SPEC, lam=0.3)
     probs = torch.stack([z.softmax(-1) for z in logits], dim=1)
-    before = torch.sigmoid(policy(probs, 0)).mean()
+    before = torch.sigmoid(policy(probs, 0)).mean().detach()
     optimizer = torch.optim.Adam(policy.parameters(), lr=0.05)
     generator = torch.Generator().manual_seed(0)
     for _ in range(30):
