@@ -287,7 +287,8 @@ def cmd_joint(args: argparse.Namespace) -> int:
     return 0
 
 
-SCRATCH_ONLY = {"batch_size": None, "dense_epochs": None, "member_floor": None, "member_loss": None, "warmup_epochs": None, "precision": None, "device": None, "time_limit": None}
+SCRATCH_ONLY = {"batch_size": None, "dense_epochs": None, "member_floor": None, "member_loss": None, "warmup_epochs": None, "precision": None, "device": None, "time_limit": None,
+                "branch_from": None}
 """``joint`` options that only the batched from-scratch run has (their unset values)."""
 ENVIRONMENT_ONLY = {"num_envs": 64, "backbone_update_every": 32, "backbone_lr_schedule": "constant", "augment": False,
                     "env_kwargs": None, "agent_kwargs": None}
@@ -312,7 +313,7 @@ def joint_from_scratch_command(args: argparse.Namespace) -> int:
         given["warmup_epochs"] = min(ScratchJointSpec.warmup_epochs, given["epochs"])
     spec = ScratchJointSpec(backbone=args.backbone, lam=args.lam, seed=args.seed, **given)
     summary = joint_from_scratch(spec, args.out, resume=args.resume, device=args.device or "cpu", time_limit=args.time_limit,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, branch_from=args.branch_from)
     state = "stopped at the time limit; go on with --resume" if summary["stopped"] else "done"
     print(f"joint training from scratch: {summary['epochs']} of {spec.epochs} epochs, {state}; members in {summary['backbone']}; "
           f"freeze them with routing_env.pretrained.package_cotrained(..., recalibrate=0); tensorboard --logdir {Path(args.out) / 'tb'}",
@@ -511,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", help="--from-scratch: fp32, or bf16 autocast (the default)")
     p.add_argument("--device", help="--from-scratch: where to train, e.g. cuda (default cpu)")
     p.add_argument("--time-limit", type=float, metavar="MINUTES", help="--from-scratch: start an epoch only if it ends within this many minutes; --resume goes on")
+    p.add_argument("--branch-from", metavar="CHECKPOINT", help="--from-scratch: start from another run's checkpoint.pt taken inside both runs' dense epochs, "
+                   "when the runs differ only in --dense-epochs or --member-floor (the same computation up to there); with --resume, "
+                   "--out's own checkpoint once it has one")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, backbone.pt, the policy, tb/)")
     p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true")

@@ -96,6 +96,48 @@ def test_a_time_limit_stops_on_a_whole_epoch_and_resume_goes_on(tmp_path: Path) 
     assert not summary["stopped"] and summary["epochs"] == 3
 
 
+def test_a_branch_from_another_runs_dense_epoch_is_that_run_from_scratch_bit_for_bit(tmp_path: Path) -> None:
+    source = replace(SPEC, epochs=3, dense_epochs=2)
+    variant = replace(source, member_floor=0.5, dense_epochs=1)
+    joint_from_scratch(source, tmp_path / "source", time_limit=1e-4)  # stops after epoch 1, inside both runs' dense epochs
+    straight = joint_from_scratch(variant, tmp_path / "straight")
+    checkpoint = tmp_path / "source" / "checkpoint.pt"
+    branched = joint_from_scratch(variant, tmp_path / "branch", branch_from=checkpoint)
+    for name in ("backbone.pt", "policy.pt"):
+        a = torch.load(tmp_path / "straight" / name, weights_only=True)
+        b = torch.load(tmp_path / "branch" / name, weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["val"] for h in branched["history"]] == [h["val"] for h in straight["history"]]
+    assert [h["dense"] for h in branched["history"]] == [True, False, False]
+    record = branched["branched_from"]
+    assert record["epoch"] == 1 and record["checkpoint"] == str(checkpoint) and record["spec"]["member_floor"] == 0.0
+    assert json.loads((tmp_path / "branch" / "config.json").read_text())["branched_from"] == record
+    assert straight["branched_from"] is None
+    # the branch's own checkpoint keeps the record, and --resume goes on from it, not from the source
+    again = joint_from_scratch(variant, tmp_path / "branch", resume=True, branch_from=checkpoint)
+    assert again["branched_from"] == record and again["epochs"] == 3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "branch" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/routed_accuracy")] == [1, 2, 3]  # the source's epoch 1 came along
+
+
+def test_a_branch_is_refused_where_it_would_not_be_the_same_computation(tmp_path: Path) -> None:
+    source = replace(SPEC, epochs=3, dense_epochs=1)
+    joint_from_scratch(source, tmp_path / "source", time_limit=1e-4)
+    checkpoint = tmp_path / "source" / "checkpoint.pt"
+    with pytest.raises(ValueError, match="differs in lam, seed .only dense_epochs, member_floor may differ"):
+        joint_from_scratch(replace(source, lam=0.1, seed=1), tmp_path / "a", branch_from=checkpoint)
+    with pytest.raises(ValueError, match="after epoch 1, past the dense epochs the two runs share .0."):
+        joint_from_scratch(replace(source, dense_epochs=0), tmp_path / "b", branch_from=checkpoint)
+    joint_from_scratch(source, tmp_path / "source", resume=True)  # now epoch 3, past its own dense epoch
+    with pytest.raises(ValueError, match="after epoch 3, past the dense epochs the two runs share .1."):
+        joint_from_scratch(replace(source, member_floor=0.2), tmp_path / "c", branch_from=checkpoint)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        joint_from_scratch(source, tmp_path / "d", branch_from=tmp_path / "nowhere.pt")
+    assert not any((tmp_path / name).exists() for name in "abcd")  # refused before anything was written
+
+
 def test_route_samples_each_decision_and_the_last_member_always_stops() -> None:
     torch.manual_seed(0)
     policy = SelectionModule(num_members=3, num_classes=4, hidden=8)
@@ -226,9 +268,17 @@ def test_the_cli_runs_from_scratch_and_refuses_options_of_the_other_mode(tmp_pat
     assert spec["targets"] == "heads" and spec["member_floor"] == 0.1
     with pytest.raises(SystemExit, match="--augment, --num-envs are options of the environment-driven run"):
         main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--augment", "--num-envs", "8", "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="--batch-size, --device, --member-floor are options of --from-scratch"):
+    with pytest.raises(SystemExit, match="--batch-size, --branch-from, --device, --member-floor are options of --from-scratch"):
         main(["joint", "--backbone", "tiny-cascade", "--batch-size", "64", "--device", "cpu", "--member-floor", "0.1",
-              "--out", str(tmp_path / "y")])
+              "--branch-from", str(out / "checkpoint.pt"), "--out", str(tmp_path / "y")])
+    branch = tmp_path / "branch"
+    capsys.readouterr()
+    assert main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--epochs", "2", "--batch-size", "256", "--precision", "fp32",
+                 "--branch-from", str(out / "checkpoint.pt"), "--out", str(branch), "--quiet"]) == 2
+    assert "cannot branch from" in capsys.readouterr().err and not branch.exists()
+    assert main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--epochs", "1", "--batch-size", "256", "--precision", "fp32",
+                 "--member-floor", "0.3", "--branch-from", str(out / "checkpoint.pt"), "--out", str(branch), "--quiet"]) == 2
+    assert "after epoch 1, past the dense epochs the two runs share (0)" in capsys.readouterr().err
 
 
 def test_the_expected_routed_loss_keeps_a_rarely_reached_members_accuracy_where_the_routed_mean_breaks_it(
