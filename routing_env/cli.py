@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-order-channels", action="store_true", help="dynamic backbones: keep a plain --init's channel order")
     p.add_argument("--recalibrate", type=int, default=100, help="dynamic backbones: BatchNorm recalibration batches after training (0: none)")
     p.add_argument("--monitor", type=int, default=1000, help="dynamic backbones: val images each static route is scored on every epoch (0: none)")
-    p.add_argument("--teacher", help="dynamic backbones: a plain CIFAR ResNet state_dict every route distils from (e.g. the shipped resnet56.pt)")
+    p.add_argument("--teacher", help="a plain CIFAR ResNet state_dict to distil from (e.g. the shipped resnet56.pt): every route of a dynamic backbone, or a plain member (half labels, half teacher)")
     p.add_argument("--rescale", action="store_true", help="dynamic backbones: LC-Net's learned rescaling of narrowed and skipped blocks")
     p.add_argument("--exits", default="stage", help="dynamic backbones: exit heads after each stage (stage) or after every block (block)")
     p.add_argument(
