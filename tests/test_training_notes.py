@@ -1,0 +1,56 @@
+"""The training notes' per-epoch tables of the from-scratch joint runs are what
+``training/progress.py`` prints from each run's committed ``joint.json``: a table edited by hand, or
+a run resumed without its table updated, fails here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTES = ROOT / "training" / "README.md"
+
+
+def progress_module():
+    spec = importlib.util.spec_from_file_location("progress", ROOT / "training" / "progress.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def joint_tables() -> dict[str, list[list[str]]]:
+    """Each ``## `run` …`` section's per-epoch joint table (the rows under a header that starts
+    ``| epoch | phase |``), by run name."""
+    tables: dict[str, list[list[str]]] = {}
+    run, rows = None, None
+    for line in NOTES.read_text().splitlines():
+        section = re.match(r"## `([^`]+)`", line)
+        if section:
+            run, rows = section.group(1), None
+        elif line.startswith("| epoch | phase |") and run is not None:
+            rows = tables.setdefault(run, [])
+        elif rows is not None and line.startswith("| ") and not line.startswith("|---"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif rows is not None and not line.startswith("|"):
+            rows = None
+    return tables
+
+
+TABLES = joint_tables()
+
+
+def test_the_notes_have_the_joint_tables() -> None:
+    assert {"cifar10-resnet-cascade-joint-scratch-expected", "cifar10-resnet-cascade-joint-scratch-dense"} <= TABLES.keys()
+
+
+@pytest.mark.parametrize("run", sorted(TABLES))
+def test_each_joint_table_is_what_progress_prints_from_the_runs_joint_json(run: str) -> None:
+    summary = json.loads((ROOT / "training" / run / "joint.json").read_text())
+    written = TABLES[run]
+    assert written, f"the notes' table of {run} has no rows"
+    _, printed = progress_module().joint_rows(summary, {int(row[0]) for row in written})
+    assert written == printed
