@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from routing_env.backbones import make_backbone
+from routing_env.checkpoints import file_sha256
 from routing_env.cli import main
 from routing_env.data import load_split
 from routing_env.experiments.joint_scratch import (
@@ -96,46 +97,58 @@ def test_a_time_limit_stops_on_a_whole_epoch_and_resume_goes_on(tmp_path: Path) 
     assert not summary["stopped"] and summary["epochs"] == 3
 
 
-def test_a_branch_from_another_runs_dense_epoch_is_that_run_from_scratch_bit_for_bit(tmp_path: Path) -> None:
+def test_a_branch_from_another_runs_dense_epoch_is_that_run_from_scratch_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = replace(SPEC, epochs=3, dense_epochs=2)
     variant = replace(source, member_floor=0.5, dense_epochs=1)
-    joint_from_scratch(source, tmp_path / "source", time_limit=1e-4)  # stops after epoch 1, inside both runs' dense epochs
+    taken = joint_from_scratch(source, tmp_path / "source", time_limit=1e-4)  # stops after epoch 1, inside both runs' dense epochs
     straight = joint_from_scratch(variant, tmp_path / "straight")
     checkpoint = tmp_path / "source" / "checkpoint.pt"
-    branched = joint_from_scratch(variant, tmp_path / "branch", branch_from=checkpoint)
+    interrupt_at_evaluation(monkeypatch, 1)  # killed in its first epoch of its own: its checkpoint is the branch point's
+    with pytest.raises(KeyboardInterrupt):
+        joint_from_scratch(variant, tmp_path / "branch", branch_from=checkpoint)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "branch" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    branched = joint_from_scratch(variant, tmp_path / "branch", resume=True)  # goes on as any run does, the source not named
     for name in ("backbone.pt", "policy.pt"):
         a = torch.load(tmp_path / "straight" / name, weights_only=True)
         b = torch.load(tmp_path / "branch" / name, weights_only=True)
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["val"] for h in branched["history"]] == [h["val"] for h in straight["history"]]
+    assert branched["history"][0] == taken["history"][0]  # the source's epoch came along (its seconds too), not retrained
     assert [h["dense"] for h in branched["history"]] == [True, False, False]
     record = branched["branched_from"]
-    assert record["epoch"] == 1 and record["checkpoint"] == str(checkpoint) and record["spec"]["member_floor"] == 0.0
+    assert record["epoch"] == 1 and record["checkpoint"] == str(checkpoint.resolve()) and record["spec"]["member_floor"] == 0.0
+    assert record["sha256"] == file_sha256(checkpoint) and record["branched_from"] is None
     assert json.loads((tmp_path / "branch" / "config.json").read_text())["branched_from"] == record
     assert straight["branched_from"] is None
-    # the branch's own checkpoint keeps the record, and --resume goes on from it, not from the source
-    again = joint_from_scratch(variant, tmp_path / "branch", resume=True, branch_from=checkpoint)
-    assert again["branched_from"] == record and again["epochs"] == 3
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(tmp_path / "branch" / "tb"))
     events.Reload()
-    assert [e.step for e in events.Scalars("val/routed_accuracy")] == [1, 2, 3]  # the source's epoch 1 came along
+    assert [e.step for e in events.Scalars("val/routed_accuracy")] == [1, 2, 3]  # the source's epoch 1 came along, once
 
 
 def test_a_branch_is_refused_where_it_would_not_be_the_same_computation(tmp_path: Path) -> None:
     source = replace(SPEC, epochs=3, dense_epochs=1)
     joint_from_scratch(source, tmp_path / "source", time_limit=1e-4)
     checkpoint = tmp_path / "source" / "checkpoint.pt"
-    with pytest.raises(ValueError, match="differs in lam, seed .only dense_epochs, member_floor may differ"):
+    with pytest.raises(ValueError, match=r"differs in lam, seed \(only dense_epochs, member_floor may differ\)"):
         joint_from_scratch(replace(source, lam=0.1, seed=1), tmp_path / "a", branch_from=checkpoint)
-    with pytest.raises(ValueError, match="after epoch 1, past the dense epochs the two runs share .0."):
+    with pytest.raises(ValueError, match=r"share no dense epoch \(its dense_epochs 1, this run's 0\)"):
         joint_from_scratch(replace(source, dense_epochs=0), tmp_path / "b", branch_from=checkpoint)
-    joint_from_scratch(source, tmp_path / "source", resume=True)  # now epoch 3, past its own dense epoch
-    with pytest.raises(ValueError, match="after epoch 3, past the dense epochs the two runs share .1."):
-        joint_from_scratch(replace(source, member_floor=0.2), tmp_path / "c", branch_from=checkpoint)
+    with pytest.raises(ValueError, match="it is a folder; pass .*checkpoint.pt"):
+        joint_from_scratch(source, tmp_path / "c", branch_from=tmp_path / "source")
+    with pytest.raises(ValueError, match="not a `joint --from-scratch` checkpoint"):
+        joint_from_scratch(source, tmp_path / "d", branch_from=tmp_path / "source" / "backbone.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        joint_from_scratch(source, tmp_path / "d", branch_from=tmp_path / "nowhere.pt")
-    assert not any((tmp_path / name).exists() for name in "abcd")  # refused before anything was written
+        joint_from_scratch(source, tmp_path / "e", branch_from=tmp_path / "nowhere.pt")
+    dense = replace(source, epochs=1, dense_epochs=1)  # dense throughout, and done: the same run but for the floor
+    joint_from_scratch(dense, tmp_path / "dense")
+    with pytest.raises(ValueError, match="this run has 1: nothing to train"):
+        joint_from_scratch(replace(dense, member_floor=0.3), tmp_path / "f", branch_from=tmp_path / "dense" / "checkpoint.pt")
+    joint_from_scratch(source, tmp_path / "source", resume=True)  # now epoch 3, past its own dense epoch
+    with pytest.raises(ValueError, match=r"after epoch 3, past the dense epochs the two runs share \(1\)"):
+        joint_from_scratch(replace(source, member_floor=0.2), tmp_path / "g", branch_from=checkpoint)
+    assert not any((tmp_path / name).exists() for name in "abcdefg")  # refused before anything was written
 
 
 def test_route_samples_each_decision_and_the_last_member_always_stops() -> None:
@@ -278,7 +291,7 @@ def test_the_cli_runs_from_scratch_and_refuses_options_of_the_other_mode(tmp_pat
     assert "cannot branch from" in capsys.readouterr().err and not branch.exists()
     assert main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--epochs", "1", "--batch-size", "256", "--precision", "fp32",
                  "--member-floor", "0.3", "--branch-from", str(out / "checkpoint.pt"), "--out", str(branch), "--quiet"]) == 2
-    assert "after epoch 1, past the dense epochs the two runs share (0)" in capsys.readouterr().err
+    assert "the two runs share no dense epoch (its dense_epochs 0, this run's 0)" in capsys.readouterr().err
 
 
 def test_the_expected_routed_loss_keeps_a_rarely_reached_members_accuracy_where_the_routed_mean_breaks_it(

@@ -58,7 +58,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import __version__
-from ..checkpoints import load_state_dict, resumes, same_arguments, save_state_dict, write_json
+from ..checkpoints import file_sha256, load_state_dict, resumes, same_arguments, save_state_dict, write_json
 from ..data import Split, augment, load_split
 from ..env import present_device
 from ..pretrain import PRECISIONS, machine_description
@@ -67,10 +67,11 @@ from ..provenance import provenance
 TARGETS = ("heads", "exit")
 MEMBER_LOSSES = ("expected", "routed-mean")
 WRITTEN_BEFORE_MEMBER_LOSS = {"member_loss": "routed-mean"}
-BRANCHABLE = ("dense_epochs", "member_floor")
-"""The fields a branched run may change: neither acts before the end of the dense epochs."""
 """A checkpoint with no ``member_loss`` was written when ``routed-mean`` was the only loss (``expected``,
 the default since, would change its run on ``--resume``)."""
+BRANCHABLE = ("dense_epochs", "member_floor")
+"""The fields a branched run may change: neither acts before the end of the dense epochs."""
+CHECKPOINT_KEYS = ("spec", "members", "policy", "optimizer", "policy_optimizer", "scheduler", "generator", "epoch", "elapsed", "history")
 
 
 @dataclass(frozen=True)
@@ -278,21 +279,35 @@ def evaluate(members: nn.ModuleList, policy: SelectionModule, split: Split, cost
 
 def branch_state(source: str | Path, spec: ScratchJointSpec) -> dict[str, Any]:
     """The checkpoint ``source`` of another run, to start ``spec`` from, with the record of where it
-    came from (``state["branched_from"]``, JSON). Refused unless the two runs' specs differ only in
-    :data:`BRANCHABLE` fields and its epoch lies inside both runs' dense epochs: there the two runs
-    are one computation, so the branch is exactly ``spec`` from scratch."""
+    came from (``state["branched_from"]``, JSON: the file, its sha256, its epoch and spec, and its own
+    record if it was a branch too). Refused unless the two runs' specs differ only in
+    :data:`BRANCHABLE` fields and its epoch lies inside both runs' dense epochs and before ``spec``'s
+    last: there the two runs are one computation, so the branch is exactly ``spec`` from scratch."""
+    source = Path(source)
+    if source.is_dir():
+        raise ValueError(f"cannot branch from {source}: it is a folder; pass {source / 'checkpoint.pt'}")
     state = load_state_dict(source)
-    stored, mine = json.loads(state["spec"]), asdict(spec)
-    if not same_arguments(json.dumps({**stored, **{k: mine[k] for k in BRANCHABLE}}), spec, predates=WRITTEN_BEFORE_MEMBER_LOSS):
-        differ = sorted(k for k in mine if k not in BRANCHABLE and stored.get(k, mine[k]) != mine[k])
-        raise ValueError(f"cannot branch from {source}: its run differs in {', '.join(differ) or 'fields it predates'} "
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"cannot branch from {source}: it is not a `joint --from-scratch` checkpoint (no {', '.join(missing)})")
+    stored, mine = json.loads(state["spec"]), json.loads(json.dumps(asdict(spec)))
+    # the fields the source predates count as the code that wrote it ran them (as --resume reads them)
+    theirs = {name: stored.get(name, WRITTEN_BEFORE_MEMBER_LOSS.get(name, getattr(ScratchJointSpec, name))) for name in mine}
+    differ = sorted({k for k in mine if k not in BRANCHABLE and theirs[k] != mine[k]} | (stored.keys() - mine.keys()))
+    if differ:
+        raise ValueError(f"cannot branch from {source}: its run differs in {', '.join(differ)} "
                          f"(only {', '.join(BRANCHABLE)} may differ); its spec: {state['spec']}")
-    epoch = int(state["epoch"])
-    dense = min(int(stored.get("dense_epochs", ScratchJointSpec.dense_epochs)), spec.dense_epochs)
+    epoch, dense = int(state["epoch"]), min(int(theirs["dense_epochs"]), spec.dense_epochs)
+    if dense == 0:
+        raise ValueError(f"cannot branch from {source}: the two runs share no dense epoch (its dense_epochs "
+                         f"{theirs['dense_epochs']}, this run's {spec.dense_epochs})")
     if epoch > dense:
         raise ValueError(f"cannot branch from {source}: it was taken after epoch {epoch}, past the dense epochs the two "
                          f"runs share ({dense}); branch from a checkpoint of epoch {dense} or earlier")
-    record = {"checkpoint": str(source), "epoch": epoch, "spec": stored, "branched_from": json.loads(state.get("branched_from", "null"))}
+    if epoch >= spec.epochs:
+        raise ValueError(f"cannot branch from {source}: it was taken after epoch {epoch}, and this run has {spec.epochs}: nothing to train")
+    record = {"checkpoint": str(source.resolve()), "sha256": file_sha256(source), "epoch": epoch, "spec": stored,
+              "branched_from": json.loads(state.get("branched_from", "null"))}
     state["branched_from"] = json.dumps(record, sort_keys=True)
     return state
 
@@ -381,9 +396,26 @@ def joint_from_scratch(
     inputs, labels = train.inputs.to(where), torch.from_numpy(train.labels).to(where)
     images = inputs.ndim == 4  # crops and flips for images; vectors (the synthetic set) as they are
     autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
-    writer = SummaryWriter(str(out / "tb"), purge_step=epoch + 1)
-    for row in history if branching else ():  # the source's epochs, so that the curves start at epoch 1
-        log_epoch(writer, row, names)
+    # a branch starts its curves afresh (purge_step 1: a branch killed before its first epoch and
+    # started again would log the source's epochs twice) with the source's epochs, so they start at 1
+    writer = SummaryWriter(str(out / "tb"), purge_step=1 if branching else epoch + 1)
+
+    def save() -> None:
+        """The run's outputs at the last whole epoch, then its checkpoint: killed in between, a resume
+        redoes this epoch and rewrites them, so they never lag behind the epoch the checkpoint says is done."""
+        save_state_dict(members.state_dict(), out / "backbone.pt")
+        save_state_dict(policy.state_dict(), out / "policy.pt")
+        write_json(out / "joint.json", summary(spec, names, member_macs, epoch, elapsed, history, out, branched))
+        writer.flush()  # the epoch's curves on disk before the checkpoint says it is done (purge_step drops later ones)
+        save_state_dict({"spec": written, "members": members.state_dict(), "policy": policy.state_dict(),
+                         "optimizer": optimizer.state_dict(), "policy_optimizer": policy_optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
+                         "elapsed": elapsed, "history": json.dumps(history), "branched_from": json.dumps(branched)}, checkpoint)
+
+    if branching:  # the branch's own checkpoint at once: from here on it resumes like any run
+        for row in history:
+            log_epoch(writer, row, names)
+        save()
     last_epoch_seconds = 0.0
     while epoch < spec.epochs:
         began = time.time()
@@ -424,16 +456,7 @@ def joint_from_scratch(
                "val": evaluated, "machine": machine, "git_commit": code["git_commit"]}
         history.append(row)
         log_epoch(writer, row, names)
-        # the outputs first and the checkpoint last: killed in between, a resume redoes this epoch and
-        # rewrites them, so they never lag behind the epoch the checkpoint says is done
-        save_state_dict(members.state_dict(), out / "backbone.pt")
-        save_state_dict(policy.state_dict(), out / "policy.pt")
-        write_json(out / "joint.json", summary(spec, names, member_macs, epoch, elapsed, history, out, branched))
-        writer.flush()  # the epoch's curves on disk before the checkpoint says it is done (purge_step drops later ones)
-        save_state_dict({"spec": written, "members": members.state_dict(), "policy": policy.state_dict(),
-                         "optimizer": optimizer.state_dict(), "policy_optimizer": policy_optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
-                         "elapsed": elapsed, "history": json.dumps(history), "branched_from": json.dumps(branched)}, checkpoint)
+        save()
         if progress:
             print(f"joint from scratch epoch {epoch}/{spec.epochs}: {seconds:.1f} s, exits {row['exit_fraction']}, "
                   f"train routed acc {row['train_routed_accuracy']:.4f} at {row['train_macs_fraction']:.3f}; val members "
