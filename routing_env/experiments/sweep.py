@@ -157,7 +157,7 @@ def check_sweep(spec: SweepSpec) -> None:
     """Refuse a sweep with a ``ValueError`` naming the bad value before any run trains: every agent,
     every λ with the environment options, the steps (a typo in the last agent must not surface after
     the first runs have trained)."""
-    from agents.base import check_comparable
+    from agents import check_comparable
 
     if not spec.agents or not spec.lams or not spec.seeds:
         raise ValueError(f"a sweep needs agents, lams and seeds, got {spec.agents}, {spec.lams} and {spec.seeds}")
