@@ -408,7 +408,7 @@ def add_grid_options(p: argparse.ArgumentParser, unit: str, folder: str) -> None
     add_early_stopping_options(p)
 
 
-def add_env_options(p: argparse.ArgumentParser, default_split: str | None = None) -> None:
+def add_env_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default="routing_env/Cascade-v0", help="environment id")
     p.add_argument("--backbone", help="backbone name (an environment option)")
     p.add_argument("--dataset", help="data set name (an environment option)")
