@@ -369,7 +369,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         download=args.download,
         progress=not args.quiet,
-        command=command_line(),
+        command=command_line(args.argv),
         device=args.device,
         time_limit=args.time_limit,
     )
@@ -586,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was asked, for the records that keep the command
     try:
         return args.func(args)
     except (ValueError, TypeError, KeyError, OSError, RuntimeError, pickle.UnpicklingError) as e:

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -626,5 +626,7 @@ def recalibration_markdown(card: dict[str, Any]) -> str:
     )
 
 
-def command_line() -> str:
-    return "routing-env " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def command_line(argv: Sequence[str]) -> str:
+    """The ``routing-env`` command that ``argv`` (the arguments after the program name) spells, quoted
+    for a shell: what a model card records."""
+    return "routing-env " + " ".join(shlex.quote(a) for a in argv)

@@ -35,7 +35,7 @@ def test_bench_dynamic_figures(cifar_root: str) -> None:
     from routing_env.bench import dynamic_figures, routed_figures
 
     dynamic = dynamic_figures(0.05)
-    assert set(dynamic["vector_steps_per_s"]) == {"64", "256"} and dynamic["routing_overhead"] > -1
+    assert set(dynamic["vector_steps_per_s"]) == {"64", "256"} and -0.5 < dynamic["routing_overhead"] < 10
     routed = routed_figures(repeats=2)
     assert routed["batch1"]["macs_ratio"] == pytest.approx(width_half_macs_fraction(), abs=1e-3)
     assert routed["batch64"]["latency_ratio"] > 0
@@ -68,12 +68,13 @@ def test_device_figures_measure_what_runs_on_the_device(cifar_root: str) -> None
 def test_bench_on_a_missing_device_is_refused_by_name(capsys: pytest.CaptureFixture) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a CUDA device")
-    assert main(["bench", "--device", "cuda"]) == 2
-    assert "--device 'cuda': this machine has no CUDA device" in capsys.readouterr().err
     assert main(["bench", "--device", "nonsense"]) == 2
     assert "invalid device 'nonsense'" in capsys.readouterr().err
     assert main(["bench", "--device", "meta"]) == 2
     assert "the CPU or a CUDA device" in capsys.readouterr().err
-    assert main(["bench", "--device", "cuda", "--no-dynamic"]) == 2  # refused before anything else: no CUDA here
+    if not torch.cuda.is_available():  # on a GPU machine --device cuda runs: that is test_device_figures' part
+        assert main(["bench", "--device", "cuda"]) == 2
+        assert "--device 'cuda': this machine has no CUDA device" in capsys.readouterr().err
+        assert main(["bench", "--device", "cuda", "--no-dynamic"]) == 2  # refused before anything else
+        captured = capsys.readouterr()
+        assert "this machine has no CUDA device" in captured.err and not captured.out

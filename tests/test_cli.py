@@ -161,3 +161,41 @@ def test_sweep_trains_every_point_resumes_and_refuses_other_settings(tmp_path: P
 def test_console_script_and_module_agree() -> None:
     done = run_cli("--version")
     assert done.returncode == 0 and done.stdout.startswith("routing-env ")
+    script = Path(sys.executable).parent / "routing-env"  # the [project.scripts] entry point pip installed
+    assert script.is_file(), f"{script} is missing: is the package installed into this interpreter's environment?"
+    by_script = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert by_script.returncode == 0 and by_script.stdout == done.stdout
+
+
+def test_pretrain_passes_every_flag_to_its_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Every ``pretrain`` flag, set away from its default, reaches its ``PretrainArgs`` field or
+    ``pretrain()`` argument (the CLI maps them by hand), and the card is printed as JSON."""
+    from routing_env import pretrain as module
+
+    calls = []
+
+    def pretrain(args, out, **kwargs):
+        calls.append((args, out, kwargs))
+        return {"stopped": True, "epochs": 1}
+
+    monkeypatch.setattr(module, "pretrain", pretrain)
+    assert main(["pretrain", "--backbone", "resnet20-dynamic", "--dataset", "synthetic", "--epochs", "7", "--out", str(tmp_path),
+                 "--resume", "--data-root", "/data", "--download", "--batch-size", "64", "--lr", "0.05", "--weight-decay", "0.001",
+                 "--label-smoothing", "0.2", "--schedule", "onecycle", "--ema", "0.99", "--seed", "3", "--precision", "bf16",
+                 "--device", "cuda", "--init", "a.pt", "--sandwich", "4", "--skip-rate", "0.3", "--uniform-routes", "0.4",
+                 "--full-width-routes", "0.2", "--whole-uniform-routes", "--no-order-channels", "--recalibrate", "7",
+                 "--monitor", "9", "--teacher", "t.pt", "--rescale", "--exits", "block", "--heads-only", "--time-limit", "12.5",
+                 "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"stopped": True, "epochs": 1}
+    (args, out, kwargs), = calls
+    assert out == str(tmp_path)
+    assert (args.backbone, args.dataset, args.epochs, args.batch_size, args.lr, args.weight_decay, args.label_smoothing) == (
+        "resnet20-dynamic", "synthetic", 7, 64, 0.05, 0.001, 0.2)
+    assert (args.schedule, args.ema, args.seed, args.precision, args.init, args.sandwich, args.skip_rate) == (
+        "onecycle", 0.99, 3, "bf16", "a.pt", 4, 0.3)
+    assert (args.uniform_routes, args.full_width_routes, args.whole_uniform_routes, args.order_channels, args.recalibrate) == (
+        0.4, 0.2, True, False, 7)
+    assert (args.monitor, args.teacher, args.rescale, args.exits, args.heads_only) == (9, "t.pt", True, "block", True)
+    assert {k: kwargs[k] for k in ("resume", "data_root", "download", "progress", "device", "time_limit")} == {
+        "resume": True, "data_root": "/data", "download": True, "progress": False, "device": "cuda", "time_limit": 12.5}
+    assert "--heads-only" in kwargs["command"]  # the card's command line is this one

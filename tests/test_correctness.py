@@ -153,6 +153,18 @@ def test_route_split_gives_the_same_records_under_every_autoreset_mode() -> None
 
 
 # 5. RoutedModel's tables move with it
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (CI has none; run on a lent device)")
+def test_routed_model_runs_on_a_gpu_with_every_output_there() -> None:
+    env = RoutingVectorEnv(num_envs=16, backbone=TINY_DYNAMIC, split="test", lam=0.3)
+    agent = make_agent("reinforce", env, seed=0)
+    routed = RoutedModel(env.unwrapped.core.backbone, agent.policy_module(), optimize=False)
+    x = env.unwrapped.core.executor.inputs[:32]
+    on_cpu = routed(x)
+    on_gpu = routed.to("cuda")(x.cuda())
+    assert all(t.device.type == "cuda" for t in on_gpu)
+    assert [t.shape for t in on_gpu] == [t.shape for t in on_cpu] and bool((on_gpu[1].cpu() > 0).all())
+
+
 def test_routed_model_moves_with_its_tables() -> None:
     env = RoutingVectorEnv(num_envs=16, backbone=TINY_DYNAMIC, split="test", lam=0.3)
     agent = make_agent("reinforce", env, seed=0)
@@ -170,9 +182,6 @@ def test_routed_model_moves_with_its_tables() -> None:
     torch.testing.assert_close(logits64.float(), logits32, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(macs64, macs32)
     assert torch.equal(exits64, exits32) and torch.equal(decisions64, decisions32)
-    if torch.cuda.is_available():
-        out = routed.to("cuda")(x.cuda())
-        assert all(t.device.type == "cuda" for t in out)
     # moving the routed model moved neither the environment's network nor the agent's policy
     assert next(env.unwrapped.core.backbone.model.parameters()).dtype == torch.float32
     assert next(agent.net.parameters()).dtype == torch.float32
@@ -442,6 +451,20 @@ def test_outputs_record_the_machine_versions_and_commit(tmp_path: Path) -> None:
     assert main(["train", "--backbone", "tiny-cascade", "--agent", "threshold", "--steps", "0", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["provenance"]["cpu"] == record["cpu"] and config["provenance"]["versions"] == record["versions"]
+
+
+def test_the_commit_recorded_is_the_checkouts_and_says_when_it_has_changes() -> None:
+    import subprocess
+
+    from routing_env.provenance import git_commit
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout: git_commit() is None there (an installed package)")
+    git_commit.cache_clear()
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    changed = subprocess.run(["git", "-C", str(root), "diff", "HEAD", "--quiet"]).returncode != 0
+    assert len(head) == 40 and git_commit() == head + ("+dirty" if changed else "")
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -25,6 +25,12 @@ def test_unknown_options_raise_pythons_own_type_error() -> None:
 def test_no_info_key_reuses_an_observation_key_with_another_meaning() -> None:
     env = gym.make(ID, backbone="tiny-cascade")
     obs, info = env.reset(seed=0)
+    onward = next(int(a) for a in np.flatnonzero(obs["action_mask"]) if a != EXIT)
+    obs, _, terminated, _, info = env.step(onward)  # an episode going on: info describes the same state as obs
+    shared = set(obs) & set(info)
+    assert not terminated and shared
+    for key in shared:
+        np.testing.assert_array_equal(obs[key], info[key], err_msg=key)
     _, _, _, _, info = env.step(EXIT)
     for key in set(obs) & set(info):
         assert np.shape(obs[key]) == np.shape(info[key]), key

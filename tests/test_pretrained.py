@@ -115,6 +115,31 @@ def test_a_model_loads_by_its_manifests_name_from_any_folder_and_two_of_a_name_a
     assert not (fake_pretrained.parent / "joint").exists()
 
 
+def test_package_cascade_turns_pretrain_runs_into_a_cascade_that_loads_by_name_and_routes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cifar_root: str) -> None:
+    """The way the shipped cascades were made (training/README.md), end to end on two one-epoch runs:
+    weights and cards copied, the manifest's sha256 and caches, and an environment on the package."""
+    from routing_env.pretrain import PretrainArgs, pretrain
+
+    runs = [tmp_path / name for name in ("resnet8", "resnet14")]
+    cards = [pretrain(PretrainArgs(backbone=run.name, epochs=1, batch_size=32, subset=96, seed=3), run, data_root=cifar_root,
+                      progress=False) for run in runs]
+    folder = pretrained.package_cascade("smoke-cascade", runs, data_root=cifar_root, out=tmp_path / "pre" / "smoke-cascade")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [m["model"] for m in manifest["members"]] == ["resnet8", "resnet14"]
+    for member, card in zip(manifest["members"], cards):
+        assert member["sha256"] == card["sha256"] == file_sha256(folder / member["weights"])
+        assert member["test_accuracy"] == card["test_accuracy"] and (folder / f"{member['model']}.MODEL_CARD.md").is_file()
+    assert sorted(manifest["caches"]) == sorted(p.name for p in folder.glob("*.npz")) and len(manifest["caches"]) == 2
+    assert all(manifest["caches"][name] == file_sha256(folder / name) for name in manifest["caches"])
+    monkeypatch.setenv("ROUTING_ENV_PRETRAINED", str(tmp_path / "pre"))
+    monkeypatch.setenv("ROUTING_ENV_DATA", str(tmp_path / "no-data-here"))  # the shipped caches suffice
+    env = RoutingEnv(backbone="smoke-cascade", split="test")
+    obs, _ = env.reset(seed=0)
+    _, _, terminated, _, info = env.step(0)  # EXIT after the first member
+    assert terminated and info["correct"] in (True, False) and obs["probs"].sum() == pytest.approx(1.0, abs=1e-5)
+
+
 def test_package_cascade_refuses_two_members_of_one_architecture_before_writing(tmp_path: Path) -> None:
     runs = []
     for k in range(2):
