@@ -120,11 +120,11 @@ def resumes(checkpoint: str | os.PathLike[str], resume: bool, outputs: tuple[str
     return False
 
 
-def same_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> bool:
-    """Whether a checkpoint's arguments (a dataclass written as JSON) are ``args``; fields added since
-    it was written count as their defaults, so a run started before a new option existed still resumes.
-    ``predates`` names the fields whose default has changed since they were added: absent, they count
-    as the value the code that wrote the checkpoint used (the old default), not today's."""
+def stored_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """A checkpoint's arguments (a dataclass written as JSON) as the code that wrote it ran them, with
+    the fields of ``args``' dataclass added since filled in: as their defaults, or for the fields in
+    ``predates`` (whose default has changed since they were added) as the value they had then. ``None``
+    when the checkpoint predates a required field (no default: not the same run)."""
     stored = json.loads(saved)
     defaults = {}
     for f in dataclasses.fields(args):
@@ -137,5 +137,13 @@ def same_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None
         elif f.default_factory is not dataclasses.MISSING:
             defaults[f.name] = f.default_factory()
         else:
-            return False  # a required field the checkpoint predates: not the same run
-    return {**json.loads(json.dumps(defaults)), **stored} == json.loads(json.dumps(dataclasses.asdict(args)))
+            return None
+    return {**json.loads(json.dumps(defaults)), **stored}
+
+
+def same_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> bool:
+    """Whether a checkpoint's arguments (a dataclass written as JSON) are ``args``; fields added since
+    it was written count as their defaults, so a run started before a new option existed still resumes
+    (:func:`stored_arguments`, ``predates`` as there)."""
+    stored = stored_arguments(saved, args, predates)
+    return stored is not None and stored == json.loads(json.dumps(dataclasses.asdict(args)))

@@ -58,7 +58,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import __version__
-from ..checkpoints import file_sha256, load_state_dict, resumes, same_arguments, save_state_dict, write_json
+from ..checkpoints import file_sha256, load_state_dict, resumes, same_arguments, save_state_dict, stored_arguments, write_json
 from ..data import Split, augment, load_split
 from ..env import present_device
 from ..pretrain import PRECISIONS, machine_description
@@ -291,9 +291,9 @@ def branch_state(source: str | Path, spec: ScratchJointSpec) -> dict[str, Any]:
     if missing:
         raise ValueError(f"cannot branch from {source}: it is not a `joint --from-scratch` checkpoint (no {', '.join(missing)})")
     stored, mine = json.loads(state["spec"]), json.loads(json.dumps(asdict(spec)))
-    # the fields the source predates count as the code that wrote it ran them (as --resume reads them)
-    theirs = {name: stored.get(name, WRITTEN_BEFORE_MEMBER_LOSS.get(name, getattr(ScratchJointSpec, name))) for name in mine}
-    differ = sorted({k for k in mine if k not in BRANCHABLE and theirs[k] != mine[k]} | (stored.keys() - mine.keys()))
+    theirs = stored_arguments(state["spec"], spec, predates=WRITTEN_BEFORE_MEMBER_LOSS)  # as --resume reads it
+    assert theirs is not None  # every ScratchJointSpec field has a default
+    differ = sorted({k for k in mine if k not in BRANCHABLE and theirs[k] != mine[k]} | (theirs.keys() - mine.keys()))
     if differ:
         raise ValueError(f"cannot branch from {source}: its run differs in {', '.join(differ)} "
                          f"(only {', '.join(BRANCHABLE)} may differ); its spec: {state['spec']}")
