@@ -268,12 +268,19 @@ class FoldedBlock(nn.Module):
         self.identity = isinstance(block.shortcut, nn.Identity)
 
     def forward(self, x: torch.Tensor, width: int = -1) -> torch.Tensor:
+        # In place on the convolutions' fresh outputs: no new feature map per activation, sum or
+        # scale (batch 64 on the CPU: a width-0.5 route 13% faster, the full path 6%; issue 20). Each
+        # is autograd-safe (a convolution's backward does not read its output) except the scale
+        # after the ReLU, whose output the ReLU saves: under autograd (the attack) it allocates.
         j = width % len(self.inner)
         buffers, (w1, b1, w2, b2) = self._buffers, self.names[j]
-        out = F.relu(F.conv2d(x, buffers[w1], buffers[b1], stride=self.stride, padding=1))
-        out = F.relu(F.conv2d(out, buffers[w2], buffers[b2], padding=1) + (x if self.identity else self.shortcut(x)))
+        out = F.conv2d(x, buffers[w1], buffers[b1], stride=self.stride, padding=1).relu_()
+        out = F.conv2d(out, buffers[w2], buffers[b2], padding=1)
+        out += x if self.identity else self.shortcut(x)
+        out.relu_()
         if self.rescale and j < len(self.inner) - 1:
-            out = out * self.scale_width[j].view(1, -1, 1, 1)
+            scale = self.scale_width[j].view(1, -1, 1, 1)
+            out = out * scale if torch.is_grad_enabled() else out.mul_(scale)
         return out
 
     skip = DynamicBasicBlock.skip
