@@ -1,6 +1,6 @@
-"""Issue 20: does ``torch.compile`` cut the batch-1 latency of fixed routes, or of a policy's decision?
+"""Issue 20: does ``torch.compile`` cut the latency of fixed routes (at batch 1, or ``--batch``), or of a policy's decision?
 
-    python benchmarks/compiled_routes.py [--threads N] [--no-compile]   # prints one JSON object
+    python benchmarks/compiled_routes.py [--threads N] [--batch B] [--no-compile]   # prints one JSON object
 
 The shipped dynamic ResNet-20's inference copy (RoutedModel.route_module) along the full path, width
 0.5 and width 0.25 on every block, each eager and ``torch.compile``d (``dynamic=False``), and a policy
@@ -16,6 +16,7 @@ import torch
 parser = argparse.ArgumentParser()
 parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--repeats", type=int, default=500)
+parser.add_argument("--batch", type=int, default=1, help="the routes' batch size (the policy rows stay at one observation)")
 parser.add_argument("--no-compile", action="store_true", help="only the eager and numba rows (no torch.compile: minutes less)")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
@@ -29,10 +30,10 @@ n, last = backbone.spec.num_stages, len(backbone.spec.widths) - 1
 routed = RoutedModel(backbone, HalfWidthPolicy(n))
 full, half, quarter = routed.route_module([last] * n), routed.route_module([1] * n), routed.route_module([0] * n)
 example, mlp = latency_policy_net(routed)
-x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+x = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8)
 fused = mlp.fused_decision()  # agents.fused.MLPDecision: the same decision in one numba call
 features, probs, mask = example["features"][0].numpy(), example["probs"][0].numpy(), example["action_mask"][0].numpy().astype(bool)
-out = {"threads": torch.get_num_threads(), "provenance": provenance()}
+out = {"threads": torch.get_num_threads(), "batch": args.batch, "provenance": provenance()}
 with torch.inference_mode():
     fns = {"full": lambda: full(x), "half": lambda: half(x), "quarter": lambda: quarter(x), "policy": lambda: mlp(example),
            "policy_fused": lambda: fused(features, probs, 0, 0.0, mask)}
