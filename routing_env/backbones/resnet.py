@@ -389,7 +389,7 @@ class DynamicResNet(nn.Module):
         x = self.normalize(x)
         x = self.conv1(x)
         x = self.bn1(x)
-        return F.relu(x)
+        return F.relu(x, inplace=True)  # on a fresh map (BatchNorm's backward does not read its output): batch 64, 4 MB not allocated
 
     def head(self, position: int, x: torch.Tensor) -> torch.Tensor:
         """Logits of the exit head at ``position`` on the feature map ``x``."""
