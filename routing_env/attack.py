@@ -25,32 +25,41 @@ from .routed import RoutedModel
 
 
 def expensive_log_prob(routed: RoutedModel, x: torch.Tensor) -> torch.Tensor:
-    """Per input, the summed log-probability of the widest RUN at every decision point the policy
-    reaches on its own route (its argmax moves, as :class:`RoutedModel` takes them; an input that
-    exits stops counting). ``x`` floats in [0, 1]; differentiable through the blocks, heads and policy."""
+    """Per input, the summed log-probability of the widest valid RUN at every decision point where the
+    policy is asked on its own route, walked as :class:`RoutedModel` walks it: its argmax moves with
+    the fallback, the budget's mask (``max_macs``), and between decision points (``decide_at="head"``)
+    the last move repeated, not asked; an input that exits stops counting. ``x`` floats in [0, 1];
+    differentiable through the blocks, heads and policy."""
     model, widest = routed.model, routed.num_actions - 1
     h = model.stem(x.contiguous(memory_format=torch.channels_last) if routed.channels_last else x)
     b = len(x)
-    macs = torch.full((b,), routed.price_prefix, dtype=torch.float64, device=x.device)
     has_probs = routed.has_head[0]
+    macs = torch.full((b,), routed.prefix + (routed.costs_head0 if has_probs else 0.0), dtype=torch.float64, device=x.device)
+    priced = torch.full((b,), routed.price_prefix, dtype=torch.float64, device=x.device)  # what the observation's cost reads
     pooled = pooled_features(h, routed.feature_dim)
     probs = F.softmax(model.head_pooled(0, pooled), dim=1) if has_probs else torch.zeros(b, routed.num_classes, device=x.device)
     alive = torch.ones(b, dtype=torch.bool, device=x.device)
     total = torch.zeros(b, device=x.device)
+    segment = torch.zeros(b, dtype=torch.long, device=x.device)  # the move decided last
     for k in range(routed.num_stages):
-        mask = routed.valid_now[k, int(has_probs)].expand(b, -1)
-        scores = routed.policy(routed._observation(pooled, probs, k, macs, mask))
-        logits = scores.masked_fill(~mask, float("-inf"))
-        target = widest if bool(mask[0, widest]) else RUN
-        total = total + torch.where(alive, torch.log_softmax(logits, dim=1)[:, target], torch.zeros_like(total))
-        action = routed.choose(scores.detach(), mask)
+        mask = routed._mask(k, has_probs, macs)
+        target = torch.where(mask[:, widest], widest, RUN)  # the dearest move the mask allows (RUN: the narrowest width)
+        if routed.decides[k]:
+            scores = routed.policy(routed._observation(pooled, probs, k, priced, mask))
+            log_probs = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=1).gather(1, target[:, None])[:, 0]
+            counted = alive & mask.gather(1, target[:, None])[:, 0]  # where only EXIT fits, nothing to push
+            total = total + torch.where(counted, log_probs, torch.zeros_like(total))
+            action = segment = routed.choose(scores.detach(), mask)
+        else:
+            action = routed._resolve(segment, mask)
         alive = alive & (action != EXIT)
         if not bool(alive.any()):
             break
-        action = torch.where(alive, action, torch.full_like(action, target))  # the ended rows only keep shapes
+        action = torch.where(alive, action, RUN)  # the ended rows only keep shapes, and their spend (so their mask keeps a move)
         h = model.block_routes(k, h, routed.choice_of[action])
         pooled = pooled_features(h, routed.feature_dim)
-        macs = macs + routed.price_cost[k][action]
+        macs = macs + torch.where(alive, routed.act_cost[k][action], 0.0)
+        priced = priced + torch.where(alive, routed.price_cost[k][action], 0.0)
         if routed.has_head[k + 1]:
             probs = F.softmax(model.head_pooled(k + 1, pooled), dim=1)
             has_probs = True

@@ -765,6 +765,43 @@ def test_an_attack_raises_a_policys_compute_and_the_hard_budget_still_holds() ->
     assert capped["attacked_max_macs_fraction"] <= 0.2 * (1 + 1e-9), capped
 
 
+def test_the_attack_walks_the_route_the_routed_model_takes_under_a_budget_and_at_the_heads() -> None:
+    """What PGD ascends is read along the route RoutedModel walks: the budget's mask and ``decide_at``'s
+    repeated moves included (it once asked the policy at every block and ignored the budget)."""
+    from routing_env.attack import expensive_log_prob
+
+    env = RoutingVectorEnv(num_envs=1, backbone=TINY_DYNAMIC, split="test")
+    backbone = env.unwrapped.core.backbone
+    images = env.unwrapped.core.executor.inputs[:30]
+    policy = ExitWhenSure(0.9, env.single_action_space.n)  # mostly the widest RUN: the budget has to cut it
+    for options in ({"decide_at": "head"}, {"max_macs": 0.5}, {"decide_at": "head", "max_macs": 0.5}):
+        routed = RoutedModel(backbone, policy, **options)
+        blocks = routed.model.block_routes
+        walked: list[tuple[int, int]] = []
+
+        def recording(k: int, h: torch.Tensor, choice: torch.Tensor | int) -> torch.Tensor:
+            walked.append((k, int(choice) if isinstance(choice, int) else int(choice[0])))
+            return blocks(k, h, choice)
+
+        routed.model.block_routes = recording
+        narrowed = 0
+        for image in images:
+            walked.clear()
+            routed(image[None])
+            route = list(walked)
+            walked.clear()
+            x = (image[None].float() / 255).requires_grad_(True)
+            with torch.enable_grad():
+                total = expensive_log_prob(routed, x)
+                (grad,) = torch.autograd.grad(total.sum(), x)
+            assert walked == route, (options, walked, route)
+            assert torch.isfinite(total).all() and torch.isfinite(grad).all(), options
+            narrowed += any(c != len(backbone.spec.widths) - 1 for _, c in route)
+        del routed.model.block_routes
+        if "max_macs" in options:  # the budget did cut the widest RUN somewhere, so the test can tell the two walks apart
+            assert narrowed > 0, options
+
+
 def test_attack_cli_reports_clean_and_attacked_compute(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     assert main(["train", "--env", "routing_env/DynamicResNet-v0", "--backbone", TINY_DYNAMIC, "--agent", "reinforce",
