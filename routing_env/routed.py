@@ -115,7 +115,11 @@ class RoutedModel(nn.Module):
         self.register_buffer("choice_of", torch.tensor(self.choice_list), persistent=False)
         example = self._observation(torch.zeros(1, spec.feature_dim), torch.zeros(1, spec.num_classes), 0,
                                     torch.zeros(1, dtype=torch.float64), self.valid_now[0, 1][None])
-        self.policy_macs_per_decision = float(count_macs(self.policy, example))
+        try:
+            self.policy_macs_per_decision = float(count_macs(self.policy, example))
+        except (KeyError, RuntimeError) as e:  # a missing key, or an input of another length (obs_mode="heads")
+            raise ValueError(f"the policy does not run on RoutedModel's observation ({sorted(example)}, obs_mode='vector'; "
+                             f"a policy trained with obs_mode='heads' reads more): {type(e).__name__}: {e}") from e
         """MACs of one policy decision (report them beside the backbone's: ``decisions`` per input)."""
         self.valid_now_np = tables.valid_now
         self.fused = fused
@@ -128,12 +132,14 @@ class RoutedModel(nn.Module):
     @classmethod
     def from_env(cls, env: Any, policy: nn.Module, **overrides: Any) -> RoutedModel:
         """The routed model of a policy trained on ``env`` (a dynamic ResNet environment, wrapped or
-        not): its backbone, and the options that decide which moves are valid and what the
+        not, ``obs_mode="vector"``): its backbone, and the options that decide which moves are valid and what the
         observation's ``cost`` says (``allow_skip``, ``widths``, ``max_macs``, ``cost``, ``decide_at``), so that the
         policy meets the environment it learned in; ``overrides`` replace any of them (e.g. a
         ``max_macs`` of its own)."""
         base = env.unwrapped
         config, backbone = base.config, base.core.backbone
+        if config.obs_mode != "vector":
+            raise ValueError(f"RoutedModel serves policies trained with obs_mode='vector'; this environment has obs_mode={config.obs_mode!r}")
         options = {"allow_skip": config.skip_offered(backbone.spec), "widths": config.widths, "max_macs": config.max_macs,
                    "cost": base.core.price or "macs", "decide_at": config.decide_at}  # the table the environment resolved
         return cls(backbone, policy, **{**options, **overrides})

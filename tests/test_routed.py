@@ -83,6 +83,17 @@ def test_from_env_deploys_a_policy_with_the_environments_move_set() -> None:
     np.testing.assert_allclose(records.macs, full_width)
 
 
+def test_a_policy_trained_on_the_heads_observation_is_refused_saying_so() -> None:
+    """RoutedModel builds the ``vector`` observation; a policy trained with ``obs_mode="heads"`` is
+    refused saying so, not with a shape error from inside its forward."""
+    env = RoutingVectorEnv(num_envs=4, backbone="tiny-dynamic-resnet", split="test", obs_mode="heads")
+    agent = make_agent("reinforce", env, seed=0)
+    with pytest.raises(ValueError, match="obs_mode='heads'"):
+        RoutedModel.from_env(env, agent.policy_module())
+    with pytest.raises(ValueError, match="does not run on RoutedModel's observation"):
+        RoutedModel(env.core.backbone, agent.policy_module())
+
+
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("max_macs", [None, 0.5])
 def test_each_input_is_routed_alone_as_in_a_batch(max_macs: float | None, fused: bool) -> None:
