@@ -77,6 +77,25 @@ def test_inference_copy_keeps_the_scales() -> None:
     assert torch.allclose(folded, expected, atol=1e-4)
 
 
+def test_the_inference_copy_differentiates_in_its_input_as_the_network_does() -> None:
+    """The in-place inference block keeps its input's gradient (the compute attack needs it): under
+    autograd its scale allocates instead of overwriting the ReLU's saved output, and the gradient
+    along narrowed, skipped and full routes equals the network's."""
+    _, scaled = rescaled_tiny()
+    folded = inference_copy(scaled, channels_last=True)
+    x = load_split("synthetic-image", "val").inputs[:16].float() / 255
+    routes, exits = random_routes(scaled, 16, seed=2)
+    grads = []
+    for model in (scaled, folded):
+        xi = x.clone().requires_grad_(True)
+        model.forward_routes(xi, routes, exits).logsumexp(1).sum().backward()
+        grads.append(xi.grad)
+    assert torch.isfinite(grads[1]).all() and grads[1].abs().sum() > 0
+    assert torch.allclose(grads[1], grads[0], atol=1e-4, rtol=1e-3)
+    with torch.inference_mode():  # and in place without autograd, the same outputs
+        assert torch.allclose(folded.forward_routes(x, routes, exits), scaled.forward_routes(x, routes, exits), atol=1e-4)
+
+
 def test_costs_count_one_multiply_per_output_element_of_a_rescaled_block() -> None:
     plain, scaled = rescaled_tiny()
     shape = (3, SYNTHETIC_IMAGE_SIZE, SYNTHETIC_IMAGE_SIZE)
