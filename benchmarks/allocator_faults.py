@@ -45,7 +45,7 @@ def child(threads: int, calls: int) -> dict:
     out: dict = {}
     with torch.inference_mode():
         for b in (1, 64):
-            x = torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8).float()
+            x = torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8)
             for name, module in runs.items():
                 for _ in range(10):
                     module(x)

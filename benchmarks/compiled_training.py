@@ -2,8 +2,9 @@
 
     python benchmarks/compiled_training.py [--depth 56] [--threads 2] [--steps 15]   # prints one JSON object
 
-One step as ``pretrain --precision bf16`` takes it (batch 128, channels-last, bfloat16 autocast, SGD
-with momentum 0.9 and weight decay 5e-4, label smoothing 0.1) on random images, eager, then
+One step like ``pretrain --precision bf16``'s (batch 128, channels-last, bfloat16 autocast, SGD with
+momentum 0.9 and weight decay 5e-4 on every parameter, where pretrain spares BatchNorm's: the same
+work, label smoothing 0.1) on random images, eager, then
 ``torch.compile``d (the forward; the backward through AOTAutograd), then eager again, each on a fresh
 network after three warm-up steps (the compiled one's include its compilation, reported apart).
 Why: the long CPU trainings (ResNet-56 for 160 epochs, about 3.5 h on two cores) would be worth a

@@ -50,7 +50,7 @@ backbone = load("cifar10-resnet20-dynamic")
 n, last = backbone.spec.num_stages, len(backbone.spec.widths) - 1
 routed = RoutedModel(backbone, HalfWidthPolicy(n))
 routes = {"full": routed.route_module([last] * n), "half": routed.route_module([1] * n)}
-inputs = {b: torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8).float() for b in (1, 64)}
+inputs = {b: torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8) for b in (1, 64)}
 venv = RoutingVectorEnv(num_envs=256, backbone="cifar10-resnet20-dynamic")
 venv.reset(seed=0)
 rng = np.random.default_rng(0)
@@ -69,15 +69,17 @@ for tag, forward in (("out_of_place", out_of_place), ("in_place", in_place)):
         for name, module in routes.items():
             runs[f"{name}_batch{b}_{tag}"] = with_forward(forward, lambda module=module, x=x: module(x))
     runs[f"env_step_b256_{tag}"] = with_forward(forward, lambda: venv.step(random_valid(rng, venv.action_masks())))
-with torch.inference_mode():
-    for name, module in routes.items():  # the two forwards agree
-        for x in inputs.values():
-            FoldedBlock.forward = out_of_place
-            before = module(x)
-            FoldedBlock.forward = in_place
-            assert torch.equal(before, module(x)), name
-    seconds = interleaved_medians(runs, args.repeats)
-FoldedBlock.forward = in_place
+try:
+    with torch.inference_mode():
+        for name, module in routes.items():  # the two forwards agree
+            for x in inputs.values():
+                FoldedBlock.forward = out_of_place
+                before = module(x)
+                FoldedBlock.forward = in_place
+                assert torch.equal(before, module(x)), name
+        seconds = interleaved_medians(runs, args.repeats)
+finally:
+    FoldedBlock.forward = in_place
 out = {"threads": torch.get_num_threads(), "provenance": provenance()}
 out.update({f"{k}_ms": v * 1e3 for k, v in seconds.items()})
 for key in ("full_batch1", "half_batch1", "full_batch64", "half_batch64", "env_step_b256"):

@@ -5,7 +5,7 @@ exits and runs every block at full width costs the full network (ILFO, EREBA and
 this). :func:`compute_attack` is a PGD attack (L∞, ``eps`` in pixel levels of 255, ``steps`` steps of
 ``alpha``, sign of the gradient, projected) on a :class:`~routing_env.routed.RoutedModel`'s policy: it
 maximises, at every decision point the policy reaches on its own route, the log-probability it gives
-to the widest ``RUN`` — the most expensive move — against all its valid moves, through the network's
+to the widest ``RUN`` the mask allows (the budget included) — the most expensive move — against all its valid moves, through the network's
 own features, heads and the policy. The routed model then runs on the attacked images with its real
 argmax decisions. The hard budget (``max_macs``) is the defence: it holds whatever the input, because
 the mask, not the policy, decides what may run (``benchmarks/budget_check.py``, and a test here).
@@ -30,7 +30,7 @@ def expensive_log_prob(routed: RoutedModel, x: torch.Tensor) -> torch.Tensor:
     the fallback, the budget's mask (``max_macs``), and between decision points (``decide_at="head"``)
     the last move repeated, not asked; an input that exits stops counting. ``x`` floats in [0, 1];
     differentiable through the blocks, heads and policy."""
-    model, widest = routed.model, routed.num_actions - 1
+    model = routed.model
     h = model.stem(x.contiguous(memory_format=torch.channels_last) if routed.channels_last else x)
     b = len(x)
     has_probs = routed.has_head[0]
@@ -43,7 +43,7 @@ def expensive_log_prob(routed: RoutedModel, x: torch.Tensor) -> torch.Tensor:
     segment = torch.zeros(b, dtype=torch.long, device=x.device)  # the move decided last
     for k in range(routed.num_stages):
         mask = routed._mask(k, has_probs, macs)
-        target = torch.where(mask[:, widest], widest, RUN)  # the dearest move the mask allows (RUN: the narrowest width)
+        target = widest_valid_run(mask)
         if routed.decides[k]:
             scores = routed.policy(routed._observation(pooled, probs, k, priced, mask))
             log_probs = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=1).gather(1, target[:, None])[:, 0]
@@ -66,9 +66,17 @@ def expensive_log_prob(routed: RoutedModel, x: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def widest_valid_run(mask: torch.Tensor) -> torch.Tensor:
+    """Per row of ``mask`` (B, A), the widest RUN it allows: the dearest move, what the attack pushes
+    toward (under a budget the full width may be masked while a narrower one fits). A row that allows
+    no RUN gets the widest, masked: the caller does not count it."""
+    runs = mask[:, RUN:]
+    return RUN + runs.shape[1] - 1 - runs.flip(1).int().argmax(dim=1)
+
+
 def compute_attack(routed: RoutedModel, images: torch.Tensor, eps: float = 8.0, steps: int = 10, alpha: float | None = None) -> torch.Tensor:
     """uint8 images within ``eps`` levels (L∞) of ``images`` that push ``routed``'s policy toward the
-    widest RUN at every point (PGD, sign steps of ``alpha`` levels, default ``eps / 4``)."""
+    widest valid RUN at every point where it decides (PGD, sign steps of ``alpha`` levels, default ``eps / 4``)."""
     if not eps >= 0 or steps < 1:
         raise ValueError(f"attack needs eps >= 0 and steps >= 1, got {eps} and {steps}")
     alpha = eps / 4 if alpha is None else alpha

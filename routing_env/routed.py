@@ -116,10 +116,11 @@ class RoutedModel(nn.Module):
         example = self._observation(torch.zeros(1, spec.feature_dim), torch.zeros(1, spec.num_classes), 0,
                                     torch.zeros(1, dtype=torch.float64), self.valid_now[0, 1][None])
         try:
-            self.policy_macs_per_decision = float(count_macs(self.policy, example))
+            macs = count_macs(self.policy, example)
         except (KeyError, RuntimeError) as e:  # a missing key, or an input of another length (obs_mode="heads")
             raise ValueError(f"the policy does not run on RoutedModel's observation ({sorted(example)}, obs_mode='vector'; "
-                             f"a policy trained with obs_mode='heads' reads more): {type(e).__name__}: {e}") from e
+                             f"e.g. a policy trained with obs_mode='heads' reads more): {type(e).__name__}: {e}") from e
+        self.policy_macs_per_decision = float(macs)
         """MACs of one policy decision (report them beside the backbone's: ``decisions`` per input)."""
         self.valid_now_np = tables.valid_now
         self.fused = fused

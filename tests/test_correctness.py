@@ -765,41 +765,85 @@ def test_an_attack_raises_a_policys_compute_and_the_hard_budget_still_holds() ->
     assert capped["attacked_max_macs_fraction"] <= 0.2 * (1 + 1e-9), capped
 
 
+class WidthByPosition(torch.nn.Module):
+    """Exit once sure, else the widest RUN at even decision points and width index 1 at odd ones: a
+    policy whose move depends on where it is asked, so that asking it between heads differs from
+    repeating its move there (``decide_at="head"``)."""
+
+    def __init__(self, tau: float, num_actions: int) -> None:
+        super().__init__()
+        self.tau, self.num_actions = tau, num_actions
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        sure = obs["probs"].max(dim=1).values - self.tau
+        even = obs["position"].argmax(dim=1) % 2 == 0
+        scores = torch.full((len(sure), self.num_actions), -1.0, dtype=sure.dtype, device=sure.device)
+        scores[:, RUN:] -= 0.1 * torch.arange(self.num_actions - RUN, dtype=sure.dtype)  # no two widths tie
+        scores[even, -1] = 0.0
+        scores[~even, RUN + 1] = 0.0
+        scores[:, EXIT] = 20.0 * sure
+        return scores
+
+
 def test_the_attack_walks_the_route_the_routed_model_takes_under_a_budget_and_at_the_heads() -> None:
-    """What PGD ascends is read along the route RoutedModel walks: the budget's mask and ``decide_at``'s
-    repeated moves included (it once asked the policy at every block and ignored the budget)."""
-    from routing_env.attack import expensive_log_prob
+    """What PGD ascends is read along the route RoutedModel walks, the budget's mask and ``decide_at``'s
+    repeated moves included, and sums the log-probability of the widest RUN the mask allows where the
+    policy is asked (it once asked at every block, ignored the budget, and pushed toward the narrowest
+    width wherever the full one was masked)."""
+    from routing_env.attack import expensive_log_prob, widest_valid_run
 
     env = RoutingVectorEnv(num_envs=1, backbone=TINY_DYNAMIC, split="test")
     backbone = env.unwrapped.core.backbone
     images = env.unwrapped.core.executor.inputs[:30]
-    policy = ExitWhenSure(0.9, env.single_action_space.n)  # mostly the widest RUN: the budget has to cut it
-    for options in ({"decide_at": "head"}, {"max_macs": 0.5}, {"decide_at": "head", "max_macs": 0.5}):
+    widest = env.single_action_space.n - 1
+    policy = WidthByPosition(0.9, env.single_action_space.n)
+    for options in ({"decide_at": "head"}, {"max_macs": 0.6}, {"decide_at": "head", "max_macs": 0.5}):
         routed = RoutedModel(backbone, policy, **options)
-        blocks = routed.model.block_routes
+        blocks, asked = routed.model.block_routes, routed.policy.forward
         walked: list[tuple[int, int]] = []
+        scored: list[tuple[torch.Tensor, torch.Tensor]] = []
 
         def recording(k: int, h: torch.Tensor, choice: torch.Tensor | int) -> torch.Tensor:
             walked.append((k, int(choice) if isinstance(choice, int) else int(choice[0])))
             return blocks(k, h, choice)
 
-        routed.model.block_routes = recording
-        narrowed = 0
-        for image in images:
+        def asking(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+            scores = asked(obs)
+            scored.append((obs["action_mask"].bool(), scores.detach()))
+            return scores
+
+        routed.model.block_routes, routed.policy.forward = recording, asking
+        alone, cut = [], 0
+        for image in images:  # batch 1: the attack's walk against RoutedModel's, move for move
             walked.clear()
             routed(image[None])
             route = list(walked)
             walked.clear()
+            scored.clear()
             x = (image[None].float() / 255).requires_grad_(True)
             with torch.enable_grad():
                 total = expensive_log_prob(routed, x)
                 (grad,) = torch.autograd.grad(total.sum(), x)
+            total = total.detach()
             assert walked == route, (options, walked, route)
             assert torch.isfinite(total).all() and torch.isfinite(grad).all(), options
-            narrowed += any(c != len(backbone.spec.widths) - 1 for _, c in route)
-        del routed.model.block_routes
-        if "max_macs" in options:  # the budget did cut the widest RUN somewhere, so the test can tell the two walks apart
-            assert narrowed > 0, options
+            expected = 0.0  # by hand: at each point the policy was asked, the widest RUN its mask allows
+            for mask, scores in scored:
+                runs = torch.nonzero(mask[0, RUN:]).flatten()
+                if len(runs):
+                    target = RUN + int(runs[-1])
+                    expected += float(torch.log_softmax(scores[0].masked_fill(~mask[0], float("-inf")), dim=0)[target])
+                    cut += int(RUN < target < widest)
+            assert abs(float(total[0]) - expected) < 1e-5, (options, float(total[0]), expected)
+            alone.append(float(total[0]))
+        del routed.model.block_routes, routed.policy.forward
+        with torch.no_grad():  # a batch: rows that end early ride along without changing the others
+            batched = expensive_log_prob(routed, images.float() / 255)
+        np.testing.assert_allclose(batched.numpy(), alone, atol=1e-5)
+        if "max_macs" in options:  # the budget masked the full width where a middle one (not the narrowest) fitted
+            assert cut > 0, options
+    mask = torch.tensor([[True, False, True, True, False, False], [True, True, False, False, False, False]])
+    assert widest_valid_run(mask).tolist() == [RUN + 1, RUN + 3]  # the second row allows no RUN: the widest, uncounted
 
 
 def test_attack_cli_reports_clean_and_attacked_compute(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
