@@ -43,8 +43,8 @@ def expensive_log_prob(routed: RoutedModel, x: torch.Tensor) -> torch.Tensor:
     segment = torch.zeros(b, dtype=torch.long, device=x.device)  # the move decided last
     for k in range(routed.num_stages):
         mask = routed._mask(k, has_probs, macs)
-        target = widest_valid_run(mask)
         if routed.decides[k]:
+            target = widest_valid_run(mask)
             scores = routed.policy(routed._observation(pooled, probs, k, priced, mask))
             log_probs = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=1).gather(1, target[:, None])[:, 0]
             counted = alive & mask.gather(1, target[:, None])[:, 0]  # where only EXIT fits, nothing to push

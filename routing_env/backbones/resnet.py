@@ -269,7 +269,7 @@ class FoldedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, width: int = -1) -> torch.Tensor:
         # In place on the convolutions' fresh outputs: no new feature map per activation, sum or
-        # scale (batch 64 on the CPU: a width-0.5 route 13% faster, the full path 6%; issue 20). Each
+        # scale (batch 64 on the CPU: about a tenth faster, benchmarks/inplace_blocks.py; issue 20). Each
         # is autograd-safe (a convolution's backward does not read its output) except the scale
         # after the ReLU, whose output the ReLU saves: under autograd (the attack) it allocates.
         j = width % len(self.inner)
