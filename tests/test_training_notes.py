@@ -54,3 +54,14 @@ def test_each_joint_table_is_what_progress_prints_from_the_runs_joint_json(run: 
     assert written, f"the notes' table of {run} has no rows"
     _, printed = progress_module().joint_rows(summary, {int(row[0]) for row in written})
     assert written == printed
+
+
+def test_progress_reads_plain_and_dynamic_pretrain_logs() -> None:
+    """A plain backbone's log gives train and `val` accuracy columns, a dynamic one's its monitored routes."""
+    plain = ["resnet56 epoch 84/160: loss 0.6660, train acc 0.9295, val acc 0.9344, 156.6 min",
+             "resnet56: stopped after epoch 84 of 160 (--time-limit 140 min); go on with --resume"]
+    dynamic = ["resnet20-dynamic epoch 3/100: loss 4.1, train acc 0.80, val acc 0.88, 12.5 min; "
+               "val routes full 0.901, width 0.25 0.854, random skip 0.5 0.690"]
+    progress = progress_module()
+    assert progress.rows(plain) == (["train acc", "val acc"], [["84", "156.6", "0.6660", "0.9295", "0.9344"]])
+    assert progress.rows(dynamic) == (["full", "width 0.25", "random skip 0.5"], [["3", "12.5", "4.1", "0.901", "0.854", "0.690"]])

@@ -4,8 +4,9 @@
     python training/progress.py training/cifar10-resnet-cascade-joint-scratch-dense/joint.json --epochs 1,5,10,20,21
 
 A `routing-env pretrain --quiet` log: each epoch line reads ``... epoch E/N: loss L, train acc A, val
-acc V, M min; val routes NAME ACC, ...`` (`--monitor`); the table has one column per monitored route,
-in the log's order. A `routing-env joint --from-scratch` run's ``joint.json``: per epoch its phase
+acc V, M min`` and, for a dynamic backbone (`--monitor`), ``; val routes NAME ACC, ...``; the table
+has one column per monitored route, in the log's order, or, for a plain backbone, the train and `val`
+accuracy. A `routing-env joint --from-scratch` run's ``joint.json``: per epoch its phase
 (dense or routed) and learning rate, its seconds, the share of `train` exiting at each member, the
 last member's accuracy on what exited at it, each member on `val` and the greedy policy on `val`
 (the training notes' tables); ``--epochs`` keeps the listed ones (default: all).
@@ -18,21 +19,24 @@ import json
 import re
 from typing import Any
 
-EPOCH = re.compile(r"epoch (\d+)/\d+: loss ([\d.]+), .*?, ([\d.]+) min; val routes (.*)$")
+EPOCH = re.compile(r"epoch (\d+)/\d+: loss ([\d.]+), train acc ([\d.]+), val acc ([\d.]+), ([\d.]+) min(?:; val routes (.*))?$")
 ROUTE = re.compile(r"([a-z][a-z .\d]*?) (\d\.\d+)(?:, |$)")
 
 
 def rows(lines: list[str]) -> tuple[list[str], list[list[str]]]:
-    """The route names and one row (epoch, minutes, loss, route accuracies) per epoch line."""
+    """The column names after the loss and one row (epoch, minutes, loss, accuracies) per epoch line:
+    the monitored routes' accuracies where the log has them (a dynamic backbone), else the train and
+    `val` accuracy (a plain one)."""
     names: list[str] = []
     table = []
     for line in lines:
         match = EPOCH.search(line)
         if not match:
             continue
-        routes = ROUTE.findall(match.group(4))
+        epoch, loss, train, val, minutes, monitored = match.groups()
+        routes = ROUTE.findall(monitored) if monitored else [("train acc", train), ("val acc", val)]
         names = names or [name for name, _ in routes]
-        table.append([match.group(1), match.group(3), match.group(2), *(acc for _, acc in routes)])
+        table.append([epoch, minutes, loss, *(acc for _, acc in routes)])
     return names, table
 
 
