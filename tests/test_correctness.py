@@ -74,6 +74,23 @@ def test_a_stochastic_policy_in_a_sweep_scores_what_evaluate_run_gives(tmp_path:
     assert json.loads(capsys.readouterr().out)["accuracy"] == results["runs"][0]["test"]["accuracy"]
 
 
+def test_evaluate_run_refuses_weights_other_than_those_the_run_learned_on(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--backbone", "tiny-cascade", "--agent", "random", "--lam", "0.05", "--steps", "0",
+                 "--out", str(run), "--quiet"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["backbone_sha256"] == make_backbone("tiny-cascade").weights_sha256
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--split", "test", "--json"]) == 0  # the same weights: scored
+    # as if the model had been re-packaged under the same name since the run learned on it
+    (run / "config.json").write_text(json.dumps({**config, "backbone_sha256": "0" * 64}))
+    assert main(["evaluate", "--run", str(run), "--split", "test", "--json"]) == 2
+    assert "sha256 000000000000…, but 'tiny-cascade' now loads weights with sha256" in capsys.readouterr().err
+    # runs from before the record are not checked
+    (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "backbone_sha256"}))
+    assert main(["evaluate", "--run", str(run), "--split", "test", "--json"]) == 0
+
+
 def test_no_agent_or_experiment_reads_the_core_or_rebuilds_an_env_from_asdict() -> None:
     root = Path(__file__).resolve().parents[1]
     for path in [*(root / "agents").glob("*.py"), *(root / "routing_env" / "experiments").glob("*.py")]:

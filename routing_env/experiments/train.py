@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import gymnasium as gym
 
 from .. import ENV_IDS, __version__
-from ..checkpoints import save_state_dict, write_json
+from ..checkpoints import read_json, save_state_dict, write_json
 from ..env import RoutingVectorEnv
 from ..evaluation import route_split, summarize
 from ..provenance import provenance
@@ -64,7 +64,28 @@ def evaluation_env(
     row and ``evaluate`` call routes its split through one of these."""
     env = make_vector_env(env_id, num_envs, **evaluation_kwargs(env_kwargs, split, run))
     assert isinstance(env, RoutingVectorEnv)
+    if run is not None:
+        try:
+            check_run_backbone(Path(run), env)
+        except ValueError:
+            env.close()
+            raise
     return env
+
+
+def check_run_backbone(run: Path, env: RoutingVectorEnv) -> None:
+    """Refuse to score a run on weights other than those it learned on. A model re-packaged under the
+    same name (a new shipped backbone) loads under the old name, so without this check a run would be
+    measured, silently, on a network it never saw. ``train`` records the weights of a frozen run
+    (``backbone_sha256`` in ``config.json``); a co-trained run is evaluated on its own ``backbone.pt``,
+    and runs from before the record are not checked."""
+    config_path = run / "config.json"
+    expected = read_json(config_path).get("backbone_sha256") if config_path.is_file() else None
+    actual = env.routing.weights_sha256
+    if expected is not None and expected != actual:
+        raise ValueError(f"{run} learned on backbone weights with sha256 {expected[:12]}…, but {env.config.backbone!r} "
+                         f"now loads weights with sha256 {actual[:12]}… (re-packaged since?): re-train the run on these "
+                         "weights, or point ROUTING_ENV_PRETRAINED at a folder that holds the ones it learned on")
 
 
 def evaluation_json(agent: Any, env: RoutingVectorEnv, env_id: str, progress: bool = False) -> dict[str, Any]:
@@ -189,6 +210,8 @@ def train_run(
         "seed": seed,
         "steps": steps,
         "num_envs": num_envs,
+        # what evaluate --run checks (check_run_backbone); a co-trained run is scored on its own backbone.pt
+        **({} if env_kwargs.get("train_backbone") else {"backbone_sha256": env.unwrapped.routing.weights_sha256}),
         **({"early_stopping": dataclasses.asdict(early_stopping)} if early_stopping is not None else {}),
         "routing_env_version": __version__,
         "provenance": provenance(),
