@@ -580,7 +580,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         f"| MACs | {card['macs']:,} ({card['macs_unit']}) |\n"
         f"| parameters | {card['parameters']:,} |\n"
         f"| epochs | {card['epochs']} |\n"
-        f"| wall time | {card['wall_time_hours']} h |\n"
+        f"| wall time | {card['wall_time_hours']} h (the epochs' training steps; per-epoch evaluation, checkpoints and the final card not counted) |\n"
         f"| machine | {card['machine']} |\n"
         f"| trained on | {card['trained_on']} |\n"
         f"| weights | `{card['weights']}`, sha256 `{card['sha256']}` |\n\n"
