@@ -153,9 +153,10 @@ def test_package_cascade_refuses_two_members_of_one_architecture_before_writing(
 
 
 # --- the shipped CIFAR-10 cascade -------------------------------------------------------------------
-SHIPPED_CASCADES = ("cifar10-resnet-cascade", "cifar10-resnet-cascade-5", "cifar10-resnet-cascade-5-joint")
-"""The default three-member cascade, the five-member one (ResNet-14 and -32 added) and the five
-co-trained with a selection module (issue 13's joint training)."""
+SHIPPED_CASCADES = ("cifar10-resnet-cascade", "cifar10-resnet-cascade-5", "cifar10-resnet-cascade-5-joint", "cifar10-resnet-cascade-5-kd")
+"""The default three-member cascade, the five-member one (ResNet-14 and -32 added), the five
+co-trained with a selection module (issue 13's joint training), and five with a 160-epoch ResNet-56
+and a ResNet-8 and -14 distilled from it."""
 
 
 def shipped_cards(name: str = "cifar10-resnet-cascade") -> list[dict]:
@@ -200,6 +201,22 @@ def test_the_cotrained_cascade_is_the_five_members_retrained_and_its_cards_say_f
         assert after["base_test_accuracy"] == before["test_accuracy"] and after["base_val_accuracy"] == before["val_accuracy"]
         assert after["joint"]["spec"]["backbone"] == "cifar10-resnet-cascade-5" and after["wall_time_hours"] > 0
         assert not after["from_scratch"] and after["training_provenance"]["git_commit"]
+
+
+def test_the_distilled_cascade_keeps_the_middle_members_and_its_cards_name_the_teacher() -> None:
+    _, five = pretrained.folder_of("cifar10-resnet-cascade-5")
+    _, kd = pretrained.folder_of("cifar10-resnet-cascade-5-kd")
+    models = [m["model"] for m in kd["members"]]
+    assert models == [m["model"] for m in five["members"]]
+    before = {m["model"]: m["sha256"] for m in five["members"]}
+    after = {m["model"]: m["sha256"] for m in kd["members"]}
+    assert [m for m in models if after[m] == before[m]] == ["resnet20", "resnet32"]  # the others are new weights
+    cards = dict(zip(models, shipped_cards("cifar10-resnet-cascade-5-kd")))
+    replaced = dict(zip(models, shipped_cards("cifar10-resnet-cascade-5")))
+    assert cards["resnet56"]["epochs"] == 160 and cards["resnet56"]["test_accuracy"] > replaced["resnet56"]["test_accuracy"]
+    for student in ("resnet8", "resnet14"):  # distilled from the cascade's own last member, and better than the member it replaces
+        assert cards[student]["teacher_sha256"] == after["resnet56"] and "--teacher" in cards[student]["command"]
+        assert cards[student]["test_accuracy"] > replaced[student]["test_accuracy"]
 
 
 @pytest.mark.parametrize("name", SHIPPED_CASCADES)
