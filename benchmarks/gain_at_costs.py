@@ -28,25 +28,10 @@ import sys
 import numpy as np
 
 from agents import make_agent
-from routing_env.evaluation import route_split, summarize
+from routing_env.evaluation import paired_interval, route_split, summarize
 from routing_env.experiments.baselines import hull_accuracy, static_hull, static_rows, threshold_curve
 from routing_env.experiments.train import evaluation_env
 from routing_env.provenance import provenance
-
-
-BOOTSTRAP = 2000
-"""Resamples of the test images for the paired interval of a lead."""
-
-
-def paired_interval(ours: np.ndarray, theirs: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """The 95% interval, in points, of ``mean(ours − theirs)`` (per-image correctness of two rules on
-    the same images) by a paired bootstrap over the images: how far a lead of a few tenths of a point
-    (a few dozen images of 10,000) is from chance, which the spread over fold seeds does not say."""
-    diff = ours.astype(np.float64) - theirs.astype(np.float64)
-    rng = np.random.default_rng(seed)
-    means = np.array([diff[rng.integers(len(diff), size=len(diff))].mean() for _ in range(BOOTSTRAP)])
-    low, high = np.quantile(means, [0.025, 0.975])
-    return 100 * float(low), 100 * float(high)
 
 
 def scored(agent: object, test: object) -> tuple[dict, np.ndarray]:

@@ -1,0 +1,54 @@
+"""benchmarks/cascade_vs_member.py: the tuned threshold against one network alone, with a paired interval."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routing_env.evaluation import paired_interval
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cascade_vs_member.py"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+
+
+def test_each_row_is_the_val_tuned_threshold_against_the_member_alone() -> None:
+    from agents import make_agent
+    from routing_env.evaluation import exit_table
+    from routing_env.experiments.train import evaluation_env
+
+    done = run("--backbone", "tiny-cascade", "--against", "tiny-cascade:0", "--targets", "0.3,0.6")
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout)
+    member = exit_table(evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade"}, "test")).correct[0]
+    assert measured["member_test_accuracy"] == pytest.approx(member.mean()) and measured["chosen_on"] == "val"
+    for row in measured["rows"]:
+        val = evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade"}, "val")
+        agent = make_agent("threshold", val, target_macs_fraction=row["val_target"])
+        agent.learn(0)
+        assert row["tau"] == pytest.approx(agent.tau)  # tuned on val, not test
+        assert row["minus_member_points"] == pytest.approx(100 * (row["test_accuracy"] - member.mean()))
+        low, high = row["minus_member_points_95"]
+        assert low <= row["minus_member_points"] <= high
+
+
+def test_a_member_out_of_range_or_a_malformed_spec_is_refused_by_name() -> None:
+    done = run("--backbone", "tiny-cascade", "--against", "tiny-cascade:7")
+    assert done.returncode != 0 and "tiny-cascade has 3 members" in done.stderr and "got 7" in done.stderr
+    done = run("--backbone", "tiny-cascade", "--against", "tiny-cascade")
+    assert done.returncode != 0 and "expected CASCADE:MEMBER" in done.stderr
+
+
+def test_the_paired_interval_is_tight_on_identical_outcomes_and_holds_a_known_lead() -> None:
+    rng = np.random.default_rng(1)
+    ours = rng.random(10_000) < 0.9
+    assert paired_interval(ours, ours) == (0.0, 0.0)
+    theirs = ours.copy()
+    theirs[np.flatnonzero(ours)[:100]] = False  # we are right on 100 more images: +1.0 point
+    low, high = paired_interval(ours, theirs)
+    assert 0.0 < low < 1.0 < high < 2.0
