@@ -4,11 +4,12 @@ MACs" says more than the noise of 10,000 `test` images.
 
     python benchmarks/cascade_vs_member.py --backbone cifar10-resnet-cascade-5-kd --against cifar10-resnet-cascade:-1 --targets 0.18,0.2,0.25,0.3
 
-``--against CASCADE:MEMBER`` names a member of any cascade (shipped, under ``ROUTING_ENV_PRETRAINED``, or built in),
-read from its feature cache; both caches must hold the same `test` images in the same order (their
-labels are checked). τ is tuned exactly as ``benchmarks/threshold_at_costs.py`` tunes it
-(:func:`routing_env.experiments.baselines.threshold_row`). The interval resamples the `test` images
-with replacement, the same resample for both (:func:`routing_env.evaluation.paired_interval`, as
+``--against CASCADE:MEMBER`` names a member of any cascade (shipped, under ``ROUTING_ENV_PRETRAINED``,
+or built in); both must hold the same `test` images in the same order (their labels are checked). τ is
+tuned exactly as ``benchmarks/threshold_at_costs.py`` tunes it (the ``threshold`` agent fitted on
+``val``, :func:`routing_env.experiments.baselines.threshold_row`) and scored on the `test` exit table,
+as ``benchmarks/threshold_at_member.py`` scores it. The interval resamples the `test` images with
+replacement, the same resample for both (:func:`routing_env.evaluation.paired_interval`, as
 ``benchmarks/gain_at_costs.py`` does for a rule against the threshold). Seconds, offline.
 """
 
@@ -19,10 +20,9 @@ import json
 
 import numpy as np
 
+from agents import make_agent
 from agents.baselines import threshold_outcomes
-from routing_env.backbones import backbone_dataset, make_backbone
 from routing_env.evaluation import BOOTSTRAP, exit_table, paired_interval
-from routing_env.experiments.baselines import threshold_row
 from routing_env.experiments.train import evaluation_env
 from routing_env.provenance import provenance
 
@@ -48,22 +48,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="of the bootstrap's resamples")
     args = parser.parse_args()
     other, member = parse_member(args.against)
-    cascade, alone = make_backbone(args.backbone), make_backbone(other)
-    if not -len(alone.member_macs) <= member < len(alone.member_macs):
-        raise SystemExit(f"--against {args.against!r}: {other} has {len(alone.member_macs)} members, so MEMBER must be in "
-                         f"[{-len(alone.member_macs)}, {len(alone.member_macs) - 1}], got {member}")
-    labels = [c.feature_cache(backbone_dataset(n), "test").labels for c, n in ((cascade, args.backbone), (alone, other))]
-    if not np.array_equal(*labels):
+    test, other_test = (evaluation_env(ENV_ID, {"backbone": name}, "test") for name in (args.backbone, other))
+    members = other_test.unwrapped.core.backbone.member_macs
+    if not -len(members) <= member < len(members):
+        raise SystemExit(f"--against {args.against!r}: {other} has {len(members)} members, so MEMBER must be in "
+                         f"[{-len(members)}, {len(members) - 1}], got {member}")
+    if not np.array_equal(test.unwrapped.core.labels, other_test.unwrapped.core.labels):
         raise SystemExit(f"{args.backbone} and {other} do not hold the same test images in the same order")
-    table = exit_table(evaluation_env(ENV_ID, {"backbone": args.backbone}, "test"))
-    member_correct = exit_table(evaluation_env(ENV_ID, {"backbone": other}, "test")).correct[member]
-    member_macs = alone.member_macs[member] / cascade.costs.reference
+    table, member_correct = exit_table(test), exit_table(other_test).correct[member]
+    member_macs = members[member] / test.unwrapped.core.backbone.costs.reference
+    val = evaluation_env(ENV_ID, {"backbone": args.backbone}, "val")
     rows = []
     for target in (float(t) for t in args.targets.split(",")):
-        row = threshold_row(ENV_ID, {"backbone": args.backbone}, target, "test")
-        correct, cost = threshold_outcomes(table, row["tau"])
-        assert correct.mean() == row["accuracy"], "the exit table and the evaluation disagree"
-        rows.append({"val_target": target, "tau": row["tau"], "test_accuracy": float(correct.mean()),
+        threshold = make_agent("threshold", val, target_macs_fraction=target)
+        threshold.learn(0)  # tunes τ on val, as threshold_row does for benchmarks/threshold_at_costs.py
+        correct, cost = threshold_outcomes(table, threshold.tau)
+        rows.append({"val_target": target, "tau": threshold.tau, "test_accuracy": float(correct.mean()),
                      "test_macs_fraction": float(cost.mean()), "minus_member_points": round(100 * float(correct.mean() - member_correct.mean()), 4),
                      "minus_member_points_95": [round(v, 4) for v in paired_interval(correct, member_correct, args.seed)]})
     print(json.dumps({"backbone": args.backbone, "against": args.against, "member_test_accuracy": float(member_correct.mean()),

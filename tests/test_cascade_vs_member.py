@@ -27,8 +27,8 @@ def test_each_row_is_the_val_tuned_threshold_against_the_member_alone() -> None:
     measured = json.loads(done.stdout)
     member = exit_table(evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade"}, "test")).correct[0]
     assert measured["member_test_accuracy"] == pytest.approx(member.mean()) and measured["chosen_on"] == "val"
+    val = evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade"}, "val")
     for row in measured["rows"]:
-        val = evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade"}, "val")
         agent = make_agent("threshold", val, target_macs_fraction=row["val_target"])
         agent.learn(0)
         assert row["tau"] == pytest.approx(agent.tau)  # tuned on val, not test
