@@ -1,6 +1,7 @@
 """The confidence threshold tuned on ``val`` to each target ``val`` cost, against one network alone, on
 ``test`` with a paired bootstrap, as JSON: whether "the cascade is above ResNet-56 at under 0.20 of its
-MACs" says more than the noise of 10,000 `test` images.
+MACs" says more than the noise of 10,000 `test` images, and where the images stop (``stop_shares``:
+the share of `test` images settled by each member).
 
     python benchmarks/cascade_vs_member.py --backbone cifar10-resnet-cascade-5-kd --against cifar10-resnet-cascade:-1 --targets 0.18,0.2,0.25,0.3
 
@@ -63,8 +64,9 @@ def main() -> None:
         threshold = make_agent("threshold", val, target_macs_fraction=target)
         threshold.learn(0)  # tunes τ on val, as threshold_row does for benchmarks/threshold_at_costs.py
         correct, cost = threshold_outcomes(table, threshold.tau)
+        exits = table.first_exit(table.confidence >= threshold.tau)
         rows.append({"val_target": target, "tau": threshold.tau, "test_accuracy": float(correct.mean()),
-                     "test_macs_fraction": float(cost.mean()), "minus_member_points": round(100 * float(correct.mean() - member_correct.mean()), 4),
+                     "test_macs_fraction": float(cost.mean()), "stop_shares": (np.bincount(exits, minlength=len(table.positions)) / len(exits)).round(4).tolist(), "minus_member_points": round(100 * float(correct.mean() - member_correct.mean()), 4),
                      "minus_member_points_95": [round(v, 4) for v in paired_interval(correct, member_correct, args.seed)]})
     print(json.dumps({"backbone": args.backbone, "against": args.against, "member_test_accuracy": float(member_correct.mean()),
                       "member_macs_fraction": float(member_macs), "chosen_on": "val", "resamples": BOOTSTRAP,

@@ -204,13 +204,18 @@ class ExitTable:
     probs: np.ndarray
     """(P, n, C): each head's softmax on each instance (``confidence`` is its maximum)."""
 
-    def first_stop(self, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per instance (correct, macs_fraction) of exiting at the first head where ``stop`` (P or P-1
-        rows, instances as columns) holds; the last head always stops: how an exit rule on the
-        full-width path is scored without routing the split again."""
+    def first_exit(self, stop: np.ndarray) -> np.ndarray:
+        """Per instance, the row of the first head where ``stop`` (P or P-1 rows, instances as columns)
+        holds; the last head always stops."""
         stop = np.vstack([stop[: len(self.positions) - 1], np.ones((1, stop.shape[1]), dtype=bool)])
-        first = stop.argmax(axis=0)
-        cols = np.arange(stop.shape[1])
+        return stop.argmax(axis=0)
+
+    def first_stop(self, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per instance (correct, macs_fraction) of exiting at the first head where ``stop`` holds
+        (:meth:`first_exit`): how an exit rule on the full-width path is scored without routing the
+        split again."""
+        first = self.first_exit(stop)
+        cols = np.arange(len(first))
         return self.correct[first, cols], self.macs_fraction[first, cols]
 
 

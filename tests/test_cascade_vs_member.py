@@ -33,6 +33,7 @@ def test_each_row_is_the_val_tuned_threshold_against_the_member_alone() -> None:
         agent.learn(0)
         assert row["tau"] == pytest.approx(agent.tau)  # tuned on val, not test
         assert row["minus_member_points"] == pytest.approx(100 * (row["test_accuracy"] - member.mean()))
+        assert len(row["stop_shares"]) == 3 and sum(row["stop_shares"]) == pytest.approx(1.0)
         low, high = row["minus_member_points_95"]
         assert low <= row["minus_member_points"] <= high
 
