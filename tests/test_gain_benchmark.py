@@ -1,4 +1,4 @@
-"""benchmarks/gain_at_costs.py, the script behind the README's table of the gain agent against the threshold."""
+"""benchmarks/gain_at_costs.py, the script behind the table in `docs/results.md` of the gain agent against the threshold."""
 
 import json
 import subprocess

@@ -137,7 +137,7 @@ def test_dual_ascent_drives_the_mean_cost_to_the_target(target: float) -> None:
 
     Those are not exactly the episodes reinforce learns from: its rounds go on stepping slots whose
     episode has ended until every slot has ended one, and the extra episodes that end in time are the
-    cheap ones. Measured here, the learned episodes' mean cost is 0.285 at target 0.25 (README)."""
+    cheap ones. Measured here, the learned episodes' mean cost is 0.285 at target 0.25 (README, "Rewards")."""
     from agents import make_agent
 
     env = RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", target_macs=target, lam=0.0)

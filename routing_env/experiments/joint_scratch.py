@@ -1,7 +1,7 @@
 """Joint training from random weights (Guan et al., IJCAI 2018's own setting), batched for a GPU.
 
 :func:`routing_env.experiments.joint.joint_train` co-trains *pretrained* members through the
-environment, a few episodes per update with BatchNorm frozen; the README measures why that cannot
+environment, a few episodes per update with BatchNorm frozen; `docs/results.md` measures why that cannot
 specialise them: a rate that moves the members out of their pretrained minimum costs their accuracy,
 and one that keeps it moves nothing. Here the members start from random weights, as in the paper,
 so there is no minimum to leave, and the loop is batched so that a GPU trains all of them at once.
@@ -22,8 +22,8 @@ During the first ``dense_epochs`` every member learns from every instance, whate
 random weights a member's confidence means nothing yet, so routes sampled on it would starve the deep
 members of data they need to become worth routing to. After them, ``member_floor`` keeps every member
 learning from the instances its routes did not bring it, at that weight (1 on those they did): routes
-that stop early starve the deep members, which then never become worth routing to (README, "Joint
-training from scratch": ResNet-56 got 0.0–0.3% of ``train`` from epoch 30 on). ``member_floor=1`` is
+that stop early starve the deep members, which then never become worth routing to (`docs/results.md`, "From
+scratch on a GPU": ResNet-56 got 0.0–0.3% of ``train`` from epoch 30 on). ``member_floor=1`` is
 ``dense_epochs=epochs``; 0, the paper's routed loss. The selection module learns throughout.
 
 Runs that differ only in ``member_floor`` or ``dense_epochs`` compute the same dense epochs, draw for
@@ -106,8 +106,8 @@ class ScratchJointSpec:
     that a fraction f of the instances reach learns at f times the rate (its weight decay does not
     shrink with f). ``routed-mean``: the mean over those instances, every member at the full rate on its
     share; that multiplies the rare members' rate by 1/f, and on CIFAR-10 it made ResNet-56 diverge in
-    the first routed epoch, when 9% of the instances reached it (README, "Joint training from
-    scratch")."""
+    the first routed epoch, when 9% of the instances reached it (`docs/results.md`, "From scratch
+    on a GPU")."""
     policy_lr: float = 1e-3
     policy_hidden: int = 64
     entropy_coef: float = 0.01
