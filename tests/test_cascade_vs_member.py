@@ -38,6 +38,30 @@ def test_each_row_is_the_val_tuned_threshold_against_the_member_alone() -> None:
         assert low <= row["minus_member_points"] <= high
 
 
+def test_the_gain_rule_gives_a_row_per_fold_seed_each_the_val_fitted_agent_routed_on_test() -> None:
+    from agents import make_agent
+    from routing_env.evaluation import exit_table, route_split
+    from routing_env.experiments.train import evaluation_env
+
+    done = run("--rule", "gain", "--seeds", "0,1", "--backbone", "tiny-cascade", "--against", "tiny-cascade:-1", "--targets", "0.5")
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout)
+    assert measured["rule"] == "gain" and [r["fold_seed"] for r in measured["rows"]] == [0, 1]
+    kwargs = {"backbone": "tiny-cascade", "obs_mode": "heads"}
+    val, test = (evaluation_env("routing_env/Cascade-v0", kwargs, split) for split in ("val", "test"))
+    member = exit_table(test).correct[-1]
+    for row in measured["rows"]:
+        agent = make_agent("gain", val, seed=row["fold_seed"], target_macs_fraction=0.5)
+        agent.learn(0)
+        records = route_split(agent, test)
+        assert row["tau"] == pytest.approx(agent.tau) and row["alpha"] == pytest.approx(agent.alpha)
+        assert row["test_accuracy"] == pytest.approx(records.correct.mean())
+        assert row["test_macs_fraction"] == pytest.approx(records.macs_fraction.mean())
+        shares = np.bincount(records.exit_position, minlength=3) / len(records.correct)
+        assert row["stop_shares"] == pytest.approx(shares, abs=1e-4)
+        assert row["minus_member_points"] == pytest.approx(100 * (records.correct.mean() - member.mean()), abs=1e-4)
+
+
 def test_a_member_out_of_range_or_a_malformed_spec_is_refused_by_name() -> None:
     done = run("--backbone", "tiny-cascade", "--against", "tiny-cascade:7")
     assert done.returncode != 0 and "tiny-cascade has 3 members" in done.stderr and "got 7" in done.stderr
