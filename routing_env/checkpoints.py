@@ -141,9 +141,21 @@ def stored_arguments(saved: str, args: Any, predates: dict[str, Any] | None = No
     return {**json.loads(json.dumps(defaults)), **stored}
 
 
-def same_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> bool:
-    """Whether a checkpoint's arguments (a dataclass written as JSON) are ``args``; fields added since
-    it was written count as their defaults, so a run started before a new option existed still resumes
-    (:func:`stored_arguments`, ``predates`` as there)."""
+def changed_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> list[str]:
+    """How a checkpoint's arguments (a dataclass written as JSON) differ from ``args``, one
+    ``"name: then X, now Y"`` per field, empty for the same run; fields added since it was written
+    count as their defaults, so a run started before a new option existed still resumes
+    (:func:`stored_arguments`, ``predates`` as there). A refused ``--resume`` names what changed
+    instead of leaving thirty fields to compare by eye."""
+    now = json.loads(json.dumps(dataclasses.asdict(args)))
     stored = stored_arguments(saved, args, predates)
-    return stored is not None and stored == json.loads(json.dumps(dataclasses.asdict(args)))
+    if stored is None:
+        written = json.loads(saved)
+        return [f"{name}: absent then (a required argument added since), now {now[name]!r}" for name in now if name not in written]
+    return [f"{name}: then {stored.get(name)!r}, now {now.get(name)!r}" for name in sorted(stored.keys() | now.keys())
+            if stored.get(name) != now.get(name)]
+
+
+def same_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> bool:
+    """Whether a checkpoint's arguments are ``args`` (:func:`changed_arguments` finds no difference)."""
+    return not changed_arguments(saved, args, predates)

@@ -206,8 +206,12 @@ class ExitTable:
 
     def first_exit(self, stop: np.ndarray) -> np.ndarray:
         """Per instance, the row of the first head where ``stop`` (P or P-1 rows, instances as columns)
-        holds; the last head always stops."""
-        stop = np.vstack([stop[: len(self.positions) - 1], np.ones((1, stop.shape[1]), dtype=bool)])
+        holds; the last head always stops. ``ValueError`` for any other number of rows, which would
+        shift the always-stopping row off the last head."""
+        heads = len(self.positions)
+        if stop.ndim != 2 or stop.shape[0] not in (heads, heads - 1):
+            raise ValueError(f"stop must have {heads} or {heads - 1} rows (one per head, the last optional), got shape {stop.shape}")
+        stop = np.vstack([stop[: heads - 1], np.ones((1, stop.shape[1]), dtype=bool)])
         return stop.argmax(axis=0)
 
     def first_stop(self, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

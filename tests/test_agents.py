@@ -308,6 +308,8 @@ def test_exit_outcomes_stop_at_the_first_small_gain() -> None:
     correct, cost = table.first_stop(np.array([[-0.5, 0.9], [0.2, -0.1]]) <= 0.0)
     np.testing.assert_array_equal(correct, [True, True])
     np.testing.assert_allclose(cost, [0.1, 0.4])
+    with pytest.raises(ValueError, match="3 or 2 rows"):  # one row would make the second head the last
+        table.first_stop(np.array([[True, False]]))
     gain = np.array([[-0.5, 0.9], [0.2, -0.1]])
     assert tune_tau(gain, table, target=0.2, lam=0.0)[1] == 0.5  # within 0.2 both exit at the first head: one right
     tau, score = tune_tau(gain, table, target=0.3, lam=0.0)  # the second image may go on to head 1 (mean cost 0.25)

@@ -228,6 +228,18 @@ def test_a_checkpoint_from_before_an_option_existed_still_resumes() -> None:
     assert not same_arguments(json.dumps({**old, "epochs": 31}), args)
 
 
+def test_a_refused_resume_names_each_changed_argument_then_and_now() -> None:
+    from dataclasses import asdict
+
+    from routing_env.checkpoints import changed_arguments
+
+    args = PretrainArgs(backbone="resnet110", epochs=160, precision="bf16")
+    written = json.dumps(asdict(args))
+    assert changed_arguments(written, args) == []
+    assert changed_arguments(written, PretrainArgs(backbone="resnet110", epochs=160, precision="fp32", ema=0.999)) == [
+        "ema: then None, now 0.999", "precision: then 'bf16', now 'fp32'"]
+
+
 def test_exact_batchnorm_statistics_average_the_passes_and_restore_the_mode() -> None:
     from routing_env.backbones.resnet import exact_batchnorm_statistics, resnet8
 

@@ -65,3 +65,9 @@ def test_progress_reads_plain_and_dynamic_pretrain_logs() -> None:
     progress = progress_module()
     assert progress.rows(plain) == (["train acc", "val acc"], [["84", "156.6", "0.6660", "0.9295", "0.9344"]])
     assert progress.rows(dynamic) == (["full", "width 0.25", "random skip 0.5"], [["3", "12.5", "4.1", "0.901", "0.854", "0.690"]])
+
+
+def test_progress_keeps_a_diverged_epoch_as_a_row() -> None:
+    """``loss nan`` (what the f-string prints once a run diverges) is the epoch to see, not one to drop."""
+    diverged = ["resnet110 epoch 12/160: loss nan, train acc 0.1000, val acc 0.1000, 30.2 min"]
+    assert progress_module().rows(diverged)[1] == [["12", "30.2", "nan", "0.1000", "0.1000"]]

@@ -19,7 +19,9 @@ import json
 import re
 from typing import Any
 
-EPOCH = re.compile(r"epoch (\d+)/\d+: loss ([\d.]+), train acc ([\d.]+), val acc ([\d.]+), ([\d.]+) min(?:; val routes (.*))?$")
+NUMBER = r"(?:[\d.]+|nan|inf)"
+"""A figure as an f-string prints it, ``nan`` and ``inf`` included: a diverged epoch is a row, not a gap."""
+EPOCH = re.compile(rf"epoch (\d+)/\d+: loss ({NUMBER}), train acc ([\d.]+), val acc ([\d.]+), ([\d.]+) min(?:; val routes (.*))?$")
 ROUTE = re.compile(r"([a-z][a-z .\d]*?) (\d\.\d+)(?:, |$)")
 
 
