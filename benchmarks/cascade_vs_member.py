@@ -61,9 +61,9 @@ def gain_outcome(val: object, test: object, table: ExitTable, target: float, see
     agent = make_agent("gain", val, seed=seed, target_macs_fraction=target)
     agent.learn(0)
     records = route_split(agent, test)
-    exits = np.searchsorted(table.positions, records.exit_position)
-    if not np.array_equal(table.positions[np.minimum(exits, len(table.positions) - 1)], records.exit_position):
+    if not np.isin(records.exit_position, table.positions).all():
         raise SystemExit(f"gain exited where no head is (positions {sorted(set(records.exit_position.tolist()))}, heads {table.positions.tolist()})")
+    exits = np.searchsorted(table.positions, records.exit_position)
     return {"fold_seed": seed, "alpha": agent.alpha, "tau": agent.tau, "test_macs_fraction": float(records.macs_fraction.mean())}, records.correct, exits
 
 

@@ -9,8 +9,9 @@ and later) runs bfloat16 convolutions natively, and ``pretrain --precision bf16`
 cross-entropy, backward, SGD with momentum; channels-last, train-mode BatchNorm) on a random batch in
 each precision, as the median of interleaved rounds (:func:`routing_env.bench.interleaved_medians`),
 and the epoch of 45,000 images it implies. ``resnet20-dynamic-v2`` is v2's
-recipe instead (v3, the shipped one, adds ``--ema 0.999``, whose update this step does not time) (``pretrain --rescale --uniform-routes 0.5 --full-width-routes 0.3 --teacher resnet56``:
-the sandwich rule's full path, narrowest and two random routes, and a ResNet-56 teacher's forward),
+recipe instead (``pretrain --rescale --uniform-routes 0.5 --full-width-routes 0.3 --teacher resnet56``:
+the sandwich rule's full path, narrowest and two random routes, and a ResNet-56 teacher's forward; v3,
+the shipped one, adds ``--ema 0.999``, whose update this step does not time),
 whose epoch took 5.5–6.6 min in fp32 on the older VMs. Prints one JSON object; the CPU's bf16 flags are in it,
 since without them bf16 is emulated and slower, not faster.
 """

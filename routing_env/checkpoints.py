@@ -151,11 +151,18 @@ def changed_arguments(saved: str, args: Any, predates: dict[str, Any] | None = N
     stored = stored_arguments(saved, args, predates)
     if stored is None:
         written = json.loads(saved)
-        return [f"{name}: absent then (a required argument added since), now {now[name]!r}" for name in now if name not in written]
+        required = [f.name for f in dataclasses.fields(args)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        return [f"{name}: absent then (a required argument added since), now {now[name]!r}" for name in required if name not in written]
     return [f"{name}: then {stored.get(name)!r}, now {now.get(name)!r}" for name in sorted(stored.keys() | now.keys())
             if stored.get(name) != now.get(name)]
 
 
-def same_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> bool:
-    """Whether a checkpoint's arguments are ``args`` (:func:`changed_arguments` finds no difference)."""
-    return not changed_arguments(saved, args, predates)
+def refuse_other_run(checkpoint: str | os.PathLike[str], saved: str, args: Any, predates: dict[str, Any] | None = None) -> None:
+    """``ValueError`` naming each changed argument (:func:`changed_arguments`) unless the checkpoint at
+    ``checkpoint``, whose arguments are ``saved``, was written for ``args``: the one check before every
+    ``--resume`` (``pretrain``, ``joint``, ``joint --from-scratch``)."""
+    changed = changed_arguments(saved, args, predates)
+    if changed:
+        raise ValueError(f"{checkpoint} was written for another run ({'; '.join(changed)}): resume with those "
+                         f"arguments, or start in another folder")

@@ -42,7 +42,7 @@ from .backbones.resnet import (
     recalibrate_batchnorm,
     sandwich_loss,
 )
-from .checkpoints import atomic_write_text, changed_arguments, file_sha256, load_state_dict, resumes, save_state_dict
+from .checkpoints import atomic_write_text, file_sha256, load_state_dict, refuse_other_run, resumes, save_state_dict
 from .costs import module_macs
 from .data import Split, augment, load_split
 from .env import present_device
@@ -323,10 +323,7 @@ def pretrain(
     state = None
     if resuming:  # checked before the inputs are read: a replaced init fails here, clearly
         state = load_state_dict(checkpoint_path)
-        changed = changed_arguments(state["args"], args)
-        if changed:
-            raise ValueError(f"{checkpoint_path} was written with other arguments ({'; '.join(changed)}): resume with those, "
-                             f"or start elsewhere")
+        refuse_other_run(checkpoint_path, state["args"], args)
         check_same_inputs(checkpoint_path, state, inputs_sha256)
     code = provenance()  # the code that trains this segment, not whatever HEAD is when the card is written
     train = subset(load_split(args.dataset, "train", data_root, download), args.subset)

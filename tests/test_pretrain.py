@@ -218,14 +218,14 @@ def test_a_plain_member_distils_from_a_teacher(cifar_root: str, tmp_path: Path) 
 def test_a_checkpoint_from_before_an_option_existed_still_resumes() -> None:
     from dataclasses import asdict
 
-    from routing_env.checkpoints import same_arguments
+    from routing_env.checkpoints import changed_arguments
 
     args = PretrainArgs(backbone="resnet20-dynamic", epochs=30)
     old = asdict(args)
     del old["teacher"]
-    assert same_arguments(json.dumps(old, sort_keys=True), args)
-    assert not same_arguments(json.dumps(old, sort_keys=True), PretrainArgs(backbone="resnet20-dynamic", epochs=30, teacher="t.pt"))
-    assert not same_arguments(json.dumps({**old, "epochs": 31}), args)
+    assert changed_arguments(json.dumps(old, sort_keys=True), args) == []
+    assert changed_arguments(json.dumps(old, sort_keys=True), PretrainArgs(backbone="resnet20-dynamic", epochs=30, teacher="t.pt")) != []
+    assert changed_arguments(json.dumps({**old, "epochs": 31}), args) != []
 
 
 def test_a_refused_resume_names_each_changed_argument_then_and_now() -> None:
@@ -238,6 +238,8 @@ def test_a_refused_resume_names_each_changed_argument_then_and_now() -> None:
     assert changed_arguments(written, args) == []
     assert changed_arguments(written, PretrainArgs(backbone="resnet110", epochs=160, precision="fp32", ema=0.999)) == [
         "ema: then None, now 0.999", "precision: then 'bf16', now 'fp32'"]
+    without_backbone = {k: v for k, v in asdict(args).items() if k != "backbone"}  # a required field: not the same run
+    assert changed_arguments(json.dumps(without_backbone), args) == ["backbone: absent then (a required argument added since), now 'resnet110'"]
 
 
 def test_exact_batchnorm_statistics_average_the_passes_and_restore_the_mode() -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checkpoints import changed_arguments, load_state_dict, resumes, save_state_dict, write_json
+from ..checkpoints import load_state_dict, refuse_other_run, resumes, save_state_dict, write_json
 from ..cotraining import CoTrainBackbone
 from ..env import RoutingVectorEnv, registered_id
 from ..provenance import provenance
@@ -95,9 +95,8 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     out.mkdir(parents=True, exist_ok=True)
     state = load_state_dict(checkpoint) if resuming else None
     written = json.dumps(asdict(spec), sort_keys=True)
-    changed = changed_arguments(*portable(state["spec"], spec)) if state is not None else []
-    if changed:
-        raise ValueError(f"{checkpoint} was written for another run ({'; '.join(changed)})")
+    if state is not None:
+        refuse_other_run(checkpoint, *portable(state["spec"], spec))
     options = spec.env_options()
     if state is not None:  # the members of the checkpoint's epoch, whatever backbone.pt a kill left behind
         save_state_dict(state["backbone"], out / "backbone.pt")

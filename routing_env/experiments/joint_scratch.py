@@ -58,7 +58,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import __version__
-from ..checkpoints import changed_arguments, file_sha256, load_state_dict, resumes, save_state_dict, stored_arguments, write_json
+from ..checkpoints import file_sha256, load_state_dict, refuse_other_run, resumes, save_state_dict, stored_arguments, write_json
 from ..data import Split, augment, load_split
 from ..env import present_device
 from ..pretrain import PRECISIONS, machine_description
@@ -356,9 +356,8 @@ def joint_from_scratch(
         raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
     written = json.dumps(asdict(spec), sort_keys=True)
     state = load_state_dict(checkpoint) if resuming else None
-    changed = changed_arguments(state["spec"], spec, predates=WRITTEN_BEFORE_MEMBER_LOSS) if state is not None else []
-    if changed:
-        raise ValueError(f"{checkpoint} was written for another run ({'; '.join(changed)})")
+    if state is not None:
+        refuse_other_run(checkpoint, state["spec"], spec, predates=WRITTEN_BEFORE_MEMBER_LOSS)
     branching = state is None and branch_from is not None
     if branching:
         state = branch_state(branch_from, spec)
