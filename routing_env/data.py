@@ -188,9 +188,9 @@ def _read_batches(directory: Path, files: Sequence[str], label_key: str) -> tupl
 
 def _missing(dataset: str, root: Path, problem: str) -> ValueError:
     return ValueError(
-        f"{dataset} data at {root} is unusable: {problem}. Point --data-root or ROUTING_ENV_DATA at a "
-        f"folder holding {CIFAR[dataset].folder}/ (torchvision's python layout), or pass --download "
-        f"to fetch it with torchvision"
+        f"{dataset} data at {root} is unusable: {problem}. Point --data-root or ROUTING_ENV_DATA (in Python, the "
+        f"environment option data_root) at a folder holding {CIFAR[dataset].folder}/ (torchvision's python layout), "
+        f"or fetch it there once with torchvision (routing-env pretrain --download does); a tiny-* backbone needs no data"
     )
 
 

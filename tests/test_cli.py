@@ -72,6 +72,19 @@ def test_evaluate_baselines_reproduce_single_exit_accuracy(capsys: pytest.Captur
     assert oracle["uses_labels"] is True and oracle["accuracy"] >= fixed["accuracy"]
 
 
+def test_evaluate_reports_the_tuned_threshold(capsys: pytest.CaptureFixture) -> None:
+    """The τ a threshold tuned on val is in the JSON beside its test score, and is the one scored."""
+    assert main(["evaluate", "--backbone", "tiny-cascade", "--agent", "threshold", "--agent-kwargs", "target_macs_fraction=0.5",
+                 "--split", "test", "--json"]) == 0
+    tuned = json.loads(capsys.readouterr().out)
+    tau = tuned["options"]["tau"]
+    assert 0.0 < tau <= 1.0 and tuned["options"]["target_macs_fraction"] == 0.5
+    assert main(["evaluate", "--backbone", "tiny-cascade", "--agent", "threshold", "--agent-kwargs", f"tau={tau!r}",
+                 "--split", "test", "--json"]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert (given["accuracy"], given["macs_fraction"]) == (tuned["accuracy"], tuned["macs_fraction"])
+
+
 def test_custom_agent_from_the_readme(tmp_path: Path) -> None:
     (tmp_path / "my_agents.py").write_text(readme_block("custom-agent-example"))
     done = run_cli("evaluate", "--backbone", "tiny-cascade", "--agent", "my_agents:ConfidentExit", "--split", "test", "--json", pythonpath=tmp_path)

@@ -89,10 +89,12 @@ def check_run_backbone(run: Path, env: RoutingVectorEnv) -> None:
 
 
 def evaluation_json(agent: Any, env: RoutingVectorEnv, env_id: str, progress: bool = False) -> dict[str, Any]:
-    """The evaluation object of docs/design.md §10 for ``agent`` on ``env``'s split."""
+    """The evaluation object of docs/design.md §10 for ``agent`` on ``env``'s split. ``options`` are the
+    agent's own (:meth:`~agents.base.Agent.options`), so a tuned rule's τ is read beside its score."""
     records = route_split(agent, env, progress=progress)
     summary = summarize(records, env, agent.policy_macs())
-    return {"policy": agent.name, "uses_labels": bool(getattr(agent, "uses_labels", False)), "env": env_id, **summary}
+    return {"policy": agent.name, "options": agent.options(), "uses_labels": bool(getattr(agent, "uses_labels", False)),
+            "env": env_id, **summary}
 
 
 @dataclass(frozen=True)
