@@ -49,6 +49,7 @@ class LagrangianPenalty(RewardFn):
     """``−λ · macs_fraction`` at termination, with λ read from a :class:`DualAscent` at each step."""
 
     uses_cross_entropy = False
+    terminal_only = True
     source = "Lagrangian relaxation by dual ascent (RCPO, Tessler et al., ICLR 2019)"
 
     ascent: DualAscent

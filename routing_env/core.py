@@ -117,6 +117,8 @@ class StepResult:
     terminated: np.ndarray
     invalid: np.ndarray
     terms: dict[str, np.ndarray]
+    """Each reward term summed over the episode so far, this step included (what a terminal step
+    reports as ``info["reward_terms"]``: they add up to the episode's undiscounted return)."""
     prediction: np.ndarray
     label: np.ndarray
     correct: np.ndarray
@@ -297,6 +299,9 @@ class RoutingCore:
         self.reward_fn = reward_fn
         self.uses_cross_entropy = reward_fn.uses_cross_entropy
         self.uses_probs = reward_fn.uses_probs
+        self.term_totals: dict[str, np.ndarray] | None = None if reward_fn.terminal_only else {}
+        """Each term summed over each slot's episode so far (``StepResult.terms``); ``None`` where the
+        reward's terms are all terminal, so the last step's are the episode's at no cost."""
         self.live = live
         self.ascent = ascent
         self.executor = backbone.executor(dataset, split, num_slots, data_root, live)
@@ -405,6 +410,9 @@ class RoutingCore:
         self.potential[slots] = 0.0
         self.exit_position[slots] = -1
         self.route[slots] = NOT_REACHED
+        if self.term_totals:
+            for total in self.term_totals.values():
+                total[slots] = 0.0
         if self.track_heads:
             self.head_probs[slots] = 0.0
             self.head_seen[slots] = False
@@ -490,6 +498,8 @@ class RoutingCore:
             label=labels if self.uses_probs else None,
         )
         reward, terms = self.reward_fn(outcome)
+        if self.term_totals is not None:
+            terms = self.sum_terms(slots, terms)
         if self.ascent is not None and done.any():  # the price for the next steps
             self.ascent.update(outcome.cost_fraction[done])
         return StepResult(
@@ -504,6 +514,16 @@ class RoutingCore:
             instance=self.index[slots],
             route=self.route[slots],
         )
+
+    def sum_terms(self, slots: np.ndarray, terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Add this step's ``terms`` to the episodes' running totals; the totals of ``slots``."""
+        totals = self.term_totals
+        assert totals is not None
+        for name, value in terms.items():
+            if name not in totals:  # a reward's term names are fixed: made on the first step, zero since every reset
+                totals[name] = np.zeros(self.num_slots, dtype=np.float64)
+            totals[name][slots] += value
+        return {name: totals[name][slots] for name in terms}
 
     def _execute(self, group_slots: np.ndarray, group_keys: np.ndarray, group_starts: np.ndarray, evaluated: np.ndarray) -> None:
         """Run each (point, move) group once, store the moved slots' features, read the heads reached."""

@@ -61,12 +61,16 @@ class RewardFn(abc.ABC):
 
     ``uses_cross_entropy`` (default ``True``) tells the environment whether to compute
     ``outcome.cross_entropy``; a reward that sets it ``False`` receives NaN there. ``uses_probs``
-    (default ``False``) asks for ``probs_before``, ``probs_after`` and ``label``. ``source`` names
-    the paper a formulation comes from (``routing-env rewards --json`` lists it).
+    (default ``False``) asks for ``probs_before``, ``probs_after`` and ``label``. ``terminal_only``
+    (default ``False``) declares every term zero before the terminal step, so the environment need
+    not sum the terms over an episode for ``info["reward_terms"]`` (the last step's are the
+    episode's). ``source`` names the paper a formulation comes from (``routing-env rewards --json``
+    lists it).
     """
 
     uses_cross_entropy: bool = True
     uses_probs: bool = False
+    terminal_only: bool = False
     source: str = ""
 
     @abc.abstractmethod
@@ -100,6 +104,10 @@ class Sum(RewardFn):
     def uses_probs(self) -> bool:  # type: ignore[override]
         return any(part.uses_probs for part in self.parts)
 
+    @property
+    def terminal_only(self) -> bool:  # type: ignore[override]
+        return all(part.terminal_only for part in self.parts)
+
     def terms(self, outcome: Outcome) -> Terms:
         out: Terms = {}
         for part in self.parts:
@@ -118,6 +126,7 @@ class Correctness(RewardFn):
     """``correct`` if the terminal prediction is right, else ``incorrect``."""
 
     uses_cross_entropy = False
+    terminal_only = True
     source = "Guan et al., IJCAI 2018"
 
     correct: float = 1.0
@@ -131,6 +140,8 @@ class Correctness(RewardFn):
 @dataclass(frozen=True)
 class NegCrossEntropy(RewardFn):
     """``-cross_entropy`` of the chosen exit at termination."""
+
+    terminal_only = True
 
     def terms(self, outcome: Outcome) -> Terms:
         return {"cross_entropy": np.where(outcome.terminated, -outcome.cross_entropy, 0.0)}
@@ -149,6 +160,10 @@ class ComputePenalty(RewardFn):
         if not self.lam >= 0:
             raise ValueError(f"lam must be >= 0, got {self.lam}")
 
+    @property
+    def terminal_only(self) -> bool:  # type: ignore[override]
+        return not self.per_step
+
     def terms(self, outcome: Outcome) -> Terms:
         if self.per_step:
             return {"compute": -self.lam * outcome.step_cost_fraction}
@@ -163,6 +178,7 @@ class BlockDropReward(RewardFn):
     pays 1.42 of ResNet-56 alone): uncapped, a right answer there would score below a wrong one."""
 
     uses_cross_entropy = False
+    terminal_only = True
     source = "Wu et al., BlockDrop, CVPR 2018"
 
     gamma: float = 1.0
@@ -253,6 +269,7 @@ class HingePenalty(RewardFn):
     priced beyond it (a soft version of the hard ``max_macs``)."""
 
     uses_cross_entropy = False
+    terminal_only = True
     source = "hinge-loss budget penalty, as in budgeted dynamic networks (e.g. Bejnordi et al., ICLR 2020)"
 
     lam: float

@@ -9,6 +9,7 @@ import pytest
 
 from routing_env.backbones import make_backbone
 from routing_env.cli import main
+from routing_env.env import EnvConfig
 
 from helpers import readme_block
 
@@ -50,6 +51,18 @@ def test_tensorboard_has_the_cleanrl_keys(tmp_path: Path) -> None:
     assert {"charts/episodic_return", "charts/accuracy", "charts/macs_fraction", "charts/SPS", "losses/policy_loss"} <= scalars
 
 
+def test_train_refuses_to_overwrite_a_run_unless_asked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    train = ["train", "--backbone", "tiny-cascade", "--agent", "reinforce", "--steps", "200", "--out", str(out), "--quiet"]
+    assert main(train + ["--seed", "0"]) == 0
+    first = (out / "policy.pt").read_bytes()
+    assert main(train + ["--seed", "1"]) == 2
+    assert f"--out {out} already holds a run" in capsys.readouterr().err
+    assert (out / "policy.pt").read_bytes() == first and json.loads((out / "config.json").read_text())["seed"] == 0
+    assert main(train + ["--seed", "1", "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
+
+
 def test_sb3_training_writes_tensorboard_charts(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -58,6 +71,7 @@ def test_sb3_training_writes_tensorboard_charts(tmp_path: Path) -> None:
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()
     assert {"charts/accuracy", "charts/macs_fraction"} <= set(acc.Tags()["scalars"])
+    assert json.loads((out / "config.json").read_text())["env_kwargs"]["lam"] == EnvConfig().lam  # no --lam: the default, recorded
 
 
 def test_evaluate_baselines_reproduce_single_exit_accuracy(capsys: pytest.CaptureFixture) -> None:

@@ -113,6 +113,42 @@ def test_hinge_charges_only_above_the_budget() -> None:
         assert total == pytest.approx(float(info["correct"]) - 2.0 * max(0.0, info["macs_fraction"] - 0.3))
 
 
+@pytest.mark.parametrize("backbone", ["tiny-cascade", "tiny-dynamic-resnet"])
+@pytest.mark.parametrize("spec", REWARD_SPECS)
+def test_terminal_reward_terms_are_the_episodes_return_by_term(backbone: str, spec: str) -> None:
+    """info["reward_terms"] at the end sums each term over the episode: they add up to the return,
+    whether the reward is charged at the end or per step, and a shaping term to −Φ(s₀)."""
+    env = RoutingEnv(backbone=backbone, reward=spec, lam=0.2, invalid_action="penalize")
+    rng = np.random.default_rng(5)
+    obs, _ = env.reset(seed=5)
+    for _ in range(30):
+        first, total, terminated = obs, 0.0, False
+        while not terminated:  # any action, invalid ones too: their penalty is a per-step term
+            obs, reward, terminated, _, info = env.step(int(rng.integers(env.action_space.n)))
+            total += reward
+        assert sum(info["reward_terms"].values()) == pytest.approx(total, abs=1e-9), spec
+        if "shaped" in spec:
+            kind = {"accuracy-shaped": "max-prob", "accuracy-margin-shaped": "margin"}.get(spec, "neg-entropy")
+            assert info["reward_terms"]["shaping"] == pytest.approx(-reference_potential(first["probs"], kind), abs=1e-6)
+        obs, _ = env.reset()
+    assert make_reward(spec, 0.2).terminal_only == (spec in ("accuracy", "cross-entropy", "blockdrop", "accuracy-hinge"))
+
+
+def test_vector_reward_terms_are_each_episodes_return_by_term() -> None:
+    env = RoutingVectorEnv(num_envs=6, backbone="tiny-cascade", reward="dense", lam=0.2, allow_skip=True)
+    obs, _ = env.reset(seed=6)
+    rng = np.random.default_rng(6)
+    totals, ended = np.zeros(6), 0
+    for _ in range(60):  # NextStep autoreset: the step after an end is a reset step with reward 0
+        actions = np.array([rng.choice(np.flatnonzero(m)) for m in obs["action_mask"]])
+        obs, reward, terminated, _, info = env.step(actions)
+        totals += reward
+        for i in np.flatnonzero(terminated):
+            assert sum(v[i] for v in info["reward_terms"].values()) == pytest.approx(totals[i], abs=1e-9)
+            totals[i], ended = 0.0, ended + 1
+    assert ended > 20
+
+
 def test_every_reward_spec_runs_and_is_described() -> None:
     assert len(REWARD_SPECS) >= 10 and set(REWARD_DESCRIPTIONS) == set(REWARD_SPECS)
     for spec in REWARD_SPECS:

@@ -198,6 +198,7 @@ def train_run(
     if early_stopping is not None:
         early_stopping.check(env_kwargs)
     env = make_vector_env(env_id, num_envs, **env_kwargs)  # bad options fail here, before anything is written
+    env_kwargs = {"lam": env.unwrapped.config.lam, **env_kwargs}  # λ recorded even where the default priced the run
     agent = make_agent(agent_name, env, seed=seed, **agent_kwargs)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("tb", "best"):  # an earlier run's curves would be drawn beside this one's, its best policy kept
