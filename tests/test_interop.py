@@ -168,3 +168,18 @@ def test_flat_observation_gives_tianshou_a_bool_mask() -> None:
     assert FlatObservation(gym.make(ID, backbone="tiny-cascade"), mask_dtype=np.float32).reset(seed=0)[0]["action_mask"].dtype == np.float32
     with pytest.raises(ValueError, match="mask_dtype"):
         FlatObservation(gym.make(ID, backbone="tiny-cascade"), mask_dtype=str)
+
+
+def test_the_readmes_sb3_recipe_learns_to_route_and_scores_test() -> None:
+    """SB3 and sb3-contrib used directly, as the README shows: MaskablePPO on the Dict observation
+    with the project's extractor, the mask read from ``action_masks()``, scored on every test image."""
+    from helpers import readme_block
+
+    namespace: dict = {}
+    exec(compile(readme_block("sb3-recipe"), "README.md: sb3-recipe", "exec"), namespace)
+    routing = namespace["test"].unwrapped.routing
+    cache = routing_env.backbones.make_backbone("tiny-cascade").feature_cache("synthetic", "test")
+    first = float((cache.logits[0].argmax(1) == cache.labels).mean())
+    assert len(namespace["outcomes"]) == len(cache.labels)
+    # learned to route: more accurate than the first head, and cheaper than running every member
+    assert first < namespace["accuracy"] and namespace["macs_fraction"] < sum(routing.member_macs) / routing.reference_macs
