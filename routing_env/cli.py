@@ -63,9 +63,9 @@ def parse_list(raw: str, kind: type, what: str) -> tuple[Any, ...]:
 # --- train ----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if (out / "config.json").exists() and not args.overwrite:  # another run's policy and curves would be lost
-        raise ValueError(f"--out {out} already holds a run ({out / 'config.json'}); choose another --out, or pass "
-                         f"--overwrite to replace it")
+    if (out / "eval.json").exists() and not args.overwrite:  # a finished run's policy and curves would be lost
+        raise ValueError(f"--out {out} already holds a finished run ({out / 'eval.json'}); choose another --out, or "
+                         f"pass --overwrite to replace it")
     _, result = train_run(
         args.env, env_kwargs_from(args), args.agent, parse_kwargs(args.agent_kwargs, "--agent-kwargs"), args.seed,
         args.steps, args.num_envs, out, progress=not args.quiet, early_stopping=early_stopping_from(args),
@@ -432,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", required=True, help="agent name or module.path:ClassName")
     p.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="agent options")
     p.add_argument("--steps", type=int, required=True, help="environment instance-steps to learn for")
-    p.add_argument("--out", required=True, help="run directory (refused if it holds a run, unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace the run --out holds")
+    p.add_argument("--out", required=True, help="run directory (refused if it holds a finished run, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace the finished run --out holds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_early_stopping_options(p)
     p.set_defaults(func=cmd_train)

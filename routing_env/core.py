@@ -15,7 +15,7 @@ import numpy as np
 
 from . import kernels
 from .backbones.base import BackboneSpec, CostTable, RoutableBackbone
-from .rewards import InvalidActionPenalty, Outcome, RewardFn
+from .rewards import InvalidActionPenalty, Outcome, RewardFn, terminal_only
 
 EXIT = 0
 SKIP = 1
@@ -299,7 +299,7 @@ class RoutingCore:
         self.reward_fn = reward_fn
         self.uses_cross_entropy = reward_fn.uses_cross_entropy
         self.uses_probs = reward_fn.uses_probs
-        self.term_totals: dict[str, np.ndarray] | None = None if reward_fn.terminal_only else {}
+        self.term_totals: dict[str, np.ndarray] | None = None if terminal_only(reward_fn) else {}
         """Each term summed over each slot's episode so far (``StepResult.terms``); ``None`` where the
         reward's terms are all terminal, so the last step's are the episode's at no cost."""
         self.live = live
@@ -523,7 +523,7 @@ class RoutingCore:
             if name not in totals:  # a reward's term names are fixed: made on the first step, zero since every reset
                 totals[name] = np.zeros(self.num_slots, dtype=np.float64)
             totals[name][slots] += value
-        return {name: totals[name][slots] for name in terms}
+        return {name: total[slots] for name, total in totals.items()}
 
     def _execute(self, group_slots: np.ndarray, group_keys: np.ndarray, group_starts: np.ndarray, evaluated: np.ndarray) -> None:
         """Run each (point, move) group once, store the moved slots' features, read the heads reached."""

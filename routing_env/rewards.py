@@ -64,8 +64,9 @@ class RewardFn(abc.ABC):
     (default ``False``) asks for ``probs_before``, ``probs_after`` and ``label``. ``terminal_only``
     (default ``False``) declares every term zero before the terminal step, so the environment need
     not sum the terms over an episode for ``info["reward_terms"]`` (the last step's are the
-    episode's). ``source`` names the paper a formulation comes from (``routing-env rewards --json``
-    lists it).
+    episode's); only a class's own declaration counts (:func:`terminal_only`), so a subclass that adds
+    a per-step term is summed. A reward returns the same term names on every step. ``source`` names
+    the paper a formulation comes from (``routing-env rewards --json`` lists it).
     """
 
     uses_cross_entropy: bool = True
@@ -88,6 +89,14 @@ class RewardFn(abc.ABC):
         return Sum(self, other)
 
 
+def terminal_only(fn: RewardFn) -> bool:
+    """Whether every term of ``fn`` is zero before the terminal step, as its class itself declares
+    (``RewardFn.terminal_only`` set in the class body, not inherited; a ``Sum``: every part)."""
+    if isinstance(fn, Sum):
+        return all(terminal_only(part) for part in fn.parts)
+    return "terminal_only" in type(fn).__dict__ and bool(fn.terminal_only)
+
+
 class Sum(RewardFn):
     """The sum of several reward functions; term names must not clash."""
 
@@ -103,10 +112,6 @@ class Sum(RewardFn):
     @property
     def uses_probs(self) -> bool:  # type: ignore[override]
         return any(part.uses_probs for part in self.parts)
-
-    @property
-    def terminal_only(self) -> bool:  # type: ignore[override]
-        return all(part.terminal_only for part in self.parts)
 
     def terms(self, outcome: Outcome) -> Terms:
         out: Terms = {}

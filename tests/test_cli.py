@@ -57,7 +57,7 @@ def test_train_refuses_to_overwrite_a_run_unless_asked(tmp_path: Path, capsys: p
     assert main(train + ["--seed", "0"]) == 0
     first = (out / "policy.pt").read_bytes()
     assert main(train + ["--seed", "1"]) == 2
-    assert f"--out {out} already holds a run" in capsys.readouterr().err
+    assert f"--out {out} already holds a finished run" in capsys.readouterr().err
     assert (out / "policy.pt").read_bytes() == first and json.loads((out / "config.json").read_text())["seed"] == 0
     assert main(train + ["--seed", "1", "--overwrite"]) == 0
     assert json.loads((out / "config.json").read_text())["seed"] == 1

@@ -13,6 +13,8 @@ from routing_env import RoutingEnv, RoutingVectorEnv
 from routing_env.backbones import make_backbone
 from routing_env.cli import main
 from routing_env.core import EXIT
+from routing_env.budget import DualAscent, LagrangianPenalty
+from routing_env.env import terminal_info
 from routing_env.rewards import (
     POTENTIALS,
     REWARD_DESCRIPTIONS,
@@ -22,9 +24,11 @@ from routing_env.rewards import (
     Correctness,
     DenseConfidence,
     HingePenalty,
+    Outcome,
     PotentialShaping,
     make_reward,
     potential,
+    terminal_only,
 )
 
 FAMILIES = [("tiny-cascade", {}), ("tiny-dynamic-resnet", {})]
@@ -113,40 +117,101 @@ def test_hinge_charges_only_above_the_budget() -> None:
         assert total == pytest.approx(float(info["correct"]) - 2.0 * max(0.0, info["macs_fraction"] - 0.3))
 
 
-@pytest.mark.parametrize("backbone", ["tiny-cascade", "tiny-dynamic-resnet"])
-@pytest.mark.parametrize("spec", REWARD_SPECS)
-def test_terminal_reward_terms_are_the_episodes_return_by_term(backbone: str, spec: str) -> None:
-    """info["reward_terms"] at the end sums each term over the episode: they add up to the return,
-    whether the reward is charged at the end or per step, and a shaping term to −Φ(s₀)."""
-    env = RoutingEnv(backbone=backbone, reward=spec, lam=0.2, invalid_action="penalize")
-    rng = np.random.default_rng(5)
-    obs, _ = env.reset(seed=5)
-    for _ in range(30):
+def assert_terms_add_up(env: RoutingEnv, episodes_count: int, seed: int, kind: str | None = None) -> None:
+    """Under random actions (invalid ones too), a terminal step's ``reward_terms`` add up to the
+    episode's return; with ``kind``, its ``shaping`` term is −Φ(s₀) of that potential."""
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    for _ in range(episodes_count):
         first, total, terminated = obs, 0.0, False
-        while not terminated:  # any action, invalid ones too: their penalty is a per-step term
+        while not terminated:
             obs, reward, terminated, _, info = env.step(int(rng.integers(env.action_space.n)))
             total += reward
-        assert sum(info["reward_terms"].values()) == pytest.approx(total, abs=1e-9), spec
-        if "shaped" in spec:
-            kind = {"accuracy-shaped": "max-prob", "accuracy-margin-shaped": "margin"}.get(spec, "neg-entropy")
+        assert sum(info["reward_terms"].values()) == pytest.approx(total, abs=1e-9)
+        if kind is not None:
             assert info["reward_terms"]["shaping"] == pytest.approx(-reference_potential(first["probs"], kind), abs=1e-6)
         obs, _ = env.reset()
-    assert make_reward(spec, 0.2).terminal_only == (spec in ("accuracy", "cross-entropy", "blockdrop", "accuracy-hinge"))
 
 
-def test_vector_reward_terms_are_each_episodes_return_by_term() -> None:
-    env = RoutingVectorEnv(num_envs=6, backbone="tiny-cascade", reward="dense", lam=0.2, allow_skip=True)
+SHAPING = {"accuracy-shaped": "max-prob", "accuracy-margin-shaped": "margin", "accuracy-entropy-shaped": "neg-entropy"}
+
+
+@pytest.mark.parametrize("invalid_action", ["fallback", "penalize"])
+@pytest.mark.parametrize("backbone", ["tiny-cascade", "tiny-dynamic-resnet"])
+@pytest.mark.parametrize("spec", REWARD_SPECS)
+def test_terminal_reward_terms_are_the_episodes_return_by_term(backbone: str, spec: str, invalid_action: str) -> None:
+    """info["reward_terms"] at the end sums each term over the episode: they add up to the return,
+    whether the reward is charged at the end (not summed: ``terminal_only``) or per step (summed; the
+    ``penalize`` penalty is a per-step term), and a shaping term to −Φ(s₀)."""
+    env = RoutingEnv(backbone=backbone, reward=spec, lam=0.2, invalid_action=invalid_action)
+    assert_terms_add_up(env, 30, seed=5, kind=SHAPING.get(spec))
+    assert terminal_only(make_reward(spec, 0.2)) == (spec in ("accuracy", "cross-entropy", "blockdrop", "accuracy-hinge"))
+
+
+@pytest.mark.parametrize("spec", ["accuracy", "accuracy-per-step"])
+def test_reward_terms_add_up_under_a_budget_target(spec: str) -> None:
+    env = RoutingEnv(backbone="tiny-cascade", reward=spec, target_macs=0.3, target_lr=0.05, allow_skip=True)
+    assert_terms_add_up(env, 40, seed=7)
+    assert env.core.term_totals is None if spec == "accuracy" else env.core.term_totals is not None
+
+
+def random_outcome(rng: np.random.Generator, b: int = 64, c: int = 10) -> Outcome:
+    probs = rng.dirichlet(np.ones(c), size=(2, b))
+    cost = rng.uniform(0, 1.5, b)
+    return Outcome(terminated=rng.random(b) < 0.5, correct=rng.random(b) < 0.5, cross_entropy=rng.uniform(0, 3, b),
+                   macs_fraction=cost, step_macs_fraction=cost / 2, invalid=rng.random(b) < 0.3,
+                   potential_before=probs[0].max(1), potential_after=probs[1].max(1),
+                   probs_before=probs[0], probs_after=probs[1], label=rng.integers(c, size=b))
+
+
+def test_a_reward_declared_terminal_only_is_zero_before_the_end() -> None:
+    """What lets the core skip the running sums: every reward that declares ``terminal_only`` (the
+    built-in specs, their parts, the budget's Lagrangian price) is 0 on every row that did not end."""
+    rng = np.random.default_rng(8)
+    rewards = [make_reward(spec, 0.2) for spec in REWARD_SPECS]
+    rewards += [part for r in rewards for part in getattr(r, "parts", ())] + [LagrangianPenalty(DualAscent(0.3, lam=0.5))]
+    declared = [r for r in rewards if terminal_only(r)]
+    assert {type(r).__name__ for r in declared} >= {"Correctness", "NegCrossEntropy", "ComputePenalty", "BlockDropReward",
+                                                     "HingePenalty", "LagrangianPenalty", "Sum"}
+    for reward in declared:
+        for _ in range(5):
+            outcome = random_outcome(rng)
+            for name, value in reward.terms(outcome).items():
+                assert not value[~outcome.terminated].any(), (reward, name)
+
+
+def test_a_subclass_that_adds_a_per_step_term_is_summed() -> None:
+    """``terminal_only`` counts only where a class declares it: a subclass of a terminal reward that
+    adds a per-step term is not taken for terminal-only, and its terms still add up to the return."""
+
+    class CorrectAndPerStep(Correctness):
+        def terms(self, outcome: Outcome) -> dict[str, np.ndarray]:
+            return {**super().terms(outcome), "step": -0.01 * np.ones(len(outcome.terminated))}
+
+    assert terminal_only(Correctness()) and not terminal_only(CorrectAndPerStep())
+    assert_terms_add_up(RoutingEnv(backbone="tiny-dynamic-resnet", reward=CorrectAndPerStep()), 20, seed=9)
+
+
+@pytest.mark.parametrize("autoreset_mode", ["NextStep", "SameStep"])
+def test_vector_reward_terms_are_each_episodes_return_by_term(autoreset_mode: str) -> None:
+    env = RoutingVectorEnv(num_envs=6, backbone="tiny-cascade", reward="dense", lam=0.2, allow_skip=True,
+                           autoreset_mode=autoreset_mode)
     obs, _ = env.reset(seed=6)
     rng = np.random.default_rng(6)
     totals, ended = np.zeros(6), 0
-    for _ in range(60):  # NextStep autoreset: the step after an end is a reset step with reward 0
+    for step in range(80):  # NextStep: the step after an end is a reset step with reward 0
+        if step == 40:  # a partial reset restarts some episodes: their sums start again too
+            restart = np.arange(6) % 2 == 0
+            obs, _ = env.reset(options={"reset_mask": restart})
+            totals[restart] = 0.0
         actions = np.array([rng.choice(np.flatnonzero(m)) for m in obs["action_mask"]])
         obs, reward, terminated, _, info = env.step(actions)
         totals += reward
+        final = terminal_info(info)
         for i in np.flatnonzero(terminated):
-            assert sum(v[i] for v in info["reward_terms"].values()) == pytest.approx(totals[i], abs=1e-9)
+            assert sum(v[i] for v in final["reward_terms"].values()) == pytest.approx(totals[i], abs=1e-9)
             totals[i], ended = 0.0, ended + 1
-    assert ended > 20
+    assert ended > 30
 
 
 def test_every_reward_spec_runs_and_is_described() -> None:

@@ -90,7 +90,7 @@ def check_run_backbone(run: Path, env: RoutingVectorEnv) -> None:
 
 def evaluation_json(agent: Any, env: RoutingVectorEnv, env_id: str, progress: bool = False) -> dict[str, Any]:
     """The evaluation object of docs/design.md §10 for ``agent`` on ``env``'s split. ``options`` are the
-    agent's own (:meth:`~agents.base.Agent.options`), so a tuned rule's τ is read beside its score."""
+    agent's own (:meth:`~agents.base.Agent.options`), so a tuned threshold's τ is read beside its score."""
     records = route_split(agent, env, progress=progress)
     summary = summarize(records, env, agent.policy_macs())
     return {"policy": agent.name, "options": agent.options(), "uses_labels": bool(getattr(agent, "uses_labels", False)),
@@ -204,7 +204,8 @@ def train_run(
     for stale in ("tb", "best"):  # an earlier run's curves would be drawn beside this one's, its best policy kept
         if (out / stale).exists():
             shutil.rmtree(out / stale)
-    (out / "holdout.json").unlink(missing_ok=True)  # an earlier run's scorings are not this one's
+    for stale in ("holdout.json", "eval.json"):  # an earlier run's scorings are not this one's; no eval.json: not finished
+        (out / stale).unlink(missing_ok=True)
     config = {
         "env": env_id,
         "env_kwargs": env_kwargs,
