@@ -21,6 +21,7 @@ from .experiments import (
     groups_markdown,
     rewards_markdown,
     run_study,
+    run_env_kwargs,
     run_sweep,
     train_run,
 )
@@ -97,7 +98,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"--run {run}: {config_path} does not exist (is it a directory written by `train`?)")
         config = read_json(config_path)
         env_id = config["env"]
-        env = evaluation_env(env_id, config["env_kwargs"], args.split, run=run)
+        env = evaluation_env(env_id, run_env_kwargs(run, config, args.allow_code), args.split, run=run)
         agent = load_agent(run, env, allow_code=args.allow_code)
     else:
         env_id = args.env
@@ -219,7 +220,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if not config_path.is_file():
         raise ValueError(f"--run {run}: {config_path} does not exist (is it a directory written by `train`?)")
     config = read_json(config_path)
-    env = evaluation_env(config["env"], config["env_kwargs"], args.split, run=run)
+    env = evaluation_env(config["env"], run_env_kwargs(run, config, args.allow_code), args.split, run=run)
     agent = load_agent(run, env, allow_code=args.allow_code)
     if not hasattr(agent, "policy_module") or not hasattr(env.core.executor, "inputs"):
         raise ValueError(f"attack needs a policy with a policy_module (reinforce, ppo, maskable-ppo, a2c, dqn) on routing_env/DynamicResNet-v0; {run} holds {agent.name!r} on {config['env']}")
@@ -442,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_env_options(p)
     p.add_argument("--run", help="run directory written by `train`")
     p.add_argument("--allow-code", action="store_true",
-                   help="let --run import the module:Class its agent.json names (runs that code: trusted folders only)")
+                   help="let --run import the module:Class its agent.json names, or the module:name reward its config.json "
+                        "names (runs that code: trusted folders only)")
     p.add_argument("--agent", help="agent name (tuned or trained on val first)")
     p.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="agent options")
     p.add_argument("--steps", type=int, default=0, help="steps to learn on val before evaluating (with --agent)")
@@ -466,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="train every reward spec over lams (or MACs targets), seeds and agents; compare their test fronts")
     add_env_options(p)
-    p.add_argument("--rewards", required=True, help="reward specs, comma-separated (routing-env rewards lists them)")
+    p.add_argument("--rewards", required=True, help="reward specs, comma-separated (routing-env rewards lists them), or module.path:name for your own")
     p.add_argument("--lams", help="prices of compute, comma-separated (or --targets)")
     p.add_argument("--targets", help="MACs budgets (environment option target_macs; λ adapts from 0), comma-separated")
     add_grid_options(p, "trial", "study")

@@ -7,6 +7,8 @@ A reward function maps an :class:`Outcome` to ``(reward, terms)``; ``terms`` nam
 from __future__ import annotations
 
 import abc
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -339,8 +341,50 @@ REWARD_DESCRIPTIONS: dict[str, tuple[str, str]] = {
 """Each spec's one-line description and its source (``routing-env rewards --json``)."""
 
 
+def is_custom(spec: object) -> bool:
+    """Whether ``spec`` names a reward of one's own, ``module.path:name`` (:func:`custom_reward`)."""
+    return isinstance(spec, str) and ":" in spec
+
+
+def reward_factory(spec: str) -> Callable[[float], RewardFn]:
+    """The callable ``module.path:name`` names (imported), refused by name if it is not there."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name or ":" in name:
+        raise ValueError(f"malformed custom reward {spec!r}; expected 'module.path:name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"custom reward {spec!r}: cannot import module {module_name!r} ({e}); is its folder on PYTHONPATH?") from None
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise ValueError(f"custom reward {spec!r}: module {module_name!r} has no callable {name!r}")
+    return factory
+
+
+def custom_reward(spec: str, lam: float) -> RewardFn:
+    """The reward ``module.path:name`` names: ``name(lam)`` from an importable module, a ``RewardFn``
+    class whose constructor takes λ or a function returning a ``RewardFn``. A string, unlike an object,
+    goes where spec strings go (``train``, ``sweep``, ``study``, a run's ``config.json``), so a reward of
+    one's own is studied as the built-in ones are (as ``--agent module.path:ClassName`` is for agents)."""
+    reward = reward_factory(spec)(lam)
+    if not isinstance(reward, RewardFn):
+        raise TypeError(f"custom reward {spec!r}: it returned a {type(reward).__name__} for lam={lam}, expected a "
+                        "routing_env.rewards.RewardFn")
+    return reward
+
+
+def describe(spec: str) -> tuple[str, str]:
+    """A spec's one-line description and source: :data:`REWARD_DESCRIPTIONS`, or for a custom reward
+    the first line of its factory's docstring and the reward's ``source`` (else the spec itself)."""
+    if not is_custom(spec):
+        return REWARD_DESCRIPTIONS[spec]
+    doc = (reward_factory(spec).__doc__ or "").strip()
+    return (doc.splitlines()[0] if doc else spec), custom_reward(spec, 0.0).source or spec
+
+
 def make_reward(spec: str | RewardFn, lam: float) -> RewardFn:
-    """A reward function from an object or a spec string (see ``REWARD_SPECS``).
+    """A reward function from an object, a spec string (see ``REWARD_SPECS``) or ``module.path:name``
+    (:func:`custom_reward`).
 
     ``accuracy``: ``1[correct] − λ·macs_fraction`` at the end (the default); ``-per-step`` charges the
     compute as it is spent; ``cross-entropy``: ``−CE − λ·macs_fraction``; ``blockdrop``: BlockDrop's
@@ -353,6 +397,8 @@ def make_reward(spec: str | RewardFn, lam: float) -> RewardFn:
         raise TypeError(f"reward must be a RewardFn or one of {REWARD_SPECS}, got {spec!r}")
     if not lam >= 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
+    if is_custom(spec):
+        return custom_reward(spec, lam)
     builders = {
         "accuracy": lambda: Correctness() + ComputePenalty(lam),
         "accuracy-per-step": lambda: Correctness() + ComputePenalty(lam, per_step=True),
@@ -366,5 +412,5 @@ def make_reward(spec: str | RewardFn, lam: float) -> RewardFn:
         "dense": lambda: DenseConfidence(lam),
     }
     if spec not in builders:
-        raise ValueError(f"unknown reward {spec!r}; expected one of {REWARD_SPECS} or a RewardFn")
+        raise ValueError(f"unknown reward {spec!r}; expected one of {REWARD_SPECS}, 'module.path:name' or a RewardFn")
     return builders[spec]()

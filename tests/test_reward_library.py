@@ -26,6 +26,7 @@ from routing_env.rewards import (
     HingePenalty,
     Outcome,
     PotentialShaping,
+    describe,
     make_reward,
     potential,
     terminal_only,
@@ -396,3 +397,69 @@ def test_routed_model_sees_the_priced_cost_the_policy_trained_with() -> None:
     np.testing.assert_allclose(macs.numpy(), records.macs)  # MACs stay MACs
     np.testing.assert_array_equal((logits.argmax(1).numpy() == env.unwrapped.core.labels), records.correct)
     assert len(np.unique(records.decisions)) > 1 or len(np.unique(records.exit_position)) > 1  # the routes differ
+
+
+CUSTOM_REWARD = '''
+import numpy as np
+
+from routing_env.rewards import Correctness, ComputePenalty, PotentialShaping, RewardFn
+
+
+def discounted_margin(lam):
+    """accuracy with margin shaping at gamma 0.9 and twice the scale"""
+    return Correctness() + ComputePenalty(lam) + PotentialShaping("margin", gamma=0.9, scale=2.0)
+
+
+class Flat(RewardFn):
+    """1 for a right answer minus lam for every step taken"""
+
+    source = "a test"
+
+    def __init__(self, lam):
+        self.lam = lam
+
+    def terms(self, outcome):
+        return {"correct": np.where(outcome.terminated & outcome.correct, 1.0, 0.0), "steps": np.full(len(outcome.correct), -self.lam)}
+
+
+not_a_reward = 3
+'''
+
+
+def test_a_custom_reward_by_module_path(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """``module.path:name`` goes where spec strings go: built with λ, described by its docstring and
+    source, refused by name when it cannot be imported or is not a RewardFn."""
+    (tmp_path / "my_rewards.py").write_text(CUSTOM_REWARD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    flat = make_reward("my_rewards:Flat", 0.25)
+    assert type(flat).__name__ == "Flat" and flat.lam == 0.25 and not terminal_only(flat)
+    assert describe("my_rewards:Flat") == ("1 for a right answer minus lam for every step taken", "a test")
+    assert describe("my_rewards:discounted_margin")[0] == "accuracy with margin shaping at gamma 0.9 and twice the scale"
+    env = RoutingEnv(backbone="tiny-cascade", reward="my_rewards:Flat", lam=0.25, allow_skip=True)
+    assert_terms_add_up(env, 20, seed=10)
+    for spec, message in [("my_rewards:nothing", "has no callable 'nothing'"), ("my_rewards:not_a_reward", "has no callable"),
+                          ("no_such_module:f", "cannot import module 'no_such_module'"), ("my_rewards:", "malformed"),
+                          ("builtins:abs", "it returned a float for lam=0.1")]:
+        with pytest.raises((ValueError, TypeError), match=message):
+            make_reward(spec, 0.1)
+
+
+def test_a_study_takes_a_custom_reward_and_evaluate_run_asks_before_importing_it(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    (tmp_path / "my_rewards.py").write_text(CUSTOM_REWARD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "study"
+    assert main(["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,my_rewards:discounted_margin", "--lams", "0.05",
+                 "--seeds", "0", "--agent", "reinforce", "--steps", "2000", "--workers", "1", "--out", str(out)]) == 0
+    study = json.loads((out / "study.json").read_text())
+    custom = study["rewards"]["my_rewards:discounted_margin"]
+    assert custom["description"] == "accuracy with margin shaping at gamma 0.9 and twice the scale" and len(custom["runs"]) == 1
+    run = next((out / "runs" / "my_rewards:discounted_margin").glob("*/runs/*"))
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--split", "test", "--json"]) == 2
+    assert "names code to import (reward 'my_rewards:discounted_margin')" in capsys.readouterr().err
+    assert main(["evaluate", "--run", str(run), "--split", "test", "--json", "--allow-code"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] > 0
+    refused = tmp_path / "refused"
+    assert main(["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,my_rewards:missing", "--lams", "0.05", "--seeds", "0",
+                 "--agent", "reinforce", "--steps", "2000", "--out", str(refused)]) == 2
+    assert "has no callable 'missing'" in capsys.readouterr().err and not list(refused.glob("runs/*"))  # before any trial

@@ -6,7 +6,17 @@ from .engines import run_trials
 from .report import groups_markdown, plot_pareto, run_name, write_pareto_csv
 from .study import StudySpec, Trial, check_study, front_auc, hypervolume, pareto_front, rewards_markdown, run_study, steps_to_reach
 from .sweep import SweepSpec, group_runs, reaching_reference, run_sweep, sweep_run
-from .train import EVAL_BATCH, EarlyStopping, evaluation_env, evaluation_json, evaluation_kwargs, make_vector_env, train_run, write_json
+from .train import (
+    EVAL_BATCH,
+    EarlyStopping,
+    evaluation_env,
+    evaluation_json,
+    evaluation_kwargs,
+    make_vector_env,
+    run_env_kwargs,
+    train_run,
+    write_json,
+)
 
 __all__ = [
     "EVAL_BATCH",
@@ -30,6 +40,7 @@ __all__ = [
     "random_skip_row",
     "reaching_reference",
     "rewards_markdown",
+    "run_env_kwargs",
     "run_name",
     "run_study",
     "run_sweep",

@@ -23,7 +23,7 @@ from .. import ENV_IDS
 from ..backbones import backbone_names
 from ..checkpoints import atomic_write_text, write_json
 from ..env import EnvConfig
-from ..rewards import REWARD_DESCRIPTIONS, REWARD_SPECS
+from ..rewards import REWARD_SPECS, describe, is_custom, make_reward
 from ..provenance import provenance
 from .engines import check_engine, run_trials
 from .report import save_figure
@@ -144,8 +144,10 @@ def check_study(spec: StudySpec) -> None:
         if repeated:
             raise ValueError(f"{name} {list(values)} repeat {repeated} (as the run folders name them)")
     for reward in spec.rewards:
-        if reward not in REWARD_SPECS:
-            raise ValueError(f"unknown reward {reward!r}; expected one of {list(REWARD_SPECS)}")
+        if is_custom(reward):
+            make_reward(reward, 0.0)  # importable, and a RewardFn: refused here, not in the first trial
+        elif reward not in REWARD_SPECS:
+            raise ValueError(f"unknown reward {reward!r}; expected one of {list(REWARD_SPECS)} or 'module.path:name'")
     for agent in spec.agents:
         check_comparable(agent)  # raises ValueError naming an unknown agent, or the oracle
     if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 1:
@@ -296,7 +298,7 @@ def reward_summary(reward: str, runs: Sequence[dict[str, Any]], knob: str, refer
     aucs = per_seed(runs, lambda rs: front_auc(map(point_of, rs), reference[0]))
     speeds = per_seed(runs, lambda rs: mean_std(r["steps_to_95"] for r in rs if r["steps_to_95"] is not None)["mean"])
     margins = [g["accuracy_minus_threshold_mean"] for g in front]
-    description, source = REWARD_DESCRIPTIONS[reward]
+    description, source = describe(reward)
     return {
         "description": description,
         "source": source,

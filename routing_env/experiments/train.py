@@ -21,6 +21,7 @@ from ..checkpoints import read_json, save_state_dict, write_json
 from ..env import RoutingVectorEnv
 from ..evaluation import route_split, summarize
 from ..provenance import provenance
+from ..rewards import is_custom
 
 if TYPE_CHECKING:
     from agents import Agent, RunLogger
@@ -71,6 +72,17 @@ def evaluation_env(
             env.close()
             raise
     return env
+
+
+def run_env_kwargs(run: Path, config: dict[str, Any], allow_code: bool) -> dict[str, Any]:
+    """A run folder's environment options, refused if they name a reward to import
+    (``module.path:name``) unless ``allow_code``: as for an agent (``load_agent``), scoring the run
+    would run code the folder chose."""
+    env_kwargs = config["env_kwargs"]
+    if is_custom(env_kwargs.get("reward")) and not allow_code:
+        raise ValueError(f"{run / 'config.json'} names code to import (reward {env_kwargs['reward']!r}): building its "
+                         "environment would run that module; pass --allow-code only for run folders you trust")
+    return env_kwargs
 
 
 def check_run_backbone(run: Path, env: RoutingVectorEnv) -> None:
