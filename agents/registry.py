@@ -5,13 +5,14 @@ built-in agents are imported when first asked for (SB3 is slow to import)."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from pathlib import Path
 from typing import Any
 
 from gymnasium.vector import VectorEnv
+
+from routing_env.plugins import import_named
 
 from .base import AGENT_INTERFACE, Agent
 
@@ -44,16 +45,7 @@ AGENT_NAMES = ("reinforce", "ppo", "dqn", "a2c", "maskable-ppo", "threshold", "g
 def agent_class(name: str) -> type[Agent]:
     """The agent class for a registered name or a custom ``module.path:ClassName``."""
     if ":" in name:
-        module_name, _, class_name = name.partition(":")
-        if not module_name or not class_name or ":" in class_name:
-            raise ValueError(f"malformed custom agent {name!r}; expected 'module.path:ClassName'")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ValueError(f"custom agent {name!r}: cannot import module {module_name!r} ({e})") from None
-        cls = getattr(module, class_name, None)
-        if cls is None:
-            raise ValueError(f"custom agent {name!r}: module {module_name!r} has no attribute {class_name!r}")
+        cls = import_named(name, "agent", "module.path:ClassName")
         if not isinstance(cls, type):
             raise ValueError(f"custom agent {name!r} must be a class (a subclass of agents.Agent), got a {type(cls).__name__}")
         missing = [attribute for attribute in AGENT_INTERFACE if not hasattr(cls, attribute)]

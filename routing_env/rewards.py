@@ -7,11 +7,12 @@ A reward function maps an :class:`Outcome` to ``(reward, terms)``; ``terms`` nam
 from __future__ import annotations
 
 import abc
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from .plugins import import_named
 
 
 @dataclass(frozen=True)
@@ -348,16 +349,9 @@ def is_custom(spec: object) -> bool:
 
 def reward_factory(spec: str) -> Callable[[float], RewardFn]:
     """The callable ``module.path:name`` names (imported), refused by name if it is not there."""
-    module_name, _, name = spec.partition(":")
-    if not module_name or not name or ":" in name:
-        raise ValueError(f"malformed custom reward {spec!r}; expected 'module.path:name'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"custom reward {spec!r}: cannot import module {module_name!r} ({e}); is its folder on PYTHONPATH?") from None
-    factory = getattr(module, name, None)
+    factory = import_named(spec, "reward", "module.path:name")
     if not callable(factory):
-        raise ValueError(f"custom reward {spec!r}: module {module_name!r} has no callable {name!r}")
+        raise ValueError(f"custom reward {spec!r} is a {type(factory).__name__}, expected a RewardFn class or a function of lam")
     return factory
 
 

@@ -437,7 +437,7 @@ def test_a_custom_reward_by_module_path(tmp_path, monkeypatch) -> None:  # noqa:
     assert describe("my_rewards:discounted_margin")[0] == "accuracy with margin shaping at gamma 0.9 and twice the scale"
     env = RoutingEnv(backbone="tiny-cascade", reward="my_rewards:Flat", lam=0.25, allow_skip=True)
     assert_terms_add_up(env, 20, seed=10)
-    for spec, message in [("my_rewards:nothing", "has no callable 'nothing'"), ("my_rewards:not_a_reward", "has no callable"),
+    for spec, message in [("my_rewards:nothing", "has no attribute 'nothing'"), ("my_rewards:not_a_reward", "is a int, expected"),
                           ("no_such_module:f", "cannot import module 'no_such_module'"), ("my_rewards:", "malformed"),
                           ("builtins:abs", "it returned a float for lam=0.1")]:
         with pytest.raises((ValueError, TypeError), match=message):
@@ -462,4 +462,4 @@ def test_a_study_takes_a_custom_reward_and_evaluate_run_asks_before_importing_it
     refused = tmp_path / "refused"
     assert main(["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,my_rewards:missing", "--lams", "0.05", "--seeds", "0",
                  "--agent", "reinforce", "--steps", "2000", "--out", str(refused)]) == 2
-    assert "has no callable 'missing'" in capsys.readouterr().err and not list(refused.glob("runs/*"))  # before any trial
+    assert "has no attribute 'missing'" in capsys.readouterr().err and not list(refused.glob("runs/*"))  # before any trial

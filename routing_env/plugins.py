@@ -1,0 +1,23 @@
+"""Code of one's own named by a string, ``module.path:name``: a custom agent (``--agent``) or reward
+(``reward=``). A string, unlike an object, goes into run folders, sweeps and studies."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+def import_named(spec: str, kind: str, form: str) -> Any:
+    """The attribute ``module.path:name`` names, imported; a ``ValueError`` naming the ``kind`` (``agent``,
+    ``reward``) and the expected ``form`` where the spec is malformed, the module is not importable or
+    the name is not in it."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name or ":" in name:
+        raise ValueError(f"malformed custom {kind} {spec!r}; expected {form!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"custom {kind} {spec!r}: cannot import module {module_name!r} ({e}); is its folder on PYTHONPATH?") from None
+    if not hasattr(module, name):
+        raise ValueError(f"custom {kind} {spec!r}: module {module_name!r} has no attribute {name!r}")
+    return getattr(module, name)
