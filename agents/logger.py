@@ -15,11 +15,15 @@ class RunLogger:
         self.directory = Path(directory)
         self.writer = SummaryWriter(str(directory))
 
-    def episodes(self, step: int, returns: np.ndarray, correct: np.ndarray, macs_fraction: np.ndarray, exits: np.ndarray) -> None:
-        """Means over the episodes that ended since the last call."""
+    def episodes(self, step: int, returns: np.ndarray, correct: np.ndarray, macs_fraction: np.ndarray, exits: np.ndarray,
+                 terms: dict[str, np.ndarray] | None = None) -> None:
+        """Means over the episodes that ended since the last call; ``terms``, each reward term's episode
+        totals (``info["reward_terms"]``), as ``reward_terms/<name>``: how much of the return each term makes."""
         if len(returns) == 0:
             return
         self.writer.add_scalar("charts/episodic_return", float(np.mean(returns)), step)
+        for name, totals in (terms or {}).items():
+            self.writer.add_scalar(f"reward_terms/{name}", float(np.mean(totals)), step)
         self.writer.add_scalar("charts/accuracy", float(np.mean(correct)), step)
         self.writer.add_scalar("charts/macs_fraction", float(np.mean(macs_fraction)), step)
         exits = np.asarray(exits).astype(np.int64)  # positions; a float array (an empty float chunk) would name tags "1.0"

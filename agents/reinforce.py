@@ -120,6 +120,7 @@ class ReinforceAgent(Agent):
         while done_steps < total_steps:
             xs, masks, actions, returns, lives = [], [], [], [], []
             ended: dict[str, list[np.ndarray]] = {"return": [], "correct": [], "macs_fraction": [], "exit_position": []}
+            terms: dict[str, list[np.ndarray]] = {}
             for _ in range(rounds):
                 obs, _ = env.reset()
                 live = np.ones(env.num_envs, dtype=bool)
@@ -144,6 +145,9 @@ class ReinforceAgent(Agent):
                     final = terminal_info(info)
                     for key in ("correct", "macs_fraction", "exit_position"):
                         ended[key].append(final[key][end] if end.any() else np.zeros(0))
+                    if end.any():
+                        for name, totals in final["reward_terms"].items():
+                            terms.setdefault(name, []).append(totals[end])
                     backbone_loss = info.get("backbone_loss", backbone_loss)
                     lam = info.get("lam", lam)
                     live &= ~(terminated | truncated)
@@ -153,7 +157,8 @@ class ReinforceAgent(Agent):
             self.steps_done = first + done_steps
             if logger is not None:
                 step = self.steps_done
-                logger.episodes(step, *(np.concatenate(ended[k]) for k in ended))
+                logger.episodes(step, *(np.concatenate(ended[k]) for k in ended),
+                                terms={name: np.concatenate(parts) for name, parts in terms.items()})
                 for key, value in loss_terms.items():
                     logger.scalar(f"losses/{key}", value, step)
                 if backbone_loss is not None and np.isfinite(backbone_loss[0]):  # co-trained (CoTrainBackbone)

@@ -95,6 +95,7 @@ class SB3VecEnv(VecEnv):
                     "correct": correct,
                     "macs_fraction": macs_fraction,
                     "exit_position": exit_position,
+                    "reward_terms": {name: float(totals[i]) for name, totals in final["reward_terms"].items()},
                 }
             self._returns[ends] = 0.0
             self._lengths[ends] = 0
@@ -124,8 +125,9 @@ class SB3VecEnv(VecEnv):
 
 
 class RoutingCallback(BaseCallback):
-    """Logs ``charts/accuracy``, ``charts/macs_fraction`` and ``charts/episodic_return`` of ended
-    episodes, and a co-trained backbone's ``losses/backbone_cross_entropy``."""
+    """Logs ``charts/accuracy``, ``charts/macs_fraction``, ``charts/episodic_return`` and each
+    ``reward_terms/<name>`` (its episode totals) of ended episodes, and a co-trained backbone's
+    ``losses/backbone_cross_entropy``."""
 
     def _on_step(self) -> bool:
         infos = self.locals.get("infos", [])
@@ -138,6 +140,8 @@ class RoutingCallback(BaseCallback):
             self.logger.record_mean("charts/accuracy", float(np.mean([i["correct"] for i in ended])))
             self.logger.record_mean("charts/macs_fraction", float(np.mean([i["macs_fraction"] for i in ended])))
             self.logger.record_mean("charts/episodic_return", float(np.mean([i["episode"]["r"] for i in ended])))
+            for name in ended[0]["reward_terms"]:
+                self.logger.record_mean(f"reward_terms/{name}", float(np.mean([i["reward_terms"][name] for i in ended])))
         return True
 
 

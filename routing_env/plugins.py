@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
 from typing import Any
 
 
@@ -21,3 +23,17 @@ def import_named(spec: str, kind: str, form: str) -> Any:
     if not hasattr(module, name):
         raise ValueError(f"custom {kind} {spec!r}: module {module_name!r} has no attribute {name!r}")
     return getattr(module, name)
+
+
+def source_sha256(spec: str) -> str:
+    """The sha256 of the source file of the module ``module.path:name`` names: what a sweep compares
+    before it reuses a finished run, since the name alone stays the same when the code changes."""
+    module = importlib.import_module(spec.partition(":")[0])
+    try:
+        path = inspect.getsourcefile(module)
+    except TypeError:  # a built-in module has no source file
+        path = None
+    if path is None:
+        raise ValueError(f"custom {spec!r}: module {module.__name__!r} has no source file to fingerprint")
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()

@@ -49,6 +49,10 @@ def test_tensorboard_has_the_cleanrl_keys(tmp_path: Path) -> None:
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
     assert {"charts/episodic_return", "charts/accuracy", "charts/macs_fraction", "charts/SPS", "losses/policy_loss"} <= scalars
+    # the return split by reward term: the terms' means add up to the mean return at every logged step
+    returns = {e.step: e.value for e in acc.Scalars("charts/episodic_return")}
+    split = [{e.step: e.value for e in acc.Scalars(f"reward_terms/{name}")} for name in ("correct", "compute")]
+    assert returns and all(abs(split[0][s] + split[1][s] - r) < 1e-5 for s, r in returns.items())
 
 
 def test_train_refuses_to_overwrite_a_run_unless_asked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -70,7 +74,7 @@ def test_sb3_training_writes_tensorboard_charts(tmp_path: Path) -> None:
     main(["train", "--backbone", "tiny-cascade", "--agent", "ppo", "--steps", "2048", "--out", str(out), "--quiet"])
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()
-    assert {"charts/accuracy", "charts/macs_fraction"} <= set(acc.Tags()["scalars"])
+    assert {"charts/accuracy", "charts/macs_fraction", "reward_terms/correct", "reward_terms/compute"} <= set(acc.Tags()["scalars"])
     assert json.loads((out / "config.json").read_text())["env_kwargs"]["lam"] == EnvConfig().lam  # no --lam: the default, recorded
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from routing_env.backbones import make_backbone
 from routing_env.cli import main
 from routing_env.core import EXIT
 from routing_env.budget import DualAscent, LagrangianPenalty
+from routing_env.plugins import source_sha256
 from routing_env.env import terminal_info
 from routing_env.rewards import (
     POTENTIALS,
@@ -431,6 +433,7 @@ def test_a_custom_reward_by_module_path(tmp_path, monkeypatch) -> None:  # noqa:
     source, refused by name when it cannot be imported or is not a RewardFn."""
     (tmp_path / "my_rewards.py").write_text(CUSTOM_REWARD)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_rewards", raising=False)  # another test's copy, from its own folder
     flat = make_reward("my_rewards:Flat", 0.25)
     assert type(flat).__name__ == "Flat" and flat.lam == 0.25 and not terminal_only(flat)
     assert describe("my_rewards:Flat") == ("1 for a right answer minus lam for every step taken", "a test")
@@ -447,18 +450,25 @@ def test_a_custom_reward_by_module_path(tmp_path, monkeypatch) -> None:  # noqa:
 def test_a_study_takes_a_custom_reward_and_evaluate_run_asks_before_importing_it(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
     (tmp_path / "my_rewards.py").write_text(CUSTOM_REWARD)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_rewards", raising=False)  # another test's copy, from its own folder
     out = tmp_path / "study"
     assert main(["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,my_rewards:discounted_margin", "--lams", "0.05",
                  "--seeds", "0", "--agent", "reinforce", "--steps", "2000", "--workers", "1", "--out", str(out)]) == 0
     study = json.loads((out / "study.json").read_text())
     custom = study["rewards"]["my_rewards:discounted_margin"]
     assert custom["description"] == "accuracy with margin shaping at gamma 0.9 and twice the scale" and len(custom["runs"]) == 1
-    run = next((out / "runs" / "my_rewards:discounted_margin").glob("*/runs/*"))
+    run = next((out / "runs" / "my_rewards_discounted_margin").glob("*/runs/*"))
+    assert json.loads((run / "config.json").read_text())["reward_sha256"] == source_sha256("my_rewards:discounted_margin")
     capsys.readouterr()
     assert main(["evaluate", "--run", str(run), "--split", "test", "--json"]) == 2
     assert "names code to import (reward 'my_rewards:discounted_margin')" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(run), "--split", "test", "--json", "--allow-code"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] > 0
+    # the reward's code changed under the same name: the study refuses to reuse the runs trained on the old code
+    (tmp_path / "my_rewards.py").write_text(CUSTOM_REWARD.replace("scale=2.0", "scale=3.0"))
+    study_again = ["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,my_rewards:discounted_margin", "--lams", "0.05",
+                   "--seeds", "0", "--agent", "reinforce", "--steps", "2000", "--workers", "1", "--out", str(out)]
+    assert main(study_again) == 2 and "was made with" in capsys.readouterr().err
     refused = tmp_path / "refused"
     assert main(["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,my_rewards:missing", "--lams", "0.05", "--seeds", "0",
                  "--agent", "reinforce", "--steps", "2000", "--out", str(refused)]) == 2

@@ -5,7 +5,7 @@ variance, written to ``study.json``, ``study.csv``, ``study.md`` and three plots
 
 A trial is one :func:`~routing_env.experiments.sweep.sweep_run` in
 ``DIR/runs/<reward>/<knob><value>/runs/<agent>-lam<λ>-seed<seed>`` (``<knob>`` is ``lam`` or
-``target_macs``), so a finished trial is read back and an interrupted study resumes.
+``target_macs``; a custom reward's ``:`` becomes ``_``, as a custom agent's does in its run name), so a finished trial is read back and an interrupted study resumes.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def trial_sweep(spec: StudySpec, trial: Trial) -> SweepSpec:
 def run_trial(spec: StudySpec, out: Path, trial: Trial) -> dict[str, Any]:
     """Train and evaluate one trial (its test figures, the threshold at its val cost), or read it back
     when it has finished before."""
-    directory = out / "runs" / trial.reward / f"{trial.knob}{trial.value:g}"
+    directory = out / "runs" / trial.reward.replace(":", "_") / f"{trial.knob}{trial.value:g}"  # no ':' in a path
     return sweep_run(trial_sweep(spec, trial), trial.agent, trial.lam, trial.seed, directory)
 
 
