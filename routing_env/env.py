@@ -307,8 +307,9 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
 
     ## Rewards
     Default ``1[correct] − λ·macs_fraction`` at the end of the episode; see ``routing_env.rewards``
-    for cross-entropy, per-step charging, BlockDrop's reward and potential-based shaping. Computing a
-    head to fill ``probs`` is charged.
+    for cross-entropy, per-step charging, BlockDrop's reward and potential-based shaping, or name one of
+    your own as ``module.path:name``. Computing a head to fill ``probs`` is charged. The terminal
+    ``info["reward_terms"]`` holds each term summed over the episode (they add up to its return).
 
     ## Starting State
     An instance drawn uniformly from the split with ``self.np_random`` (or ``options={"index": i}``);
@@ -325,7 +326,9 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
     ``backbone_lr``, ``backbone_update_every``, ``backbone_targets``, ``backbone_augment``, ``backbone_weights``, ``device``, ``data_root``.
 
     ## Version History
-    * v0: initial release (``DynamicResNet-v0`` and co-training since routing-env 0.2.0).
+    * v0: initial release (``DynamicResNet-v0`` and co-training since routing-env 0.2.0). Since
+      routing-env 0.4.0 the terminal ``info["reward_terms"]`` are the episode's totals (before, the last
+      step's); rewards, observations and dynamics are unchanged.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
