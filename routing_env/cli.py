@@ -98,7 +98,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"--run {run}: {config_path} does not exist (is it a directory written by `train`?)")
         config = read_json(config_path)
         env_id = config["env"]
-        env = evaluation_env(env_id, run_env_kwargs(run, config, args.allow_code), args.split, run=run)
+        env = evaluation_env(env_id, run_env_kwargs(run, config, args.allow_code, env_kwargs_from(args)), args.split, run=run)
         agent = load_agent(run, env, allow_code=args.allow_code)
     else:
         env_id = args.env

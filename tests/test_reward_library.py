@@ -463,7 +463,13 @@ def test_a_study_takes_a_custom_reward_and_evaluate_run_asks_before_importing_it
     assert main(["evaluate", "--run", str(run), "--split", "test", "--json"]) == 2
     assert "names code to import (reward 'my_rewards:discounted_margin')" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(run), "--split", "test", "--json", "--allow-code"]) == 0
-    assert json.loads(capsys.readouterr().out)["n"] > 0
+    scored = json.loads(capsys.readouterr().out)
+    # scored under a built-in reward instead, no code imported: the same routes, so the same accuracy and MACs
+    assert main(["evaluate", "--run", str(run), "--split", "test", "--json", "--env-kwargs", "reward=accuracy"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert (plain["accuracy"], plain["macs_fraction"]) == (scored["accuracy"], scored["macs_fraction"]) and scored["n"] > 0
+    assert main(["evaluate", "--run", str(run), "--split", "test", "--backbone", "tiny-dynamic-resnet", "--allow-code"]) == 2
+    assert "may be given beside it, not ['backbone']" in capsys.readouterr().err  # the run fixes its backbone
     # the reward's code changed under the same name: the study refuses to reuse the runs trained on the old code
     (tmp_path / "my_rewards.py").write_text(CUSTOM_REWARD.replace("scale=2.0", "scale=3.0"))
     study_again = ["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,my_rewards:discounted_margin", "--lams", "0.05",

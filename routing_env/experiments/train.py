@@ -75,11 +75,21 @@ def evaluation_env(
     return env
 
 
-def run_env_kwargs(run: Path, config: dict[str, Any], allow_code: bool) -> dict[str, Any]:
-    """A run folder's environment options, refused if they name a reward to import
+RUN_OVERRIDES = ("data_root", "device", "lam", "reward")
+"""The options an evaluation of a run folder may replace: where the data is and what runs it, and the
+price and reward ``reward_mean`` is scored under; the routes, and so accuracy and MACs, depend on none."""
+
+
+def run_env_kwargs(run: Path, config: dict[str, Any], allow_code: bool, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run folder's environment options with ``overrides`` (:data:`RUN_OVERRIDES` only; any other is
+    refused by name, as the run fixes it), refused if they name a reward to import
     (``module.path:name``) unless ``allow_code``: as for an agent (``load_agent``), scoring the run
     would run code the folder chose."""
-    env_kwargs = config["env_kwargs"]
+    fixed = sorted(set(overrides or {}) - set(RUN_OVERRIDES))
+    if fixed:
+        raise ValueError(f"--run {run} takes its environment from its config.json; of the environment options only "
+                         f"{list(RUN_OVERRIDES)} may be given beside it, not {fixed}")
+    env_kwargs = {**config["env_kwargs"], **(overrides or {})}
     if is_custom(env_kwargs.get("reward")) and not allow_code:
         raise ValueError(f"{run / 'config.json'} names code to import (reward {env_kwargs['reward']!r}): building its "
                          "environment would run that module; pass --allow-code only for run folders you trust")
