@@ -497,7 +497,13 @@ class RoutingCore:
             probs_after=self.probs[slots] if self.uses_probs else None,
             label=labels if self.uses_probs else None,
         )
-        reward, terms = self.reward_fn(outcome)
+        try:
+            reward, terms = self.reward_fn(outcome)
+        except TypeError as e:
+            if self.uses_probs or "NoneType" not in str(e):
+                raise
+            raise TypeError(f"{e}: the reward {self.reward_fn!r} reads the softmax or the label, which an Outcome carries "
+                            f"(probs_before, probs_after, label) only for a reward that sets uses_probs = True") from e
         if self.term_totals is not None:
             terms = self.sum_terms(slots, terms)
         if self.ascent is not None and done.any():  # the price for the next steps

@@ -28,6 +28,7 @@ from routing_env.rewards import (
     HingePenalty,
     Outcome,
     PotentialShaping,
+    RewardFn,
     describe,
     make_reward,
     potential,
@@ -479,3 +480,20 @@ def test_a_study_takes_a_custom_reward_and_evaluate_run_asks_before_importing_it
     assert main(["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,my_rewards:missing", "--lams", "0.05", "--seeds", "0",
                  "--agent", "reinforce", "--steps", "2000", "--out", str(refused)]) == 2
     assert "has no attribute 'missing'" in capsys.readouterr().err and not list(refused.glob("runs/*"))  # before any trial
+
+
+def test_a_reward_reading_probs_without_asking_is_told_how() -> None:
+    class ProbOfLabel(RewardFn):
+        uses_cross_entropy = False  # but not uses_probs: the outcome carries no softmax
+
+        def terms(self, outcome: Outcome) -> dict[str, np.ndarray]:
+            return {"p": outcome.probs_after[np.arange(len(outcome.label)), outcome.label]}
+
+    env = RoutingEnv(backbone="tiny-cascade", reward=ProbOfLabel())
+    env.reset(seed=0)
+    with pytest.raises(TypeError, match="only for a reward that sets uses_probs = True"):
+        env.step(EXIT)
+    ProbOfLabel.uses_probs = True
+    env = RoutingEnv(backbone="tiny-cascade", reward=ProbOfLabel())
+    env.reset(seed=0)
+    assert 0.0 <= env.step(EXIT)[1] <= 1.0

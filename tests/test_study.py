@@ -137,6 +137,9 @@ def test_a_study_writes_its_files_with_the_expected_keys(study: tuple[Path, dict
         (reward, lam, seed) for reward in REWARDS for lam in LAMS for seed in (0, 1)}
     table = (out / "study.md").read_text()
     assert all(re.search(rf"^\| {reward} \| \d\.\d{{4}} ± \d\.\d{{4}} \|", table, re.M) for reward in REWARDS)
+    for reward, entry in result["rewards"].items():  # every operating point has its row, with its mean accuracy
+        for g in entry["front"]:
+            assert f"| {reward} | reinforce | {g['lam']:g} | {g['accuracy_mean']:.4f} ± {g['accuracy_std']:.4f} |" in table
     for name in ("fronts.png", "learning_curves.png", "hypervolume.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -387,6 +387,21 @@ def rewards_markdown(study: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fronts_markdown(study: dict[str, Any]) -> str:
+    """Every (reward, agent, λ or target) point: test accuracy and MACs fraction, mean ± std over seeds,
+    beside the threshold tuned on val to its val cost: the operating points the summary rows condense."""
+    knob = study["knob"]
+    lines = [f"| reward | agent | {'λ' if knob == 'lam' else 'target'} | test accuracy | test MACs fraction | threshold at the same val cost | margin |",
+             "|---|---|---|---|---|---|---|"]
+    for reward, e in study["rewards"].items():
+        for g in sorted(e["front"], key=lambda g: (g["agent"], g[knob])):
+            lines.append(
+                f"| {reward} | {g['agent']} | {g[knob]:g} | {g['accuracy_mean']:.4f} ± {g['accuracy_std']:.4f} | "
+                f"{g['macs_fraction_mean']:.3f} ± {g['macs_fraction_std']:.3f} | {g['threshold_accuracy_mean']:.4f} at "
+                f"{g['threshold_macs_fraction_mean']:.3f} | {g['accuracy_minus_threshold_mean']:+.4f} |")
+    return "\n".join(lines)
+
+
 def budget_markdown(study: dict[str, Any]) -> str:
     """A target study's budgets: per (reward, agent, target) the greedy policy's test MACs fraction and
     accuracy as trained, and calibrated on val to the budget (``test_calibrated``), mean ± std over seeds."""
@@ -419,6 +434,8 @@ def study_markdown(study: dict[str, Any]) -> str:
         rewards_markdown(study),
         "",
         *([budget, ""] if (budget := budget_markdown(study)) else []),
+        fronts_markdown(study),
+        "",
         *(f"- **{name}**: {rule}" for name, rule in study["rules"].items()),
         "",
         "![test fronts](fronts.png) ![learning curves](learning_curves.png) ![hypervolume](hypervolume.png)",
