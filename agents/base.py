@@ -65,7 +65,8 @@ class Agent(abc.ABC):
         return 0.0
 
     def options(self) -> dict[str, Any]:
-        """The constructor options that recreate this agent (saved beside its weights)."""
+        """The constructor options that recreate this agent (saved beside its weights; reported as
+        ``options`` in every evaluation object)."""
         return {}
 
     def save(self, directory: str | Path) -> None:

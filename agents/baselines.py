@@ -34,7 +34,8 @@ class RandomAgent(Agent):
 
 class FixedAgent(Agent):
     """Run every stage at one width (default the widest) up to decision point ``position``, then EXIT:
-    a static network (a cascade member alone, an early exit, or a uniformly slimmed ResNet)."""
+    a static network (a cascade's first ``position + 1`` members in turn, all paid for, since the first
+    always runs; an early exit; or a uniformly slimmed ResNet)."""
 
     name = "fixed"
 

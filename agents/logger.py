@@ -9,7 +9,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 class RunLogger:
-    """Writes ``charts/*`` and ``losses/*`` scalars for one training run."""
+    """Writes ``charts/*``, ``losses/*`` and ``reward_terms/*`` scalars for one training run."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)

@@ -190,7 +190,8 @@ def _missing(dataset: str, root: Path, problem: str) -> ValueError:
     return ValueError(
         f"{dataset} data at {root} is unusable: {problem}. Point --data-root or ROUTING_ENV_DATA (in Python, the "
         f"environment option data_root) at a folder holding {CIFAR[dataset].folder}/ (torchvision's python layout), "
-        f"or fetch it there once (torchvision.datasets.CIFAR10(root, download=True)); a tiny-* backbone needs no data"
+        f"or fetch it there once (torchvision.datasets.{CIFAR[dataset].torchvision_class}(root, download=True)); a tiny-* "
+        f"backbone needs no data"
     )
 
 

@@ -50,7 +50,8 @@ class EnvConfig:
     lam: float = 0.1
     """λ, the price of compute in the reward, per unit of ``macs_fraction``."""
     reward: str | RewardFn = "accuracy"
-    """A reward spec string (``routing_env.rewards.REWARD_SPECS``) or a ``RewardFn``."""
+    """A reward spec string (``routing_env.rewards.REWARD_SPECS``), ``module.path:name``
+    (:func:`routing_env.rewards.custom_reward`) or a ``RewardFn``."""
     max_macs: float | None = None
     """Hard budget in units of the reference MACs: a move after which no prediction fits is masked, and
     replaced like any invalid action (docs/design.md §5), so ``macs_fraction <= max_macs`` always holds."""

@@ -1,7 +1,8 @@
 """Reward strategies (docs/design.md §4), batched: every term is an array over the episodes of a step.
 
 A reward function maps an :class:`Outcome` to ``(reward, terms)``; ``terms`` names each component
-(``info["reward_terms"]``) and ``reward`` is their sum. Functions compose with ``+``.
+per step, and ``reward`` is their sum; summed over an episode they are its terminal
+``info["reward_terms"]``. Functions compose with ``+``.
 """
 
 from __future__ import annotations
@@ -388,7 +389,7 @@ def make_reward(spec: str | RewardFn, lam: float) -> RewardFn:
     if isinstance(spec, RewardFn):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"reward must be a RewardFn or one of {REWARD_SPECS}, got {spec!r}")
+        raise TypeError(f"reward must be a RewardFn, one of {REWARD_SPECS} or 'module.path:name', got {spec!r}")
     if not lam >= 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
     if is_custom(spec):

@@ -35,7 +35,7 @@ def test_fixture_loads_with_counts_shapes_and_plane_order(tmp_path: Path) -> Non
 
 
 def test_missing_root_says_how_to_point_at_the_data(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=f"cifar10 data at {tmp_path} is unusable: .*data_batch_1 does not exist. Point --data-root or ROUTING_ENV_DATA.*pretrain --download does.*tiny-. backbone needs no data"):
+    with pytest.raises(ValueError, match=f"cifar10 data at {tmp_path} is unusable: .*data_batch_1 does not exist. Point --data-root or ROUTING_ENV_DATA.*CIFAR10\\(root, download=True\\).*tiny-. backbone needs no data"):
         cifar_arrays("cifar10", tmp_path)
 
 

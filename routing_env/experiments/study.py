@@ -421,7 +421,8 @@ def budget_markdown(study: dict[str, Any]) -> str:
 
 
 def study_markdown(study: dict[str, Any]) -> str:
-    """``study.md``: the setting, the table of rewards, what each figure is, and the plots."""
+    """``study.md``: the setting, the table of rewards, a target study's budgets, every operating point,
+    what each figure is, and the plots."""
     spec, ref = study["spec"], study["reference"]
     values = ", ".join(f"{v:g}" for v in spec["targets"] or spec["lams"])
     return "\n".join([

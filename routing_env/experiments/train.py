@@ -91,8 +91,9 @@ def run_env_kwargs(run: Path, config: dict[str, Any], allow_code: bool, override
                          f"{list(RUN_OVERRIDES)} may be given beside it, not {fixed}")
     env_kwargs = {**config["env_kwargs"], **(overrides or {})}
     if is_custom(env_kwargs.get("reward")) and not allow_code:
-        raise ValueError(f"{run / 'config.json'} names code to import (reward {env_kwargs['reward']!r}): building its "
-                         "environment would run that module; pass --allow-code only for run folders you trust")
+        raise ValueError(f"--run {run}: its environment names code to import (reward {env_kwargs['reward']!r}): building it "
+                         "would run that module; pass --allow-code only for run folders you trust, or score it under a "
+                         "built-in reward (--env-kwargs reward=accuracy)")
     return env_kwargs
 
 
