@@ -148,7 +148,7 @@ def test_terminal_reward_terms_are_the_episodes_return_by_term(backbone: str, sp
     whether the reward is charged at the end (not summed: ``terminal_only``) or per step (summed; the
     ``penalize`` penalty is a per-step term), and a shaping term to −Φ(s₀)."""
     env = RoutingEnv(backbone=backbone, reward=spec, lam=0.2, invalid_action=invalid_action)
-    assert_terms_add_up(env, 30, seed=5, kind=SHAPING.get(spec))
+    assert_terms_add_up(env, 15, seed=5, kind=SHAPING.get(spec))
     assert terminal_only(make_reward(spec, 0.2)) == (spec in ("accuracy", "cross-entropy", "blockdrop", "accuracy-hinge"))
 
 
