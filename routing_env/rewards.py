@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .plugins import import_named
+from .plugins import import_named, source_sha256
 
 
 @dataclass(frozen=True)
@@ -346,6 +346,13 @@ REWARD_DESCRIPTIONS: dict[str, tuple[str, str]] = {
 def is_custom(spec: object) -> bool:
     """Whether ``spec`` names a reward of one's own, ``module.path:name`` (:func:`custom_reward`)."""
     return isinstance(spec, str) and ":" in spec
+
+
+def reward_fingerprint(spec: object) -> dict[str, str]:
+    """``{"reward_sha256": …}`` for a reward named by module path, the sha256 of its module's source
+    (the name stays when the code changes: a run records it, a sweep compares it before reusing one);
+    ``{}`` for a built-in spec or an object."""
+    return {"reward_sha256": source_sha256(spec)} if is_custom(spec) else {}
 
 
 def reward_factory(spec: str) -> Callable[[float], RewardFn]:

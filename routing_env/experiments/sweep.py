@@ -21,8 +21,7 @@ from ..provenance import provenance
 from .engines import check_engine, run_trials
 from .train import EarlyStopping, check_learning_split, evaluation_env, evaluation_json, make_vector_env, train_run
 from ..env import EnvConfig, build_backbone
-from ..plugins import source_sha256
-from ..rewards import is_custom
+from ..rewards import reward_fingerprint
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,9 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
     # the weights by content: a model re-packaged under the same name, or a rewritten backbone_weights
     # file, must not reuse runs trained on the old one beside baselines measured on the new one
     weights = build_backbone(EnvConfig.from_options(env_kwargs)).weights_sha256
-    reward = spec.env_kwargs.get("reward")  # a reward of one's own by content too: its module's source
     setting = {"env": spec.env_id, "env_kwargs": spec.env_kwargs, "steps": spec.steps, "num_envs": spec.num_envs,
                "agent_kwargs": spec.agent_kwargs, "backbone_sha256": weights,
-               **({"reward_sha256": source_sha256(reward)} if is_custom(reward) else {}),
+               **reward_fingerprint(spec.env_kwargs.get("reward")),  # a reward of one's own by content too
                **({"early_stopping": asdict(spec.early_stopping)} if spec.early_stopping is not None else {})}
     if done.is_file():
         record = read_json(done)

@@ -21,8 +21,7 @@ from ..checkpoints import read_json, save_state_dict, write_json
 from ..env import RoutingVectorEnv
 from ..evaluation import route_split, summarize
 from ..provenance import provenance
-from ..plugins import source_sha256
-from ..rewards import is_custom
+from ..rewards import is_custom, reward_fingerprint
 
 if TYPE_CHECKING:
     from agents import Agent, RunLogger
@@ -240,7 +239,7 @@ def train_run(
         "num_envs": num_envs,
         # what evaluate --run checks (check_run_backbone); a co-trained run is scored on its own backbone.pt
         **({} if env_kwargs.get("train_backbone") else {"backbone_sha256": env.unwrapped.routing.weights_sha256}),
-        **({"reward_sha256": source_sha256(env_kwargs["reward"])} if is_custom(env_kwargs.get("reward")) else {}),
+        **reward_fingerprint(env_kwargs.get("reward")),
         **({"early_stopping": dataclasses.asdict(early_stopping)} if early_stopping is not None else {}),
         "routing_env_version": __version__,
         "provenance": provenance(),
