@@ -2,7 +2,7 @@
 a paired bootstrap, as JSON: whether "the cascade is above ResNet-56 at under 0.20 of its MACs" says
 more than the noise of 10,000 `test` images, and where the images stop (``stop_shares``: the share of
 `test` images settled by each member). The rule is the confidence threshold, or with ``--rule gain``
-the ``gain`` agent (agents/gain.py, one row per fold seed of ``--seeds``, as
+the ``gain`` agent (routing_env/agents/gain.py, one row per fold seed of ``--seeds``, as
 ``benchmarks/gain_at_costs.py`` fits it).
 
     python benchmarks/cascade_vs_member.py --backbone cifar10-resnet-cascade-5-kd --against cifar10-resnet-cascade:-1 --targets 0.18,0.2,0.25,0.3
@@ -24,8 +24,8 @@ import json
 
 import numpy as np
 
-from agents import make_agent
-from agents.baselines import threshold_outcomes
+from routing_env.agents import make_agent
+from routing_env.agents.baselines import threshold_outcomes
 from routing_env.evaluation import BOOTSTRAP, ExitTable, exit_table, paired_interval, route_split
 from routing_env.experiments.train import evaluation_env
 from routing_env.provenance import provenance

@@ -5,7 +5,7 @@
 The shipped dynamic ResNet-20's inference copy (RoutedModel.route_module) along the full path, width
 0.5 and width 0.25 on every block, each eager and ``torch.compile``d (``dynamic=False``), and a policy
 network of the agents' default size (PolicyNet, hidden 64) on one observation, eager, compiled, and
-as its numba decision (``policy_fused``: agents.fused.MLPDecision, what RoutedModel runs at batch 1); medians of interleaved rounds (routing_env.bench.interleaved_medians) on a random uint8 image.
+as its numba decision (``policy_fused``: routing_env.agents.fused.MLPDecision, what RoutedModel runs at batch 1); medians of interleaved rounds (routing_env.bench.interleaved_medians) on a random uint8 image.
 """
 import argparse
 import json
@@ -31,7 +31,7 @@ routed = RoutedModel(backbone, HalfWidthPolicy(n))
 full, half, quarter = routed.route_module([last] * n), routed.route_module([1] * n), routed.route_module([0] * n)
 example, mlp = latency_policy_net(routed)
 x = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8)
-fused = mlp.fused_decision()  # agents.fused.MLPDecision: the same decision in one numba call
+fused = mlp.fused_decision()  # routing_env.agents.fused.MLPDecision: the same decision in one numba call
 features, probs, mask = example["features"][0].numpy(), example["probs"][0].numpy(), example["action_mask"][0].numpy().astype(bool)
 out = {"threads": torch.get_num_threads(), "batch": args.batch, "provenance": provenance()}
 with torch.inference_mode():

@@ -1,4 +1,4 @@
-"""The learned exit rule (``gain``: the predicted gain of going on, agents/gain.py) against the
+"""The learned exit rule (``gain``: the predicted gain of going on, routing_env/agents/gain.py) against the
 confidence threshold, both tuned on ``val`` to each target ``val`` cost and scored on ``test``, over
 seeds (the cross-fitting split that chooses the ridge penalty), as JSON:
 
@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-from agents import make_agent
+from routing_env.agents import make_agent
 from routing_env.evaluation import paired_interval, route_split, summarize
 from routing_env.experiments.baselines import hull_accuracy, static_hull, static_rows, threshold_curve
 from routing_env.experiments.train import evaluation_env

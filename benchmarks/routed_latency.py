@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents import load_agent
+from routing_env.agents import load_agent
 from routing_env.experiments import evaluation_env
 from routing_env.routed import RoutedModel
 

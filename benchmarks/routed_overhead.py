@@ -13,7 +13,7 @@ each adding one part of what :class:`~routing_env.routed.RoutedModel` does at ba
 - ``compiled_observe``: ``blocks`` and the same observation as ``+heads`` in one compiled call a point
   (:func:`~routing_env.kernels.observe_one`, what ``RoutedModel`` runs at batch 1);
 - ``+decide``: and per decision point the mask row and the compiled decision of a
-  ``PolicyNet`` (hidden 64; :class:`~agents.fused.MLPDecision`), result discarded;
+  ``PolicyNet`` (hidden 64; :class:`~routing_env.agents.fused.MLPDecision`), result discarded;
 - ``routed_fused``: ``RoutedModel`` with that policy (the same decisions, see
   :class:`~routing_env.bench.HalfWidthPolicy`), batch-1 walk, compiled decision;
 - ``routed_eager``: the same with ``fused=False`` (the torch observation and decision);

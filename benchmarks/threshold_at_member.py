@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from agents.baselines import threshold_outcomes
+from routing_env.agents.baselines import threshold_outcomes
 from routing_env.evaluation import exit_table
 from routing_env.experiments.train import evaluation_env
 from routing_env.provenance import provenance

@@ -260,7 +260,7 @@ def sb3_figures(steps: int, rounds: int = 3) -> dict[str, Any]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     agent = make_agent("ppo", RoutingVectorEnv(num_envs=16), seed=0)
     spaces = agent.vec_env
@@ -283,7 +283,7 @@ def sb3_figures(steps: int, rounds: int = 3) -> dict[str, Any]:
 class HalfWidthPolicy(nn.Module):
     """A fixed policy for the latency figures: every block at width 0.5, exit at the end. With
     ``mlp`` it first runs a policy network of the agents' default size (``PolicyNet``, hidden 64, on
-    :func:`~agents.features.policy_input`) and adds its logits times zero, so the route stays the
+    :func:`~routing_env.agents.features.policy_input`) and adds its logits times zero, so the route stays the
     same while each decision pays what a learned policy pays."""
 
     def __init__(self, last: int, mlp: nn.Module | None = None) -> None:
@@ -298,7 +298,7 @@ class HalfWidthPolicy(nn.Module):
 
     def fused_decision(self) -> Callable[..., int]:
         """The same rule for one input (:class:`~routing_env.routed.RoutedModel` at batch 1), after the
-        network's compiled decision (:class:`~agents.fused.MLPDecision`) when there is one."""
+        network's compiled decision (:class:`~routing_env.agents.fused.MLPDecision`) when there is one."""
         mlp = self.mlp.fused_decision() if self.mlp is not None else None
 
         def decide(features: np.ndarray, probs: np.ndarray, position: int, cost: float, mask: np.ndarray) -> int:
@@ -312,8 +312,8 @@ def latency_policy_net(routed: Any) -> tuple[dict[str, torch.Tensor], nn.Module]
     """An example observation of ``routed`` (a :class:`~routing_env.routed.RoutedModel`) and a policy
     network of the agents' default size on it (``PolicyNet``, hidden 64, seed 0, untrained): what a
     learned policy's decision costs, for the latency figures."""
-    from agents.features import policy_input
-    from agents.reinforce import PolicyNet, _TorchPolicy
+    from routing_env.agents.features import policy_input
+    from routing_env.agents.reinforce import PolicyNet, _TorchPolicy
 
     example = routed._observation(torch.zeros(1, routed.feature_dim), torch.zeros(1, routed.num_classes), 0,
                                   torch.zeros(1, dtype=torch.float64), routed.valid_now[0, 1][None])

@@ -85,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # --- evaluate -------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from agents import load_agent, make_agent
+    from routing_env.agents import load_agent, make_agent
 
     if (args.run is None) == (args.agent is None):
         raise ValueError("evaluate needs exactly one of --run DIR or --agent NAME")
@@ -210,7 +210,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 # --- attack ---------------------------------------------------------------------------------------
 def cmd_attack(args: argparse.Namespace) -> int:
-    from agents import load_agent
+    from routing_env.agents import load_agent
 
     from .attack import attack_report
     from .routed import RoutedModel

@@ -55,7 +55,7 @@ class RoutedModel(nn.Module):
             :func:`~routing_env.core.decision_points`); between decision points the move decided last
             repeats, resolved by the fallback where it is invalid, and the observation is not built.
         fused: at batch 1 on the CPU, decide through the policy's compiled decision where its
-            module offers one (``policy.fused_decision()``, e.g. :class:`~agents.fused.MLPDecision`:
+            module offers one (``policy.fused_decision()``, e.g. :class:`~routing_env.agents.fused.MLPDecision`:
             one call instead of ~15 eager ops a decision, issue 20), and in float32 compute the
             observation (pooled features, exit head, softmax) in one compiled call a point
             (:func:`~routing_env.kernels.observe_one`); ``False`` keeps the torch path (the batched

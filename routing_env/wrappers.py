@@ -69,7 +69,7 @@ class FlatObservation(gym.ObservationWrapper):
         mask_dtype: the mask's dtype: ``np.int8`` (ours, a ``MultiBinary``) or another, in a ``Box(0, 1)``
             of that dtype (``bool`` for tianshou, whose masked policies take ``~mask``).
         sort_probs: put ``probs`` in decreasing order, as our own agents read them
-            (:mod:`agents.features`): the exit head's confidence, margin and entropy then sit in fixed
+            (:mod:`routing_env.agents.features`): the exit head's confidence, margin and entropy then sit in fixed
             slots of the vector, which an MLP reads far more easily than a softmax in class order.
     """
 

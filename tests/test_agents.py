@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents import AGENT_NAMES, agent_class, load_agent, make_agent
-from agents.baselines import ThresholdAgent
-from agents.gain import continuation_gain, head_features, tune_tau
+from routing_env.agents import AGENT_NAMES, agent_class, load_agent, make_agent
+from routing_env.agents.baselines import ThresholdAgent
+from routing_env.agents.gain import continuation_gain, head_features, tune_tau
 from routing_env import RoutingVectorEnv
 from routing_env.core import EXIT, RUN, SKIP
 from routing_env.evaluation import route_split, summarize
@@ -141,10 +141,10 @@ def test_threshold_tuning_respects_a_target_cost(val) -> None:
     [
         ("alphazero", r"unknown agent 'alphazero'; expected one of \['reinforce', 'ppo'"),
         ("no_such_module:Agent", r"cannot import module 'no_such_module'"),
-        ("agents.baselines:Nope", r"has no attribute 'Nope'"),
-        ("agents.baselines:", r"malformed custom agent 'agents.baselines:'"),
-        ("agents.baselines:np", r"must be a class \(a subclass of agents.Agent\), got a module"),
-        ("collections:OrderedDict", r"lacks \['name', 'predict', 'learn'.*subclass agents.Agent"),
+        ("routing_env.agents.baselines:Nope", r"has no attribute 'Nope'"),
+        ("routing_env.agents.baselines:", r"malformed custom agent 'routing_env.agents.baselines:'"),
+        ("routing_env.agents.baselines:np", r"must be a class \(a subclass of routing_env.agents.Agent\), got a module"),
+        ("collections:OrderedDict", r"lacks \['name', 'predict', 'learn'.*subclass routing_env.agents.Agent"),
     ],
 )
 def test_bad_agent_names(name: str, match: str) -> None:
@@ -166,7 +166,7 @@ def test_unknown_agent_options_are_refused(val) -> None:
 def test_policies_read_the_softmax_sorted_and_not_the_mask(val: RoutingVectorEnv) -> None:
     import torch
 
-    from agents.features import RoutingExtractor, input_dim, policy_input_np
+    from routing_env.agents.features import RoutingExtractor, input_dim, policy_input_np
 
     obs, _ = val.reset(seed=0)
     x = policy_input_np(obs)
@@ -192,7 +192,7 @@ def test_run_logger_names_each_exit_by_its_integer_position(tmp_path) -> None:
     """Ended-episode chunks concatenated with an empty float chunk arrive as floats; the tags stay ``_1``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from agents import RunLogger
+    from routing_env.agents import RunLogger
 
     logger = RunLogger(tmp_path)
     exits = np.concatenate([np.array([1, 2, 2]), np.zeros(0)])

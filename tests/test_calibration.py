@@ -1,13 +1,13 @@
 """A learned policy's greedy cost calibrated to a budget on ``val`` by one bias on its EXIT score
-(``agents.calibration``, issue 14's budget targets)."""
+(``routing_env.agents.calibration``, issue 14's budget targets)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from agents import make_agent
-from agents.calibration import ExitBias, calibrate_exit_bias, greedy_cost
+from routing_env.agents import make_agent
+from routing_env.agents.calibration import ExitBias, calibrate_exit_bias, greedy_cost
 from routing_env import RoutingVectorEnv
 
 

@@ -18,7 +18,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_each_row_is_the_val_tuned_threshold_against_the_member_alone() -> None:
-    from agents import make_agent
+    from routing_env.agents import make_agent
     from routing_env.evaluation import exit_table
     from routing_env.experiments.train import evaluation_env
 
@@ -39,7 +39,7 @@ def test_each_row_is_the_val_tuned_threshold_against_the_member_alone() -> None:
 
 
 def test_the_gain_rule_gives_a_row_per_fold_seed_each_the_val_fitted_agent_routed_on_test() -> None:
-    from agents import make_agent
+    from routing_env.agents import make_agent
     from routing_env.evaluation import exit_table, route_split
     from routing_env.experiments.train import evaluation_env
 

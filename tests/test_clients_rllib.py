@@ -80,7 +80,7 @@ def test_routing_env_evaluate_scores_the_checkpoint(run) -> None:  # noqa: ANN00
 
 
 def test_the_checkpoint_agent_takes_no_invalid_action(run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    from agents import load_agent
+    from routing_env.agents import load_agent
     from routing_env.evaluation import route_split
     from routing_env.experiments import evaluation_env
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents import make_agent
+from routing_env.agents import make_agent
 from routing_env import RoutingEnv, RoutingVectorEnv, kernels
 from routing_env.backbones import make_backbone
 from routing_env.checkpoints import file_sha256, save_state_dict
@@ -93,10 +93,25 @@ def test_evaluate_run_refuses_weights_other_than_those_the_run_learned_on(tmp_pa
 
 def test_no_agent_or_experiment_reads_the_core_or_rebuilds_an_env_from_asdict() -> None:
     root = Path(__file__).resolve().parents[1]
-    for path in [*(root / "agents").glob("*.py"), *(root / "routing_env" / "experiments").glob("*.py")]:
+    paths = [*(root / "routing_env" / "agents").glob("*.py"), *(root / "routing_env" / "experiments").glob("*.py")]
+    assert len(paths) > 10, paths
+    for path in paths:
         text = path.read_text()
         assert ".core." not in text and ".core)" not in text, path
         assert "asdict(env" not in text and "asdict(self.env" not in text, path
+
+
+def test_the_distribution_ships_one_top_level_package() -> None:
+    """Everything installs under ``routing_env``: a top-level ``agents`` (as before 0.4.0) clashed with
+    other distributions' (the OpenAI Agents SDK installs one)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    find_packages = pytest.importorskip("setuptools").find_packages
+
+    root = Path(__file__).resolve().parents[1]
+    found = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = find_packages(str(root), include=found["include"])
+    assert "routing_env.agents" in packages and "routing_env.experiments" in packages, packages
+    assert {p.split(".")[0] for p in packages} == {"routing_env"}, packages
 
 
 def test_the_routing_view_cannot_change_the_tables() -> None:
@@ -419,7 +434,7 @@ def test_partial_reset_restarts_only_the_masked_slots() -> None:
 
 
 def test_sb3_sees_the_same_trajectories_under_both_autoreset_modes() -> None:
-    from agents.sb3 import SB3VecEnv
+    from routing_env.agents.sb3 import SB3VecEnv
 
     runs = []
     for mode in ("NextStep", "SameStep"):
@@ -436,7 +451,7 @@ def test_sb3_sees_the_same_trajectories_under_both_autoreset_modes() -> None:
 
 
 def test_a_run_folder_that_names_code_is_refused_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from agents import load_agent
+    from routing_env.agents import load_agent
 
     (tmp_path / "evil.py").write_text("raise SystemExit('imported!')\n")
     run = tmp_path / "run"
@@ -452,7 +467,7 @@ def test_a_run_folder_that_names_code_is_refused_unless_allowed(tmp_path: Path, 
 
 def test_a_custom_agent_trains_and_reloads_by_its_module_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_agents.py").write_text(
-        "from agents.baselines import FixedAgent\n\nclass Last(FixedAgent):\n    name = 'last'\n")
+        "from routing_env.agents.baselines import FixedAgent\n\nclass Last(FixedAgent):\n    name = 'last'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["train", "--backbone", "tiny-cascade", "--agent", "my_agents:Last", "--steps", "0", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert json.loads((tmp_path / "r" / "agent.json").read_text())["agent"] == "my_agents:Last"

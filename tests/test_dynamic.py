@@ -344,7 +344,7 @@ def test_cotrained_train_run_saves_and_evaluates_its_backbone(tmp_path: Path, ca
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 2000
     # evaluation is frozen and reads the saved weights: the same numbers as building that env by hand
-    from agents import load_agent
+    from routing_env.agents import load_agent
     from routing_env.evaluation import route_split, summarize
 
     env = RoutingVectorEnv(num_envs=64, backbone=TINY, split="test", backbone_weights=str(out / "backbone.pt"))
@@ -355,7 +355,7 @@ def test_cotrained_train_run_saves_and_evaluates_its_backbone(tmp_path: Path, ca
 
 
 def test_random_skip_and_uniform_width_baselines() -> None:
-    from agents import make_agent
+    from routing_env.agents import make_agent
     from routing_env.evaluation import route_split
 
     env = RoutingVectorEnv(num_envs=64, backbone=TINY, split="test")
@@ -419,7 +419,7 @@ def test_a_policy_offered_fewer_moves_meets_every_static_route_of_the_backbone(t
     assert run_sweep(spec, tmp_path)["runs"][0] == json.loads(json.dumps(results["runs"][0]))  # read back, not refused
     env = RoutingVectorEnv(num_envs=4, **kwargs)
     assert env.routing.offered_widths == (False, False, False, True)
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     with pytest.raises(ValueError, match=r"width 0 \(0.25\) is not offered here"):
         make_agent("fixed", env, width=0)
@@ -525,7 +525,7 @@ def test_exit_heads_after_every_block() -> None:
 
 
 def test_a_stock_sb3_agent_cotrains_without_knowing_it() -> None:
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     env = gym.make_vec("routing_env/DynamicResNet-v0", num_envs=8, vectorization_mode="vector_entry_point", backbone=TINY,
                        train_backbone=True, backbone_update_every=16)

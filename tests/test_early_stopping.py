@@ -153,7 +153,7 @@ def tiny_vector_env(split: str = "val-fit") -> Any:
 
 
 def test_sb3_rounds_run_inside_one_learn_so_schedules_span_the_run() -> None:
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     agent = make_agent("dqn", tiny_vector_env(), exploration_fraction=0.5, learning_starts=100)
     seen: list[tuple[int, float]] = []
@@ -170,7 +170,7 @@ def test_sb3_rounds_run_inside_one_learn_so_schedules_span_the_run() -> None:
 
 
 def test_sb3_rounds_stop_learning_when_told() -> None:
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     agent = make_agent("ppo", tiny_vector_env())
     calls: list[int] = []

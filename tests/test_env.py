@@ -225,8 +225,8 @@ def test_heads_observation_holds_every_head_evaluated_so_far() -> None:
 
 
 def test_agents_read_the_heads_observation() -> None:
-    from agents import make_agent
-    from agents.features import input_dim
+    from routing_env.agents import make_agent
+    from routing_env.agents.features import input_dim
 
     venv = RoutingVectorEnv(num_envs=16, backbone="tiny-cascade", obs_mode="heads", autoreset_mode="SameStep")
     plain = RoutingVectorEnv(num_envs=16, backbone="tiny-cascade")

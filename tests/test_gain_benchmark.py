@@ -36,7 +36,7 @@ def test_each_target_scores_both_rules_chosen_on_val(measured) -> None:
 
 def test_both_rules_are_the_ones_tuned_on_val(measured) -> None:
     """Each row's τ (both rules) and ridge penalty are what tuning on ``val`` gives, not ``test``."""
-    from agents import make_agent
+    from routing_env.agents import make_agent
     from routing_env.experiments.train import evaluation_env
 
     val = evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade", "obs_mode": "heads"}, "val")

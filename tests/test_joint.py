@@ -20,7 +20,7 @@ SPEC = JointSpec(backbone="tiny-cascade", lam=0.05, epochs=2, num_envs=64, backb
 
 
 def test_joint_training_changes_the_members_lowers_the_routed_loss_and_the_policy_learns(tmp_path: Path) -> None:
-    from agents import load_agent, make_agent
+    from routing_env.agents import load_agent, make_agent
     from routing_env import RoutingVectorEnv
     from routing_env.data import load_split
     from routing_env.evaluation import route_split
@@ -97,7 +97,7 @@ def test_a_kill_between_the_last_checkpoint_and_the_policy_leaves_no_mismatched_
                                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after the last epoch's checkpoint but before its policy is saved, ``--resume`` has no
     epoch left to run: it must still write the checkpoint's policy beside the checkpoint's members."""
-    from agents.reinforce import ReinforceAgent
+    from routing_env.agents.reinforce import ReinforceAgent
 
     spec = JointSpec(backbone="tiny-cascade", lam=0.05, epochs=2, num_envs=64, backbone_lr=0.005, backbone_update_every=64)
     joint_train(spec, tmp_path / "whole")

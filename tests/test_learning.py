@@ -2,7 +2,7 @@
 
 import pytest
 
-from agents import make_agent
+from routing_env.agents import make_agent
 from routing_env import RoutingVectorEnv
 from routing_env.evaluation import route_split
 

@@ -243,7 +243,7 @@ def test_dual_ascent_drives_the_mean_cost_to_the_target(target: float) -> None:
     Those are not exactly the episodes reinforce learns from: its rounds go on stepping slots whose
     episode has ended until every slot has ended one, and the extra episodes that end in time are the
     cheap ones. Measured here, the learned episodes' mean cost is 0.285 at target 0.25 (README, "Rewards")."""
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     env = RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", target_macs=target, lam=0.0)
     agent = make_agent("reinforce", env, seed=0, learning_rate=3e-3)
@@ -368,7 +368,7 @@ def test_every_agent_logs_the_adapted_price_and_trains_under_a_target(agent: str
 
 
 def test_the_threshold_tunes_to_the_environments_budget() -> None:
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     env = RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", target_macs=0.2)
     agent = make_agent("threshold", env)
@@ -383,7 +383,7 @@ def test_the_threshold_tunes_to_the_environments_budget() -> None:
 
 def test_routed_model_sees_the_priced_cost_the_policy_trained_with() -> None:
 
-    from agents import make_agent
+    from routing_env.agents import make_agent
     from routing_env.evaluation import route_split
     from routing_env.routed import RoutedModel
 

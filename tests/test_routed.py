@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents import make_agent
+from routing_env.agents import make_agent
 from routing_env import RoutingVectorEnv
 from routing_env.backbones.resnet import SKIP_CHOICE, inference_copy, random_route
 from routing_env.evaluation import Records, route_split
@@ -302,7 +302,7 @@ def test_the_compiled_decision_declines_what_its_kernel_does_not_compute() -> No
     decision for Linear/Tanh or Linear/ReLU stacks of any depth, equal to the stack's argmax."""
     from torch import nn
 
-    from agents.fused import MLPDecision
+    from routing_env.agents.fused import MLPDecision
 
     torch.manual_seed(0)
     assert MLPDecision.of([nn.Linear(8, 4), nn.GELU(), nn.Linear(4, 3)]) is None

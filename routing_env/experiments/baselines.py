@@ -39,7 +39,7 @@ def static_rows(env_id: str, env_kwargs: dict[str, Any], split: str = "test", ru
     early exits at narrow widths the hull stopped at the narrowest network's cost, and a policy cheaper
     than that had no static route to meet).
     """
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     env = evaluation_env(env_id, backbone_moves(env_kwargs), split, run)
     view = env.routing
@@ -74,7 +74,7 @@ def random_skip_row(
     (computed from the cost table, so nothing is tuned on ``split``), evaluated on ``split`` with the
     backbone's moves (:func:`backbone_moves`); ``None`` for backbones that cannot skip (or where the
     environment leaves SKIP off by default, as for cascades)."""
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     env = evaluation_env(env_id, backbone_moves(env_kwargs), split, run)
     view = env.routing
@@ -92,7 +92,7 @@ def random_skip_row(
 
 def oracle_row(env_id: str, env_kwargs: dict[str, Any], split: str = "test", run: Path | None = None) -> dict[str, Any]:
     """The label-peeking oracle on ``split`` (an upper bound, never a policy)."""
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     env = evaluation_env(env_id, env_kwargs, split, run)
     return {**evaluation_json(make_agent("oracle", env), env, env_id), "label": "oracle"}
@@ -103,7 +103,7 @@ def threshold_row(
 ) -> dict[str, Any]:
     """The confidence threshold tuned on ``val`` for the best accuracy within ``target_macs_fraction``,
     evaluated on ``split``."""
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     val = evaluation_env(env_id, env_kwargs, "val", run)
     agent = make_agent("threshold", val, target_macs_fraction=target_macs_fraction)
@@ -114,10 +114,10 @@ def threshold_row(
 
 def calibrated_row(env_id: str, env_kwargs: dict[str, Any], run: Path, agent: str, target: float, split: str = "test") -> dict[str, Any]:
     """The run's policy with its EXIT score biased so that its greedy MACs fraction on ``val`` is
-    within ``target`` (:func:`agents.calibration.calibrate_exit_bias`), evaluated on ``split``: what
+    within ``target`` (:func:`routing_env.agents.calibration.calibrate_exit_bias`), evaluated on ``split``: what
     a ``target_macs`` run spends once the budget is met by the greedy policy rather than the sampled one."""
-    from agents import load_agent
-    from agents.calibration import calibrate_exit_bias, greedy_cost
+    from routing_env.agents import load_agent
+    from routing_env.agents.calibration import calibrate_exit_bias, greedy_cost
 
     val = evaluation_env(env_id, env_kwargs, "val", run)
     calibrated = calibrate_exit_bias(load_agent(run, val, allow_code=":" in agent), val, target)
@@ -131,7 +131,7 @@ def threshold_curve(
 ) -> list[dict[str, float]]:
     """Accuracy and mean MACs fraction on ``split`` of the threshold rule at ``points`` values of τ
     (the quantiles of the confidences seen on ``val``; no choice is made on ``split``)."""
-    from agents.baselines import threshold_outcomes
+    from routing_env.agents.baselines import threshold_outcomes
 
     val = exit_table(evaluation_env(env_id, env_kwargs, "val", run))
     taus = np.unique(np.concatenate([np.quantile(val.confidence[:-1], np.linspace(0, 1, points)), [1.0 + 1e-9]]))

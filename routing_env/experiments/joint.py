@@ -87,7 +87,7 @@ class JointSpec:
 
 def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progress: bool = False) -> dict[str, Any]:
     """Run (or resume) ``spec`` into ``out``; return the summary also written to ``joint.json``."""
-    from agents import RunLogger, make_agent
+    from routing_env.agents import RunLogger, make_agent
 
     out = Path(out)
     checkpoint = out / "checkpoint.pt"

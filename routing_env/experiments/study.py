@@ -129,7 +129,7 @@ def run_trial(spec: StudySpec, out: Path, trial: Trial) -> dict[str, Any]:
 def check_study(spec: StudySpec) -> None:
     """Refuse a grid with a ``ValueError`` naming the bad value, before any trial runs (a mistake in
     the last reward must not cost the hours the first ones take)."""
-    from agents import check_comparable
+    from routing_env.agents import check_comparable
 
     for name in ("rewards", "agents", "seeds"):
         if not getattr(spec, name):

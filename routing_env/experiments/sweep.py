@@ -66,7 +66,7 @@ def sweep_run(spec: SweepSpec, agent: str, lam: float, seed: int, out: Path, pro
     policy, val_result = train_run(
         spec.env_id, env_kwargs, agent, spec.agent_kwargs, seed, spec.steps, spec.num_envs, directory, progress, spec.early_stopping
     )
-    from agents import load_agent
+    from routing_env.agents import load_agent
 
     if env_kwargs.get("split", "val") != "val":
         # trained on another split (e.g. val-aug): the baselines are matched to the policy's cost on plain val
@@ -159,7 +159,7 @@ def check_sweep(spec: SweepSpec) -> None:
     """Refuse a sweep with a ``ValueError`` naming the bad value before any run trains: every agent,
     every λ with the environment options, the steps (a typo in the last agent must not surface after
     the first runs have trained)."""
-    from agents import check_comparable
+    from routing_env.agents import check_comparable
 
     if not spec.agents or not spec.lams or not spec.seeds:
         raise ValueError(f"a sweep needs agents, lams and seeds, got {spec.agents}, {spec.lams} and {spec.seeds}")
@@ -185,7 +185,7 @@ def check_agents(spec: SweepSpec) -> None:
     first λ): a value an agent refuses, or an observation it cannot read (``gain`` without
     ``obs_mode="heads"``), fails here, before the output folder is written, as ``train`` fails before it
     writes anything. Nothing learns; the environment and agents are dropped."""
-    from agents import make_agent
+    from routing_env.agents import make_agent
 
     env = make_vector_env(spec.env_id, spec.num_envs, **{"split": "val", **spec.env_kwargs, "lam": spec.lams[0]})
     try:

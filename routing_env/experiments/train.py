@@ -24,7 +24,7 @@ from ..provenance import provenance
 from ..rewards import is_custom, reward_fingerprint
 
 if TYPE_CHECKING:
-    from agents import Agent, RunLogger
+    from routing_env.agents import Agent, RunLogger
 
 EVAL_BATCH = 256
 
@@ -113,7 +113,7 @@ def check_run_backbone(run: Path, env: RoutingVectorEnv) -> None:
 
 def evaluation_json(agent: Any, env: RoutingVectorEnv, env_id: str, progress: bool = False) -> dict[str, Any]:
     """The evaluation object of docs/design.md §10 for ``agent`` on ``env``'s split. ``options`` are the
-    agent's own (:meth:`~agents.base.Agent.options`), so a tuned threshold's τ is read beside its score."""
+    agent's own (:meth:`~routing_env.agents.base.Agent.options`), so a tuned threshold's τ is read beside its score."""
     records = route_split(agent, env, progress=progress)
     summary = summarize(records, env, agent.policy_macs())
     return {"policy": agent.name, "options": agent.options(), "uses_labels": bool(getattr(agent, "uses_labels", False)),
@@ -163,7 +163,7 @@ def learn_with_early_stopping(agent: Agent, stopping: EarlyStopping, steps: int,
     ``val-holdout``); the best policy so far is saved in ``out/best`` and, at the end, copied into
     ``out``, so that ``out`` holds the policy that scored best. Returns the scorings, the best one's
     steps and the steps learned."""
-    from agents import learn_in_rounds
+    from routing_env.agents import learn_in_rounds
 
     history: list[dict[str, Any]] = []
     best = -1
@@ -212,7 +212,7 @@ def train_run(
     ``evaluate --run`` gives). With ``early_stopping`` the saved policy is the one that scored best
     on ``val-holdout`` (:class:`EarlyStopping`), and ``holdout.json`` holds the scorings. Returns the
     trained agent (as learning left it) and ``eval.json``."""
-    from agents import RunLogger, load_agent, make_agent
+    from routing_env.agents import RunLogger, load_agent, make_agent
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0 or isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"train needs --steps >= 0 and --num-envs >= 1, got {steps!r} and {num_envs!r}")

@@ -1,7 +1,7 @@
 """A routing policy's decision for one input as one compiled call (issue 20).
 
 Why: at batch 1 a decision in eager PyTorch is about fifteen small ops (the observation's tensors,
-the sort and concatenation of :func:`~agents.features.policy_input`, LayerNorm, three linear layers
+the sort and concatenation of :func:`~routing_env.agents.features.policy_input`, LayerNorm, three linear layers
 and their activations, the mask, the argmax), and each pays its dispatch: 35–50 µs a decision on a
 2-core VM, about what a narrow block costs. A deployed policy decides before every block, so its
 decisions cost nearly as much as the network they thin out. :class:`MLPDecision` makes the same
@@ -10,7 +10,7 @@ decision in one numba call over numpy views of the observation and of the module
 one (``fused_decision()``, as the agents' ``policy_module()`` do for their default MLPs), and the
 torch path otherwise.
 
-The input is :func:`~agents.features.policy_input`'s layout (``features``, ``probs`` sorted in
+The input is :func:`~routing_env.agents.features.policy_input`'s layout (``features``, ``probs`` sorted in
 decreasing order, the ``position`` one-hot, ``cost``); a test holds the two equal. The sums run in
 float64 (reassociated, so that they vectorise), so the scores equal the module's up to float32
 rounding: an argmax between two scores that agree to ~1e-6 can differ (the batched walk and the

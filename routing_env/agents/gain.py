@@ -77,7 +77,7 @@ def predict_ridge(model: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 def tune_tau(gain: np.ndarray, table: ExitTable, target: float | None, lam: float) -> tuple[float, float]:
     """τ for predicted gains ``gain`` (``(H-1, N)``; exit at the first head whose gain is at most τ, the
-    last head always) and its score, tuned as the threshold's (:func:`~agents.baselines.tune_on_table`):
+    last head always) and its score, tuned as the threshold's (:func:`~routing_env.agents.baselines.tune_on_table`):
     the candidates run from the largest τ, the cheapest, so that among equal scores it wins, and where
     none is cheap enough τ = +inf (exit at the first head)."""
     candidates = np.unique(np.concatenate([np.quantile(gain, np.linspace(0, 1, 801)), [-np.inf, np.inf]]))[::-1]
@@ -90,7 +90,7 @@ class GainAgent(Agent):
     ``learn`` fits, on the agent's environment (use ``val``; it needs ``obs_mode="heads"``), one ridge
     regression per head but the last, with the penalty from ``alphas`` whose cross-fitted
     (``folds``, split by ``seed``) rule scores best on it, then refits on all of it and tunes τ on the
-    refitted rule's predictions for it, as :class:`~agents.baselines.ThresholdAgent` tunes its own:
+    refitted rule's predictions for it, as :class:`~routing_env.agents.baselines.ThresholdAgent` tunes its own:
     the best accuracy within ``target_macs_fraction``, or the best ``accuracy − lam·macs_fraction``.
     τ is tuned in-sample so that the rule deployed keeps the target on ``val``, as the threshold
     does; the penalty, chosen out of sample, is what guards against the fit's optimism.

@@ -1,5 +1,5 @@
 """The agent protocol: what every agent supplies, and the round-by-round learning loop (docs/design.md §10).
-The registry of agents by name is :mod:`agents.registry`."""
+The registry of agents by name is :mod:`routing_env.agents.registry`."""
 
 from __future__ import annotations
 

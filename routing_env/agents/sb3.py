@@ -189,7 +189,7 @@ class ProgressCallback(BaseCallback):
 
 class SB3Agent(Agent):
     """An SB3 algorithm with ``MultiInputPolicy`` on the routing environment; its features extractor
-    is :class:`~agents.features.RoutingExtractor` (sorted softmax, no action mask)."""
+    is :class:`~routing_env.agents.features.RoutingExtractor` (sorted softmax, no action mask)."""
 
     algorithm: ClassVar[type[BaseAlgorithm]]
     defaults: ClassVar[dict[str, Any]] = {}
@@ -323,8 +323,8 @@ class _SB3Scores(nn.Module):
         return scores.masked_fill(~obs["action_mask"].bool(), float("-inf")) if self.masked else scores
 
     def fused_decision(self) -> MLPDecision | None:
-        """The same decision for one input in one compiled call (:class:`~agents.fused.MLPDecision`)
-        where the policy is SB3's default MLP on :class:`~agents.features.RoutingExtractor`'s input;
+        """The same decision for one input in one compiled call (:class:`~routing_env.agents.fused.MLPDecision`)
+        where the policy is SB3's default MLP on :class:`~routing_env.agents.features.RoutingExtractor`'s input;
         ``None`` for other architectures."""
         if self.q_values:
             extractor, layers = self.policy.q_net.features_extractor, list(self.policy.q_net.q_net)

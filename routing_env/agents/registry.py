@@ -1,6 +1,6 @@
 """The registry of agents by name (docs/design.md §10): the built-in agents, custom ones named
 ``module.path:ClassName``, and making or reloading an agent from its name and options. Apart from
-:mod:`agents.base`, so that the protocol imports no agent and every agent can import the protocol; the
+:mod:`routing_env.agents.base`, so that the protocol imports no agent and every agent can import the protocol; the
 built-in agents are imported when first asked for (SB3 is slow to import)."""
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ def agent_class(name: str) -> type[Agent]:
     if ":" in name:
         cls = import_named(name, "agent", "module.path:ClassName")
         if not isinstance(cls, type):
-            raise ValueError(f"custom agent {name!r} must be a class (a subclass of agents.Agent), got a {type(cls).__name__}")
+            raise ValueError(f"custom agent {name!r} must be a class (a subclass of routing_env.agents.Agent), got a {type(cls).__name__}")
         missing = [attribute for attribute in AGENT_INTERFACE if not hasattr(cls, attribute)]
         if missing:  # make_agent, evaluate, train and load_agent call all of them
-            raise ValueError(f"custom agent {name!r} lacks {missing}: subclass agents.Agent, which supplies everything but "
+            raise ValueError(f"custom agent {name!r} lacks {missing}: subclass routing_env.agents.Agent, which supplies everything but "
                              "predict(obs, env)")
         return cls
     registry = _registry()

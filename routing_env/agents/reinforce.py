@@ -233,7 +233,7 @@ class _TorchPolicy(nn.Module):
         return self.net.logits(policy_input(obs), obs["action_mask"].bool())
 
     def fused_decision(self) -> MLPDecision | None:
-        """The same decision for one input in one compiled call (:class:`~agents.fused.MLPDecision`)."""
+        """The same decision for one input in one compiled call (:class:`~routing_env.agents.fused.MLPDecision`)."""
         return MLPDecision.of(list(self.net.actor), norm=self.net.norm, masked=True)
 
 
