@@ -42,13 +42,17 @@ class Records:
     reward: np.ndarray
     route: np.ndarray
     """(n, N): each episode's choice per stage (a width index, ``SKIP_CHOICE`` or ``NOT_REACHED``)."""
+    reward_terms: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    """Each reward term's episode total per instance (the terminal ``info["reward_terms"]``; they add
+    up to ``reward``), so that a reward-shaping study reads which term moved, not only the return."""
 
 
 def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -> Records:
     """Route every instance of ``env``'s split once, in order, in chunks of ``env.num_envs``."""
     n, b = env.unwrapped.num_instances, env.num_envs
     disabled = env.metadata.get("autoreset_mode") == AutoresetMode.DISABLED
-    out = {k: np.zeros(n) for k in Records.__dataclass_fields__ if k not in ("route", "probs")}
+    out = {k: np.zeros(n) for k in Records.__dataclass_fields__ if k not in ("route", "probs", "reward_terms")}
+    terms: dict[str, np.ndarray] = {}
     probs = np.zeros((n, env.single_observation_space["probs"].shape[0]), dtype=np.float32)
     route = np.full((n, env.unwrapped.routing.num_stages), NOT_REACHED, dtype=np.int64)
     starts = range(0, n, b)
@@ -84,6 +88,8 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
                 out["decisions"][j] = steps[i]
                 out["reward"][j] = ret[i]
                 route[j] = info["route"][i]
+                for name, value in info["reward_terms"].items():
+                    terms.setdefault(name, np.zeros(n))[j] = value[i]
             live &= ~terminated
             if disabled and terminated.any() and live.any():  # ended slots wait for a reset before the next step
                 obs, _ = env.reset(options={"reset_mask": terminated})
@@ -97,6 +103,7 @@ def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -
         decisions=out["decisions"].astype(np.int64),
         reward=out["reward"],
         route=route,
+        reward_terms=terms,
     )
 
 
@@ -264,6 +271,7 @@ def summarize(records: Records, env: RoutingVectorEnv, policy_macs: float = 0.0)
         "macs_mean": float(records.macs.mean()),
         "macs_fraction": float(records.macs_fraction.mean()),
         "reward_mean": float(records.reward.mean()),
+        "reward_terms_mean": {name: float(value.mean()) for name, value in records.reward_terms.items()},
         "reference_accuracy": float(reference.correct.mean()),
         "reference_macs": view.reference_macs,
         "exit_histogram": histogram.tolist(),

@@ -218,6 +218,28 @@ def test_vector_reward_terms_are_each_episodes_return_by_term(autoreset_mode: st
     assert ended > 30
 
 
+@pytest.mark.parametrize("spec", ["accuracy", "dense"])
+def test_evaluation_reports_each_terms_mean_adding_up_to_the_mean_reward(spec: str) -> None:
+    """``evaluate --json``'s ``reward_terms_mean``: each term's episode total averaged over the split,
+    so that a study reads which term moved; under the default reward ``correct`` is the accuracy and
+    ``compute`` is −λ·(MACs fraction), episode by episode."""
+    from routing_env.agents import make_agent
+    from routing_env.evaluation import route_split
+    from routing_env.experiments import evaluation_json
+
+    env = RoutingVectorEnv(num_envs=7, backbone="tiny-cascade", split="test", reward=spec, lam=0.3, allow_skip=True)
+    agent = make_agent("random", env, seed=3)
+    result = evaluation_json(agent, env, "routing_env/Cascade-v0")
+    terms = result["reward_terms_mean"]
+    assert len(terms) >= 2 and sum(terms.values()) == pytest.approx(result["reward_mean"], abs=1e-9)
+    records = route_split(make_agent("random", env, seed=3), env)
+    assert np.allclose(sum(records.reward_terms.values()), records.reward, atol=1e-9)
+    if spec == "accuracy":
+        assert np.array_equal(records.reward_terms["correct"], records.correct.astype(float))
+        assert np.allclose(records.reward_terms["compute"], -0.3 * records.macs_fraction)
+        assert terms["correct"] == pytest.approx(result["accuracy"])
+
+
 def test_every_reward_spec_runs_and_is_described() -> None:
     assert len(REWARD_SPECS) >= 10 and set(REWARD_DESCRIPTIONS) == set(REWARD_SPECS)
     for spec in REWARD_SPECS:
