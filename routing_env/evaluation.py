@@ -46,6 +46,12 @@ class Records:
     """Each reward term's episode total per instance (the terminal ``info["reward_terms"]``; they add
     up to ``reward``), so that a reward-shaping study reads which term moved, not only the return."""
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes of every array held, the reward terms' included (what the fixed-route cache counts)."""
+        arrays = [getattr(self, f) for f in self.__dataclass_fields__ if f != "reward_terms"]
+        return sum(a.nbytes for a in [*arrays, *self.reward_terms.values()])
+
 
 def route_split(policy: Policy, env: RoutingVectorEnv, progress: bool = False) -> Records:
     """Route every instance of ``env``'s split once, in order, in chunks of ``env.num_envs``."""
@@ -161,14 +167,14 @@ def routing_key(env: Any, config: Any = None) -> tuple[str, ...]:
 
 def cached_bytes() -> int:
     """The bytes of the arrays the fixed-route cache holds."""
-    return sum(getattr(r, f).nbytes for r in _FIXED_ROUTES.values() for f in Records.__dataclass_fields__)
+    return sum(r.nbytes for r in _FIXED_ROUTES.values())
 
 
 def fixed_route_records(env: RoutingVectorEnv, position: int, budget: bool = True) -> Records:
     """``route_split(FixedRoute(position), env)`` for a frozen ``env``, kept for the
     :data:`FIXED_ROUTES_CACHED` most recent (:func:`routing_key`, position) within
     :data:`FIXED_ROUTES_BYTES` (the newest always kept); ``reward`` is left out
-    (NaN), since it depends on options the key does not hold. Reports need the same fixed routes many
+    (NaN) and ``reward_terms`` empty, since they depend on options the key does not hold (λ, the reward). Reports need the same fixed routes many
     times: the reference in every summary, the exit table of every threshold. ``budget=False`` routes
     it as if ``env`` had no ``max_macs`` (in an environment built for that, only when not cached):
     the reference path, which a budget would cut short."""
@@ -181,7 +187,8 @@ def fixed_route_records(env: RoutingVectorEnv, position: int, budget: bool = Tru
         return _FIXED_ROUTES[key]
     if config is not env.unwrapped.config:
         env = RoutingVectorEnv.from_config(config, env.num_envs)
-    records = dataclasses.replace(route_split(FixedRoute(position), env), reward=np.full(env.unwrapped.num_instances, np.nan))
+    records = dataclasses.replace(route_split(FixedRoute(position), env), reward=np.full(env.unwrapped.num_instances, np.nan),
+                                  reward_terms={})
     _FIXED_ROUTES[key] = records
     while len(_FIXED_ROUTES) > 1 and (len(_FIXED_ROUTES) > FIXED_ROUTES_CACHED or cached_bytes() > FIXED_ROUTES_BYTES):
         _FIXED_ROUTES.popitem(last=False)

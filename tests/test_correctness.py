@@ -5,6 +5,7 @@ keyed on content, co-training keeps its cadence."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -104,14 +105,14 @@ def test_no_agent_or_experiment_reads_the_core_or_rebuilds_an_env_from_asdict() 
 def test_the_distribution_ships_one_top_level_package() -> None:
     """Everything installs under ``routing_env``: a top-level ``agents`` (as before 0.4.0) clashed with
     other distributions' (the OpenAI Agents SDK installs one)."""
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    find_packages = pytest.importorskip("setuptools").find_packages
+    from fnmatch import fnmatch
 
     root = Path(__file__).resolve().parents[1]
-    found = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    packages = find_packages(str(root), include=found["include"])
-    assert "routing_env.agents" in packages and "routing_env.experiments" in packages, packages
-    assert {p.split(".")[0] for p in packages} == {"routing_env"}, packages
+    section = (root / "pyproject.toml").read_text().split("[tool.setuptools.packages.find]")[1]
+    include = re.findall(r'"([^"]+)"', re.search(r"include\s*=\s*\[(.*?)\]", section).group(1))
+    top = {p.name for p in root.iterdir() if p.is_dir() and p.name.isidentifier() and any(fnmatch(p.name, i) for i in include)}
+    assert top == {"routing_env"}, (include, top)
+    assert (root / "routing_env" / "agents" / "__init__.py").exists() and not (root / "agents").exists()
 
 
 def test_the_routing_view_cannot_change_the_tables() -> None:
@@ -182,6 +183,9 @@ def test_route_split_gives_the_same_records_under_every_autoreset_mode() -> None
         other = route_split(agent, RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test", autoreset_mode=mode))
         for field in ("correct", "macs", "exit_position", "decisions", "reward", "route"):
             np.testing.assert_array_equal(getattr(next_step, field), getattr(other, field))
+        assert set(other.reward_terms) == set(next_step.reward_terms) == {"correct", "compute"}
+        for name, value in next_step.reward_terms.items():
+            np.testing.assert_array_equal(value, other.reward_terms[name])
 
 
 # 5. RoutedModel's tables move with it
@@ -240,7 +244,9 @@ def test_the_fixed_route_cache_keeps_within_its_bytes(monkeypatch: pytest.Monkey
     monkeypatch.setattr(evaluation, "_FIXED_ROUTES", OrderedDict())  # earlier tests' records would be hits here
     env = RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test")
     one = evaluation.fixed_route_records(env, 0)
-    size = sum(getattr(one, f).nbytes for f in evaluation.Records.__dataclass_fields__)
+    size = one.nbytes
+    assert size == sum(getattr(one, f).nbytes for f in evaluation.Records.__dataclass_fields__ if f != "reward_terms") > 0
+    assert one.reward_terms == {} and np.isnan(one.reward).all()  # they depend on λ and the reward, which the key leaves out
     monkeypatch.setattr(evaluation, "FIXED_ROUTES_BYTES", int(2.5 * size))  # room for two records of this size
     second, third = evaluation.fixed_route_records(env, 1), evaluation.fixed_route_records(env, 2)
     assert evaluation.cached_bytes() <= 2.5 * size
@@ -285,6 +291,9 @@ def test_static_rows_are_the_whole_routes_under_a_budget() -> None:
     budgeted = static_rows("routing_env/Cascade-v0", {"backbone": "tiny-cascade", "max_macs": 0.6})
     assert [(r["label"], r["accuracy"], r["macs_fraction"]) for r in budgeted] == [
         (r["label"], r["accuracy"], r["macs_fraction"]) for r in free]
+    alone = [r for r in free if r["label"].endswith(" alone")]
+    assert len(alone) >= 2  # the route's reward is kept under the route's name, beside the route's cost
+    assert all("reward_mean" not in r and "reward_terms_mean" not in r and "cascade_route_reward_mean" in r for r in alone)
 
 
 def test_static_hull_is_the_upper_concave_envelope() -> None:

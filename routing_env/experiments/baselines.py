@@ -49,9 +49,13 @@ def static_rows(env_id: str, env_kwargs: dict[str, Any], split: str = "test", ru
         row = {**row, "label": f"exit {position} (full path)", "position": position}
         if view.member_macs is not None and view.member_names is not None:
             macs = view.member_macs[position]
+            # the reward was earned on the cascade's route (every earlier member run too): kept under
+            # that name beside its cost, not passed off as the member's
             row.update({
                 "label": f"{view.member_names[position]} alone",
                 "cascade_route_macs_fraction": row["macs_fraction"],
+                "cascade_route_reward_mean": row.pop("reward_mean"),
+                "cascade_route_reward_terms_mean": row.pop("reward_terms_mean"),
                 "macs_mean": macs,
                 "macs_fraction": macs / view.reference_macs,
                 "macs_fraction_with_policy": macs / view.reference_macs,
