@@ -453,6 +453,7 @@ class RoutingCore:
                 f"{int(requested[bad])} (of 0..{self.num_actions - 1}) is out of range or repeated"
             )
         potential_before = self.potential[slots]
+        position_before = self.position[slots]  # a copy: the move below advances self.position in place
         probs_before = self.probs[slots] if self.uses_probs else None
         price = self.price_tables.act_cost if self.price_tables is not None else self.act_cost
         actions, invalid, group_slots, group_keys, group_starts, evaluated = kernels.resolve_and_advance(
@@ -496,6 +497,9 @@ class RoutingCore:
             probs_before=probs_before,
             probs_after=self.probs[slots] if self.uses_probs else None,
             label=labels if self.uses_probs else None,
+            position_before=position_before,
+            position_after=self.position[slots],
+            num_stages=self.num_stages,
         )
         try:
             reward, terms = self.reward_fn(outcome)

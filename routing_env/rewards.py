@@ -49,6 +49,13 @@ class Outcome:
     charge (:mod:`routing_env.latency`); ``macs_fraction`` when not given (``cost="macs"``)."""
     step_cost_fraction: np.ndarray = None  # type: ignore[assignment]
     """(B,) float: the priced cost charged to this step / the reference's; ``step_macs_fraction`` when not given."""
+    position_before: np.ndarray | None = None
+    """(B,) int: the decision point the step was taken at, 0 … ``num_stages`` (the observation's
+    ``position``), so that a reward can price or shape by depth (a potential of the position)."""
+    position_after: np.ndarray | None = None
+    """(B,) int: the decision point after the step (where the episode exited, on a terminal step)."""
+    num_stages: int | None = None
+    """N, the number of stages: ``position / num_stages`` is the share of the decision points passed."""
 
     def __post_init__(self) -> None:
         if self.cost_fraction is None:

@@ -196,6 +196,42 @@ def test_a_subclass_that_adds_a_per_step_term_is_summed() -> None:
     assert_terms_add_up(RoutingEnv(backbone="tiny-dynamic-resnet", reward=CorrectAndPerStep()), 20, seed=9)
 
 
+class DepthShaping(RewardFn):
+    """Potential-based shaping by depth, Φ = position / N (0 after the end): what ``Outcome``'s
+    decision points let a reward of one's own write. It records what it was given."""
+
+    uses_cross_entropy = False
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[np.ndarray, np.ndarray, int]] = []
+
+    def terms(self, outcome: Outcome) -> dict[str, np.ndarray]:
+        self.seen.append((outcome.position_before.copy(), outcome.position_after.copy(), outcome.num_stages))
+        after = np.where(outcome.terminated, 0.0, outcome.position_after / outcome.num_stages)
+        return {"depth": after - outcome.position_before / outcome.num_stages}
+
+
+@pytest.mark.parametrize("backbone", ["tiny-cascade", "tiny-dynamic-resnet"])
+def test_an_outcome_carries_the_decision_points_before_and_after_the_step(backbone: str) -> None:
+    shaping = DepthShaping()
+    env = RoutingEnv(backbone=backbone, reward=Correctness() + shaping, allow_skip=True)
+    rng = np.random.default_rng(4)
+    obs, _ = env.reset(seed=4)
+    moved = 0
+    for _ in range(40):
+        before, terminated = obs, False
+        while not terminated:
+            obs, _, terminated, _, info = env.step(int(rng.choice(np.flatnonzero(obs["action_mask"]))))
+            position_before, position_after, n = shaping.seen[-1]
+            assert n == env.unwrapped.routing.num_stages
+            assert position_before[0] == before["position"].argmax() and position_after[0] == obs["position"].argmax()
+            moved += position_after[0] > position_before[0]
+            before = obs
+        assert info["reward_terms"]["depth"] == pytest.approx(0.0, abs=1e-12)  # −Φ(s₀), and s₀ is point 0
+        obs, _ = env.reset()
+    assert moved > 20
+
+
 @pytest.mark.parametrize("autoreset_mode", ["NextStep", "SameStep"])
 def test_vector_reward_terms_are_each_episodes_return_by_term(autoreset_mode: str) -> None:
     env = RoutingVectorEnv(num_envs=6, backbone="tiny-cascade", reward="dense", lam=0.2, allow_skip=True,
