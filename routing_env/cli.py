@@ -1,4 +1,4 @@
-"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``study``, ``demo``, ``joint``, ``rewards``, ``profile``, ``attack``, ``bench`` and ``pretrain``."""
+"""The ``routing-env`` command line (docs/design.md §10): ``train``, ``evaluate``, ``sweep``, ``study``, ``demo``, ``joint``, ``rewards``, ``backbones``, ``profile``, ``attack``, ``bench`` and ``pretrain``."""
 
 from __future__ import annotations
 
@@ -262,6 +262,22 @@ def cmd_rewards(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- backbones ------------------------------------------------------------------------------------
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from .backbones import backbone_catalogue
+
+    rows = backbone_catalogue()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        models = ", ".join(m["model"] + (f" {m['test_accuracy']:.4f}" if m["test_accuracy"] is not None else "") for m in row["models"])
+        default = f", the default of {row['env']}" if row["default"] else f", {row['env']}"
+        data = "; routes read the images" if row["needs_data"] else ""
+        print(f"{row['name']:<34} {row['kind']}{default} ({row['dataset']}{data}){': ' + models if models else ''}")
+    return 0
+
+
 # --- joint ----------------------------------------------------------------------------------------
 def cmd_joint(args: argparse.Namespace) -> int:
     if args.from_scratch:
@@ -495,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rewards", help="list the reward specs with a one-line description and their source")
     p.add_argument("--json", action="store_true", help="one JSON list")
     p.set_defaults(func=cmd_rewards)
+
+    p = sub.add_parser("backbones", help="list the backbones to route: kind, environment, data set, each model's test accuracy")
+    p.add_argument("--json", action="store_true", help="one JSON list")
+    p.set_defaults(func=cmd_backbones)
 
     p = sub.add_parser("joint", help="train a cascade and its REINFORCE selection module together on train (Guan et al.); checkpoints, --resume")
     p.add_argument("--backbone", default="cifar10-resnet-cascade", help="the cascade to co-train (with --from-scratch: whose members' architectures to train)")

@@ -54,6 +54,16 @@ def available() -> dict[str, dict[str, Any]]:
     return {name: entries[0][1] for name, entries in manifests().items()}
 
 
+def model_summary(folder: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """One model of a pretrained folder (a cascade member, or a dynamic ResNet's manifest): its name,
+    test accuracy and MACs, from its model card where one is shipped (the card is the record; a
+    co-trained cascade's manifest leaves accuracy to the cards), else from the manifest."""
+    card_path = folder / f"{entry['model']}.model_card.json"
+    card = read_json(card_path) if card_path.exists() else {}
+    return {"model": entry["model"], "test_accuracy": card.get("test_accuracy", entry.get("test_accuracy")),
+            "macs": card.get("macs", entry.get("macs"))}
+
+
 def folder_of(name: str) -> tuple[Path, dict[str, Any]] | None:
     """The folder and manifest of the pretrained model ``name`` (``None`` if there is none);
     ``ValueError`` naming them when several folders claim it."""

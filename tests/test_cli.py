@@ -230,3 +230,32 @@ def test_pretrain_passes_every_flag_to_its_field(tmp_path: Path, monkeypatch: py
     assert {k: kwargs[k] for k in ("resume", "data_root", "download", "progress", "device", "time_limit")} == {
         "resume": True, "data_root": "/data", "download": True, "progress": False, "device": "cuda", "time_limit": 12.5}
     assert "--heads-only" in kwargs["command"]  # the card's command line is this one
+
+
+def test_backbones_lists_every_name_with_its_cards_accuracy(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``routing-env backbones``: every name ``backbone=`` takes, the environment that routes it (two
+    defaults, the environments' own), and each model's test accuracy as its shipped card records it."""
+    from routing_env import pretrained
+    from routing_env.backbones import DEFAULT_BACKBONE, DYNAMIC_BACKBONE, backbone_names
+
+    assert main(["backbones", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert list(rows) == backbone_names()
+    assert {name for name, row in rows.items() if row["default"]} == {DEFAULT_BACKBONE, DYNAMIC_BACKBONE}
+    assert rows[DEFAULT_BACKBONE]["env"] == "routing_env/Cascade-v0" and rows[DYNAMIC_BACKBONE]["env"] == "routing_env/DynamicResNet-v0"
+    assert rows[DYNAMIC_BACKBONE]["needs_data"] and not rows[DEFAULT_BACKBONE]["needs_data"]
+    for name, manifest in pretrained.available().items():
+        folder = pretrained.folder_of(name)[0]
+        cards = [json.loads((folder / f"{m['model']}.model_card.json").read_text()) for m in manifest.get("members") or [manifest]]
+        assert [(m["model"], m["test_accuracy"]) for m in rows[name]["models"]] == [(c["model"], c["test_accuracy"]) for c in cards]
+    assert rows["cifar10-resnet-cascade-5-kd"]["models"][-1]["test_accuracy"] == 0.935
+    # a folder without cards: the manifest's own figures
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"name": "mine", "kind": "cascade", "dataset": "cifar10", "num_classes": 10,
+                                                      "members": [{"model": "resnet8", "macs": 5, "test_accuracy": 0.5}]}))
+    monkeypatch.setenv("ROUTING_ENV_PRETRAINED", str(tmp_path))
+    assert main(["backbones"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("mine ") and "resnet8 0.5000" in line for line in lines) and len(lines) == 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from .base import SKIP_CHOICE, BackboneSpec, CostTable, Executor, RoutableBackbone
 from .cascade import Cascade, FeatureCache, tiny_cascade
@@ -31,6 +31,39 @@ def backbone_names() -> list[str]:
     from .. import pretrained
 
     return sorted({*BACKBONES, *pretrained.available()})
+
+
+BACKBONE_KINDS: dict[str, str] = {
+    "tiny-cascade": "cascade",
+    "tiny-dynamic-resnet": "dynamic-resnet",
+}
+"""The kind of each built-in backbone (a pretrained model's manifest names its own)."""
+
+KIND_ENVS = {"cascade": "routing_env/Cascade-v0", "dynamic-resnet": "routing_env/DynamicResNet-v0"}
+"""The environment that routes each kind of backbone."""
+
+
+def backbone_catalogue() -> list[dict[str, Any]]:
+    """Every name ``backbone=`` takes (``routing-env backbones``), with what one needs to choose: its
+    kind and the environment that routes it (``default``: that environment's default), its data set,
+    whether routing ``val``/``test`` reads the images (``needs_data``: a pretrained dynamic ResNet's
+    outputs depend on the route; a frozen cascade reads its shipped feature caches), and per model (a
+    cascade's members, a dynamic ResNet's full path) its test accuracy and MACs as its model card
+    records them (the manifest's where no card is shipped; ``None`` for the built-in fixtures)."""
+    from .. import pretrained
+
+    found = {name: entries[0] for name, entries in pretrained.manifests().items()}
+    rows = []
+    for name in backbone_names():
+        if name in BACKBONES:  # as make_backbone: a built-in wins over a pretrained model of its name
+            kind, dataset, models, needs_data = BACKBONE_KINDS[name], BACKBONE_DATASETS[name], [], False
+        else:
+            folder, manifest = found[name]
+            kind, dataset, needs_data = manifest["kind"], manifest["dataset"], manifest["kind"] == "dynamic-resnet"
+            models = [pretrained.model_summary(folder, entry) for entry in manifest.get("members") or [manifest]]
+        rows.append({"name": name, "kind": kind, "env": KIND_ENVS[kind], "default": name in (DEFAULT_BACKBONE, DYNAMIC_BACKBONE),
+                     "dataset": dataset, "needs_data": needs_data, "models": models})
+    return rows
 
 
 def backbone_dataset(name: str) -> str:
@@ -66,6 +99,7 @@ __all__ = [
     "Executor",
     "FeatureCache",
     "RoutableBackbone",
+    "backbone_catalogue",
     "backbone_dataset",
     "backbone_names",
     "make_backbone",
