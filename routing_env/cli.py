@@ -271,11 +271,21 @@ def cmd_backbones(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
         return 0
     for row in rows:
-        models = ", ".join(m["model"] + (f" {m['test_accuracy']:.4f}" if m["test_accuracy"] is not None else "") for m in row["models"])
+        if row["error"]:
+            print(f"{row['name']:<34} cannot be loaded: {row['error']}")
+            continue
+        models = ", ".join(f"{m['model']} {model_figures(m)}".rstrip() for m in row["models"])
         default = f", the default of {row['env']}" if row["default"] else f", {row['env']}"
-        data = "; routes read the images" if row["needs_data"] else ""
+        data = ("; routes read the images" if row["needs_data"] else "") + (f"; exits after every {row['exits']}" if row["exits"] else "")
         print(f"{row['name']:<34} {row['kind']}{default} ({row['dataset']}{data}){': ' + models if models else ''}")
     return 0
+
+
+def model_figures(model: dict) -> str:
+    """``0.9213 at 125.5M MACs``, or what of it a card or manifest records."""
+    accuracy, macs = model["test_accuracy"], model["macs"]
+    parts = [f"{accuracy:.4f}" if isinstance(accuracy, (int, float)) else "", f"at {macs / 1e6:.1f}M MACs" if isinstance(macs, (int, float)) else ""]
+    return " ".join(p for p in parts if p)
 
 
 # --- joint ----------------------------------------------------------------------------------------

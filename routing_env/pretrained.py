@@ -56,11 +56,11 @@ def available() -> dict[str, dict[str, Any]]:
 
 def model_summary(folder: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """One model of a pretrained folder (a cascade member, or a dynamic ResNet's manifest): its name,
-    test accuracy and MACs, from its model card where one is shipped (the card is the record; a
-    co-trained cascade's manifest leaves accuracy to the cards), else from the manifest."""
-    card_path = folder / f"{entry['model']}.model_card.json"
-    card = read_json(card_path) if card_path.exists() else {}
-    return {"model": entry["model"], "test_accuracy": card.get("test_accuracy", entry.get("test_accuracy")),
+    test accuracy and MACs, from its model card where one is shipped (:func:`base_card`: the card is
+    the record, and a co-trained cascade's manifest leaves accuracy to the cards), else from the manifest."""
+    card = base_card(folder, entry) if "weights" in entry else None
+    card = card if isinstance(card, dict) else {}
+    return {"model": entry.get("model"), "test_accuracy": card.get("test_accuracy", entry.get("test_accuracy")),
             "macs": card.get("macs", entry.get("macs"))}
 
 
@@ -268,7 +268,7 @@ def package_cotrained(
 
 def base_card(base_folder: Path, member: dict[str, Any]) -> dict[str, Any] | None:
     """The model card of a base cascade's ``member`` (named as its weights are), if it has one."""
-    path = base_folder / f"{Path(member['weights']).stem}.model_card.json"
+    path = inside(base_folder, f"{Path(member['weights']).stem}.model_card.json")
     return read_json(path) if path.is_file() else None
 
 

@@ -53,7 +53,8 @@ class Outcome:
     """(B,) int: the decision point the step was taken at, 0 … ``num_stages`` (the observation's
     ``position``), so that a reward can price or shape by depth (a potential of the position)."""
     position_after: np.ndarray | None = None
-    """(B,) int: the decision point after the step (where the episode exited, on a terminal step)."""
+    """(B,) int: the decision point after the step (on a terminal step, where EXIT was taken; the head
+    that predicted is at ``exit_position``, which may lie before it)."""
     num_stages: int | None = None
     """N, the number of stages: ``position / num_stages`` is the share of the decision points passed."""
 

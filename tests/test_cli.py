@@ -250,12 +250,23 @@ def test_backbones_lists_every_name_with_its_cards_accuracy(capsys: pytest.Captu
         cards = [json.loads((folder / f"{m['model']}.model_card.json").read_text()) for m in manifest.get("members") or [manifest]]
         assert [(m["model"], m["test_accuracy"]) for m in rows[name]["models"]] == [(c["model"], c["test_accuracy"]) for c in cards]
     assert rows["cifar10-resnet-cascade-5-kd"]["models"][-1]["test_accuracy"] == 0.935
-    # a folder without cards: the manifest's own figures
-    folder = tmp_path / "m"
-    folder.mkdir()
-    (folder / "manifest.json").write_text(json.dumps({"name": "mine", "kind": "cascade", "dataset": "cifar10", "num_classes": 10,
-                                                      "members": [{"model": "resnet8", "macs": 5, "test_accuracy": 0.5}]}))
+    assert rows[DYNAMIC_BACKBONE]["exits"] == "stage" and rows["cifar10-resnet20-dynamic-exits"]["exits"] == "block"
+    assert not any(row["error"] for row in rows.values())
+    # a folder without cards or caches: the manifest's own figures, and routing it reads the images;
+    # a kind this version does not load and a name two folders claim are listed with why, not raised
+    manifests = {"m": {"name": "mine", "kind": "cascade", "members": [{"model": "resnet8", "macs": 5e6, "test_accuracy": 0.5}]},
+                 "v": {"name": "vit", "kind": "vit"}, "a": {"name": "twice", "kind": "cascade", "members": []},
+                 "b": {"name": "twice", "kind": "cascade", "members": []}}
+    for folder, manifest in manifests.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "manifest.json").write_text(json.dumps({"dataset": "cifar10", "num_classes": 10, **manifest}))
     monkeypatch.setenv("ROUTING_ENV_PRETRAINED", str(tmp_path))
+    assert main(["backbones", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["mine"]["needs_data"] and rows["mine"]["models"] == [{"model": "resnet8", "test_accuracy": 0.5, "macs": 5e6}]
+    assert "this version loads" in rows["vit"]["error"] and rows["vit"]["env"] is None
+    assert "claimed by 2 folders" in rows["twice"]["error"] and rows["mine"]["error"] is None
     assert main(["backbones"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("mine ") and "resnet8 0.5000" in line for line in lines) and len(lines) == 3
+    assert len(lines) == 5 and any(line.startswith("mine ") and "resnet8 0.5000 at 5.0M MACs" in line for line in lines)
+    assert any(line.startswith("vit ") and "cannot be loaded" in line for line in lines)

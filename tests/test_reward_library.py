@@ -211,17 +211,25 @@ class DepthShaping(RewardFn):
         return {"depth": after - outcome.position_before / outcome.num_stages}
 
 
-@pytest.mark.parametrize("backbone", ["tiny-cascade", "tiny-dynamic-resnet"])
-def test_an_outcome_carries_the_decision_points_before_and_after_the_step(backbone: str) -> None:
+@pytest.mark.parametrize("backbone, options", [
+    ("tiny-cascade", {}),
+    ("tiny-cascade", {"invalid_action": "penalize", "max_macs": 0.5}),
+    ("tiny-dynamic-resnet", {}),
+    ("tiny-dynamic-resnet", {"decide_at": "head"}),  # moves repeated between heads: the points jump
+    ("tiny-dynamic-resnet", {"max_macs": 0.5}),
+])
+def test_an_outcome_carries_the_decision_points_before_and_after_the_step(backbone: str, options: dict) -> None:
     shaping = DepthShaping()
-    env = RoutingEnv(backbone=backbone, reward=Correctness() + shaping, allow_skip=True)
+    env = RoutingEnv(backbone=backbone, reward=Correctness() + shaping, allow_skip=True, **options)
     rng = np.random.default_rng(4)
     obs, _ = env.reset(seed=4)
     moved = 0
     for _ in range(40):
         before, terminated = obs, False
         while not terminated:
-            obs, _, terminated, _, info = env.step(int(rng.choice(np.flatnonzero(obs["action_mask"]))))
+            valid = np.flatnonzero(obs["action_mask"])
+            action = int(rng.integers(env.action_space.n)) if options.get("invalid_action") else int(rng.choice(valid))
+            obs, _, terminated, _, info = env.step(action)
             position_before, position_after, n = shaping.seen[-1]
             assert n == env.unwrapped.routing.num_stages
             assert position_before[0] == before["position"].argmax() and position_after[0] == obs["position"].argmax()

@@ -43,26 +43,39 @@ KIND_ENVS = {"cascade": "routing_env/Cascade-v0", "dynamic-resnet": "routing_env
 """The environment that routes each kind of backbone."""
 
 
+KIND_DEFAULTS = {"cascade": DEFAULT_BACKBONE, "dynamic-resnet": DYNAMIC_BACKBONE}
+
+
 def backbone_catalogue() -> list[dict[str, Any]]:
     """Every name ``backbone=`` takes (``routing-env backbones``), with what one needs to choose: its
     kind and the environment that routes it (``default``: that environment's default), its data set,
-    whether routing ``val``/``test`` reads the images (``needs_data``: a pretrained dynamic ResNet's
-    outputs depend on the route; a frozen cascade reads its shipped feature caches), and per model (a
-    cascade's members, a dynamic ResNet's full path) its test accuracy and MACs as its model card
-    records them (the manifest's where no card is shipped; ``None`` for the built-in fixtures)."""
+    whether routing a frozen ``val``/``test`` reads the images (``needs_data``: a dynamic ResNet's
+    outputs depend on the route; a cascade reads its shipped feature caches, if it ships them), and
+    a dynamic ResNet's ``exits`` (``stage`` or ``block``: where its heads are), and
+    per model (a cascade's members, a dynamic ResNet's full path) its test accuracy and MACs as its
+    model card records them (the manifest's where no card is shipped; no models for the built-in
+    fixtures). A name this version cannot load (an unknown kind, several folders claiming it) is
+    listed with ``error`` saying why, so that one bad folder does not hide the others."""
     from .. import pretrained
 
-    found = {name: entries[0] for name, entries in pretrained.manifests().items()}
+    found = pretrained.manifests()
     rows = []
-    for name in backbone_names():
+    for name in sorted({*BACKBONES, *found}):
+        error = None
         if name in BACKBONES:  # as make_backbone: a built-in wins over a pretrained model of its name
             kind, dataset, models, needs_data = BACKBONE_KINDS[name], BACKBONE_DATASETS[name], [], False
         else:
-            folder, manifest = found[name]
-            kind, dataset, needs_data = manifest["kind"], manifest["dataset"], manifest["kind"] == "dynamic-resnet"
-            models = [pretrained.model_summary(folder, entry) for entry in manifest.get("members") or [manifest]]
-        rows.append({"name": name, "kind": kind, "env": KIND_ENVS[kind], "default": name in (DEFAULT_BACKBONE, DYNAMIC_BACKBONE),
-                     "dataset": dataset, "needs_data": needs_data, "models": models})
+            folder, manifest = found[name][0]
+            kind, dataset = manifest["kind"], manifest["dataset"]
+            needs_data = kind == "dynamic-resnet" or not manifest.get("caches")
+            models = [pretrained.model_summary(folder, entry) for entry in (manifest.get("members") or [] if kind == "cascade" else [manifest])]
+            if kind not in KIND_ENVS:
+                error = f"kind {kind!r}: this version loads {sorted(KIND_ENVS)}"
+            elif len(found[name]) > 1:
+                error = f"claimed by {len(found[name])} folders: {', '.join(str(f) for f, _ in found[name])}"
+        exits = None if name in BACKBONES or kind != "dynamic-resnet" else manifest.get("exits")
+        rows.append({"name": name, "kind": kind, "env": KIND_ENVS.get(kind), "default": KIND_DEFAULTS.get(kind) == name,
+                     "dataset": dataset, "needs_data": needs_data, "exits": exits, "models": models, "error": error})
     return rows
 
 
