@@ -44,6 +44,7 @@ KIND_ENVS = {"cascade": "routing_env/Cascade-v0", "dynamic-resnet": "routing_env
 
 
 KIND_DEFAULTS = {"cascade": DEFAULT_BACKBONE, "dynamic-resnet": DYNAMIC_BACKBONE}
+"""The backbone each environment routes unless told otherwise."""
 
 
 def backbone_catalogue() -> list[dict[str, Any]]:
@@ -61,19 +62,20 @@ def backbone_catalogue() -> list[dict[str, Any]]:
     found = pretrained.manifests()
     rows = []
     for name in sorted({*BACKBONES, *found}):
-        error = None
+        error, exits = None, None
         if name in BACKBONES:  # as make_backbone: a built-in wins over a pretrained model of its name
             kind, dataset, models, needs_data = BACKBONE_KINDS[name], BACKBONE_DATASETS[name], [], False
         else:
             folder, manifest = found[name][0]
             kind, dataset = manifest["kind"], manifest["dataset"]
             needs_data = kind == "dynamic-resnet" or not manifest.get("caches")
-            models = [pretrained.model_summary(folder, entry) for entry in (manifest.get("members") or [] if kind == "cascade" else [manifest])]
-            if kind not in KIND_ENVS:
-                error = f"kind {kind!r}: this version loads {sorted(KIND_ENVS)}"
+            exits = manifest.get("exits") if kind == "dynamic-resnet" else None
+            entries = (manifest.get("members") or []) if kind == "cascade" else [manifest]
+            models = [pretrained.model_summary(folder, entry) for entry in entries]
+            if kind not in pretrained.KINDS:  # what pretrained.load refuses
+                error = f"kind {kind!r}: this version loads {sorted(pretrained.KINDS)}"
             elif len(found[name]) > 1:
                 error = f"claimed by {len(found[name])} folders: {', '.join(str(f) for f, _ in found[name])}"
-        exits = None if name in BACKBONES or kind != "dynamic-resnet" else manifest.get("exits")
         rows.append({"name": name, "kind": kind, "env": KIND_ENVS.get(kind), "default": KIND_DEFAULTS.get(kind) == name,
                      "dataset": dataset, "needs_data": needs_data, "exits": exits, "models": models, "error": error})
     return rows
