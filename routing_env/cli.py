@@ -25,6 +25,7 @@ from .experiments import (
     run_sweep,
     train_run,
 )
+from .rewards import split_specs
 
 
 def parse_kwargs(items: Sequence[str] | None, what: str) -> dict[str, Any]:
@@ -187,10 +188,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     env_kwargs.pop("lam", None)
     if (args.lams is None) == (args.targets is None):
         raise ValueError("study needs exactly one of --lams L,L (prices of compute) or --targets F,F (MACs budgets)")
+    rewards = split_specs(args.rewards)  # commas inside a spec's [parameters] stay in it
+    if not rewards:
+        raise ValueError(f"--rewards {args.rewards!r} names no values")
     spec = StudySpec(
         args.env,
         env_kwargs,
-        parse_list(args.rewards, str, "--rewards"),
+        rewards,
         parse_list(args.agent, str, "--agent"),
         parse_list(args.seeds, int, "--seeds"),
         args.steps,
@@ -251,14 +255,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 # --- rewards --------------------------------------------------------------------------------------
 def cmd_rewards(args: argparse.Namespace) -> int:
-    from .rewards import REWARD_DESCRIPTIONS, REWARD_SPECS
+    from .rewards import REWARD_DESCRIPTIONS, REWARD_SPECS, reward_parameters
 
-    rows = [{"spec": spec, "description": REWARD_DESCRIPTIONS[spec][0], "source": REWARD_DESCRIPTIONS[spec][1]} for spec in REWARD_SPECS]
+    rows = [{"spec": spec, "description": REWARD_DESCRIPTIONS[spec][0], "source": REWARD_DESCRIPTIONS[spec][1],
+             "parameters": reward_parameters(spec)} for spec in REWARD_SPECS]
     if args.json:
         print(json.dumps(rows))
     else:
         for row in rows:
-            print(f"{row['spec']:<26} {row['description']}  [{row['source']}]")
+            options = "".join(f" {k}={v}" for k, v in row["parameters"].items())
+            print(f"{row['spec']:<26} {row['description']}  [{row['source']}]" + (f"  (parameters:{options})" if options else ""))
     return 0
 
 
@@ -494,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="train every reward spec over lams (or MACs targets), seeds and agents; compare their test fronts")
     add_env_options(p)
-    p.add_argument("--rewards", required=True, help="reward specs, comma-separated (routing-env rewards lists them), or module.path:name for your own")
+    p.add_argument("--rewards", required=True, help="reward specs, comma-separated (routing-env rewards lists them), each optionally with parameters, 'accuracy-hinge[budget=0.3]' (quote it for the shell), or module.path:name for your own")
     p.add_argument("--lams", help="prices of compute, comma-separated (or --targets)")
     p.add_argument("--targets", help="MACs budgets (environment option target_macs; λ adapts from 0), comma-separated")
     add_grid_options(p, "trial", "study")

@@ -23,7 +23,7 @@ from .budget import DualAscent, LagrangianPenalty
 from .checkpoints import load_state_dict
 from .latency import check_cost_spec, cost_table
 from .data import SPLITS
-from .rewards import RewardFn, make_reward
+from .rewards import RewardFn, make_reward, spec_name
 
 OBS_MODES = ("vector", "heads")
 """``vector``: the five keys of docs/design.md §2. ``heads`` adds ``heads`` (H, C), the softmax of every
@@ -155,7 +155,7 @@ class EnvConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if self.target_macs is not None and self.reward in ("blockdrop", "accuracy-hinge"):
+        if self.target_macs is not None and spec_name(self.reward) in ("blockdrop", "accuracy-hinge"):
             raise ValueError(f"reward {self.reward!r} uses λ for something other than the price of compute; "
                              "target_macs adapts only a price: use accuracy, cross-entropy or a shaped spec")
         check_cost_spec(self.cost)

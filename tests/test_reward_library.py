@@ -32,6 +32,9 @@ from routing_env.rewards import (
     describe,
     make_reward,
     potential,
+    reward_fingerprint,
+    reward_parameters,
+    split_specs,
     terminal_only,
 )
 
@@ -298,6 +301,7 @@ def test_rewards_cli_lists_every_spec_with_its_source(capsys: pytest.CaptureFixt
     assert main(["rewards", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["spec"] for r in rows] == list(REWARD_SPECS) and all(r["description"] and r["source"] for r in rows)
+    assert {r["spec"]: r["parameters"] for r in rows}["accuracy-hinge"] == {"budget": 0.5}
 
 
 # one target keeps the guarantee in the default suite; a second, tighter one only here
@@ -479,6 +483,11 @@ def discounted_margin(lam):
     return Correctness() + ComputePenalty(lam) + PotentialShaping("margin", gamma=0.9, scale=2.0)
 
 
+def margin(lam, gamma=1.0, scale=1.0):
+    """accuracy with margin shaping, its gamma and scale given in the spec"""
+    return Correctness() + ComputePenalty(lam) + PotentialShaping("margin", gamma=gamma, scale=scale)
+
+
 class Flat(RewardFn):
     """1 for a right answer minus lam for every step taken"""
 
@@ -546,6 +555,87 @@ def test_a_study_takes_a_custom_reward_and_evaluate_run_asks_before_importing_it
     assert main(["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,my_rewards:missing", "--lams", "0.05", "--seeds", "0",
                  "--agent", "reinforce", "--steps", "2000", "--out", str(refused)]) == 2
     assert "has no attribute 'missing'" in capsys.readouterr().err and not list(refused.glob("runs/*"))  # before any trial
+
+
+def test_a_spec_takes_its_parameters_in_brackets() -> None:
+    """``name[key=value,…]`` sets a built-in reward's own parameters, the rest keep their defaults, and
+    the environment pays out what they say (returns checked against the formulas, episode by episode)."""
+    hinge = RoutingEnv(backbone="tiny-cascade", reward="accuracy-hinge[budget=0.3]", lam=2.0)
+    for total, _, info, _ in episodes(hinge, 40, seed=4):
+        assert total == pytest.approx(float(info["correct"]) - 2.0 * max(0.0, info["macs_fraction"] - 0.3))
+    shaped = RoutingEnv(backbone="tiny-cascade", reward="accuracy-margin-shaped[scale=2.5]", lam=0.1, allow_skip=True)
+    for total, first, info, _ in episodes(shaped, 30, seed=5):
+        assert info["reward_terms"]["shaping"] == pytest.approx(-2.5 * reference_potential(first["probs"], "margin"), abs=1e-6)
+        assert total == pytest.approx(float(info["correct"]) - 0.1 * info["macs_fraction"] + info["reward_terms"]["shaping"])
+    assert make_reward("accuracy-entropy-shaped[gamma=0.9, scale=2]", 0.1).parts[-1] == PotentialShaping("neg-entropy", 0.9, 2.0)
+    assert make_reward("accuracy-hinge[budget=0.5]", 0.1).parts == make_reward("accuracy-hinge", 0.1).parts  # the default
+    assert describe("accuracy-hinge[budget=0.3]")[0].endswith("with budget=0.3")
+    assert reward_parameters("accuracy-hinge") == {"budget": 0.5} and reward_parameters("accuracy") == {}
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("accuracy-hinge[bugdet=0.3]", r"'accuracy-hinge' takes no parameter 'bugdet'; it takes budget \(default 0.5\)"),
+    ("accuracy[gamma=0.9]", "'accuracy' takes no parameter 'gamma'; it takes none beside lam"),
+    ("accuracy-hinge[budget=half]", "budget must be a finite number, got 'half'"),
+    ("accuracy-hinge[budget=NaN]", "budget must be a finite number, got nan"),
+    ("accuracy-hinge[budget=true]", "budget must be a finite number, got True"),
+    ("accuracy-hinge[budget=-1]", r"reward 'accuracy-hinge\[budget=-1\]': hinge penalty needs .* budget > 0"),
+    ("accuracy-hinge[budget=0.3,budget=0.4]", "parameter 'budget' is given twice"),
+    ("accuracy-hinge[]", "parameter '' is not of the form key=value"),
+    ("accuracy-hinge[budget]", "parameter 'budget' is not of the form key=value"),
+    ("accuracy-hinge[budget=0.3", "malformed reward"),
+    ("accuracy-hinge]", "a ']' with no '\\['"),
+    ("[budget=0.3]", "malformed reward"),
+    ("hinge[budget=0.3]", "unknown reward 'hinge\\[budget=0.3\\]'"),
+])
+def test_a_bad_parameter_is_refused_naming_it(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_reward(spec, 0.1)
+    with pytest.raises(ValueError, match=message):  # where the environment is made, before any episode
+        RoutingEnv(backbone="tiny-cascade", reward=spec)
+
+
+def test_reward_specs_split_on_commas_outside_their_brackets() -> None:
+    assert split_specs("accuracy, accuracy-shaped[gamma=0.9,scale=2],my_rewards:margin[scale=3]") == (
+        "accuracy", "accuracy-shaped[gamma=0.9,scale=2]", "my_rewards:margin[scale=3]")
+    assert split_specs(" , ") == ()
+    with pytest.raises(ValueError, match="uses λ for something other than the price of compute"):
+        RoutingEnv(backbone="tiny-cascade", reward="accuracy-hinge[budget=0.3]", target_macs=0.4)
+
+
+def test_a_custom_reward_takes_parameters_in_brackets(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    (tmp_path / "my_rewards.py").write_text(CUSTOM_REWARD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_rewards", raising=False)  # another test's copy, from its own folder
+    assert make_reward("my_rewards:margin[gamma=0.9,scale=2.0]", 0.3).parts == make_reward("my_rewards:discounted_margin", 0.3).parts
+    assert make_reward("my_rewards:margin", 0.3).parts[-1] == PotentialShaping("margin", 1.0, 1.0)
+    assert reward_fingerprint("my_rewards:margin[scale=2]") == {"reward_sha256": source_sha256("my_rewards:margin")}
+    assert describe("my_rewards:margin[scale=2]")[0] == "accuracy with margin shaping, its gamma and scale given in the spec"
+    with pytest.raises(ValueError, match=r"cannot be called as margin\(lam, budget=0.3\).*unexpected keyword argument 'budget'"):
+        make_reward("my_rewards:margin[budget=0.3]", 0.1)
+
+
+def test_a_study_grids_a_rewards_parameter(tmp_path, capsys) -> None:  # noqa: ANN001
+    """Two budgets of the hinge are two rewards of one study: each its own folder, its run's config
+    naming the spec with its parameter, and its test record charging compute by its own budget (the
+    threshold routes the same under both, so the tighter budget alone makes the charge larger)."""
+    out = tmp_path / "study"
+    specs = ["accuracy-hinge[budget=0.05]", "accuracy-hinge[budget=0.9]"]
+    assert main(["study", "--backbone", "tiny-cascade", "--rewards", ",".join(specs), "--lams", "0.5", "--seeds", "0",
+                 "--agent", "threshold", "--steps", "200", "--workers", "1", "--out", str(out)]) == 0
+    study = json.loads((out / "study.json").read_text())
+    assert list(study["rewards"]) == specs
+    for spec in specs:
+        (run,) = (out / "runs" / spec).glob("*/runs/*")
+        assert json.loads((run / "config.json").read_text())["env_kwargs"]["reward"] == spec
+    assert study["rewards"][specs[0]]["description"].endswith("with budget=0.05")
+    tight, loose = (study["rewards"][spec]["runs"][0]["test"] for spec in specs)
+    assert tight["macs_fraction"] == loose["macs_fraction"] and tight["macs_fraction"] > 0.05
+    assert tight["reward_terms_mean"]["compute"] < loose["reward_terms_mean"]["compute"] <= 0
+    refused = tmp_path / "refused"
+    assert main(["study", "--backbone", "tiny-cascade", "--rewards", "accuracy,accuracy-hinge[budgte=0.3]", "--lams", "0.05",
+                 "--seeds", "0", "--agent", "threshold", "--steps", "200", "--out", str(refused)]) == 2
+    assert "takes no parameter 'budgte'" in capsys.readouterr().err and not list(refused.glob("runs/*"))  # before any trial
 
 
 def test_a_reward_reading_probs_without_asking_is_told_how() -> None:
