@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import re
@@ -165,6 +166,15 @@ def test_sweep_trains_every_point_resumes_and_refuses_other_settings(tmp_path: P
     assert cheap["macs_fraction_mean"] < dear["macs_fraction_mean"]
     rows = (out / "pareto.csv").read_text().splitlines()
     assert sum(r.startswith("policy,") for r in rows) == 8 and sum(r.startswith("single,") for r in rows) == 3
+    points = list(csv.DictReader(rows))
+    test_records = {(run["agent"], run["lam"], run["seed"]): run["test"] for run in results["runs"]}
+    for point in points:  # a policy's mean test reward beside its point; blank for the static routes
+        if point["kind"] == "policy":
+            record = test_records[point["agent"], float(point["lam"]), int(point["seed"])]
+            assert float(point["reward_mean"]) == pytest.approx(record["reward_mean"])
+        else:
+            assert point["reward_mean"] == ""
+    assert all(sum(g["reward_terms_mean"].values()) == pytest.approx(g["reward_mean"]) for g in results["groups"])
     finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/test.json")}
     assert len(finished) == 8
     assert main(args) == 0

@@ -135,6 +135,12 @@ def test_a_study_writes_its_files_with_the_expected_keys(study: tuple[Path, dict
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and {(r["reward"], float(r["value"]), int(r["seed"])) for r in rows} == {
         (reward, lam, seed) for reward in REWARDS for lam in LAMS for seed in (0, 1)}
+    for row in rows:  # each trial's test reward, and its terms in their own columns, blank where its reward has none
+        terms = {k.removeprefix("test_reward_"): float(v) for k, v in row.items() if k.startswith("test_reward_") and v and k != "test_reward_mean"}
+        assert "correct" in terms and sum(terms.values()) == pytest.approx(float(row["test_reward_mean"]))
+    for entry in result["rewards"].values():
+        for g in entry["front"]:
+            assert sum(g["reward_terms_mean"].values()) == pytest.approx(g["reward_mean"])
     table = (out / "study.md").read_text()
     assert all(re.search(rf"^\| {reward} \| \d\.\d{{4}} ± \d\.\d{{4}} \|", table, re.M) for reward in REWARDS)
     for reward, entry in result["rewards"].items():  # every operating point has its row, with its mean accuracy

@@ -23,26 +23,27 @@ def save_figure(fig: Any, path: Path) -> None:
 
 
 def write_pareto_csv(path: Path, results: dict[str, Any]) -> None:
-    """One row per point of the Pareto plot: kind, label, agent, lam, seed, accuracy, macs_fraction;
-    written atomically."""
+    """One row per point of the Pareto plot: kind, label, agent, lam, seed, accuracy, macs_fraction,
+    macs_fraction_with_policy and, for a policy, its mean ``test`` reward (blank where the run's record
+    predates it); written atomically."""
     with io.StringIO(newline="") as f:
         w = csv.writer(f)
-        w.writerow(["kind", "label", "agent", "lam", "seed", "accuracy", "macs_fraction", "macs_fraction_with_policy"])
+        w.writerow(["kind", "label", "agent", "lam", "seed", "accuracy", "macs_fraction", "macs_fraction_with_policy", "reward_mean"])
         for s in results["singles"]:
-            w.writerow(["single", s["label"], "fixed", "", "", s["accuracy"], s["macs_fraction"], s["macs_fraction"]])
+            w.writerow(["single", s["label"], "fixed", "", "", s["accuracy"], s["macs_fraction"], s["macs_fraction"], ""])
         for p in results["threshold_curve"]:
-            w.writerow(["threshold", f"tau={p['tau']:.4f}", "threshold", "", "", p["accuracy"], p["macs_fraction"], p["macs_fraction"]])
+            w.writerow(["threshold", f"tau={p['tau']:.4f}", "threshold", "", "", p["accuracy"], p["macs_fraction"], p["macs_fraction"], ""])
         for p in results.get("static_hull") or []:
-            w.writerow(["static-hull", "mixture of static routes", "", "", "", p["accuracy"], p["macs_fraction"], p["macs_fraction"]])
+            w.writerow(["static-hull", "mixture of static routes", "", "", "", p["accuracy"], p["macs_fraction"], p["macs_fraction"], ""])
         o = results["oracle"]
-        w.writerow(["oracle", o["label"], "oracle", "", "", o["accuracy"], o["macs_fraction"], o["macs_fraction"]])
+        w.writerow(["oracle", o["label"], "oracle", "", "", o["accuracy"], o["macs_fraction"], o["macs_fraction"], ""])
         for r in results["runs"]:
             t = r["test"]
             w.writerow(["policy", run_name(r["agent"], r["lam"], r["seed"]), r["agent"], r["lam"], r["seed"],
-                        t["accuracy"], t["macs_fraction"], t["macs_fraction_with_policy"]])
+                        t["accuracy"], t["macs_fraction"], t["macs_fraction_with_policy"], t.get("reward_mean", "")])
             s = r.get("random_skip_at_val_cost")
             if s is not None:
-                w.writerow(["random-skip", s["label"], "random-skip", r["lam"], r["seed"], s["accuracy"], s["macs_fraction"], s["macs_fraction"]])
+                w.writerow(["random-skip", s["label"], "random-skip", r["lam"], r["seed"], s["accuracy"], s["macs_fraction"], s["macs_fraction"], ""])
         atomic_write_text(path, f.getvalue())
 
 

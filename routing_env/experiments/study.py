@@ -351,17 +351,22 @@ CSV_COLUMNS = ("reward", "agent", "knob", "value", "seed", "val_accuracy", "val_
 
 
 def write_study_csv(path: Path, study: dict[str, Any]) -> None:
-    """One row per trial (:data:`CSV_COLUMNS`); the threshold is the one tuned on val to the trial's val cost."""
+    """One row per trial (:data:`CSV_COLUMNS`, then ``test_reward_mean`` and one ``test_reward_<term>``
+    per reward term any trial reports, blank where its reward has no such term); the threshold is the
+    one tuned on val to the trial's val cost."""
     knob = study["knob"]
+    runs = [(reward, r) for reward, entry in study["rewards"].items() for r in entry["runs"]]
+    terms = list(dict.fromkeys(name for _, r in runs for name in r["test"].get("reward_terms_mean", {})))
     text = io.StringIO(newline="")
     w = csv.writer(text)
-    w.writerow(CSV_COLUMNS)
-    for reward, entry in study["rewards"].items():
-        for r in entry["runs"]:
-            t, v, thr = r["test"], r["val"], r["threshold_at_val_cost"]
-            w.writerow([reward, r["agent"], knob, r[knob], r["seed"], v["accuracy"], v["macs_fraction"], t["accuracy"],
-                        t["macs_fraction"], t["macs_fraction_with_policy"], thr["accuracy"], thr["macs_fraction"],
-                        r["final_return"], r["steps_to_95"], r["run"]])
+    w.writerow([*CSV_COLUMNS, "test_reward_mean", *(f"test_reward_{name}" for name in terms)])
+    for reward, r in runs:
+        t, v, thr = r["test"], r["val"], r["threshold_at_val_cost"]
+        by_term = t.get("reward_terms_mean", {})
+        w.writerow([reward, r["agent"], knob, r[knob], r["seed"], v["accuracy"], v["macs_fraction"], t["accuracy"],
+                    t["macs_fraction"], t["macs_fraction_with_policy"], thr["accuracy"], thr["macs_fraction"],
+                    r["final_return"], r["steps_to_95"], r["run"], t.get("reward_mean", ""),
+                    *(by_term.get(name, "") for name in terms)])
     atomic_write_text(path, text.getvalue())
 
 
