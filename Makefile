@@ -14,7 +14,7 @@ export ROUTING_ENV_DATA ?= $(DATA_DIR)
 DATA := $(CIFAR10)
 endif
 
-.PHONY: install data demo test test-all test-oldest-gymnasium test-clients bench clean
+.PHONY: install data demo test test-all test-oldest-gymnasium test-clients bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,5 +76,10 @@ test-clients: $(foreach c,$(CLIENTS),$(CLIENT_VENVS)/$(c)/.installed)
 bench: $(STAMP) $(DATA)
 	$(BIN)/routing-env bench --json
 
+# Pyflakes, syntax errors and import order ([tool.ruff] in pyproject.toml), ruff in its own venv (not run by CI).
+lint:
+	test -x .venv-lint/bin/ruff || ($(PYTHON) -m venv .venv-lint && .venv-lint/bin/python -m pip install --quiet ruff)
+	.venv-lint/bin/ruff check routing_env tests examples benchmarks training
+
 clean:
-	rm -rf $(VENV) .venv-gymnasium-* $(CLIENT_VENVS) runs .cache .data
+	rm -rf $(VENV) .venv-gymnasium-* $(CLIENT_VENVS) .venv-lint runs .cache .data

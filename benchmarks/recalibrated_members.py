@@ -20,6 +20,7 @@ from routing_env.data import load_split
 from routing_env.experiments.joint import split_members
 from routing_env.pretrain import accuracy
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backbone", help="a co-trained cascade's backbone.pt (written by `routing-env joint`)")

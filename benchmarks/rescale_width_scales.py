@@ -3,10 +3,14 @@ every static route on val and test with its learned width scales, and with them 
 training (is a skip-only rescaling the same network?). Prints JSON. Needs the run's weights.pt, which
 `routing-env pretrain ... --rescale --resume` rebuilds from its checkpoint (training/README.md)."""
 
-import torch, json
-from routing_env.backbones.resnet import DynamicResNet
+import json
+
+import torch
+
 from routing_env.backbones.dynamic import route_report
+from routing_env.backbones.resnet import DynamicResNet
 from routing_env.data import load_split
+
 torch.set_num_threads(2)
 sd = torch.load("training/cifar10-resnet20-dynamic-ab-rescale/weights.pt", weights_only=True)
 out = {}

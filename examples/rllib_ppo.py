@@ -44,8 +44,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from routing_env.agents import Agent
 from routing_env import __version__
+from routing_env.agents import Agent
 from routing_env.costs import count_macs
 from routing_env.experiments import write_json
 from routing_env.wrappers import FlatObservation, FlatObservationVector

@@ -18,7 +18,6 @@ import numpy as np
 
 from .rewards import Outcome, RewardFn, Terms
 
-
 LAM_LIMIT = 100.0
 """|λ| is clipped here: a target no policy can reach (below the cheapest route, above the dearest) would
 otherwise drive λ without bound."""

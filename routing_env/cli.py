@@ -20,8 +20,8 @@ from .experiments import (
     evaluation_json,
     groups_markdown,
     rewards_markdown,
-    run_study,
     run_env_kwargs,
+    run_study,
     run_sweep,
     train_run,
 )

@@ -11,8 +11,8 @@ import functools
 import os
 import pickle
 from dataclasses import dataclass
-from typing import Sequence
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch

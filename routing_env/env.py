@@ -18,11 +18,11 @@ from gymnasium.vector.utils import batch_space
 
 from .backbones import DEFAULT_BACKBONE, BackboneSpec, backbone_dataset, make_backbone
 from .backbones.base import RoutableBackbone
-from .core import DECIDE_AT, INVALID_ACTION_MODES, RoutingCore, RoutingView, check_widths
 from .budget import DualAscent, LagrangianPenalty
 from .checkpoints import load_state_dict
-from .latency import check_cost_spec, cost_table
+from .core import DECIDE_AT, INVALID_ACTION_MODES, RoutingCore, RoutingView, check_widths
 from .data import SPLITS
+from .latency import check_cost_spec, cost_table
 from .rewards import RewardFn, make_reward, spec_name
 
 OBS_MODES = ("vector", "heads")

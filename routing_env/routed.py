@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .backbones.base import CostTable
 from .backbones.dynamic import DynamicResNetBackbone, pooled_features
 from .backbones.resnet import SKIP_CHOICE, DynamicResNet, inference_copy
-from . import kernels
 from .core import EXIT, ActionTables, decision_points, fallback_order, fits
 from .costs import count_macs
 from .latency import cost_table

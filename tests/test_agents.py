@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from routing_env import RoutingVectorEnv
 from routing_env.agents import AGENT_NAMES, agent_class, load_agent, make_agent
 from routing_env.agents.baselines import ThresholdAgent
 from routing_env.agents.gain import continuation_gain, head_features, tune_tau
-from routing_env import RoutingVectorEnv
 from routing_env.core import EXIT, RUN, SKIP
 from routing_env.evaluation import route_split, summarize
 

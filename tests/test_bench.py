@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from routing_env.cli import main
-
 from helpers import shipped_dynamic_card
+from routing_env.cli import main
 
 
 def width_half_macs_fraction() -> float:

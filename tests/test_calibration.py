@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from routing_env import RoutingVectorEnv
 from routing_env.agents import make_agent
 from routing_env.agents.calibration import ExitBias, calibrate_exit_bias, greedy_cost
-from routing_env import RoutingVectorEnv
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import readme_block
 from routing_env.backbones import make_backbone
 from routing_env.cli import main
 from routing_env.env import EnvConfig
-
-from helpers import readme_block
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_KEYS = {"policy", "env", "split", "n", "accuracy", "macs_mean", "macs_fraction",

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.clients
 
 pytest.importorskip("ray.rllib")
 
-from helpers import readme_block  # noqa: E402
 from test_examples import EXAMPLES, load  # noqa: E402
+
+from helpers import readme_block  # noqa: E402
 
 ENV = "routing_env/Cascade-v0"
 OPTIONS = {"backbone": "tiny-cascade", "lam": 0.05}

@@ -21,9 +21,8 @@ from tianshou.env import DummyVectorEnv  # noqa: E402
 from tianshou.utils.net.common import Net  # noqa: E402
 from tianshou.utils.torch_utils import policy_within_training_step  # noqa: E402
 
-from routing_env.wrappers import FlatObservation  # noqa: E402
-
 from helpers import readme_block  # noqa: E402
+from routing_env.wrappers import FlatObservation  # noqa: E402
 
 
 def make_env() -> gym.Env:

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from routing_env.agents import make_agent
+from helpers import assert_same
 from routing_env import RoutingEnv, RoutingVectorEnv, kernels
+from routing_env.agents import make_agent
 from routing_env.backbones import make_backbone
 from routing_env.checkpoints import file_sha256, save_state_dict
 from routing_env.cli import main
@@ -24,8 +25,6 @@ from routing_env.cotraining import CoTrainBackbone
 from routing_env.evaluation import fixed_route_records, route_split
 from routing_env.rewards import BlockDropReward
 from routing_env.routed import RoutedModel
-
-from helpers import assert_same
 
 TINY_DYNAMIC = "tiny-dynamic-resnet"
 

@@ -13,16 +13,15 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from helpers import assert_same, rollout
 from routing_env import RoutingEnv, RoutingVectorEnv
 from routing_env.backbones.dynamic import DynamicResNetBackbone, dynamic_costs, route_macs, static_routes, tiny_dynamic_model
 from routing_env.backbones.resnet import SKIP_CHOICE, WIDTHS, DynamicResNet, dynamic_from_plain, resnet20, resnet20_dynamic
 from routing_env.checkpoints import file_sha256, save_state_dict
-from routing_env.cotraining import CoTrainBackbone, CoTrainBackboneEnv
 from routing_env.core import EXIT, RUN, SKIP, decision_points
+from routing_env.cotraining import CoTrainBackbone, CoTrainBackboneEnv
 from routing_env.data import load_split
 from routing_env.env import terminal_info
-
-from helpers import assert_same, rollout
 
 TINY = "tiny-dynamic-resnet"
 

@@ -9,11 +9,9 @@ from gymnasium.error import ResetNeeded
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from helpers import assert_same, rollout
 from routing_env import ENV_IDS, RoutingEnv, RoutingVectorEnv
 from routing_env.core import EXIT, RUN, SKIP
-
-from helpers import assert_same, rollout
-
 
 TINY_OF = {"routing_env/Cascade-v0": "tiny-cascade", "routing_env/DynamicResNet-v0": "tiny-dynamic-resnet"}
 """Each registered id with the built-in tiny backbone of its family."""

@@ -20,8 +20,8 @@ SPEC = JointSpec(backbone="tiny-cascade", lam=0.05, epochs=2, num_envs=64, backb
 
 
 def test_joint_training_changes_the_members_lowers_the_routed_loss_and_the_policy_learns(tmp_path: Path) -> None:
-    from routing_env.agents import load_agent, make_agent
     from routing_env import RoutingVectorEnv
+    from routing_env.agents import load_agent, make_agent
     from routing_env.data import load_split
     from routing_env.evaluation import route_split
 
@@ -287,8 +287,8 @@ def test_augmentation_is_refused_where_there_is_nothing_to_crop() -> None:
 # --- backbone_targets="heads": every head on the route learns ----------------------------------
 def test_heads_on_route_lists_every_evaluated_head_up_to_the_exit() -> None:
     from routing_env.backbones.base import SKIP_CHOICE
-    from routing_env.cotraining import heads_on_route
     from routing_env.core import NOT_REACHED
+    from routing_env.cotraining import heads_on_route
 
     instances = np.array([10, 11, 12, 13])
     routes = np.array([[NOT_REACHED, NOT_REACHED], [0, NOT_REACHED], [0, 0], [SKIP_CHOICE, 0]])
@@ -307,8 +307,8 @@ def test_heads_targets_train_the_exit_head_reached_by_a_skip() -> None:
     """A dynamic ResNet's episode that skips the block before its exit head still trains that head
     under ``heads`` (an update made only of such episodes once had no rows and crashed)."""
     from routing_env.backbones.base import SKIP_CHOICE
-    from routing_env.cotraining import BackboneTrainer, CoTraining
     from routing_env.core import NOT_REACHED
+    from routing_env.cotraining import BackboneTrainer, CoTraining
     from routing_env.env import RoutingVectorEnv
 
     env = RoutingVectorEnv(num_envs=2, backbone="tiny-dynamic-resnet", split="train", train_backbone=True)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from routing_env.agents import make_agent
 from routing_env import RoutingVectorEnv
+from routing_env.agents import make_agent
 from routing_env.evaluation import route_split
 
 LAM = 0.02

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from routing_env.checkpoints import file_sha256, load_state_dict
 from routing_env.backbones.resnet import resnet8
+from routing_env.checkpoints import file_sha256, load_state_dict
 from routing_env.pretrain import PretrainArgs, pretrain
 
 SMOKE = dict(backbone="resnet8", batch_size=32, subset=96, seed=3)

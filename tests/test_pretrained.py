@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import shipped_dynamic_card
 from routing_env import RoutingEnv, pretrained
 from routing_env.backbones import backbone_names, make_backbone
 from routing_env.backbones.cascade import FeatureCache
 from routing_env.backbones.resnet import resnet8
 from routing_env.checkpoints import file_sha256, save_state_dict
-
-from helpers import shipped_dynamic_card
 
 
 @pytest.fixture

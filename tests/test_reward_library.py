@@ -12,11 +12,11 @@ import torch
 
 from routing_env import RoutingEnv, RoutingVectorEnv
 from routing_env.backbones import make_backbone
+from routing_env.budget import DualAscent, LagrangianPenalty
 from routing_env.cli import main
 from routing_env.core import EXIT
-from routing_env.budget import DualAscent, LagrangianPenalty
-from routing_env.plugins import source_sha256
 from routing_env.env import terminal_info
+from routing_env.plugins import source_sha256
 from routing_env.rewards import (
     POTENTIALS,
     REWARD_DESCRIPTIONS,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from routing_env.agents import make_agent
 from routing_env import RoutingVectorEnv
+from routing_env.agents import make_agent
 from routing_env.backbones.resnet import SKIP_CHOICE, inference_copy, random_route
 from routing_env.evaluation import Records, route_split
 from routing_env.routed import RoutedModel

@@ -1,12 +1,11 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-
-from routing_env import RoutingEnv, RoutingVectorEnv
-from routing_env.core import EXIT, RUN
 from gymnasium.vector import AutoresetMode
 
 from helpers import assert_same
+from routing_env import RoutingEnv, RoutingVectorEnv
+from routing_env.core import EXIT, RUN
 
 
 def test_make_vec_returns_the_native_vector_env() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-
 from gymnasium.vector import VectorEnv
 
 from routing_env.checkpoints import atomic_write

@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-
-from routing_env.core import SKIP
 from gymnasium.vector import VectorEnv
 
+from routing_env.core import SKIP
 from routing_env.env import RoutingVectorEnv
 from routing_env.evaluation import ExitTable, exit_table, fixed_route_actions, routing_key
 

@@ -21,19 +21,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 from torch import nn
 from tqdm import tqdm
 
 from routing_env.checkpoints import load_state_dict, save_state_dict
 from routing_env.costs import count_macs
-from gymnasium.vector import VectorEnv
-
 from routing_env.env import terminal_info
 
 from .base import Agent
 from .features import input_dim, policy_input, policy_input_np
 from .fused import MLPDecision
 from .logger import RunLogger
+
 
 @dataclass
 class ReinforceArgs:

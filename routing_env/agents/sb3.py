@@ -13,7 +13,6 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from gymnasium.vector import AutoresetMode, VectorEnv
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO
@@ -21,7 +20,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.vec_env import VecEnv
-
+from torch import nn
 from tqdm import tqdm
 
 from routing_env.checkpoints import load_state_dict, save_state_dict

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn

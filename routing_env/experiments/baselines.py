@@ -14,6 +14,7 @@ import numpy as np
 from ..evaluation import exit_table
 from .train import evaluation_env, evaluation_json
 
+
 def backbone_moves(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """``env_kwargs`` without the restrictions of the move set a policy is offered (``widths``,
     ``allow_skip=False``, ``decide_at`` and the hard budget ``max_macs``): the static routes and random

@@ -35,7 +35,6 @@ from ..cotraining import CoTrainBackbone
 from ..env import RoutingVectorEnv, registered_id
 from ..provenance import provenance
 
-
 LR_SCHEDULES = ("constant", "cosine")
 
 

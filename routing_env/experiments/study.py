@@ -23,8 +23,8 @@ from .. import ENV_IDS
 from ..backbones import backbone_names
 from ..checkpoints import atomic_write_text, write_json
 from ..env import EnvConfig
-from ..rewards import describe, make_reward
 from ..provenance import provenance
+from ..rewards import describe, make_reward
 from .engines import check_engine, run_trials
 from .report import save_figure
 from .sweep import SweepSpec, group_runs, sweep_run

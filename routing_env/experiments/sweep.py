@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import partial
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .baselines import calibrated_row, hull_accuracy, oracle_row, random_skip_row, static_hull, static_rows, threshold_curve, threshold_row
-from .report import plot_pareto, run_name, write_pareto_csv
 from ..checkpoints import read_json, write_json
-from ..provenance import provenance
-from .engines import check_engine, run_trials
-from .train import EarlyStopping, check_learning_split, evaluation_env, evaluation_json, make_vector_env, train_run
 from ..env import EnvConfig, build_backbone
+from ..provenance import provenance
 from ..rewards import reward_fingerprint
+from .baselines import calibrated_row, hull_accuracy, oracle_row, random_skip_row, static_hull, static_rows, threshold_curve, threshold_row
+from .engines import check_engine, run_trials
+from .report import plot_pareto, run_name, write_pareto_csv
+from .train import EarlyStopping, check_learning_split, evaluation_env, evaluation_json, make_vector_env, train_run
 
 
 @dataclass(frozen=True)
