@@ -204,6 +204,10 @@ class BlockDropReward(RewardFn):
 
     gamma: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.gamma < float("inf"):
+            raise ValueError(f"BlockDrop's gamma (the penalty of a wrong answer) must be a finite number >= 0, got {self.gamma}")
+
     def terms(self, outcome: Outcome) -> Terms:
         value = np.where(outcome.correct, 1.0 - np.minimum(outcome.cost_fraction, 1.0) ** 2, -self.gamma)
         return {"blockdrop": np.where(outcome.terminated, value, 0.0)}
@@ -341,7 +345,7 @@ BUILDERS: dict[str, Callable[..., RewardFn]] = {
     "accuracy-per-step": lambda lam: Correctness() + ComputePenalty(lam, per_step=True),
     "cross-entropy": lambda lam: NegCrossEntropy() + ComputePenalty(lam),
     "cross-entropy-per-step": lambda lam: NegCrossEntropy() + ComputePenalty(lam, per_step=True),
-    "blockdrop": lambda lam: BlockDropReward(gamma=lam),
+    "blockdrop": lambda lam, gamma=None: BlockDropReward(gamma=lam if gamma is None else gamma),  # None: γ = λ
     "accuracy-shaped": _shaped(None),
     "accuracy-margin-shaped": _shaped("margin"),
     "accuracy-entropy-shaped": _shaped("neg-entropy"),
@@ -358,7 +362,7 @@ REWARD_DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "accuracy-per-step": ("the same, compute charged per step as spent (same undiscounted return)", "Guan et al., IJCAI 2018"),
     "cross-entropy": ("−CE(chosen exit) − λ·macs_fraction at the end", "Guan et al., IJCAI 2018 (the classifier's loss as reward)"),
     "cross-entropy-per-step": ("the same, compute charged per step", "Guan et al., IJCAI 2018"),
-    "blockdrop": ("1 − macs_fraction² if correct, else −γ (γ = λ)", BlockDropReward.source),
+    "blockdrop": ("1 − macs_fraction² if correct, else −γ (γ = λ, or blockdrop[gamma=…] with λ unused)", BlockDropReward.source),
     "accuracy-shaped": ("accuracy plus γΦ(s') − Φ(s), Φ = max softmax", PotentialShaping.source),
     "accuracy-margin-shaped": ("accuracy plus shaping with Φ = top-1 minus top-2 probability", PotentialShaping.source),
     "accuracy-entropy-shaped": ("accuracy plus shaping with Φ = −entropy of the softmax", PotentialShaping.source),
@@ -501,7 +505,8 @@ def make_reward(spec: str | RewardFn, lam: float) -> RewardFn:
 
     ``accuracy``: ``1[correct] − λ·macs_fraction`` at the end (the default); ``-per-step`` charges the
     compute as it is spent; ``cross-entropy``: ``−CE − λ·macs_fraction``; ``blockdrop``: BlockDrop's
-    ``1 − macs_fraction²`` or ``−γ`` with ``γ = λ``; ``accuracy-shaped``: ``accuracy`` plus
+    ``1 − macs_fraction²`` or ``−γ`` with ``γ = λ`` (or ``blockdrop[gamma=…]``, as in the paper, where λ
+    prices nothing); ``accuracy-shaped``: ``accuracy`` plus
     confidence shaping (``gamma``, ``scale``); ``accuracy-hinge``: compute free up to ``budget``.
     """
     if isinstance(spec, RewardFn):

@@ -21,6 +21,7 @@ from routing_env.rewards import (
     POTENTIALS,
     REWARD_DESCRIPTIONS,
     REWARD_SPECS,
+    BlockDropReward,
     ComputePenalty,
     ConfidenceShaping,
     Correctness,
@@ -571,6 +572,9 @@ def test_a_spec_takes_its_parameters_in_brackets() -> None:
     assert make_reward("accuracy-hinge[budget=0.5]", 0.1).parts == make_reward("accuracy-hinge", 0.1).parts  # the default
     assert describe("accuracy-hinge[budget=0.3]")[0].endswith("with budget=0.3")
     assert reward_parameters("accuracy-hinge") == {"budget": 0.5} and reward_parameters("accuracy") == {}
+    # BlockDrop's γ, the price of a wrong answer: λ unless given, as the paper sets it (then λ prices nothing)
+    assert make_reward("blockdrop", 0.3) == BlockDropReward(gamma=0.3) and reward_parameters("blockdrop") == {"gamma": None}
+    assert make_reward("blockdrop[gamma=5]", 0.3) == make_reward("blockdrop[gamma=5]", 0.01) == BlockDropReward(gamma=5.0)
 
 
 @pytest.mark.parametrize(("spec", "message"), [
@@ -581,6 +585,7 @@ def test_a_spec_takes_its_parameters_in_brackets() -> None:
     ("accuracy-hinge[budget=true]", "budget must be a finite number, got True"),
     ("accuracy-hinge[budget=-1]", r"reward 'accuracy-hinge\[budget=-1\]': hinge penalty needs .* budget > 0"),
     ("accuracy-hinge[budget=0.3,budget=0.4]", "parameter 'budget' is given twice"),
+    ("blockdrop[gamma=-1]", r"gamma \(the penalty of a wrong answer\) must be a finite number >= 0, got -1.0"),
     ("accuracy-hinge[]", "parameter '' is not of the form key=value"),
     ("accuracy-hinge[budget]", "parameter 'budget' is not of the form key=value"),
     ("accuracy-hinge[budget=0.3", "malformed reward"),
