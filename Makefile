@@ -78,7 +78,7 @@ bench: $(STAMP) $(DATA)
 
 # Pyflakes, syntax errors and import order ([tool.ruff] in pyproject.toml), ruff in its own venv (not run by CI).
 lint:
-	test -x .venv-lint/bin/ruff || ($(PYTHON) -m venv .venv-lint && .venv-lint/bin/python -m pip install --quiet ruff)
+	test -x .venv-lint/bin/ruff || ($(PYTHON) -m venv .venv-lint && .venv-lint/bin/python -m pip install --quiet ruff==0.17.6)
 	.venv-lint/bin/ruff check routing_env tests examples benchmarks training
 
 clean:

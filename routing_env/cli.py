@@ -255,7 +255,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 # --- rewards --------------------------------------------------------------------------------------
 def cmd_rewards(args: argparse.Namespace) -> int:
-    from .rewards import REWARD_DESCRIPTIONS, REWARD_SPECS, reward_parameters
+    from .rewards import REWARD_DESCRIPTIONS, REWARD_SPECS, reward_parameters, show_default
 
     rows = [{"spec": spec, "description": REWARD_DESCRIPTIONS[spec][0], "source": REWARD_DESCRIPTIONS[spec][1],
              "parameters": reward_parameters(spec)} for spec in REWARD_SPECS]
@@ -263,7 +263,7 @@ def cmd_rewards(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
     else:
         for row in rows:
-            options = "".join(f" {k}={v}" for k, v in row["parameters"].items())
+            options = "".join(f" {k}={show_default(v)}" for k, v in row["parameters"].items())
             print(f"{row['spec']:<26} {row['description']}  [{row['source']}]" + (f"  (parameters:{options})" if options else ""))
     return 0
 

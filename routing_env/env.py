@@ -51,7 +51,8 @@ class EnvConfig:
     """λ, the price of compute in the reward, per unit of ``macs_fraction``."""
     reward: str | RewardFn = "accuracy"
     """A reward spec string (``routing_env.rewards.REWARD_SPECS``), ``module.path:name``
-    (:func:`routing_env.rewards.custom_reward`) or a ``RewardFn``."""
+    (:func:`routing_env.rewards.custom_reward`), either with parameters (``accuracy-hinge[budget=0.3]``:
+    :func:`routing_env.rewards.parse_spec`), or a ``RewardFn``."""
     max_macs: float | None = None
     """Hard budget in units of the reference MACs: a move after which no prediction fits is masked, and
     replaced like any invalid action (docs/design.md §5), so ``macs_fraction <= max_macs`` always holds."""
@@ -156,8 +157,9 @@ class EnvConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.target_macs is not None and spec_name(self.reward) in ("blockdrop", "accuracy-hinge"):
-            raise ValueError(f"reward {self.reward!r} uses λ for something other than the price of compute; "
-                             "target_macs adapts only a price: use accuracy, cross-entropy or a shaped spec")
+            raise ValueError(f"reward {self.reward!r} has no price of every unit of compute for target_macs to adapt (blockdrop "
+                             "prices compute by 1 − cost² and uses λ, if at all, as a wrong answer's penalty; accuracy-hinge charges "
+                             "only above its budget): use accuracy, cross-entropy or a shaped spec")
         check_cost_spec(self.cost)
         if self.max_macs is not None and (isinstance(self.max_macs, bool) or not isinstance(self.max_macs, (int, float)) or not 0 < self.max_macs < float("inf")):
             raise ValueError(f"max_macs must be > 0 (a fraction of the reference MACs) or None, got {self.max_macs!r}")

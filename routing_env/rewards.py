@@ -419,9 +419,26 @@ def spec_name(spec: object) -> object:
 
 
 def reward_parameters(name: str) -> dict[str, Any]:
-    """The parameters a built-in spec takes beside λ, with their defaults (its builder's keywords)."""
+    """The parameters a built-in spec takes beside λ, with their defaults (its builder's keywords;
+    ``None``: set from λ, as BlockDrop's γ is)."""
     signature = inspect.signature(BUILDERS[name])
     return {p.name: p.default for p in list(signature.parameters.values())[1:]}
+
+
+def show_default(value: Any) -> str:
+    """A parameter's default as the CLI and the errors print it (``None``, set from λ, as ``λ``)."""
+    return "λ" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def canonical_spec(spec: str) -> str:
+    """``spec`` with its parameters sorted and, for a built-in, its defaults filled in, so that two
+    spellings of one reward compare equal (``accuracy-hinge`` and ``accuracy-hinge[budget=0.5]``;
+    ``[ budget=0.30 ]``): what a study checks its rewards for repeats by."""
+    name, params = parse_spec(spec)
+    if not is_custom(spec) and name in BUILDERS:
+        params = {**{k: v for k, v in reward_parameters(name).items() if v is not None}, **params}
+    shown = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in params.items()}
+    return name + (f"[{','.join(f'{k}={shown[k]!r}' for k in sorted(shown))}]" if shown else "")
 
 
 def is_custom(spec: object) -> bool:
@@ -456,7 +473,7 @@ def custom_reward(spec: str, lam: float) -> RewardFn:
     try:
         inspect.signature(factory).bind(lam, **params)
     except TypeError as e:
-        raise ValueError(f"custom reward {spec!r} cannot be called as {factory.__name__}(lam"
+        raise ValueError(f"custom reward {spec!r} cannot be called as {getattr(factory, '__name__', spec_name(spec))}(lam"
                          f"{''.join(f', {k}={v!r}' for k, v in params.items())}): {e}") from None
     except ValueError:  # a callable with no signature to read: let the call itself say what is wrong
         pass
@@ -489,7 +506,7 @@ def builtin_reward(spec: str, lam: float) -> RewardFn:
     for key, value in params.items():
         if key not in accepted:
             raise ValueError(f"reward {spec!r}: {name!r} takes no parameter {key!r}; it takes "
-                             f"{', '.join(f'{k} (default {v})' for k, v in accepted.items()) or 'none beside lam'}")
+                             f"{', '.join(f'{k} (default {show_default(v)})' for k, v in accepted.items()) or 'none beside lam'}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"reward {spec!r}: {key} must be a finite number, got {value!r}")
     try:
@@ -512,7 +529,8 @@ def make_reward(spec: str | RewardFn, lam: float) -> RewardFn:
     if isinstance(spec, RewardFn):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"reward must be a RewardFn, one of {REWARD_SPECS} or 'module.path:name', got {spec!r}")
+        raise TypeError(f"reward must be a RewardFn, one of {REWARD_SPECS} or 'module.path:name', each optionally with "
+                        f"'[key=value,...]' parameters, got {spec!r}")
     if not lam >= 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
     return custom_reward(spec, lam) if is_custom(spec) else builtin_reward(spec, lam)

@@ -30,6 +30,7 @@ from routing_env.rewards import (
     Outcome,
     PotentialShaping,
     RewardFn,
+    canonical_spec,
     describe,
     make_reward,
     potential,
@@ -303,6 +304,10 @@ def test_rewards_cli_lists_every_spec_with_its_source(capsys: pytest.CaptureFixt
     rows = json.loads(capsys.readouterr().out)
     assert [r["spec"] for r in rows] == list(REWARD_SPECS) and all(r["description"] and r["source"] for r in rows)
     assert {r["spec"]: r["parameters"] for r in rows}["accuracy-hinge"] == {"budget": 0.5}
+    assert main(["rewards"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["accuracy-hinge"].endswith("(parameters: budget=0.5)") and lines["blockdrop"].endswith("(parameters: gamma=λ)")
+    assert "parameters" not in lines["accuracy"]
 
 
 # one target keeps the guarantee in the default suite; a second, tighter one only here
@@ -474,9 +479,11 @@ def test_routed_model_sees_the_priced_cost_the_policy_trained_with() -> None:
 
 
 CUSTOM_REWARD = '''
+import functools
+
 import numpy as np
 
-from routing_env.rewards import Correctness, ComputePenalty, PotentialShaping, RewardFn
+from routing_env.rewards import Correctness, ComputePenalty, HingePenalty, PotentialShaping, RewardFn
 
 
 def discounted_margin(lam):
@@ -502,6 +509,8 @@ class Flat(RewardFn):
 
 
 not_a_reward = 3
+
+partial_hinge = functools.partial(HingePenalty)
 '''
 
 
@@ -604,7 +613,7 @@ def test_reward_specs_split_on_commas_outside_their_brackets() -> None:
     assert split_specs("accuracy, accuracy-shaped[gamma=0.9,scale=2],my_rewards:margin[scale=3]") == (
         "accuracy", "accuracy-shaped[gamma=0.9,scale=2]", "my_rewards:margin[scale=3]")
     assert split_specs(" , ") == ()
-    with pytest.raises(ValueError, match="uses λ for something other than the price of compute"):
+    with pytest.raises(ValueError, match="has no price of every unit of compute for target_macs to adapt"):
         RoutingEnv(backbone="tiny-cascade", reward="accuracy-hinge[budget=0.3]", target_macs=0.4)
 
 
@@ -618,6 +627,27 @@ def test_a_custom_reward_takes_parameters_in_brackets(tmp_path, monkeypatch) -> 
     assert describe("my_rewards:margin[scale=2]")[0] == "accuracy with margin shaping, its gamma and scale given in the spec"
     with pytest.raises(ValueError, match=r"cannot be called as margin\(lam, budget=0.3\).*unexpected keyword argument 'budget'"):
         make_reward("my_rewards:margin[budget=0.3]", 0.1)
+    with pytest.raises(ValueError, match=r"cannot be called as my_rewards:partial_hinge\(lam, bugdet=0.3\)"):  # no __name__
+        make_reward("my_rewards:partial_hinge[bugdet=0.3]", 0.1)
+    assert make_reward("my_rewards:partial_hinge[budget=0.3]", 0.1) == HingePenalty(0.1, 0.3)
+
+
+def test_a_study_refuses_one_reward_spelt_twice_an_object_and_a_path() -> None:
+    from routing_env.experiments.study import StudySpec, check_study
+
+    def study(*rewards: object) -> StudySpec:
+        return StudySpec("routing_env/Cascade-v0", {"backbone": "tiny-cascade"}, rewards, ("threshold",), (0,), 100, lams=(0.1,))
+
+    for rewards in [("accuracy-hinge", "accuracy-hinge[budget=0.5]"), ("accuracy-hinge[budget=0.3]", "accuracy-hinge[ budget=0.30 ]"),
+                    ("accuracy-shaped[gamma=0.9,scale=2]", "accuracy-shaped[scale=2,gamma=0.9]")]:
+        with pytest.raises(ValueError, match="one reward spelt two ways"):
+            check_study(study(*rewards))
+    check_study(study("accuracy-hinge", "accuracy-hinge[budget=0.3]", "blockdrop", "blockdrop[gamma=1]"))  # four rewards
+    with pytest.raises(ValueError, match="a study's rewards are spec strings"):
+        check_study(study(Correctness()))
+    with pytest.raises(ValueError, match="may not hold '/'"):
+        check_study(study("my_rewards:f[table=../../x]"))
+    assert canonical_spec("blockdrop") == "blockdrop" and canonical_spec("accuracy-hinge") == "accuracy-hinge[budget=0.5]"
 
 
 def test_a_study_grids_a_rewards_parameter(tmp_path, capsys) -> None:  # noqa: ANN001

@@ -136,8 +136,10 @@ def test_a_study_writes_its_files_with_the_expected_keys(study: tuple[Path, dict
     assert len(rows) == 8 and {(r["reward"], float(r["value"]), int(r["seed"])) for r in rows} == {
         (reward, lam, seed) for reward in REWARDS for lam in LAMS for seed in (0, 1)}
     for row in rows:  # each trial's test reward, and its terms in their own columns, blank where its reward has none
-        terms = {k.removeprefix("test_reward_"): float(v) for k, v in row.items() if k.startswith("test_reward_") and v and k != "test_reward_mean"}
-        assert "correct" in terms and sum(terms.values()) == pytest.approx(float(row["test_reward_mean"]))
+        terms = {k.removeprefix("test_term_"): v for k, v in row.items() if k.startswith("test_term_")}
+        assert set(terms) == {"correct", "compute", "shaping"}  # the union over the study's two rewards
+        assert (terms["shaping"] == "") == (row["reward"] == "accuracy")  # blank where a trial's reward has no such term
+        assert sum(float(v) for v in terms.values() if v) == pytest.approx(float(row["test_reward_mean"]))
     for entry in result["rewards"].values():
         for g in entry["front"]:
             assert sum(g["reward_terms_mean"].values()) == pytest.approx(g["reward_mean"])

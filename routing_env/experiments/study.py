@@ -5,7 +5,8 @@ variance, written to ``study.json``, ``study.csv``, ``study.md`` and three plots
 
 A trial is one :func:`~routing_env.experiments.sweep.sweep_run` in
 ``DIR/runs/<reward>/<knob><value>/runs/<agent>-lam<λ>-seed<seed>`` (``<knob>`` is ``lam`` or
-``target_macs``; a custom reward's ``:`` becomes ``_``, as a custom agent's does in its run name), so a finished trial is read back and an interrupted study resumes.
+``target_macs``; ``<reward>`` is the spec, parameters in brackets included, with a custom reward's ``:``
+as ``_``, as a custom agent's is in its run name), so a finished trial is read back and an interrupted study resumes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..backbones import backbone_names
 from ..checkpoints import atomic_write_text, write_json
 from ..env import EnvConfig
 from ..provenance import provenance
-from ..rewards import describe, make_reward
+from ..rewards import canonical_spec, describe, make_reward
 from .engines import check_engine, run_trials
 from .report import save_figure
 from .sweep import SweepSpec, group_runs, sweep_run
@@ -144,7 +145,16 @@ def check_study(spec: StudySpec) -> None:
         if repeated:
             raise ValueError(f"{name} {list(values)} repeat {repeated} (as the run folders name them)")
     for reward in spec.rewards:  # a known spec and parameters, or importable and a RewardFn: refused here, not in the first trial
+        if not isinstance(reward, str):
+            raise ValueError(f"a study's rewards are spec strings (each names its trials' folder and is kept in their "
+                             f"config.json), got {reward!r}")
+        if "/" in reward or "\\" in reward:
+            raise ValueError(f"reward {reward!r} names a folder of the study, so it may not hold '/' or '\\'")
         make_reward(reward, 0.0)
+    canonical = [canonical_spec(r) for r in spec.rewards]
+    same = sorted({r for r, c in zip(spec.rewards, canonical) if canonical.count(c) > 1})
+    if same:
+        raise ValueError(f"rewards {same} are one reward spelt two ways (parameters and their defaults compared)")
     for agent in spec.agents:
         check_comparable(agent)  # raises ValueError naming an unknown agent, or the oracle
     if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 1:
@@ -351,7 +361,7 @@ CSV_COLUMNS = ("reward", "agent", "knob", "value", "seed", "val_accuracy", "val_
 
 
 def write_study_csv(path: Path, study: dict[str, Any]) -> None:
-    """One row per trial (:data:`CSV_COLUMNS`, then ``test_reward_mean`` and one ``test_reward_<term>``
+    """One row per trial (:data:`CSV_COLUMNS`, then ``test_reward_mean`` and one ``test_term_<term>``
     per reward term any trial reports, blank where its reward has no such term); the threshold is the
     one tuned on val to the trial's val cost."""
     knob = study["knob"]
@@ -359,13 +369,13 @@ def write_study_csv(path: Path, study: dict[str, Any]) -> None:
     terms = list(dict.fromkeys(name for _, r in runs for name in r["test"].get("reward_terms_mean", {})))
     text = io.StringIO(newline="")
     w = csv.writer(text)
-    w.writerow([*CSV_COLUMNS, "test_reward_mean", *(f"test_reward_{name}" for name in terms)])
+    w.writerow([*CSV_COLUMNS, "test_reward_mean", *(f"test_term_{name}" for name in terms)])
     for reward, r in runs:
         t, v, thr = r["test"], r["val"], r["threshold_at_val_cost"]
         by_term = t.get("reward_terms_mean", {})
         w.writerow([reward, r["agent"], knob, r[knob], r["seed"], v["accuracy"], v["macs_fraction"], t["accuracy"],
                     t["macs_fraction"], t["macs_fraction_with_policy"], thr["accuracy"], thr["macs_fraction"],
-                    r["final_return"], r["steps_to_95"], r["run"], t.get("reward_mean", ""),
+                    r["final_return"], r["steps_to_95"], r["run"], t["reward_mean"],
                     *(by_term.get(name, "") for name in terms)])
     atomic_write_text(path, text.getvalue())
 

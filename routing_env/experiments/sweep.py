@@ -126,10 +126,11 @@ def group_runs(records: Sequence[dict[str, Any]], hull: list[dict[str, float]] |
             "val_reference_accuracy": float(np.mean([r["val"]["reference_accuracy"] for r in runs])),
             "reference_accuracy": float(np.mean([r["test"]["reference_accuracy"] for r in runs])),
         })
+        rows[-1]["reward_mean"] = float(np.mean([r["test"]["reward_mean"] for r in runs]))
         terms = [r["test"].get("reward_terms_mean") for r in runs]
         if all(t is not None for t in terms):  # runs evaluated before 0.4.0's reward_terms_mean lack them
-            rows[-1]["reward_mean"] = float(np.mean([r["test"]["reward_mean"] for r in runs]))
-            rows[-1]["reward_terms_mean"] = {name: float(np.mean([t[name] for t in terms])) for name in terms[0]}
+            names = dict.fromkeys(name for t in terms for name in t)  # one reward's terms: the same names in every run
+            rows[-1]["reward_terms_mean"] = {name: float(np.mean([t.get(name, 0.0) for t in terms])) for name in names}
         calibrated = [r.get("test_calibrated") for r in runs]
         if all(c is not None for c in calibrated):  # target_macs runs: the greedy policy calibrated to the budget on val
             for key in ("accuracy", "macs_fraction"):
