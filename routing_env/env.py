@@ -23,7 +23,7 @@ from .checkpoints import load_state_dict
 from .core import DECIDE_AT, INVALID_ACTION_MODES, RoutingCore, RoutingView, check_widths
 from .data import SPLITS
 from .latency import check_cost_spec, cost_table
-from .rewards import RewardFn, make_reward, spec_name
+from .rewards import RewardFn, builtin_reward, is_custom, make_reward, spec_name
 
 OBS_MODES = ("vector", "heads")
 """``vector``: the five keys of docs/design.md §2. ``heads`` adds ``heads`` (H, C), the softmax of every
@@ -140,6 +140,8 @@ class EnvConfig:
         penalty = self.invalid_penalty
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0 <= penalty < float("inf"):
             raise ValueError(f"invalid_penalty must be a finite number >= 0 (a penalty; a negative one would reward invalid actions), got {penalty!r}")
+        if isinstance(self.reward, str) and not is_custom(self.reward):  # a misspelt spec or parameter, before the backbone loads
+            builtin_reward(self.reward, self.lam)
         if self.allow_skip is not None and not isinstance(self.allow_skip, bool):
             raise ValueError(f"allow_skip must be true, false or None (the backbone's default), got {self.allow_skip!r}")
         if self.widths is not None:

@@ -15,7 +15,7 @@ from routing_env.backbones import make_backbone
 from routing_env.budget import DualAscent, LagrangianPenalty
 from routing_env.cli import main
 from routing_env.core import EXIT
-from routing_env.env import terminal_info
+from routing_env.env import EnvConfig, terminal_info
 from routing_env.plugins import source_sha256
 from routing_env.rewards import (
     POTENTIALS,
@@ -607,6 +607,8 @@ def test_a_bad_parameter_is_refused_naming_it(spec: str, message: str) -> None:
         make_reward(spec, 0.1)
     with pytest.raises(ValueError, match=message):  # where the environment is made, before any episode
         RoutingEnv(backbone="tiny-cascade", reward=spec)
+    with pytest.raises(ValueError, match=message):  # with the options, before a backbone loads (`train` says so at once)
+        EnvConfig.from_options({"reward": spec})
 
 
 def test_reward_specs_split_on_commas_outside_their_brackets() -> None:
