@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import platform
 import shlex
@@ -275,6 +277,20 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 1000) -> float:
     return right / len(split)
 
 
+TRAINING_CODE = ("pretrain.py", "data.py", "checkpoints.py", "backbones/resnet.py")
+"""The modules whose code decides what an epoch of ``pretrain`` does (the loop, augmentation, the models)."""
+
+
+def training_code_sha256() -> str:
+    """One sha256 over :data:`TRAINING_CODE`'s sources: each segment of a resumed run records it, and a
+    resume says when it changed since the last segment (the commit alone changes with every edit of
+    the docs, and ``+dirty`` says nothing of which file)."""
+    digest = hashlib.sha256()
+    for name in TRAINING_CODE:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()
+
+
 def machine_description(device: torch.device) -> str:
     """CPU, thread count and accelerator, as written into model cards."""
     accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
@@ -364,7 +380,11 @@ def pretrain(
         history = json.loads(state.get("history", "[]"))
     # this run's segment; it joins the history once it has trained an epoch
     segment = {"first_epoch": start_epoch + 1, "last_epoch": start_epoch, "hours": 0.0, "machine": machine_description(where),
-               "git_commit": code["git_commit"]}
+               "git_commit": code["git_commit"], "code_sha256": training_code_sha256(), "command": command}
+    if history and history[-1].get("code_sha256", segment["code_sha256"]) != segment["code_sha256"]:
+        print(f"{args.backbone}: the training code ({', '.join(TRAINING_CODE)}) changed since epochs "
+              f"{history[-1]['first_epoch']}–{history[-1]['last_epoch']} (commit {history[-1].get('git_commit')}); "
+              "each segment's code_sha256 is in the card's history", file=sys.stderr, flush=True)
     # purge_step: a run killed after logging an epoch but before its checkpoint logs that epoch again on
     # resume; TensorBoard then drops the first copy instead of drawing both
     writer = SummaryWriter(str(out / "tb"), purge_step=start_epoch + 1)
@@ -411,6 +431,10 @@ def pretrain(
             total_loss += loss.detach()
             right += (logits.argmax(1) == y).sum()
         total_loss, right = float(total_loss), int(right)
+        if not math.isfinite(total_loss):  # diverged: keep the last good checkpoint rather than write this one over it
+            writer.close()
+            raise FloatingPointError(f"{args.backbone} epoch {epoch + 1}: the training loss is {total_loss}; nothing of this "
+                                     f"epoch is written, {checkpoint_path} still holds epoch {epoch}")
         seconds = time.time() - began
         elapsed += seconds
         segment["last_epoch"] = epoch + 1

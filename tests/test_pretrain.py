@@ -435,3 +435,39 @@ def test_a_time_limit_stops_on_a_whole_epoch_and_the_run_resumes(cifar_root: str
     assert resumed["sha256"] == full["sha256"]
     with pytest.raises(ValueError, match="time_limit must be a positive number of minutes, got -1"):
         pretrain(args, tmp_path / "bad", data_root=cifar_root, progress=False, time_limit=-1)
+
+
+def test_a_diverged_epoch_raises_and_leaves_the_last_good_checkpoint(cifar_root: str, tmp_path: Path, monkeypatch) -> None:
+    """A NaN loss (here: NaN images from the second epoch on) stops the run before it writes anything of
+    that epoch, so ``--resume`` can go on from the last finite one."""
+    import routing_env.pretrain as module
+
+    real, calls = module.augment, {"n": 0}
+
+    def nan_after_the_first_epoch(x, generator):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        out = real(x, generator)
+        return out * float("nan") if calls["n"] > 3 else out  # 96 images, batch 32: three steps an epoch
+
+    monkeypatch.setattr(module, "augment", nan_after_the_first_epoch)
+    with pytest.raises(FloatingPointError, match="epoch 2: the training loss is nan; nothing of this epoch is written"):
+        pretrain(PretrainArgs(epochs=3, **SMOKE), tmp_path / "run", data_root=cifar_root, progress=False)
+    saved = load_state_dict(tmp_path / "run" / "checkpoint.pt")
+    assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_each_segment_records_its_command_and_code_and_a_resume_says_when_the_code_changed(
+    cifar_root: str, tmp_path: Path, monkeypatch, capsys
+) -> None:  # noqa: ANN001
+    import routing_env.pretrain as module
+
+    args = PretrainArgs(epochs=2, **SMOKE)
+    stopped = pretrain(args, tmp_path / "run", data_root=cifar_root, progress=False, time_limit=1e-5, command="first")
+    assert stopped["stopped"] and stopped["epoch"] == 1
+    capsys.readouterr()
+    code = module.training_code_sha256()
+    monkeypatch.setattr(module, "training_code_sha256", lambda: "0" * 64)  # the code edited between the segments
+    card = pretrain(args, tmp_path / "run", resume=True, data_root=cifar_root, progress=False, command="second")
+    assert "the training code (pretrain.py, data.py, checkpoints.py, backbones/resnet.py) changed since epochs 1–1" in capsys.readouterr().err
+    assert [(h["command"], h["code_sha256"]) for h in card["history"]] == [("first", code), ("second", "0" * 64)]
+    assert "epochs 1–1" in (md := (tmp_path / "run" / "MODEL_CARD.md").read_text()) and ": `first`" in md and ": `second`" in md
