@@ -471,3 +471,17 @@ def test_each_segment_records_its_command_and_code_and_a_resume_says_when_the_co
     assert "the training code (pretrain.py, data.py, checkpoints.py, backbones/resnet.py) changed since epochs 1–1" in capsys.readouterr().err
     assert [(h["command"], h["code_sha256"]) for h in card["history"]] == [("first", code), ("second", "0" * 64)]
     assert "epochs 1–1" in (md := (tmp_path / "run" / "MODEL_CARD.md").read_text()) and ": `first`" in md and ": `second`" in md
+
+
+def test_a_run_whose_checkpoint_is_lost_is_not_started_over_its_curves(cifar_root: str, tmp_path: Path) -> None:
+    """The same ``--resume`` command serves every segment, so a checkpoint lost between sessions would
+    silently start the run over and purge its TensorBoard curves: refused, naming the last epoch logged."""
+    args = PretrainArgs(epochs=2, **SMOKE)
+    assert pretrain(args, tmp_path / "run", data_root=cifar_root, progress=False, time_limit=1e-5)["stopped"]
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    with pytest.raises(ValueError, match="holds TensorBoard curves of an earlier run up to epoch 1 and no checkpoint.pt"):
+        pretrain(args, tmp_path / "run", resume=True, data_root=cifar_root, progress=False)
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "tb")  # as the message says: then it starts afresh
+    assert pretrain(args, tmp_path / "run", resume=True, data_root=cifar_root, progress=False)["epochs"] == 2
