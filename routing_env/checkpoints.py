@@ -120,6 +120,21 @@ def resumes(checkpoint: str | os.PathLike[str], resume: bool, outputs: tuple[str
     return False
 
 
+def last_logged_step(tb_dir: str | os.PathLike[str], tag: str) -> int:
+    """The last step at which ``tag`` was logged to the TensorBoard folder ``tb_dir``, 0 for none: a run
+    whose checkpoint is gone but whose curves are there is an earlier run, not a fresh start (the same
+    ``--resume`` command serves every segment of a long run, and would start it over)."""
+    if not Path(tb_dir).is_dir():
+        return 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    if tag not in accumulator.Tags()["scalars"]:
+        return 0
+    return max(e.step for e in accumulator.Scalars(tag))
+
+
 def stored_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """A checkpoint's arguments (a dataclass written as JSON) as the code that wrote it ran them, with
     the fields of ``args``' dataclass added since filled in: as their defaults, or for the fields in

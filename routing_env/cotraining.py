@@ -138,6 +138,9 @@ class BackboneTrainer:
         try:
             with torch.enable_grad():
                 loss = self.loss(instances, routes, exits)
+                if not torch.isfinite(loss):  # a NaN step would spoil every member it reaches, and the next checkpoint
+                    raise FloatingPointError(f"co-training: the backbone's loss is {float(loss.detach())} after {self.updates} updates; "
+                                             "nothing of it is applied")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()

@@ -44,7 +44,15 @@ from .backbones.resnet import (
     recalibrate_batchnorm,
     sandwich_loss,
 )
-from .checkpoints import atomic_write_text, file_sha256, load_state_dict, refuse_other_run, resumes, save_state_dict
+from .checkpoints import (
+    atomic_write_text,
+    file_sha256,
+    last_logged_step,
+    load_state_dict,
+    refuse_other_run,
+    resumes,
+    save_state_dict,
+)
 from .costs import module_macs
 from .data import Split, augment, load_split
 from .env import present_device
@@ -281,20 +289,6 @@ TRAINING_CODE = ("pretrain.py", "data.py", "checkpoints.py", "backbones/resnet.p
 """The modules whose code decides what an epoch of ``pretrain`` does (the loop, augmentation, the models)."""
 
 
-def logged_epochs(tb_dir: Path) -> int:
-    """The last epoch a run logged to ``tb_dir`` (its ``val/accuracy``, written at the end of each epoch
-    just before the checkpoint), 0 for none."""
-    if not tb_dir.is_dir():
-        return 0
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    if "val/accuracy" not in accumulator.Tags()["scalars"]:
-        return 0
-    return max(e.step for e in accumulator.Scalars("val/accuracy"))
-
-
 def training_code_sha256() -> str:
     """One sha256 over :data:`TRAINING_CODE`'s sources: each segment of a resumed run records it, and a
     resume says when it changed since the last segment (the commit alone changes with every edit of
@@ -346,7 +340,7 @@ def pretrain(
     out = Path(out)
     checkpoint_path = out / "checkpoint.pt"
     resuming = resumes(checkpoint_path, resume, ("weights.pt", "model_card.json"))
-    logged = 0 if resuming else logged_epochs(out / "tb")
+    logged = 0 if resuming else last_logged_step(out / "tb", "val/accuracy")  # logged at the end of each epoch
     if logged:  # a long run's checkpoint lost or not committed: `--resume` would start over and purge its curves
         raise ValueError(f"{out} holds TensorBoard curves of an earlier run up to epoch {logged} and no {checkpoint_path.name} "
                          f"to go on from: starting afresh would erase them; restore the checkpoint and pass --resume, or "

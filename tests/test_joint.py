@@ -345,3 +345,66 @@ def test_heads_targets_train_the_first_member_on_every_instance() -> None:
     assert changed == {"exit": False, "heads": True}
     with pytest.raises(ValueError, match="unknown backbone_targets 'all'; expected one of \\('exit', 'heads'\\)"):
         RoutingVectorEnv(num_envs=2, backbone="tiny-cascade", split="train", train_backbone=True, backbone_targets="all")
+
+
+def test_an_evaluation_drops_the_options_only_co_training_reads() -> None:
+    """``joint --augment`` records ``backbone_augment=True``, which a frozen environment refuses: scoring
+    the run (``evaluate --run``) drops it with the other co-training options."""
+    from routing_env.env import EnvConfig
+    from routing_env.experiments.train import COTRAINING_OPTIONS, evaluation_kwargs
+
+    options = {"backbone": "tiny-dynamic-resnet", "train_backbone": True, "backbone_augment": True, "backbone_lr": 0.005,
+               "backbone_update_every": 64, "backbone_targets": "heads", "lam": 0.05}
+    kwargs = evaluation_kwargs(options, "test", run=Path("run"))
+    assert not set(COTRAINING_OPTIONS) & set(kwargs) and kwargs["train_backbone"] is False and kwargs["lam"] == 0.05
+    assert kwargs["backbone_weights"] == str(Path("run") / "backbone.pt")
+    EnvConfig.from_options(kwargs)  # accepted (it raised "backbone_augment must be ... true only with train_backbone=True")
+
+
+def test_a_non_finite_co_training_loss_is_refused_before_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from routing_env import RoutingEnv
+    from routing_env.cotraining import CoTrainBackboneEnv
+
+    env = CoTrainBackboneEnv(RoutingEnv(backbone="tiny-cascade", train_backbone=True, backbone_lr=0.05, backbone_update_every=4))
+    trainer = env.trainer
+    before = [p.detach().clone() for p in trainer.parameters]
+    monkeypatch.setattr(trainer, "loss", lambda *a: sum(p.sum() for p in trainer.parameters) * float("nan"))
+    with pytest.raises(FloatingPointError, match="co-training: the backbone's loss is nan after 0 updates"):
+        trainer.update(np.arange(4), np.zeros((4, 2), dtype=np.int64), np.ones(4, dtype=np.int64))
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.parameters))
+
+
+def test_a_non_finite_policy_loss_is_refused_before_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``reinforce`` (the selection module of a joint run) raises rather than apply a NaN step that would
+    spoil the policy and the run's next checkpoint."""
+    from routing_env import RoutingVectorEnv
+    from routing_env.agents import make_agent
+
+    agent = make_agent("reinforce", RoutingVectorEnv(num_envs=16, backbone="tiny-cascade", lam=0.05), seed=0)
+    before = {k: v.clone() for k, v in agent.net.state_dict().items()}
+    real_value = agent.net.value
+    monkeypatch.setattr(agent.net, "value", lambda x: real_value(x) * float("nan"))
+    with pytest.raises(FloatingPointError, match="reinforce: the loss is nan"):
+        agent.learn(2_000)
+    assert all(torch.equal(before[k], v) for k, v in agent.net.state_dict().items())
+
+
+def test_a_joint_run_whose_checkpoint_is_lost_is_not_started_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each epoch's curves are on disk before its checkpoint; a folder that has them and no checkpoint
+    (the weights not copied back between sessions) is refused, not silently started over."""
+    calls, flush = {"n": 0}, joint.flush
+
+    def dies_in_epoch_two(env):  # noqa: ANN001
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        flush(env)
+
+    monkeypatch.setattr(joint, "flush", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        joint_train(SPEC, tmp_path)
+    monkeypatch.setattr(joint, "flush", flush)
+    for name in ("checkpoint.pt", "backbone.pt", "policy.pt"):
+        (tmp_path / name).unlink()
+    with pytest.raises(ValueError, match=r"holds TensorBoard curves of an earlier run up to step \d+ and no checkpoint.pt"):
+        joint_train(SPEC, tmp_path, resume=True)

@@ -394,3 +394,27 @@ def test_the_entropy_bonus_is_each_taken_decisions_bernoulli_entropy_with_a_grad
     assert torch.allclose(entropy, bernoulli(p0), atol=1e-5)
     entropy.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
+
+
+def test_a_diverged_epoch_raises_and_leaves_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN loss from the second epoch on stops the run before it saves anything of that epoch: the
+    checkpoint, ``backbone.pt`` and ``joint.json`` still say epoch 1."""
+    from routing_env.experiments import joint_scratch
+
+    real_losses, real_evaluate, evaluations = joint_scratch.step_losses, joint_scratch.evaluate, {"n": 0}
+
+    def nan_from_the_second_epoch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        member_loss, *rest = real_losses(*args, **kwargs)
+        return (member_loss * float("nan") if evaluations["n"] >= 1 else member_loss), *rest
+
+    def evaluate(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202  (once at the end of each epoch)
+        evaluations["n"] += 1
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(joint_scratch, "step_losses", nan_from_the_second_epoch)
+    monkeypatch.setattr(joint_scratch, "evaluate", evaluate)
+    with pytest.raises(FloatingPointError, match="epoch 2: the members' loss is nan; nothing of this epoch is written"):
+        joint_from_scratch(replace(SPEC, epochs=3), tmp_path)
+    assert json.loads((tmp_path / "joint.json").read_text())["epochs"] == 1
+    members = torch.load(tmp_path / "backbone.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in members.values() if v.is_floating_point())

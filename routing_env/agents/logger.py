@@ -11,9 +11,11 @@ from torch.utils.tensorboard import SummaryWriter
 class RunLogger:
     """Writes ``charts/*``, ``losses/*`` and ``reward_terms/*`` scalars for one training run."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, purge_step: int | None = None) -> None:
+        """``purge_step``: a resumed run's first step; what an earlier segment logged from there on (after
+        its last checkpoint, before a kill) is dropped, so that no step is drawn twice."""
         self.directory = Path(directory)
-        self.writer = SummaryWriter(str(directory))
+        self.writer = SummaryWriter(str(directory), purge_step=purge_step)
 
     def episodes(self, step: int, returns: np.ndarray, correct: np.ndarray, macs_fraction: np.ndarray, exits: np.ndarray,
                  terms: dict[str, np.ndarray] | None = None) -> None:
@@ -33,6 +35,10 @@ class RunLogger:
 
     def scalar(self, key: str, value: float, step: int) -> None:
         self.writer.add_scalar(key, float(value), step)
+
+    def flush(self) -> None:
+        """Everything logged so far on disk (before a checkpoint says it is done)."""
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()

@@ -193,6 +193,9 @@ class ReinforceAgent(Agent):
         policy_loss = -(logp * advantage).mean()
         value_loss = ((ret - value) ** 2).mean()
         loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
+        if not torch.isfinite(loss):  # a NaN step would spoil the policy and, in a joint run, its next checkpoint
+            raise FloatingPointError(f"reinforce: the loss is {loss.item()} (policy {policy_loss.item()}, value "
+                                     f"{value_loss.item()}, entropy {entropy.item()}); nothing of it is applied")
         self.optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), args.max_grad_norm)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checkpoints import load_state_dict, refuse_other_run, resumes, save_state_dict, write_json
+from ..checkpoints import last_logged_step, load_state_dict, refuse_other_run, resumes, save_state_dict, write_json
 from ..cotraining import CoTrainBackbone
 from ..env import RoutingVectorEnv, registered_id
 from ..provenance import provenance
@@ -91,6 +91,11 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     out = Path(out)
     checkpoint = out / "checkpoint.pt"
     resuming = resumes(checkpoint, resume, ("backbone.pt", "joint.json"))
+    logged = 0 if resuming else last_logged_step(out / "tb", "charts/episodic_return")
+    if logged:  # a checkpoint lost between segments: the same --resume command would start the run over
+        raise ValueError(f"{out} holds TensorBoard curves of an earlier run up to step {logged} and no {checkpoint.name} to go "
+                         f"on from: starting afresh would mix two runs' curves; restore the checkpoint and pass --resume, or "
+                         f"remove {out / 'tb'} to start afresh")
     out.mkdir(parents=True, exist_ok=True)
     state = load_state_dict(checkpoint) if resuming else None
     written = json.dumps(asdict(spec), sort_keys=True)
@@ -118,7 +123,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
                                      "agent_kwargs": spec.agent_kwargs, "seed": spec.seed, "steps_per_epoch": env.num_instances,
                                      "num_envs": spec.num_envs, "joint": asdict(spec), "routing_env_version": __version__,
                                      "provenance": provenance()})
-    logger = RunLogger(out / "tb")
+    logger = RunLogger(out / "tb", purge_step=agent.steps_done + 1 if resuming else None)  # a kill's extra steps dropped
     steps = env.num_instances
     while epoch < spec.epochs:
         began = time.time()
@@ -132,6 +137,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
                         "backbone_loss": env.trainer.last_loss, "backbone_lr": lr})
         backbone = env.backbone_state_dict()
         views = env.unwrapped.views_generator
+        logger.flush()  # the epoch's curves on disk before the checkpoint says it is done
         save_state_dict({  # one atomic file holds the whole epoch; backbone.pt and the policy follow from it
             **({"views_rng": views.get_state()} if views is not None else {}),
             "spec": written,

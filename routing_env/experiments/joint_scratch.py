@@ -442,6 +442,10 @@ def joint_from_scratch(
             sums += torch.cat([torch.stack([reward.sum(), correct.sum(), costs[exits].sum(), member_loss.detach() * len(batch)]),
                                counts.sum(0), (counts * correct[:, None]).sum(0)])
         sums = sums.cpu().numpy()
+        if not math.isfinite(float(sums[3])):  # diverged: keep the last good checkpoint rather than save NaN members over it
+            writer.close()
+            raise FloatingPointError(f"joint from scratch, epoch {epoch + 1}: the members' loss is {sums[3]}; nothing of this "
+                                     f"epoch is written, {out / 'checkpoint.pt'} still holds epoch {epoch}")
         seen = steps_per_epoch * spec.batch_size
         seconds = time.time() - began
         elapsed += seconds

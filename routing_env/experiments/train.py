@@ -46,12 +46,18 @@ def check_learning_split(env_kwargs: dict[str, Any]) -> None:
         raise ValueError("split='test': policies learn on val (or val-aug, val-fit, train) and are only evaluated on test")
 
 
+COTRAINING_OPTIONS = ("backbone_lr", "backbone_update_every", "backbone_targets", "backbone_augment")
+"""The environment options that only co-training reads (``EnvConfig`` refuses some of them, such as
+``backbone_augment``, without ``train_backbone``): an evaluation drops them."""
+
+
 def evaluation_kwargs(env_kwargs: dict[str, Any], split: str, run: Path | None = None) -> dict[str, Any]:
     """The options of an environment that evaluates on ``split``: always frozen, with no budget
     targeting (rewards then use ``lam``; routes and costs do not depend on it). For co-trained
     options, ``run`` names the run whose saved backbone (``run/backbone.pt``) is evaluated; without
     it, the backbone as it was before co-training."""
-    kwargs = {**env_kwargs, "split": split, "train_backbone": False}
+    kwargs = {k: v for k, v in env_kwargs.items() if k not in COTRAINING_OPTIONS}  # frozen: co-training's options do not apply
+    kwargs.update(split=split, train_backbone=False)
     kwargs.pop("target_macs", None)  # an adapted λ would drift while the policy is scored
     if env_kwargs.get("train_backbone") and run is not None:
         kwargs["backbone_weights"] = str(Path(run) / "backbone.pt")
