@@ -220,6 +220,7 @@ def package_cotrained(
     out: str | Path | None = None,
     note: str = "",
     recalibrate: int = 0,
+    allow_stopped: bool = False,
 ) -> Path:
     """Assemble ``pretrained/<name>/`` from a co-trained cascade: the members of the pretrained cascade
     ``base`` with the weights of ``backbone`` (a ``backbone.pt`` that ``train`` or ``joint`` wrote),
@@ -231,7 +232,10 @@ def package_cotrained(
     ``recalibrate``: re-estimate each member's BatchNorm statistics over this many augmented ``train``
     batches of 256 (seeded) first. Co-training updates the members in eval mode (an episode's few
     instances make no batch statistics), so their running statistics are those of the weights they
-    started from."""
+    started from.
+
+    ``allow_stopped``: package a run whose ``joint.json`` says it stopped before its last epoch (by a
+    time limit or a kill); refused by default, since its cards would read as the finished run's."""
     from .experiments.joint import split_members
 
     entry = cascade_folder(base)
@@ -239,6 +243,9 @@ def package_cotrained(
     backbone = Path(backbone)
     states = split_members(load_state_dict(backbone), len(manifest["members"]))
     record = joint_run_record(backbone, base)
+    if record.get("stopped") and not allow_stopped:
+        raise ValueError(f"{backbone.parent / 'joint.json'} says the run stopped after epoch {record.get('epochs')} of "
+                         f"{record['spec'].get('epochs')}: resume it to the end, or pass allow_stopped=True to package it as it is")
     base_cards = [base_card(entry[0], member) for member in manifest["members"]]
     folder = package_folder(name, out)
     folder.mkdir(parents=True, exist_ok=True)

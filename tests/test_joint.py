@@ -181,6 +181,10 @@ def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path,
     (tmp_path / "joint.json").write_text(json.dumps({"spec": {**spec, "backbone": "other"}, "epochs": 2, "history": []}))
     with pytest.raises(ValueError, match="co-trained 'other', not 'base-cascade'"):
         pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=cifar_root)
+    # a run stopped before its last epoch (a time limit, a kill) is refused unless asked for
+    (tmp_path / "joint.json").write_text(json.dumps({"spec": {**spec, "epochs": 3}, "epochs": 1, "stopped": True, "history": []}))
+    with pytest.raises(ValueError, match="says the run stopped after epoch 1 of 3: resume it to the end, or pass allow_stopped=True"):
+        pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=cifar_root)
     (tmp_path / "joint.json").write_text(json.dumps({"spec": spec, "epochs": 2, "history": [{"seconds": 1800.0}, {"seconds": 1800.0}]}))
     (tmp_path / "copy").mkdir()  # the co-trained weights copied beside another run's record and weights
     (tmp_path / "copy" / "elsewhere.pt").write_bytes((tmp_path / "backbone.pt").read_bytes())
@@ -404,7 +408,11 @@ def test_a_joint_run_whose_checkpoint_is_lost_is_not_started_over(tmp_path: Path
     with pytest.raises(KeyboardInterrupt):
         joint_train(SPEC, tmp_path)
     monkeypatch.setattr(joint, "flush", flush)
+    assert json.loads((tmp_path / "joint.json").read_text())["stopped"]  # written after each epoch: a killed run says so
     for name in ("checkpoint.pt", "backbone.pt", "policy.pt"):
         (tmp_path / name).unlink()
+    with pytest.raises(ValueError, match="holds an earlier run's joint.json and no checkpoint.pt"):
+        joint_train(SPEC, tmp_path, resume=True)
+    (tmp_path / "joint.json").unlink()  # nothing left but the curves
     with pytest.raises(ValueError, match=r"holds TensorBoard curves of an earlier run up to step \d+ and no checkpoint.pt"):
         joint_train(SPEC, tmp_path, resume=True)

@@ -151,11 +151,19 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
         }, checkpoint)
         save_state_dict(backbone, out / "backbone.pt")
         agent.save(out)
+        write_json(out / "joint.json", joint_summary(spec, epoch, history, out))  # a killed run's record says so
     logger.close()
     env.close()
-    summary = {"spec": asdict(spec), "epochs": epoch, "history": history, "backbone": str(out / "backbone.pt")}
+    summary = joint_summary(spec, epoch, history, out)
     write_json(out / "joint.json", summary)
     return summary
+
+
+def joint_summary(spec: JointSpec, epoch: int, history: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """What ``joint.json`` holds, written after every epoch: the spec, how far the run got (``stopped``:
+    before its last epoch, so that packaging refuses an unfinished run), each epoch's figures."""
+    return {"spec": asdict(spec), "epochs": epoch, "stopped": epoch < spec.epochs, "history": history,
+            "backbone": str(out / "backbone.pt")}
 
 
 PLACEMENT_OPTIONS = ("device", "data_root")
