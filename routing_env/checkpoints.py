@@ -120,19 +120,20 @@ def resumes(checkpoint: str | os.PathLike[str], resume: bool, outputs: tuple[str
     return False
 
 
-def last_logged_step(tb_dir: str | os.PathLike[str], tag: str) -> int:
-    """The last step at which ``tag`` was logged to the TensorBoard folder ``tb_dir``, 0 for none: a run
-    whose checkpoint is gone but whose curves are there is an earlier run, not a fresh start (the same
-    ``--resume`` command serves every segment of a long run, and would start it over)."""
+def last_logged(tb_dir: str | os.PathLike[str], tag: str) -> tuple[int, float] | None:
+    """The (step, value) ``tag`` was last logged with, in the TensorBoard folder ``tb_dir``; ``None`` for
+    none. A run whose checkpoint is gone but whose end-of-epoch curves are there is an earlier run, not a
+    fresh start (the same ``--resume`` command serves every segment of a long run, and would start it over)."""
     if not Path(tb_dir).is_dir():
-        return 0
+        return None
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
     if tag not in accumulator.Tags()["scalars"]:
-        return 0
-    return max(e.step for e in accumulator.Scalars(tag))
+        return None
+    last = max(accumulator.Scalars(tag), key=lambda e: e.step)
+    return int(last.step), float(last.value)
 
 
 def stored_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> dict[str, Any] | None:

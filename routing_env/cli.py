@@ -631,8 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what was asked, for the records that keep the command
     try:
         return args.func(args)
-    except (ValueError, TypeError, KeyError, OSError, RuntimeError, pickle.UnpicklingError) as e:
-        # a user's bad input (values, files, checkpoints, devices) is one line, not a traceback;
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError, ArithmeticError, pickle.UnpicklingError) as e:
+        # a user's bad input (values, files, checkpoints, devices) or a diverged run is one line, not a traceback;
         # ROUTING_ENV_DEBUG=1 shows the traceback
         if os.environ.get("ROUTING_ENV_DEBUG"):
             raise

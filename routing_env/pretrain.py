@@ -47,7 +47,7 @@ from .backbones.resnet import (
 from .checkpoints import (
     atomic_write_text,
     file_sha256,
-    last_logged_step,
+    last_logged,
     load_state_dict,
     refuse_other_run,
     resumes,
@@ -340,9 +340,9 @@ def pretrain(
     out = Path(out)
     checkpoint_path = out / "checkpoint.pt"
     resuming = resumes(checkpoint_path, resume, ("weights.pt", "model_card.json"))
-    logged = 0 if resuming else last_logged_step(out / "tb", "val/accuracy")  # logged at the end of each epoch
+    logged = None if resuming else last_logged(out / "tb", "val/accuracy")  # logged at the end of each epoch, at its number
     if logged:  # a long run's checkpoint lost or not committed: `--resume` would start over and purge its curves
-        raise ValueError(f"{out} holds TensorBoard curves of an earlier run up to epoch {logged} and no {checkpoint_path.name} "
+        raise ValueError(f"{out} holds TensorBoard curves of an earlier run up to epoch {logged[0]} and no {checkpoint_path.name} "
                          f"to go on from: starting afresh would erase them; restore the checkpoint and pass --resume, or "
                          f"remove {out / 'tb'} to start afresh")
     where = present_device(device)  # a bad or absent device is refused before anything is written
@@ -457,7 +457,6 @@ def pretrain(
         seen = steps_per_epoch * args.batch_size
         writer.add_scalar("train/loss", total_loss / steps_per_epoch, epoch + 1)
         writer.add_scalar("train/accuracy", right / seen, epoch + 1)
-        writer.add_scalar("val/accuracy", val_acc, epoch + 1)
         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], epoch + 1)
         routes_line = ""
         if args.dynamic and args.monitor:
@@ -478,6 +477,7 @@ def pretrain(
         }
         if ema is not None:
             state["ema"] = ema.state_dict()
+        writer.add_scalar("val/accuracy", val_acc, epoch + 1)  # last: what a lost checkpoint's refusal reads
         writer.flush()  # the epoch's curves on disk before the checkpoint says it is done (purge_step drops later ones)
         save_state_dict(state, checkpoint_path)
         print(

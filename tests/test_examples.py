@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -39,6 +40,7 @@ def test_a_study_of_rewards_of_ones_own(tmp_path, monkeypatch) -> None:  # noqa:
     from routing_env.cli import main
 
     monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.delitem(sys.modules, "my_rewards", raising=False)  # another test's module of that name, from its own folder
     rewards = ["accuracy", "my_rewards:wrong_answer_penalty[penalty=1]", "my_rewards:depth_shaped[scale=0.5]"]
     assert main(["study", "--backbone", "tiny-cascade", "--rewards", ",".join(rewards), "--lams", "0.1", "--seeds", "0",
                  "--agent", "reinforce", "--steps", "2000", "--workers", "1", "--out", str(tmp_path / "study")]) == 0

@@ -414,5 +414,29 @@ def test_a_joint_run_whose_checkpoint_is_lost_is_not_started_over(tmp_path: Path
     with pytest.raises(ValueError, match="holds an earlier run's joint.json and no checkpoint.pt"):
         joint_train(SPEC, tmp_path, resume=True)
     (tmp_path / "joint.json").unlink()  # nothing left but the curves
-    with pytest.raises(ValueError, match=r"holds TensorBoard curves of an earlier run up to step \d+ and no checkpoint.pt"):
+    with pytest.raises(ValueError, match="holds TensorBoard curves of an earlier run up to epoch 1 and no checkpoint.pt"):
         joint_train(SPEC, tmp_path, resume=True)
+
+
+def test_a_joint_run_killed_in_its_first_epoch_starts_again_under_the_same_command(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed before its first checkpoint, a run has curves (logged at every update) and nothing to resume:
+    the same ``--resume`` command starts it again, and the killed epoch's curves are dropped (each step
+    drawn once)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    flush = joint.flush
+
+    def dies_in_epoch_one(env):  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(joint, "flush", dies_in_epoch_one)
+    with pytest.raises(KeyboardInterrupt):
+        joint_train(SPEC, tmp_path, resume=True)
+    assert not (tmp_path / "checkpoint.pt").exists() and list((tmp_path / "tb").iterdir())
+    monkeypatch.setattr(joint, "flush", flush)
+    assert joint_train(SPEC, tmp_path, resume=True)["epochs"] == SPEC.epochs
+    accumulator = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    steps = [e.step for e in accumulator.Scalars("charts/episodic_return")]
+    assert steps == sorted(set(steps)) and [e.value for e in accumulator.Scalars(joint.EPOCH_TAG)] == [1.0, 2.0]

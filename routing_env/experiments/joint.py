@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checkpoints import last_logged_step, load_state_dict, refuse_other_run, resumes, save_state_dict, write_json
+from ..checkpoints import last_logged, load_state_dict, refuse_other_run, resumes, save_state_dict, write_json
 from ..cotraining import CoTrainBackbone
 from ..env import RoutingVectorEnv, registered_id
 from ..provenance import provenance
@@ -84,6 +84,11 @@ class JointSpec:
                 "backbone_targets": self.targets, "backbone_augment": self.augment}
 
 
+EPOCH_TAG = "charts/epoch"
+"""Logged once an epoch, as its checkpoint is written (``charts/episodic_return`` is logged at every
+update, so a first epoch killed half-way has curves and, rightly, no checkpoint)."""
+
+
 def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progress: bool = False) -> dict[str, Any]:
     """Run (or resume) ``spec`` into ``out``; return the summary also written to ``joint.json``."""
     from routing_env.agents import RunLogger, make_agent
@@ -91,10 +96,10 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     out = Path(out)
     checkpoint = out / "checkpoint.pt"
     resuming = resumes(checkpoint, resume, ("backbone.pt", "joint.json"))
-    logged = 0 if resuming else last_logged_step(out / "tb", "charts/episodic_return")
+    logged = None if resuming else last_logged(out / "tb", EPOCH_TAG)
     if logged:  # a checkpoint lost between segments: the same --resume command would start the run over
-        raise ValueError(f"{out} holds TensorBoard curves of an earlier run up to step {logged} and no {checkpoint.name} to go "
-                         f"on from: starting afresh would mix two runs' curves; restore the checkpoint and pass --resume, or "
+        raise ValueError(f"{out} holds TensorBoard curves of an earlier run up to epoch {logged[1]:g} and no {checkpoint.name} to "
+                         f"go on from: starting afresh would mix two runs' curves; restore the checkpoint and pass --resume, or "
                          f"remove {out / 'tb'} to start afresh")
     out.mkdir(parents=True, exist_ok=True)
     state = load_state_dict(checkpoint) if resuming else None
@@ -123,7 +128,8 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
                                      "agent_kwargs": spec.agent_kwargs, "seed": spec.seed, "steps_per_epoch": env.num_instances,
                                      "num_envs": spec.num_envs, "joint": asdict(spec), "routing_env_version": __version__,
                                      "provenance": provenance()})
-    logger = RunLogger(out / "tb", purge_step=agent.steps_done + 1 if resuming else None)  # a kill's extra steps dropped
+    # what a kill logged after the last checkpoint (or, on a fresh start, in a first epoch it never finished) is dropped
+    logger = RunLogger(out / "tb", purge_step=agent.steps_done + 1 if resuming else 0)
     steps = env.num_instances
     while epoch < spec.epochs:
         began = time.time()
@@ -137,6 +143,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
                         "backbone_loss": env.trainer.last_loss, "backbone_lr": lr})
         backbone = env.backbone_state_dict()
         views = env.unwrapped.views_generator
+        logger.scalar(EPOCH_TAG, epoch, agent.steps_done)  # a finished epoch: what a lost checkpoint's refusal reads
         logger.flush()  # the epoch's curves on disk before the checkpoint says it is done
         save_state_dict({  # one atomic file holds the whole epoch; backbone.pt and the policy follow from it
             **({"views_rng": views.get_state()} if views is not None else {}),

@@ -442,10 +442,11 @@ def joint_from_scratch(
             sums += torch.cat([torch.stack([reward.sum(), correct.sum(), costs[exits].sum(), member_loss.detach() * len(batch)]),
                                counts.sum(0), (counts * correct[:, None]).sum(0)])
         sums = sums.cpu().numpy()
-        if not math.isfinite(float(sums[3])):  # diverged: keep the last good checkpoint rather than save NaN members over it
-            writer.close()
-            raise FloatingPointError(f"joint from scratch, epoch {epoch + 1}: the members' loss is {sums[3]}; nothing of this "
-                                     f"epoch is written, {out / 'checkpoint.pt'} still holds epoch {epoch}")
+        weights = [p for net in (*members, policy) for p in net.parameters()]
+        if not math.isfinite(float(sums[3])) or not all(bool(torch.isfinite(p).all()) for p in weights):
+            writer.close()  # diverged: keep the last good checkpoint rather than save NaN members or policy over it
+            raise FloatingPointError(f"joint from scratch, epoch {epoch + 1}: the members' loss is {sums[3]} (or a weight is not "
+                                     f"finite); nothing of this epoch is written, {out / 'checkpoint.pt'} still holds epoch {epoch}")
         seen = steps_per_epoch * spec.batch_size
         seconds = time.time() - began
         elapsed += seconds
