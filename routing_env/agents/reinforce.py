@@ -198,7 +198,7 @@ class ReinforceAgent(Agent):
                                      f"{value_loss.item()}, entropy {entropy.item()}); nothing of it is applied")
         self.optimizer.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(self.net.parameters(), args.max_grad_norm)
+        nn.utils.clip_grad_norm_(self.net.parameters(), args.max_grad_norm, error_if_nonfinite=True)  # a finite loss, non-finite gradients
         self.optimizer.step()
         return {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item()}
 
