@@ -24,8 +24,8 @@ def save_figure(fig: Any, path: Path) -> None:
 
 def write_pareto_csv(path: Path, results: dict[str, Any]) -> None:
     """One row per point of the Pareto plot: kind, label, agent, lam, seed, accuracy, macs_fraction,
-    macs_fraction_with_policy and, for a policy, its mean ``test`` reward (blank for the baselines);
-    written atomically."""
+    macs_fraction_with_policy and, for a policy, its mean ``test`` reward (blank for the baselines, and
+    where a record lacks it); written atomically."""
     with io.StringIO(newline="") as f:
         w = csv.writer(f)
         w.writerow(["kind", "label", "agent", "lam", "seed", "accuracy", "macs_fraction", "macs_fraction_with_policy", "reward_mean"])
@@ -40,7 +40,7 @@ def write_pareto_csv(path: Path, results: dict[str, Any]) -> None:
         for r in results["runs"]:
             t = r["test"]
             w.writerow(["policy", run_name(r["agent"], r["lam"], r["seed"]), r["agent"], r["lam"], r["seed"],
-                        t["accuracy"], t["macs_fraction"], t["macs_fraction_with_policy"], t["reward_mean"]])
+                        t["accuracy"], t["macs_fraction"], t["macs_fraction_with_policy"], t.get("reward_mean", "")])
             s = r.get("random_skip_at_val_cost")
             if s is not None:
                 w.writerow(["random-skip", s["label"], "random-skip", r["lam"], r["seed"], s["accuracy"], s["macs_fraction"], s["macs_fraction"], ""])

@@ -375,7 +375,7 @@ def write_study_csv(path: Path, study: dict[str, Any]) -> None:
         by_term = t.get("reward_terms_mean", {})
         w.writerow([reward, r["agent"], knob, r[knob], r["seed"], v["accuracy"], v["macs_fraction"], t["accuracy"],
                     t["macs_fraction"], t["macs_fraction_with_policy"], thr["accuracy"], thr["macs_fraction"],
-                    r["final_return"], r["steps_to_95"], r["run"], t["reward_mean"],
+                    r["final_return"], r["steps_to_95"], r["run"], t.get("reward_mean", ""),
                     *(by_term.get(name, "") for name in terms)])
     atomic_write_text(path, text.getvalue())
 

@@ -126,7 +126,8 @@ def group_runs(records: Sequence[dict[str, Any]], hull: list[dict[str, float]] |
             "val_reference_accuracy": float(np.mean([r["val"]["reference_accuracy"] for r in runs])),
             "reference_accuracy": float(np.mean([r["test"]["reference_accuracy"] for r in runs])),
         })
-        rows[-1]["reward_mean"] = float(np.mean([r["test"]["reward_mean"] for r in runs]))
+        if all("reward_mean" in r["test"] for r in runs):  # a record made by hand (or by other code) may lack it
+            rows[-1]["reward_mean"] = float(np.mean([r["test"]["reward_mean"] for r in runs]))
         terms = [r["test"].get("reward_terms_mean") for r in runs]
         if all(t is not None for t in terms):  # runs evaluated before 0.4.0's reward_terms_mean lack them
             names = dict.fromkeys(name for t in terms for name in t)  # one reward's terms: the same names in every run
