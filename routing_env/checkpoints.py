@@ -124,16 +124,21 @@ def last_logged(tb_dir: str | os.PathLike[str], tag: str) -> tuple[int, float] |
     """The (step, value) ``tag`` was last logged with, in the TensorBoard folder ``tb_dir``; ``None`` for
     none. A run whose checkpoint is gone but whose end-of-epoch curves are there is an earlier run, not a
     fresh start (the same ``--resume`` command serves every segment of a long run, and would start it over)."""
-    if not Path(tb_dir).is_dir():
+    events = scalar_events(tb_dir, tag) if Path(tb_dir).is_dir() else []
+    if not events:
         return None
+    last = max(events, key=lambda e: e.step)
+    return int(last.step), float(last.value)
+
+
+def scalar_events(tb_dir: str | os.PathLike[str], tag: str) -> list[Any]:
+    """Every event of scalar ``tag`` in the TensorBoard folder ``tb_dir`` (no reservoir sampling; each has
+    ``step`` and ``value``), empty where the tag was never logged."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
-    if tag not in accumulator.Tags()["scalars"]:
-        return None
-    last = max(accumulator.Scalars(tag), key=lambda e: e.step)
-    return int(last.step), float(last.value)
+    return accumulator.Scalars(tag) if tag in accumulator.Tags()["scalars"] else []
 
 
 def stored_arguments(saved: str, args: Any, predates: dict[str, Any] | None = None) -> dict[str, Any] | None:

@@ -36,6 +36,11 @@ exited at (Guan et al.'s joint objective); ``heads``, every head on the episode'
 (deep supervision along the route the policy took; :func:`~routing_env.cotraining.heads_on_route`)."""
 
 
+COTRAINING_OPTIONS = ("backbone_lr", "backbone_update_every", "backbone_targets", "backbone_augment")
+"""The options that only co-training reads (``EnvConfig``'s "Co-training:" fields; some, such as
+``backbone_augment``, are refused without ``train_backbone``): an evaluation drops them, a joint run sets them itself."""
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """The environment's options (docs/design.md §1); the same names are the CLI's ``--env-kwargs``."""

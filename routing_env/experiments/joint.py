@@ -32,7 +32,7 @@ import torch
 from .. import __version__
 from ..checkpoints import last_logged, load_state_dict, refuse_other_run, resumes, save_state_dict, write_json
 from ..cotraining import CoTrainBackbone
-from ..env import RoutingVectorEnv, registered_id
+from ..env import COTRAINING_OPTIONS, RoutingVectorEnv, registered_id
 from ..provenance import provenance
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -71,7 +71,7 @@ class JointSpec:
             raise ValueError(f"num_envs must be an integer >= 1, got {self.num_envs!r}")
         if self.backbone_lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown backbone_lr_schedule {self.backbone_lr_schedule!r}; expected one of {LR_SCHEDULES}")
-        reserved = {"backbone", "lam", "split", "train_backbone", "backbone_lr", "backbone_update_every", "backbone_targets", "backbone_augment", "backbone_weights"}
+        reserved = {"backbone", "lam", "split", "train_backbone", *COTRAINING_OPTIONS, "backbone_weights"}
         clash = sorted(reserved & set(self.env_kwargs))
         if clash:
             raise ValueError(f"env_kwargs {clash} are set by the joint run itself; pass them as its own options")

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import ENV_IDS
 from ..backbones import backbone_names
-from ..checkpoints import atomic_write_text, write_json
+from ..checkpoints import atomic_write_text, scalar_events, write_json
 from ..env import EnvConfig
 from ..provenance import provenance
 from ..rewards import canonical_spec, describe, make_reward
@@ -252,14 +252,8 @@ def mean_std(values: Iterable[float]) -> dict[str, float | None]:
 def read_returns(tb_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of every ``charts/episodic_return`` a run logged (no reservoir sampling);
     empty for an agent that logs none (a rule that does not learn)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    if RETURN_TAG not in accumulator.Tags()["scalars"]:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    events = accumulator.Scalars(RETURN_TAG)
-    return np.array([e.step for e in events], dtype=np.int64), np.array([e.value for e in events])
+    events = scalar_events(tb_dir, RETURN_TAG)
+    return np.array([e.step for e in events], dtype=np.int64), np.array([e.value for e in events], dtype=float)
 
 
 def study_run(trial: Trial, record: dict[str, Any], curve: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:

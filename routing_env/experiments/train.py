@@ -18,7 +18,7 @@ import gymnasium as gym
 
 from .. import ENV_IDS, __version__
 from ..checkpoints import read_json, save_state_dict, write_json
-from ..env import RoutingVectorEnv
+from ..env import COTRAINING_OPTIONS, RoutingVectorEnv
 from ..evaluation import route_split, summarize
 from ..provenance import provenance
 from ..rewards import is_custom, reward_fingerprint
@@ -44,11 +44,6 @@ def check_learning_split(env_kwargs: dict[str, Any]) -> None:
     its figures measure what it memorised, not how it routes unseen images."""
     if env_kwargs.get("split", "val") == "test":
         raise ValueError("split='test': policies learn on val (or val-aug, val-fit, train) and are only evaluated on test")
-
-
-COTRAINING_OPTIONS = ("backbone_lr", "backbone_update_every", "backbone_targets", "backbone_augment")
-"""The environment options that only co-training reads (``EnvConfig`` refuses some of them, such as
-``backbone_augment``, without ``train_backbone``): an evaluation drops them."""
 
 
 def evaluation_kwargs(env_kwargs: dict[str, Any], split: str, run: Path | None = None) -> dict[str, Any]:
