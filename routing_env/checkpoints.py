@@ -120,6 +120,19 @@ def resumes(checkpoint: str | os.PathLike[str], resume: bool, outputs: tuple[str
     return False
 
 
+def refuse_orphan_curves(checkpoint: str | os.PathLike[str], epoch: float | None) -> None:
+    """Refuse to start afresh in a folder whose TensorBoard curves (``tb/`` beside ``checkpoint``) reach
+    ``epoch`` (``None``: none logged) while the checkpoint is gone: the one ``--resume`` command that
+    serves every segment of a long run would otherwise start it over when the checkpoint was lost or
+    never committed, and mix the two runs' curves."""
+    if epoch is None:
+        return
+    checkpoint = Path(checkpoint)
+    raise ValueError(f"{checkpoint.parent} holds TensorBoard curves of an earlier run up to epoch {epoch:g} and no "
+                     f"{checkpoint.name} to go on from: starting afresh would mix two runs' curves; restore the "
+                     f"checkpoint and pass --resume, or remove {checkpoint.parent / 'tb'} to start afresh")
+
+
 def last_logged(tb_dir: str | os.PathLike[str], tag: str) -> tuple[int, float] | None:
     """The (step, value) ``tag`` was last logged with, in the TensorBoard folder ``tb_dir``; ``None`` for
     none. A run whose checkpoint is gone but whose end-of-epoch curves are there is an earlier run, not a

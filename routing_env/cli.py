@@ -25,20 +25,18 @@ from .experiments import (
     run_sweep,
     train_run,
 )
+from .plugins import option_value
 from .rewards import split_specs
 
 
 def parse_kwargs(items: Sequence[str] | None, what: str) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; a VALUE that parses as JSON (numbers, true, null, lists) is taken as such."""
+    """``KEY=VALUE`` pairs, each VALUE read by :func:`routing_env.plugins.option_value`."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{what} entry {item!r} is not of the form KEY=VALUE")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
+        out[key] = option_value(raw)
     return out
 
 

@@ -6,7 +6,18 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import json
 from typing import Any
+
+
+def option_value(raw: str) -> Any:
+    """An option's value as written in a string (``--env-kwargs KEY=VALUE``, a reward spec's
+    ``[key=value]``): JSON where it parses as JSON (a number, ``true``, ``null``, a list), else the string
+    itself, so that ``reward=accuracy`` needs no quotes and ``lam=0.1`` is a float wherever it is written."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
 
 
 def import_named(spec: str, kind: str, form: str) -> Any:

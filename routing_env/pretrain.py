@@ -49,6 +49,7 @@ from .checkpoints import (
     file_sha256,
     last_logged,
     load_state_dict,
+    refuse_orphan_curves,
     refuse_other_run,
     resumes,
     save_state_dict,
@@ -341,10 +342,7 @@ def pretrain(
     checkpoint_path = out / "checkpoint.pt"
     resuming = resumes(checkpoint_path, resume, ("weights.pt", "model_card.json"))
     logged = None if resuming else last_logged(out / "tb", "val/accuracy")  # logged at the end of each epoch, at its number
-    if logged:  # a long run's checkpoint lost or not committed: `--resume` would start over and purge its curves
-        raise ValueError(f"{out} holds TensorBoard curves of an earlier run up to epoch {logged[0]} and no {checkpoint_path.name} "
-                         f"to go on from: starting afresh would erase them; restore the checkpoint and pass --resume, or "
-                         f"remove {out / 'tb'} to start afresh")
+    refuse_orphan_curves(checkpoint_path, logged and logged[0])
     where = present_device(device)  # a bad or absent device is refused before anything is written
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import inspect
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .plugins import import_named, source_sha256
+from .plugins import import_named, option_value, source_sha256
 
 
 @dataclass(frozen=True)
@@ -392,10 +391,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"malformed reward {spec!r}: parameter {item.strip()!r} is not of the form key=value")
         if key in params:
             raise ValueError(f"malformed reward {spec!r}: parameter {key!r} is given twice")
-        try:
-            params[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key] = raw
+        params[key] = option_value(raw)
     return name, params
 
 

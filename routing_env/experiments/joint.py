@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checkpoints import last_logged, load_state_dict, refuse_other_run, resumes, save_state_dict, write_json
+from ..checkpoints import last_logged, load_state_dict, refuse_orphan_curves, refuse_other_run, resumes, save_state_dict, write_json
 from ..cotraining import CoTrainBackbone
 from ..env import COTRAINING_OPTIONS, RoutingVectorEnv, registered_id
 from ..provenance import provenance
@@ -97,10 +97,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     checkpoint = out / "checkpoint.pt"
     resuming = resumes(checkpoint, resume, ("backbone.pt", "joint.json"))
     logged = None if resuming else last_logged(out / "tb", EPOCH_TAG)
-    if logged:  # a checkpoint lost between segments: the same --resume command would start the run over
-        raise ValueError(f"{out} holds TensorBoard curves of an earlier run up to epoch {logged[1]:g} and no {checkpoint.name} to "
-                         f"go on from: starting afresh would mix two runs' curves; restore the checkpoint and pass --resume, or "
-                         f"remove {out / 'tb'} to start afresh")
+    refuse_orphan_curves(checkpoint, logged and logged[1])  # EPOCH_TAG's value is the epoch
     out.mkdir(parents=True, exist_ok=True)
     state = load_state_dict(checkpoint) if resuming else None
     written = json.dumps(asdict(spec), sort_keys=True)
