@@ -31,6 +31,9 @@ def test_joint_training_changes_the_members_lowers_the_routed_loss_and_the_polic
     original, trained = make_backbone("tiny-cascade").module, make_backbone("tiny-cascade").module
     trained.load_state_dict(torch.load(tmp_path / "backbone.pt", weights_only=True))
     assert any(not torch.equal(a, b) for a, b in zip(original.state_dict().values(), trained.state_dict().values()))
+    # the record names the members it started from, not those it ended with
+    assert summary["start_weights_sha256"] == make_backbone("tiny-cascade").weights_sha256
+    assert json.loads((tmp_path / "config.json").read_text())["start_weights_sha256"] == summary["start_weights_sha256"]
     # the members' cross-entropy on the train instances the learned policy routes to each of them falls
     env = RoutingVectorEnv(num_envs=256, backbone="tiny-cascade", split="train", lam=SPEC.lam,
                            backbone_weights=str(tmp_path / "backbone.pt"))
@@ -82,6 +85,8 @@ def test_a_killed_joint_run_resumes_exactly_where_its_last_epoch_ended(spec: Joi
     # where it runs is not what it computes: another machine's device may resume it
     summary = joint_train(replace(spec, env_kwargs={**spec.env_kwargs, "device": "cpu"}), tmp_path / "killed", resume=True)
     assert summary["epochs"] == 2
+    # carried over from the checkpoint: the resumed segment starts from epoch 1's members, the run did not
+    assert summary["start_weights_sha256"] == json.loads((tmp_path / "whole" / "joint.json").read_text())["start_weights_sha256"]
     lrs = [h["backbone_lr"] for h in summary["history"]]
     assert lrs == ([spec.backbone_lr, spec.backbone_lr / 2] if spec.backbone_lr_schedule == "cosine" else [spec.backbone_lr] * 2)
     assert ("views_rng" in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)) == spec.augment

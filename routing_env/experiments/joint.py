@@ -110,6 +110,9 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     env = CoTrainBackbone(RoutingVectorEnv(num_envs=spec.num_envs, **options))
     agent = make_agent("reinforce", env, seed=spec.seed, **spec.agent_kwargs)
     epoch, history = 0, []
+    # the members the run started from (a pretrained name may be re-released, a weights file replaced):
+    # what a reproduction from the same command checks; carried over from the checkpoint on resume
+    start_sha256 = env.unwrapped.routing.weights_sha256 if state is None else state.get("start_weights_sha256")
     if state is not None:
         agent.load_training_state(state["agent"])
         env.trainer.optimizer.load_state_dict(state["backbone_optimizer"])
@@ -123,7 +126,8 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     # what `evaluate --run` needs: a train_backbone run is evaluated on its backbone.pt, frozen
     write_json(out / "config.json", {"env": registered_id(env.unwrapped), "env_kwargs": spec.env_options(), "agent": "reinforce",
                                      "agent_kwargs": spec.agent_kwargs, "seed": spec.seed, "steps_per_epoch": env.num_instances,
-                                     "num_envs": spec.num_envs, "joint": asdict(spec), "routing_env_version": __version__,
+                                     "num_envs": spec.num_envs, "joint": asdict(spec), "start_weights_sha256": start_sha256,
+                                     "routing_env_version": __version__,
                                      "provenance": provenance()})
     # what a kill logged after the last checkpoint (or, on a fresh start, in a first epoch it never finished) is dropped
     logger = RunLogger(out / "tb", purge_step=agent.steps_done + 1 if resuming else 0)
@@ -152,22 +156,25 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
             "env_rng": json.dumps(env.unwrapped.np_random.bit_generator.state),
             "epoch": epoch,
             "history": json.dumps(history),
+            **({"start_weights_sha256": start_sha256} if start_sha256 is not None else {}),  # None: an older checkpoint's run
         }, checkpoint)
         save_state_dict(backbone, out / "backbone.pt")
         agent.save(out)
-        write_json(out / "joint.json", joint_summary(spec, epoch, history, out))  # a killed run's record says so
+        write_json(out / "joint.json", joint_summary(spec, epoch, history, out, start_sha256))  # a killed run's record says so
     logger.close()
     env.close()
-    summary = joint_summary(spec, epoch, history, out)
+    summary = joint_summary(spec, epoch, history, out, start_sha256)
     write_json(out / "joint.json", summary)
     return summary
 
 
-def joint_summary(spec: JointSpec, epoch: int, history: list[dict[str, Any]], out: Path) -> dict[str, Any]:
-    """What ``joint.json`` holds, written after every epoch: the spec, how far the run got (``stopped``:
+def joint_summary(spec: JointSpec, epoch: int, history: list[dict[str, Any]], out: Path,
+                  start_sha256: str | None) -> dict[str, Any]:
+    """What ``joint.json`` holds, written after every epoch: the spec, the sha256 of the members it
+    started from (``None`` for a run begun before 0.4.0 recorded it), how far the run got (``stopped``:
     before its last epoch, so that packaging refuses an unfinished run), each epoch's figures."""
-    return {"spec": asdict(spec), "epochs": epoch, "stopped": epoch < spec.epochs, "history": history,
-            "backbone": str(out / "backbone.pt")}
+    return {"spec": asdict(spec), "start_weights_sha256": start_sha256, "epochs": epoch, "stopped": epoch < spec.epochs,
+            "history": history, "backbone": str(out / "backbone.pt")}
 
 
 PLACEMENT_OPTIONS = ("device", "data_root")
