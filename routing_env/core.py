@@ -16,6 +16,7 @@ import numpy as np
 from . import kernels
 from .backbones.base import BackboneSpec, CostTable, RoutableBackbone
 from .rewards import InvalidActionPenalty, Outcome, RewardFn, terminal_only
+from .validation import check_number
 
 EXIT = 0
 SKIP = 1
@@ -224,6 +225,7 @@ class ActionTables:
         ``ValueError`` if no route to a prediction fits in it."""
         if max_macs is None:
             return np.inf
+        check_number("max_macs", max_macs, above=0, hint=" (a fraction of the reference MACs) or None")  # NaN would mask nothing
         budget = float(max_macs) * costs.reference
         first = costs.prefix + (costs.head[0] if self.has_head[0] else self.min_to_head[0])
         if first > budget * (1 + BUDGET_TOLERANCE):

@@ -24,6 +24,7 @@ from .core import DECIDE_AT, INVALID_ACTION_MODES, RoutingCore, RoutingView, che
 from .data import SPLITS
 from .latency import check_cost_spec, cost_table
 from .rewards import RewardFn, builtin_reward, is_custom, make_reward, spec_name
+from .validation import check_flag, check_number
 
 OBS_MODES = ("vector", "heads")
 """``vector``: the five keys of docs/design.md §2. ``heads`` adds ``heads`` (H, C), the softmax of every
@@ -140,11 +141,8 @@ class EnvConfig:
         return cls(**options)
 
     def __post_init__(self) -> None:
-        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not 0 <= self.lam < float("inf"):
-            raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
-        penalty = self.invalid_penalty
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0 <= penalty < float("inf"):
-            raise ValueError(f"invalid_penalty must be a finite number >= 0 (a penalty; a negative one would reward invalid actions), got {penalty!r}")
+        check_number("lam", self.lam, low=0)
+        check_number("invalid_penalty", self.invalid_penalty, low=0, hint=" (a penalty; a negative one would reward invalid actions)")
         if isinstance(self.reward, str) and not is_custom(self.reward):  # a misspelt spec or parameter, before the backbone loads
             builtin_reward(self.reward, self.lam)
         if self.allow_skip is not None and not isinstance(self.allow_skip, bool):
@@ -159,22 +157,19 @@ class EnvConfig:
             raise ValueError(f"unknown decide_at {self.decide_at!r}; expected one of {DECIDE_AT}")
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; expected one of {OBS_MODES}")
-        for name in ("target_macs", "target_lr"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.target_macs is not None:
+            check_number("target_macs", self.target_macs, above=0)
+        check_number("target_lr", self.target_lr, above=0)
         if self.target_macs is not None and spec_name(self.reward) in ("blockdrop", "accuracy-hinge"):
             raise ValueError(f"reward {self.reward!r} has no price of every unit of compute for target_macs to adapt (blockdrop "
                              "prices compute by 1 − cost² and uses λ, if at all, as a wrong answer's penalty; accuracy-hinge charges "
                              "only above its budget): use accuracy, cross-entropy or a shaped spec")
         check_cost_spec(self.cost)
-        if self.max_macs is not None and (isinstance(self.max_macs, bool) or not isinstance(self.max_macs, (int, float)) or not 0 < self.max_macs < float("inf")):
-            raise ValueError(f"max_macs must be > 0 (a fraction of the reference MACs) or None, got {self.max_macs!r}")
-        if not isinstance(self.backbone_lr, (int, float)) or isinstance(self.backbone_lr, bool) or not self.backbone_lr > 0:
-            raise ValueError(f"backbone_lr must be > 0, got {self.backbone_lr!r}")
-        every = self.backbone_update_every
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"backbone_update_every must be an integer >= 1, got {every!r}")
+        if self.max_macs is not None:
+            check_number("max_macs", self.max_macs, above=0, hint=" (a fraction of the reference MACs) or None")
+        check_number("backbone_lr", self.backbone_lr, above=0)
+        check_number("backbone_update_every", self.backbone_update_every, low=1, integer=True)
+        check_flag("train_backbone", self.train_backbone)
         if self.backbone_targets not in BACKBONE_TARGETS:
             raise ValueError(f"unknown backbone_targets {self.backbone_targets!r}; expected one of {BACKBONE_TARGETS}")
         if not isinstance(self.backbone_augment, bool) or (self.backbone_augment and not self.train_backbone):
@@ -184,6 +179,8 @@ class EnvConfig:
                 "train_backbone=True on split='test' would train on the test labels; co-train on 'train' or 'val', "
                 "and evaluate the saved backbone frozen (backbone_weights=...)"
             )
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a torch device name such as 'cpu' or 'cuda:0', got {self.device!r}")
         torch_device(self.device)
 
 
@@ -200,17 +197,34 @@ def present_device(name: str) -> torch.device:
     none: what a command that runs work there checks before it writes anything."""
     device = torch_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name!r}: this machine has no CUDA device")
+        raise ValueError(f"device {name!r}: this machine has no CUDA device")
     return device
 
 
 def build_backbone(config: EnvConfig) -> RoutableBackbone:
     """The backbone an environment with ``config`` routes: a fresh object (no module is shared between
     environments), with ``backbone_weights`` loaded, on ``device``."""
+    device = present_device(config.device)  # before the weights load: the option named, not CUDA's own error
     backbone = make_backbone(config.backbone)
     if config.backbone_weights is not None:
-        backbone.load_weights(load_state_dict(config.backbone_weights))
-    return backbone.to(torch_device(config.device))
+        load_weights(backbone, config.backbone_weights, config.backbone)
+    return backbone.to(device)
+
+
+def load_weights(backbone: RoutableBackbone, path: str, name: str) -> None:
+    """Load the state_dict file ``path`` over ``backbone``'s weights; a ``ValueError`` in one line,
+    naming the file and the backbone, where its keys or shapes are another network's (torch lists
+    every key over many lines)."""
+    state = load_state_dict(path)
+    try:
+        backbone.load_weights(state)
+    except RuntimeError as e:
+        mine = backbone.module.state_dict()
+        missing, unexpected = sorted(set(mine) - set(state)), sorted(set(state) - set(mine))
+        shapes = [k for k in sorted(set(mine) & set(state)) if tuple(mine[k].shape) != tuple(getattr(state[k], "shape", ()))]
+        found = "; ".join(f"{len(keys)} {what} (e.g. {keys[0]!r})" for what, keys in
+                          (("missing keys", missing), ("unexpected keys", unexpected), ("shapes differ", shapes)) if keys)
+        raise ValueError(f"backbone_weights {path!r} do not fit backbone {name!r}: {found or str(e).splitlines()[0]}") from None
 
 
 def build_core(config: EnvConfig, num_slots: int) -> RoutingCore:
@@ -545,7 +559,10 @@ class RoutingVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        if isinstance(seed, list):
+        if isinstance(seed, list):  # Gymnasium's per-env seeds; the batch draws from one stream, seeded by the first
+            if len(seed) != self.num_envs or any(s is None for s in seed) != all(s is None for s in seed):
+                raise ValueError(f"reset(seed=...) takes an integer, None, or a list of {self.num_envs} (one per "
+                                 f"environment; the batch shares one stream, seeded by the first), got {seed!r}")
             seed = seed[0]
         options = check_reset_options(options, ("index", "reset_mask"))
         if "reset_mask" in options:

@@ -118,6 +118,7 @@ def load(name: str) -> Cascade | DynamicResNetBackbone:
     folder, manifest = entry
     if manifest["kind"] not in KINDS:
         raise ValueError(f"pretrained model {name!r} has kind {manifest['kind']!r}; this version loads {KINDS}")
+    check_kind_keys(folder, manifest)
     if manifest["kind"] == "dynamic-resnet":
         if manifest["model"] not in DYNAMIC:
             raise ValueError(f"{folder / 'manifest.json'}: unknown model {manifest['model']!r}; expected one of {sorted(DYNAMIC)}")
@@ -134,6 +135,26 @@ def load(name: str) -> Cascade | DynamicResNetBackbone:
     names = [member["model"] for member in manifest["members"]]
     caches = {inside(folder, file).name: digest for file, digest in manifest.get("caches", {}).items()}
     return Cascade(members, (3, 32, 32), name=name, shipped_dir=folder, member_names=names, shipped_sha256=caches)
+
+
+KIND_KEYS = {"dynamic-resnet": ("model", "weights", "sha256"), "cascade": ("members",)}
+"""What a manifest of each kind names besides :data:`MANIFEST_KEYS`; a cascade's every member names
+:data:`MEMBER_KEYS`."""
+
+MEMBER_KEYS = ("model", "weights", "sha256")
+
+
+def check_kind_keys(folder: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a manifest that lacks what its kind needs, naming the file and the keys (a hand-edited
+    or truncated manifest raised a bare ``KeyError``)."""
+    where = folder / "manifest.json"
+    missing = [key for key in KIND_KEYS.get(manifest["kind"], ()) if key not in manifest]
+    if missing:
+        raise ValueError(f"{where}: a {manifest['kind']} manifest needs {list(KIND_KEYS[manifest['kind']])}; it lacks {missing}")
+    if manifest["kind"] == "cascade":
+        members = manifest["members"]
+        if not isinstance(members, list) or not members or not all(isinstance(m, dict) and all(k in m for k in MEMBER_KEYS) for m in members):
+            raise ValueError(f"{where}: 'members' must be a non-empty list of {{{', '.join(MEMBER_KEYS)}}} objects, got {members!r}")
 
 
 def cache_hashes(folder: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .plugins import import_named, option_value, source_sha256
+from .validation import check_number
 
 
 @dataclass(frozen=True)
@@ -238,9 +239,19 @@ class ConfidenceShaping(RewardFn):
     gamma: float = 1.0
     scale: float = 1.0
 
+    def __post_init__(self) -> None:
+        check_shaping(self.gamma, self.scale)
+
     def terms(self, outcome: Outcome) -> Terms:
         after = np.where(outcome.terminated, 0.0, outcome.potential_after)
         return {"shaping": self.scale * (self.gamma * after - outcome.potential_before)}
+
+
+def check_shaping(gamma: float, scale: float) -> None:
+    """A shaping's γ is a discount, in [0, 1] (a negative one rewards a fall in confidence), and its
+    scale a finite number."""
+    check_number("gamma", gamma, low=0, high=1, hint=" (the shaping's discount)")
+    check_number("scale", scale)
 
 
 def potential(probs: np.ndarray, kind: str) -> np.ndarray:
@@ -281,6 +292,7 @@ class PotentialShaping(RewardFn):
     def __post_init__(self) -> None:
         if self.potential not in POTENTIALS:
             raise ValueError(f"unknown potential {self.potential!r}; expected one of {POTENTIALS}")
+        check_shaping(self.gamma, self.scale)
 
     def terms(self, outcome: Outcome) -> Terms:
         after = np.where(outcome.terminated, 0.0, potential(outcome.probs_after, self.potential))

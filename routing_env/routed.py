@@ -73,6 +73,7 @@ class RoutedModel(nn.Module):
         if not spec.head_after_skip:
             raise TypeError(f"RoutedModel runs dynamic ResNets (heads evaluated after SKIP too); {backbone.name!r} is not one")
         self.channels_last = optimize
+        self.input_shape = tuple(backbone.input_shape)
         # copies: moving or casting the routed model must not move the environment's network or the agent's policy
         self.model = inference_copy(backbone.model) if optimize else copy.deepcopy(backbone.model).eval()
         self.policy = copy.deepcopy(policy).eval()
@@ -197,6 +198,8 @@ class RoutedModel(nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:  # else torch fails deep in a block
+            raise ValueError(f"RoutedModel takes a batch of inputs of shape (B, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
         if len(x) == 1:
             return self._forward_one(x)
         b, device = len(x), x.device

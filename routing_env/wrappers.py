@@ -24,7 +24,13 @@ FLAT_KEYS = ("features", "probs", "position", "cost")
 
 
 def _flat_keys(space: spaces.Dict, obs_key: str, mask_key: str) -> list[str]:
-    """The observation keys flattened, in order; ``ValueError`` if the two output keys clash."""
+    """The observation keys flattened, in order; ``ValueError`` if the two output keys clash, or if the
+    space is not a routing environment's (a ``Dict`` with ``features`` and ``action_mask``: a wrapped
+    CartPole, or a second ``FlatObservation`` over the first)."""
+    if not isinstance(space, spaces.Dict) or not {"features", "action_mask"} <= set(space.spaces):
+        found = sorted(space.spaces) if isinstance(space, spaces.Dict) else type(space).__name__
+        raise ValueError(f"FlatObservation wraps a routing environment's Dict observation (with 'features' and "
+                         f"'action_mask'), got {found}")
     if obs_key == mask_key:
         raise ValueError(f"obs_key and mask_key must differ, got {obs_key!r} twice")
     return [k for k in (*FLAT_KEYS, "heads", "heads_mask") if k in space.spaces]

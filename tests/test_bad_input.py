@@ -4,6 +4,7 @@ clear one-line error naming the value, no traceback from the CLI, and nothing wr
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import gymnasium as gym
@@ -37,19 +38,23 @@ OPTIONS = [
     ({"cost": "Latency"}, "cost must be one of"),
     ({"obs_mode": "pixels"}, "unknown obs_mode 'pixels'"),
     ({"backbone": "resnet-9000"}, "unknown backbone 'resnet-9000'"),
-    ({"backbone_lr": 0, "train_backbone": True}, "backbone_lr must be > 0"),
+    ({"backbone_lr": 0, "train_backbone": True}, "backbone_lr must be a finite number > 0"),
     ({"backbone_update_every": 0}, "backbone_update_every must be"),
     ({"train_backbone": True, "split": "test"}, "would train on the test labels"),
     ({"device": "gpu:7"}, "invalid device 'gpu:7'"),
     ({"colour": "red"}, "unexpected keyword argument 'colour'"),
     ({"reward": "accuracy-squared"}, "unknown reward 'accuracy-squared'"),
     ({"reward": 3}, "reward must be a RewardFn"),
+    ({"train_backbone": "False"}, "train_backbone must be true or false, got 'False'"),  # a truthy string turned co-training on
+    ({"device": 3}, "device must be a torch device name"),
+    ({"dataset": "synthetic-image"}, "takes inputs of shape (16,), 'synthetic-image' has (3, 16, 16)"),
+    ({"reward": "accuracy-shaped[gamma=-5]"}, "gamma must be a finite number in [0, 1] (the shaping's discount), got -5.0"),
 ]
 
 
 @pytest.mark.parametrize("options,message", OPTIONS)
 def test_bad_environment_options(options: dict, message: str) -> None:
-    with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
         gym.make("routing_env/Cascade-v0", **{**TINY, **options})
 
 
@@ -110,6 +115,27 @@ CLI = [
     ([*TRAIN, "--steps", "10", "--env-kwargs", "lam"], "not of the form KEY=VALUE"),
     ([*TRAIN, "--steps", "10", "--env-kwargs", "=3"], "not of the form KEY=VALUE"),
     ([*TRAIN, "--steps", "10", "--agent-kwargs", "learning_rat=0.1"], "unknown option"),
+    # reinforce's options: each was silently wrong (a negative max_grad_norm flips the gradient) or failed deep in torch
+    ([*TRAIN, "--steps", "10", "--agent-kwargs", "max_grad_norm=-1"], "max_grad_norm must be a finite number > 0, got -1"),
+    ([*TRAIN, "--steps", "10", "--agent-kwargs", "hidden=0"], "hidden must be an integer >= 1, got 0"),
+    ([*TRAIN, "--steps", "10", "--agent-kwargs", "episodes_per_update=1.5"], "episodes_per_update must be an integer >= 1, got 1.5"),
+    ([*TRAIN, "--steps", "10", "--agent-kwargs", "normalize_advantage=no"], "normalize_advantage must be true or false, got 'no'"),
+    ([*TRAIN, "--steps", "10", "--agent-kwargs", "ent_coef=NaN"], "ent_coef must be a finite number >= 0, got nan"),
+    (["train", "--backbone", "tiny-cascade", "--agent", "ppo", "--steps", "10", "--agent-kwargs", "batch_size=1"],
+     "invalid option value for agent 'ppo' (given {'batch_size': 1})"),
+    ([*TRAIN, "--steps", "10", "--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    ([*TRAIN, "--steps", "10", "--env-kwargs", "train_backbone=False"], "train_backbone must be true or false"),
+    (["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lams", "0.1", "--seeds=0,-1", "--steps", "10"],
+     "seed must be an integer >= 0, got -1"),
+    (["study", "--backbone", "tiny-cascade", "--rewards", "accuracy", "--agent", "reinforce,gain", "--lams", "0.1", "--seeds", "0",
+      "--steps", "10"], "obs_mode='heads'"),  # refused before the first trial trains, as a sweep refuses it
+    (["joint", "--backbone", "tiny-cascade", "--seed", "-1"], "seed must be an integer >= 0"),
+    (["joint", "--backbone", "tiny-cascade", "--lam", "-1"], "lam must be"),
+    (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--agent-kwargs", "lam=NaN"], "lam must be a finite number >= 0"),
+    (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--agent-kwargs", "tau=-1"], "tau must be a finite number >= 0"),
+    (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--agent-kwargs", "tau=abc"], "tau must be a finite number >= 0"),
+    (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--agent-kwargs", "target_macs_fraction=true"],
+     "target_macs_fraction must be a finite number >= 0"),
     (["train", "--backbone", "tiny-cascade", "--agent", "sarsa", "--steps", "10"], "unknown agent 'sarsa'"),
     (["train", "--backbone", "tiny-cascade", "--agent", "no_such_module:Agent", "--steps", "10"], "cannot import module"),
     (["sweep", "--backbone", "tiny-cascade", "--agent", "reinforce", "--lams", "0.1,x", "--steps", "10"], "comma-separated list"),
@@ -213,3 +239,54 @@ def test_an_unusable_data_root_is_one_line_and_writes_nothing(layout: str, tmp_p
     assert f"cifar10 data at {root}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
 
+
+
+# --- the Python API beyond the options ---------------------------------------------------------------
+def test_numpy_numbers_are_numbers_and_a_list_of_seeds_has_one_per_environment() -> None:
+    env = RoutingVectorEnv(num_envs=2, lam=np.float32(0.1), widths=None, **TINY)  # was refused as "not a finite number"
+    assert env.unwrapped.config.lam == pytest.approx(0.1)
+    for seeds in ([], [1, 2, 3], [1, None]):
+        with pytest.raises(ValueError, match="a list of 2 \\(one per environment"):
+            env.reset(seed=seeds)
+    first, _ = env.reset(seed=[5, 6])
+    again, _ = env.reset(seed=5)
+    np.testing.assert_array_equal(first["features"], again["features"])  # the batch's one stream, seeded by the first
+
+
+def test_flat_observation_refuses_what_is_not_a_routing_environment() -> None:
+    from routing_env.wrappers import FlatObservation
+
+    with pytest.raises(ValueError, match="FlatObservation wraps a routing environment's Dict observation"):
+        FlatObservation(gym.make("CartPole-v1"))
+    with pytest.raises(ValueError, match=r"got \['action_mask', 'observations'\]"):
+        FlatObservation(FlatObservation(RoutingEnv(**TINY)))
+
+
+def test_weights_of_another_network_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    import torch
+
+    path = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(ValueError) as e:
+        RoutingEnv(backbone_weights=str(path), **TINY)
+    message = str(e.value)
+    assert message.startswith(f"backbone_weights {str(path)!r} do not fit backbone 'tiny-cascade'") and "\n" not in message
+    assert "missing keys" in message and "1 unexpected keys (e.g. 'conv.weight')" in message
+
+
+def test_routed_model_refuses_a_nan_budget_and_inputs_of_another_shape() -> None:
+    import torch
+
+    from routing_env.agents import make_agent
+    from routing_env.routed import RoutedModel
+
+    env = RoutingVectorEnv(num_envs=2, backbone="tiny-dynamic-resnet")
+    policy = make_agent("reinforce", env, seed=0).policy_module()
+    with pytest.raises(ValueError, match="max_macs must be a finite number > 0"):
+        RoutedModel(env.core.backbone, policy, max_macs=math.nan)  # masked nothing: every input exited at once
+    routed = RoutedModel(env.core.backbone, policy)
+    shape = env.core.backbone.input_shape
+    for bad in (torch.zeros(shape), torch.zeros(2, shape[0], shape[1] + 1, shape[2])):
+        with pytest.raises(ValueError, match=f"RoutedModel takes a batch of inputs of shape \\(B, {', '.join(map(str, shape))}\\)"):
+            routed(bad)
+    assert routed(torch.zeros(2, *shape))[0].shape[0] == 2

@@ -73,7 +73,7 @@ def test_bench_on_a_missing_device_is_refused_by_name(capsys: pytest.CaptureFixt
     assert "the CPU or a CUDA device" in capsys.readouterr().err
     if not torch.cuda.is_available():  # on a GPU machine --device cuda runs: that is test_device_figures' part
         assert main(["bench", "--device", "cuda"]) == 2
-        assert "--device 'cuda': this machine has no CUDA device" in capsys.readouterr().err
+        assert "device 'cuda': this machine has no CUDA device" in capsys.readouterr().err
         assert main(["bench", "--device", "cuda", "--no-dynamic"]) == 2  # refused before anything else
         captured = capsys.readouterr()
         assert "this machine has no CUDA device" in captured.err and not captured.out

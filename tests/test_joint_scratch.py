@@ -255,12 +255,12 @@ def test_costs_are_the_cascade_environments_macs_fraction_and_the_schedule_warms
 
 @pytest.mark.parametrize("change, message", [
     ({"epochs": 0}, "epochs must be"),
-    ({"dense_epochs": 5}, r"dense_epochs must be an integer in \[0, epochs=4\]"),
+    ({"dense_epochs": 5}, r"dense_epochs must be an integer in \[0, 4\] \(epochs=4\), got 5"),
     ({"targets": "all"}, "unknown targets 'all'"),
     ({"precision": "fp16"}, "unknown precision 'fp16'"),
     ({"member_loss": "mean"}, "unknown member_loss 'mean'"),
-    ({"lr": 0.0}, "lr must be > 0"),
-    ({"member_floor": 1.5}, r"member_floor must be in \[0, 1\], got 1.5"),
+    ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"member_floor": 1.5}, r"member_floor must be a finite number in \[0, 1\], got 1.5"),
 ])
 def test_bad_specs_are_refused_by_name(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

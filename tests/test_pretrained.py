@@ -71,6 +71,12 @@ def test_a_broken_manifest_or_cache_is_refused_naming_the_file(fake_pretrained: 
     manifest.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "kind"}))
     with pytest.raises(ValueError, match=r"manifest.json lacks \['kind'\]"):
         pretrained.load("toy-cascade")
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "members"}))
+    with pytest.raises(ValueError, match=r"a cascade manifest needs \['members'\]; it lacks \['members'\]"):
+        pretrained.load("toy-cascade")  # a bare KeyError before
+    manifest.write_text(json.dumps({**json.loads(good), "members": [{"model": "resnet8"}]}))
+    with pytest.raises(ValueError, match="'members' must be a non-empty list of {model, weights, sha256} objects"):
+        pretrained.load("toy-cascade")
     manifest.write_text(good)
     cascade = pretrained.load("toy-cascade")
     cache = fake_pretrained / cascade.cache_name("cifar10", "test")

@@ -12,6 +12,7 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 
 from routing_env.checkpoints import atomic_write
+from routing_env.validation import check_number
 
 from .logger import RunLogger
 
@@ -37,7 +38,7 @@ class Agent(abc.ABC):
         if options:
             raise TypeError(f"unknown option(s) {sorted(options)} for agent {self.name!r}")
         self.env = env
-        self.seed = seed
+        self.seed = check_number("seed", seed, low=0, integer=True)  # numpy's and Gymnasium's seeds are >= 0
 
     @abc.abstractmethod
     def predict(self, obs: dict[str, np.ndarray], env: VectorEnv) -> np.ndarray:

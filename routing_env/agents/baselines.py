@@ -11,6 +11,7 @@ from gymnasium.vector import VectorEnv
 from routing_env.core import SKIP
 from routing_env.env import RoutingVectorEnv
 from routing_env.evaluation import ExitTable, exit_table, fixed_route_actions, routing_key
+from routing_env.validation import check_number
 
 from .base import Agent
 from .logger import RunLogger
@@ -107,6 +108,16 @@ def tune_on_table(table: ExitTable, candidates: np.ndarray, stops: Callable[[flo
     return best, best_score
 
 
+def check_options(agent: str, **options: float | None) -> None:
+    """The options the exit rules fitted on ``val`` share, each ``None`` (the default) or: ``tau`` a
+    confidence threshold (>= 0; above 1 never exits before the last head), ``lam`` a price (>= 0),
+    ``target_macs_fraction`` a budget (>= 0: at 0 nothing fits, and the rule stops at the first head). A NaN would compare false everywhere and leave τ at 0."""
+    bounds = {"tau": {"low": 0}, "lam": {"low": 0}, "target_macs_fraction": {"low": 0}}
+    for name, value in options.items():
+        if value is not None:
+            check_number(f"{agent} agent: {name}", value, **bounds[name], hint=" or None")
+
+
 class ThresholdAgent(Agent):
     """Exit at the first head whose max softmax probability is at least ``tau``.
 
@@ -128,12 +139,11 @@ class ThresholdAgent(Agent):
         target_macs_fraction: float | None = None,
     ) -> None:
         super().__init__(env, seed=seed)
+        check_options("threshold", tau=tau, lam=lam, target_macs_fraction=target_macs_fraction)
         self.tau = 1.0 if tau is None else float(tau)
         self.tune = tau is None
         """``learn`` tunes τ only when none was given (a given τ is the user's choice)."""
         self.lam = env.unwrapped.config.lam if lam is None else float(lam)
-        if self.lam < 0:
-            raise ValueError(f"threshold agent: lam must be >= 0, got {self.lam}")
         # a budget-targeted environment's budget is the threshold's target too, unless one is given
         self.target = env.unwrapped.config.target_macs if target_macs_fraction is None else target_macs_fraction
 

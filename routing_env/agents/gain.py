@@ -30,7 +30,7 @@ from routing_env.core import EXIT
 from routing_env.evaluation import ExitTable, exit_table, fixed_route_actions
 
 from .base import Agent
-from .baselines import tune_on_table
+from .baselines import check_options, tune_on_table
 from .logger import RunLogger
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -112,9 +112,8 @@ class GainAgent(Agent):
         if "heads" not in env.single_observation_space.spaces:
             raise ValueError("gain agent: it reads every head evaluated so far; make the environment with obs_mode='heads' "
                              f"(its observation has {sorted(env.single_observation_space.spaces)})")
+        check_options("gain", lam=lam, target_macs_fraction=target_macs_fraction)
         self.lam = env.unwrapped.config.lam if lam is None else float(lam)
-        if self.lam < 0:
-            raise ValueError(f"gain agent: lam must be >= 0, got {self.lam}")
         self.target = env.unwrapped.config.target_macs if target_macs_fraction is None else target_macs_fraction
         if not alphas or any(not a > 0 for a in alphas):
             raise ValueError(f"gain agent: alphas must be positive ridge penalties, got {list(alphas)!r}")

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from routing_env.checkpoints import load_state_dict, save_state_dict
 from routing_env.costs import count_macs
 from routing_env.env import terminal_info
+from routing_env.validation import check_flag, check_number
 
 from .base import Agent
 from .features import input_dim, policy_input, policy_input_np
@@ -53,6 +54,17 @@ class ReinforceArgs:
     """Standardise advantages per update."""
     weight_decay: float = 0.0
     """Adam's L2 penalty on the policy's weights (a policy fitted to 5,000 ``val`` images overfits)."""
+
+    def __post_init__(self) -> None:
+        # each one silently wrong otherwise: a negative max_grad_norm flips the gradient (torch scales by
+        # it), hidden=0 trains nothing, a string "no" for normalize_advantage is truthy
+        for name in ("episodes_per_update", "hidden"):
+            check_number(f"reinforce option {name}", getattr(self, name), low=1, integer=True)
+        check_number("reinforce option learning_rate", self.learning_rate, above=0)
+        check_number("reinforce option max_grad_norm", self.max_grad_norm, above=0)
+        for name in ("ent_coef", "vf_coef", "weight_decay"):
+            check_number(f"reinforce option {name}", getattr(self, name), low=0)
+        check_flag("reinforce option normalize_advantage", self.normalize_advantage)
 
 
 class PolicyNet(nn.Module):

@@ -141,6 +141,8 @@ class RoutableBackbone(abc.ABC):
     name: str
     spec: BackboneSpec
     costs: CostTable
+    input_shape: tuple[int, ...]
+    """The shape of one input, without the batch dimension."""
 
     def to(self, device: object) -> RoutableBackbone:
         """Run on ``device`` (a ``torch.device``); backbones served from caches ignore it."""
@@ -159,6 +161,15 @@ class RoutableBackbone(abc.ABC):
     def weights_sha256(self) -> str:
         """The sha256 of the network's weights (what caches of its outputs are keyed on)."""
         return state_dict_sha256(self.module)
+
+    def check_data(self, dataset: str, num_classes: int, input_shape: tuple[int, ...]) -> None:
+        """Refuse a data set this backbone cannot read, naming both: another number of classes, or
+        inputs of another shape than ``self.input_shape`` (``tiny-cascade`` on ``synthetic-image``
+        failed deep in torch, on a dtype)."""
+        if num_classes != self.spec.num_classes:
+            raise ValueError(f"backbone {self.name!r} predicts {self.spec.num_classes} classes but data set {dataset!r} has {num_classes}")
+        if tuple(input_shape) != tuple(self.input_shape):
+            raise ValueError(f"backbone {self.name!r} takes inputs of shape {tuple(self.input_shape)}, {dataset!r} has {tuple(input_shape)}")
 
     def reference_cost(self, prefix: float, stage: np.ndarray, head: np.ndarray) -> float:
         """The reference's cost under a table of priced pieces, by the rule ``costs.reference`` follows

@@ -186,10 +186,7 @@ class Cascade(RoutableBackbone):
                     raise ValueError(f"feature cache {path} holds {cache.features.shape[0]} members and {cache.logits.shape[2]} classes; "
                                      f"{self.name!r} has {len(self.classifiers)} and {self.spec.num_classes}")
         data = load_split(dataset, split, data_root)
-        if data.num_classes != self.spec.num_classes:
-            raise ValueError(
-                f"backbone {self.name!r} predicts {self.spec.num_classes} classes but data set {dataset!r} has {data.num_classes}"
-            )
+        self.check_data(dataset, data.num_classes, data.inputs.shape[1:])
         cache = self.compute_cache(data)
         cache.save(candidates[-1])
         return cache
@@ -211,10 +208,7 @@ class Cascade(RoutableBackbone):
         if not live:
             return CachedCascadeExecutor(self.feature_cache(dataset, split, data_root), num_slots)
         data = load_split(dataset, split, data_root)
-        if data.num_classes != self.spec.num_classes:
-            raise ValueError(
-                f"backbone {self.name!r} predicts {self.spec.num_classes} classes but data set {dataset!r} has {data.num_classes}"
-            )
+        self.check_data(dataset, data.num_classes, data.inputs.shape[1:])
         return LiveCascadeExecutor(self, data, num_slots)
 
 

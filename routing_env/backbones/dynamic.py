@@ -107,12 +107,7 @@ class DynamicResNetBackbone(RoutableBackbone):
 
     def executor(self, dataset: str, split: str, num_slots: int, data_root: str | None = None, live: bool = False) -> DynamicExecutor:
         data = load_split(dataset, split, data_root)
-        if data.num_classes != self.spec.num_classes:
-            raise ValueError(
-                f"backbone {self.name!r} predicts {self.spec.num_classes} classes but data set {dataset!r} has {data.num_classes}"
-            )
-        if tuple(data.inputs.shape[1:]) != self.input_shape:
-            raise ValueError(f"backbone {self.name!r} takes inputs of shape {self.input_shape}, {dataset!r} has {tuple(data.inputs.shape[1:])}")
+        self.check_data(dataset, data.num_classes, data.inputs.shape[1:])
         return DynamicExecutor(self, data, num_slots, live)
 
 

@@ -34,6 +34,7 @@ from ..checkpoints import last_logged, load_state_dict, refuse_orphan_curves, re
 from ..cotraining import CoTrainBackbone
 from ..env import COTRAINING_OPTIONS, RoutingVectorEnv, registered_id
 from ..provenance import provenance
+from ..validation import check_number
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -65,10 +66,9 @@ class JointSpec:
     """``reinforce`` options."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {self.num_envs!r}")
+        check_number("epochs", self.epochs, low=1, integer=True)
+        check_number("num_envs", self.num_envs, low=1, integer=True)
+        check_number("seed", self.seed, low=0, integer=True)
         if self.backbone_lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown backbone_lr_schedule {self.backbone_lr_schedule!r}; expected one of {LR_SCHEDULES}")
         reserved = {"backbone", "lam", "split", "train_backbone", *COTRAINING_OPTIONS, "backbone_weights"}
@@ -98,7 +98,6 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     resuming = resumes(checkpoint, resume, ("backbone.pt", "joint.json"))
     logged = None if resuming else last_logged(out / "tb", EPOCH_TAG)
     refuse_orphan_curves(checkpoint, logged and logged[1])  # EPOCH_TAG's value is the epoch
-    out.mkdir(parents=True, exist_ok=True)
     state = load_state_dict(checkpoint) if resuming else None
     written = json.dumps(asdict(spec), sort_keys=True)
     if state is not None:
@@ -109,6 +108,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
         options["backbone_weights"] = str(out / "backbone.pt")
     env = CoTrainBackbone(RoutingVectorEnv(num_envs=spec.num_envs, **options))
     agent = make_agent("reinforce", env, seed=spec.seed, **spec.agent_kwargs)
+    out.mkdir(parents=True, exist_ok=True)  # once the options have built an environment and an agent: a refused run writes nothing
     epoch, history = 0, []
     # the members the run started from (a pretrained name may be re-released, a weights file replaced):
     # what a reproduction from the same command checks; carried over from the checkpoint on resume

@@ -63,6 +63,7 @@ from ..data import Split, augment, load_split
 from ..env import present_device
 from ..pretrain import PRECISIONS, machine_description
 from ..provenance import provenance
+from ..validation import check_number
 
 TARGETS = ("heads", "exit")
 MEMBER_LOSSES = ("expected", "routed-mean")
@@ -115,16 +116,12 @@ class ScratchJointSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("epochs", "batch_size", "policy_hidden"):
+            check_number(name, getattr(self, name), low=1, integer=True)
         for name in ("warmup_epochs", "dense_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= self.epochs:
-                raise ValueError(f"{name} must be an integer in [0, epochs={self.epochs}], got {value!r}")
-        if not 0.0 <= self.member_floor <= 1.0:
-            raise ValueError(f"member_floor must be in [0, 1], got {self.member_floor!r}")
+            check_number(name, getattr(self, name), low=0, high=self.epochs, integer=True, hint=f" (epochs={self.epochs})")
+        check_number("member_floor", self.member_floor, low=0, high=1)
+        check_number("seed", self.seed, low=0, integer=True)
         if self.targets not in TARGETS:
             raise ValueError(f"unknown targets {self.targets!r}; expected one of {TARGETS}")
         if self.member_loss not in MEMBER_LOSSES:
@@ -132,11 +129,9 @@ class ScratchJointSpec:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         for name in ("lam", "weight_decay", "entropy_coef"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+            check_number(name, getattr(self, name), low=0)
         for name in ("lr", "policy_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+            check_number(name, getattr(self, name), above=0)
 
 
 class SelectionModule(nn.Module):

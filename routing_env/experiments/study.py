@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -26,9 +26,10 @@ from ..checkpoints import atomic_write_text, scalar_events, write_json
 from ..env import EnvConfig
 from ..provenance import provenance
 from ..rewards import canonical_spec, describe, make_reward
+from ..validation import check_number
 from .engines import check_engine, run_trials
 from .report import save_figure
-from .sweep import SweepSpec, group_runs, sweep_run
+from .sweep import SweepSpec, check_agents, group_runs, sweep_run
 from .train import EarlyStopping, check_learning_split
 
 Point = tuple[float, float]
@@ -157,6 +158,8 @@ def check_study(spec: StudySpec) -> None:
         raise ValueError(f"rewards {same} are one reward spelt two ways (parameters and their defaults compared)")
     for agent in spec.agents:
         check_comparable(agent)  # raises ValueError naming an unknown agent, or the oracle
+    for seed in spec.seeds:
+        check_number("seed", seed, low=0, integer=True)
     if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 1:
         raise ValueError(f"steps must be a positive integer, got {spec.steps!r}")
     if isinstance(spec.num_envs, bool) or not isinstance(spec.num_envs, int) or spec.num_envs < 1:
@@ -176,6 +179,8 @@ def check_study(spec: StudySpec) -> None:
         for value in spec.values:  # the environment's own checks: λ ≥ 0, target > 0, known options
             trial = Trial(reward, spec.knob, value, spec.agents[0], spec.seeds[0])
             EnvConfig.from_options({**trial_sweep(spec, trial).env_kwargs, "lam": trial.lam})
+    first = Trial(spec.rewards[0], spec.knob, spec.values[0], spec.agents[0], spec.seeds[0])
+    check_agents(replace(trial_sweep(spec, first), agents=spec.agents))  # an agent's options and observation, before any trial
 
 
 # --- figures (pure) -----------------------------------------------------------------------------------

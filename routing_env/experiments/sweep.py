@@ -18,6 +18,7 @@ from ..checkpoints import read_json, write_json
 from ..env import EnvConfig, build_backbone
 from ..provenance import provenance
 from ..rewards import reward_fingerprint
+from ..validation import check_number
 from .baselines import calibrated_row, hull_accuracy, oracle_row, random_skip_row, static_hull, static_rows, threshold_curve, threshold_row
 from .engines import check_engine, run_trials
 from .report import plot_pareto, run_name, write_pareto_csv
@@ -176,6 +177,8 @@ def check_sweep(spec: SweepSpec) -> None:
                          f"{repeated} (as the run folders name them, λ to 6 significant digits)")
     for agent in spec.agents:
         check_comparable(agent)
+    for seed in spec.seeds:
+        check_number("seed", seed, low=0, integer=True)
     for lam in spec.lams:
         EnvConfig.from_options({k: v for k, v in {**spec.env_kwargs, "lam": lam}.items() if k != "backbone_weights"})
     if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 0 or spec.num_envs < 1:
