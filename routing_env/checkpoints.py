@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 
@@ -78,9 +79,24 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise ValueError(f"{path} is not valid JSON ({e}); restore it, or delete it to have it written again") from None
 
 
+def json_text(payload: Any) -> str:
+    """``payload`` as indented JSON, numpy's scalars and a ``torch.device`` written as the Python
+    value or name they stand for (an option given as ``np.float32(0.1)`` is accepted, and a run
+    writes every option it was given)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, torch.device):
+            return str(value)
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    return json.dumps(payload, indent=2, default=plain) + "\n"
+
+
 def write_json(path: str | os.PathLike[str], payload: Any) -> None:
-    """Write ``payload`` as JSON, atomically (a reader never sees a partial file); :func:`read_json` reads it."""
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    """Write ``payload`` as JSON (:func:`json_text`), atomically (a reader never sees a partial file);
+    :func:`read_json` reads it."""
+    atomic_write_text(path, json_text(payload))
 
 
 def save_state_dict(state: dict[str, Any], path: str | os.PathLike[str]) -> None:

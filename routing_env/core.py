@@ -225,7 +225,8 @@ class ActionTables:
         ``ValueError`` if no route to a prediction fits in it."""
         if max_macs is None:
             return np.inf
-        check_number("max_macs", max_macs, above=0, hint=" (a fraction of the reference MACs) or None")  # NaN would mask nothing
+        # NaN would mask nothing; inf, like None, is no budget
+        check_number("max_macs", max_macs, above=0, infinite=True, hint=" (a fraction of the reference MACs) or None")
         budget = float(max_macs) * costs.reference
         first = costs.prefix + (costs.head[0] if self.has_head[0] else self.min_to_head[0])
         if first > budget * (1 + BUDGET_TOLERANCE):

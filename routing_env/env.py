@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -141,8 +142,8 @@ class EnvConfig:
         return cls(**options)
 
     def __post_init__(self) -> None:
-        check_number("lam", self.lam, low=0)
-        check_number("invalid_penalty", self.invalid_penalty, low=0, hint=" (a penalty; a negative one would reward invalid actions)")
+        self._store("lam", check_number("lam", self.lam, low=0))
+        self._store("invalid_penalty", check_number("invalid_penalty", self.invalid_penalty, low=0, hint=" (a penalty; a negative one would reward invalid actions)"))
         if isinstance(self.reward, str) and not is_custom(self.reward):  # a misspelt spec or parameter, before the backbone loads
             builtin_reward(self.reward, self.lam)
         if self.allow_skip is not None and not isinstance(self.allow_skip, bool):
@@ -158,18 +159,18 @@ class EnvConfig:
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; expected one of {OBS_MODES}")
         if self.target_macs is not None:
-            check_number("target_macs", self.target_macs, above=0)
-        check_number("target_lr", self.target_lr, above=0)
+            self._store("target_macs", check_number("target_macs", self.target_macs, above=0))
+        self._store("target_lr", check_number("target_lr", self.target_lr, above=0))
         if self.target_macs is not None and spec_name(self.reward) in ("blockdrop", "accuracy-hinge"):
             raise ValueError(f"reward {self.reward!r} has no price of every unit of compute for target_macs to adapt (blockdrop "
                              "prices compute by 1 − cost² and uses λ, if at all, as a wrong answer's penalty; accuracy-hinge charges "
                              "only above its budget): use accuracy, cross-entropy or a shaped spec")
         check_cost_spec(self.cost)
         if self.max_macs is not None:
-            check_number("max_macs", self.max_macs, above=0, hint=" (a fraction of the reference MACs) or None")
-        check_number("backbone_lr", self.backbone_lr, above=0)
-        check_number("backbone_update_every", self.backbone_update_every, low=1, integer=True)
-        check_flag("train_backbone", self.train_backbone)
+            self._store("max_macs", check_number("max_macs", self.max_macs, above=0, hint=" (a fraction of the reference MACs) or None"))
+        self._store("backbone_lr", check_number("backbone_lr", self.backbone_lr, above=0))
+        self._store("backbone_update_every", check_number("backbone_update_every", self.backbone_update_every, low=1, integer=True))
+        self._store("train_backbone", check_flag("train_backbone", self.train_backbone))
         if self.backbone_targets not in BACKBONE_TARGETS:
             raise ValueError(f"unknown backbone_targets {self.backbone_targets!r}; expected one of {BACKBONE_TARGETS}")
         if not isinstance(self.backbone_augment, bool) or (self.backbone_augment and not self.train_backbone):
@@ -179,9 +180,14 @@ class EnvConfig:
                 "train_backbone=True on split='test' would train on the test labels; co-train on 'train' or 'val', "
                 "and evaluate the saved backbone frozen (backbone_weights=...)"
             )
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a torch device name such as 'cpu' or 'cuda:0', got {self.device!r}")
-        torch_device(self.device)
+        if not isinstance(self.device, (str, torch.device)):
+            raise ValueError(f"device must be a torch device or its name such as 'cpu' or 'cuda:0', got {self.device!r}")
+        self._store("device", str(torch_device(self.device)))  # a name: config.json writes it
+
+    def _store(self, name: str, value: Any) -> None:
+        """Set a checked option to its plain Python value (``np.float32(0.1)`` → ``0.1…``, a
+        ``torch.device`` → its name): every option of a run is written to ``config.json``."""
+        object.__setattr__(self, name, value)
 
 
 def torch_device(name: str) -> torch.device:
@@ -215,7 +221,13 @@ def load_weights(backbone: RoutableBackbone, path: str, name: str) -> None:
     """Load the state_dict file ``path`` over ``backbone``'s weights; a ``ValueError`` in one line,
     naming the file and the backbone, where its keys or shapes are another network's (torch lists
     every key over many lines)."""
-    state = load_state_dict(path)
+    try:
+        state = load_state_dict(path)
+    except (pickle.UnpicklingError, RuntimeError) as e:  # a whole pickled module, a truncated file: torch's message is many lines
+        raise ValueError(f"backbone_weights {path!r} is not a plain state_dict that torch.load(weights_only=True) reads: "
+                         f"{str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"backbone_weights {path!r} holds a {type(state).__name__}, not a state_dict")
     try:
         backbone.load_weights(state)
     except RuntimeError as e:
@@ -560,9 +572,9 @@ class RoutingVectorEnv(VectorEnv):
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if isinstance(seed, list):  # Gymnasium's per-env seeds; the batch draws from one stream, seeded by the first
-            if len(seed) != self.num_envs or any(s is None for s in seed) != all(s is None for s in seed):
+            if len(seed) != self.num_envs:  # Gymnasium's own vector envs assert it
                 raise ValueError(f"reset(seed=...) takes an integer, None, or a list of {self.num_envs} (one per "
-                                 f"environment; the batch shares one stream, seeded by the first), got {seed!r}")
+                                 f"environment; the batch shares one stream, seeded by the first), got {len(seed)}: {seed!r}")
             seed = seed[0]
         options = check_reset_options(options, ("index", "reset_mask"))
         if "reset_mask" in options:

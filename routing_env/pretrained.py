@@ -330,7 +330,8 @@ def joint_run_record(backbone: Path, base: str) -> dict[str, Any]:
         raise ValueError(f"{run / 'joint.json'} is the record of {mine}, not of {backbone}")
     config = read_json(run / "config.json") if (run / "config.json").is_file() else {}
     return {"spec": spec, "epochs": joint.get("epochs"), "history": joint.get("history") or [], "hours": joint.get("hours"),
-            "from_scratch": "dense_epochs" in spec, "stopped": joint.get("stopped"), "provenance": config.get("provenance")}
+            "from_scratch": "dense_epochs" in spec, "stopped": joint.get("stopped"), "provenance": config.get("provenance"),
+            "start_weights_sha256": joint.get("start_weights_sha256")}
 
 
 def cotrained_card(manifest: dict[str, Any], position: int, model: torch.nn.Module, macs: int,
@@ -365,7 +366,7 @@ def cotrained_card(manifest: dict[str, Any], position: int, model: torch.nn.Modu
         "base_val_accuracy": None if scratch else (base or {}).get("val_accuracy"),
         "note": manifest["note"],
         "batchnorm_recalibrated_on": manifest["batchnorm_recalibrated_on"],
-        "joint": {key: record[key] for key in ("spec", "epochs", "history", "stopped")} if record else None,
+        "joint": {key: record.get(key) for key in ("spec", "epochs", "history", "stopped", "start_weights_sha256")} if record else None,
         "wall_time_hours": round(hours, 3) if hours else None,
         "training_provenance": record.get("provenance"),
         "card_provenance": provenance(),

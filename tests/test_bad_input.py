@@ -46,7 +46,7 @@ OPTIONS = [
     ({"reward": "accuracy-squared"}, "unknown reward 'accuracy-squared'"),
     ({"reward": 3}, "reward must be a RewardFn"),
     ({"train_backbone": "False"}, "train_backbone must be true or false, got 'False'"),  # a truthy string turned co-training on
-    ({"device": 3}, "device must be a torch device name"),
+    ({"device": 3}, "device must be a torch device or its name"),
     ({"dataset": "synthetic-image"}, "takes inputs of shape (16,), 'synthetic-image' has (3, 16, 16)"),
     ({"reward": "accuracy-shaped[gamma=-5]"}, "gamma must be a finite number in [0, 1] (the shaping's discount), got -5.0"),
 ]
@@ -132,8 +132,8 @@ CLI = [
     (["joint", "--backbone", "tiny-cascade", "--seed", "-1"], "seed must be an integer >= 0"),
     (["joint", "--backbone", "tiny-cascade", "--lam", "-1"], "lam must be"),
     (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--agent-kwargs", "lam=NaN"], "lam must be a finite number >= 0"),
-    (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--agent-kwargs", "tau=-1"], "tau must be a finite number >= 0"),
-    (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--agent-kwargs", "tau=abc"], "tau must be a finite number >= 0"),
+    (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--agent-kwargs", "tau=-1"], "tau must be a number >= 0"),
+    (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--agent-kwargs", "tau=abc"], "tau must be a number >= 0"),
     (["evaluate", "--agent", "threshold", "--backbone", "tiny-cascade", "--agent-kwargs", "target_macs_fraction=true"],
      "target_macs_fraction must be a finite number >= 0"),
     (["train", "--backbone", "tiny-cascade", "--agent", "sarsa", "--steps", "10"], "unknown agent 'sarsa'"),
@@ -242,10 +242,22 @@ def test_an_unusable_data_root_is_one_line_and_writes_nothing(layout: str, tmp_p
 
 
 # --- the Python API beyond the options ---------------------------------------------------------------
-def test_numpy_numbers_are_numbers_and_a_list_of_seeds_has_one_per_environment() -> None:
-    env = RoutingVectorEnv(num_envs=2, lam=np.float32(0.1), widths=None, **TINY)  # was refused as "not a finite number"
-    assert env.unwrapped.config.lam == pytest.approx(0.1)
-    for seeds in ([], [1, 2, 3], [1, None]):
+def test_numpy_numbers_are_numbers_written_as_json_and_a_list_of_seeds_has_one_per_environment(tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    from routing_env.experiments import train_run
+
+    env = RoutingVectorEnv(num_envs=2, lam=np.float32(0.1), backbone_update_every=np.int64(4), device=torch.device("cpu"), **TINY)
+    config = env.unwrapped.config  # numpy's numbers were refused as "not a finite number"; stored as Python's
+    assert type(config.lam) is float and type(config.backbone_update_every) is int and config.device == "cpu"
+    # a run writes every option it was given, as given: numpy's scalars too (they failed in json.dumps, after the folder was cleared)
+    train_run("routing_env/Cascade-v0", {**TINY, "lam": np.float32(0.1)}, "threshold", {"target_macs_fraction": np.float64(0.5)},
+              np.int64(0), 0, 2, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["env_kwargs"]["lam"] == pytest.approx(0.1)
+    assert json.loads((tmp_path / "run" / "agent.json").read_text())["options"]["target_macs_fraction"] == 0.5
+    for seeds in ([], [1, 2, 3]):
         with pytest.raises(ValueError, match="a list of 2 \\(one per environment"):
             env.reset(seed=seeds)
     first, _ = env.reset(seed=[5, 6])
@@ -282,8 +294,9 @@ def test_routed_model_refuses_a_nan_budget_and_inputs_of_another_shape() -> None
 
     env = RoutingVectorEnv(num_envs=2, backbone="tiny-dynamic-resnet")
     policy = make_agent("reinforce", env, seed=0).policy_module()
-    with pytest.raises(ValueError, match="max_macs must be a finite number > 0"):
+    with pytest.raises(ValueError, match="max_macs must be a number > 0"):
         RoutedModel(env.core.backbone, policy, max_macs=math.nan)  # masked nothing: every input exited at once
+    assert RoutedModel(env.core.backbone, policy, max_macs=math.inf).budget == math.inf  # no budget, as None
     routed = RoutedModel(env.core.backbone, policy)
     shape = env.core.backbone.input_shape
     for bad in (torch.zeros(shape), torch.zeros(2, shape[0], shape[1] + 1, shape[2])):

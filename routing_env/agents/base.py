@@ -4,14 +4,13 @@ The registry of agents by name is :mod:`routing_env.agents.registry`."""
 from __future__ import annotations
 
 import abc
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from gymnasium.vector import VectorEnv
 
-from routing_env.checkpoints import atomic_write
+from routing_env.checkpoints import atomic_write_text, json_text
 from routing_env.validation import check_number
 
 from .logger import RunLogger
@@ -74,8 +73,7 @@ class Agent(abc.ABC):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         payload = {"agent": self.made_as or self.name, "seed": self.seed, "options": self.options()}
-        data = (json.dumps(payload, indent=2) + "\n").encode()
-        atomic_write(directory / "agent.json", lambda f: f.write(data))
+        atomic_write_text(directory / "agent.json", json_text(payload))
 
     def load_state(self, directory: Path) -> None:
         """Restore what ``save`` wrote beyond ``agent.json`` (nothing by default)."""

@@ -112,7 +112,7 @@ def check_options(agent: str, **options: float | None) -> None:
     """The options the exit rules fitted on ``val`` share, each ``None`` (the default) or: ``tau`` a
     confidence threshold (>= 0; above 1 never exits before the last head), ``lam`` a price (>= 0),
     ``target_macs_fraction`` a budget (>= 0: at 0 nothing fits, and the rule stops at the first head). A NaN would compare false everywhere and leave τ at 0."""
-    bounds = {"tau": {"low": 0}, "lam": {"low": 0}, "target_macs_fraction": {"low": 0}}
+    bounds = {"tau": {"low": 0, "infinite": True}, "lam": {"low": 0}, "target_macs_fraction": {"low": 0}}
     for name, value in options.items():
         if value is not None:
             check_number(f"{agent} agent: {name}", value, **bounds[name], hint=" or None")

@@ -58,13 +58,12 @@ class ReinforceArgs:
     def __post_init__(self) -> None:
         # each one silently wrong otherwise: a negative max_grad_norm flips the gradient (torch scales by
         # it), hidden=0 trains nothing, a string "no" for normalize_advantage is truthy
-        for name in ("episodes_per_update", "hidden"):
-            check_number(f"reinforce option {name}", getattr(self, name), low=1, integer=True)
-        check_number("reinforce option learning_rate", self.learning_rate, above=0)
-        check_number("reinforce option max_grad_norm", self.max_grad_norm, above=0)
-        for name in ("ent_coef", "vf_coef", "weight_decay"):
-            check_number(f"reinforce option {name}", getattr(self, name), low=0)
-        check_flag("reinforce option normalize_advantage", self.normalize_advantage)
+        bounds = {"episodes_per_update": {"low": 1, "integer": True}, "hidden": {"low": 1, "integer": True},
+                  "learning_rate": {"above": 0}, "max_grad_norm": {"above": 0}, "ent_coef": {"low": 0}, "vf_coef": {"low": 0},
+                  "weight_decay": {"low": 0}}
+        for name, bound in bounds.items():  # Python numbers: the options are written to agent.json
+            setattr(self, name, check_number(f"reinforce option {name}", getattr(self, name), **bound))
+        self.normalize_advantage = check_flag("reinforce option normalize_advantage", self.normalize_advantage)
 
 
 class PolicyNet(nn.Module):

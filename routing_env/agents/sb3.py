@@ -212,7 +212,7 @@ class SB3Agent(Agent):
             )
         except TypeError as e:
             raise TypeError(f"invalid option for agent {self.name!r}: {e}") from None
-        except (AssertionError, ValueError) as e:  # SB3 checks values with assert (batch_size > 1, n_steps > 0)
+        except AssertionError as e:  # SB3 checks option values with assert (batch_size > 1, n_steps > 0)
             raise ValueError(f"invalid option value for agent {self.name!r} (given {options}): {e}") from None
         # Without a logger of its own, each SB3 ``learn`` configures one in a fresh, empty
         # ``/tmp/SB3-<date>`` folder (``utils.configure_logger`` with no ``tensorboard_log``): a sweep

@@ -66,9 +66,10 @@ class JointSpec:
     """``reinforce`` options."""
 
     def __post_init__(self) -> None:
-        check_number("epochs", self.epochs, low=1, integer=True)
-        check_number("num_envs", self.num_envs, low=1, integer=True)
-        check_number("seed", self.seed, low=0, integer=True)
+        numbers = {"epochs": {"low": 1, "integer": True}, "num_envs": {"low": 1, "integer": True}, "seed": {"low": 0, "integer": True},
+                   "lam": {"low": 0}, "backbone_lr": {"above": 0}, "backbone_update_every": {"low": 1, "integer": True}}
+        for name, bounds in numbers.items():  # stored as Python numbers: the spec is written as JSON into every checkpoint
+            object.__setattr__(self, name, check_number(name, getattr(self, name), **bounds))
         if self.backbone_lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown backbone_lr_schedule {self.backbone_lr_schedule!r}; expected one of {LR_SCHEDULES}")
         reserved = {"backbone", "lam", "split", "train_backbone", *COTRAINING_OPTIONS, "backbone_weights"}

@@ -116,12 +116,15 @@ class ScratchJointSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        def store(name: str, **bounds: Any) -> None:  # a Python number: the spec is written as JSON into every checkpoint
+            object.__setattr__(self, name, check_number(name, getattr(self, name), **bounds))
+
         for name in ("epochs", "batch_size", "policy_hidden"):
-            check_number(name, getattr(self, name), low=1, integer=True)
+            store(name, low=1, integer=True)
         for name in ("warmup_epochs", "dense_epochs"):
-            check_number(name, getattr(self, name), low=0, high=self.epochs, integer=True, hint=f" (epochs={self.epochs})")
-        check_number("member_floor", self.member_floor, low=0, high=1)
-        check_number("seed", self.seed, low=0, integer=True)
+            store(name, low=0, high=self.epochs, integer=True, hint=f" (epochs={self.epochs})")
+        store("member_floor", low=0, high=1)
+        store("seed", low=0, integer=True)
         if self.targets not in TARGETS:
             raise ValueError(f"unknown targets {self.targets!r}; expected one of {TARGETS}")
         if self.member_loss not in MEMBER_LOSSES:
@@ -129,9 +132,9 @@ class ScratchJointSpec:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         for name in ("lam", "weight_decay", "entropy_coef"):
-            check_number(name, getattr(self, name), low=0)
+            store(name, low=0)
         for name in ("lr", "policy_lr"):
-            check_number(name, getattr(self, name), above=0)
+            store(name, above=0)
 
 
 class SelectionModule(nn.Module):
