@@ -118,6 +118,30 @@ def load_state_dict(path: str | os.PathLike[str], sha256: str | None = None) -> 
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+class TimeLimit:
+    """The ``--time-limit`` of one call of a resumable training, in minutes from the call's start
+    (``None``: none): an epoch starts only if the last one this call trained says it ends in time, and
+    the first always runs. A run that must be done by a deadline (a session that ends, a device lent
+    for minutes) stops on a whole epoch, its checkpoint written, instead of being killed inside one;
+    the same command with ``--resume`` goes on. The estimate is this call's own (a checkpoint's epochs
+    may be another machine's). Times are the caller's clock readings (``time.time()``), in seconds."""
+
+    def __init__(self, minutes: float | None, started: float) -> None:
+        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes < float("inf")):
+            raise ValueError(f"time_limit must be a positive number of minutes, got {minutes!r}")
+        self.minutes = minutes
+        self.started = started
+        self.last_epoch_seconds = 0.0
+
+    def allows_epoch(self, now: float) -> bool:
+        """Whether an epoch starting at ``now`` is expected to end within the limit."""
+        return (self.minutes is None or not self.last_epoch_seconds
+                or now + self.last_epoch_seconds <= self.started + 60 * self.minutes)
+
+    def epoch_took(self, seconds: float) -> None:
+        self.last_epoch_seconds = seconds
+
+
 def resumes(checkpoint: str | os.PathLike[str], resume: bool, outputs: tuple[str, ...]) -> bool:
     """Whether a run goes on from ``checkpoint``, refusing the starts that would lose work: without
     ``resume``, a fresh start over an existing checkpoint; with or without it, a fresh start in a folder

@@ -313,15 +313,16 @@ def cmd_joint(args: argparse.Namespace) -> int:
         env_kwargs=parse_kwargs(args.env_kwargs, "--env-kwargs"),
         agent_kwargs=parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
     )
-    summary = joint_train(spec, args.out, resume=args.resume, progress=not args.quiet)
+    summary = joint_train(spec, args.out, resume=args.resume, progress=not args.quiet, time_limit=args.time_limit)
     last = summary["history"][-1] if summary["history"] else {}
-    print(f"joint training: {summary['epochs']} epochs, {last.get('backbone_updates', 0)} backbone updates; "
+    state = "stopped at the time limit; go on with --resume" if summary["stopped"] else "done"
+    print(f"joint training: {summary['epochs']} of {spec.epochs} epochs, {state}, {last.get('backbone_updates', 0)} backbone updates; "
           f"co-trained members in {summary['backbone']}; evaluate with `routing-env evaluate --run {args.out}`, "
           f"tensorboard --logdir {Path(args.out) / 'tb'}", file=sys.stderr)
     return 0
 
 
-SCRATCH_ONLY = {"batch_size": None, "dense_epochs": None, "member_floor": None, "member_loss": None, "warmup_epochs": None, "precision": None, "device": None, "time_limit": None,
+SCRATCH_ONLY = {"batch_size": None, "dense_epochs": None, "member_floor": None, "member_loss": None, "warmup_epochs": None, "precision": None, "device": None,
                 "branch_from": None}
 """``joint`` options that only the batched from-scratch run has (their unset values)."""
 ENVIRONMENT_ONLY = {"num_envs": 64, "backbone_update_every": 32, "backbone_lr_schedule": "constant", "augment": False,
@@ -551,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=int, help="--from-scratch: linear warm-up of the members' rate (default 2)")
     p.add_argument("--precision", help="--from-scratch: fp32, or bf16 autocast (the default)")
     p.add_argument("--device", help="--from-scratch: where to train, e.g. cuda (default cpu)")
-    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="--from-scratch: start an epoch only if it ends within this many minutes; --resume goes on")
+    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="start an epoch only if it ends within this many minutes of the start; --resume goes on")
     p.add_argument("--branch-from", metavar="CHECKPOINT", help="--from-scratch: start from another run's checkpoint.pt taken inside both runs' dense epochs, "
                    "when the runs differ only in --dense-epochs or --member-floor (the same computation up to there); with --resume, "
                    "--out's own checkpoint once it has one")

@@ -45,6 +45,7 @@ from .backbones.resnet import (
     sandwich_loss,
 )
 from .checkpoints import (
+    TimeLimit,
     atomic_write_text,
     file_sha256,
     last_logged,
@@ -335,7 +336,7 @@ def pretrain(
     path}``: go on with ``resume=True``. It is not one of the run's arguments (a resumed run may set
     another).
     """
-    started = time.time()
+    deadline = TimeLimit(time_limit, started=time.time())  # counted from here: loading the data is part of the call
     from torch.utils.tensorboard import SummaryWriter
 
     out = Path(out)
@@ -344,8 +345,6 @@ def pretrain(
     logged = None if resuming else last_logged(out / "tb", "val/accuracy")  # logged at the end of each epoch, at its number
     refuse_orphan_curves(checkpoint_path, logged and logged[0])
     where = present_device(device)  # a bad or absent device is refused before anything is written
-    if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
     inputs_sha256 = input_files_sha256(args)
     state = None
     if resuming:  # checked before the inputs are read: a replaced init fails here, clearly
@@ -403,10 +402,9 @@ def pretrain(
     labels = torch.from_numpy(train.labels).to(where)
     autocast = torch.autocast(where.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    last_epoch_seconds = 0.0  # this call's own estimate (a checkpoint's epochs may be another machine's)
     for epoch in range(start_epoch, args.epochs):
         began = time.time()
-        if time_limit is not None and epoch > start_epoch and began + last_epoch_seconds > started + 60 * time_limit:
+        if not deadline.allows_epoch(began):
             writer.close()
             print(f"{args.backbone}: stopped after epoch {epoch} of {args.epochs} (--time-limit {time_limit:g} min); "
                   f"go on with --resume", file=sys.stderr, flush=True)
@@ -484,7 +482,7 @@ def pretrain(
             file=sys.stderr,
             flush=True,
         )
-        last_epoch_seconds = time.time() - began  # evaluation and checkpoint included: what the next epoch will take
+        deadline.epoch_took(time.time() - began)  # evaluation and checkpoint included: what the next epoch will take
     writer.close()
     final = ema.module if ema is not None else model
     recalibration = None

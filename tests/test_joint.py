@@ -147,6 +147,20 @@ def test_a_checkpoint_from_before_the_schedule_existed_still_resumes(tmp_path: P
     assert joint_train(spec, tmp_path, resume=True)["epochs"] == 1
 
 
+def test_a_time_limit_stops_on_a_whole_epoch_and_resume_ends_where_one_call_would(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["joint", "--backbone", "tiny-cascade", "--lam", "0.05", "--epochs", "2", "--num-envs", "64", "--backbone-update-every", "64",
+            "--quiet", "--time-limit", "1e-4"]  # the first epoch of a call always runs; the second would not end in time
+    assert main([*argv, "--out", str(tmp_path / "limited")]) == 0
+    assert "1 of 2 epochs, stopped at the time limit; go on with --resume" in capsys.readouterr().err
+    record = json.loads((tmp_path / "limited" / "joint.json").read_text())
+    assert record["epochs"] == 1 and record["stopped"]
+    assert main([*argv, "--out", str(tmp_path / "limited"), "--resume"]) == 0  # one more epoch per call, and the run is done
+    assert "2 of 2 epochs, done" in capsys.readouterr().err
+    assert main([*argv[:-2], "--out", str(tmp_path / "whole")]) == 0
+    whole, resumed = (torch.load(tmp_path / run / "backbone.pt", weights_only=True) for run in ("whole", "limited"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
 def test_joint_cli_and_evaluate_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "joint"
     assert main(["joint", "--backbone", "tiny-cascade", "--lam", "0.05", "--epochs", "1", "--out", str(out), "--quiet"]) == 0

@@ -30,7 +30,16 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checkpoints import last_logged, load_state_dict, refuse_orphan_curves, refuse_other_run, resumes, save_state_dict, write_json
+from ..checkpoints import (
+    TimeLimit,
+    last_logged,
+    load_state_dict,
+    refuse_orphan_curves,
+    refuse_other_run,
+    resumes,
+    save_state_dict,
+    write_json,
+)
 from ..cotraining import CoTrainBackbone
 from ..env import COTRAINING_OPTIONS, RoutingVectorEnv, registered_id
 from ..provenance import provenance
@@ -90,9 +99,15 @@ EPOCH_TAG = "charts/epoch"
 update, so a first epoch killed half-way has curves and, rightly, no checkpoint)."""
 
 
-def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Run (or resume) ``spec`` into ``out``; return the summary also written to ``joint.json``."""
+def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progress: bool = False,
+                time_limit: float | None = None) -> dict[str, Any]:
+    """Run (or resume) ``spec`` into ``out``; return the summary also written to ``joint.json``.
+    ``time_limit`` (minutes, :class:`~routing_env.checkpoints.TimeLimit`) starts an epoch only if it
+    is expected to end in time; stopped early, the summary says ``"stopped": True``: go on with
+    ``resume=True``."""
     from routing_env.agents import RunLogger, make_agent
+
+    deadline = TimeLimit(time_limit, started=time.time())
 
     out = Path(out)
     checkpoint = out / "checkpoint.pt"
@@ -133,7 +148,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
     # what a kill logged after the last checkpoint (or, on a fresh start, in a first epoch it never finished) is dropped
     logger = RunLogger(out / "tb", purge_step=agent.steps_done + 1 if resuming else 0)
     steps = env.num_instances
-    while epoch < spec.epochs:
+    while epoch < spec.epochs and deadline.allows_epoch(time.time()):
         began = time.time()
         lr = backbone_lr_at(spec, epoch)
         for group in env.trainer.optimizer.param_groups:
@@ -162,6 +177,7 @@ def joint_train(spec: JointSpec, out: str | Path, *, resume: bool = False, progr
         save_state_dict(backbone, out / "backbone.pt")
         agent.save(out)
         write_json(out / "joint.json", joint_summary(spec, epoch, history, out, start_sha256))  # a killed run's record says so
+        deadline.epoch_took(time.time() - began)
     logger.close()
     env.close()
     summary = joint_summary(spec, epoch, history, out, start_sha256)

@@ -58,7 +58,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import __version__
-from ..checkpoints import file_sha256, load_state_dict, refuse_other_run, resumes, save_state_dict, stored_arguments, write_json
+from ..checkpoints import TimeLimit, file_sha256, load_state_dict, refuse_other_run, resumes, save_state_dict, stored_arguments, write_json
 from ..data import Split, augment, load_split
 from ..env import present_device
 from ..pretrain import PRECISIONS, machine_description
@@ -343,15 +343,13 @@ def joint_from_scratch(
     (:func:`branch_state`; its history and TensorBoard rows come along); once ``out`` has its own
     checkpoint, ``resume=True`` goes on from that, so one command serves every segment.
     """
-    started = time.time()
+    deadline = TimeLimit(time_limit, started=time.time())  # counted from here
     from torch.utils.tensorboard import SummaryWriter
 
     out = Path(out)
     checkpoint = out / "checkpoint.pt"
     resuming = resumes(checkpoint, resume, ("backbone.pt", "policy.pt", "joint.json"))
     where = present_device(device)
-    if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit must be a positive number of minutes, got {time_limit!r}")
     written = json.dumps(asdict(spec), sort_keys=True)
     state = load_state_dict(checkpoint) if resuming else None
     if state is not None:
@@ -414,10 +412,9 @@ def joint_from_scratch(
         for row in history:
             log_epoch(writer, row, names)
         save()
-    last_epoch_seconds = 0.0
     while epoch < spec.epochs:
         began = time.time()
-        if time_limit is not None and last_epoch_seconds and began + last_epoch_seconds > started + 60 * time_limit:
+        if not deadline.allows_epoch(began):
             break
         members.train()
         dense = epoch < spec.dense_epochs
@@ -465,7 +462,7 @@ def joint_from_scratch(
                   f"train routed acc {row['train_routed_accuracy']:.4f} at {row['train_macs_fraction']:.3f}; val members "
                   f"{evaluated['members']}, routed {evaluated['routed_accuracy']:.4f} at {evaluated['routed_macs_fraction']:.3f}",
                   file=sys.stderr, flush=True)
-        last_epoch_seconds = time.time() - began
+        deadline.epoch_took(time.time() - began)
     writer.close()
     result = summary(spec, names, member_macs, epoch, elapsed, history, out, branched)
     write_json(out / "joint.json", result)  # also for a resumed run that had no epoch left
