@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -183,6 +184,22 @@ class EnvConfig:
         if not isinstance(self.device, (str, torch.device)):
             raise ValueError(f"device must be a torch device or its name such as 'cpu' or 'cuda:0', got {self.device!r}")
         self._store("device", str(torch_device(self.device)))  # a name: config.json writes it
+        inert = self.inert_options()
+        if inert:
+            warnings.warn("environment options set with no effect: " + "; ".join(
+                f"{name}={getattr(self, name)!r} does nothing without {needs}" for name, needs in inert.items()), stacklevel=3)
+
+    def inert_options(self) -> dict[str, str]:
+        """The options set away from their default whose controlling option is off, each with what it
+        needs (``backbone_lr`` without ``train_backbone=True``, ``target_lr`` without ``target_macs``,
+        ``invalid_penalty`` under another ``invalid_action``): a run that sets one and forgets the other
+        trains as if it had set neither, so the environment warns."""
+        needs = {**{name: "train_backbone=True" for name in COTRAINING_OPTIONS if name != "backbone_augment"},  # that one is refused
+                 "target_lr": "target_macs", "invalid_penalty": "invalid_action='penalize'"}
+        on = {"train_backbone=True": self.train_backbone, "target_macs": self.target_macs is not None,
+              "invalid_action='penalize'": self.invalid_action == "penalize"}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {name: need for name, need in needs.items() if not on[need] and getattr(self, name) != defaults[name]}
 
     def _store(self, name: str, value: Any) -> None:
         """Set a checked option to its plain Python value (``np.float32(0.1)`` → ``0.1…``, a

@@ -303,3 +303,25 @@ def test_routed_model_refuses_a_nan_budget_and_inputs_of_another_shape() -> None
         with pytest.raises(ValueError, match=f"RoutedModel takes a batch of inputs of shape \\(B, {', '.join(map(str, shape))}\\)"):
             routed(bad)
     assert routed(torch.zeros(2, *shape))[0].shape[0] == 2
+
+
+@pytest.mark.parametrize("options,controlled", [
+    ({"backbone_lr": 0.001}, {"train_backbone": True}),
+    ({"target_lr": 0.01}, {"target_macs": 0.3}),
+    ({"invalid_penalty": 0.5}, {"invalid_action": "penalize"}),
+], ids=["co-training", "budget-targeting", "penalty"])
+def test_an_option_set_without_the_one_it_needs_warns(options: dict, controlled: dict) -> None:
+    """Set without its controlling option, an option does nothing, and the run would train as if it
+    were not there; with it, or as an evaluation drops them, nothing is said."""
+    import warnings
+
+    from routing_env.env import EnvConfig
+    from routing_env.experiments.train import evaluation_kwargs
+
+    name, value = next(iter(options.items()))
+    with pytest.warns(UserWarning, match=re.escape(f"{name}={value!r} does nothing without {next(iter(controlled))}")):
+        EnvConfig(**TINY, **options)
+    with warnings.catch_warnings():  # the controlling option set, or the evaluation of such a run: silent
+        warnings.simplefilter("error")
+        EnvConfig(**TINY, **options, **controlled)
+        EnvConfig.from_options(evaluation_kwargs({**TINY, **options, **controlled}, "test"))

@@ -53,7 +53,8 @@ def evaluation_kwargs(env_kwargs: dict[str, Any], split: str, run: Path | None =
     it, the backbone as it was before co-training."""
     kwargs = {k: v for k, v in env_kwargs.items() if k not in COTRAINING_OPTIONS}  # frozen: co-training's options do not apply
     kwargs.update(split=split, train_backbone=False)
-    kwargs.pop("target_macs", None)  # an adapted λ would drift while the policy is scored
+    for option in ("target_macs", "target_lr"):  # an adapted λ would drift while the policy is scored
+        kwargs.pop(option, None)
     if env_kwargs.get("train_backbone") and run is not None:
         kwargs["backbone_weights"] = str(Path(run) / "backbone.pt")
     return kwargs
