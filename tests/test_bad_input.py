@@ -249,7 +249,8 @@ def test_numpy_numbers_are_numbers_written_as_json_and_a_list_of_seeds_has_one_p
 
     from routing_env.experiments import train_run
 
-    env = RoutingVectorEnv(num_envs=2, lam=np.float32(0.1), backbone_update_every=np.int64(4), device=torch.device("cpu"), **TINY)
+    with pytest.warns(UserWarning, match="backbone_update_every=4 does nothing without train_backbone"):  # as a Python int
+        env = RoutingVectorEnv(num_envs=2, lam=np.float32(0.1), backbone_update_every=np.int64(4), device=torch.device("cpu"), **TINY)
     config = env.unwrapped.config  # numpy's numbers were refused as "not a finite number"; stored as Python's
     assert type(config.lam) is float and type(config.backbone_update_every) is int and config.device == "cpu"
     # a run writes every option it was given, as given: numpy's scalars too (they failed in json.dumps, after the folder was cleared)
