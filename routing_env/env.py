@@ -26,7 +26,7 @@ from .core import DECIDE_AT, INVALID_ACTION_MODES, RoutingCore, RoutingView, che
 from .data import SPLITS
 from .latency import check_cost_spec, cost_table
 from .rewards import RewardFn, builtin_reward, is_custom, make_reward, spec_name
-from .validation import check_flag, check_number
+from .validation import check_field, check_flag
 
 OBS_MODES = ("vector", "heads")
 """``vector``: the five keys of docs/design.md §2. ``heads`` adds ``heads`` (H, C), the softmax of every
@@ -143,8 +143,8 @@ class EnvConfig:
         return cls(**options)
 
     def __post_init__(self) -> None:
-        self._store("lam", check_number("lam", self.lam, low=0))
-        self._store("invalid_penalty", check_number("invalid_penalty", self.invalid_penalty, low=0, hint=" (a penalty; a negative one would reward invalid actions)"))
+        check_field(self, "lam", low=0)
+        check_field(self, "invalid_penalty", low=0, hint=" (a penalty; a negative one would reward invalid actions)")
         if isinstance(self.reward, str) and not is_custom(self.reward):  # a misspelt spec or parameter, before the backbone loads
             builtin_reward(self.reward, self.lam)
         if self.allow_skip is not None and not isinstance(self.allow_skip, bool):
@@ -159,19 +159,17 @@ class EnvConfig:
             raise ValueError(f"unknown decide_at {self.decide_at!r}; expected one of {DECIDE_AT}")
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {self.obs_mode!r}; expected one of {OBS_MODES}")
-        if self.target_macs is not None:
-            self._store("target_macs", check_number("target_macs", self.target_macs, above=0))
-        self._store("target_lr", check_number("target_lr", self.target_lr, above=0))
+        check_field(self, "target_macs", optional=True, above=0)
+        check_field(self, "target_lr", above=0)
         if self.target_macs is not None and spec_name(self.reward) in ("blockdrop", "accuracy-hinge"):
             raise ValueError(f"reward {self.reward!r} has no price of every unit of compute for target_macs to adapt (blockdrop "
                              "prices compute by 1 − cost² and uses λ, if at all, as a wrong answer's penalty; accuracy-hinge charges "
                              "only above its budget): use accuracy, cross-entropy or a shaped spec")
         check_cost_spec(self.cost)
-        if self.max_macs is not None:
-            self._store("max_macs", check_number("max_macs", self.max_macs, above=0, hint=" (a fraction of the reference MACs) or None"))
-        self._store("backbone_lr", check_number("backbone_lr", self.backbone_lr, above=0))
-        self._store("backbone_update_every", check_number("backbone_update_every", self.backbone_update_every, low=1, integer=True))
-        self._store("train_backbone", check_flag("train_backbone", self.train_backbone))
+        check_field(self, "max_macs", optional=True, above=0, hint=" (a fraction of the reference MACs) or None")
+        check_field(self, "backbone_lr", above=0)
+        check_field(self, "backbone_update_every", low=1, integer=True)
+        object.__setattr__(self, "train_backbone", check_flag("train_backbone", self.train_backbone))  # a bool, not "False"
         if self.backbone_targets not in BACKBONE_TARGETS:
             raise ValueError(f"unknown backbone_targets {self.backbone_targets!r}; expected one of {BACKBONE_TARGETS}")
         if not isinstance(self.backbone_augment, bool) or (self.backbone_augment and not self.train_backbone):
@@ -183,7 +181,7 @@ class EnvConfig:
             )
         if not isinstance(self.device, (str, torch.device)):
             raise ValueError(f"device must be a torch device or its name such as 'cpu' or 'cuda:0', got {self.device!r}")
-        self._store("device", str(torch_device(self.device)))  # a name: config.json writes it
+        object.__setattr__(self, "device", str(torch_device(self.device)))  # a name: config.json writes it
         inert = self.inert_options()
         if inert:
             warnings.warn("environment options set with no effect: " + "; ".join(
@@ -200,11 +198,6 @@ class EnvConfig:
               "invalid_action='penalize'": self.invalid_action == "penalize"}
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         return {name: need for name, need in needs.items() if not on[need] and getattr(self, name) != defaults[name]}
-
-    def _store(self, name: str, value: Any) -> None:
-        """Set a checked option to its plain Python value (``np.float32(0.1)`` → ``0.1…``, a
-        ``torch.device`` → its name): every option of a run is written to ``config.json``."""
-        object.__setattr__(self, name, value)
 
 
 def torch_device(name: str) -> torch.device:

@@ -35,6 +35,17 @@ def check_number(name: str, value: Any, *, low: float | None = None, above: floa
     return int(value) if integer else float(value) if isinstance(value, np.generic) else value
 
 
+def check_field(instance: Any, name: str, *, label: str = "", optional: bool = False, **bounds: Any) -> None:
+    """Check the field ``name`` of the dataclass ``instance`` with :func:`check_number` (``bounds`` its
+    keywords; ``None`` passes where ``optional``; the message names ``label`` + ``name``) and store back
+    the plain Python number it returns, in a frozen dataclass too: options and specs are written as JSON
+    (``config.json``, ``agent.json``, checkpoints), and numpy's scalars are not JSON."""
+    value = getattr(instance, name)
+    if value is None and optional:
+        return
+    object.__setattr__(instance, name, check_number(f"{label}{name}", value, **bounds))
+
+
 def expectation(low: float | None, above: float | None, high: float | None, integer: bool, kind: str | None = None) -> str:
     """What :func:`check_number` expects, in words: ``an integer >= 1``, ``a finite number in [0, 1]``."""
     kind = kind or ("an integer" if integer else "a finite number")

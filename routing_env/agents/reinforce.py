@@ -28,7 +28,7 @@ from tqdm import tqdm
 from routing_env.checkpoints import load_state_dict, save_state_dict
 from routing_env.costs import count_macs
 from routing_env.env import terminal_info
-from routing_env.validation import check_flag, check_number
+from routing_env.validation import check_field, check_flag
 
 from .base import Agent
 from .features import input_dim, policy_input, policy_input_np
@@ -58,11 +58,13 @@ class ReinforceArgs:
     def __post_init__(self) -> None:
         # each one silently wrong otherwise: a negative max_grad_norm flips the gradient (torch scales by
         # it), hidden=0 trains nothing, a string "no" for normalize_advantage is truthy
-        bounds = {"episodes_per_update": {"low": 1, "integer": True}, "hidden": {"low": 1, "integer": True},
-                  "learning_rate": {"above": 0}, "max_grad_norm": {"above": 0}, "ent_coef": {"low": 0}, "vf_coef": {"low": 0},
-                  "weight_decay": {"low": 0}}
-        for name, bound in bounds.items():  # Python numbers: the options are written to agent.json
-            setattr(self, name, check_number(f"reinforce option {name}", getattr(self, name), **bound))
+        label = "reinforce option "
+        for name in ("episodes_per_update", "hidden"):
+            check_field(self, name, label=label, low=1, integer=True)
+        for name in ("learning_rate", "max_grad_norm"):
+            check_field(self, name, label=label, above=0)
+        for name in ("ent_coef", "vf_coef", "weight_decay"):
+            check_field(self, name, label=label, low=0)
         self.normalize_advantage = check_flag("reinforce option normalize_advantage", self.normalize_advantage)
 
 

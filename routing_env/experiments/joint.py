@@ -43,7 +43,7 @@ from ..checkpoints import (
 from ..cotraining import CoTrainBackbone
 from ..env import COTRAINING_OPTIONS, RoutingVectorEnv, registered_id
 from ..provenance import provenance
-from ..validation import check_number
+from ..validation import check_field
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -75,10 +75,11 @@ class JointSpec:
     """``reinforce`` options."""
 
     def __post_init__(self) -> None:
-        numbers = {"epochs": {"low": 1, "integer": True}, "num_envs": {"low": 1, "integer": True}, "seed": {"low": 0, "integer": True},
-                   "lam": {"low": 0}, "backbone_lr": {"above": 0}, "backbone_update_every": {"low": 1, "integer": True}}
-        for name, bounds in numbers.items():  # stored as Python numbers: the spec is written as JSON into every checkpoint
-            object.__setattr__(self, name, check_number(name, getattr(self, name), **bounds))
+        for name in ("epochs", "num_envs", "backbone_update_every"):
+            check_field(self, name, low=1, integer=True)
+        check_field(self, "seed", low=0, integer=True)
+        check_field(self, "lam", low=0)
+        check_field(self, "backbone_lr", above=0)
         if self.backbone_lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown backbone_lr_schedule {self.backbone_lr_schedule!r}; expected one of {LR_SCHEDULES}")
         reserved = {"backbone", "lam", "split", "train_backbone", *COTRAINING_OPTIONS, "backbone_weights"}

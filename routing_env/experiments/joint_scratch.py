@@ -63,7 +63,7 @@ from ..data import Split, augment, load_split
 from ..env import present_device
 from ..pretrain import PRECISIONS, machine_description
 from ..provenance import provenance
-from ..validation import check_number
+from ..validation import check_field
 
 TARGETS = ("heads", "exit")
 MEMBER_LOSSES = ("expected", "routed-mean")
@@ -116,15 +116,12 @@ class ScratchJointSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        def store(name: str, **bounds: Any) -> None:  # a Python number: the spec is written as JSON into every checkpoint
-            object.__setattr__(self, name, check_number(name, getattr(self, name), **bounds))
-
         for name in ("epochs", "batch_size", "policy_hidden"):
-            store(name, low=1, integer=True)
+            check_field(self, name, low=1, integer=True)
         for name in ("warmup_epochs", "dense_epochs"):
-            store(name, low=0, high=self.epochs, integer=True, hint=f" (epochs={self.epochs})")
-        store("member_floor", low=0, high=1)
-        store("seed", low=0, integer=True)
+            check_field(self, name, low=0, high=self.epochs, integer=True, hint=f" (epochs={self.epochs})")
+        check_field(self, "member_floor", low=0, high=1)
+        check_field(self, "seed", low=0, integer=True)
         if self.targets not in TARGETS:
             raise ValueError(f"unknown targets {self.targets!r}; expected one of {TARGETS}")
         if self.member_loss not in MEMBER_LOSSES:
@@ -132,9 +129,9 @@ class ScratchJointSpec:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         for name in ("lam", "weight_decay", "entropy_coef"):
-            store(name, low=0)
+            check_field(self, name, low=0)
         for name in ("lr", "policy_lr"):
-            store(name, above=0)
+            check_field(self, name, above=0)
 
 
 class SelectionModule(nn.Module):
