@@ -14,7 +14,9 @@ tuned exactly as ``benchmarks/threshold_at_costs.py`` tunes it (the ``threshold`
 ``val``, :func:`routing_env.experiments.baselines.threshold_row`) and scored on the `test` exit table,
 as ``benchmarks/threshold_at_member.py`` scores it. The interval resamples the `test` images with
 replacement, the same resample for both (:func:`routing_env.evaluation.paired_interval`, as
-``benchmarks/gain_at_costs.py`` does for a rule against the threshold). Seconds, offline.
+``benchmarks/gain_at_costs.py`` does for a rule against the threshold). Costs are fractions of the
+cascade's reference (its largest member); ``test_macs_over_member`` is the same cost over the compared
+network's MACs, the seed paper's "at x of its FLOPs" when that network is not the reference. Seconds, offline.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def main() -> None:
         outcomes = ([threshold_outcome(val, table, target)] if args.rule == "threshold"
                     else [gain_outcome(val, test, table, target, int(s)) for s in args.seeds.split(",")])
         for fit, correct, exits in outcomes:
-            rows.append({"val_target": target, **fit, "test_accuracy": float(correct.mean()),
+            rows.append({"val_target": target, **fit, "test_macs_over_member": round(fit["test_macs_fraction"] / member_macs, 4),
+                         "test_accuracy": float(correct.mean()),
                          "stop_shares": (np.bincount(exits, minlength=len(table.positions)) / len(exits)).round(4).tolist(),
                          "minus_member_points": round(100 * float(correct.mean() - member_correct.mean()), 4),
                          "minus_member_points_95": [round(v, 4) for v in paired_interval(correct, member_correct, args.seed)]})
