@@ -1,6 +1,6 @@
 """The built-in accuracy and compute terms, each a small frozen :class:`RewardFn`, named after the paper
-it comes from (``source``). A new term goes here, and into :data:`routing_env.rewards.specs.BUILDERS`
-if it gets a spec name."""
+it comes from (``source``). A new term goes here; one that gets a spec name also goes into
+``specs.py`` (:data:`~routing_env.rewards.specs.BUILDERS` and ``REWARD_DESCRIPTIONS``)."""
 
 from __future__ import annotations
 
