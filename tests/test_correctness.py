@@ -369,6 +369,21 @@ def test_the_comparison_plot_draws_each_backbones_sweeps_and_refuses_a_label_mix
     assert not (tmp_path / "bad.png").exists()
 
 
+def test_cascades_with_different_references_are_drawn_on_the_first_ones_macs() -> None:
+    """A cascade ending at a ResNet-110 records fractions of ResNet-110's MACs: on a plot with one that
+    ends at a ResNet-56, its costs are scaled by their ratio, and the axis says whose MACs it counts."""
+    from routing_env.experiments.report import common_scale
+
+    def sweep(reference: float | None) -> dict:
+        single = {"label": "a alone", "macs_fraction": 0.1, "accuracy": 0.8}
+        return {"singles": [single if reference is None else {**single, "reference_macs": reference}]}
+
+    scales, xlabel = common_scale({"five": [sweep(125e6)], "six": [sweep(250e6)]})
+    assert scales == {"five": 1.0, "six": 2.0} and xlabel == "mean MACs / five's reference MACs (125.0 M)"
+    assert common_scale({"frozen": [sweep(125e6)], "joint": [sweep(125e6)]}) == ({"frozen": 1.0, "joint": 1.0}, "mean MACs / reference MACs")
+    assert common_scale({"five": [sweep(125e6)], "old": [sweep(None)]})[0] == {"five": 1.0, "old": 1.0}  # nothing to scale by
+
+
 def test_the_fallback_takes_the_first_valid_move_of_the_documented_order() -> None:
     from routing_env.core import ActionTables, fallback_order
 

@@ -124,6 +124,23 @@ def same_backbone(sweeps: list[dict[str, Any]]) -> bool:
     return all(points(r) == points(sweeps[0]) for r in sweeps)
 
 
+def common_scale(cascades: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, float], str]:
+    """Per label, the factor that puts its costs on the first cascade's reference, and the x-axis label.
+
+    A cascade's costs are fractions of its own largest member (``reference_macs`` of its members'
+    rows): a cascade with a ResNet-110 after a ResNet-56 halves every fraction, so on one plot with a
+    cascade that ends at the ResNet-56 its points would sit at half their cost. Where every sweep
+    records its reference and they differ, each is scaled to the first's; otherwise (the same
+    reference, or one not recorded) the fractions are drawn as they are."""
+    references = {label: sweeps[0]["singles"][0].get("reference_macs") if sweeps[0]["singles"] else None
+                  for label, sweeps in cascades.items()}
+    first = next(iter(references.values()), None)
+    if first is None or any(r is None for r in references.values()) or len(set(references.values())) == 1:
+        return dict.fromkeys(cascades, 1.0), "mean MACs / reference MACs"
+    return ({label: r / first for label, r in references.items()},
+            f"mean MACs / {next(iter(cascades))}'s reference MACs ({first / 1e6:.1f} M)")
+
+
 def plot_cascades(path: Path, cascades: dict[str, list[dict[str, Any]]], title: str,
                   zoom: tuple[float, float, float, float] | None = None) -> list[str]:
     """Several backbones' sweeps on one Pareto plot (issue 13's frozen against jointly trained cascade):
@@ -132,7 +149,8 @@ def plot_cascades(path: Path, cascades: dict[str, list[dict[str, Any]]], title: 
     ``cascades`` maps a label to the ``results.json`` of that backbone's sweeps, which must have run on
     one backbone (:func:`same_backbone`; ``ValueError`` naming the label otherwise, before anything is
     drawn). ``zoom`` = (x0, x1, y0, y1) adds a second panel on that window, where differences of a
-    tenth of a point show. Returns the legend's entries, each once."""
+    tenth of a point show. Cascades with different references are drawn on the first's
+    (:func:`common_scale`). Returns the legend's entries, each once."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,27 +169,29 @@ def plot_cascades(path: Path, cascades: dict[str, list[dict[str, Any]]], title: 
     markers = "o^DPXv<>ph"  # not "s": the members alone are hollow squares
     if len(families) > len(markers):
         raise ValueError(f"{len(families)} policy families, more than the {len(markers)} markers to tell them apart")
+    scales, xlabel = common_scale(cascades)
     for ax in axes[0]:
         for k, (label, sweeps) in enumerate(cascades.items()):
-            color, first = colors[k % len(colors)], sweeps[0]
+            color, first, x = colors[k % len(colors)], sweeps[0], scales[label]
             curve = first["threshold_curve"]
-            ax.plot([p["macs_fraction"] for p in curve], [p["accuracy"] for p in curve], "-", color=color, lw=1, alpha=0.6,
+            ax.plot([x * p["macs_fraction"] for p in curve], [p["accuracy"] for p in curve], "-", color=color, lw=1, alpha=0.6,
                     label=f"{label}: confidence threshold")
-            ax.plot([s["macs_fraction"] for s in first["singles"]], [s["accuracy"] for s in first["singles"]], "s", color=color,
+            ax.plot([x * s["macs_fraction"] for s in first["singles"]], [s["accuracy"] for s in first["singles"]], "s", color=color,
                     mfc="none", ms=7, label=f"{label}: members alone")
             o = first["oracle"]
-            ax.plot(o["macs_fraction"], o["accuracy"], "*", color=color, mec="black", ms=11, label=f"{label}: oracle (uses labels)")
+            ax.plot(x * o["macs_fraction"], o["accuracy"], "*", color=color, mec="black", ms=11, label=f"{label}: oracle (uses labels)")
             for results in sweeps:
                 for family in dict.fromkeys(policy_family(results, g["agent"]) for g in results["groups"]):
                     groups = [g for g in results["groups"] if policy_family(results, g["agent"]) == family]
-                    ax.errorbar([g["macs_fraction_mean"] for g in groups], [g["accuracy_mean"] for g in groups],
-                                xerr=[g["macs_fraction_std"] for g in groups], yerr=[g["accuracy_std"] for g in groups],
+                    ax.errorbar([x * g["macs_fraction_mean"] for g in groups], [g["accuracy_mean"] for g in groups],
+                                xerr=[x * g["macs_fraction_std"] for g in groups], yerr=[g["accuracy_std"] for g in groups],
                                 fmt=markers[families.index(family)], color=color, ms=7, mec="black", mew=0.5,
                                 elinewidth=0.7, capsize=2, label=f"{label}: {family} (mean ± std over seeds)")
-        ax.set_xlabel("mean MACs / reference MACs")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy on test")
         ax.grid(alpha=0.3)
-    axes[0][0].set_xlim(0, 1.05)  # the threshold curve runs on to every member's MACs summed; past the largest it is flat
+    # the threshold curve runs on to every member's MACs summed; past the largest it is flat
+    axes[0][0].set_xlim(0, 1.05 * max(scales.values()))
     if zoom:
         x0, x1, y0, y1 = zoom
         axes[0][1].set_xlim(x0, x1)
