@@ -158,10 +158,11 @@ def test_package_cascade_refuses_two_members_of_one_architecture_before_writing(
 
 
 # --- the shipped CIFAR-10 cascade -------------------------------------------------------------------
-SHIPPED_CASCADES = ("cifar10-resnet-cascade", "cifar10-resnet-cascade-5", "cifar10-resnet-cascade-5-joint", "cifar10-resnet-cascade-5-kd")
+SHIPPED_CASCADES = ("cifar10-resnet-cascade", "cifar10-resnet-cascade-5", "cifar10-resnet-cascade-5-joint", "cifar10-resnet-cascade-5-kd",
+                    "cifar10-resnet-cascade-6")
 """The default three-member cascade, the five-member one (ResNet-14 and -32 added), the five
-co-trained with a selection module (issue 13's joint training), and five with a 160-epoch ResNet-56
-and a ResNet-8 and -14 distilled from it."""
+co-trained with a selection module (issue 13's joint training), five with a 160-epoch ResNet-56
+and a ResNet-8 and -14 distilled from it, and those five with a ResNet-110 after them."""
 
 
 def shipped_cards(name: str = "cifar10-resnet-cascade") -> list[dict]:
@@ -222,6 +223,20 @@ def test_the_distilled_cascade_keeps_the_middle_members_and_its_cards_name_the_t
     for student in ("resnet8", "resnet14"):  # distilled from the cascade's own last member, and better than the member it replaces
         assert cards[student]["teacher_sha256"] == after["resnet56"] and "--teacher" in cards[student]["command"]
         assert cards[student]["test_accuracy"] > replaced[student]["test_accuracy"]
+
+
+def test_the_six_member_cascade_is_the_distilled_five_and_a_resnet110_that_sets_its_costs() -> None:
+    """The seed paper compares a cascade with its own largest ResNet: here ResNet-110, the reference
+    every cost fraction of this cascade is taken against (about twice ResNet-56's MACs)."""
+    _, kd = pretrained.folder_of("cifar10-resnet-cascade-5-kd")
+    _, six = pretrained.folder_of("cifar10-resnet-cascade-6")
+    assert [(m["model"], m["sha256"]) for m in six["members"][:-1]] == [(m["model"], m["sha256"]) for m in kd["members"]]
+    assert six["members"][-1]["model"] == "resnet110"
+    cascade = pretrained.load("cifar10-resnet-cascade-6")
+    macs = cascade.member_macs
+    assert cascade.costs.reference == macs[-1] and 1.9 < macs[-1] / macs[-2] < 2.1
+    card = shipped_cards("cifar10-resnet-cascade-6")[-1]
+    assert card["epochs"] == 160 and card["macs"] == pytest.approx(macs[-1], rel=1e-6) and "teacher_sha256" not in card
 
 
 @pytest.mark.parametrize("name", SHIPPED_CASCADES)
