@@ -381,7 +381,10 @@ def test_cascades_with_different_references_are_drawn_on_the_first_ones_macs() -
     scales, xlabel = common_scale({"five": [sweep(125e6)], "six": [sweep(250e6)]})
     assert scales == {"five": 1.0, "six": 2.0} and xlabel == "mean MACs / five's reference MACs (125.0 M)"
     assert common_scale({"frozen": [sweep(125e6)], "joint": [sweep(125e6)]}) == ({"frozen": 1.0, "joint": 1.0}, "mean MACs / reference MACs")
-    assert common_scale({"five": [sweep(125e6)], "old": [sweep(None)]})[0] == {"five": 1.0, "old": 1.0}  # nothing to scale by
+    assert common_scale({"old": [sweep(None)], "older": [sweep(None)]})[0] == {"old": 1.0, "older": 1.0}  # nothing to scale by
+    for mixed in ({"five": [sweep(125e6)], "old": [sweep(None)]}, {"old": [sweep(None)], "six": [sweep(250e6)]}):
+        with pytest.raises(ValueError, match=r"\['old'\]: no reference_macs"):  # one scale or none, never two
+            common_scale(mixed)
 
 
 def test_the_fallback_takes_the_first_valid_move_of_the_documented_order() -> None:

@@ -129,13 +129,18 @@ def common_scale(cascades: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, f
 
     A cascade's costs are fractions of its own largest member (``reference_macs`` of its members'
     rows): a cascade with a ResNet-110 after a ResNet-56 halves every fraction, so on one plot with a
-    cascade that ends at the ResNet-56 its points would sit at half their cost. Where every sweep
-    records its reference and they differ, each is scaled to the first's; otherwise (the same
-    reference, or one not recorded) the fractions are drawn as they are."""
+    cascade that ends at the ResNet-56 its points would sit at half their cost. Where the sweeps
+    record their references and they differ, each is scaled to the first's; where they agree, or none
+    is recorded, the fractions are drawn as they are. Some recorded and some not cannot be put on one
+    scale, and is refused (``ValueError`` naming the labels without one)."""
     references = {label: sweeps[0]["singles"][0].get("reference_macs") if sweeps[0]["singles"] else None
                   for label, sweeps in cascades.items()}
+    missing = [label for label, r in references.items() if r is None]
+    if missing and len(missing) < len(references):
+        raise ValueError(f"{missing}: no reference_macs in the members' rows, so their costs cannot be put on the "
+                         "others' scale; plot them apart")
     first = next(iter(references.values()), None)
-    if first is None or any(r is None for r in references.values()) or len(set(references.values())) == 1:
+    if missing or len(set(references.values())) == 1:
         return dict.fromkeys(cascades, 1.0), "mean MACs / reference MACs"
     return ({label: r / first for label, r in references.items()},
             f"mean MACs / {next(iter(cascades))}'s reference MACs ({first / 1e6:.1f} M)")

@@ -7,7 +7,8 @@ per step, and ``reward`` is their sum; summed over an episode they are its termi
 Where each part lives, one strategy object per reward as Jumanji keeps them:
 
 - ``base.py``: :class:`Outcome`, the :class:`RewardFn` interface and :class:`Sum`;
-- ``terms.py``: the accuracy and compute terms (the seed paper's, BlockDrop's, a hinge, a dense one);
+- ``terms.py``: the accuracy and compute terms (the seed paper's, BlockDrop's, a hinge, a dense one)
+  and the invalid-action penalty;
 - ``shaping.py``: potential-based shaping and its potentials;
 - ``specs.py``: the spec strings that name rewards, and :func:`make_reward`, which builds them.
 """

@@ -1,5 +1,6 @@
-"""The built-in accuracy and compute terms, each a small frozen :class:`RewardFn`, named after the paper
-it comes from (``source``). A new term goes here; one that gets a spec name also goes into
+"""The built-in terms, each a small frozen :class:`RewardFn`: accuracy (correctness, cross-entropy,
+BlockDrop's, a dense one), compute (per episode or per step, a hinge) and the invalid-action penalty;
+``source`` names the paper a formulation comes from, where it has one. A new term goes here; one that gets a spec name also goes into
 ``specs.py`` (:data:`~routing_env.rewards.specs.BUILDERS` and ``REWARD_DESCRIPTIONS``)."""
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class InvalidActionPenalty(RewardFn):
 
     def terms(self, outcome: Outcome) -> Terms:
         return {"invalid": np.where(outcome.invalid, -self.penalty, 0.0)}
+
 
 @dataclass(frozen=True)
 class HingePenalty(RewardFn):
