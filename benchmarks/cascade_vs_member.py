@@ -48,12 +48,16 @@ def parse_member(spec: str) -> tuple[str, int]:
 
 def threshold_outcome(val: object, table: ExitTable, target: float) -> tuple[dict, np.ndarray, np.ndarray]:
     """The threshold tuned on ``val`` to ``target`` (as ``threshold_row`` tunes it for
-    ``benchmarks/threshold_at_costs.py``): its τ, and per `test` image its correctness and the row of
+    ``benchmarks/threshold_at_costs.py``): its τ with its ``val`` accuracy and cost (under the target
+    where no dearer τ is more accurate on ``val``), and per `test` image its correctness and the row of
     the head it stops at, from the `test` exit table."""
     threshold = make_agent("threshold", val, target_macs_fraction=target)
     threshold.learn(0)
+    val_correct, val_cost = threshold_outcomes(exit_table(val), threshold.tau)
     correct, cost = threshold_outcomes(table, threshold.tau)
-    return {"tau": threshold.tau, "test_macs_fraction": float(cost.mean())}, correct, table.first_exit(table.confidence >= threshold.tau)
+    fit = {"tau": threshold.tau, "val_accuracy": float(val_correct.mean()), "val_macs_fraction": float(val_cost.mean()),
+           "test_macs_fraction": float(cost.mean())}
+    return fit, correct, table.first_exit(table.confidence >= threshold.tau)
 
 
 def gain_outcome(val: object, test: object, table: ExitTable, target: float, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -4,7 +4,8 @@ a cascade's threshold Pareto curve without reading any point off ``test``.
     python benchmarks/threshold_at_costs.py --backbone cifar10-resnet-cascade --targets 0.12,0.15,0.2,0.25,0.3
 
 τ is the one with the best ``val`` accuracy whose ``val`` MACs fraction is within the target
-(``routing_env.experiments.baselines.threshold_row``). Seconds, offline for a shipped cascade (its
+(``routing_env.experiments.baselines.threshold_row``); each row keeps that τ's ``val`` accuracy and cost, so a
+row whose ``val`` cost is under its target shows that no dearer τ was more accurate on ``val``. Seconds, offline for a shipped cascade (its
 feature caches); a cascade packaged elsewhere is found with ``ROUTING_ENV_PRETRAINED``.
 """
 
@@ -25,7 +26,9 @@ def main() -> None:
     rows = []
     for target in (float(t) for t in args.targets.split(",")):
         row = threshold_row("routing_env/Cascade-v0", {"backbone": args.backbone}, target, "test")
-        rows.append({"val_target": target, "tau": row["tau"], "test_accuracy": row["accuracy"], "test_macs_fraction": row["macs_fraction"]})
+        rows.append({"val_target": target, "tau": row["tau"], "val_accuracy": row["val_accuracy"],
+                     "val_macs_fraction": row["val_macs_fraction"], "test_accuracy": row["accuracy"],
+                     "test_macs_fraction": row["macs_fraction"]})
     print(json.dumps({"backbone": args.backbone, "chosen_on": "val", "rows": rows, "provenance": provenance()}, indent=1))
 
 

@@ -32,6 +32,7 @@ def test_each_row_is_the_val_tuned_threshold_against_the_member_alone() -> None:
         agent = make_agent("threshold", val, target_macs_fraction=row["val_target"])
         agent.learn(0)
         assert row["tau"] == pytest.approx(agent.tau)  # tuned on val, not test
+        assert row["val_macs_fraction"] <= row["val_target"] or row["tau"] == 0.0
         assert row["minus_member_points"] == pytest.approx(100 * (row["test_accuracy"] - member.mean()))
         assert len(row["stop_shares"]) == 3 and sum(row["stop_shares"]) == pytest.approx(1.0)
         assert row["test_macs_over_member"] == pytest.approx(row["test_macs_fraction"] / measured["member_macs_fraction"], abs=1e-4)

@@ -562,6 +562,22 @@ def test_a_given_threshold_is_kept(capsys: pytest.CaptureFixture) -> None:
     assert scored[0.5]["macs_fraction"] < scored[0.99]["macs_fraction"]  # the two taus route differently
 
 
+def test_a_threshold_row_keeps_the_val_accuracy_and_cost_of_its_tau() -> None:
+    from routing_env.experiments import threshold_row
+    from routing_env.experiments.train import evaluation_env, evaluation_json
+
+    kwargs = {"backbone": "tiny-cascade"}
+    val = evaluation_env("routing_env/Cascade-v0", kwargs, "val")
+    full = evaluation_json(make_agent("fixed", val), val, "routing_env/Cascade-v0")["macs_fraction"]
+    rows = [threshold_row("routing_env/Cascade-v0", kwargs, target) for target in (0.4 * full, 0.7 * full, 2.0)]
+    for row, target in zip(rows, (0.4 * full, 0.7 * full, 2.0)):
+        on_val = evaluation_json(make_agent("threshold", val, tau=row["tau"]), val, "routing_env/Cascade-v0")
+        assert (row["val_accuracy"], row["val_macs_fraction"]) == pytest.approx((on_val["accuracy"], on_val["macs_fraction"]))
+        assert row["val_macs_fraction"] <= target + 1e-9 or row["tau"] == 0.0
+    accuracies = [row["val_accuracy"] for row in rows]
+    assert accuracies == sorted(accuracies)  # a larger budget is never less accurate on val, where it was tuned
+
+
 def test_same_step_keeps_the_invalid_flag_of_slots_that_go_on() -> None:
     env = RoutingVectorEnv(num_envs=2, backbone="tiny-cascade", autoreset_mode="SameStep")
     env.reset(seed=0)

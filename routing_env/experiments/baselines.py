@@ -107,14 +107,19 @@ def threshold_row(
     env_id: str, env_kwargs: dict[str, Any], target_macs_fraction: float, split: str = "test", run: Path | None = None
 ) -> dict[str, Any]:
     """The confidence threshold tuned on ``val`` for the best accuracy within ``target_macs_fraction``,
-    evaluated on ``split``."""
+    evaluated on ``split``. The row keeps the chosen τ's ``val`` accuracy and cost: below the target
+    where a dearer τ is no more accurate on ``val`` (then several targets share one τ), above it where
+    no τ fits (τ = 0)."""
     from routing_env.agents import make_agent
+    from routing_env.agents.baselines import threshold_outcomes
 
     val = evaluation_env(env_id, env_kwargs, "val", run)
     agent = make_agent("threshold", val, target_macs_fraction=target_macs_fraction)
     agent.learn(0)
+    val_correct, val_cost = threshold_outcomes(exit_table(val), agent.tau)
     env = evaluation_env(env_id, env_kwargs, split, run)
-    return {**evaluation_json(agent, env, env_id), "label": f"threshold tau={agent.tau:.4f}", "tau": agent.tau}
+    return {**evaluation_json(agent, env, env_id), "label": f"threshold tau={agent.tau:.4f}", "tau": agent.tau,
+            "val_accuracy": float(val_correct.mean()), "val_macs_fraction": float(val_cost.mean())}
 
 
 def calibrated_row(env_id: str, env_kwargs: dict[str, Any], run: Path, agent: str, target: float, split: str = "test") -> dict[str, Any]:
