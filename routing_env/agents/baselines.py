@@ -108,6 +108,16 @@ def tune_on_table(table: ExitTable, candidates: np.ndarray, stops: Callable[[flo
     return best, best_score
 
 
+def tune_threshold(table: ExitTable, target: float | None, lam: float) -> tuple[float, float]:
+    """The confidence threshold τ tuned on ``table`` by :func:`tune_on_table`, and its score. The
+    candidates are every confidence the table holds, with 0 (exit at the first head) and just above 1
+    (never exit early), thinned to 2,001 quantiles on large tables."""
+    candidates = np.unique(np.concatenate([table.confidence.ravel(), [0.0, 1.0 + 1e-9]]))  # ascending: τ = 0 the cheapest
+    if len(candidates) > 2000:
+        candidates = np.quantile(candidates, np.linspace(0, 1, 2001))
+    return tune_on_table(table, candidates, lambda tau: table.confidence >= tau, target, lam)
+
+
 def check_options(agent: str, **options: float | None) -> None:
     """The options the exit rules fitted on ``val`` share, each ``None`` (the default) or: ``tau`` a
     confidence threshold (>= 0; above 1 never exits before the last head), ``lam`` a price (>= 0),
@@ -150,11 +160,7 @@ class ThresholdAgent(Agent):
     def learn(self, total_steps: int = 0, logger: RunLogger | None = None, progress: bool = False) -> None:
         if not self.tune:
             return
-        table = exit_table(self.env)
-        candidates = np.unique(np.concatenate([table.confidence.ravel(), [0.0, 1.0 + 1e-9]]))  # ascending: τ = 0 the cheapest
-        if len(candidates) > 2000:
-            candidates = np.quantile(candidates, np.linspace(0, 1, 2001))
-        self.tau, _ = tune_on_table(table, candidates, lambda tau: table.confidence >= tau, self.target, self.lam)
+        self.tau, _ = tune_threshold(exit_table(self.env), self.target, self.lam)
         if logger is not None:
             logger.scalar("charts/threshold_tau", self.tau, 0)
 
