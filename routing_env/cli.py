@@ -41,11 +41,25 @@ def parse_kwargs(items: Sequence[str] | None, what: str) -> dict[str, Any]:
 
 
 def env_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The environment options of ``--env-kwargs`` and the named flags; an option given both ways
+    with two values is refused, not silently settled."""
     kwargs = parse_kwargs(args.env_kwargs, "--env-kwargs")
     for name in ("backbone", "dataset", "lam", "data_root"):
         value = getattr(args, name, None)
         if value is not None:
+            if name in kwargs and kwargs[name] != value:
+                raise ValueError(f"--{name.replace('_', '-')} {value!r} and --env-kwargs {name}={kwargs[name]!r} disagree; give it once")
             kwargs[name] = value
+    return kwargs
+
+
+def grid_env_kwargs(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The environment options of a ``sweep`` or ``study``, whose λ comes from ``--lams`` (or, under
+    ``--targets``, starts at 0): a λ given as an option too is refused rather than dropped."""
+    kwargs = env_kwargs_from(args)
+    if "lam" in kwargs:
+        raise ValueError(f"{command} takes λ from --lams (or --targets), so --lam / --env-kwargs lam={kwargs['lam']!r} "
+                         "would be ignored; drop it")
     return kwargs
 
 
@@ -127,11 +141,15 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 # --- demo -----------------------------------------------------------------------------------------
+DEMO_LAM = 0.03
+"""The demo's λ unless ``--lam`` or ``--env-kwargs lam=`` gives one."""
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """One sweep point (agent, λ, seed) on the default pretrained cascade, shown beside the baselines."""
     out = Path(args.out)
     env_kwargs = env_kwargs_from(args)
-    lam = env_kwargs.pop("lam")
+    lam = env_kwargs.pop("lam", DEMO_LAM)
     spec = SweepSpec(args.env, env_kwargs, (args.agent,), (lam,), (args.seed,), args.steps, args.num_envs)
     results = run_sweep(spec, out, progress=not args.quiet)
     run = results["runs"][0]
@@ -154,8 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --- sweep ----------------------------------------------------------------------------------------
 def cmd_sweep(args: argparse.Namespace) -> int:
-    env_kwargs = env_kwargs_from(args)
-    env_kwargs.pop("lam", None)
+    env_kwargs = grid_env_kwargs(args, "sweep")
     spec = SweepSpec(
         args.env,
         env_kwargs,
@@ -182,8 +199,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 # --- study ----------------------------------------------------------------------------------------
 def cmd_study(args: argparse.Namespace) -> int:
-    env_kwargs = env_kwargs_from(args)
-    env_kwargs.pop("lam", None)
+    env_kwargs = grid_env_kwargs(args, "study")
     if (args.lams is None) == (args.targets is None):
         raise ValueError("study needs exactly one of --lams L,L (prices of compute) or --targets F,F (MACs budgets)")
     rewards = split_specs(args.rewards)  # commas inside a spec's [parameters] stay in it
@@ -489,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_demo, lam=0.03)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sweep", help="train agents over lams and seeds on val; Pareto table and plot on test")
     add_env_options(p)

@@ -172,7 +172,8 @@ class ActionTables:
     need: np.ndarray
     """(N+1, A): MACs a move commits to when no head has been evaluated yet."""
     valid_now: np.ndarray
-    """(N+1, 2, A) bool: the mask at point k with or without a prediction, before any budget."""
+    """(N+1, 2, A) bool: the mask at point k with or without a prediction, before any budget; without
+    one, only the moves from which a head can still be reached (``need`` finite)."""
     fallback_ranks: np.ndarray
     """(A, A): for invalid action a, the preference of each replacement (lower first; :func:`fallback_order`)."""
 
@@ -209,7 +210,9 @@ class ActionTables:
             min_to_head[k] = np.min(np.where(static_valid[k], act_cost[k] + rest, np.inf))
         need = act_cost.copy()
         need[:n] += np.where(evaluates[:n], 0.0, min_to_head[1:, None])
-        valid_now = np.stack([static_valid, static_valid], axis=1)
+        # without a prediction, a move from which no head can be reached (SKIPs past the last head where
+        # heads are not read after SKIP) would strand the episode with nothing to EXIT on: masked, budget or not
+        valid_now = np.stack([static_valid & np.isfinite(need), static_valid], axis=1)
         valid_now[:, 0, EXIT], valid_now[:, 1, EXIT] = False, True
         fallback_ranks = np.zeros((a, a), dtype=np.int64)
         for action in range(a):

@@ -410,13 +410,11 @@ class RoutingEnv(gym.Env[dict[str, np.ndarray], int]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         options = check_reset_options(options, ("index",))
+        given = check_index(options["index"], self.num_instances) if "index" in options else None  # refused before anything changes
         super().reset(seed=seed)
         if seed is not None:
             self.core.seed_views(seed)
-        if "index" in options:
-            index = check_index(options["index"], self.num_instances)
-        else:
-            index = int(self.np_random.integers(self.num_instances))
+        index = given if given is not None else int(self.np_random.integers(self.num_instances))
         self.core.reset(SLOT0, np.array([index]))
         self._needs_reset = False
         return self._observation(), self._info(invalid=False)

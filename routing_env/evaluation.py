@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from .backbones.base import SKIP_CHOICE
-from .core import NOT_REACHED
+from .core import EXIT, NOT_REACHED, SKIP
 from .env import RoutingVectorEnv, terminal_info
 
 
@@ -196,15 +196,18 @@ def fixed_route_records(env: RoutingVectorEnv, position: int, budget: bool = Tru
 
 
 def fixed_route_actions(obs: dict[str, np.ndarray], position: int, width: int | None = None) -> np.ndarray:
-    """EXIT at ``position`` (or as soon as only EXIT is valid), else RUN at width index ``width``
-    where valid, at the widest valid width otherwise."""
+    """EXIT at ``position``, else RUN at width index ``width`` where valid, at the widest valid width
+    otherwise; where no RUN is valid (under a budget), SKIP where that is, and EXIT only where nothing
+    else is. The widest RUN first makes the route greedy under ``max_macs``: the first blocks spend
+    the budget, and SKIP then carries the episode on to the next head rather than ending it early."""
     mask = obs["action_mask"].astype(bool)
     here = obs["position"].argmax(axis=1)
     run = mask.shape[1] - 1 - np.argmax(mask[:, :1:-1], axis=1)
     if width is not None:
         run = np.where(mask[:, 2 + width], 2 + width, run)
     run_valid = mask[:, 2:].any(axis=1)
-    return np.where((here >= position) | ~run_valid, 0, run).astype(np.int64)
+    onward = np.where(run_valid, run, np.where(mask[:, SKIP], SKIP, EXIT))
+    return np.where(here >= position, EXIT, onward).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -176,18 +176,22 @@ def package_cascade(
     repeated = sorted({m for m in models if models.count(m) > 1})
     if repeated:  # each member is stored as <model>.pt: a second would overwrite the first
         raise ValueError(f"members {models} repeat the architecture {repeated}; a cascade's members are stored by model name")
-    folder.mkdir(parents=True, exist_ok=True)
-    members, num_classes = [], None
-    for run, card in zip(map(Path, runs), cards):
+    classes = []
+    for run, card in zip(map(Path, runs), cards):  # every run is checked before anything is written
         if card["dataset"] != dataset:
             raise ValueError(f"{run} was trained on {card['dataset']!r}, not {dataset!r}")
+        classes.append(load_state_dict(run / card["weights"], card["sha256"])["fc.weight"].shape[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    members = []
+    for run, card in zip(map(Path, runs), cards):
         model = card["model"]
         atomic_write_text(folder / f"{model}.pt", (run / card["weights"]).read_bytes())
         atomic_write_text(folder / f"{model}.model_card.json", (run / "model_card.json").read_text())
         atomic_write_text(folder / f"{model}.MODEL_CARD.md", (run / "MODEL_CARD.md").read_text())
         members.append({"model": model, "weights": f"{model}.pt", "sha256": card["sha256"], "test_accuracy": card["test_accuracy"], "macs": card["macs"]})
-        num_classes = load_state_dict(folder / f"{model}.pt", card["sha256"])["fc.weight"].shape[0]
-    manifest = {"name": name, "kind": "cascade", "dataset": dataset, "num_classes": int(num_classes), "members": members}
+    if len(set(classes)) != 1:
+        raise ValueError(f"the members' heads have {classes} classes; a cascade's members classify the same classes")
+    manifest = {"name": name, "kind": "cascade", "dataset": dataset, "num_classes": int(classes[0]), "members": members}
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     models = []
     for member in members:
@@ -268,20 +272,24 @@ def package_cotrained(
         raise ValueError(f"{backbone.parent / 'joint.json'} says the run stopped after epoch {record.get('epochs')} of "
                          f"{record['spec'].get('epochs')}: resume it to the end, or pass allow_stopped=True to package it as it is")
     base_cards = [base_card(entry[0], member) for member in manifest["members"]]
-    folder = package_folder(name, out)
-    folder.mkdir(parents=True, exist_ok=True)
-    images = load_split(manifest["dataset"], "train", data_root).inputs if recalibrate else None
-    generator = torch.Generator().manual_seed(0)
-    members, models = [], []
-    for member, state in zip(manifest["members"], states):
+    models = []
+    for member, state in zip(manifest["members"], states):  # every member's weights fit before anything is written
         model = CLASSIFIERS[member["model"]](manifest["num_classes"])
         model.load_state_dict(state)
+        models.append(model)
+    for split in ("val", "test"):  # and the images of the caches are there
+        load_split(manifest["dataset"], split, data_root)
+    images = load_split(manifest["dataset"], "train", data_root).inputs if recalibrate else None
+    folder = package_folder(name, out)
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    members = []
+    for member, model in zip(manifest["members"], models):
         if images is not None:
             recalibrate_on_images(model, images, recalibrate, generator)
         path = folder / Path(member["weights"]).name  # the base's file names: unique within a cascade
         save_state_dict(model.state_dict(), path)
         members.append({"model": member["model"], "weights": path.name, "sha256": file_sha256(path), "macs": member.get("macs")})
-        models.append(model)
     new = {"name": name, "kind": "cascade", "dataset": manifest["dataset"], "num_classes": manifest["num_classes"],
            "members": members, "cotrained_from": base, "backbone_sha256": file_sha256(backbone), "note": note,
            "batchnorm_recalibrated_on": f"{recalibrate} augmented train batches of 256" if recalibrate else None}

@@ -299,6 +299,18 @@ def test_gain_agent_needs_every_head_and_tunes_to_a_target_cost(val, val_heads, 
     assert (route_split(cheapest, test_heads).exit_position == 0).all()  # nothing fits: the first head
 
 
+def test_gain_agent_refuses_a_file_fitted_for_another_number_of_heads(val_heads, tmp_path) -> None:  # noqa: ANN001
+    from routing_env.checkpoints import load_state_dict, save_state_dict
+
+    agent = make_agent("gain", val_heads, target_macs_fraction=0.5)
+    agent.learn(0)
+    agent.save(tmp_path)
+    state = load_state_dict(tmp_path / "gain.pt")
+    save_state_dict({**state, **{f"head2.{k}": v for k, v in state.items() if k.startswith("head0.")}}, tmp_path / "gain.pt")
+    with pytest.raises(ValueError, match="holds 3 regressions; this environment's 3 heads need 2"):
+        make_agent("gain", val_heads).load_state(tmp_path)  # one more head's regression than this cascade has
+
+
 def test_exit_outcomes_stop_at_the_first_small_gain() -> None:
     from routing_env.evaluation import ExitTable
 

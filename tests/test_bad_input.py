@@ -86,8 +86,11 @@ def test_the_cli_refuses_the_other_familys_backbone(tmp_path: Path, capsys: pyte
     ({"index": True}, "options\\['index'\\] must be an integer"),
 ])
 def test_bad_reset_options(options: dict, message: str) -> None:
+    env, fresh = RoutingEnv(**TINY), RoutingEnv(**TINY)
+    env.reset(seed=1), fresh.reset(seed=1)
     with pytest.raises(ValueError, match=message):
-        RoutingEnv(**TINY).reset(options=options)
+        env.reset(seed=5, options=options)
+    assert env.reset()[0]["features"].tolist() == fresh.reset()[0]["features"].tolist()  # the refused call reseeded nothing
 
 
 @pytest.mark.parametrize("action", [-1, 3, 2.0, None, True, np.array([0, 1]), "EXIT"])

@@ -18,9 +18,10 @@ from helpers import assert_same
 from routing_env import RoutingEnv, RoutingVectorEnv, kernels
 from routing_env.agents import make_agent
 from routing_env.backbones import make_backbone
+from routing_env.backbones.base import SKIP_CHOICE
 from routing_env.checkpoints import file_sha256, save_state_dict
 from routing_env.cli import main
-from routing_env.core import EXIT, RUN
+from routing_env.core import EXIT, RUN, SKIP
 from routing_env.cotraining import CoTrainBackbone
 from routing_env.evaluation import fixed_route_records, route_split
 from routing_env.rewards import BlockDropReward
@@ -169,6 +170,72 @@ def test_an_over_budget_run_takes_the_widest_run_that_fits() -> None:
     obs, _, terminated, _, info = env.step(RUN + 3)
     assert not terminated and info["invalid_action"] and info["decision_point"] == position + 1
     assert info["macs"] == pytest.approx(macs + env.routing.act_cost[position, widest])
+
+
+def test_the_fixed_route_skips_on_to_the_next_head_where_the_budget_leaves_no_run() -> None:
+    """Where no RUN fits, the greedy fixed route (the threshold's, the oracle's and the exit table's)
+    SKIPs on to a head rather than ending with an earlier head's prediction; it EXITs only where nothing
+    else is valid or where it was told to stop."""
+    from routing_env.evaluation import FixedRoute, fixed_route_actions
+
+    one_hot = np.eye(5, dtype=np.int8)
+    obs = {"action_mask": np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]], dtype=np.int8),
+           "position": one_hot[[3, 3, 1, 4]]}
+    assert fixed_route_actions(obs, 4).tolist() == [SKIP, EXIT, RUN, EXIT]
+    assert fixed_route_actions(obs, 3).tolist() == [EXIT, EXIT, RUN, EXIT]
+    env = RoutingVectorEnv(num_envs=8, backbone=TINY_DYNAMIC, max_macs=0.45)
+    n = env.routing.num_stages
+    records = route_split(FixedRoute(n), env)
+    assert np.isin(records.exit_position, env.routing.head_positions).all() and (records.macs_fraction <= 0.45 + 1e-9).all()
+    skipped = records.route == SKIP_CHOICE  # the budget ran out before the end, and the route skipped on ...
+    assert skipped.any(axis=1).all()
+    last_skip = n - 1 - np.argmax(skipped[:, ::-1], axis=1)
+    assert (records.exit_position > last_skip).all()  # ... to a head after the skip, not back to the one before
+
+
+def test_no_episode_is_stranded_without_a_prediction_where_heads_are_not_read_after_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A custom backbone whose heads are not read after SKIP and with no head at point 0: without a
+    budget, SKIPs past the last head used to leave an episode at the end with no valid move and an
+    EXIT on the previous episode's prediction. Such moves are masked while no head has been read."""
+    import dataclasses
+
+    from routing_env.backbones import BACKBONES
+    from routing_env.backbones.dynamic import tiny_dynamic_resnet
+
+    backbone = tiny_dynamic_resnet()
+    backbone.spec = dataclasses.replace(backbone.spec, head_after_skip=False)
+    monkeypatch.setitem(BACKBONES, "tiny-no-head-after-skip", lambda: backbone)
+    with pytest.raises(ValueError, match=r"names no data set.*BACKBONE_DATASETS\['tiny-no-head-after-skip'\]"):
+        RoutingVectorEnv(num_envs=2, backbone="tiny-no-head-after-skip")
+    env = RoutingVectorEnv(num_envs=16, backbone="tiny-no-head-after-skip", dataset="synthetic-image")
+    assert 0 not in env.routing.head_positions
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    ended = 0
+    for _ in range(1000):
+        mask = obs["action_mask"].astype(bool)
+        assert mask.any(axis=1).all()  # never a point with nothing to do
+        obs, _, terminated, _, info = env.step(np.array([rng.choice(np.flatnonzero(m)) for m in mask]))
+        if terminated.any():
+            assert (info["exit_position"][terminated] >= 0).all()  # every episode ends on a head it read
+        ended += int(terminated.sum())
+    assert ended > 1000
+
+
+def test_the_threshold_curve_of_a_single_head_backbone_is_its_one_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from routing_env.backbones import BACKBONE_DATASETS, BACKBONES
+    from routing_env.backbones.dynamic import tiny_dynamic_resnet
+    from routing_env.experiments.baselines import threshold_curve
+
+    backbone = tiny_dynamic_resnet()
+    backbone.spec = dataclasses.replace(backbone.spec, head_positions=(backbone.spec.num_stages,))
+    monkeypatch.setitem(BACKBONES, "tiny-one-head", lambda: backbone)
+    monkeypatch.setitem(BACKBONE_DATASETS, "tiny-one-head", "synthetic-image")
+    curve = threshold_curve("routing_env/DynamicResNet-v0", {"backbone": "tiny-one-head"}, points=5)
+    full = fixed_route_records(RoutingVectorEnv(num_envs=8, backbone="tiny-one-head", split="test"), backbone.spec.num_stages)
+    assert len(curve) == 1 and curve[0]["accuracy"] == pytest.approx(full.correct.mean()) and curve[0]["macs_fraction"] == pytest.approx(1.0)
 
 
 # 4. evaluation helpers work under every autoreset mode
@@ -537,6 +604,13 @@ def test_the_commit_recorded_is_the_checkouts_and_says_when_it_has_changes() -> 
      "agent 'oracle' reads the labels"),
     (["study", "--backbone", "tiny-cascade", "--rewards", "accuracy", "--agent", "oracle", "--lams", "0.01", "--seeds", "0",
       "--steps", "10"], "agent 'oracle' reads the labels"),
+    # a λ given twice, or where the command takes it from elsewhere, is refused rather than settled silently
+    (["train", "--backbone", "tiny-cascade", "--agent", "random", "--steps", "10", "--lam", "0.2", "--env-kwargs", "lam=0.5"],
+     "--lam 0.2 and --env-kwargs lam=0.5 disagree"),
+    (["sweep", "--backbone", "tiny-cascade", "--agent", "random", "--lams", "0.01", "--seeds", "0", "--steps", "10", "--lam", "0.7"],
+     "sweep takes λ from --lams"),
+    (["study", "--backbone", "tiny-cascade", "--rewards", "accuracy", "--agent", "random", "--lams", "0.01", "--seeds", "0",
+      "--steps", "10", "--env-kwargs", "lam=0.1"], "study takes λ from --lams"),
 ])
 def test_nonsense_is_refused_before_anything_is_written(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
@@ -544,6 +618,14 @@ def test_nonsense_is_refused_before_anything_is_written(argv: list[str], message
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_the_demo_takes_its_lam_from_env_kwargs_too(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--backbone", "tiny-cascade", "--agent", "random", "--steps", "0", "--env-kwargs", "lam=0.5",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "lam=0.5" in capsys.readouterr().out
+    assert [run["lam"] for run in json.loads((out / "results.json").read_text())["runs"]] == [0.5]
 
 
 def test_a_given_threshold_is_kept(capsys: pytest.CaptureFixture) -> None:

@@ -211,6 +211,14 @@ def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path,
     (tmp_path / "copy" / "joint.json").write_text((tmp_path / "joint.json").read_text())
     with pytest.raises(ValueError, match="is the record of"):
         pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "copy" / "elsewhere.pt", data_root=cifar_root)
+    # so are weights that do not fit a member, and a data root without the images of the caches
+    wrong = {**cotrained.state_dict(), "1.fc.bias": torch.zeros(3)}
+    (tmp_path / "wrong").mkdir()
+    save_state_dict(wrong, tmp_path / "wrong" / "backbone.pt")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "wrong" / "backbone.pt", data_root=cifar_root)
+    with pytest.raises(ValueError, match="cifar10 data at .*no-data is unusable"):
+        pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=str(tmp_path / "no-data"))
     assert not (tmp_path / "pre" / "joint-cascade").exists()
     folder = pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=cifar_root,
                                           note="a test", recalibrate=2)

@@ -157,6 +157,28 @@ def test_package_cascade_refuses_two_members_of_one_architecture_before_writing(
     assert not (tmp_path / "out").exists()
 
 
+def test_package_cascade_checks_every_run_before_writing(tmp_path: Path) -> None:
+    from routing_env.backbones.resnet import resnet8, resnet14
+    from routing_env.checkpoints import save_state_dict
+
+    runs = []
+    for model, net in (("resnet8", resnet8()), ("resnet14", resnet14())):
+        run = tmp_path / model
+        run.mkdir()
+        save_state_dict(net.state_dict(), run / "weights.pt")
+        (run / "model_card.json").write_text(json.dumps({"model": model, "dataset": "cifar10", "weights": "weights.pt",
+                                                         "sha256": file_sha256(run / "weights.pt")}))
+        runs.append(run)
+    card = json.loads((runs[1] / "model_card.json").read_text())
+    (runs[1] / "model_card.json").write_text(json.dumps({**card, "sha256": "0" * 64}))  # the second run's weights are not its card's
+    with pytest.raises(ValueError, match="sha256"):
+        pretrained.package_cascade("damaged", runs, out=tmp_path / "out")
+    (runs[1] / "model_card.json").write_text(json.dumps({**card, "dataset": "svhn"}))
+    with pytest.raises(ValueError, match="trained on 'svhn', not 'cifar10'"):
+        pretrained.package_cascade("mixed", runs, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 # --- the shipped CIFAR-10 cascade -------------------------------------------------------------------
 SHIPPED_CASCADES = ("cifar10-resnet-cascade", "cifar10-resnet-cascade-5", "cifar10-resnet-cascade-5-joint", "cifar10-resnet-cascade-5-kd",
                     "cifar10-resnet-cascade-6")

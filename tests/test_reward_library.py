@@ -457,6 +457,21 @@ def test_the_threshold_tunes_to_the_environments_budget() -> None:
     assert 0.1 < routed.macs_fraction.mean() <= 0.2 + 1e-9
 
 
+def test_an_exit_rule_refuses_a_budget_in_another_cost_than_macs() -> None:
+    """Under a priced cost the environment's ``target_macs`` is a fraction of that cost; the threshold
+    and ``gain`` tune on MACs fractions, so they ask for their own budget rather than misread it."""
+    from routing_env.agents import make_agent
+    from routing_env.backbones import make_backbone
+
+    costs = make_backbone("tiny-cascade").costs
+    table = {"prefix": costs.prefix, "stage": (2 * costs.stage).tolist(), "skip": costs.skip.tolist(), "head": costs.head.tolist()}
+    env = RoutingVectorEnv(num_envs=8, backbone="tiny-cascade", target_macs=0.2, cost=table, obs_mode="heads")
+    for agent in ("threshold", "gain"):
+        with pytest.raises(ValueError, match=f"{agent} agent: the environment's target_macs=0.2 is a fraction of its cost"):
+            make_agent(agent, env)
+        assert make_agent(agent, env, target_macs_fraction=0.2).target == 0.2
+
+
 def test_routed_model_sees_the_priced_cost_the_policy_trained_with() -> None:
 
     from routing_env.agents import make_agent

@@ -118,6 +118,19 @@ def tune_threshold(table: ExitTable, target: float | None, lam: float) -> tuple[
     return tune_on_table(table, candidates, lambda tau: table.confidence >= tau, target, lam)
 
 
+def environment_budget(env: VectorEnv, agent: str) -> float | None:
+    """The environment's ``target_macs``, the default budget of the exit rules fitted on ``val``; refused
+    where the environment prices another cost (``cost="latency"``: its target is a fraction of the
+    reference latency, and the rules tune on MACs fractions)."""
+    config = env.unwrapped.config
+    if config.target_macs is None:
+        return None
+    if config.cost != "macs":
+        raise ValueError(f"{agent} agent: the environment's target_macs={config.target_macs:g} is a fraction of its cost "
+                         f"{config.cost!r}, and the rule tunes on MACs fractions; pass target_macs_fraction")
+    return config.target_macs
+
+
 def check_options(agent: str, **options: float | None) -> None:
     """The options the exit rules fitted on ``val`` share, each ``None`` (the default) or: ``tau`` a
     confidence threshold (>= 0; above 1 never exits before the last head), ``lam`` a price (>= 0),
@@ -155,7 +168,7 @@ class ThresholdAgent(Agent):
         """``learn`` tunes τ only when none was given (a given τ is the user's choice)."""
         self.lam = env.unwrapped.config.lam if lam is None else float(lam)
         # a budget-targeted environment's budget is the threshold's target too, unless one is given
-        self.target = env.unwrapped.config.target_macs if target_macs_fraction is None else target_macs_fraction
+        self.target = environment_budget(env, "threshold") if target_macs_fraction is None else target_macs_fraction
 
     def learn(self, total_steps: int = 0, logger: RunLogger | None = None, progress: bool = False) -> None:
         if not self.tune:
@@ -179,7 +192,10 @@ class OracleAgent(Agent):
     Where no head is right, ``when_wrong`` says where it exits: ``first`` (the default: the cheapest
     wrong answer, so the oracle's cost is the least any router could spend for its accuracy) or
     ``last`` (the full path, as a router that cannot tell would). It reads the labels of the
-    environment it acts in, so its numbers are an upper bound on early-exit routing, never a policy.
+    environment it acts in, so its numbers are an upper bound on early-exit routing along that path,
+    never a policy. Under ``max_macs`` the path is the greedy one of
+    :func:`~routing_env.evaluation.fixed_route_actions` (the widest RUN that fits, then SKIP): a
+    policy that spends the budget otherwise (narrower early, wider late) is not bounded by it.
     """
 
     name = "oracle"

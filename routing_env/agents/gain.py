@@ -30,7 +30,7 @@ from routing_env.core import EXIT
 from routing_env.evaluation import ExitTable, exit_table, fixed_route_actions
 
 from .base import Agent
-from .baselines import check_options, tune_on_table
+from .baselines import check_options, environment_budget, tune_on_table
 from .logger import RunLogger
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -114,7 +114,7 @@ class GainAgent(Agent):
                              f"(its observation has {sorted(env.single_observation_space.spaces)})")
         check_options("gain", lam=lam, target_macs_fraction=target_macs_fraction)
         self.lam = env.unwrapped.config.lam if lam is None else float(lam)
-        self.target = env.unwrapped.config.target_macs if target_macs_fraction is None else target_macs_fraction
+        self.target = environment_budget(env, "gain") if target_macs_fraction is None else target_macs_fraction
         if not alphas or any(not a > 0 for a in alphas):
             raise ValueError(f"gain agent: alphas must be positive ridge penalties, got {list(alphas)!r}")
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
@@ -185,8 +185,8 @@ class GainAgent(Agent):
         state = load_state_dict(path)
         alpha = float(state["alpha"])
         self.tau, self.alpha = float(state["tau"]), None if np.isnan(alpha) else alpha
-        self.models = [{k: state[f"head{h}.{k}"].numpy() for k in ("mean", "scale", "weight", "bias")}
-                       for h in range(len(self.head_positions) - 1) if f"head{h}.mean" in state]  # none if saved unfitted
-        if len(self.models) not in (0, len(self.head_positions) - 1):
-            raise ValueError(f"{path} holds {len(self.models)} regressions; this environment's {len(self.head_positions)} heads "
+        saved = sum(1 for key in state if key.endswith(".mean") and key.startswith("head"))  # none if saved unfitted
+        if saved not in (0, len(self.head_positions) - 1):
+            raise ValueError(f"{path} holds {saved} regressions; this environment's {len(self.head_positions)} heads "
                              f"need {len(self.head_positions) - 1} (or none, unfitted)")
+        self.models = [{k: state[f"head{h}.{k}"].numpy() for k in ("mean", "scale", "weight", "bias")} for h in range(saved)]

@@ -87,7 +87,11 @@ def backbone_dataset(name: str) -> str:
 
     if name in BACKBONE_DATASETS:
         return BACKBONE_DATASETS[name]
-    return pretrained.available()[name]["dataset"]
+    found = pretrained.available()
+    if name not in found:  # a custom backbone registered in BACKBONES without its data set
+        raise ValueError(f"backbone {name!r} names no data set: set routing_env.backbones.BACKBONE_DATASETS[{name!r}], "
+                         "or pass dataset= to the environment")
+    return found[name]["dataset"]
 
 
 def make_backbone(name: str) -> RoutableBackbone:

@@ -144,7 +144,9 @@ def threshold_curve(
     from routing_env.agents.baselines import threshold_outcomes
 
     val = exit_table(evaluation_env(env_id, env_kwargs, "val", run))
-    taus = np.unique(np.concatenate([np.quantile(val.confidence[:-1], np.linspace(0, 1, points)), [1.0 + 1e-9]]))
+    earlier = val.confidence[:-1]  # none with a single head: the curve is its one point
+    quantiles = np.quantile(earlier, np.linspace(0, 1, points)) if earlier.size else np.empty(0)
+    taus = np.unique(np.concatenate([quantiles, [1.0 + 1e-9]]))
     table = exit_table(evaluation_env(env_id, env_kwargs, split, run))
     curve = []
     for tau in taus:

@@ -46,13 +46,13 @@ REWARD_DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "accuracy-per-step": ("the same, compute charged per step as spent (same undiscounted return)", "Guan et al., IJCAI 2018"),
     "cross-entropy": ("−CE(chosen exit) − λ·macs_fraction at the end", "Guan et al., IJCAI 2018 (the classifier's loss as reward)"),
     "cross-entropy-per-step": ("the same, compute charged per step", "Guan et al., IJCAI 2018"),
-    "blockdrop": ("1 − macs_fraction² if correct, else −γ (γ = λ, or blockdrop[gamma=…] with λ unused)", BlockDropReward.source),
+    "blockdrop": ("1 − min(cost_fraction, 1)² if correct, else −γ (γ = λ, or blockdrop[gamma=…] with λ unused)", BlockDropReward.source),
     "accuracy-shaped": ("accuracy plus γΦ(s') − Φ(s), Φ = max softmax", PotentialShaping.source),
     "accuracy-margin-shaped": ("accuracy plus shaping with Φ = top-1 minus top-2 probability", PotentialShaping.source),
     "accuracy-entropy-shaped": ("accuracy plus shaping with Φ = −entropy of the softmax", PotentialShaping.source),
-    "accuracy-hinge": ("1[correct] − λ·max(0, macs_fraction − budget): compute free up to the budget (default half the reference)",
+    "accuracy-hinge": ("1[correct] − λ·max(0, cost_fraction − budget): compute free up to the budget (default half the reference)",
                        HingePenalty.source),
-    "dense": ("per step: Δp(true class) − λ·step_macs_fraction", DenseConfidence.source),
+    "dense": ("per step: Δp(true class) − λ·step_cost_fraction", DenseConfidence.source),
 }
 """Each spec's one-line description and its source (``routing-env rewards --json``)."""
 

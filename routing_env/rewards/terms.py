@@ -119,8 +119,9 @@ class HingePenalty(RewardFn):
 @dataclass(frozen=True)
 class DenseConfidence(RewardFn):
     """A dense reward per step: the change in the true class's probability minus the step's compute
-    ``−lam · step_macs_fraction``; the episode's sum is the final head's ``p(y)`` minus the first one's,
-    minus ``lam · macs_fraction``."""
+    ``−lam · step_cost_fraction`` (MACs unless the environment prices another cost); the episode's sum
+    is the final head's ``p(y)`` minus the first one's (0 where no head is read at the start, as on a
+    dynamic ResNet), minus ``lam · cost_fraction``."""
 
     uses_cross_entropy = False
     uses_probs = True
