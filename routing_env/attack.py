@@ -79,6 +79,8 @@ def compute_attack(routed: RoutedModel, images: torch.Tensor, eps: float = 8.0, 
     widest valid RUN at every point where it decides (PGD, sign steps of ``alpha`` levels, default ``eps / 4``)."""
     if not eps >= 0 or steps < 1:
         raise ValueError(f"attack needs eps >= 0 and steps >= 1, got {eps} and {steps}")
+    if alpha is not None and not alpha > 0:  # a negative step would descend: an attack that lowers the compute
+        raise ValueError(f"attack needs a step alpha > 0 (levels of 255) or None for eps / 4, got {alpha}")
     alpha = eps / 4 if alpha is None else alpha
     x0 = images.float() / 255.0
     delta = torch.zeros_like(x0)

@@ -59,6 +59,7 @@ from .costs import module_macs
 from .data import Split, augment, load_split
 from .env import present_device
 from .provenance import provenance
+from .validation import check_field
 
 SCHEDULES = ("cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
@@ -145,8 +146,10 @@ class PretrainArgs:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("warmup_epochs", 0), ("seed", 0), ("sandwich", 0),
+                          ("recalibrate", 0), ("monitor", 0)):
+            check_field(self, name, low=low, integer=True)
+        check_field(self, "subset", low=1, integer=True, optional=True)
         finite = {"lr": self.lr, "weight_decay": self.weight_decay, "momentum": self.momentum, "label_smoothing": self.label_smoothing}
         if not all(isinstance(v, (int, float)) and v == v and abs(v) != float("inf") for v in finite.values()):
             raise ValueError(f"lr, weight_decay, momentum and label_smoothing must be finite numbers, got {finite}")
@@ -154,8 +157,8 @@ class PretrainArgs:
             raise ValueError(f"pretrain needs lr > 0, weight_decay >= 0, momentum and label_smoothing in [0, 1), got {finite}")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ValueError(f"ema must be a decay in (0, 1), got {self.ema}")
-        if self.sandwich < 0 or not 0.0 <= self.skip_rate <= 1.0:
-            raise ValueError(f"sandwich must be >= 0 and skip_rate in [0, 1], got {self.sandwich} and {self.skip_rate}")
+        if not 0.0 <= self.skip_rate <= 1.0:
+            raise ValueError(f"skip_rate must be in [0, 1], got {self.skip_rate}")
         if self.exits not in EXIT_PLACEMENTS:
             raise ValueError(f"unknown exits {self.exits!r}; expected one of {EXIT_PLACEMENTS}")
         if self.heads_only and self.init is None:
@@ -165,11 +168,8 @@ class PretrainArgs:
                 raise ValueError(f"{option} is for dynamic backbones, got it for {self.backbone!r}")
         if self.exits != "stage" and not self.dynamic:
             raise ValueError(f"exits is for dynamic backbones, got {self.exits!r} for {self.backbone!r}")
-        if not 0.0 <= self.uniform_routes <= 1.0 or self.recalibrate < 0 or self.monitor < 0:
-            raise ValueError(
-                f"uniform_routes must be in [0, 1] and recalibrate, monitor >= 0, got {self.uniform_routes}, "
-                f"{self.recalibrate} and {self.monitor}"
-            )
+        if not 0.0 <= self.uniform_routes <= 1.0:
+            raise ValueError(f"uniform_routes must be in [0, 1], got {self.uniform_routes}")
         if self.whole_uniform_routes and self.uniform_routes == 0.0:
             raise ValueError("whole_uniform_routes changes the uniform routes, and uniform_routes is 0: there are none")
         if not (0.0 <= self.full_width_routes and self.uniform_routes + self.full_width_routes <= 1.0):
@@ -568,7 +568,8 @@ def write_model_card(
     card = {
         "model": args.backbone,
         "dataset": args.dataset,
-        "trained_on": "train split (45,000 images; val = 5,000 held out, docs/design.md §8)",
+        "trained_on": (f"the first {args.subset} images of the train split (a smoke test)" if args.subset is not None
+                       else "train split (45,000 images; val = 5,000 held out, docs/design.md §8)"),
         "test_accuracy": accuracy(model, test),
         "val_accuracy": accuracy(model, val),
         "macs": module_macs(model, (3, 32, 32)),

@@ -148,7 +148,7 @@ CLI = [
     (["joint", "--backbone", "tiny-cascade", "--epochs", "0"], "epochs must be"),
     (["bench", "--seconds", "-1", "--no-dynamic"], "--seconds > 0"),
     (["pretrain", "--backbone", "resnet8", "--lr", "inf"], "finite numbers"),
-    (["pretrain", "--backbone", "resnet8", "--epochs", "0"], "epochs and batch_size must be >= 1"),
+    (["pretrain", "--backbone", "resnet8", "--epochs", "0"], "epochs must be an integer >= 1, got 0"),
     (["pretrain", "--backbone", "resnet8", "--device", "gpu:7"], "invalid device"),
     (["profile", "--backbone", "tiny-cascade", "--batch", "0"], "batch >= 1"),
     ([*TRAIN, "--steps", "10", "--env-kwargs", "split=test"], "only evaluated on test"),

@@ -911,6 +911,8 @@ def test_an_attack_raises_a_policys_compute_and_the_hard_budget_still_holds() ->
     clean = images[:100]
     attacked = compute_attack(routed, clean, eps=16, steps=5)
     assert int((attacked.int() - clean.int()).abs().max()) <= 16
+    with pytest.raises(ValueError, match="a step alpha > 0 .* got -1"):
+        compute_attack(routed, clean, eps=16, steps=5, alpha=-1)
     with torch.no_grad():  # PGD ascends what it optimises: the widest RUN's log-probability along the route
         gain = expensive_log_prob(routed, attacked.float() / 255) - expensive_log_prob(routed, clean.float() / 255)
     assert float(gain.sum()) > 0

@@ -88,6 +88,31 @@ def test_a_killed_run_resumes_exactly_where_its_last_epoch_ended(tmp_path: Path,
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
+def test_a_kill_between_the_checkpoint_and_the_outputs_resumes_and_rewrites_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from routing_env.experiments import joint_scratch
+
+    spec = replace(SPEC, epochs=1)
+    straight = joint_from_scratch(spec, tmp_path / "straight")
+    real = joint_scratch.save_state_dict
+
+    def killed_after_the_checkpoint(state: dict, path: Path) -> None:
+        real(state, path)
+        if Path(path).name == "checkpoint.pt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(joint_scratch, "save_state_dict", killed_after_the_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        joint_from_scratch(spec, tmp_path / "killed")
+    monkeypatch.undo()
+    assert not (tmp_path / "killed" / "backbone.pt").exists()  # the first epoch's outputs were never written
+    summary = joint_from_scratch(spec, tmp_path / "killed", resume=True)  # nothing left to train: the outputs are written
+    assert summary["epochs"] == straight["epochs"] == 1
+    for name in ("backbone.pt", "policy.pt"):
+        a, b = (torch.load(tmp_path / run / name, weights_only=True) for run in ("straight", "killed"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "killed" / "joint.json").read_text())["epochs"] == 1
+
+
 def test_a_time_limit_stops_on_a_whole_epoch_and_resume_goes_on(tmp_path: Path) -> None:
     spec = replace(SPEC, epochs=3)
     summary = joint_from_scratch(spec, tmp_path, time_limit=1e-4)  # the first epoch always runs

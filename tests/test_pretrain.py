@@ -109,6 +109,7 @@ def test_model_card_fields(cifar_root: str, tmp_path: Path) -> None:
     for key in ("test_accuracy", "val_accuracy", "macs", "parameters", "epochs", "wall_time_hours", "machine", "command", "sha256"):
         assert key in card
     assert card["macs"] == 12_239_488
+    assert card["trained_on"] == f"the first {SMOKE['subset']} images of the train split (a smoke test)"
     assert card["parameters"] == sum(p.numel() for p in resnet8().parameters())
     assert "test accuracy" in (tmp_path / "c" / "MODEL_CARD.md").read_text()
 
@@ -117,7 +118,13 @@ def test_model_card_fields(cifar_root: str, tmp_path: Path) -> None:
     ("kwargs", "match"),
     [({"backbone": "vgg"}, "unknown backbone 'vgg' for pretraining"), ({"backbone": "resnet8", "schedule": "step"}, "unknown schedule"),
      ({"backbone": "resnet8", "ema": 1.5}, "ema must be a decay"),
-     ({"backbone": "resnet8", "precision": "fp16"}, r"unknown precision 'fp16'; expected one of \('fp32', 'bf16'\)")],
+     ({"backbone": "resnet8", "precision": "fp16"}, r"unknown precision 'fp16'; expected one of \('fp32', 'bf16'\)"),
+     ({"backbone": "resnet8", "warmup_epochs": -1}, "warmup_epochs must be an integer >= 0, got -1"),
+     ({"backbone": "resnet8", "subset": -5}, "subset must be an integer >= 1, got -5"),
+     ({"backbone": "resnet8", "subset": 0}, "subset must be an integer >= 1, got 0"),
+     ({"backbone": "resnet8", "epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
+     ({"backbone": "resnet20-dynamic", "sandwich": 1.5}, "sandwich must be an integer >= 0, got 1.5"),
+     ({"backbone": "resnet8", "seed": -1}, "seed must be an integer >= 0, got -1")],
 )
 def test_bad_pretrain_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -238,6 +238,8 @@ GRID = ["study", "--backbone", "tiny-cascade", "--agent", "reinforce", "--seeds"
         (["--rewards", "accuracy", "--lams", "0.1", "--seeds", "0,1,0"], r"seeds \[0, 1, 0\] repeat \[0\]"),
         (["--rewards", "accuracy", "--lams", "0.1", "--env-kwargs", "reward=dense"], r"'reward'='dense': a study sets it per trial"),
         (["--rewards", "accuracy", "--lams", "0.1", "--env-kwargs", "colour=red"], r"unknown environment option\(s\) \['colour'\]"),
+        (["--rewards", "accuracy", "--lams", "0.1", "--agent", "my.agents:A,my_agents:A"],
+         r"agents \['my.agents:A', 'my_agents:A'\] are written to one folder \('my_agents_A-lam0-seed0'\)"),
         (["--rewards", "accuracy", "--lams", "0.1", "--backbone", "resnet9000"], r"unknown backbone 'resnet9000'"),
         (["--rewards", "accuracy", "--lams", "0.1", "--workers", "0"], r"workers must be an integer >= 1, got 0"),
     ],
@@ -251,3 +253,11 @@ def test_bad_grids_are_refused_before_any_trial_runs(
     lines = captured.err.strip().splitlines()
     assert captured.out == "" and len(lines) == 1 and re.search(message, lines[0]), captured.err
     assert not out.exists()
+
+
+def test_two_rewards_spelt_to_one_folder_are_found() -> None:
+    from routing_env.experiments.study import reward_folder, shared_folders
+
+    assert reward_folder("pkg_a:r") == reward_folder("pkg:a_r") == "pkg_a_r"
+    assert shared_folders(["pkg_a:r", "accuracy", "pkg:a_r"], reward_folder) == ["pkg:a_r", "pkg_a:r"]
+    assert shared_folders(["accuracy", "dense"], reward_folder) == []

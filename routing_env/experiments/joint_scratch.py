@@ -393,17 +393,22 @@ def joint_from_scratch(
     # started again would log the source's epochs twice) with the source's epochs, so they start at 1
     writer = SummaryWriter(str(out / "tb"), purge_step=1 if branching else epoch + 1)
 
-    def save() -> None:
-        """The run's outputs at the last whole epoch, then its checkpoint: killed in between, a resume
-        redoes this epoch and rewrites them, so they never lag behind the epoch the checkpoint says is done."""
+    def write_outputs() -> None:
+        """The run's outputs at the last whole epoch: the members, the policy and ``joint.json``."""
         save_state_dict(members.state_dict(), out / "backbone.pt")
         save_state_dict(policy.state_dict(), out / "policy.pt")
         write_json(out / "joint.json", summary(spec, names, member_macs, epoch, elapsed, history, out, branched))
+
+    def save() -> None:
+        """The epoch's checkpoint, then the outputs. Killed in between, the outputs lag the checkpoint by
+        an epoch until the next save, or the end of the run, rewrites them; the other order could leave
+        a first epoch's outputs with no checkpoint, a folder that neither resumes nor starts afresh."""
         writer.flush()  # the epoch's curves on disk before the checkpoint says it is done (purge_step drops later ones)
         save_state_dict({"spec": written, "members": members.state_dict(), "policy": policy.state_dict(),
                          "optimizer": optimizer.state_dict(), "policy_optimizer": policy_optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
                          "elapsed": elapsed, "history": json.dumps(history), "branched_from": json.dumps(branched)}, checkpoint)
+        write_outputs()
 
     if branching:  # the branch's own checkpoint at once: from here on it resumes like any run
         for row in history:
@@ -461,9 +466,8 @@ def joint_from_scratch(
                   file=sys.stderr, flush=True)
         deadline.epoch_took(time.time() - began)
     writer.close()
-    result = summary(spec, names, member_macs, epoch, elapsed, history, out, branched)
-    write_json(out / "joint.json", result)  # also for a resumed run that had no epoch left
-    return result
+    write_outputs()  # also for a resumed run that had no epoch left: a kill after the last checkpoint left them behind
+    return summary(spec, names, member_macs, epoch, elapsed, history, out, branched)
 
 
 def summary(spec: ScratchJointSpec, names: list[str], member_macs: list[int], epoch: int, elapsed: float,

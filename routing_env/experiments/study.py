@@ -28,7 +28,7 @@ from ..provenance import provenance
 from ..rewards import canonical_spec, describe, make_reward
 from ..validation import check_number
 from .engines import check_engine, run_trials
-from .report import save_figure
+from .report import run_name, save_figure
 from .sweep import SweepSpec, check_agents, group_runs, sweep_run
 from .train import EarlyStopping, check_learning_split
 
@@ -124,8 +124,19 @@ def trial_sweep(spec: StudySpec, trial: Trial) -> SweepSpec:
 def run_trial(spec: StudySpec, out: Path, trial: Trial) -> dict[str, Any]:
     """Train and evaluate one trial (its test figures, the threshold at its val cost), or read it back
     when it has finished before."""
-    directory = out / "runs" / trial.reward.replace(":", "_") / f"{trial.knob}{trial.value:g}"  # no ':' in a path
+    directory = out / "runs" / reward_folder(trial.reward) / f"{trial.knob}{trial.value:g}"
     return sweep_run(trial_sweep(spec, trial), trial.agent, trial.lam, trial.seed, directory)
+
+
+def reward_folder(reward: str) -> str:
+    """The folder of a reward's trials: its spec, ``:`` (a custom reward's ``module:name``) as ``_``."""
+    return reward.replace(":", "_")
+
+
+def shared_folders(values: Sequence[str], folder: Callable[[str], str]) -> list[str]:
+    """The ``values`` whose ``folder`` another value has too: two rewards (or agents) written as one."""
+    folders = [folder(v) for v in values]
+    return sorted({v for v, f in zip(values, folders) if folders.count(f) > 1})
 
 
 def check_study(spec: StudySpec) -> None:
@@ -152,6 +163,10 @@ def check_study(spec: StudySpec) -> None:
         if "/" in reward or "\\" in reward:
             raise ValueError(f"reward {reward!r} names a folder of the study, so it may not hold '/' or '\\'")
         make_reward(reward, 0.0)
+    for name, values, folder in (("rewards", spec.rewards, reward_folder), ("agents", spec.agents, lambda a: run_name(a, 0.0, 0))):
+        clash = shared_folders(values, folder)
+        if clash:  # one trial's folder would hold the other's runs, found hours in or read back as its own
+            raise ValueError(f"{name} {clash} are written to one folder ({folder(clash[0])!r}); rename one")
     canonical = [canonical_spec(r) for r in spec.rewards]
     same = sorted({r for r, c in zip(spec.rewards, canonical) if canonical.count(c) > 1})
     if same:
