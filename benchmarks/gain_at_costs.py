@@ -12,8 +12,8 @@ run's lead over the threshold has a 95% interval from a paired bootstrap over th
 on the same ``val`` and scored on the same ``test``. With
 ``--curve`` each run is also compared with the threshold's best ``test`` accuracy at its ``test`` cost
 (:func:`best_below`, 401 τ from the ``val`` quantiles); with ``--hull`` (a dynamic ResNet) each run is also compared with the convex hull of the backbone's static
-routes on ``test`` at its ``test`` cost (``benchmarks/threshold_vs_hull.py``'s hull: every exit on the
-full-width path and every uniform width). Seconds per target on a cached cascade; a dynamic ResNet
+routes on ``test`` at its ``test`` cost (``benchmarks/threshold_vs_hull.py``'s hull, of every exit at every
+width; the output's ``static_hull`` is read on ``test``, a reference, never an operating point). Seconds per target on a cached cascade; a dynamic ResNet
 routes each split once per head (minutes). ``--merge`` averages outputs over backbone seeds:
 
     python benchmarks/gain_at_costs.py --merge benchmarks/results/cifar10-resnet-cascade-5-joint/{,seed1/,seed2/}gain-at-costs.json

@@ -3,7 +3,7 @@
     ROUTING_ENV_DATA=.data python benchmarks/routed_overhead.py [--threads N] [--repeats R]   # one JSON object
 
 The shipped dynamic ResNet-20's inference copy, every block at width 0.5, exit at the end, walked
-eight ways whose medians are measured in interleaved rounds (routing_env.bench.interleaved_medians),
+nine ways whose medians are measured in interleaved rounds (routing_env.bench.interleaved_medians),
 each adding one part of what :class:`~routing_env.routed.RoutedModel` does at batch 1:
 
 - ``fixed_route``: ``RoutedModel.route_module`` (the reference: no decision at all);
@@ -21,6 +21,8 @@ each adding one part of what :class:`~routing_env.routed.RoutedModel` does at ba
   (``decide_at="head"``: 4 instead of 10; the route is the same).
 
 Differences between consecutive rows are each part's cost; ``*_over_fixed`` divide by the fixed route.
+Before session 36 ``+decide`` also decided at the last point and ``+heads`` read the last head twice,
+one call each more than ``RoutedModel`` makes (the JSON results written before then include them).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def walk(pool: bool, heads_too: bool, decide: bool = False, compiled: bool = Fal
         observation.update(0, h)
     pooled = pooled_features(h, routed.feature_dim) if pool else None
     for k in range(n + 1):
-        if decide:
+        if decide and k < n:  # the last point's EXIT is forced: RoutedModel asks no decision there
             decision(observation.features_np, observation.probs_np, k, 0.5, routed._mask_np(k, bool(k), 1.0))
         if k == n:
             break
@@ -70,7 +72,7 @@ def walk(pool: bool, heads_too: bool, decide: bool = False, compiled: bool = Fal
             observation.update(k + 1, h)
         if pool:
             pooled = pooled_features(h, routed.feature_dim)
-        if heads_too and k + 1 in heads:
+        if heads_too and k + 1 in heads and k + 1 < n:  # the last head is the walk's own (returned below)
             F.softmax(model.head_pooled(k + 1, pooled), dim=1)
     return model.head(n, h)
 

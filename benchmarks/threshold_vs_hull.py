@@ -6,8 +6,8 @@ point to reach.
 
 For each target cost, τ is chosen on ``val`` (the best ``val`` accuracy within that ``val`` MACs
 fraction: agent ``threshold``, as the sweeps' "threshold at the same val cost" column) and the rule is
-scored on ``test``; the hull is that of the static routes on ``test`` (every exit on the full-width
-path and every uniform width), read at the rule's ``test`` cost. Needs CIFAR-10; minutes on a CPU.
+scored on ``test``; the hull is that of the static routes on ``test`` (every exit at every width:
+:func:`~routing_env.experiments.baselines.static_rows`), read at the rule's ``test`` cost. Needs CIFAR-10; minutes on a CPU.
 """
 
 from __future__ import annotations
