@@ -74,3 +74,13 @@ def test_broken_links_names_a_missing_heading_in_another_file(tmp_path: Path) ->
 def test_links_resolve(document: str) -> None:
     broken = broken_links(ROOT / document)
     assert not broken, f"{document}: links to no heading or file: {broken}"
+
+
+def test_the_citation_file_names_this_version_and_the_two_papers() -> None:
+    """Read as lines (no YAML parser among the dependencies): top-level keys start a line."""
+    citation = (ROOT / "CITATION.cff").read_text()
+    top = dict(re.findall(r"^([a-z-]+): (.+)$", citation, flags=re.MULTILINE))
+    project = (ROOT / "pyproject.toml").read_text()
+    assert top["cff-version"] == "1.2.0" and f'license = "{top["license"]}"' in project
+    assert f'version = "{top["version"]}"' in project  # bumped with the package, or the citation names another release
+    assert "Cascaded Deep Classifiers" in citation and "Fully Dynamic Inference with Deep Neural Networks" in citation
