@@ -589,21 +589,23 @@ class RoutingVectorEnv(VectorEnv):
             if seed is not None:
                 raise ValueError("reset(seed=...) cannot be combined with options['reset_mask']: a partial reset goes on with the current random stream")
             return self._partial_reset(options)
+        given = self._given_indices(options["index"]) if "index" in options else None  # refused before anything changes
         if seed is not None or self._np_random is None:
             self._np_random, self._np_random_seed = seeding.np_random(seed)
         if seed is not None:
             self.core.seed_views(seed)
-        if "index" in options:
-            indices = np.asarray(options["index"])
-            if indices.shape != (self.num_envs,):
-                raise ValueError(f"options['index'] must have shape ({self.num_envs},), got {indices.shape}")
-            indices = np.array([check_index(i, self.num_instances) for i in indices.tolist()])
-        else:
-            indices = self._draw(self.num_envs)
+        indices = given if given is not None else self._draw(self.num_envs)
         self.core.reset(self._slots, indices)
         self._autoreset[:] = False
         self._needs_reset = False
         return self.core.observation(self._slots), self._info(np.zeros(self.num_envs, dtype=bool), None)
+
+    def _given_indices(self, index: Any) -> np.ndarray:
+        """``options["index"]``, one instance per environment, each checked."""
+        indices = np.asarray(index)
+        if indices.shape != (self.num_envs,):
+            raise ValueError(f"options['index'] must have shape ({self.num_envs},), got {indices.shape}")
+        return np.array([check_index(i, self.num_instances) for i in indices.tolist()])
 
     def _partial_reset(self, options: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """``reset(options={"reset_mask": m})``: new episodes in the slots where ``m`` is True, drawn from

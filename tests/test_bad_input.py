@@ -93,6 +93,15 @@ def test_bad_reset_options(options: dict, message: str) -> None:
     assert env.reset()[0]["features"].tolist() == fresh.reset()[0]["features"].tolist()  # the refused call reseeded nothing
 
 
+@pytest.mark.parametrize("index", [[0, -1], [0], [0, 10**9]])
+def test_a_refused_vector_reset_reseeds_nothing(index: list) -> None:
+    env, fresh = RoutingVectorEnv(num_envs=2, **TINY), RoutingVectorEnv(num_envs=2, **TINY)
+    env.reset(seed=1), fresh.reset(seed=1)
+    with pytest.raises(ValueError, match="options\\['index'\\] must"):
+        env.reset(seed=5, options={"index": index})
+    assert env.reset()[0]["features"].tolist() == fresh.reset()[0]["features"].tolist()
+
+
 @pytest.mark.parametrize("action", [-1, 3, 2.0, None, True, np.array([0, 1]), "EXIT"])
 def test_bad_single_actions(action: object) -> None:
     env = RoutingEnv(**TINY)
