@@ -29,7 +29,8 @@ class DualAscent:
     def __init__(self, target: float, lam: float = 0.0, lr: float = 1e-4) -> None:
         if not 0.0 < target or not np.isfinite(lam) or not lr > 0.0:
             raise ValueError(f"budget targeting needs target_macs > 0, a finite lam and target_lr > 0, got {target}, {lam} and {lr}")
-        self.target, self.lam, self.lr = float(target), float(lam), float(lr)
+        self.target, self.lr = float(target), float(lr)
+        self.lam = float(np.clip(lam, -LAM_LIMIT, LAM_LIMIT))  # within the clip from the start, as after every step
         self.episodes = 0
         self.cost_sum = 0.0
         """Episodes seen and their total cost (means over a window: differences of two readings)."""

@@ -427,6 +427,7 @@ def test_budget_and_cost_options_are_validated_up_front() -> None:
     for _ in range(100):
         ascent.update(np.ones(64))  # a target no policy reaches: λ is clipped
     assert ascent.lam == LAM_LIMIT
+    assert DualAscent(0.3, lam=1000.0).lam == LAM_LIMIT  # a starting λ beyond the clip starts at it
 
 
 @pytest.mark.parametrize("agent", ["reinforce", "ppo"])
