@@ -62,15 +62,18 @@ def threshold_outcome(val: object, table: ExitTable, target: float) -> tuple[dic
 
 def gain_outcome(val: object, test: object, table: ExitTable, target: float, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
     """The ``gain`` agent fitted on ``val`` to ``target`` with fold seed ``seed`` (as
-    ``benchmarks/gain_at_costs.py`` fits it), routed on ``test``: its fit, and per image its
-    correctness and the row of the head it stops at."""
+    ``benchmarks/gain_at_costs.py`` fits it), routed on ``test``: its fit with its ``val`` accuracy and
+    cost, and per image its correctness and the row of the head it stops at."""
     agent = make_agent("gain", val, seed=seed, target_macs_fraction=target)
     agent.learn(0)
+    on_val = route_split(agent, val)
     records = route_split(agent, test)
     if not np.isin(records.exit_position, table.positions).all():
         raise SystemExit(f"gain exited where no head is (positions {sorted(set(records.exit_position.tolist()))}, heads {table.positions.tolist()})")
     exits = np.searchsorted(table.positions, records.exit_position)
-    return {"fold_seed": seed, "alpha": agent.alpha, "tau": agent.tau, "test_macs_fraction": float(records.macs_fraction.mean())}, records.correct, exits
+    fit = {"fold_seed": seed, "alpha": agent.alpha, "tau": agent.tau, "val_accuracy": float(on_val.correct.mean()),
+           "val_macs_fraction": float(on_val.macs_fraction.mean()), "test_macs_fraction": float(records.macs_fraction.mean())}
+    return fit, records.correct, exits
 
 
 def main() -> None:

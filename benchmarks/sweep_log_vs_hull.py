@@ -4,7 +4,9 @@ fraction over seeds and of the margin over the hull at each run's own `test` cos
 `routing-env sweep` computes `accuracy_minus_hull` (:func:`routing_env.experiments.baselines.hull_accuracy`).
 
 For a sweep whose run folders were lost (its log survived): the threshold and random-skip columns,
-which need each run's `val` cost, cannot be rebuilt from the log and are not printed.
+which need each run's `val` cost, cannot be rebuilt from the log and are not printed. A run's line
+printed again (a resumed sweep) counts once; the same run with other figures is refused. The log keeps
+no weights, so that the hull is the same backbone's is the caller's to check (the results' `backbone`).
 
     python benchmarks/sweep_log_vs_hull.py SWEEP.log RESULTS.json > vs-hull.json
 """
@@ -30,14 +32,20 @@ def main() -> None:
     parser.add_argument("results", help="a results.json whose static_hull is the same backbone's on test")
     args = parser.parse_args()
     hull = json.load(open(args.results))["static_hull"]
-    runs: dict[tuple[str, float], list[tuple[int, float, float]]] = defaultdict(list)
+    runs: dict[tuple[str, float], dict[int, tuple[float, float]]] = defaultdict(dict)
     with open(args.log) as f:
         for line in f:
             m = LINE.match(line.strip())
-            if m:
-                runs[(m["agent"], float(m["lam"]))].append((int(m["seed"]), float(m["acc"]), float(m["frac"])))
+            if not m:
+                continue
+            seeds, seed, figures = runs[(m["agent"], float(m["lam"]))], int(m["seed"]), (float(m["acc"]), float(m["frac"]))
+            if seeds.get(seed, figures) != figures:  # a resumed sweep reprints a finished run's line: the same figures
+                raise SystemExit(f"{m['agent']} λ {m['lam']} seed {seed} appears twice with different figures, "
+                                 f"{seeds[seed]} and {figures}: two sweeps' logs in one file?")
+            seeds[seed] = figures  # counted once, however often the line repeats
     groups = []
-    for (agent, lam), rows in sorted(runs.items()):
+    for (agent, lam), by_seed in sorted(runs.items()):
+        rows = [(seed, *figures) for seed, figures in sorted(by_seed.items())]
         acc, frac = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
         at_cost = [hull_accuracy(hull, f) for f in frac]
         if any(a is None for a in at_cost):

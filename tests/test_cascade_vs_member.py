@@ -60,6 +60,9 @@ def test_the_gain_rule_gives_a_row_per_fold_seed_each_the_val_fitted_agent_route
         assert row["tau"] == pytest.approx(agent.tau) and row["alpha"] == pytest.approx(agent.alpha)
         assert row["test_accuracy"] == pytest.approx(records.correct.mean())
         assert row["test_macs_fraction"] == pytest.approx(records.macs_fraction.mean())
+        on_val = route_split(agent, val)
+        assert (row["val_accuracy"], row["val_macs_fraction"]) == pytest.approx((on_val.correct.mean(), on_val.macs_fraction.mean()))
+        assert row["val_macs_fraction"] <= 0.5 + 1e-9  # fitted to the target on val
         shares = np.bincount(records.exit_position, minlength=3) / len(records.correct)
         assert row["stop_shares"] == pytest.approx(shares, abs=1e-4)
         assert row["minus_member_points"] == pytest.approx(100 * (records.correct.mean() - member.mean()), abs=1e-4)
