@@ -86,6 +86,9 @@ def test_run_macs_scale_with_the_width() -> None:
             assert costs.stage[k, j] == pytest.approx(w * costs.stage[k, -1], rel=0.10)
     assert costs.reference == pytest.approx(40.55e6, rel=0.01)  # ResNet-20's MACs (docs/design.md §9)
     assert costs.reference == costs.prefix + costs.stage[:, -1].sum() + costs.head[-1]
+    model.train()
+    again = dynamic_costs(model, (3, 32, 32))
+    assert model.training and np.array_equal(again.stage, costs.stage)  # counted in eval mode, the caller's mode kept
 
 
 def test_skip_returns_the_input_exactly() -> None:

@@ -32,8 +32,17 @@ def dynamic_costs(model: DynamicResNet, input_shape: tuple[int, ...]) -> CostTab
     """MACs of the stem, of each block at each width, and of each exit head (FlopCounterMode);
     the reference is the full network: stem, every block at width 1, the last head. With LC-Net's
     rescaling (``model.rescale``) a narrowed or skipped block also pays one multiply per output
-    element, which FlopCounterMode does not see."""
-    model = model.eval()
+    element, which FlopCounterMode does not see. Counted in eval mode (a batch of one has no batch
+    statistics); the model's own mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _dynamic_costs(model, input_shape)
+    finally:
+        model.train(was_training)
+
+
+def _dynamic_costs(model: DynamicResNet, input_shape: tuple[int, ...]) -> CostTable:
     n, w = model.num_blocks, len(model.widths)
     with torch.no_grad():
         x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
