@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ class EnvConfig:
     :func:`routing_env.rewards.parse_spec`), or a ``RewardFn``."""
     max_macs: float | None = None
     """Hard budget in units of the reference MACs: a move after which no prediction fits is masked, and
-    replaced like any invalid action (docs/design.md §5), so ``macs_fraction <= max_macs`` always holds."""
+    replaced like any invalid action (docs/design.md §5), so ``macs_fraction <= max_macs`` always holds.
+    ``None`` or ``inf``: no budget (stored as ``None``)."""
     target_macs: float | None = None
     """A budget to train toward (a fraction of the reference cost, MACs unless ``cost`` says otherwise):
     a spec reward is built with λ = 0 and priced instead by a λ the environment adapts by dual ascent
@@ -166,7 +168,9 @@ class EnvConfig:
                              "prices compute by 1 − cost² and uses λ, if at all, as a wrong answer's penalty; accuracy-hinge charges "
                              "only above its budget): use accuracy, cross-entropy or a shaped spec")
         check_cost_spec(self.cost)
-        check_field(self, "max_macs", optional=True, above=0, hint=" (a fraction of the reference MACs) or None")
+        check_field(self, "max_macs", optional=True, above=0, infinite=True, hint=" (a fraction of the reference MACs) or None")
+        if self.max_macs == math.inf:  # no budget, as RoutedModel reads it: stored as None, so configs stay plain JSON
+            object.__setattr__(self, "max_macs", None)
         check_field(self, "backbone_lr", above=0)
         check_field(self, "backbone_update_every", low=1, integer=True)
         object.__setattr__(self, "train_backbone", check_flag("train_backbone", self.train_backbone))  # a bool, not "False"

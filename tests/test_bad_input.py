@@ -310,6 +310,7 @@ def test_routed_model_refuses_a_nan_budget_and_inputs_of_another_shape() -> None
     with pytest.raises(ValueError, match="max_macs must be a number > 0"):
         RoutedModel(env.core.backbone, policy, max_macs=math.nan)  # masked nothing: every input exited at once
     assert RoutedModel(env.core.backbone, policy, max_macs=math.inf).budget == math.inf  # no budget, as None
+    assert RoutingVectorEnv(num_envs=2, backbone="tiny-dynamic-resnet", max_macs=math.inf).config.max_macs is None  # the same here
     routed = RoutedModel(env.core.backbone, policy)
     shape = env.core.backbone.input_shape
     for bad in (torch.zeros(shape), torch.zeros(2, shape[0], shape[1] + 1, shape[2])):
