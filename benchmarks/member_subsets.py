@@ -26,6 +26,7 @@ import json
 import numpy as np
 
 from routing_env.agents.baselines import threshold_outcomes, tune_threshold
+from routing_env.core import RoutingView
 from routing_env.evaluation import BOOTSTRAP, ExitTable, exit_table, paired_interval
 from routing_env.experiments.train import evaluation_env
 from routing_env.provenance import provenance
@@ -33,14 +34,12 @@ from routing_env.provenance import provenance
 ENV_ID = "routing_env/Cascade-v0"
 
 
-def member_costs(table: ExitTable) -> np.ndarray:
-    """Each member's own MACs fraction, from the full path's exit costs (exiting at head ``p`` pays
-    members ``0..p``); ``ValueError`` where a row's costs differ between instances (not a frozen
-    cascade's look-up)."""
-    path = table.macs_fraction
-    if not np.allclose(path, path[:, :1]):
-        raise ValueError("the exit costs differ between instances; expected a cascade, whose costs are per member")
-    return np.diff(path[:, 0], prepend=0.0)
+def member_costs(view: RoutingView) -> np.ndarray:
+    """Each member's own MACs (features and head) as a fraction of the cascade's reference: exiting at
+    head ``p`` pays members ``0..p``. ``ValueError`` for a backbone that is not a cascade."""
+    if view.member_macs is None:
+        raise ValueError("member subsets need a cascade, whose heads each belong to one member; this backbone has none")
+    return np.asarray(view.member_macs, dtype=np.float64) / view.reference_macs
 
 
 def subset_table(table: ExitTable, members: tuple[int, ...], costs: np.ndarray) -> ExitTable:
@@ -76,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     val_env, test_env = (evaluation_env(ENV_ID, {"backbone": args.backbone}, split) for split in ("val", "test"))
     val, test = exit_table(val_env), exit_table(test_env)
-    costs = member_costs(test)
+    costs = member_costs(test_env.routing)
     names = list(test_env.unwrapped.routing.member_names or [f"member {k}" for k in range(len(costs))])
     everyone = tuple(range(len(costs)))
     last_correct = test.correct[-1]

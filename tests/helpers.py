@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -54,3 +57,12 @@ def shipped_dynamic_card(name: str = "cifar10-resnet20-dynamic") -> dict:
     folder = pretrained.root() / name
     manifest = json.loads((folder / "manifest.json").read_text())
     return json.loads((folder / f"{manifest['model']}.model_card.json").read_text())
+
+
+def load_module(path: Path) -> ModuleType:
+    """A script that is not part of the package (an example, a benchmark, a training tool) as a module,
+    so that a test calls its functions; its ``main`` does not run."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

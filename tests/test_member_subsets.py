@@ -1,6 +1,5 @@
 """benchmarks/member_subsets.py: the threshold on every subset of a cascade's members, the subset chosen on val."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,14 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import load_module
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "member_subsets.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("member_subsets", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_whole_cascade_is_the_tuned_threshold_and_the_choice_is_made_on_val() -> None:
@@ -46,14 +42,16 @@ def test_a_subset_pays_only_its_own_members() -> None:
     from routing_env.evaluation import exit_table
     from routing_env.experiments.train import evaluation_env
 
-    script = load_script()
-    table = exit_table(evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade"}, "test"))
-    costs = script.member_costs(table)
-    assert np.cumsum(costs) == pytest.approx(table.macs_fraction[:, 0]) and costs[-1] == pytest.approx(1.0)  # the last is the reference
+    script = load_module(SCRIPT)
+    env = evaluation_env("routing_env/Cascade-v0", {"backbone": "tiny-cascade"}, "test")
+    table = exit_table(env)
+    costs = script.member_costs(env.routing)
+    np.testing.assert_allclose(table.macs_fraction, np.broadcast_to(np.cumsum(costs)[:, None], table.macs_fraction.shape),
+                               rtol=1e-6)  # what the environment charges every instance
+    assert costs[-1] == pytest.approx(1.0)  # the last is the reference
     skipped = script.subset_table(table, (0, 2), costs)
     assert skipped.macs_fraction[:, 0] == pytest.approx([costs[0], costs[0] + costs[2]])
     assert np.array_equal(skipped.correct, table.correct[[0, 2]]) and np.array_equal(skipped.confidence, table.confidence[[0, 2]])
     assert script.subsets(4) == [(0, 3), (1, 3), (2, 3), (0, 1, 3), (0, 2, 3), (1, 2, 3), (0, 1, 2, 3)]
-    with pytest.raises(ValueError, match="costs differ between instances"):
-        script.member_costs(type(table)(table.positions, table.correct, table.macs_fraction * np.linspace(1, 2, table.correct.shape[1]),
-                                        table.confidence, table.probs))
+    with pytest.raises(ValueError, match="member subsets need a cascade"):
+        script.member_costs(evaluation_env("routing_env/DynamicResNet-v0", {"backbone": "tiny-dynamic-resnet"}, "test").routing)

@@ -4,22 +4,20 @@ a run resumed without its table updated, fails here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+from helpers import load_module
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = ROOT / "training" / "README.md"
 
 
 def progress_module():
-    spec = importlib.util.spec_from_file_location("progress", ROOT / "training" / "progress.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "training" / "progress.py")
 
 
 def joint_tables() -> dict[str, list[list[str]]]:

@@ -133,10 +133,11 @@ def reward_folder(reward: str) -> str:
     return reward.replace(":", "_")
 
 
-def shared_folders(values: Sequence[str], folder: Callable[[str], str]) -> list[str]:
-    """The ``values`` whose ``folder`` another value has too: two rewards (or agents) written as one."""
+def shared_folders(values: Sequence[Any], folder: Callable[[Any], str]) -> list[Any]:
+    """The ``values`` whose ``folder`` (the name that goes into a trial's path) another value has too:
+    two rewards, agents, seeds or λ written as one."""
     folders = [folder(v) for v in values]
-    return sorted({v for v, f in zip(values, folders) if folders.count(f) > 1})
+    return sorted({v for v, f in zip(values, folders) if folders.count(f) > 1}, key=str)
 
 
 def check_study(spec: StudySpec) -> None:
@@ -152,8 +153,7 @@ def check_study(spec: StudySpec) -> None:
                          f"targets={spec.targets}")
     for name in ("rewards", "agents", "seeds", "lams", "targets"):
         values = getattr(spec, name)
-        named = [f"{v:g}" if isinstance(v, float) else str(v) for v in values]  # as the run folders name them
-        repeated = sorted({v for v, n in zip(values, named) if named.count(n) > 1}, key=str)
+        repeated = shared_folders(values, lambda v: f"{v:g}" if isinstance(v, float) else str(v))  # as the run folders name them
         if repeated:
             raise ValueError(f"{name} {list(values)} repeat {repeated} (as the run folders name them)")
     for reward in spec.rewards:  # a known spec and parameters, or importable and a RewardFn: refused here, not in the first trial
