@@ -181,10 +181,11 @@ def test_package_cascade_checks_every_run_before_writing(tmp_path: Path) -> None
 
 # --- the shipped CIFAR-10 cascade -------------------------------------------------------------------
 SHIPPED_CASCADES = ("cifar10-resnet-cascade", "cifar10-resnet-cascade-5", "cifar10-resnet-cascade-5-joint", "cifar10-resnet-cascade-5-kd",
-                    "cifar10-resnet-cascade-6")
+                    "cifar10-resnet-cascade-6", "cifar10-resnet-cascade-6-kd20")
 """The default three-member cascade, the five-member one (ResNet-14 and -32 added), the five
 co-trained with a selection module (issue 13's joint training), five with a 160-epoch ResNet-56
-and a ResNet-8 and -14 distilled from it, and those five with a ResNet-110 after them."""
+and a ResNet-8 and -14 distilled from it, those five with a ResNet-110 after them, and those six
+with a distilled ResNet-20."""
 
 
 def shipped_cards(name: str = "cifar10-resnet-cascade") -> list[dict]:
@@ -259,6 +260,19 @@ def test_the_six_member_cascade_is_the_distilled_five_and_a_resnet110_that_sets_
     assert cascade.costs.reference == macs[-1] and 1.9 < macs[-1] / macs[-2] < 2.1
     card = shipped_cards("cifar10-resnet-cascade-6")[-1]
     assert card["epochs"] == 160 and card["macs"] == pytest.approx(macs[-1], rel=1e-6) and "teacher_sha256" not in card
+
+
+def test_the_six_with_a_distilled_resnet20_change_only_that_member() -> None:
+    _, six = pretrained.folder_of("cifar10-resnet-cascade-6")
+    _, kd20 = pretrained.folder_of("cifar10-resnet-cascade-6-kd20")
+    assert [m["model"] for m in kd20["members"]] == [m["model"] for m in six["members"]]
+    changed = [b["model"] for a, b in zip(six["members"], kd20["members"]) if a["sha256"] != b["sha256"]]
+    assert changed == ["resnet20"]
+    cards = dict(zip([m["model"] for m in kd20["members"]], shipped_cards("cifar10-resnet-cascade-6-kd20")))
+    assert cards["resnet20"]["teacher_sha256"] == kd20["members"][4]["sha256"] and cards["resnet20"]["epochs"] == 160
+    assert cards["resnet20"]["test_accuracy"] > shipped_cards("cifar10-resnet-cascade-6")[2]["test_accuracy"]
+    cascade = pretrained.load("cifar10-resnet-cascade-6-kd20")
+    assert cascade.costs.reference == cascade.member_macs[-1]
 
 
 @pytest.mark.parametrize("name", SHIPPED_CASCADES)
