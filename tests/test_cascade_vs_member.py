@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import load_module
 from routing_env.evaluation import paired_interval
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cascade_vs_member.py"
@@ -68,11 +69,15 @@ def test_the_gain_rule_gives_a_row_per_fold_seed_each_the_val_fitted_agent_route
         assert row["minus_member_points"] == pytest.approx(100 * (records.correct.mean() - member.mean()), abs=1e-4)
 
 
-def test_a_member_out_of_range_or_a_malformed_spec_is_refused_by_name() -> None:
-    done = run("--backbone", "tiny-cascade", "--against", "tiny-cascade:7")
-    assert done.returncode != 0 and "tiny-cascade has 3 members" in done.stderr and "got 7" in done.stderr
-    done = run("--backbone", "tiny-cascade", "--against", "tiny-cascade")
-    assert done.returncode != 0 and "expected CASCADE:MEMBER" in done.stderr
+@pytest.mark.parametrize(("against", "message"), [("tiny-cascade:7", r"tiny-cascade has 3 members.*got 7"),
+                                                  ("tiny-cascade", "expected CASCADE:MEMBER"),
+                                                  ("tiny-cascade:last", "MEMBER must be an integer index, got 'last'")])
+def test_a_member_out_of_range_or_a_malformed_spec_is_refused_by_name(against: str, message: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the test's own process (a refusal needs no fresh interpreter): ``main`` exits with the message."""
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--backbone", "tiny-cascade", "--against", against])
+    with pytest.raises(SystemExit, match=message):
+        load_module(SCRIPT).main()
 
 
 def test_the_paired_interval_is_tight_on_identical_outcomes_and_holds_a_known_lead() -> None:
