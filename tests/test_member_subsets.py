@@ -13,8 +13,6 @@ from helpers import load_module
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "member_subsets.py"
 
 
-
-
 def test_the_whole_cascade_is_the_tuned_threshold_and_the_choice_is_made_on_val() -> None:
     from routing_env.experiments import threshold_row
 

@@ -265,12 +265,15 @@ def test_the_six_member_cascade_is_the_distilled_five_and_a_resnet110_that_sets_
 def test_the_six_with_a_distilled_resnet20_change_only_that_member() -> None:
     _, six = pretrained.folder_of("cifar10-resnet-cascade-6")
     _, kd20 = pretrained.folder_of("cifar10-resnet-cascade-6-kd20")
-    assert [m["model"] for m in kd20["members"]] == [m["model"] for m in six["members"]]
-    changed = [b["model"] for a, b in zip(six["members"], kd20["members"]) if a["sha256"] != b["sha256"]]
-    assert changed == ["resnet20"]
-    cards = dict(zip([m["model"] for m in kd20["members"]], shipped_cards("cifar10-resnet-cascade-6-kd20")))
-    assert cards["resnet20"]["teacher_sha256"] == kd20["members"][4]["sha256"] and cards["resnet20"]["epochs"] == 160
-    assert cards["resnet20"]["test_accuracy"] > shipped_cards("cifar10-resnet-cascade-6")[2]["test_accuracy"]
+    models = [m["model"] for m in kd20["members"]]
+    assert models == [m["model"] for m in six["members"]]
+    before = {m["model"]: m["sha256"] for m in six["members"]}
+    after = {m["model"]: m["sha256"] for m in kd20["members"]}
+    assert [m for m in models if after[m] != before[m]] == ["resnet20"]
+    card = dict(zip(models, shipped_cards("cifar10-resnet-cascade-6-kd20")))["resnet20"]
+    replaced = dict(zip(models, shipped_cards("cifar10-resnet-cascade-6")))["resnet20"]
+    assert card["teacher_sha256"] == after["resnet56"] and card["epochs"] == 160
+    assert card["test_accuracy"] > replaced["test_accuracy"]
     cascade = pretrained.load("cifar10-resnet-cascade-6-kd20")
     assert cascade.costs.reference == cascade.member_macs[-1]
 
