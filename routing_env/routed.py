@@ -40,7 +40,8 @@ class RoutedModel(nn.Module):
             ``Agent.policy_module()``); the move is their argmax, and an invalid argmax takes the
             environment's fallback (:func:`~routing_env.core.fallback_order`), as it would stepping
             the environment (a policy that masks its own scores never needs it).
-        allow_skip: offer SKIP where a block can be skipped (the environment's default: yes).
+        allow_skip: offer SKIP where a block can be skipped, as the environment's option (``None``: the
+            backbone's default, which on a dynamic ResNet is yes).
         widths: the widths RUN offers, as the environment's option (``None``: all).
         max_macs: hard budget as a fraction of the full network's MACs, as the environment's option:
             moves after which no prediction would fit are masked.
@@ -65,13 +66,16 @@ class RoutedModel(nn.Module):
     ``policy_macs_per_decision`` times ``decisions``.
     """
 
-    def __init__(self, backbone: DynamicResNetBackbone, policy: nn.Module, allow_skip: bool = True,
+    def __init__(self, backbone: DynamicResNetBackbone, policy: nn.Module, allow_skip: bool | None = None,
                  max_macs: float | None = None, optimize: bool = True, cost: str | dict | CostTable = "macs",
                  widths: Sequence[float] | None = None, decide_at: str = "block", fused: bool = True) -> None:
         super().__init__()
         spec, costs = backbone.spec, backbone.costs
         if not spec.head_after_skip:
             raise TypeError(f"RoutedModel runs dynamic ResNets (heads evaluated after SKIP too); {backbone.name!r} is not one")
+        if allow_skip is not None and not isinstance(allow_skip, bool):  # the environment's rule (EnvConfig): "False" is not False
+            raise ValueError(f"allow_skip must be true, false or None (the backbone's default), got {allow_skip!r}")
+        allow_skip = spec.skip_by_default if allow_skip is None else allow_skip
         self.channels_last = optimize
         self.input_shape = tuple(backbone.input_shape)
         # copies: moving or casting the routed model must not move the environment's network or the agent's policy
@@ -114,19 +118,24 @@ class RoutedModel(nn.Module):
         self.choice_list = [SKIP_CHOICE, SKIP_CHOICE] + list(range(len(spec.widths)))
         """Per action code, the block choice it makes (EXIT never reaches a block)."""
         self.register_buffer("choice_of", torch.tensor(self.choice_list), persistent=False)
-        example = self._observation(torch.zeros(1, spec.feature_dim), torch.zeros(1, spec.num_classes), 0,
-                                    torch.zeros(1, dtype=torch.float64), self.valid_now[0, 1][None])
+        # the example is in the policy's own dtype and on its device, so that a float64 policy (for a
+        # model cast with .double() afterwards) is measured, not refused
+        first = next(self.policy.parameters(), None)
+        dtype, device = (first.dtype, first.device) if first is not None else (torch.float32, torch.device("cpu"))
+        example = self._observation(torch.zeros(1, spec.feature_dim, dtype=dtype, device=device),
+                                    torch.zeros(1, spec.num_classes, dtype=dtype, device=device), 0,
+                                    torch.zeros(1, dtype=torch.float64, device=device), self.valid_now[0, 1][None].to(device))
         try:
             macs = count_macs(self.policy, example)
         except (KeyError, RuntimeError) as e:  # a missing key, or an input of another length (obs_mode="heads")
-            raise ValueError(f"the policy does not run on RoutedModel's observation ({sorted(example)}, obs_mode='vector'; "
-                             f"e.g. a policy trained with obs_mode='heads' reads more): {type(e).__name__}: {e}") from e
+            raise ValueError(f"the policy does not run on RoutedModel's observation ({sorted(example)}, obs_mode='vector', "
+                             f"{dtype} on {device}; e.g. a policy trained with obs_mode='heads' reads more): {type(e).__name__}: {e}") from e
         self.policy_macs_per_decision = float(macs)
         """MACs of one policy decision (report them beside the backbone's: ``decisions`` per input)."""
         self.valid_now_np = tables.valid_now
         self.fused = fused
         self._decision: Any = None
-        self._decision_of: tuple[int, ...] | None = None  # the parameters' storage it was built on
+        self._decision_of: tuple[Any, ...] | None = None  # `fused` and the parameters' storage it was built on
         self._heads: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._heads_of: tuple[int, ...] | None = None
         self.decision  # built now, so that a policy reading another input length is refused here
@@ -146,6 +155,16 @@ class RoutedModel(nn.Module):
                    "cost": base.core.price or "macs", "decide_at": config.decide_at}  # the table the environment resolved
         return cls(backbone, policy, **{**options, **overrides})
 
+    def train(self, mode: bool = True) -> RoutedModel:
+        """Set ``self.training`` as ``nn.Module`` does, but keep the network and the policy in ``eval()``
+        mode: they are frozen, and in training mode BatchNorm would normalise by each batch's statistics
+        (an input's route would depend on its batch-mates, and batch 1 would stop matching a batch) and
+        overwrite its running statistics at every forward, even under ``inference_mode``."""
+        super().train(mode)
+        self.model.eval()
+        self.policy.eval()
+        return self
+
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         super()._apply(fn, recurse)
         for name, table in self._macs_tables.items():
@@ -160,7 +179,7 @@ class RoutedModel(nn.Module):
         they are no longer the storage it was built on (a move, a cast, ``load_state_dict(assign=True)``,
         a copy, a replaced layer: :func:`parameter_storage`); where it states the length of the input
         it reads (``input_dim``), that must be this model's ``F + C + P + 1``."""
-        storage = parameter_storage(self.policy)
+        storage = (self.fused, *parameter_storage(self.policy))  # and built again when `fused` is set otherwise
         if storage != self._decision_of:
             offer = getattr(self.policy, "fused_decision", None)
             decision = offer() if self.fused and offer is not None else None
@@ -172,7 +191,7 @@ class RoutedModel(nn.Module):
 
     def _observation(self, features: torch.Tensor, probs: torch.Tensor, position: int, macs: torch.Tensor,
                      mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"features": features, "probs": probs, "position": self.onehot[position].to(features.dtype).expand(len(features), -1),
+        return {"features": features, "probs": probs, "position": self.onehot[position].to(features).expand(len(features), -1),
                 "cost": (macs / self.price_reference).to(features.dtype)[:, None], "action_mask": mask.to(torch.int8)}
 
     def choose(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from routing_env import RoutingVectorEnv
 from routing_env.agents import make_agent
 from routing_env.backbones.resnet import SKIP_CHOICE, inference_copy, random_route
+from routing_env.core import SKIP
 from routing_env.evaluation import Records, route_split
 from routing_env.routed import RoutedModel
 
@@ -92,6 +93,47 @@ def test_a_policy_trained_on_the_heads_observation_is_refused_saying_so() -> Non
         RoutedModel.from_env(env, agent.policy_module())
     with pytest.raises(ValueError, match="does not run on RoutedModel's observation"):
         RoutedModel(env.core.backbone, agent.policy_module())
+
+
+def test_train_mode_leaves_the_frozen_network_and_policy_in_eval_mode() -> None:
+    """``routed.train()`` (a parent module's ``.train()`` reaches it too) must not switch BatchNorm to
+    batch statistics: routes would depend on batch-mates and every forward would overwrite the running
+    statistics, which ``.eval()`` could not undo."""
+    env, agent = trained()
+    routed = RoutedModel(env.core.backbone, agent.policy_module(), optimize=False)
+    x = env.core.executor.inputs[:16]
+    want = routed(x)
+    stats = {k: v.clone() for k, v in routed.model.state_dict().items() if "running" in k}
+    assert routed.train() is routed and routed.training
+    assert not any(m.training for m in routed.model.modules()) and not any(m.training for m in routed.policy.modules())
+    got = routed(x)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    assert all(torch.equal(v, routed.model.state_dict()[k]) for k, v in stats.items())
+
+
+def test_allow_skip_means_what_it_means_in_the_environment() -> None:
+    """``None`` is the backbone's default (SKIP offered on a dynamic ResNet), as in ``EnvConfig``, so the
+    environment's own ``allow_skip=None`` deploys the move set it trained with; a string is refused."""
+    env, agent = trained()
+    offers_skip = lambda routed: bool(routed.valid_now[..., SKIP].any())  # noqa: E731
+    assert env.config.allow_skip is None and offers_skip(RoutedModel(env.core.backbone, agent.policy_module()))
+    assert offers_skip(RoutedModel(env.core.backbone, agent.policy_module(), allow_skip=env.config.allow_skip))
+    assert not offers_skip(RoutedModel(env.core.backbone, agent.policy_module(), allow_skip=False))
+    with pytest.raises(ValueError, match=r"allow_skip must be true, false or None \(the backbone's default\), got 'False'"):
+        RoutedModel(env.core.backbone, agent.policy_module(), allow_skip="False")  # type: ignore[arg-type]
+
+
+def test_a_float64_policy_is_measured_and_deploys_in_float64() -> None:
+    """The policy's MACs are counted on an example in its own dtype, so a float64 policy (for a model
+    cast with ``.double()``) is taken, and decides as the float32 one does."""
+    env, agent = trained()
+    x = env.core.executor.inputs[:16]
+    want = RoutedModel(env.core.backbone, agent.policy_module())(x)
+    routed = RoutedModel(env.core.backbone, copy.deepcopy(agent.policy_module()).double()).double()  # not the agent's own
+    assert routed.policy_macs_per_decision == agent.policy_macs()
+    got = routed(x.double())
+    assert got[3].tolist() == want[3].tolist() and got[2].tolist() == want[2].tolist()
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -255,6 +297,9 @@ def test_the_compiled_decision_is_used_at_batch_one_on_the_cpu_float32_only() ->
     routed = RoutedModel(env.core.backbone, agent.policy_module())
     assert routed.decision is not None
     assert RoutedModel(env.core.backbone, agent.policy_module(), fused=False).decision is None
+    routed.fused = False  # set afterwards, it takes effect too (not only on the observation)
+    assert routed.decision is None
+    routed.fused = True
     x = env.core.executor.inputs[:8]
     want = [routed(x[i : i + 1]) for i in range(len(x))]
     routed.double()  # a cast replaces the parameters the decision viewed: it falls back to the torch path
