@@ -148,6 +148,9 @@ class RoutedModel(nn.Module):
         policy meets the environment it learned in; ``overrides`` replace any of them (e.g. a
         ``max_macs`` of its own)."""
         base = env.unwrapped
+        if not hasattr(base, "config") or not hasattr(base, "core"):
+            raise TypeError(f"RoutedModel.from_env takes a routing environment (RoutingEnv or RoutingVectorEnv, wrapped or not), "
+                            f"got {type(base).__name__}; of Gymnasium's SyncVectorEnv pass one of its envs (env.envs[0])")
         config, backbone = base.config, base.core.backbone
         if config.obs_mode != "vector":
             raise ValueError(f"RoutedModel serves policies trained with obs_mode='vector'; this environment has obs_mode={config.obs_mode!r}")

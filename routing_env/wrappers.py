@@ -110,4 +110,10 @@ class FlatObservationVector(VectorObservationWrapper):
         return _flatten(observations, self.keys, True, self.obs_key, self.mask_key, self.mask_dtype, self.sort_probs)
 
     def action_masks(self) -> Any:
-        return self.env.unwrapped.action_masks()
+        """(num_envs, A) bool: ``RoutingVectorEnv.action_masks``, or on Gymnasium's own vector
+        environments (``gym.make_vec(..., vectorization_mode="sync" | "async")``) each sub-environment's,
+        stacked."""
+        base = self.env.unwrapped
+        if hasattr(base, "action_masks"):
+            return base.action_masks()
+        return np.stack(self.env.call("action_masks"))

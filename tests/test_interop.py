@@ -130,6 +130,19 @@ def test_flat_observation_puts_the_mask_where_the_library_wants_it(obs_key: str,
         FlatObservation(base, obs_key="x", mask_key="x")
 
 
+@pytest.mark.parametrize("mode", ["vector_entry_point", "sync"])
+def test_flat_observation_vector_gives_the_masks_of_any_vector_env(mode: str) -> None:
+    """``action_masks()`` (MaskablePPO's question) on our vector env and on Gymnasium's own, whose
+    sub-environments each answer it: the same rows as the flat observation's mask."""
+    venv = FlatObservationVector(gym.make_vec(ID, num_envs=3, vectorization_mode=mode, backbone="tiny-cascade"))
+    obs, _ = venv.reset(seed=0)
+    obs, *_ = venv.step(np.array([RUN, EXIT, RUN]))
+    masks = venv.action_masks()
+    assert masks.shape == (3, 3) and masks.dtype == bool
+    np.testing.assert_array_equal(masks, obs["action_mask"].astype(bool))
+    venv.close()
+
+
 def test_flat_observation_can_sort_probs_as_our_agents_read_them() -> None:
     plain = FlatObservationVector(gym.make_vec(ID, num_envs=4, vectorization_mode="vector_entry_point", backbone="tiny-cascade"))
     ranked = FlatObservationVector(gym.make_vec(ID, num_envs=4, vectorization_mode="vector_entry_point", backbone="tiny-cascade"),

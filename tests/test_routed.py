@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -82,6 +83,10 @@ def test_from_env_deploys_a_policy_with_the_environments_move_set() -> None:
     ran = records.decisions - 1  # one RUN per block, then EXIT (with the latest head, which may lie behind)
     full_width = [costs.prefix + costs.stage[:k, -1].sum() + costs.head[: k + 1].sum() for k in ran]
     np.testing.assert_allclose(records.macs, full_width)
+    sync = gym.make_vec("routing_env/DynamicResNet-v0", num_envs=2, vectorization_mode="sync", backbone="tiny-dynamic-resnet")
+    with pytest.raises(TypeError, match=r"takes a routing environment .* got SyncVectorEnv; .* pass one of its envs"):
+        RoutedModel.from_env(sync, agent.policy_module())
+    assert RoutedModel.from_env(sync.envs[0], agent.policy_module()).num_actions == routed.num_actions
 
 
 def test_a_policy_trained_on_the_heads_observation_is_refused_saying_so() -> None:
