@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from . import __version__
 from .checkpoints import read_json
+from .env import COTRAINING_OPTIONS
 from .experiments import (
     EarlyStopping,
     StudySpec,
@@ -28,15 +29,22 @@ from .experiments import (
 from .plugins import option_value
 from .rewards import split_specs
 
+DEFAULT_ENV = "routing_env/Cascade-v0"
+"""The environment a command makes when ``--env`` is not given."""
+
 
 def parse_kwargs(items: Sequence[str] | None, what: str) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs, each VALUE read by :func:`routing_env.plugins.option_value`."""
+    """``KEY=VALUE`` pairs, each VALUE read by :func:`routing_env.plugins.option_value`; a KEY given twice
+    with two values is refused, not settled by the last."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{what} entry {item!r} is not of the form KEY=VALUE")
-        out[key] = option_value(raw)
+        value = option_value(raw)
+        if key in out and out[key] != value:
+            raise ValueError(f"{what} gives {key} twice, {out[key]!r} and {value!r}; give it once")
+        out[key] = value
     return out
 
 
@@ -61,6 +69,14 @@ def grid_env_kwargs(args: argparse.Namespace, command: str) -> dict[str, Any]:
         raise ValueError(f"{command} takes λ from --lams (or --targets), so --lam / --env-kwargs lam={kwargs['lam']!r} "
                          "would be ignored; drop it")
     return kwargs
+
+
+def refuse_options(args: argparse.Namespace, options: dict[str, object], why: str) -> None:
+    """Refuse (``ValueError``: ``main`` prints one line and exits with status 2) any of ``options`` given
+    a value other than its unset one, rather than ignore it."""
+    given = sorted(f"--{k.replace('_', '-')}" for k, unset in options.items() if getattr(args, k) != unset)
+    if given:
+        raise ValueError(f"{', '.join(given)} {why}")
 
 
 def parse_list(raw: str, kind: type, what: str) -> tuple[Any, ...]:
@@ -97,6 +113,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # --- evaluate -------------------------------------------------------------------------------------
+RUN_REFUSES = {"agent_kwargs": None, "steps": 0, "seed": 0, "num_envs": 16, "env": None}
+"""``evaluate`` options that only ``--agent`` reads (their unset values): beside ``--run`` they are refused."""
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from routing_env.agents import load_agent, make_agent
 
@@ -104,7 +124,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("evaluate needs exactly one of --run DIR or --agent NAME")
     if args.steps < 0:
         raise ValueError(f"evaluate needs --steps >= 0, got {args.steps}")
-    if args.run is not None:
+    if args.run is not None:  # the run's own agent, options and environment: what only --agent reads is refused
+        refuse_options(args, RUN_REFUSES, "are options of evaluate --agent; --run evaluates the run's own agent in its own environment")
         run = Path(args.run)
         config_path = run / "config.json"
         if not config_path.is_file():
@@ -114,8 +135,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         env = evaluation_env(env_id, run_env_kwargs(run, config, args.allow_code, env_kwargs_from(args)), args.split, run=run)
         agent = load_agent(run, env, allow_code=args.allow_code)
     else:
-        env_id = args.env
+        env_id = args.env or DEFAULT_ENV
         env_kwargs = env_kwargs_from(args)
+        dropped = sorted({"split", *COTRAINING_OPTIONS, "train_backbone"} & set(env_kwargs))
+        if dropped:  # the evaluation environments set these themselves (tuned on val, scored on --split, frozen)
+            raise ValueError(f"evaluate --agent tunes on val and scores --split on frozen environments, so --env-kwargs "
+                             f"{', '.join(dropped)} would be ignored; give the split as --split, and evaluate a co-trained run with --run")
         if "target_macs" in env_kwargs:  # evaluation environments hold λ still, so the budget would be dropped silently
             raise ValueError("evaluate --agent tunes on a frozen environment, without target_macs: learn a budgeted policy with "
                              "`train --env-kwargs target_macs=F`, or give the threshold --agent-kwargs target_macs_fraction=F")
@@ -346,13 +371,6 @@ ENVIRONMENT_ONLY = {"num_envs": 64, "backbone_update_every": 32, "backbone_lr_sc
 """``joint`` options that only the environment-driven fine-tuning run has (their defaults)."""
 
 
-def refuse_options(args: argparse.Namespace, options: dict[str, object], why: str) -> None:
-    """Exit with a clear error when any of ``options`` was given a value other than its default."""
-    given = sorted(f"--{k.replace('_', '-')}" for k, unset in options.items() if getattr(args, k) != unset)
-    if given:
-        raise SystemExit(f"routing-env joint: {', '.join(given)} {why}")
-
-
 def joint_from_scratch_command(args: argparse.Namespace) -> int:
     from .experiments.joint_scratch import ScratchJointSpec, joint_from_scratch
 
@@ -459,15 +477,19 @@ def add_grid_options(p: argparse.ArgumentParser, unit: str, folder: str) -> None
     add_early_stopping_options(p)
 
 
-def add_env_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", default="routing_env/Cascade-v0", help="environment id")
+def add_env_options(p: argparse.ArgumentParser, env_default: str | None = DEFAULT_ENV, seed: bool = True) -> None:
+    """The environment's options, shared by the commands that make one. ``env_default=None`` lets a
+    command tell an ``--env`` given from the default (``evaluate --run`` refuses one); ``seed=False``
+    for the grids, whose seeds are ``--seeds``."""
+    p.add_argument("--env", default=env_default, help=f"environment id (default {DEFAULT_ENV})")
     p.add_argument("--backbone", help="backbone name (an environment option)")
     p.add_argument("--dataset", help="data set name (an environment option)")
     p.add_argument("--lam", type=float, help="price of compute λ (an environment option)")
     p.add_argument("--data-root", help="image data root (else ROUTING_ENV_DATA; an environment option)")
     p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="further environment options")
     p.add_argument("--num-envs", type=int, default=16, help="episodes stepped together while learning")
-    p.add_argument("--seed", type=int, default=0)
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -487,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a trained run or a baseline on a split")
-    add_env_options(p)
+    add_env_options(p, env_default=None)
     p.add_argument("--run", help="run directory written by `train`")
     p.add_argument("--allow-code", action="store_true",
                    help="let --run import the module:Class its agent.json names, or the module:name reward its config.json "
@@ -508,13 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sweep", help="train agents over lams and seeds on val; Pareto table and plot on test")
-    add_env_options(p)
+    add_env_options(p, seed=False)
     p.add_argument("--lams", required=True, help="prices of compute, comma-separated, e.g. 0.02,0.05,0.1")
     add_grid_options(p, "run", "sweep")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("study", help="train every reward spec over lams (or MACs targets), seeds and agents; compare their test fronts")
-    add_env_options(p)
+    add_env_options(p, seed=False)
     p.add_argument("--rewards", required=True, help="reward specs, comma-separated (routing-env rewards lists them), each optionally with parameters, 'accuracy-hinge[budget=0.3]' (quote it for the shell), or module.path:name for your own")
     p.add_argument("--lams", help="prices of compute, comma-separated (or --targets)")
     p.add_argument("--targets", help="MACs budgets (environment option target_macs; λ adapts from 0), comma-separated")

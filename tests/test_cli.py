@@ -125,6 +125,12 @@ def test_custom_agent_from_the_readme(tmp_path: Path) -> None:
         (["evaluate", "--agent", "random", "--env-kwargs", "colour"], r"'colour' is not of the form KEY=VALUE"),
         (["evaluate", "--run", "/nonexistent/run"], r"config.json does not exist"),
         (["evaluate"], r"exactly one of --run DIR or --agent NAME"),
+        (["evaluate", "--agent", "random", "--env-kwargs", "lam=0.1", "lam=0.2"], r"--env-kwargs gives lam twice, 0.1 and 0.2; give it once"),
+        (["evaluate", "--agent", "threshold", "--env-kwargs", "split=train"],
+         r"--env-kwargs split would be ignored; give the split as --split"),
+        (["evaluate", "--agent", "threshold", "--env-kwargs", "backbone_lr=0.1"], r"--env-kwargs backbone_lr would be ignored"),
+        (["evaluate", "--run", "/nonexistent/run", "--steps", "100", "--env", "routing_env/DynamicResNet-v0", "--agent-kwargs", "lr=1"],
+         r"--agent-kwargs, --env, --steps are options of evaluate --agent; --run evaluates the run's own agent"),
         (["sweep", "--agent", "random", "--lams", "0.1,cheap", "--steps", "1", "--out", "/nonexistent/sweep"],
          r"--lams '0.1,cheap' is not a comma-separated list of float values"),
         (["sweep", "--agent", ",", "--lams", "0.1", "--steps", "1", "--out", "/nonexistent/sweep"], r"--agent ',' names no values"),
@@ -137,6 +143,18 @@ def test_bad_input_is_a_one_line_error(args: list[str], message: str, capsys: py
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and re.search(message, lines[0]), captured.err
+
+
+@pytest.mark.parametrize("command", ["sweep", "study"])
+def test_the_grids_take_their_seeds_from_seeds_only(command: str) -> None:
+    """The grids have no ``--seed`` of their own, which ``--seeds`` would silently override: ``--seed 7``
+    is argparse's abbreviation of ``--seeds 7``, one seed, 7."""
+    from routing_env.cli import build_parser
+
+    rewards = ["--rewards", "accuracy"] if command == "study" else []
+    args = build_parser().parse_args([command, "--agent", "random", "--lams", "0.1", *rewards, "--steps", "1",
+                                      "--seed", "7", "--out", "/nonexistent/grid"])
+    assert args.seeds == "7" and not hasattr(args, "seed")
 
 
 def test_demo_prints_the_comparison_table_and_writes_the_pareto_plot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

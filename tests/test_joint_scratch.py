@@ -304,11 +304,14 @@ def test_the_cli_runs_from_scratch_and_refuses_options_of_the_other_mode(tmp_pat
     assert "1 of 1 epochs, done" in capsys.readouterr().err
     spec = json.loads((out / "joint.json").read_text())["spec"]
     assert spec["targets"] == "heads" and spec["member_floor"] == 0.1
-    with pytest.raises(SystemExit, match="--augment, --num-envs are options of the environment-driven run"):
-        main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--augment", "--num-envs", "8", "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="--batch-size, --branch-from, --device, --member-floor are options of --from-scratch"):
-        main(["joint", "--backbone", "tiny-cascade", "--batch-size", "64", "--device", "cpu", "--member-floor", "0.1",
-              "--branch-from", str(out / "checkpoint.pt"), "--out", str(tmp_path / "y")])
+    capsys.readouterr()
+    # refused as every bad input is: one line on stderr, exit status 2
+    assert main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--augment", "--num-envs", "8", "--out", str(tmp_path / "x")]) == 2
+    assert "joint: error: --augment, --num-envs are options of the environment-driven run" in capsys.readouterr().err
+    assert main(["joint", "--backbone", "tiny-cascade", "--batch-size", "64", "--device", "cpu", "--member-floor", "0.1",
+                 "--branch-from", str(out / "checkpoint.pt"), "--out", str(tmp_path / "y")]) == 2
+    assert "joint: error: --batch-size, --branch-from, --device, --member-floor are options of --from-scratch" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     branch = tmp_path / "branch"
     capsys.readouterr()
     assert main(["joint", "--from-scratch", "--backbone", "tiny-cascade", "--epochs", "2", "--batch-size", "256", "--precision", "fp32",
