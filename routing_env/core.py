@@ -51,6 +51,14 @@ def decision_points(has_head: np.ndarray, decide_at: str) -> np.ndarray:
     points[0] = True
     return points
 
+def skip_offered(allow_skip: bool | None, skip_by_default: bool) -> bool:
+    """Whether SKIP is offered: ``allow_skip``, else (``None``) the backbone's default. The one rule of
+    the environment's option and :class:`~routing_env.routed.RoutedModel`'s, so that a policy deploys
+    with the move set it learned; anything but a bool or ``None`` is refused (``"False"`` is truthy)."""
+    if allow_skip is not None and not isinstance(allow_skip, bool):
+        raise ValueError(f"allow_skip must be true, false or None (the backbone's default), got {allow_skip!r}")
+    return skip_by_default if allow_skip is None else allow_skip
+
 BUDGET_TOLERANCE = 1e-9
 """Relative slack of the hard budget, so that a route costing exactly ``max_macs`` fits despite rounding."""
 

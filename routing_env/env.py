@@ -23,7 +23,7 @@ from .backbones import DEFAULT_BACKBONE, BackboneSpec, backbone_dataset, make_ba
 from .backbones.base import RoutableBackbone
 from .budget import DualAscent, LagrangianPenalty
 from .checkpoints import load_state_dict
-from .core import DECIDE_AT, INVALID_ACTION_MODES, RoutingCore, RoutingView, check_widths
+from .core import DECIDE_AT, INVALID_ACTION_MODES, RoutingCore, RoutingView, check_widths, skip_offered
 from .data import SPLITS
 from .latency import check_cost_spec, cost_table
 from .rewards import RewardFn, builtin_reward, is_custom, make_reward, spec_name
@@ -128,7 +128,7 @@ class EnvConfig:
 
     def skip_offered(self, spec: BackboneSpec) -> bool:
         """Whether SKIP is offered on a backbone with ``spec``: ``allow_skip``, else the backbone's default."""
-        return spec.skip_by_default if self.allow_skip is None else bool(self.allow_skip)
+        return skip_offered(self.allow_skip, spec.skip_by_default)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> EnvConfig:
@@ -149,8 +149,7 @@ class EnvConfig:
         check_field(self, "invalid_penalty", low=0, hint=" (a penalty; a negative one would reward invalid actions)")
         if isinstance(self.reward, str) and not is_custom(self.reward):  # a misspelt spec or parameter, before the backbone loads
             builtin_reward(self.reward, self.lam)
-        if self.allow_skip is not None and not isinstance(self.allow_skip, bool):
-            raise ValueError(f"allow_skip must be true, false or None (the backbone's default), got {self.allow_skip!r}")
+        skip_offered(self.allow_skip, False)  # a bad value is refused here, before the backbone loads
         if self.widths is not None:
             object.__setattr__(self, "widths", check_widths(self.widths))
         if self.split not in SPLITS:

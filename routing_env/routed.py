@@ -25,7 +25,7 @@ from . import kernels
 from .backbones.base import CostTable
 from .backbones.dynamic import DynamicResNetBackbone, pooled_features
 from .backbones.resnet import SKIP_CHOICE, DynamicResNet, inference_copy
-from .core import EXIT, ActionTables, decision_points, fallback_order, fits
+from .core import EXIT, ActionTables, decision_points, fallback_order, fits, skip_offered
 from .costs import count_macs
 from .latency import cost_table
 
@@ -73,9 +73,7 @@ class RoutedModel(nn.Module):
         spec, costs = backbone.spec, backbone.costs
         if not spec.head_after_skip:
             raise TypeError(f"RoutedModel runs dynamic ResNets (heads evaluated after SKIP too); {backbone.name!r} is not one")
-        if allow_skip is not None and not isinstance(allow_skip, bool):  # the environment's rule (EnvConfig): "False" is not False
-            raise ValueError(f"allow_skip must be true, false or None (the backbone's default), got {allow_skip!r}")
-        allow_skip = spec.skip_by_default if allow_skip is None else allow_skip
+        allow_skip = skip_offered(allow_skip, spec.skip_by_default)  # the environment's rule
         self.channels_last = optimize
         self.input_shape = tuple(backbone.input_shape)
         # copies: moving or casting the routed model must not move the environment's network or the agent's policy
