@@ -232,16 +232,22 @@ def test_the_cotrained_cascade_is_the_five_members_retrained_and_its_cards_say_f
         assert not after["from_scratch"] and after["training_provenance"]["git_commit"]
 
 
+def members_against(base: str, name: str) -> tuple[list[str], dict[str, str], dict[str, dict], dict[str, dict]]:
+    """Package ``name``'s members against ``base``'s, which must be the same architectures in the same
+    order: the models whose weights changed, ``name``'s sha256 by model, and each package's cards by model."""
+    _, old = pretrained.folder_of(base)
+    _, new = pretrained.folder_of(name)
+    models = [m["model"] for m in new["members"]]
+    assert models == [m["model"] for m in old["members"]]
+    before = {m["model"]: m["sha256"] for m in old["members"]}
+    after = {m["model"]: m["sha256"] for m in new["members"]}
+    changed = [m for m in models if after[m] != before[m]]
+    return changed, after, dict(zip(models, shipped_cards(name))), dict(zip(models, shipped_cards(base)))
+
+
 def test_the_distilled_cascade_keeps_the_middle_members_and_its_cards_name_the_teacher() -> None:
-    _, five = pretrained.folder_of("cifar10-resnet-cascade-5")
-    _, kd = pretrained.folder_of("cifar10-resnet-cascade-5-kd")
-    models = [m["model"] for m in kd["members"]]
-    assert models == [m["model"] for m in five["members"]]
-    before = {m["model"]: m["sha256"] for m in five["members"]}
-    after = {m["model"]: m["sha256"] for m in kd["members"]}
-    assert [m for m in models if after[m] == before[m]] == ["resnet20", "resnet32"]  # the others are new weights
-    cards = dict(zip(models, shipped_cards("cifar10-resnet-cascade-5-kd")))
-    replaced = dict(zip(models, shipped_cards("cifar10-resnet-cascade-5")))
+    changed, after, cards, replaced = members_against("cifar10-resnet-cascade-5", "cifar10-resnet-cascade-5-kd")
+    assert changed == ["resnet8", "resnet14", "resnet56"]  # resnet20 and resnet32 kept
     assert cards["resnet56"]["epochs"] == 160 and cards["resnet56"]["test_accuracy"] > replaced["resnet56"]["test_accuracy"]
     for student in ("resnet8", "resnet14"):  # distilled from the cascade's own last member, and better than the member it replaces
         assert cards[student]["teacher_sha256"] == after["resnet56"] and "--teacher" in cards[student]["command"]
@@ -263,17 +269,11 @@ def test_the_six_member_cascade_is_the_distilled_five_and_a_resnet110_that_sets_
 
 
 def test_the_six_with_a_distilled_resnet20_change_only_that_member() -> None:
-    _, six = pretrained.folder_of("cifar10-resnet-cascade-6")
-    _, kd20 = pretrained.folder_of("cifar10-resnet-cascade-6-kd20")
-    models = [m["model"] for m in kd20["members"]]
-    assert models == [m["model"] for m in six["members"]]
-    before = {m["model"]: m["sha256"] for m in six["members"]}
-    after = {m["model"]: m["sha256"] for m in kd20["members"]}
-    assert [m for m in models if after[m] != before[m]] == ["resnet20"]
-    card = dict(zip(models, shipped_cards("cifar10-resnet-cascade-6-kd20")))["resnet20"]
-    replaced = dict(zip(models, shipped_cards("cifar10-resnet-cascade-6")))["resnet20"]
+    changed, after, cards, replaced = members_against("cifar10-resnet-cascade-6", "cifar10-resnet-cascade-6-kd20")
+    assert changed == ["resnet20"]
+    card = cards["resnet20"]
     assert card["teacher_sha256"] == after["resnet56"] and card["epochs"] == 160
-    assert card["test_accuracy"] > replaced["test_accuracy"]
+    assert card["test_accuracy"] > replaced["resnet20"]["test_accuracy"]
     cascade = pretrained.load("cifar10-resnet-cascade-6-kd20")
     assert cascade.costs.reference == cascade.member_macs[-1]
 
