@@ -21,8 +21,9 @@ import torch
 from .backbones.cascade import Cascade, FeatureCache
 from .backbones.dynamic import DynamicResNetBackbone
 from .backbones.resnet import CLASSIFIERS, DYNAMIC, recalibrate_on_images
-from .checkpoints import atomic_write_text, file_sha256, load_state_dict, read_json, save_state_dict
+from .checkpoints import atomic_write_text, file_sha256, load_state_dict, read_json, save_state_dict, write_json
 from .data import load_split
+from .validation import check_number
 
 
 def root() -> Path:
@@ -35,18 +36,30 @@ MANIFEST_KEYS = ("name", "kind", "dataset", "num_classes")
 """What every ``manifest.json`` names (a cascade adds ``members``, a dynamic ResNet ``model``, ``weights``, ``sha256``)."""
 
 
-def manifests() -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+def scan() -> tuple[dict[str, list[tuple[Path, dict[str, Any]]]], dict[Path, str]]:
     """Every pretrained model found, by the name its manifest gives: each folder that holds one (which
-    need not be named after it: ``package_*(..., out=)``) and its manifest. More than one folder for a
-    name is refused where that name is loaded (:func:`folder_of`), not here, so that the others load."""
+    need not be named after it: ``package_*(..., out=)``) and its manifest; and every manifest that
+    could not be read (its path, and why). Neither a broken manifest nor more than one folder for a
+    name is refused here, only where that name is loaded (:func:`folder_of`), so that the others load."""
     found: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    broken: dict[Path, str] = {}
     for manifest in sorted(root().glob("*/manifest.json")):
-        data = read_json(manifest)
+        try:
+            data = read_json(manifest)
+        except ValueError as e:
+            broken[manifest] = str(e)
+            continue
         missing = [key for key in MANIFEST_KEYS if not isinstance(data, dict) or key not in data]
         if missing:
-            raise ValueError(f"{manifest} lacks {missing}; a manifest names at least {list(MANIFEST_KEYS)}")
+            broken[manifest] = f"{manifest} lacks {missing}; a manifest names at least {list(MANIFEST_KEYS)}"
+            continue
         found.setdefault(data["name"], []).append((manifest.parent, data))
-    return found
+    return found, broken
+
+
+def manifests() -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+    """The readable manifests of :func:`scan`, by name."""
+    return scan()[0]
 
 
 def available() -> dict[str, dict[str, Any]]:
@@ -67,8 +80,12 @@ def model_summary(folder: Path, entry: dict[str, Any]) -> dict[str, Any]:
 def folder_of(name: str) -> tuple[Path, dict[str, Any]] | None:
     """The folder and manifest of the pretrained model ``name`` (``None`` if there is none);
     ``ValueError`` naming them when several folders claim it."""
-    entries = manifests().get(name)
+    found, broken = scan()
+    entries = found.get(name)
     if not entries:
+        if broken:  # the model asked for may be the one whose manifest is broken: say why it is not found
+            raise ValueError(f"unknown pretrained model {name!r}; expected one of {sorted(found)} (in {root()}); "
+                             f"these manifests could not be read: {'; '.join(broken.values())}")
         return None
     if len(entries) > 1:
         raise ValueError(f"{' and '.join(str(folder / 'manifest.json') for folder, _ in entries)} all name {name!r}: "
@@ -94,6 +111,7 @@ def cascade_folder(name: str) -> tuple[Path, dict[str, Any]]:
     if entry is None or entry[1]["kind"] != "cascade":
         cascades = sorted(k for k, m in available().items() if m["kind"] == "cascade")
         raise ValueError(f"unknown pretrained cascade {name!r}; expected one of {cascades}")
+    check_kind_keys(*entry)
     return entry
 
 
@@ -157,9 +175,22 @@ def check_kind_keys(folder: Path, manifest: dict[str, Any]) -> None:
             raise ValueError(f"{where}: 'members' must be a non-empty list of {{{', '.join(MEMBER_KEYS)}}} objects, got {members!r}")
 
 
-def cache_hashes(folder: Path) -> dict[str, str]:
-    """The sha256 of every feature cache in ``folder`` (what a manifest's ``caches`` lists)."""
-    return {path.name: file_sha256(path) for path in sorted(folder.glob("*.npz"))}
+def build_caches(cascade: Cascade, dataset: str, data_root: str | None) -> dict[str, str]:
+    """Build ``cascade``'s ``val`` and ``test`` feature caches in its ``cache_dir``; what a manifest's
+    ``caches`` lists: each file's sha256 by name. Only these two: a folder packaged again may still
+    hold the caches of the weights it held before (the names carry the weights' sha256)."""
+    for split in ("val", "test"):
+        cascade.feature_cache(dataset, split, data_root)
+    paths = [cascade.cache_path(dataset, split) for split in ("val", "test")]
+    return {path.name: file_sha256(path) for path in paths}
+
+
+def copy_run(run: Path, card: dict[str, Any], folder: Path) -> None:
+    """Copy a ``pretrain`` run's weights and both its model cards into ``folder`` as ``<model>.*``."""
+    model = card["model"]
+    atomic_write_text(folder / f"{model}.pt", (run / card["weights"]).read_bytes())
+    atomic_write_text(folder / f"{model}.model_card.json", (run / "model_card.json").read_text())
+    atomic_write_text(folder / f"{model}.MODEL_CARD.md", (run / "MODEL_CARD.md").read_text())
 
 
 def package_cascade(
@@ -171,38 +202,34 @@ def package_cascade(
     with the sha256 of each weight file, and builds the ``val`` and ``test`` feature caches.
     """
     folder = package_folder(name, out)
-    cards = [json.loads((Path(run) / "model_card.json").read_text()) for run in runs]
-    models = [card["model"] for card in cards]
-    repeated = sorted({m for m in models if models.count(m) > 1})
+    runs = [Path(run) for run in runs]
+    cards = [read_json(run / "model_card.json") for run in runs]
+    names = [card["model"] for card in cards]
+    repeated = sorted({m for m in names if names.count(m) > 1})
     if repeated:  # each member is stored as <model>.pt: a second would overwrite the first
-        raise ValueError(f"members {models} repeat the architecture {repeated}; a cascade's members are stored by model name")
-    classes = []
-    for run, card in zip(map(Path, runs), cards):  # every run is checked before anything is written
+        raise ValueError(f"members {names} repeat the architecture {repeated}; a cascade's members are stored by model name")
+    states = []
+    for run, card in zip(runs, cards):  # every run is checked before anything is written
         if card["dataset"] != dataset:
             raise ValueError(f"{run} was trained on {card['dataset']!r}, not {dataset!r}")
-        classes.append(load_state_dict(run / card["weights"], card["sha256"])["fc.weight"].shape[0])
-    folder.mkdir(parents=True, exist_ok=True)
-    members = []
-    for run, card in zip(map(Path, runs), cards):
-        model = card["model"]
-        atomic_write_text(folder / f"{model}.pt", (run / card["weights"]).read_bytes())
-        atomic_write_text(folder / f"{model}.model_card.json", (run / "model_card.json").read_text())
-        atomic_write_text(folder / f"{model}.MODEL_CARD.md", (run / "MODEL_CARD.md").read_text())
-        members.append({"model": model, "weights": f"{model}.pt", "sha256": card["sha256"], "test_accuracy": card["test_accuracy"], "macs": card["macs"]})
+        if card["model"] not in CLASSIFIERS:
+            raise ValueError(f"{run} holds {card['model']!r}, not a cascade member ({sorted(CLASSIFIERS)})")
+        states.append(load_state_dict(run / card["weights"], card["sha256"]))
+    classes = [int(state["fc.weight"].shape[0]) for state in states]
     if len(set(classes)) != 1:
         raise ValueError(f"the members' heads have {classes} classes; a cascade's members classify the same classes")
-    manifest = {"name": name, "kind": "cascade", "dataset": dataset, "num_classes": int(classes[0]), "members": members}
-    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     models = []
-    for member in members:
-        model = CLASSIFIERS[member["model"]](manifest["num_classes"])
-        model.load_state_dict(load_state_dict(folder / member["weights"], sha256=member["sha256"]))
+    for card, state in zip(cards, states):
+        model = CLASSIFIERS[card["model"]](classes[0])
+        model.load_state_dict(state)
         models.append(model)
-    cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
-    for split in ("val", "test"):
-        cascade.feature_cache(dataset, split, data_root)
-    manifest["caches"] = cache_hashes(folder)
-    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    for run, card in zip(runs, cards):
+        copy_run(run, card, folder)
+    members = [{"model": card["model"], "weights": f"{card['model']}.pt", "sha256": card["sha256"], "test_accuracy": card["test_accuracy"],
+                "macs": card["macs"]} for card in cards]
+    caches = build_caches(Cascade(models, (3, 32, 32), name=name, cache_dir=folder), dataset, data_root)
+    write_json(folder / "manifest.json", {"name": name, "kind": "cascade", "dataset": dataset, "num_classes": classes[0], "members": members, "caches": caches})
     return folder
 
 
@@ -211,15 +238,13 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
     (as ``<model>.pt``), model cards and ``manifest.json`` with the sha256."""
     run = Path(run)
     folder = package_folder(name, out)
-    folder.mkdir(parents=True, exist_ok=True)
-    card = json.loads((run / "model_card.json").read_text())
+    card = read_json(run / "model_card.json")  # everything is read and checked before anything is written
     model = card["model"]
     if model not in DYNAMIC:
         raise ValueError(f"{run} holds {model!r}, not a dynamic ResNet ({sorted(DYNAMIC)})")
-    atomic_write_text(folder / f"{model}.pt", (run / card["weights"]).read_bytes())
-    atomic_write_text(folder / f"{model}.model_card.json", (run / "model_card.json").read_text())
-    atomic_write_text(folder / f"{model}.MODEL_CARD.md", (run / "MODEL_CARD.md").read_text())
-    num_classes = load_state_dict(folder / f"{model}.pt", card["sha256"])[f"heads.{card['num_blocks']}.fc.weight"].shape[0]
+    num_classes = load_state_dict(run / card["weights"], card["sha256"])[f"heads.{card['num_blocks']}.fc.weight"].shape[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    copy_run(run, card, folder)
     manifest = {
         "name": name,
         "kind": "dynamic-resnet",
@@ -233,7 +258,7 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
         "test_accuracy": card["test_accuracy"],
         "macs": card["macs"],
     }
-    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    write_json(folder / "manifest.json", manifest)
     return folder
 
 
@@ -263,6 +288,7 @@ def package_cotrained(
     time limit or a kill); refused by default, since its cards would read as the finished run's."""
     from .experiments.joint import split_members
 
+    check_number("recalibrate", recalibrate, low=0, integer=True)
     entry = cascade_folder(base)
     manifest = entry[1]
     backbone = Path(backbone)
@@ -293,12 +319,11 @@ def package_cotrained(
     new = {"name": name, "kind": "cascade", "dataset": manifest["dataset"], "num_classes": manifest["num_classes"],
            "members": members, "cotrained_from": base, "backbone_sha256": file_sha256(backbone), "note": note,
            "batchnorm_recalibrated_on": f"{recalibrate} augmented train batches of 256" if recalibrate else None}
-    atomic_write_text(folder / "manifest.json", json.dumps(new, indent=2) + "\n")
     cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
+    new["caches"] = build_caches(cascade, manifest["dataset"], data_root)
     caches = {split: cascade.feature_cache(manifest["dataset"], split, data_root) for split in ("val", "test")}
     write_cotrained_cards(folder, new, cascade, caches, base_cards, record)
-    new["caches"] = cache_hashes(folder)
-    atomic_write_text(folder / "manifest.json", json.dumps(new, indent=2) + "\n")
+    write_json(folder / "manifest.json", new)
     return folder
 
 
@@ -315,7 +340,7 @@ def write_cotrained_cards(folder: Path, manifest: dict[str, Any], cascade: Casca
     for position, (member, model) in enumerate(zip(manifest["members"], cascade.module)):
         stem = Path(member["weights"]).stem
         card = cotrained_card(manifest, position, model, int(cascade.member_macs[position]), caches, base_cards[position], record)
-        atomic_write_text(folder / f"{stem}.model_card.json", json.dumps(card, indent=2) + "\n")
+        write_json(folder / f"{stem}.model_card.json", card)
         atomic_write_text(folder / f"{stem}.MODEL_CARD.md", cotrained_card_markdown(card))
 
 

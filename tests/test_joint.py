@@ -219,6 +219,8 @@ def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path,
         pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "wrong" / "backbone.pt", data_root=cifar_root)
     with pytest.raises(ValueError, match="cifar10 data at .*no-data is unusable"):
         pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=str(tmp_path / "no-data"))
+    with pytest.raises(ValueError, match="recalibrate must be an integer >= 0, got -1"):  # else every BatchNorm reset, none re-estimated
+        pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=cifar_root, recalibrate=-1)
     assert not (tmp_path / "pre" / "joint-cascade").exists()
     folder = pretrained.package_cotrained("joint-cascade", "base-cascade", tmp_path / "backbone.pt", data_root=cifar_root,
                                           note="a test", recalibrate=2)

@@ -74,6 +74,8 @@ def test_a_broken_manifest_or_cache_is_refused_naming_the_file(fake_pretrained: 
     manifest.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "members"}))
     with pytest.raises(ValueError, match=r"a cascade manifest needs \['members'\]; it lacks \['members'\]"):
         pretrained.load("toy-cascade")  # a bare KeyError before
+    with pytest.raises(ValueError, match=r"a cascade manifest needs \['members'\]"):  # building on it too (a bare KeyError before)
+        pretrained.package_cotrained("joint-toy", "toy-cascade", fake_pretrained.parent / "no-backbone.pt", out=fake_pretrained.parent / "joint")
     manifest.write_text(json.dumps({**json.loads(good), "members": [{"model": "resnet8"}]}))
     with pytest.raises(ValueError, match="'members' must be a non-empty list of {model, weights, sha256} objects"):
         pretrained.load("toy-cascade")
@@ -92,6 +94,22 @@ def test_a_broken_manifest_or_cache_is_refused_naming_the_file(fake_pretrained: 
     cache.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match=f"feature cache {cache} cannot be read"):
         RoutingEnv(backbone="toy-cascade", split="test")
+
+
+def test_one_broken_manifest_does_not_hide_the_other_models(fake_pretrained: Path) -> None:
+    from routing_env.backbones import backbone_catalogue
+
+    half = fake_pretrained.parent / "half-written"
+    half.mkdir()
+    (half / "manifest.json").write_text('{"name": "half-')
+    assert pretrained.load("toy-cascade").spec.num_stages == 1
+    assert "toy-cascade" in pretrained.available()
+    rows = {row["name"]: row for row in backbone_catalogue()}
+    assert rows["toy-cascade"]["error"] is None
+    assert rows["half-written"]["error"].startswith(f"{half / 'manifest.json'} is not valid JSON")
+    with pytest.raises(ValueError, match=r"unknown pretrained model 'half-written'; expected one of \['toy-cascade'\] .*"
+                                         r"these manifests could not be read: .*half-written/manifest.json is not valid JSON"):
+        pretrained.load("half-written")
 
 
 def test_unknown_pretrained_name(fake_pretrained: Path) -> None:
@@ -176,7 +194,37 @@ def test_package_cascade_checks_every_run_before_writing(tmp_path: Path) -> None
     (runs[1] / "model_card.json").write_text(json.dumps({**card, "dataset": "svhn"}))
     with pytest.raises(ValueError, match="trained on 'svhn', not 'cifar10'"):
         pretrained.package_cascade("mixed", runs, out=tmp_path / "out")
+    save_state_dict(resnet14(num_classes=100).state_dict(), runs[1] / "weights.pt")
+    (runs[1] / "model_card.json").write_text(json.dumps({**card, "sha256": file_sha256(runs[1] / "weights.pt")}))
+    with pytest.raises(ValueError, match=r"the members' heads have \[10, 100\] classes"):
+        pretrained.package_cascade("ten-and-a-hundred", runs, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refused_package_leaves_the_package_in_its_folder_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packaging again into a model's own folder is allowed; a run refused there (its weights are not its
+    card's) must not have overwritten the weights the manifest vouches for."""
+    from routing_env.backbones.resnet import resnet20_dynamic
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_state_dict(resnet20_dynamic().state_dict(), run / "weights.pt")
+    card = {"model": "resnet20-dynamic", "dataset": "cifar10", "weights": "weights.pt", "sha256": file_sha256(run / "weights.pt"),
+            "num_blocks": 9, "exits": "stage", "test_accuracy": 0.1, "macs": 1}
+    (run / "model_card.json").write_text(json.dumps(card))
+    (run / "MODEL_CARD.md").write_text("# card\n")
+    monkeypatch.setenv("ROUTING_ENV_PRETRAINED", str(tmp_path / "pre"))
+    folder = pretrained.package_dynamic("toy-dynamic", run)
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    torch.manual_seed(1)
+    save_state_dict(resnet20_dynamic().state_dict(), run / "weights.pt")  # new weights, the card's sha256 still the old ones'
+    with pytest.raises(ValueError, match="sha256"):
+        pretrained.package_dynamic("toy-dynamic", run)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert pretrained.load("toy-dynamic").name == "toy-dynamic"
+    with pytest.raises(FileNotFoundError):
+        pretrained.package_dynamic("toy-dynamic-2", tmp_path / "no-run")
+    assert not (tmp_path / "pre" / "toy-dynamic-2").exists()
 
 
 # --- the shipped CIFAR-10 cascade -------------------------------------------------------------------

@@ -56,11 +56,13 @@ def backbone_catalogue() -> list[dict[str, Any]]:
     per model (a cascade's members, a dynamic ResNet's full path) its test accuracy and MACs as its
     model card records them (the manifest's where no card is shipped; no models for the built-in
     fixtures). A name this version cannot load (an unknown kind, several folders claiming it) is
-    listed with ``error`` saying why, so that one bad folder does not hide the others."""
+    listed with ``error`` saying why, and so is a manifest that cannot be read (under its folder's
+    name), so that one bad folder does not hide the others."""
     from .. import pretrained
 
-    found = pretrained.manifests()
-    rows = []
+    found, broken = pretrained.scan()
+    rows = [{"name": path.parent.name, "kind": None, "env": None, "default": False, "dataset": None, "needs_data": None, "exits": None,
+             "models": [], "error": why} for path, why in broken.items()]
     for name in sorted({*BACKBONES, *found}):
         error, exits = None, None
         if name in BACKBONES:  # as make_backbone: a built-in wins over a pretrained model of its name
@@ -78,7 +80,7 @@ def backbone_catalogue() -> list[dict[str, Any]]:
                 error = f"claimed by {len(found[name])} folders: {', '.join(str(f) for f, _ in found[name])}"
         rows.append({"name": name, "kind": kind, "env": KIND_ENVS.get(kind), "default": KIND_DEFAULTS.get(kind) == name,
                      "dataset": dataset, "needs_data": needs_data, "exits": exits, "models": models, "error": error})
-    return rows
+    return sorted(rows, key=lambda row: row["name"])
 
 
 def backbone_dataset(name: str) -> str:
