@@ -1,7 +1,7 @@
 """Budget targeting: λ adapted by dual ascent so that a policy's mean cost converges to a target.
 
 With ``target_macs=f`` the environment prices compute at a λ it adapts from the episodes it sees
-(a Lagrangian relaxation of ``E[macs_fraction] = f``, as in constrained RL such as RCPO, Tessler et al.
+(a Lagrangian relaxation of ``E[cost_fraction] = f``, the cost in MACs unless ``cost=`` prices it otherwise, as in constrained RL such as RCPO, Tessler et al.
 ICLR 2019): after every step in which episodes end, ``λ ← λ + lr · Σ (cost of each ended episode − f)``: one small
 step per episode, slower than the policy learns (the two-timescale condition of primal-dual methods).
 A policy that spends too much sees compute get dearer until it spends ``f`` on average; one that spends
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .rewards import Outcome, RewardFn, Terms
+from .validation import check_number
 
 LAM_LIMIT = 100.0
 """|λ| is clipped here: a target no policy can reach (below the cheapest route, above the dearest) would
@@ -24,12 +25,13 @@ otherwise drive λ without bound."""
 
 
 class DualAscent:
-    """The adapted price λ of compute for a target mean cost (a fraction of the reference MACs)."""
+    """The adapted price λ of compute for a target mean cost (a fraction of the reference cost: MACs
+    unless ``cost=`` prices otherwise). The checks are ``EnvConfig``'s, for a ``DualAscent`` built alone."""
 
     def __init__(self, target: float, lam: float = 0.0, lr: float = 1e-4) -> None:
-        if not 0.0 < target or not np.isfinite(lam) or not lr > 0.0:
-            raise ValueError(f"budget targeting needs target_macs > 0, a finite lam and target_lr > 0, got {target}, {lam} and {lr}")
-        self.target, self.lr = float(target), float(lr)
+        self.target = float(check_number("target_macs", target, above=0))
+        self.lr = float(check_number("target_lr", lr, above=0))
+        lam = check_number("lam", lam)
         self.lam = float(np.clip(lam, -LAM_LIMIT, LAM_LIMIT))  # within the clip from the start, as after every step
         self.episodes = 0
         self.cost_sum = 0.0
@@ -46,7 +48,7 @@ class DualAscent:
 
 @dataclass(frozen=True)
 class LagrangianPenalty(RewardFn):
-    """``−λ · macs_fraction`` at termination, with λ read from a :class:`DualAscent` at each step."""
+    """``−λ · cost_fraction`` at termination, with λ read from a :class:`DualAscent` at each step."""
 
     uses_cross_entropy = False
     terminal_only = True

@@ -12,7 +12,6 @@ default file at batch 1, or a path), or a table given as a dict with the same ke
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from .backbones.base import CostTable, RoutableBackbone
+from .checkpoints import read_json
 from .data import cache_root
 
 COST_MODELS = ("macs", "latency")
@@ -105,6 +105,20 @@ def check_cost_spec(spec: Any) -> None:
         raise ValueError(f"cost must be one of {COST_MODELS}, a path to a .json profile, or a dict table, got {spec!r}")
 
 
+def cost_array(value: Any, field: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """One field of a cost table as an array of exactly ``shape`` (a transposed or flat table of the
+    right size would misprice every move), of finite costs >= 0 (the reference > 0: costs are taken as
+    fractions of it); else a ``ValueError`` naming ``where``, the field and the value."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    bound = "> 0" if field == "reference" else ">= 0"
+    if array is None or array.shape != shape or not np.isfinite(array).all() or not ((array > 0) if field == "reference" else (array >= 0)).all():
+        raise ValueError(f"{where}: {field} must be finite costs {bound} of shape {shape}, got {value!r}")
+    return array
+
+
 def cost_table(spec: str | dict[str, Any], backbone: RoutableBackbone, backbone_name: str) -> CostTable | None:
     """The priced cost table of ``cost=spec`` for ``backbone`` (``None`` for MACs, the default): a
     profile from ``"latency"`` (the default file at batch 1), a path, or a dict with ``prefix``,
@@ -118,21 +132,21 @@ def cost_table(spec: str | dict[str, Any], backbone: RoutableBackbone, backbone_
         if not path.is_file():
             hint = f"run `routing-env profile --backbone {backbone_name}` first" if spec == "latency" else "a JSON file written by `routing-env profile`"
             raise ValueError(f"cost={spec!r}: {path} does not exist ({hint}); expected one of {COST_MODELS}, a path or a dict")
-        spec = json.loads(path.read_text())
+        spec = read_json(path)
     if not isinstance(spec, dict):
         raise TypeError(f"cost must be one of {COST_MODELS}, a path or a dict, got {spec!r}")
     if "backbone" in spec and spec["backbone"] != backbone.name:  # a profile names what it measured
         raise ValueError(f"the cost table was measured on {spec['backbone']!r}, not on {backbone.name!r} (whose heads and "
                          f"blocks it would misprice); run `routing-env profile --backbone {backbone_name}`")
     n, w = backbone.spec.num_stages, len(backbone.spec.widths)
-    try:
-        prefix = float(spec["prefix"])
-        stage = np.asarray(spec["stage"], dtype=np.float64).reshape(n, w)
-        skip = np.asarray(spec.get("skip", [0.0] * n), dtype=np.float64).reshape(n)
-        head = np.asarray(spec["head"], dtype=np.float64).reshape(n + 1)
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"cost table for {backbone_name!r} needs prefix, stage ({n}×{w}), skip ({n}) and head ({n + 1}): {e}") from None
-    if min(prefix, stage.min(), skip.min(), head.min()) < 0 or not np.isfinite([prefix, *stage.ravel(), *skip, *head]).all():
-        raise ValueError(f"cost table for {backbone_name!r} must hold finite costs >= 0")
-    reference = float(spec["reference"]) if "reference" in spec else backbone.reference_cost(prefix, stage, head)
+    shapes = {"prefix": (), "stage": (n, w), "skip": (n,), "head": (n + 1,), "reference": ()}
+    table = {}
+    for field, shape in shapes.items():  # each field whole, in its own shape: a transposed or flat table would be mispriced
+        if field not in spec:
+            if field in ("skip", "reference"):  # optional: skipping free, the reference by the backbone's rule
+                continue
+            raise ValueError(f"cost table for {backbone_name!r} needs prefix, stage ({n}×{w}), skip ({n}) and head ({n + 1}); it lacks {field!r}")
+        table[field] = cost_array(spec[field], field, shape, f"cost table for {backbone_name!r}")
+    prefix, stage, skip, head = float(table["prefix"]), table["stage"], table.get("skip", np.zeros(n)), table["head"]
+    reference = float(table["reference"]) if "reference" in table else backbone.reference_cost(prefix, stage, head)
     return CostTable(prefix=prefix, stage=stage, skip=skip, head=head, reference=reference)

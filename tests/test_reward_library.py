@@ -383,7 +383,17 @@ def test_a_latency_table_prices_compute_and_macs_stay_reported(tmp_path, monkeyp
     routed = RoutedModel.from_env(env, MaskPolicy())
     assert routed.price_reference == env.core.price.reference and routed.price_prefix == pytest.approx(obs["cost"][0] * env.core.price.reference)
     with pytest.raises(ValueError, match="needs prefix, stage"):
-        RoutingEnv(backbone="tiny-dynamic-resnet", cost={"prefix": 1.0, "stage": [[1.0]], "head": [0.0]})
+        RoutingEnv(backbone="tiny-dynamic-resnet", cost={"prefix": 1.0, "head": [0.0]})
+    stage = np.asarray(table["stage"])
+    for field, value in (("stage", stage.T.tolist()), ("stage", stage.ravel().tolist()), ("stage", [[1.0]]),  # transposed, flat, too small
+                         ("head", [0.0] * len(table["head"][:-1]) + [-2.0]), ("prefix", None), ("prefix", [1.0]), ("reference", "abc"),
+                         ("reference", 0.0)):
+        with pytest.raises(ValueError, match=f"cost table for 'tiny-dynamic-resnet': {field} must be finite costs .* of shape"):
+            RoutingEnv(backbone="tiny-dynamic-resnet", cost={**table, field: value})
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"prefix": ')
+    with pytest.raises(ValueError, match=f"{broken} is not valid JSON"):
+        RoutingEnv(backbone="tiny-dynamic-resnet", cost=str(broken))
     with pytest.raises(ValueError, match="measured on 'tiny-dynamic-resnet-s1', not on 'tiny-dynamic-resnet-s0'"):
         RoutingEnv(backbone="tiny-dynamic-resnet", cost={**table, "backbone": "tiny-dynamic-resnet-s1"})
 
@@ -417,11 +427,22 @@ def test_profile_cli_writes_what_cost_latency_reads(tmp_path, monkeypatch) -> No
 
 
 def test_budget_and_cost_options_are_validated_up_front() -> None:
-    for bad in ({"target_macs": float("inf")}, {"target_macs": True}, {"target_lr": -1.0}, {"cost": "Latency"},
-                {"target_macs": 0.3, "reward": "blockdrop"}):
-        with pytest.raises(ValueError):
+    for bad, message in (({"target_macs": float("inf")}, "target_macs must be a finite number > 0, got inf"),
+                         ({"target_macs": True}, "target_macs must be a finite number > 0, got True"),
+                         ({"target_lr": -1.0}, "target_lr must be a finite number > 0, got -1.0"),
+                         ({"cost": "Latency"}, "cost must be one of .* a path to a .json profile, or a dict table, got 'Latency'"),
+                         ({"target_macs": 0.3, "reward": "blockdrop"}, "reward 'blockdrop' has no price of every unit of compute")):
+        with pytest.raises(ValueError, match=message):
             RoutingEnv(backbone="tiny-cascade", **bad)
     from routing_env.budget import LAM_LIMIT, DualAscent
+
+    for bad, message in (({"target": float("inf")}, "target_macs must be a finite number > 0, got inf"),
+                         ({"target": True}, "target_macs must be a finite number > 0, got True"),
+                         ({"target": "0.3"}, "target_macs must be a finite number > 0, got '0.3'"),
+                         ({"target": 0.3, "lr": float("inf")}, "target_lr must be a finite number > 0, got inf"),
+                         ({"target": 0.3, "lam": float("nan")}, "lam must be a finite number, got nan")):
+        with pytest.raises(ValueError, match=message):  # a DualAscent built alone checks as EnvConfig does
+            DualAscent(**bad)
 
     ascent = DualAscent(0.01, lr=10.0)
     for _ in range(100):
