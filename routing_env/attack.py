@@ -13,6 +13,7 @@ the mask, not the policy, decides what may run (``benchmarks/budget_check.py``, 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from .backbones.dynamic import pooled_features
 from .core import EXIT, RUN
 from .routed import RoutedModel
+from .validation import check_number
 
 
 def expensive_log_prob(routed: RoutedModel, x: torch.Tensor) -> torch.Tensor:
@@ -76,11 +78,13 @@ def widest_valid_run(mask: torch.Tensor) -> torch.Tensor:
 
 def compute_attack(routed: RoutedModel, images: torch.Tensor, eps: float = 8.0, steps: int = 10, alpha: float | None = None) -> torch.Tensor:
     """uint8 images within ``eps`` levels (L∞) of ``images`` that push ``routed``'s policy toward the
-    widest valid RUN at every point where it decides (PGD, sign steps of ``alpha`` levels, default ``eps / 4``)."""
-    if not eps >= 0 or steps < 1:
-        raise ValueError(f"attack needs eps >= 0 and steps >= 1, got {eps} and {steps}")
-    if alpha is not None and not alpha > 0:  # a negative step would descend: an attack that lowers the compute
-        raise ValueError(f"attack needs a step alpha > 0 (levels of 255) or None for eps / 4, got {alpha}")
+    widest valid RUN at every point where it decides (PGD, sign steps of ``alpha`` levels, default ``eps / 4``).
+    The result is rounded to whole levels and kept within ``floor(eps)`` of ``images``, so that a
+    fractional ``eps`` is not exceeded by the rounding."""
+    eps = check_number("eps", eps, low=0)
+    steps = check_number("steps", steps, low=1, integer=True)
+    if alpha is not None:  # a negative step would descend: an attack that lowers the compute
+        alpha = check_number("alpha", alpha, above=0, hint=" (levels of 255), or None for eps / 4")
     alpha = eps / 4 if alpha is None else alpha
     x0 = images.float() / 255.0
     delta = torch.zeros_like(x0)
@@ -90,7 +94,9 @@ def compute_attack(routed: RoutedModel, images: torch.Tensor, eps: float = 8.0, 
             objective = expensive_log_prob(routed, (x0 + delta).clamp(0, 1)).sum()
             (grad,) = torch.autograd.grad(objective, delta)
         delta = (delta.detach() + alpha / 255.0 * grad.sign()).clamp(-eps / 255.0, eps / 255.0)
-    return ((x0 + delta).clamp(0, 1) * 255.0).round().to(torch.uint8)
+    attacked = ((x0 + delta).clamp(0, 1) * 255.0).round()
+    levels = images.float()
+    return torch.minimum(torch.maximum(attacked, levels - math.floor(eps)), levels + math.floor(eps)).to(torch.uint8)
 
 
 def attack_report(routed: RoutedModel, images: torch.Tensor, labels: np.ndarray, eps: float, steps: int,
@@ -102,9 +108,9 @@ def attack_report(routed: RoutedModel, images: torch.Tensor, labels: np.ndarray,
         y = torch.from_numpy(np.asarray(labels[start : start + batch_size]))
         attacked = compute_attack(routed, x, eps, steps)
         for inputs, macs_out, right_out in ((x, clean_macs, clean_right), (attacked, adv_macs, adv_right)):
-            logits, macs, _, _ = routed(inputs)
-            macs_out.append(macs.numpy())
-            right_out.append((logits.argmax(1) == y).numpy())
+            logits, macs, _, _ = routed(inputs)  # on the routed model's device, which may be a GPU
+            macs_out.append(macs.cpu().numpy())
+            right_out.append((logits.argmax(1).cpu() == y).numpy())
     reference = routed.reference
     return {
         "eps": eps, "steps": steps, "norm": "linf (pixel levels of 255)", "n": int(len(images)),

@@ -911,8 +911,15 @@ def test_an_attack_raises_a_policys_compute_and_the_hard_budget_still_holds() ->
     clean = images[:100]
     attacked = compute_attack(routed, clean, eps=16, steps=5)
     assert int((attacked.int() - clean.int()).abs().max()) <= 16
-    with pytest.raises(ValueError, match="a step alpha > 0 .* got -1"):
-        compute_attack(routed, clean, eps=16, steps=5, alpha=-1)
+    for bad, message in (({"alpha": -1}, r"alpha must be a finite number > 0 \(levels of 255\), or None for eps / 4, got -1"),
+                         ({"alpha": float("inf")}, "alpha must be a finite number > 0 .* got inf"),
+                         ({"eps": float("inf")}, "eps must be a finite number >= 0, got inf"),
+                         ({"steps": 2.5}, "steps must be an integer >= 1, got 2.5")):
+        with pytest.raises(ValueError, match=message):
+            compute_attack(routed, clean, **{"eps": 16, "steps": 5, **bad})
+    # a fractional eps is not exceeded by the rounding to whole levels, even by large steps
+    assert int((compute_attack(routed, clean, eps=0.6, steps=2, alpha=100).int() - clean.int()).abs().max()) == 0
+    assert int((compute_attack(routed, clean, eps=2.5, steps=2, alpha=100).int() - clean.int()).abs().max()) == 2
     with torch.no_grad():  # PGD ascends what it optimises: the widest RUN's log-probability along the route
         gain = expensive_log_prob(routed, attacked.float() / 255) - expensive_log_prob(routed, clean.float() / 255)
     assert float(gain.sum()) > 0
