@@ -71,12 +71,18 @@ def grid_env_kwargs(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return kwargs
 
 
-def refuse_options(args: argparse.Namespace, options: dict[str, object], why: str) -> None:
-    """Refuse (``ValueError``: ``main`` prints one line and exits with status 2) any of ``options`` given
-    a value other than its unset one, rather than ignore it."""
-    given = sorted(f"--{k.replace('_', '-')}" for k, unset in options.items() if getattr(args, k) != unset)
+def refuse_options(args: argparse.Namespace, names: tuple[str, ...], why: str) -> None:
+    """Refuse (``ValueError``: ``main`` prints one line and exits with status 2) any option of ``names``
+    given a value other than its default, rather than ignore it. The defaults are the parser's own,
+    recorded by ``record_defaults``, so they are declared once, in ``build_parser``."""
+    given = sorted(f"--{k.replace('_', '-')}" for k in names if getattr(args, k) != args.defaults[k])
     if given:
         raise ValueError(f"{', '.join(given)} {why}")
+
+
+def record_defaults(p: argparse.ArgumentParser, *groups: tuple[str, ...]) -> None:
+    """Keep ``p``'s defaults of the options in ``groups`` as ``args.defaults``, for ``refuse_options``."""
+    p.set_defaults(defaults={name: p.get_default(name) for group in groups for name in group})
 
 
 def parse_list(raw: str, kind: type, what: str) -> tuple[Any, ...]:
@@ -113,8 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # --- evaluate -------------------------------------------------------------------------------------
-RUN_REFUSES = {"agent_kwargs": None, "steps": 0, "seed": 0, "num_envs": 16, "env": None}
-"""``evaluate`` options that only ``--agent`` reads (their unset values): beside ``--run`` they are refused."""
+RUN_REFUSES = ("agent_kwargs", "steps", "seed", "num_envs", "env")
+"""``evaluate`` options that only ``--agent`` reads: beside ``--run`` they are refused."""
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -280,13 +286,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
 # --- profile --------------------------------------------------------------------------------------
 def cmd_profile(args: argparse.Namespace) -> int:
     from .backbones import make_backbone
-    from .checkpoints import atomic_write
+    from .checkpoints import write_json
     from .latency import default_profile_path, profile
 
     table = profile(make_backbone(args.backbone), batch=args.batch, repeats=args.repeats)
     out = Path(args.out) if args.out else default_profile_path(args.backbone, args.batch)
-    data = (json.dumps(table, indent=1) + "\n").encode()
-    atomic_write(out, lambda f: f.write(data))
+    write_json(out, table)
     print(f"latency profile of {args.backbone} at batch {args.batch} ({table['machine']}): {out}; "
           f"train with --env-kwargs cost={'latency' if not args.out and args.batch == 1 else out}", file=sys.stderr)
     return 0
@@ -363,12 +368,10 @@ def cmd_joint(args: argparse.Namespace) -> int:
     return 0
 
 
-SCRATCH_ONLY = {"batch_size": None, "dense_epochs": None, "member_floor": None, "member_loss": None, "warmup_epochs": None, "precision": None, "device": None,
-                "branch_from": None}
-"""``joint`` options that only the batched from-scratch run has (their unset values)."""
-ENVIRONMENT_ONLY = {"num_envs": 64, "backbone_update_every": 32, "backbone_lr_schedule": "constant", "augment": False,
-                    "env_kwargs": None, "agent_kwargs": None}
-"""``joint`` options that only the environment-driven fine-tuning run has (their defaults)."""
+SCRATCH_ONLY = ("batch_size", "dense_epochs", "member_floor", "member_loss", "warmup_epochs", "precision", "device", "branch_from")
+"""``joint`` options that only the batched from-scratch run has."""
+ENVIRONMENT_ONLY = ("num_envs", "backbone_update_every", "backbone_lr_schedule", "augment", "env_kwargs", "agent_kwargs")
+"""``joint`` options that only the environment-driven fine-tuning run has."""
 
 
 def joint_from_scratch_command(args: argparse.Namespace) -> int:
@@ -520,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split to evaluate on")
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else on stdout")
     p.set_defaults(func=cmd_evaluate)
+    record_defaults(p, RUN_REFUSES)
 
     p = sub.add_parser("demo", help="train a policy on val, compare it with baselines on test")
     add_env_options(p)
@@ -598,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_joint)
+    record_defaults(p, SCRATCH_ONLY, ENVIRONMENT_ONLY)
 
     p = sub.add_parser("bench", help="speed of the environments, SB3 training and routed inference, as JSON")
     p.add_argument("--json", action="store_true", help="one line of JSON (the default prints it indented)")
