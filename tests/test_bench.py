@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from helpers import shipped_dynamic_card
 from routing_env.cli import main
@@ -34,7 +36,8 @@ def test_bench_dynamic_figures(cifar_root: str) -> None:
     from routing_env.bench import dynamic_figures, routed_figures
 
     dynamic = dynamic_figures(0.05)
-    assert set(dynamic["vector_steps_per_s"]) == {"64", "256"} and -0.5 < dynamic["routing_overhead"] < 10
+    assert set(dynamic["vector_steps_per_s"]) == {"64", "256"}  # how fast is the benchmark's verdict, not a test's
+    assert dynamic["routing_overhead"] == pytest.approx(float(np.median(dynamic["routing_overhead_rounds"])))
     routed = routed_figures(repeats=2)
     assert routed["batch1"]["macs_ratio"] == pytest.approx(width_half_macs_fraction(), abs=1e-3)
     assert routed["batch64"]["latency_ratio"] > 0
@@ -47,26 +50,26 @@ def test_bench_refuses_empty_measurements(args: list[str], capsys: pytest.Captur
     assert "--seconds > 0 and --ppo-steps >= 1" in capsys.readouterr().err
 
 
-def test_device_figures_measure_what_runs_on_the_device(cifar_root: str) -> None:
-    """``bench(device=...)``'s figures (issue 20's GPU rows), exercised on the CPU at small sizes: the
-    dynamic env at each batch, the routing overhead at each of its batches, routed inference at each
-    batch size, and nothing of the cascade or SB3 (CPU work)."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_device_figures_measure_what_runs_on_the_device(device: str, cifar_root: str) -> None:
+    """``bench(device=...)``'s figures (issue 20's GPU rows) at small sizes, on the CPU everywhere and
+    on a GPU where there is one: the dynamic env at each batch, the routing overhead at each of its
+    batches, routed inference at each batch size, and nothing of the cascade or SB3 (CPU work)."""
     from routing_env.bench import device_figures
 
-    result = device_figures("cpu", seconds=0.05, repeats=2, env_batches=(8, 16), overhead_batches=(16,), routed_batches=(1, 4))
-    assert result["device"] == "cpu" and "cascade" not in result and "sb3_ppo" not in result
+    result = device_figures(device, seconds=0.05, repeats=2, env_batches=(8, 16), overhead_batches=(16,), routed_batches=(1, 4))
+    assert result["device"] == (torch.cuda.get_device_name() if device == "cuda" else "cpu")  # a GPU is named
+    assert "cascade" not in result and "sb3_ppo" not in result
     dynamic = result["dynamic"]
     assert set(dynamic["vector_steps_per_s"]) == {"8", "16"} and all(v > 0 for v in dynamic["vector_steps_per_s"].values())
     assert set(dynamic["routing_overhead_at"]) == {"16"} and dynamic["routing_overhead"] == dynamic["routing_overhead_at"]["16"]["median"]
     routed = result["routed_inference"]
-    assert {"batch1", "batch4"} <= set(routed) and routed["device"] == "cpu"
+    assert {"batch1", "batch4"} <= set(routed) and routed["device"] == device
     assert routed["batch4"]["macs_ratio"] == pytest.approx(width_half_macs_fraction(), abs=1e-3) and routed["batch4"]["latency_ratio"] > 0
     assert {"policy_overhead_eager", "policy_overhead_mlp_eager", "routed_mlp_eager_ms", "policy_overhead_head", "policy_overhead_mlp_head"} <= set(routed["batch1"])
 
 
 def test_bench_on_a_missing_device_is_refused_by_name(capsys: pytest.CaptureFixture) -> None:
-    import torch
-
     assert main(["bench", "--device", "nonsense"]) == 2
     assert "invalid device 'nonsense'" in capsys.readouterr().err
     assert main(["bench", "--device", "meta"]) == 2

@@ -576,6 +576,11 @@ def test_outputs_record_the_machine_versions_and_commit(tmp_path: Path) -> None:
     assert main(["train", "--backbone", "tiny-cascade", "--agent", "threshold", "--steps", "0", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["provenance"]["cpu"] == record["cpu"] and config["provenance"]["versions"] == record["versions"]
+    from routing_env.provenance import git_commit
+
+    assert record["git_commit"] == config["provenance"]["git_commit"] == git_commit()
+    if (Path(__file__).resolve().parents[1] / ".git").exists():  # a checkout records its commit (None only outside git)
+        assert record["git_commit"] is not None
 
 
 def test_the_commit_recorded_is_the_checkouts_and_says_when_it_has_changes() -> None:

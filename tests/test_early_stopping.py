@@ -143,7 +143,15 @@ def test_cli_train_with_early_stopping(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["train", "--backbone", "tiny-cascade", "--agent", "reinforce", "--env-kwargs", "split=val-fit", "--steps", "4000",
                  "--holdout-every", "1000", "--patience", "1", "--out", str(out), "--quiet"]) == 0
     assert "best on val-holdout" in capsys.readouterr().err
-    assert (out / "holdout.json").is_file()
+    assert json.loads((out / "config.json").read_text())["early_stopping"] == {"every": 1000, "patience": 1}
+    holdout = json.loads((out / "holdout.json").read_text())
+    assert (holdout["every"], holdout["patience"]) == (1000, 1)
+    rewards = [h["reward_mean"] for h in holdout["history"]]
+    best = rewards.index(max(rewards))  # the first scoring of the best reward
+    assert holdout["best_steps"] == holdout["history"][best]["steps"]
+    # patience 1: it stops at the first scoring that is not a new best (or at the end of the steps)
+    first_worse = next((k for k in range(1, len(rewards)) if rewards[k] <= max(rewards[:k])), len(rewards) - 1)
+    assert holdout["stopped_at"] == holdout["history"][first_worse]["steps"] and len(rewards) == first_worse + 1
 
 
 def tiny_vector_env(split: str = "val-fit") -> Any:

@@ -69,8 +69,12 @@ def test_a_dynamic_resnet_is_compared_with_its_static_routes_hull() -> None:
                    "--seeds", "0", "--hull")
     hull, row = measured["static_hull"], measured["rows"][0]
     assert hull and all(a["macs_fraction"] < b["macs_fraction"] for a, b in zip(hull, hull[1:]))
-    run_ = row["gain"]["runs"][0]
-    if run_["hull_accuracy"] is not None:  # None only below the cheapest static route
-        assert run_["minus_hull_points"] == pytest.approx(100 * (run_["test_accuracy"] - run_["hull_accuracy"]))
-        assert row["gain"]["minus_hull_points_mean"] == pytest.approx(run_["minus_hull_points"])
-    assert "minus_hull_points" in row["threshold"]
+    from routing_env.experiments.baselines import hull_accuracy
+
+    run_, threshold = row["gain"]["runs"][0], row["threshold"]
+    assert hull[0]["macs_fraction"] < min(run_["test_macs_fraction"], threshold["test_macs_fraction"])  # so the hull is read at both
+    assert run_["hull_accuracy"] == pytest.approx(hull_accuracy(hull, run_["test_macs_fraction"]))
+    assert run_["minus_hull_points"] == pytest.approx(100 * (run_["test_accuracy"] - run_["hull_accuracy"]))
+    assert row["gain"]["minus_hull_points_mean"] == pytest.approx(run_["minus_hull_points"])
+    mixture = hull_accuracy(hull, threshold["test_macs_fraction"])
+    assert threshold["minus_hull_points"] == pytest.approx(100 * (threshold["test_accuracy"] - mixture))

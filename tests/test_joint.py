@@ -168,6 +168,16 @@ def test_joint_cli_and_evaluate_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["evaluate", "--run", str(out), "--split", "test", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 10_000 and 0.3 < result["accuracy"] <= 1.0
+    # the evaluation routes the co-trained members, frozen: the numbers of that environment built by hand
+    from routing_env.agents import load_agent
+    from routing_env.env import RoutingVectorEnv
+    from routing_env.evaluation import route_split, summarize
+
+    assert json.loads((out / "config.json").read_text())["env_kwargs"]["train_backbone"] is True
+    env = RoutingVectorEnv(num_envs=64, backbone="tiny-cascade", split="test", backbone_weights=str(out / "backbone.pt"))
+    by_hand = summarize(route_split(load_agent(out, env), env), env)
+    for key in ("accuracy", "macs_fraction"):
+        assert result[key] == pytest.approx(by_hand[key], abs=1e-9), key
     with pytest.raises(ValueError, match="set by the joint run itself"):
         JointSpec(env_kwargs={"split": "val"})
 

@@ -160,7 +160,12 @@ def test_package_cascade_turns_pretrain_runs_into_a_cascade_that_loads_by_name_a
     env = RoutingEnv(backbone="smoke-cascade", split="test")
     obs, _ = env.reset(seed=0)
     _, _, terminated, _, info = env.step(0)  # EXIT after the first member
-    assert terminated and info["correct"] in (True, False) and obs["probs"].sum() == pytest.approx(1.0, abs=1e-5)
+    assert terminated and obs["probs"].sum() == pytest.approx(1.0, abs=1e-5)
+    assert info["prediction"] == int(obs["probs"].argmax()) and info["correct"] == (info["prediction"] == info["label"])
+    # the shipped test cache is the packaged members' own: each one's accuracy on the images its card was scored on
+    cache = pretrained.load("smoke-cascade").feature_cache("cifar10", "test")
+    for k, card in enumerate(cards):
+        assert float((cache.logits[k, :96].argmax(1) == cache.labels[:96]).mean()) == pytest.approx(card["test_accuracy"]), card["model"]
 
 
 def test_package_cascade_refuses_two_members_of_one_architecture_before_writing(tmp_path: Path) -> None:
