@@ -103,12 +103,13 @@ def attack_report(routed: RoutedModel, images: torch.Tensor, labels: np.ndarray,
                   batch_size: int = 250) -> dict[str, Any]:
     """The policy's mean MACs fraction and accuracy on clean and attacked ``images``."""
     clean_macs, adv_macs, clean_right, adv_right = [], [], [], []
+    device = next(routed.model.parameters()).device  # the images go where the routed model is, which may be a GPU
     for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size]
+        x = images[start : start + batch_size].to(device)
         y = torch.from_numpy(np.asarray(labels[start : start + batch_size]))
         attacked = compute_attack(routed, x, eps, steps)
         for inputs, macs_out, right_out in ((x, clean_macs, clean_right), (attacked, adv_macs, adv_right)):
-            logits, macs, _, _ = routed(inputs)  # on the routed model's device, which may be a GPU
+            logits, macs, _, _ = routed(inputs)
             macs_out.append(macs.cpu().numpy())
             right_out.append((logits.argmax(1).cpu() == y).numpy())
     reference = routed.reference
