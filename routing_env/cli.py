@@ -327,7 +327,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
         models = ", ".join(f"{m['model']} {model_figures(m)}".rstrip() for m in row["models"])
         default = f", the default of {row['env']}" if row["default"] else f", {row['env']}"
         data = ("; routes read the images" if row["needs_data"] else "") + (f"; exits after every {row['exits']}" if row["exits"] else "")
-        print(f"{row['name']:<34} {row['kind']}{default} ({row['dataset']}{data}){': ' + models if models else ''}")
+        dataset = row["dataset"] or "no data set registered: pass dataset="
+        print(f"{row['name']:<34} {row['kind']}{default} ({dataset}{data}){': ' + models if models else ''}")
     return 0
 
 

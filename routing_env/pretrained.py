@@ -134,25 +134,40 @@ def load(name: str) -> Cascade | DynamicResNetBackbone:
     if entry is None:
         raise ValueError(f"unknown pretrained model {name!r}; expected one of {sorted(manifests())} (in {root()})")
     folder, manifest = entry
-    if manifest["kind"] not in KINDS:
-        raise ValueError(f"pretrained model {name!r} has kind {manifest['kind']!r}; this version loads {KINDS}")
-    check_kind_keys(folder, manifest)
+    problem = manifest_problem(folder, manifest)
+    if problem is not None:
+        raise ValueError(problem)
     if manifest["kind"] == "dynamic-resnet":
-        if manifest["model"] not in DYNAMIC:
-            raise ValueError(f"{folder / 'manifest.json'}: unknown model {manifest['model']!r}; expected one of {sorted(DYNAMIC)}")
         model = DYNAMIC[manifest["model"]](manifest["num_classes"], exits=manifest.get("exits", "stage"), rescale=bool(manifest.get("rescale", False)))
         model.load_state_dict(load_state_dict(inside(folder, manifest["weights"]), sha256=manifest["sha256"]))
         return DynamicResNetBackbone(model, name)
     members = []
     for member in manifest["members"]:
-        if member["model"] not in CLASSIFIERS:
-            raise ValueError(f"{folder / 'manifest.json'}: unknown model {member['model']!r}")
         model = CLASSIFIERS[member["model"]](manifest["num_classes"])
         model.load_state_dict(load_state_dict(inside(folder, member["weights"]), sha256=member["sha256"]))
         members.append(model)
     names = [member["model"] for member in manifest["members"]]
     caches = {inside(folder, file).name: digest for file, digest in manifest.get("caches", {}).items()}
     return Cascade(members, (3, 32, 32), name=name, shipped_dir=folder, member_names=names, shipped_sha256=caches)
+
+
+def manifest_problem(folder: Path, manifest: dict[str, Any]) -> str | None:
+    """Why :func:`load` refuses ``manifest`` before it reads any weights (a kind this version does not
+    load, a key its kind needs, a model it does not know), or ``None``: one rule for ``load`` and for
+    the catalogue (``routing-env backbones``), which lists what it would refuse."""
+    where = folder / "manifest.json"
+    if manifest["kind"] not in KINDS:
+        return f"pretrained model {manifest['name']!r} ({where}) has kind {manifest['kind']!r}; this version loads {list(KINDS)}"
+    try:
+        check_kind_keys(folder, manifest)
+    except ValueError as e:
+        return str(e)
+    dynamic = manifest["kind"] == "dynamic-resnet"
+    known = DYNAMIC if dynamic else CLASSIFIERS
+    unknown = [model for model in ([manifest["model"]] if dynamic else [m["model"] for m in manifest["members"]]) if model not in known]
+    if unknown:
+        return f"{where}: unknown model {unknown[0]!r}; expected one of {sorted(known)}"
+    return None
 
 
 KIND_KEYS = {"dynamic-resnet": ("model", "weights", "sha256"), "cascade": ("members",)}
@@ -262,6 +277,19 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
     return folder
 
 
+def split_members(state: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
+    """A cascade's ``backbone.pt`` (its classifiers' ``ModuleList`` state_dict) as one state_dict per member."""
+    found = sorted({int(key.partition(".")[0]) for key in state})
+    if found != list(range(count)):
+        raise ValueError(f"the backbone holds members {found}, the cascade has {count} (0..{count - 1}): "
+                         "it was co-trained from another cascade")
+    members: list[dict[str, torch.Tensor]] = [{} for _ in range(count)]
+    for key, value in state.items():
+        index, _, rest = key.partition(".")
+        members[int(index)][rest] = value
+    return members
+
+
 def package_cotrained(
     name: str,
     base: str,
@@ -286,8 +314,6 @@ def package_cotrained(
 
     ``allow_stopped``: package a run whose ``joint.json`` says it stopped before its last epoch (by a
     time limit or a kill); refused by default, since its cards would read as the finished run's."""
-    from .experiments.joint import split_members
-
     check_number("recalibrate", recalibrate, low=0, integer=True)
     entry = cascade_folder(base)
     manifest = entry[1]

@@ -286,9 +286,13 @@ def test_backbones_lists_every_name_with_its_cards_accuracy(capsys: pytest.Captu
     assert not any(row["error"] for row in rows.values())
     # a folder without cards or caches: the manifest's own figures, and routing it reads the images;
     # a kind this version does not load and a name two folders claim are listed with why, not raised
-    manifests = {"m": {"name": "mine", "kind": "cascade", "members": [{"model": "resnet8", "macs": 5e6, "test_accuracy": 0.5}]},
+    # and so is what load() would refuse before reading weights (an unknown model, a member without its keys)
+    member = {"model": "resnet8", "weights": "m.pt", "sha256": "0" * 64, "macs": 5e6, "test_accuracy": 0.5}
+    manifests = {"m": {"name": "mine", "kind": "cascade", "members": [member]},
                  "v": {"name": "vit", "kind": "vit"}, "a": {"name": "twice", "kind": "cascade", "members": []},
-                 "b": {"name": "twice", "kind": "cascade", "members": []}}
+                 "b": {"name": "twice", "kind": "cascade", "members": []},
+                 "u": {"name": "unknown-model", "kind": "cascade", "members": [{**member, "model": "resnet9000"}]},
+                 "k": {"name": "keyless", "kind": "cascade", "members": [{"model": "resnet8"}]}}
     for folder, manifest in manifests.items():
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "manifest.json").write_text(json.dumps({"dataset": "cifar10", "num_classes": 10, **manifest}))
@@ -298,7 +302,24 @@ def test_backbones_lists_every_name_with_its_cards_accuracy(capsys: pytest.Captu
     assert rows["mine"]["needs_data"] and rows["mine"]["models"] == [{"model": "resnet8", "test_accuracy": 0.5, "macs": 5e6}]
     assert "this version loads" in rows["vit"]["error"] and rows["vit"]["env"] is None
     assert "claimed by 2 folders" in rows["twice"]["error"] and rows["mine"]["error"] is None
+    assert "unknown model 'resnet9000'; expected one of" in rows["unknown-model"]["error"] and rows["unknown-model"]["models"] == []
+    assert "'members' must be a non-empty list of {model, weights, sha256} objects" in rows["keyless"]["error"]
+    with pytest.raises(ValueError, match="unknown model 'resnet9000'; expected one of"):  # the catalogue's error is load's
+        pretrained.load("unknown-model")
     assert main(["backbones"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 5 and any(line.startswith("mine ") and "resnet8 0.5000 at 5.0M MACs" in line for line in lines)
+    assert len(lines) == 7 and any(line.startswith("mine ") and "resnet8 0.5000 at 5.0M MACs" in line for line in lines)
     assert any(line.startswith("vit ") and "cannot be loaded" in line for line in lines)
+
+
+def test_a_custom_backbone_registered_by_name_is_listed(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registered as the design says (``BACKBONES[name] = factory``, nothing else): listed, not a KeyError."""
+    from routing_env import backbones
+
+    monkeypatch.setitem(backbones.BACKBONES, "my-net", backbones.tiny_cascade)
+    rows = {row["name"]: row for row in backbones.backbone_catalogue()}
+    assert rows["my-net"] | {"models": None} == {"name": "my-net", "kind": "custom", "env": "routing_env/Cascade-v0", "default": False,
+                                                 "dataset": None, "needs_data": None, "exits": None, "models": None, "error": None}
+    assert main(["backbones"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("my-net "))
+    assert "custom, routing_env/Cascade-v0 (no data set registered: pass dataset=)" in line

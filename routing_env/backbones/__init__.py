@@ -42,6 +42,9 @@ BACKBONE_KINDS: dict[str, str] = {
 KIND_ENVS = {"cascade": "routing_env/Cascade-v0", "dynamic-resnet": "routing_env/DynamicResNet-v0"}
 """The environment that routes each kind of backbone."""
 
+GENERIC_ENV = "routing_env/Cascade-v0"
+"""The environment that routes a custom backbone (any family; ``DynamicResNet-v0`` takes one too)."""
+
 
 KIND_DEFAULTS = {"cascade": DEFAULT_BACKBONE, "dynamic-resnet": DYNAMIC_BACKBONE}
 """The backbone each environment routes unless told otherwise."""
@@ -55,30 +58,34 @@ def backbone_catalogue() -> list[dict[str, Any]]:
     a dynamic ResNet's ``exits`` (``stage`` or ``block``: where its heads are), and
     per model (a cascade's members, a dynamic ResNet's full path) its test accuracy and MACs as its
     model card records them (the manifest's where no card is shipped; no models for the built-in
-    fixtures). A name this version cannot load (an unknown kind, several folders claiming it) is
-    listed with ``error`` saying why, and so is a manifest that cannot be read (under its folder's
-    name), so that one bad folder does not hide the others."""
+    fixtures). A backbone registered in ``BACKBONES`` without ``BACKBONE_KINDS`` or ``BACKBONE_DATASETS``
+    is listed as kind ``custom``, routed by the generic ``routing_env/Cascade-v0``, its data set ``None``
+    (pass ``dataset=``). A name this version cannot load (what :func:`~routing_env.pretrained.load`
+    refuses before reading weights, several folders claiming it) is listed with ``error`` saying why,
+    and so is a manifest that cannot be read (under its folder's name), so that one bad folder does not
+    hide the others."""
     from .. import pretrained
 
     found, broken = pretrained.scan()
     rows = [{"name": path.parent.name, "kind": None, "env": None, "default": False, "dataset": None, "needs_data": None, "exits": None,
              "models": [], "error": why} for path, why in broken.items()]
     for name in sorted({*BACKBONES, *found}):
-        error, exits = None, None
+        error, exits, models = None, None, []
         if name in BACKBONES:  # as make_backbone: a built-in wins over a pretrained model of its name
-            kind, dataset, models, needs_data = BACKBONE_KINDS[name], BACKBONE_DATASETS[name], [], False
+            kind, dataset = BACKBONE_KINDS.get(name, "custom"), BACKBONE_DATASETS.get(name)
+            env, needs_data = KIND_ENVS.get(kind, GENERIC_ENV), None if kind == "custom" else False
         else:
             folder, manifest = found[name][0]
-            kind, dataset = manifest["kind"], manifest["dataset"]
+            kind, dataset, env = manifest["kind"], manifest["dataset"], KIND_ENVS.get(manifest["kind"])
             needs_data = kind == "dynamic-resnet" or not manifest.get("caches")
             exits = manifest.get("exits") if kind == "dynamic-resnet" else None
-            entries = (manifest.get("members") or []) if kind == "cascade" else [manifest]
-            models = [pretrained.model_summary(folder, entry) for entry in entries]
-            if kind not in pretrained.KINDS:  # what pretrained.load refuses
-                error = f"kind {kind!r}: this version loads {sorted(pretrained.KINDS)}"
-            elif len(found[name]) > 1:
+            if len(found[name]) > 1:
                 error = f"claimed by {len(found[name])} folders: {', '.join(str(f) for f, _ in found[name])}"
-        rows.append({"name": name, "kind": kind, "env": KIND_ENVS.get(kind), "default": KIND_DEFAULTS.get(kind) == name,
+            else:
+                error = pretrained.manifest_problem(folder, manifest)
+            if error is None:
+                models = [pretrained.model_summary(folder, entry) for entry in (manifest["members"] if kind == "cascade" else [manifest])]
+        rows.append({"name": name, "kind": kind, "env": env, "default": KIND_DEFAULTS.get(kind) == name,
                      "dataset": dataset, "needs_data": needs_data, "exits": exits, "models": models, "error": error})
     return sorted(rows, key=lambda row: row["name"])
 
