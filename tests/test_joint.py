@@ -187,7 +187,7 @@ def test_package_cotrained_freezes_the_members_with_their_caches(tmp_path: Path,
     from routing_env import pretrained
     from routing_env.backbones.resnet import resnet8
     from routing_env.checkpoints import file_sha256, load_state_dict, save_state_dict
-    from routing_env.experiments.joint import split_members
+    from routing_env.pretrained import split_members
 
     base = tmp_path / "pre" / "base-cascade"
     base.mkdir(parents=True)

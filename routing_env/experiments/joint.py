@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .. import __version__
 from ..checkpoints import (
@@ -224,16 +223,3 @@ def flush(env: CoTrainBackbone) -> None:
         instances, routes, exits = (np.concatenate(column) for column in zip(*trainer.pending))
         trainer.pending.clear()
         trainer.update(instances, routes, exits)
-
-
-def split_members(state: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
-    """A cascade's ``backbone.pt`` (its classifiers' ``ModuleList`` state_dict) as one state_dict per member."""
-    found = sorted({int(key.partition(".")[0]) for key in state})
-    if found != list(range(count)):
-        raise ValueError(f"the backbone holds members {found}, the cascade has {count} (0..{count - 1}): "
-                         "it was co-trained from another cascade")
-    members: list[dict[str, torch.Tensor]] = [{} for _ in range(count)]
-    for key, value in state.items():
-        index, _, rest = key.partition(".")
-        members[int(index)][rest] = value
-    return members
