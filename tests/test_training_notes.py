@@ -69,3 +69,22 @@ def test_progress_keeps_a_diverged_epoch_as_a_row() -> None:
     """``loss nan`` (what the f-string prints once a run diverges) is the epoch to see, not one to drop."""
     diverged = ["resnet110 epoch 12/160: loss nan, train acc 0.1000, val acc 0.1000, 30.2 min"]
     assert progress_module().rows(diverged)[1] == [["12", "30.2", "nan", "0.1000", "0.1000"]]
+
+
+def test_forecast_at_a_runs_last_epoch_is_its_cards_recalibration(cifar_root: str, tmp_path: Path) -> None:
+    """``training/forecast.py`` rebuilds what the card is written from (the EMA's weights, recalibrated
+    with the card's seed): at the last epoch it must reproduce the card's `val` figures exactly."""
+    from routing_env.pretrain import PretrainArgs, pretrain
+
+    args = PretrainArgs(backbone="resnet20-dynamic", epochs=1, batch_size=32, subset=64, sandwich=1, ema=0.9, recalibrate=2)
+    card = pretrain(args, tmp_path / "dyn", data_root=cifar_root, progress=False)
+    forecast = load_module(ROOT / "training" / "forecast.py").forecast(tmp_path / "dyn", data_root=cifar_root)
+    recalibration = card["recalibration"]
+    assert (forecast["epoch"], forecast["epochs"], forecast["batches"]) == (1, 1, 2)
+    for key in ("val_mean_route_accuracy_before", "val_mean_route_accuracy_after", "kept"):
+        assert forecast[key] == recalibration[key], key
+    for when in ("before", "after"):
+        assert forecast[f"val_routes_{when}"] == {r["route"]: round(r["accuracy"], 4) for r in recalibration[f"val_routes_{when}"]}
+    pretrain(PretrainArgs(backbone="resnet8", epochs=1, batch_size=32, subset=64), tmp_path / "plain", data_root=cifar_root, progress=False)
+    with pytest.raises(ValueError, match="trains 'resnet8', not a dynamic ResNet"):
+        load_module(ROOT / "training" / "forecast.py").forecast(tmp_path / "plain", data_root=cifar_root)
