@@ -78,8 +78,9 @@ def model_summary(folder: Path, entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def folder_of(name: str) -> tuple[Path, dict[str, Any]] | None:
-    """The folder and manifest of the pretrained model ``name`` (``None`` if there is none);
-    ``ValueError`` naming them when several folders claim it."""
+    """The folder and manifest of the pretrained model ``name``: ``None`` if no readable manifest names
+    it and none is unreadable, else a ``ValueError`` naming the unreadable ones (one of them may be
+    ``name``'s); a ``ValueError`` naming the folders when several claim it."""
     found, broken = scan()
     entries = found.get(name)
     if not entries:
@@ -200,12 +201,20 @@ def build_caches(cascade: Cascade, dataset: str, data_root: str | None) -> dict[
     return {path.name: file_sha256(path) for path in paths}
 
 
-def copy_run(run: Path, card: dict[str, Any], folder: Path) -> None:
-    """Copy a ``pretrain`` run's weights and both its model cards into ``folder`` as ``<model>.*``."""
+def run_files(run: Path, card: dict[str, Any]) -> dict[str, bytes]:
+    """A ``pretrain`` run's weights and both its model cards, by the names a package keeps them under
+    (``<model>.pt``, ``.model_card.json``, ``.MODEL_CARD.md``): read whole before anything is written,
+    so that a run that lacks one leaves the package it would replace as it was."""
     model = card["model"]
-    atomic_write_text(folder / f"{model}.pt", (run / card["weights"]).read_bytes())
-    atomic_write_text(folder / f"{model}.model_card.json", (run / "model_card.json").read_text())
-    atomic_write_text(folder / f"{model}.MODEL_CARD.md", (run / "MODEL_CARD.md").read_text())
+    return {f"{model}.pt": (run / card["weights"]).read_bytes(), f"{model}.model_card.json": (run / "model_card.json").read_bytes(),
+            f"{model}.MODEL_CARD.md": (run / "MODEL_CARD.md").read_bytes()}
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (name → content) into ``folder``, each atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, data in files.items():
+        atomic_write_text(folder / file, data)
 
 
 def package_cascade(
@@ -238,9 +247,10 @@ def package_cascade(
         model = CLASSIFIERS[card["model"]](classes[0])
         model.load_state_dict(state)
         models.append(model)
-    folder.mkdir(parents=True, exist_ok=True)
-    for run, card in zip(runs, cards):
-        copy_run(run, card, folder)
+    for split in ("val", "test"):  # and the images of the caches are there
+        load_split(dataset, split, data_root)
+    files = {file: data for run, card in zip(runs, cards) for file, data in run_files(run, card).items()}
+    write_files(folder, files)
     members = [{"model": card["model"], "weights": f"{card['model']}.pt", "sha256": card["sha256"], "test_accuracy": card["test_accuracy"],
                 "macs": card["macs"]} for card in cards]
     caches = build_caches(Cascade(models, (3, 32, 32), name=name, cache_dir=folder), dataset, data_root)
@@ -258,8 +268,7 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
     if model not in DYNAMIC:
         raise ValueError(f"{run} holds {model!r}, not a dynamic ResNet ({sorted(DYNAMIC)})")
     num_classes = load_state_dict(run / card["weights"], card["sha256"])[f"heads.{card['num_blocks']}.fc.weight"].shape[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    copy_run(run, card, folder)
+    files = run_files(run, card)
     manifest = {
         "name": name,
         "kind": "dynamic-resnet",
@@ -273,6 +282,7 @@ def package_dynamic(name: str, run: str | Path, out: str | Path | None = None) -
         "test_accuracy": card["test_accuracy"],
         "macs": card["macs"],
     }
+    write_files(folder, files)
     write_json(folder / "manifest.json", manifest)
     return folder
 

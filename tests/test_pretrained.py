@@ -110,6 +110,10 @@ def test_one_broken_manifest_does_not_hide_the_other_models(fake_pretrained: Pat
     with pytest.raises(ValueError, match=r"unknown pretrained model 'half-written'; expected one of \['toy-cascade'\] .*"
                                          r"these manifests could not be read: .*half-written/manifest.json is not valid JSON"):
         pretrained.load("half-written")
+    (fake_pretrained / "m0.model_card.json").write_text("{")  # a member's card that cannot be read: that row's error
+    rows = {row["name"]: row for row in backbone_catalogue()}
+    assert rows["toy-cascade"]["error"].startswith(f"{fake_pretrained / 'm0.model_card.json'} is not valid JSON")
+    assert rows["tiny-cascade"]["error"] is None
 
 
 def test_unknown_pretrained_name(fake_pretrained: Path) -> None:
@@ -199,6 +203,9 @@ def test_package_cascade_checks_every_run_before_writing(tmp_path: Path) -> None
     (runs[1] / "model_card.json").write_text(json.dumps({**card, "dataset": "svhn"}))
     with pytest.raises(ValueError, match="trained on 'svhn', not 'cifar10'"):
         pretrained.package_cascade("mixed", runs, out=tmp_path / "out")
+    (runs[1] / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="cifar10 data at .*no-data.* is unusable"):  # the caches' images, checked first too
+        pretrained.package_cascade("no-images", runs, data_root=str(tmp_path / "no-data"), out=tmp_path / "out")
     save_state_dict(resnet14(num_classes=100).state_dict(), runs[1] / "weights.pt")
     (runs[1] / "model_card.json").write_text(json.dumps({**card, "sha256": file_sha256(runs[1] / "weights.pt")}))
     with pytest.raises(ValueError, match=r"the members' heads have \[10, 100\] classes"):
@@ -224,6 +231,11 @@ def test_a_refused_package_leaves_the_package_in_its_folder_as_it_was(tmp_path: 
     torch.manual_seed(1)
     save_state_dict(resnet20_dynamic().state_dict(), run / "weights.pt")  # new weights, the card's sha256 still the old ones'
     with pytest.raises(ValueError, match="sha256"):
+        pretrained.package_dynamic("toy-dynamic", run)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    (run / "model_card.json").write_text(json.dumps({**card, "sha256": file_sha256(run / "weights.pt")}))
+    (run / "MODEL_CARD.md").unlink()  # a run that lacks a file it ships: refused before its weights are written
+    with pytest.raises(FileNotFoundError, match="MODEL_CARD.md"):
         pretrained.package_dynamic("toy-dynamic", run)
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
     assert pretrained.load("toy-dynamic").name == "toy-dynamic"

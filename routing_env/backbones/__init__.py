@@ -84,7 +84,10 @@ def backbone_catalogue() -> list[dict[str, Any]]:
             else:
                 error = pretrained.manifest_problem(folder, manifest)
             if error is None:
-                models = [pretrained.model_summary(folder, entry) for entry in (manifest["members"] if kind == "cascade" else [manifest])]
+                try:
+                    models = [pretrained.model_summary(folder, entry) for entry in (manifest["members"] if kind == "cascade" else [manifest])]
+                except ValueError as e:  # a model card that cannot be read: this row says so, the others stand
+                    error = str(e)
         rows.append({"name": name, "kind": kind, "env": env, "default": KIND_DEFAULTS.get(kind) == name,
                      "dataset": dataset, "needs_data": needs_data, "exits": exits, "models": models, "error": error})
     return sorted(rows, key=lambda row: row["name"])
