@@ -17,8 +17,8 @@ from routing_env import pretrained
 from routing_env.backbones.resnet import CLASSIFIERS, recalibrate_on_images
 from routing_env.checkpoints import load_state_dict
 from routing_env.data import load_split
-from routing_env.experiments.joint import split_members
 from routing_env.pretrain import accuracy
+from routing_env.pretrained import split_members
 
 
 def main() -> None:
