@@ -85,6 +85,16 @@ def test_forecast_at_a_runs_last_epoch_is_its_cards_recalibration(cifar_root: st
         assert forecast[key] == recalibration[key], key
     for when in ("before", "after"):
         assert forecast[f"val_routes_{when}"] == {r["route"]: round(r["accuracy"], 4) for r in recalibration[f"val_routes_{when}"]}
+    # a heads-only run's card is not recalibrated, so neither is its forecast: the weights as they are
+    heads = PretrainArgs(backbone="resnet20-dynamic", init=str(tmp_path / "dyn" / "weights.pt"), exits="block", heads_only=True,
+                         epochs=1, batch_size=32, subset=64, sandwich=1, monitor=0)
+    assert pretrain(heads, tmp_path / "heads", data_root=cifar_root, progress=False)["recalibration"] is None
+    (tmp_path / "dyn" / "weights.pt").rename(tmp_path / "moved.pt")  # the checkpoint holds every weight: init is not read
+    plain = load_module(ROOT / "training" / "forecast.py").forecast(tmp_path / "heads", data_root=cifar_root)
+    assert "val_routes_after" not in plain and "exit after block 1" in plain["val_routes_before"]
+    assert plain["val_mean_route_accuracy_before"] == pytest.approx(sum(plain["val_routes_before"].values()) / len(plain["val_routes_before"]), abs=1e-4)
+    with pytest.raises(ValueError, match="--batches must be an integer >= 1"):
+        load_module(ROOT / "training" / "forecast.py").forecast(tmp_path / "dyn", batches=0, data_root=cifar_root)
     pretrain(PretrainArgs(backbone="resnet8", epochs=1, batch_size=32, subset=64), tmp_path / "plain", data_root=cifar_root, progress=False)
     with pytest.raises(ValueError, match="trains 'resnet8', not a dynamic ResNet"):
         load_module(ROOT / "training" / "forecast.py").forecast(tmp_path / "plain", data_root=cifar_root)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 12's "When it ends" for a finished dynamic ResNet-20 run, as one resumable script: decide on
-# `val`, package it as `cifar10-resnet20-dynamic`, rebuild the `-exits` heads on its trunk, write both
-# routes tables, and run the dynamic sweeps of docs/results.md on it, each into
+# `val`, package it as `cifar10-resnet20-dynamic`, rebuild the `-exits` heads on its trunk, write its
+# routes table, run the four dynamic sweeps of docs/results.md on it and the `gain` agent on its exits, each into
 # benchmarks/results/cifar10-resnet20-dynamic-TAG[-head|-exits|-exit-dense]/. A step whose output is
 # there is skipped, so a killed run goes on where it stopped. Rewriting the README's and
 # docs/results.md's tables from the results is left to a person.
@@ -11,6 +11,7 @@
 # Run it with nothing beside it (the sweeps are about 1.5-2.5 h on a 2-core VM); it stops (status 1)
 # before writing anything if the run's card does not beat the shipped one on `val`.
 set -euo pipefail
+cd "$(dirname "$0")/.."  # the repository root: every path below is relative to it
 tag=${1:?usage: training/ship-dynamic.sh TAG (the run is training/cifar10-resnet20-dynamic-TAG)}
 run=training/cifar10-resnet20-dynamic-$tag
 exits=$run-exits
@@ -45,7 +46,7 @@ if [ ! -f "$exits/model_card.json" ]; then
     step "heads after every block: $exits"
     OMP_NUM_THREADS=2 $cli pretrain --backbone resnet20-dynamic --exits block --heads-only --rescale \
         --init pretrained/cifar10-resnet20-dynamic/resnet20-dynamic.pt --epochs 6 --lr 0.05 --seed 0 \
-        --out "$exits" --quiet
+        --out "$exits" --quiet --resume
 fi
 if ! $py -c "import json,sys; sys.exit(json.load(open('$exits/model_card.json'))['sha256'] != json.load(open('pretrained/cifar10-resnet20-dynamic-exits/manifest.json'))['sha256'])"; then
     step "package $exits as cifar10-resnet20-dynamic-exits"
@@ -56,7 +57,8 @@ fi
 mkdir -p "$results"
 if [ ! -f "$results/routes.json" ]; then
     step "routes on test"
-    $py benchmarks/dynamic_routes.py --split test > "$results/routes.json.part" && mv "$results/routes.json.part" "$results/routes.json"
+    $py benchmarks/dynamic_routes.py --split test > "$results/routes.json.part"
+    mv "$results/routes.json.part" "$results/routes.json"
 fi
 
 # 5. the sweeps: runs/ keeps finished runs, so a killed sweep resumes; the tables are copied when it ends
