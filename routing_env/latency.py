@@ -113,8 +113,9 @@ def cost_array(value: Any, field: str, shape: tuple[int, ...], where: str) -> np
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         array = None
-    bound = "> 0" if field == "reference" else ">= 0"
-    if array is None or array.shape != shape or not np.isfinite(array).all() or not ((array > 0) if field == "reference" else (array >= 0)).all():
+    strict = field == "reference"
+    bound = "> 0" if strict else ">= 0"
+    if array is None or array.shape != shape or not np.isfinite(array).all() or not ((array > 0) if strict else (array >= 0)).all():
         raise ValueError(f"{where}: {field} must be finite costs {bound} of shape {shape}, got {value!r}")
     return array
 

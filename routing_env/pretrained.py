@@ -191,14 +191,14 @@ def check_kind_keys(folder: Path, manifest: dict[str, Any]) -> None:
             raise ValueError(f"{where}: 'members' must be a non-empty list of {{{', '.join(MEMBER_KEYS)}}} objects, got {members!r}")
 
 
-def build_caches(cascade: Cascade, dataset: str, data_root: str | None) -> dict[str, str]:
-    """Build ``cascade``'s ``val`` and ``test`` feature caches in its ``cache_dir``; what a manifest's
+def build_caches(cascade: Cascade, dataset: str, data_root: str | None) -> tuple[dict[str, FeatureCache], dict[str, str]]:
+    """Build ``cascade``'s ``val`` and ``test`` feature caches in its ``cache_dir``. Returns the caches
+    by split (for the cards written beside them, so nothing is read twice) and what a manifest's
     ``caches`` lists: each file's sha256 by name. Only these two: a folder packaged again may still
     hold the caches of the weights it held before (the names carry the weights' sha256)."""
-    for split in ("val", "test"):
-        cascade.feature_cache(dataset, split, data_root)
+    caches = {split: cascade.feature_cache(dataset, split, data_root) for split in ("val", "test")}
     paths = [cascade.cache_path(dataset, split) for split in ("val", "test")]
-    return {path.name: file_sha256(path) for path in paths}
+    return caches, {path.name: file_sha256(path) for path in paths}
 
 
 def run_files(run: Path, card: dict[str, Any]) -> dict[str, bytes]:
@@ -253,7 +253,7 @@ def package_cascade(
     write_files(folder, files)
     members = [{"model": card["model"], "weights": f"{card['model']}.pt", "sha256": card["sha256"], "test_accuracy": card["test_accuracy"],
                 "macs": card["macs"]} for card in cards]
-    caches = build_caches(Cascade(models, (3, 32, 32), name=name, cache_dir=folder), dataset, data_root)
+    _, caches = build_caches(Cascade(models, (3, 32, 32), name=name, cache_dir=folder), dataset, data_root)
     write_json(folder / "manifest.json", {"name": name, "kind": "cascade", "dataset": dataset, "num_classes": classes[0], "members": members, "caches": caches})
     return folder
 
@@ -356,8 +356,7 @@ def package_cotrained(
            "members": members, "cotrained_from": base, "backbone_sha256": file_sha256(backbone), "note": note,
            "batchnorm_recalibrated_on": f"{recalibrate} augmented train batches of 256" if recalibrate else None}
     cascade = Cascade(models, (3, 32, 32), name=name, cache_dir=folder)
-    new["caches"] = build_caches(cascade, manifest["dataset"], data_root)
-    caches = {split: cascade.feature_cache(manifest["dataset"], split, data_root) for split in ("val", "test")}
+    caches, new["caches"] = build_caches(cascade, manifest["dataset"], data_root)
     write_cotrained_cards(folder, new, cascade, caches, base_cards, record)
     write_json(folder / "manifest.json", new)
     return folder
