@@ -6,7 +6,8 @@ point to reach.
 
 For each target cost, τ is chosen on ``val`` (the best ``val`` accuracy within that ``val`` MACs
 fraction: agent ``threshold``, as the sweeps' "threshold at the same val cost" column) and the rule is
-scored on ``test``; the hull is that of the static routes on ``test`` (every exit at every width:
+scored on ``test`` (each point keeps τ's ``val`` accuracy and cost too: what a rule set before a run
+compares, since no choice is made on ``test``); the hull is that of the static routes on ``test`` (every exit at every width:
 :func:`~routing_env.experiments.baselines.static_rows`), read at the rule's ``test`` cost. Needs CIFAR-10; minutes on a CPU.
 """
 
@@ -35,6 +36,8 @@ def main() -> None:
         points.append({
             "val_target_macs_fraction": target,
             "tau": row["tau"],
+            "val_accuracy": row["val_accuracy"],
+            "val_macs_fraction": row["val_macs_fraction"],
             "accuracy": row["accuracy"],
             "macs_fraction": row["macs_fraction"],
             "hull_accuracy": mixture,
