@@ -98,3 +98,31 @@ def test_forecast_at_a_runs_last_epoch_is_its_cards_recalibration(cifar_root: st
     pretrain(PretrainArgs(backbone="resnet8", epochs=1, batch_size=32, subset=64), tmp_path / "plain", data_root=cifar_root, progress=False)
     with pytest.raises(ValueError, match="trains 'resnet8', not a dynamic ResNet"):
         load_module(ROOT / "training" / "forecast.py").forecast(tmp_path / "plain", data_root=cifar_root)
+
+
+def cards_module():
+    return load_module(ROOT / "training" / "cards.py")
+
+
+def card_routes(run: str) -> dict[str, dict[str, float]]:
+    return cards_module().routes(json.loads((ROOT / "training" / run / "model_card.json").read_text()))
+
+
+def test_cards_compares_a_card_with_more_routes_on_the_first_cards_routes_only() -> None:
+    """The joint-exits A/B's card has a head after every block; its mean in the table is over v3's eight
+    stage routes, the verdict the training notes read (0.8156 on `val`), not over its fourteen."""
+    cards = cards_module()
+    stage, block = card_routes("cifar10-resnet20-dynamic-v3"), card_routes("cifar10-resnet20-dynamic-ab-joint-exits")
+    assert len(block["val"]) > len(stage["val"])
+    table = cards.markdown(["v3", "ab-joint-exits"], [stage, block])
+    mean = next(line for line in table.splitlines() if line.startswith("| mean of the routes"))
+    expected = sum(block["val"][r] for r in stage["val"]) / len(stage["val"])
+    assert mean.split(" | ")[2] == f"{expected:.4f}"
+    assert "exit after block 5" not in table
+    with pytest.raises(ValueError, match="v3's card has no `val` accuracy for .*exit after block 1"):
+        cards.markdown(["ab-joint-exits", "v3"], [block, stage])
+
+
+def test_cards_refuses_a_heads_only_card_by_its_command() -> None:
+    with pytest.raises(ValueError, match="--heads-only.*no `val` routes"):
+        card_routes("cifar10-resnet20-dynamic-v3-exits")
